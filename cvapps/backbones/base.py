@@ -1,0 +1,98 @@
+"""Backbone contract: multi-scale features in order of increasing stride, described by
+``feature_info``; stages for freezing; optional max-pool indices (VGG-style encoders)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ShapeError
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    channels: int
+    stride: int
+    name: str
+
+
+class Backbone(nn.Module):
+    """Wraps a ``nn.Sequential`` of named children (a torchvision model's own modules, so
+    state-dict keys stay torchvision's) and taps the outputs of chosen children.
+
+    forward(x: (B, 3, H, W)) -> list of (B, C_i, H/s_i, W/s_i), strides increasing.
+    ``stages``: groups of child names, earliest first; ``stage:N`` freezing counts them.
+    """
+
+    def __init__(self, name: str, body: nn.Sequential, taps: list[str], stages: list[list[str]]):
+        super().__init__()
+        self.name = name
+        self.body = body
+        names = [n for n, _ in body.named_children()]
+        missing = [t for t in taps if t not in names] + [n for s in stages for n in s if n not in names]
+        if missing:
+            raise ValueError(f"backbone {name}: unknown child names {missing}")
+        self.taps = list(taps)
+        self.stage_names = [list(s) for s in stages]
+        self._last = max(names.index(t) for t in taps)
+        self.feature_info = self._probe()
+
+    @torch.no_grad()
+    def _probe(self, size: int = 64) -> list[FeatureSpec]:
+        was_training = self.training
+        self.eval()
+        feats = self.forward(torch.zeros(1, 3, size, size))
+        self.train(was_training)
+        info = [FeatureSpec(int(f.shape[1]), size // int(f.shape[-1]), t) for f, t in zip(feats, self.taps)]
+        strides = [s.stride for s in info]
+        if strides != sorted(strides):
+            raise ValueError(f"backbone {self.name}: feature strides must not decrease, got {strides}")
+        return info
+
+    @property
+    def out_channels(self) -> int:
+        return self.feature_info[-1].channels
+
+    def stages(self) -> list[nn.Module]:
+        """Stage modules, earliest first (one nn.ModuleList per stage)."""
+        return [nn.ModuleList(getattr(self.body, n) for n in names) for names in self.stage_names]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ShapeError(f"backbone {self.name} expects (B, 3, H, W), got {tuple(x.shape)}")
+        out = []
+        for i, (n, m) in enumerate(self.body.named_children()):
+            x = m(x)
+            if n in self.taps:
+                out.append(x)
+            if i == self._last:
+                break
+        return out
+
+    def forward_with_pool_indices(self, x: torch.Tensor):
+        """For encoders with max-pool layers (SegNet): returns (features, pools) where
+        pools is a list of (indices (B,C,h,w) int64, pre-pool size (H,W)) per MaxPool2d."""
+        pools: list[tuple[torch.Tensor, torch.Size]] = []
+        out = []
+        for n, m in self.body.named_children():
+            for sub in (m if isinstance(m, nn.Sequential) else [m]):
+                if isinstance(sub, nn.MaxPool2d):
+                    size = x.shape[-2:]
+                    x, idx = nn.functional.max_pool2d(
+                        x, sub.kernel_size, sub.stride, sub.padding, sub.dilation, sub.ceil_mode, return_indices=True
+                    )
+                    pools.append((idx, size))
+                else:
+                    x = sub(x)
+            if n in self.taps:
+                out.append(x)
+        return out, pools
+
+
+def named_sequential(model: nn.Module, children: list[str], rename: dict[str, str] | None = None) -> nn.Sequential:
+    """nn.Sequential over some of ``model``'s children, keeping their names."""
+    rename = rename or {}
+    return nn.Sequential(OrderedDict((rename.get(c, c), getattr(model, c)) for c in children))

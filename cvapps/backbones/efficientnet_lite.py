@@ -1,0 +1,62 @@
+"""EfficientNet-Lite0 (Tan & Le; the mobile variant without squeeze-excitation, ReLU6,
+fixed stem/head). torchvision has no Lite definition, so it is assembled here from
+torchvision's Conv2dNormActivation. Pretrained keys (``_conv_stem``/``_blocks.N``/``_fc``
+style) are mapped onto these names by the manifest's key map."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import partial
+
+from torch import nn
+from torchvision.ops import Conv2dNormActivation
+
+from .base import Backbone
+from .registry import register_backbone
+
+_BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # TF-trained statistics
+_CBA = partial(Conv2dNormActivation, norm_layer=_BN, activation_layer=nn.ReLU6)
+
+# (expand ratio, kernel, stride, out channels, repeats) per stage
+LITE0_STAGES = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+                (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+
+
+class LiteMBConv(nn.Module):
+    """Inverted residual without SE: (B,Cin,H,W) -> (B,Cout,H/s,W/s)."""
+
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int):
+        super().__init__()
+        hidden = cin * expand
+        if expand != 1:
+            self.expand = _CBA(cin, hidden, 1)
+        self.dw = _CBA(hidden, hidden, kernel, stride, groups=hidden)
+        self.project = _CBA(hidden, cout, 1, activation_layer=None)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.expand(x) if hasattr(self, "expand") else x
+        y = self.project(self.dw(y))
+        return x + y if self.residual else y
+
+
+@register_backbone("efficientnet_lite0")
+def efficientnet_lite0() -> Backbone:
+    layers: OrderedDict[str, nn.Module] = OrderedDict(stem=_CBA(3, 32, 3, 2))
+    cin, i, stage_ends = 32, 0, []
+    for expand, k, s, cout, reps in LITE0_STAGES:
+        for r in range(reps):
+            layers[f"b{i}"] = LiteMBConv(cin, cout, expand, k, s if r == 0 else 1)
+            cin, i = cout, i + 1
+        stage_ends.append(i - 1)
+    layers["head"] = _CBA(cin, 1280, 1)
+    body = nn.Sequential(layers)
+    # taps at the last block of each stride: 2, 4, 8, 16, 32
+    taps = [f"b{stage_ends[0]}", f"b{stage_ends[1]}", f"b{stage_ends[2]}", f"b{stage_ends[4]}", "head"]
+    names = list(layers)
+    stages, start = [], 0
+    for t in taps:
+        end = names.index(t)
+        stages.append(names[start : end + 1])
+        start = end + 1
+    return Backbone("efficientnet_lite0", body, taps, stages)

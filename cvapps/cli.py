@@ -1,0 +1,148 @@
+"""The `cvapps` command: parses arguments, calls cvapps.api, prints. No logic here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import api
+from .errors import CvappsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Computer-vision applications on shared pretrained backbones.")
+weights_app = typer.Typer(no_args_is_help=True, help="Known pretrained weights.")
+predict_app = typer.Typer(no_args_is_help=True, help="Run a model on images, folders, globs, lists or videos.")
+train_app = typer.Typer(no_args_is_help=True, help="Fine-tune a model on your labelled data.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate a model; prints a JSON object of metrics last.")
+app.add_typer(weights_app, name="weights")
+app.add_typer(predict_app, name="predict")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+out = Console()
+err = Console(stderr=True)
+
+Device = typer.Option("cpu", help="cpu, cuda, cuda:1 ...")
+Precision = typer.Option("fp32", help="fp32 or bf16 (autocast; fast on CPUs with AMX/AVX-512 bf16)")
+
+
+@app.command()
+def backbones() -> None:
+    """List backbones: feature strides, channels, parameters, available weights."""
+    t = Table("name", "strides", "channels", "params", "weights", "pool indices")
+    for r in api.backbone_table():
+        t.add_row(r["name"], ",".join(map(str, r["strides"])), ",".join(map(str, r["channels"])),
+                  f"{r['params'] / 1e6:.1f}M", ", ".join(r["weights"]) or "-", "yes" if r["pool_indices"] else "")
+    out.print(t)
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """List known weights and where they come from."""
+    t = Table("name", "backbone", "ImageNet top-1", "sources")
+    for r in api.weights_table():
+        t.add_row(r["name"], r["backbone"], str(r["top1"] or "-"), "\n".join(r["sources"]))
+    out.print(t)
+
+
+@weights_app.command("pull")
+def weights_pull(name: str, file: Optional[str] = typer.Option(None, help="a local copy of the file to verify and cache")) -> None:
+    """Download (or find) weights NAME, verify its sha256, cache it; prints the path."""
+    out.print(str(api.pull_weights(name, file)))
+
+
+@predict_app.command("classify")
+def predict_classify(
+    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos, camera index"),
+    model: Optional[str] = typer.Option(None, help="model file or weights name (default: mobilenet_v2.imagenet1k)"),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="write annotated images/videos here"),
+    save_json: Optional[str] = typer.Option(None, help="write JSON Lines (one object per image/frame)"),
+    top_k: int = typer.Option(5, help="labels per prediction"),
+    batch_size: int = typer.Option(16),
+    vid_stride: int = typer.Option(1, help="use every N-th video frame"),
+    device: str = Device, precision: str = Precision,
+) -> None:
+    """Classify images and videos; prints the top-1 label per image."""
+    s = api.predict(model, sources, task="classify", out_dir=out_dir, save_json=save_json, top_k=top_k,
+                    batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision, console=err)
+    for src, label, score in s.top1:
+        out.print(f"{src}\t{label}\t{score:.3f}")
+    err.print(f"{s.processed} predicted, {len(s.failed)} skipped"
+              + (f"; outputs in {out_dir}" if out_dir else "") + (f"; JSON Lines in {save_json}" if save_json else ""))
+    if s.failed and not s.processed:
+        raise typer.Exit(2)
+
+
+@train_app.command("classify")
+def train_classify(
+    data: Optional[str] = typer.Option(None, help="root with train/ and val/ (class folders) or train.csv/val.csv"),
+    train: Optional[str] = typer.Option(None, help="training class-folder tree or CSV"),
+    val: Optional[str] = typer.Option(None, help="validation class-folder tree or CSV"),
+    images: Optional[str] = typer.Option(None, help="folder CSV image paths are relative to"),
+    kind: Optional[str] = typer.Option(None, help="multiclass | multilabel | regression | binned (default: inferred)"),
+    bins: Optional[str] = typer.Option(None, help="binned regression: LOW,HIGH,N"),
+    backbone: str = typer.Option("mobilenet_v2"),
+    weights: Optional[str] = typer.Option(None, help="pretrained weights, e.g. mobilenet_v2.imagenet1k"),
+    out_dir: str = typer.Option("runs/classify", "--out"),
+    epochs: int = typer.Option(10), batch_size: int = typer.Option(32), lr: float = typer.Option(1e-3),
+    weight_decay: float = typer.Option(1e-4), warmup_epochs: float = typer.Option(1.0),
+    freeze: Optional[str] = typer.Option(None, help="backbone | stage:N | regex over module names"),
+    unfreeze_at: Optional[int] = typer.Option(None, help="gradual unfreeze: from this epoch, one stage per epoch"),
+    backbone_lr_ratio: float = typer.Option(0.1, help="backbone lr = lr x ratio"),
+    label_smoothing: Optional[float] = typer.Option(None),
+    img_size: Optional[int] = typer.Option(None, help="input size (default: the weights')"),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="default: on unless --freeze backbone"),
+    patience: Optional[int] = typer.Option(None, help="early stopping patience in epochs"),
+    clip_grad: Optional[float] = typer.Option(5.0), seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
+    skip_bad: bool = typer.Option(False, help="skip unreadable images (counted) instead of stopping"),
+    device: str = Device, precision: str = Precision,
+) -> None:
+    """Fine-tune a classifier; writes best/last model files, checkpoint, metrics.jsonl, curves.png."""
+    bins_list = [float(b) for b in bins.split(",")] if bins else None
+    result = api.train("classify", data, train=train, val=val, images=images, kind=kind, bins=bins_list,
+                       backbone=backbone, weights=weights, out=out_dir, label_smoothing=label_smoothing,
+                       img_size=img_size, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                       warmup_epochs=warmup_epochs, freeze=freeze, unfreeze_at=unfreeze_at,
+                       backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience,
+                       clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad, device=device,
+                       precision=precision, console=err)
+    val_metrics = result.get("val", {})
+    summary = {k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}
+    print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"], **summary}))
+
+
+@eval_app.command("classify")
+def eval_classify(
+    model: str = typer.Option(..., help="model file or weights name"),
+    data: str = typer.Option(..., help="folder of class folders, a root with val/, or a CSV"),
+    images: Optional[str] = typer.Option(None, help="folder CSV image paths are relative to"),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="also write confusion.png here"),
+    batch_size: int = typer.Option(32), skip_bad: bool = typer.Option(False), precision: str = Precision,
+) -> None:
+    """Evaluate a classifier: top1, top5, per_class, confusion_matrix, count (JSON, last line)."""
+    m = api.evaluate(model, data, images=images, out=out_dir, batch_size=batch_size, skip_bad=skip_bad,
+                     precision=precision, console=err)
+    print(json.dumps(m))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    try:
+        app(args=argv, prog_name="cvapps")
+    except CvappsError as e:
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] {e.one_line()}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Readers, datasets and transforms."""

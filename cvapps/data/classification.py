@@ -1,0 +1,206 @@
+"""Classification data: ImageFolder trees and CSV files -> samples; torch Datasets."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DataError
+from .io import is_image, list_images, read_image
+
+
+@dataclass
+class ClassificationData:
+    """paths[i] with targets[i]: multiclass int, multilabel list[int], regression float."""
+
+    paths: list[Path]
+    targets: list[Any]
+    labels: list[str]
+    kind: str
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def target_tensor(self) -> torch.Tensor:
+        if self.kind == "multilabel":
+            t = torch.zeros(len(self.targets), len(self.labels))
+            for i, idx in enumerate(self.targets):
+                t[i, idx] = 1.0
+            return t
+        if self.kind in ("regression", "binned"):
+            return torch.tensor(self.targets, dtype=torch.float32)
+        return torch.tensor(self.targets, dtype=torch.int64)
+
+
+def image_folder(root: str | Path, labels: list[str] | None = None) -> ClassificationData:
+    """``root/<class>/*.jpg``. With ``labels`` given (e.g. from the training split), a class
+    folder not among them raises DataError."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("no such folder", path=str(root))
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError("no class folders found", path=str(root), hint="expected ROOT/<class>/<image files>")
+    if labels is None:
+        labels = classes
+    paths, targets = [], []
+    for c in classes:
+        if c not in labels:
+            raise DataError(f"class folder {c!r} is not one of the model's classes {labels}", path=str(root / c))
+        for p in list_images(root / c):
+            paths.append(p)
+            targets.append(labels.index(c))
+    return ClassificationData(paths, targets, list(labels), "multiclass", str(root))
+
+
+def _infer_kind(values: list[str]) -> str:
+    if any(";" in v for v in values):
+        return "multilabel"
+    try:
+        [float(v) for v in values]
+    except ValueError:
+        return "multiclass"
+    return "regression"
+
+
+def read_csv(path: str | Path, images_root: str | Path | None = None, labels: list[str] | None = None,
+             kind: str | None = None) -> ClassificationData:
+    """CSV rows ``path,label`` | ``path,label1;label2`` | ``path,value`` (a header row is
+    allowed). Relative image paths are resolved against ``images_root`` (default: the CSV's
+    folder). With ``labels`` fixed, an unknown class raises DataError naming file and row."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such CSV file", path=str(path))
+    base = Path(images_root) if images_root else path.parent
+    rows: list[tuple[int, str, str]] = []
+    with open(path, newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 2:
+                raise DataError(f"row {lineno}: expected 'path,label', got {row!r}", path=str(path))
+            if lineno == 1 and not is_image(row[0]) and row[0].strip().lower() in ("path", "file", "image", "filename"):
+                continue
+            rows.append((lineno, row[0].strip(), row[1].strip()))
+    if not rows:
+        raise DataError("CSV has no rows", path=str(path))
+    kind = kind or _infer_kind([r[2] for r in rows])
+    if kind in ("regression", "binned"):
+        targets = []
+        for lineno, _, v in rows:
+            try:
+                targets.append(float(v))
+            except ValueError:
+                raise DataError(f"row {lineno}: value {v!r} is not a number", path=str(path)) from None
+        out_labels = labels or ["value"]
+    else:
+        split = (lambda v: [x.strip() for x in v.split(";") if x.strip()]) if kind == "multilabel" else (lambda v: [v])
+        fixed = labels is not None
+        out_labels = list(labels) if fixed else sorted({x for _, _, v in rows for x in split(v)})
+        targets = []
+        for lineno, _, v in rows:
+            names = split(v)
+            unknown = [x for x in names if x not in out_labels]
+            if unknown:
+                raise DataError(f"row {lineno}: unknown class {unknown[0]!r}", path=str(path),
+                                hint=f"known classes: {', '.join(out_labels)}")
+            idx = [out_labels.index(x) for x in names]
+            targets.append(idx if kind == "multilabel" else idx[0])
+    paths = [(base / p) if not Path(p).is_absolute() else Path(p) for _, p, _ in rows]
+    return ClassificationData(paths, targets, out_labels, kind, str(path))
+
+
+def load_split(spec: str | Path, labels: list[str] | None = None, kind: str | None = None,
+               images_root: str | Path | None = None) -> ClassificationData:
+    p = Path(spec)
+    if p.suffix.lower() == ".csv":
+        return read_csv(p, images_root, labels, kind)
+    if kind not in (None, "multiclass"):
+        raise ConfigError(f"an ImageFolder tree is multiclass; kind {kind!r} needs a CSV", path=str(p))
+    return image_folder(p, labels)
+
+
+def resolve_dataset(data: str | None = None, train: str | None = None, val: str | None = None,
+                    kind: str | None = None, images_root: str | None = None):
+    """``data`` = a root with train/ and val/ (ImageFolder or train.csv/val.csv), or explicit
+    ``train``/``val``. Returns (train, val|None); val uses train's label list."""
+    if data:
+        root = Path(data)
+        if not root.is_dir():
+            raise DataError("no such dataset folder", path=str(root))
+        for tr, va in (("train", "val"), ("train.csv", "val.csv")):
+            if (root / tr).exists():
+                train = train or str(root / tr)
+                if val is None and (root / va).exists():
+                    val = str(root / va)
+                break
+        else:
+            raise DataError("dataset folder has no train/ or train.csv", path=str(root),
+                            hint="pass --train and --val explicitly")
+    if not train:
+        raise ConfigError("no training data", hint="pass --data ROOT or --train PATH")
+    tr = load_split(train, None, kind, images_root)
+    va = load_split(val, tr.labels, tr.kind, images_root) if val else None
+    return tr, va
+
+
+class ImageDataset(Dataset):
+    """Items: (image tensor (3, S, S) float32, target tensor). ``transform`` is an
+    EvalTransform or an albumentations Compose. ``skip_bad``: unreadable images yield None
+    (dropped by ``collate_skip``) and are recorded in ``data.skipped``.
+    ``decoded_cache``: keep decoded images in memory, downsized so the short side is
+    ``cache_side`` (small datasets trained for many epochs decode each file once)."""
+
+    def __init__(self, data: ClassificationData, transform: Callable, skip_bad: bool = False,
+                 cache_side: int | None = None):
+        self.data = data
+        self.transform = transform
+        self.skip_bad = skip_bad
+        self.targets = data.target_tensor()
+        self.cache_side = cache_side
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def image(self, i: int) -> np.ndarray:
+        if i in self._cache:
+            return self._cache[i]
+        img = read_image(self.data.paths[i])
+        if self.cache_side:
+            h, w = img.shape[:2]
+            s = self.cache_side / min(h, w)
+            if s < 1:
+                img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+            self._cache[i] = img
+        return img
+
+    def __getitem__(self, i: int):
+        try:
+            img = self.image(i)
+        except DataError:
+            if not self.skip_bad:
+                raise
+            self.data.skipped.append(str(self.data.paths[i]))
+            return None
+        if hasattr(self.transform, "resize_crop"):
+            x, _ = self.transform(img)
+        else:
+            x = torch.from_numpy(self.transform(image=img)["image"]).permute(2, 0, 1)  # (3, S, S)
+        return x, self.targets[i]
+
+
+def collate_skip(batch):
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return None
+    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])

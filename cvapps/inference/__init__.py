@@ -1,0 +1,1 @@
+"""Sources, batching, writers and the predict loop."""

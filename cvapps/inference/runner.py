@@ -1,0 +1,99 @@
+"""The predict loop shared by ``TaskModel.predict`` and ``cvapps predict``."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .sources import Frame, batched, count_frames, expand_sources, iter_frames, prefetch
+from .writers import AnnotatedWriter, JsonlWriter
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked (fast on CPUs with AMX/AVX-512 bf16); fp32 otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str = "fp32", **post) -> list:
+    """u8: list of (3, S, S) uint8 crops -> predictions (normalisation happens batched)."""
+    pre = model.preprocessor()
+    x = pre.normalize(torch.stack(u8).to(model.device))
+    x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(x.device, precision):
+        raw = model(x)
+    return model.postprocess(raw, metas, **post)
+
+
+def predict_arrays(model, arrays: list[np.ndarray], batch_size: int = 16, precision: str = "fp32", **post) -> list:
+    model.eval()
+    pre = model.preprocessor()
+    out: list = []
+    for i in range(0, len(arrays), batch_size):
+        chunk = arrays[i : i + batch_size]
+        u8 = [pre.resize_crop(a) for a in chunk]
+        metas = [{"width": a.shape[1], "height": a.shape[0]} for a in chunk]
+        out.extend(run_batch(model, u8, metas, precision, **post))
+    return out
+
+
+@dataclass
+class RunSummary:
+    processed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    # (source, top label, score) of still images, for a console summary; capped
+    top1: list[tuple[str, str, float]] = field(default_factory=list)
+
+
+def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str | Path | None = None,
+                save_json: str | Path | None = None, precision: str = "fp32", vid_stride: int = 1,
+                console: Console | None = None, progress: bool = True, **post) -> RunSummary:
+    """Stream ``sources`` through ``model``. A bad image is reported and skipped; every good
+    image still gets its JSON line (flushed immediately) and annotated output."""
+    console = console or Console(stderr=True)
+    items = expand_sources(sources)
+    pre = model.preprocessor()
+    model.eval()
+    frames = prefetch(iter_frames(items, vid_stride), hook=pre.resize_crop, maxsize=max(8, 2 * batch_size))
+    jsonl, drawn = JsonlWriter(save_json), AnnotatedWriter(out_dir)
+    summary = RunSummary()
+    bar = Progress(TextColumn("[bold]predict {task.fields[task_name]}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=console, disable=not progress, transient=True)
+    try:
+        with bar:
+            tid = bar.add_task("predict", total=count_frames(items, vid_stride), task_name=model.task)
+            for batch in batched(frames, batch_size):
+                good: list[Frame] = []
+                for f in batch:
+                    if f.error is not None:
+                        summary.failed.append((f.source, f.error.one_line()))
+                        console.print(f"[red]skipped[/red] {f.error.one_line()}")
+                    else:
+                        good.append(f)
+                if good:
+                    metas = [{"width": f.image.shape[1], "height": f.image.shape[0]} for f in good]
+                    preds = run_batch(model, [f.payload for f in good], metas, precision, **post)
+                    for f, p, m in zip(good, preds, metas):
+                        jsonl.write({"source": f.source, "frame": f.frame, "task": model.task, **m,
+                                     "predictions": p.to_dict()})
+                        if out_dir:
+                            drawn.write(f.source, f.frame, p.draw(f.image))
+                        if f.frame is None and getattr(p, "topk", None) and len(summary.top1) < 10000:
+                            summary.top1.append((f.source, p.topk[0][1], p.topk[0][2]))
+                    summary.processed += len(good)
+                bar.advance(tid, len(batch))
+    finally:
+        jsonl.close()
+        drawn.close()
+    summary.outputs = [str(p) for p in drawn.written]
+    return summary

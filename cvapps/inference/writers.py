@@ -1,0 +1,72 @@
+"""Outputs: JSON Lines (flushed per record), annotated images, annotated videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .sources import video_info
+
+
+class JsonlWriter:
+    """One JSON object per line, flushed as written so an interrupted run keeps its lines."""
+
+    def __init__(self, path: str | Path | None):
+        self.f = None
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.f = open(path, "w")
+
+    def write(self, record: dict) -> None:
+        if self.f:
+            self.f.write(json.dumps(record) + "\n")
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.f:
+            self.f.close()
+
+
+class AnnotatedWriter:
+    """Writes drawn images to ``out_dir/<name>`` and video frames to ``out_dir/<stem>.mp4``
+    (same fps and size as the input)."""
+
+    def __init__(self, out_dir: str | Path | None):
+        self.out = Path(out_dir) if out_dir else None
+        if self.out:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.videos: dict[str, cv2.VideoWriter] = {}
+        self.used: set[str] = set()
+        self.written: list[Path] = []
+
+    def _unique(self, name: str) -> Path:
+        stem, suffix, k = Path(name).stem, Path(name).suffix, 1
+        while name in self.used:
+            name, k = f"{stem}_{k}{suffix}", k + 1
+        self.used.add(name)
+        return self.out / name
+
+    def write(self, source: str, frame: int | None, drawn: np.ndarray) -> None:
+        if not self.out:
+            return
+        bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+        if frame is None:
+            name = Path(source).name if not source.startswith("<") else f"array_{len(self.used)}.png"
+            path = self._unique(name if Path(name).suffix else name + ".png")
+            cv2.imwrite(str(path), bgr)
+            self.written.append(path)
+            return
+        if source not in self.videos:
+            fps, _, _ = video_info(int(source.split(":")[1]) if source.startswith("camera:") else source)
+            path = self._unique(Path(source.replace(":", "_")).stem + ".mp4")
+            h, w = bgr.shape[:2]
+            self.videos[source] = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            self.written.append(path)
+        self.videos[source].write(bgr)
+
+    def close(self) -> None:
+        for v in self.videos.values():
+            v.release()

@@ -1,0 +1,79 @@
+"""Model files: one .safetensors with the tensors and a JSON config in its metadata.
+Loading never unpickles; writes are atomic (temp file, then rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import ConfigError, DataError
+
+FORMAT_VERSION = 1
+_META_KEY = "cvapps"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_model(model, path: str | os.PathLike) -> Path:
+    """Write ``model`` (a TaskModel) to ``path``."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {_META_KEY: json.dumps({"format_version": FORMAT_VERSION, "config": model.config})}
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return Path(path)
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """Return the config stored in a model file, with clear errors for foreign files."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("no such model file", path=str(p))
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ConfigError(f"not a cvapps model file (safetensors could not read it: {e})", path=str(p),
+                          hint="model files are .safetensors written by `cvapps train`") from None
+    if _META_KEY not in meta:
+        raise ConfigError("a safetensors file without cvapps metadata", path=str(p),
+                          hint="model files are written by `cvapps train` or cvapps.save")
+    info = json.loads(meta[_META_KEY])
+    version = int(info.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise ConfigError(f"model file format {version} is newer than this cvapps supports ({FORMAT_VERSION})",
+                          path=str(p), hint="upgrade cvapps")
+    return info["config"]
+
+
+def load_model(path: str | os.PathLike, task: str | None = None, device: str | torch.device = "cpu"):
+    """Rebuild the TaskModel stored in ``path``. ``task`` (if given) must match the file's."""
+    from safetensors.torch import load_file
+
+    from .tasks import TASKS
+
+    config = read_config(path)
+    if task is not None and config.get("task") != task:
+        raise ConfigError(f"model file is for task {config.get('task')!r}, not {task!r}", path=str(path),
+                          hint=f"use `cvapps ... {config.get('task')}` or a {task} model")
+    model = TASKS.get(config["task"]).from_config(config)
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(f"model file tensors do not match its config (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})", path=str(path))
+    return model.to(device).eval()

@@ -1,0 +1,72 @@
+"""The classification TaskModel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...backbones import Backbone
+from ...errors import ConfigError
+from ..base import TaskModel, register_task
+from .head import head_from_config
+from .loss import classification_loss
+from .metrics import classification_metrics, primary_metric
+from .postprocess import ClassPrediction, postprocess
+
+
+@dataclass
+class ClassRaw:
+    """logits: (B, C); embedding: (B, D) pooled last backbone feature."""
+
+    logits: torch.Tensor
+    embedding: torch.Tensor
+
+
+@register_task("classify")
+class ClassificationModel(TaskModel):
+    @classmethod
+    def build_head(cls, config: dict, backbone: Backbone):
+        return head_from_config(backbone.out_channels, config["head"])
+
+    @property
+    def kind(self) -> str:
+        return self.config["head"].get("kind", "multiclass")
+
+    def forward_head(self, feats: list[torch.Tensor]) -> ClassRaw:
+        logits, emb = self.head(feats[-1])
+        return ClassRaw(logits, emb)
+
+    def loss(self, raw: ClassRaw, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return classification_loss(raw.logits, targets, self.config["head"])
+
+    def postprocess(self, raw: ClassRaw, metas: list[dict], top_k: int = 5) -> list[ClassPrediction]:
+        return postprocess(raw.logits, self.config["head"], self.labels, top_k=top_k)
+
+    # training hooks -------------------------------------------------------------------
+    def primary_metric(self) -> tuple[str, str]:
+        return primary_metric(self.kind)
+
+    def cache_features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """What a frozen backbone contributes: the head pools first, so (B, C, 1, 1)."""
+        return feats[-1].mean(dim=(2, 3), keepdim=True)
+
+    def forward_cached(self, cached: torch.Tensor) -> ClassRaw:
+        return self.forward_head([cached])
+
+    def detach_raw(self, raw: ClassRaw) -> torch.Tensor:
+        return raw.logits.detach().float().cpu()
+
+    def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict:
+        return classification_metrics(logits, targets, self.config["head"], self.labels)
+
+    def uncertainty(self, raw: ClassRaw) -> torch.Tensor:
+        """(B,) predictive entropy in nats: softmax for multiclass/binned, summed
+        per-label binary entropy for multilabel. Regression has no entropy."""
+        if self.kind == "regression":
+            raise ConfigError("regression models have no class entropy", hint="use the MC-dropout variance strategy")
+        if self.kind == "multilabel":
+            p = raw.logits.sigmoid().clamp(1e-7, 1 - 1e-7)
+            return -(p * p.log() + (1 - p) * (1 - p).log()).sum(1)
+        logp = raw.logits.log_softmax(1)
+        return -(logp.exp() * logp).sum(1)

@@ -1,0 +1,65 @@
+"""ClassPrediction and logits -> predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from ..base import Prediction
+from .loss import expected_value
+
+
+@dataclass
+class ClassPrediction(Prediction):
+    """scores: (C,) float32 probabilities (softmax, or per-label sigmoid for multilabel);
+    topk: [(index, label, score)] best first; value: regression / binned estimate or None."""
+
+    scores: np.ndarray
+    topk: list[tuple[int, str, float]] = field(default_factory=list)
+    value: float | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.topk[0][1] if self.topk else None
+
+    def to_dict(self) -> list[dict]:
+        if self.value is not None:
+            return [{"value": float(self.value)}]
+        return [{"index": int(i), "label": lab, "score": round(float(s), 6)} for i, lab, s in self.topk]
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        """image: RGB uint8 (H, W, 3) -> copy with the top-k labels in a box top-left."""
+        out = np.ascontiguousarray(image).copy()
+        lines = [f"{v:.3f}" for v in [self.value]] if self.value is not None else \
+            [f"{lab} {s:.2f}" for _, lab, s in self.topk]
+        scale = max(0.4, min(out.shape[:2]) / 600)
+        th = max(1, int(round(scale * 2)))
+        y = 0
+        for text in lines:
+            (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, th)
+            cv2.rectangle(out, (0, y), (w + 8, y + h + base + 8), (0, 0, 0), -1)
+            cv2.putText(out, text, (4, y + h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), th, cv2.LINE_AA)
+            y += h + base + 8
+        return out
+
+
+def postprocess(logits: torch.Tensor, head: dict, labels: list[str], top_k: int = 5) -> list[ClassPrediction]:
+    """logits: (B, C) -> B predictions."""
+    kind = head.get("kind", "multiclass")
+    logits = logits.float().cpu()
+    if kind == "regression":
+        return [ClassPrediction(scores=row.numpy(), value=float(row[0])) for row in logits]
+    if kind == "binned":
+        values = expected_value(logits, head["bins"])
+        return [ClassPrediction(scores=p.numpy(), value=float(v)) for p, v in zip(logits.softmax(-1), values)]
+    probs = logits.sigmoid() if kind == "multilabel" else logits.softmax(-1)
+    k = min(top_k, probs.shape[1])
+    top = probs.topk(k, dim=1)
+    out = []
+    for p, vals, idx in zip(probs, top.values, top.indices):
+        names = [labels[i] if i < len(labels) else str(i) for i in idx.tolist()]
+        out.append(ClassPrediction(scores=p.numpy(), topk=list(zip(idx.tolist(), names, vals.tolist()))))
+    return out

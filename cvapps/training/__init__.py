@@ -1,0 +1,1 @@
+"""Trainer, freezing, schedules, checkpoints."""

@@ -1,0 +1,237 @@
+"""One Trainer for every task: the task model supplies loss and metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ..errors import CvappsError, DataError
+from ..inference.runner import autocast
+from ..modelfile import save_model
+from .checkpoint import load_checkpoint, save_checkpoint
+from .freezing import count_parameters, freeze, frozen_state, param_groups, restore_frozen_state, unfreeze_schedule
+from .plots import plot_curves
+
+
+class TrainingError(CvappsError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    backbone_lr_ratio: float = 0.1
+    freeze: str | None = None
+    unfreeze_at: int | None = None
+    patience: int | None = None
+    precision: str = "fp32"
+    clip_grad: float | None = 5.0
+    seed: int = 0
+    augment: bool | None = None  # None: on unless the backbone is frozen
+    out_dir: str = "runs/train"
+    resume: bool = False
+    skip_bad: bool = False
+    device: str = "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    from ..data.classification import collate_skip
+
+    collate = None if isinstance(ds, TensorDataset) else collate_skip
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
+                      collate_fn=collate)
+
+
+def evaluate_dataset(model, ds, batch_size: int = 32, precision: str = "fp32", forward=None) -> dict:
+    """Loss and task metrics of ``model`` over ``ds`` (items (x, target))."""
+    model.eval()
+    forward = forward or model
+    outs, targets, loss_sum = [], [], 0.0
+    with torch.inference_mode():
+        for batch in make_loader(ds, batch_size):
+            if batch is None:
+                continue
+            x, t = batch
+            with autocast(model.device, precision):
+                raw = forward(x.to(model.device))
+            loss_sum += float(model.loss(raw, t.to(model.device))["loss"]) * len(t)
+            outs.append(model.detach_raw(raw))
+            targets.append(t)
+    if not outs:
+        raise DataError("no readable evaluation images")
+    result = model.metrics(torch.cat(outs), torch.cat(targets))
+    result["loss"] = loss_sum / max(1, sum(len(t) for t in targets))
+    return result
+
+
+class Trainer:
+    """``model``: a TaskModel. ``train_ds``/``val_ds``: datasets yielding (x (3,S,S), target)
+    (see cvapps.data). ``make_train_ds(augment)`` lets the trainer pick the pipeline."""
+
+    def __init__(self, model, cfg: TrainConfig, make_train_ds, val_ds, console: Console | None = None):
+        self.model, self.cfg, self.val_ds = model, cfg, val_ds
+        self.console = console or Console(stderr=True)
+        self.out = Path(cfg.out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(cfg.device)
+        seed_everything(cfg.seed)
+        if cfg.freeze:
+            freeze(model, cfg.freeze)
+        self.augment = cfg.augment if cfg.augment is not None else cfg.freeze != "backbone"
+        # frozen backbone, no random augmentation, no later unfreeze: features are fixed
+        self.cache = cfg.freeze == "backbone" and not self.augment and cfg.unfreeze_at is None
+        self.train_ds = make_train_ds(self.augment)
+        self.metric, self.mode = model.primary_metric()
+        self.records: list[dict] = []
+
+    # ------------------------------------------------------------------------------------
+    def _loader(self, ds, shuffle: bool, epoch: int) -> DataLoader:
+        return make_loader(ds, self.cfg.batch_size, shuffle, self.cfg.seed * 1000 + epoch)
+
+    @torch.inference_mode()
+    def _cache_features(self, ds, what: str) -> TensorDataset:
+        """Run the frozen backbone once; keep what the head needs (task-defined)."""
+        self.model.eval()
+        feats, targets = [], []
+        with self._bar() as bar:
+            tid = bar.add_task(f"caching {what} features", total=len(ds))
+            for batch in self._loader(ds, False, 0):
+                if batch is None:
+                    continue
+                x, t = batch
+                with autocast(self.device, self.cfg.precision):
+                    f = self.model.cache_features(self.model.forward_features(x.to(self.device)))
+                feats.append(f.float().cpu())
+                targets.append(t)
+                bar.advance(tid, len(x))
+        return TensorDataset(torch.cat(feats), torch.cat(targets))
+
+    def _bar(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=self.console, transient=True)
+
+    def _forward(self, x: torch.Tensor):
+        return self.model.forward_cached(x) if self.cache else self.model(x)
+
+    def evaluate(self, ds) -> dict:
+        return evaluate_dataset(self.model, ds, self.cfg.batch_size, self.cfg.precision, self._forward)
+
+    # ------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg, model = self.cfg, self.model.to(self.device)
+        train_ds, val_ds = self.train_ds, self.val_ds
+        if self.cache:
+            train_ds = self._cache_features(train_ds, "train")
+            val_ds = self._cache_features(val_ds, "val") if val_ds is not None else None
+        trainable, frozen = count_parameters(model)
+        self.console.print(f"parameters: {trainable:,} trainable, {frozen:,} frozen"
+                           + (" (training the head on cached backbone features)" if self.cache else ""))
+        opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.backbone_lr_ratio, cfg.weight_decay), lr=cfg.lr)
+        steps_per_epoch = max(1, math.ceil(len(train_ds) / cfg.batch_size))
+        total, warm = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
+
+        def lr_lambda(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+        start, best, bad_epochs = 0, None, 0
+        ckpt_path = self.out / "checkpoint.pt"
+        if cfg.resume:
+            state = load_checkpoint(ckpt_path)
+            model.load_state_dict(state["model"])
+            restore_frozen_state(model, state["frozen"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
+            self.records = [json.loads(r) for r in state["records"]]
+            self.console.print(f"resumed from {ckpt_path} at epoch {start}")
+        self._write_records()
+
+        for epoch in range(start, cfg.epochs):
+            if unfreeze_schedule(model, epoch, cfg.unfreeze_at):
+                t, f = count_parameters(model)
+                self.console.print(f"epoch {epoch}: unfroze a backbone stage -> {t:,} trainable, {f:,} frozen")
+            seed_everything(cfg.seed * 1000 + epoch)  # each epoch's randomness is fixed: exact resume
+            if hasattr(train_ds, "transform") and hasattr(train_ds.transform, "set_random_seed"):
+                train_ds.transform.set_random_seed(cfg.seed * 1000 + epoch)
+            model.train()
+            t0, loss_sum, n_seen = time.time(), 0.0, 0
+            with self._bar() as bar:
+                tid = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(train_ds))
+                for step, batch in enumerate(self._loader(train_ds, True, epoch)):
+                    if batch is None:
+                        continue
+                    x, t = batch
+                    x, t = x.to(self.device), t.to(self.device)
+                    with autocast(self.device, cfg.precision):
+                        raw = self._forward(x)
+                    loss = model.loss(raw, t)["loss"]
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; the last good "
+                            f"checkpoint is {ckpt_path}", hint="lower --lr, or use --precision fp32")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.clip_grad:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    opt.step()
+                    sched.step()
+                    loss_sum += float(loss) * len(t)
+                    n_seen += len(t)
+                    bar.advance(tid, len(t))
+            rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": opt.param_groups[0]["lr"],
+                   "train_time_s": round(time.time() - t0, 2), "images_per_s": round(n_seen / (time.time() - t0), 1)}
+            if val_ds is not None:
+                m = self.evaluate(val_ds)
+                rec.update({f"val_{k}" if k == "loss" else k: v for k, v in m.items()
+                            if not isinstance(v, (list, dict))})
+            score = rec.get(self.metric, -rec["train_loss"] if self.mode == "max" else rec["train_loss"])
+            improved = best is None or (score > best if self.mode == "max" else score < best)
+            if improved:
+                best, bad_epochs = score, 0
+                save_model(model, self.out / "best.safetensors")
+            else:
+                bad_epochs += 1
+            save_model(model, self.out / "last.safetensors")
+            self.records.append(rec)
+            self._write_records()
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
+                            scheduler=sched.state_dict(), epoch=epoch, best=best, bad_epochs=bad_epochs,
+                            frozen=frozen_state(model), records=[json.dumps(r) for r in self.records],
+                            config=json.dumps(asdict(cfg)))
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()}
+            self.console.print(f"epoch {epoch + 1}: " + " ".join(f"{k}={v}" for k, v in shown.items())
+                               + (" *best*" if improved else ""))
+            if cfg.patience is not None and bad_epochs >= cfg.patience:
+                self.console.print(f"early stop: no {self.metric} improvement for {cfg.patience} epochs")
+                break
+        return {"best": best, "metric": self.metric, "epochs_run": len(self.records), "out_dir": str(self.out)}
+
+    def _write_records(self) -> None:
+        with open(self.out / "metrics.jsonl", "w") as f:
+            for r in self.records:
+                f.write(json.dumps(r) + "\n")
+        if self.records:
+            plot_curves(self.records, self.out / "curves.png", self.metric)

