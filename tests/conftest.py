@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny synthetic images and models (no network, no ../shared)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("CVAPPS_OFFLINE", "1")  # tests never touch the network
+torch.set_num_threads(2)
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def colour_image(colour: tuple[int, int, int], size=(48, 64), seed: int = 0) -> np.ndarray:
+    """(H, W, 3) uint8: a flat colour with mild noise (so images are not identical)."""
+    rng = np.random.default_rng(seed)
+    img = np.empty((*size, 3), np.uint8)
+    img[:] = colour
+    noise = rng.integers(-20, 21, img.shape)
+    return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+@pytest.fixture
+def colour_folder(tmp_path) -> Path:
+    """ImageFolder root with train/ and val/, 3 colour classes, PNG images."""
+    root = tmp_path / "colours"
+    for split, n in (("train", 6), ("val", 3)):
+        for c, rgb in COLOURS.items():
+            for i in range(n):
+                write_image(root / split / c / f"{c}{i}.png", colour_image(rgb, seed=i + (100 if split == "val" else 0)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    import cvapps
+
+    torch.manual_seed(0)
+    return cvapps.create_model("classify", "mobilenet_v3_small", labels=list(COLOURS), img_size=64)
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path, tiny_model) -> Path:
+    import cvapps
+
+    return cvapps.save(tiny_model, tmp_path / "tiny.safetensors")
