@@ -132,7 +132,7 @@ def train(task: str = "classify", data: str | None = None, *, train: str | None 
     Writes out/best.safetensors, out/last.safetensors, out/checkpoint.pt, out/metrics.jsonl,
     out/curves.png (and out/confusion.png for multi-class). Returns a summary dict."""
     from .data.classification import resolve_dataset
-    from .training.trainer import TrainConfig, Trainer
+    from .training.trainer import TrainConfig, Trainer, seed_everything
 
     if task != "classify":
         raise ConfigError(f"training for task {task!r} is not available yet", hint="tasks: classify")
@@ -141,6 +141,7 @@ def train(task: str = "classify", data: str | None = None, *, train: str | None 
     if kind == "binned" and not bins:
         raise ConfigError("binned regression needs --bins LOW,HIGH,N")
     kind = "binned" if kind == "binned" else tr.kind
+    seed_everything(cfg.get("seed", 0))  # before building: head init is part of a seeded run
     model = create_model(task, backbone, weights, labels=tr.labels, kind=kind, img_size=img_size,
                          label_smoothing=label_smoothing, bins=bins)
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, "

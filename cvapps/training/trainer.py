@@ -58,8 +58,10 @@ def make_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0) -> Da
     from ..data.classification import collate_skip
 
     collate = None if isinstance(ds, TensorDataset) else collate_skip
+    # a training batch of one breaks BatchNorm: drop such a remainder
+    drop_last = shuffle and len(ds) > batch_size and len(ds) % batch_size == 1
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
-                      collate_fn=collate)
+                      collate_fn=collate, drop_last=drop_last)
 
 
 def evaluate_dataset(model, ds, batch_size: int = 32, precision: str = "fp32", forward=None) -> dict:
@@ -190,7 +192,7 @@ class Trainer:
                     loss = model.loss(raw, t)["loss"]
                     if not torch.isfinite(loss):
                         raise TrainingError(
-                            f"loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; the last good "
+                            f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
                             f"checkpoint is {ckpt_path}", hint="lower --lr, or use --precision fp32")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -198,7 +200,7 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                     opt.step()
                     sched.step()
-                    loss_sum += float(loss) * len(t)
+                    loss_sum += loss.item() * len(t)
                     n_seen += len(t)
                     bar.advance(tid, len(t))
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": opt.param_groups[0]["lr"],

@@ -1,0 +1,98 @@
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from cvapps.data.classification import image_folder, read_csv, resolve_dataset
+from cvapps.data.io import decode_image, list_images, read_image
+from cvapps.errors import DataError
+
+from conftest import colour_image, write_image
+
+
+def _jpeg(rgb, exif=None) -> bytes:
+    buf = io.BytesIO()
+    im = Image.fromarray(rgb)
+    if exif is not None:
+        im.save(buf, "JPEG", exif=exif)
+    else:
+        im.save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_read_image_rgb_and_grey(tmp_path):
+    rgb = colour_image((200, 10, 10))
+    p = write_image(tmp_path / "a.png", rgb)
+    out = read_image(p)
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    assert out[..., 0].mean() > 150 and out[..., 2].mean() < 60  # RGB order, not BGR
+    g = tmp_path / "g.png"
+    cv2.imwrite(str(g), np.full((10, 12), 77, np.uint8))
+    assert read_image(g).shape == (10, 12, 3)
+
+
+def test_exif_orientation_is_applied():
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW to display
+    out = decode_image(_jpeg(rgb, exif.tobytes()), "x.jpg")
+    assert out.shape[:2] == (40, 20)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "empty file"),
+    (b"hello, I am text", "not a decodable image"),
+])
+def test_bad_files_raise_data_error_naming_file(tmp_path, content, message):
+    p = tmp_path / "bad.jpg"
+    p.write_bytes(content)
+    with pytest.raises(DataError, match=message) as e:
+        read_image(p)
+    assert str(p) in str(e.value)
+
+
+def test_corrupt_jpeg(tmp_path):
+    data = _jpeg(colour_image((1, 2, 3), size=(64, 64)))
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt JPEG"):
+        read_image(p)
+
+
+def test_missing_and_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_image(tmp_path / "nope.jpg")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="contains no images"):
+        list_images(tmp_path / "empty")
+
+
+def test_image_folder_and_resolve(colour_folder):
+    tr, va = resolve_dataset(str(colour_folder))
+    assert tr.labels == ["blue", "green", "red"] and len(tr) == 18 and len(va) == 9
+    assert tr.kind == "multiclass" and sorted(set(tr.targets)) == [0, 1, 2]
+    with pytest.raises(DataError, match="not one of the model's classes"):
+        image_folder(colour_folder / "train", labels=["blue", "green"])
+
+
+def test_csv_kinds(tmp_path):
+    (tmp_path / "mc.csv").write_text("path,label\na.png,cat\nb.png,dog\n")
+    d = read_csv(tmp_path / "mc.csv")
+    assert d.kind == "multiclass" and d.labels == ["cat", "dog"] and d.targets == [0, 1]
+    assert d.paths[0] == tmp_path / "a.png"
+    (tmp_path / "ml.csv").write_text("a.png,cat;dog\nb.png,dog\n")
+    d = read_csv(tmp_path / "ml.csv")
+    assert d.kind == "multilabel" and d.targets == [[0, 1], [1]]
+    assert d.target_tensor().tolist() == [[1.0, 1.0], [0.0, 1.0]]
+    (tmp_path / "rg.csv").write_text("a.png,1.5\nb.png,-2\n")
+    d = read_csv(tmp_path / "rg.csv")
+    assert d.kind == "regression" and d.targets == [1.5, -2.0]
+
+
+def test_csv_unknown_class_names_file_and_row(tmp_path):
+    (tmp_path / "val.csv").write_text("a.png,cat\nb.png,horse\n")
+    with pytest.raises(DataError) as e:
+        read_csv(tmp_path / "val.csv", labels=["cat", "dog"])
+    assert "val.csv" in str(e.value) and "row 2" in str(e.value) and "'horse'" in str(e.value)

@@ -1,0 +1,83 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cvapps
+from cvapps.training import trainer as trainer_mod
+
+FAST = dict(epochs=3, batch_size=6, lr=3e-3, warmup_epochs=0.5, img_size=32, seed=1, backbone="mobilenet_v3_small")
+
+
+def test_train_writes_run_folder_and_learns(tmp_path, colour_folder):
+    out = tmp_path / "run"
+    r = cvapps.train("classify", str(colour_folder), out=str(out), **FAST)
+    for name in ("best.safetensors", "last.safetensors", "checkpoint.pt", "metrics.jsonl", "curves.png",
+                 "confusion.png"):
+        assert (out / name).is_file(), name
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs] == [1, 2, 3]
+    assert recs[-1]["train_loss"] < recs[0]["train_loss"]
+    assert r["val"]["count"] == 9 and set(r["val"]["per_class"]) == {"blue", "green", "red"}
+    best = cvapps.load(out / "best.safetensors")
+    assert best.labels == ["blue", "green", "red"]
+
+
+def test_killed_run_resumes_exactly(tmp_path, colour_folder, monkeypatch):
+    full = tmp_path / "full"
+    cvapps.train("classify", str(colour_folder), out=str(full), **FAST)
+
+    part = tmp_path / "part"
+    real = trainer_mod.unfreeze_schedule
+
+    def kill_at_epoch_2(model, epoch, *a, **k):
+        if epoch == 2:
+            raise KeyboardInterrupt  # as if killed during the third epoch
+        return real(model, epoch, *a, **k)
+
+    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", kill_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        cvapps.train("classify", str(colour_folder), out=str(part), **FAST)
+    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", real)
+    assert len((part / "metrics.jsonl").read_text().splitlines()) == 2
+    cvapps.train("classify", str(colour_folder), out=str(part), resume=True, **FAST)
+    a, b = load_file(full / "last.safetensors"), load_file(part / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (full / "metrics.jsonl").read_text().count("\n") == (part / "metrics.jsonl").read_text().count("\n")
+
+
+def test_frozen_backbone_trains_head_on_cached_features(tmp_path, colour_folder, capsys):
+    out = tmp_path / "frozen"
+    cvapps.train("classify", str(colour_folder), out=str(out), freeze="backbone", **{**FAST, "epochs": 4})
+    err = " ".join(capsys.readouterr().err.split())
+    assert "training the head on cached backbone features" in err
+    head_params = sum(p.numel() for p in cvapps.load(out / "last.safetensors").head.parameters())
+    assert f"{head_params:,} trainable" in err
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert recs[-1]["train_loss"] < recs[0]["train_loss"]
+    # the backbone (weights and BN statistics) is exactly the seeded initial one; the head moved
+    trainer_mod.seed_everything(FAST["seed"])
+    init = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
+    trained = load_file(out / "last.safetensors")
+    for k, v in init.state_dict().items():
+        assert torch.equal(trained[k], v) == k.startswith("backbone."), k
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path, colour_folder, monkeypatch):
+    from cvapps.tasks.classification.model import ClassificationModel
+
+    monkeypatch.setattr(ClassificationModel, "loss",
+                        lambda self, raw, t: {"loss": raw.logits.sum() * float("nan")})
+    with pytest.raises(trainer_mod.TrainingError, match="loss became nan at epoch 1"):
+        cvapps.train("classify", str(colour_folder), out=str(tmp_path / "nan"), **FAST)
+
+
+def test_skip_bad_counts_unreadable_images(tmp_path, colour_folder):
+    (colour_folder / "train" / "red" / "broken.png").write_bytes(b"garbage")
+    with pytest.raises(cvapps.DataError, match="broken.png"):
+        cvapps.train("classify", str(colour_folder), out=str(tmp_path / "a"), **{**FAST, "epochs": 1})
+    r = cvapps.train("classify", str(colour_folder), out=str(tmp_path / "b"), skip_bad=True, **{**FAST, "epochs": 1})
+    assert [p.endswith("broken.png") for p in r["skipped"]] == [True]
