@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from . import api
 from .errors import CvappsError
@@ -34,7 +34,8 @@ Precision = typer.Option("fp32", help="fp32 or bf16 (autocast; fast on CPUs with
 @app.command()
 def backbones() -> None:
     """List backbones: feature strides, channels, parameters, available weights."""
-    t = Table("name", "strides", "channels", "params", "weights", "pool indices")
+    t = Table(*(Column(c, overflow="fold") for c in ("strides", "channels", "params", "weights", "pool idx")))
+    t.columns.insert(0, Column("name", no_wrap=True))
     for r in api.backbone_table():
         t.add_row(r["name"], ",".join(map(str, r["strides"])), ",".join(map(str, r["channels"])),
                   f"{r['params'] / 1e6:.1f}M", ", ".join(r["weights"]) or "-", "yes" if r["pool_indices"] else "")
@@ -44,7 +45,8 @@ def backbones() -> None:
 @weights_app.command("list")
 def weights_list() -> None:
     """List known weights and where they come from."""
-    t = Table("name", "backbone", "ImageNet top-1", "sources")
+    t = Table(*(Column(c, overflow="fold") for c in ("backbone", "top-1", "sources")))
+    t.columns.insert(0, Column("name", no_wrap=True))
     for r in api.weights_table():
         t.add_row(r["name"], r["backbone"], str(r["top1"] or "-"), "\n".join(r["sources"]))
     out.print(t)
@@ -70,12 +72,12 @@ def predict_classify(
     """Classify images and videos; prints the top-1 label per image."""
     s = api.predict(model, sources, task="classify", out_dir=out_dir, save_json=save_json, top_k=top_k,
                     batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision, console=err)
+    if s.errors and not s.processed:
+        raise s.errors[0]
     for src, label, score in s.top1:
-        out.print(f"{src}\t{label}\t{score:.3f}")
+        print(f"{src}\t{label}\t{score:.3f}")
     err.print(f"{s.processed} predicted, {len(s.failed)} skipped"
               + (f"; outputs in {out_dir}" if out_dir else "") + (f"; JSON Lines in {save_json}" if save_json else ""))
-    if s.failed and not s.processed:
-        raise typer.Exit(2)
 
 
 @train_app.command("classify")

@@ -50,6 +50,7 @@ def predict_arrays(model, arrays: list[np.ndarray], batch_size: int = 16, precis
 class RunSummary:
     processed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    errors: list = field(default_factory=list)  # the DataErrors, first ones kept
     outputs: list[str] = field(default_factory=list)
     # (source, top label, score) of still images, for a console summary; capped
     top1: list[tuple[str, str, float]] = field(default_factory=list)
@@ -62,6 +63,7 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
     image still gets its JSON line (flushed immediately) and annotated output."""
     console = console or Console(stderr=True)
     items = expand_sources(sources)
+    announce = len(items) > 1  # a single bad input is the caller's error to raise, not a skip
     pre = model.preprocessor()
     model.eval()
     frames = prefetch(iter_frames(items, vid_stride), hook=pre.resize_crop, maxsize=max(8, 2 * batch_size))
@@ -77,7 +79,10 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
                 for f in batch:
                     if f.error is not None:
                         summary.failed.append((f.source, f.error.one_line()))
-                        console.print(f"[red]skipped[/red] {f.error.one_line()}")
+                        if len(summary.errors) < 100:
+                            summary.errors.append(f.error)
+                        if announce:
+                            console.print(f"[red]skipped[/red] {f.error.one_line()}", highlight=False)
                     else:
                         good.append(f)
                 if good:
