@@ -158,7 +158,7 @@ class Trainer:
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        start, best, bad_epochs = 0, None, 0
+        start, best, best_loss, bad_epochs = 0, None, math.inf, 0
         ckpt_path = self.out / "checkpoint.pt"
         if cfg.resume:
             state = load_checkpoint(ckpt_path)
@@ -167,6 +167,7 @@ class Trainer:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
+            best_loss = state["best_loss"]
             self.records = [json.loads(r) for r in state["records"]]
             self.console.print(f"resumed from {ckpt_path} at epoch {start}")
         self._write_records()
@@ -210,9 +211,12 @@ class Trainer:
                 rec.update({f"val_{k}" if k == "loss" else k: v for k, v in m.items()
                             if not isinstance(v, (list, dict))})
             score = rec.get(self.metric, -rec["train_loss"] if self.mode == "max" else rec["train_loss"])
-            improved = best is None or (score > best if self.mode == "max" else score < best)
+            # ties on the metric (common on small val sets) go to the lower validation loss
+            vloss = rec.get("val_loss", rec["train_loss"])
+            improved = best is None or (score > best if self.mode == "max" else score < best) or (
+                score == best and vloss < best_loss)
             if improved:
-                best, bad_epochs = score, 0
+                best, best_loss, bad_epochs = score, vloss, 0
                 save_model(model, self.out / "best.safetensors")
             else:
                 bad_epochs += 1
@@ -220,10 +224,11 @@ class Trainer:
             self.records.append(rec)
             self._write_records()
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
-                            scheduler=sched.state_dict(), epoch=epoch, best=best, bad_epochs=bad_epochs,
+                            scheduler=sched.state_dict(), epoch=epoch, best=best, best_loss=best_loss, bad_epochs=bad_epochs,
                             frozen=frozen_state(model), records=[json.dumps(r) for r in self.records],
                             config=json.dumps(asdict(cfg)))
-            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()}
+            shown = {k: (f"{v:.2e}" if k == "lr" else round(v, 4)) if isinstance(v, float) else v
+                     for k, v in rec.items()}
             self.console.print(f"epoch {epoch + 1}: " + " ".join(f"{k}={v}" for k, v in shown.items())
                                + (" *best*" if improved else ""))
             if cfg.patience is not None and bad_epochs >= cfg.patience:

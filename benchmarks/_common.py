@@ -1,0 +1,44 @@
+"""Helpers shared by the benchmark scripts (not part of the package or the tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def data_root() -> Path:
+    """$CVAPPS_DATA, else ../shared/data beside the repository; exit cleanly if absent."""
+    root = Path(os.environ.get("CVAPPS_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    return root
+
+
+def require(path: Path, what: str) -> Path:
+    if not path.exists():
+        print(json.dumps({"skipped": f"{what} not found at {path} (set CVAPPS_DATA)"}))
+        sys.exit(0)
+    return path
+
+
+def matmul_peak_gflops(dtype=torch.float32, n: int = 2048, reps: int = 10) -> float:
+    """Best-of-reps GFLOP/s of an n x n matmul: the machine's practical peak for ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def flops_per_image(model: torch.nn.Module, size: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(torch.randn(1, 3, size, size))
+    return float(fc.get_total_flops())
