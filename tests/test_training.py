@@ -81,3 +81,32 @@ def test_skip_bad_counts_unreadable_images(tmp_path, colour_folder):
         cvapps.train("classify", str(colour_folder), out=str(tmp_path / "a"), **{**FAST, "epochs": 1})
     r = cvapps.train("classify", str(colour_folder), out=str(tmp_path / "b"), skip_bad=True, **{**FAST, "epochs": 1})
     assert [p.endswith("broken.png") for p in r["skipped"]] == [True]
+
+
+@pytest.mark.parametrize("kind,rows,metric", [
+    ("multilabel", ["red;warm", "blue;cold", "green"], "mAP"),
+    ("regression", ["1.0", "-1.0", "0.0"], "MAE"),
+    ("binned", ["9.0", "1.0", "5.0"], "MAE"),
+])
+def test_csv_training_for_every_kind(tmp_path, colour_folder, kind, rows, metric):
+    lines = {"train": [], "val": []}
+    for split in lines:
+        for c, target in zip(["red", "blue", "green"], rows):
+            for p in sorted((colour_folder / split / c).glob("*.png")):
+                lines[split].append(f"{p},{target}")
+    for split, ls in lines.items():
+        (tmp_path / f"{split}.csv").write_text("path,label\n" + "\n".join(ls) + "\n")
+    extra = {"bins": [0, 10, 5]} if kind == "binned" else {}
+    r = cvapps.train("classify", train=str(tmp_path / "train.csv"), val=str(tmp_path / "val.csv"),
+                     kind=kind if kind == "binned" else None, out=str(tmp_path / "run"), **extra,
+                     **{**FAST, "epochs": 2})
+    assert metric in r["val"] and r["val"]["count"] == 9
+    model = cvapps.load(tmp_path / "run" / "best.safetensors")
+    assert model.kind == kind
+    again = cvapps.evaluate(model, str(tmp_path / "val.csv"))
+    assert again[metric] == pytest.approx(r["val"][metric])
+    pred = model.predict(str(next((colour_folder / "val" / "red").glob("*.png"))))[0]
+    if kind == "multilabel":
+        assert set(model.labels) == {"red", "blue", "green", "warm", "cold"} and pred.scores.shape == (5,)
+    else:
+        assert isinstance(pred.value, float) and pred.to_dict() == [{"value": pred.value}]
