@@ -45,17 +45,18 @@ def pull_weights(name: str, file: str | None = None) -> Path:
     return pull(name, file)
 
 
-def create_model(task: str = "classify", backbone: str = "mobilenet_v2", weights: str | None = None,
+def create_model(task: str = "classify", backbone: str | None = None, weights: str | None = None,
                  num_classes: int | None = None, labels: list[str] | None = None, kind: str = "multiclass",
                  img_size: int | None = None, **head) -> TaskModel:
     """A new TaskModel; with ``weights`` its backbone (and matching head layers) are pretrained.
-    Without num_classes/labels and with ImageNet weights, the model is the ImageNet classifier."""
+    Without num_classes/labels and with ImageNet weights, the model is the ImageNet classifier.
+    ``backbone`` defaults to the weights' backbone, else mobilenet_v2."""
     cls = TASKS.get(task)
     spec = get_spec(weights) if weights else None
+    backbone = backbone or (spec.backbone if spec else "mobilenet_v2")
     if spec and spec.backbone != backbone:
-        if backbone != "mobilenet_v2":  # the default: follow the weights instead
-            raise ConfigError(f"weights {weights!r} are for backbone {spec.backbone!r}, not {backbone!r}")
-        backbone = spec.backbone
+        raise ConfigError(f"weights {weights!r} are for backbone {spec.backbone!r}, not {backbone!r}",
+                          hint=f"use --backbone {spec.backbone} or weights from `cvapps weights list`")
     if labels is None and num_classes is None and spec is not None:
         labels = spec.label_names()
     if labels is None:
@@ -95,14 +96,14 @@ def save(model: TaskModel, path: str | Path) -> Path:
     return save_model(model, path)
 
 
-def predict(model: TaskModel | str | None, sources: Iterable, task: str = "classify", **kwargs):
-    """Stream sources through a model; see cvapps.inference.runner.run_predict."""
+def predict(model: TaskModel | str | None, sources: Iterable, task: str = "classify", device: str = "cpu",
+            **kwargs):
+    """Stream sources through a model (a TaskModel, a model file, a weights name, or None for
+    the task's default); see cvapps.inference.runner.run_predict for the options."""
     from .inference.runner import run_predict
 
     if not isinstance(model, TaskModel):
-        model = load(model or DEFAULT_MODELS[task], task=task, device=kwargs.pop("device", "cpu"))
-    else:
-        kwargs.pop("device", None)
+        model = load(model or DEFAULT_MODELS[task], task=task, device=device)
     if model.task != task:
         raise ConfigError(f"model is for task {model.task!r}, not {task!r}")
     return run_predict(model, sources, **kwargs)
@@ -125,7 +126,7 @@ def _datasets(model: TaskModel, train_data, val_data, skip_bad: bool):
 
 
 def train(task: str = "classify", data: str | None = None, *, train: str | None = None, val: str | None = None,
-          kind: str | None = None, images: str | None = None, backbone: str = "mobilenet_v2",
+          kind: str | None = None, images: str | None = None, backbone: str | None = None,
           weights: str | None = None, out: str = "runs/train", label_smoothing: float | None = None,
           bins: list | None = None, img_size: int | None = None, console: Console | None = None, **cfg) -> dict:
     """Fine-tune a model. ``cfg``: TrainConfig fields (epochs, lr, freeze, precision, ...).

@@ -88,7 +88,7 @@ def train_classify(
     images: Optional[str] = typer.Option(None, help="folder CSV image paths are relative to"),
     kind: Optional[str] = typer.Option(None, help="multiclass | multilabel | regression | binned (default: inferred)"),
     bins: Optional[str] = typer.Option(None, help="binned regression: LOW,HIGH,N"),
-    backbone: str = typer.Option("mobilenet_v2"),
+    backbone: Optional[str] = typer.Option(None, help="default: the weights' backbone, else mobilenet_v2"),
     weights: Optional[str] = typer.Option(None, help="pretrained weights, e.g. mobilenet_v2.imagenet1k"),
     out_dir: str = typer.Option("runs/classify", "--out"),
     epochs: int = typer.Option(10), batch_size: int = typer.Option(32), lr: float = typer.Option(1e-3),

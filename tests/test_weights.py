@@ -121,3 +121,8 @@ def test_weights_of_wrong_shape_raise(tmp_path, home, monkeypatch):
     W.pull(spec.name, f)
     with pytest.raises(WeightsError, match="do not fit backbone"):
         cvapps.create_model("classify", "resnet18", weights=spec.name)
+
+
+def test_backbone_follows_weights_and_mismatch_is_an_error():
+    with pytest.raises(cvapps.ConfigError, match="are for backbone 'mobilenet_v2', not 'resnet18'"):
+        cvapps.create_model("classify", "resnet18", weights="mobilenet_v2.imagenet1k")
