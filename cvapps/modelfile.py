@@ -17,6 +17,12 @@ FORMAT_VERSION = 1
 _META_KEY = "cvapps"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
     path = Path(path)
@@ -24,6 +30,7 @@ def atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # writers may create 0600 temp files; use the user's default
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -70,3 +70,5 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(p, crash)
     assert p.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [p]  # no temp file left behind
+    atomic_write(p, lambda tmp: tmp.write_bytes(b"new"))
+    assert p.read_bytes() == b"new" and p.stat().st_mode & 0o044  # readable like any other file
