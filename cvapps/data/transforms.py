@@ -40,14 +40,61 @@ class EvalTransform:
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> float32 normalised (done once per batch, not per image)."""
-        x = batch_u8.float().div_(255)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
-        return x.sub_(mean).div_(std)
+        return _normalize(batch_u8, self.mean, self.std)
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
+        """(H, W, 3) uint8 -> ((3, S, S) uint8, meta); runs in the decode thread."""
+        return self.resize_crop(image), {"width": image.shape[1], "height": image.shape[0]}
 
     def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
+        u8, meta = self.prepare(image)
+        return self.normalize(u8[None])[0], meta
+
+
+def _normalize(batch_u8: torch.Tensor, mean, std) -> torch.Tensor:
+    x = batch_u8.float().div_(255)
+    return x.sub_(torch.tensor(mean, device=x.device).view(1, 3, 1, 1)).div_(
+        torch.tensor(std, device=x.device).view(1, 3, 1, 1))
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Detection input: scale the longer side to S (aspect kept), pad right/bottom to S x S
+    with grey. (H, W, 3) uint8 -> ((3, S, S) uint8, meta {"width", "height", "scale"}).
+    A box in input pixels maps back to the original image as box / scale."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    fill: int = 114
+
+    @classmethod
+    def from_config(cls, pre: dict) -> "Letterbox":
+        return cls(tuple(pre["mean"]), tuple(pre["std"]), int(pre["input_size"]))
+
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
         h, w = image.shape[:2]
-        return self.normalize(self.resize_crop(image)[None])[0], {"width": w, "height": h}
+        s = self.input_size / max(h, w)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        out = np.full((self.input_size, self.input_size, 3), self.fill, np.uint8)
+        out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        return torch.from_numpy(out).permute(2, 0, 1), {"width": w, "height": h, "scale": s}  # (3, S, S)
+
+    def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
+        return _normalize(batch_u8, self.mean, self.std)
+
+
+def detection_augment(pre: dict) -> A.Compose:
+    """Box-aware training augmentation (before the letterbox): flips, colour, scale/crop.
+    Boxes are clipped; boxes left smaller than 4x4 px or < 25% visible are dropped."""
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.RandomBrightnessContrast(p=0.5),
+        A.HueSaturationValue(hue_shift_limit=8, sat_shift_limit=20, val_shift_limit=15, p=0.5),
+        A.Affine(scale=(0.75, 1.25), translate_percent=(-0.1, 0.1), p=0.5, border_mode=cv2.BORDER_CONSTANT,
+                 fill=114),
+    ], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "crowd"], min_area=16,
+                                min_visibility=0.25, clip=True))
 
 
 def train_augment(pre: dict, strength: str = "default") -> A.Compose:

@@ -39,10 +39,8 @@ def predict_arrays(model, arrays: list[np.ndarray], batch_size: int = 16, precis
     pre = model.preprocessor()
     out: list = []
     for i in range(0, len(arrays), batch_size):
-        chunk = arrays[i : i + batch_size]
-        u8 = [pre.resize_crop(a) for a in chunk]
-        metas = [{"width": a.shape[1], "height": a.shape[0]} for a in chunk]
-        out.extend(run_batch(model, u8, metas, precision, **post))
+        prepared = [pre.prepare(a) for a in arrays[i : i + batch_size]]
+        out.extend(run_batch(model, [p[0] for p in prepared], [p[1] for p in prepared], precision, **post))
     return out
 
 
@@ -66,7 +64,7 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
     announce = len(items) > 1  # a single bad input is the caller's error to raise, not a skip
     pre = model.preprocessor()
     model.eval()
-    frames = prefetch(iter_frames(items, vid_stride), hook=pre.resize_crop, maxsize=max(8, 2 * batch_size))
+    frames = prefetch(iter_frames(items, vid_stride), hook=pre.prepare, maxsize=max(8, 2 * batch_size))
     jsonl, drawn = JsonlWriter(save_json), AnnotatedWriter(out_dir)
     summary = RunSummary()
     bar = Progress(TextColumn("[bold]predict {task.fields[task_name]}"), BarColumn(), MofNCompleteColumn(),
@@ -86,11 +84,11 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
                     else:
                         good.append(f)
                 if good:
-                    metas = [{"width": f.image.shape[1], "height": f.image.shape[0]} for f in good]
-                    preds = run_batch(model, [f.payload for f in good], metas, precision, **post)
+                    metas = [f.payload[1] for f in good]
+                    preds = run_batch(model, [f.payload[0] for f in good], metas, precision, **post)
                     for f, p, m in zip(good, preds, metas):
-                        jsonl.write({"source": f.source, "frame": f.frame, "task": model.task, **m,
-                                     "predictions": p.to_dict()})
+                        jsonl.write({"source": f.source, "frame": f.frame, "task": model.task,
+                                     "width": m["width"], "height": m["height"], "predictions": p.to_dict()})
                         if out_dir:
                             drawn.write(f.source, f.frame, p.draw(f.image))
                         if f.frame is None and getattr(p, "topk", None) and len(summary.top1) < 10000:

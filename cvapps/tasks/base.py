@@ -97,6 +97,22 @@ class TaskModel(nn.Module):
     def uncertainty(self, raw: Any) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    # training hooks -------------------------------------------------------------------
+    supports_feature_cache: ClassVar[bool] = False  # frozen-backbone feature caching
+    has_eval_loss: ClassVar[bool] = True  # loss(raw, targets) works on eval-mode outputs
+
+    def training_step(self, x: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
+        """Loss dict for one batch; two-stage models whose forward needs targets override it."""
+        return self.loss(self(x), targets)
+
+    def make_evaluator(self, ds) -> Any:  # pragma: no cover
+        """An object with ``add(raw, targets)`` and ``compute() -> dict`` for this task."""
+        raise NotImplementedError
+
+    def primary_metric(self) -> tuple[str, str]:  # pragma: no cover
+        """(metric key, "max" | "min") for best-model selection and early stopping."""
+        raise NotImplementedError
+
     def preprocessor(self):
         """Callable: RGB uint8 (H, W, 3) -> ((3, S, S) float tensor, meta dict)."""
         from ..data.transforms import EvalTransform

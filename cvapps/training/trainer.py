@@ -57,18 +57,27 @@ def seed_everything(seed: int) -> None:
 def make_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
     from ..data.classification import collate_skip
 
-    collate = None if isinstance(ds, TensorDataset) else collate_skip
+    collate = getattr(ds, "collate", None) or (None if isinstance(ds, TensorDataset) else collate_skip)
     # a training batch of one breaks BatchNorm: drop such a remainder
     drop_last = shuffle and len(ds) > batch_size and len(ds) % batch_size == 1
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
                       collate_fn=collate, drop_last=drop_last)
 
 
+def to_device(t, device: torch.device):
+    """Targets: a tensor, or a list of per-image dicts of tensors (detection, keypoints)."""
+    if isinstance(t, torch.Tensor):
+        return t.to(device)
+    return [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()} for d in t]
+
+
 def evaluate_dataset(model, ds, batch_size: int = 32, precision: str = "fp32", forward=None) -> dict:
-    """Loss and task metrics of ``model`` over ``ds`` (items (x, target))."""
+    """Loss and task metrics of ``model`` over ``ds`` (items (x, target)); the task's
+    evaluator (``model.make_evaluator``) accumulates raw outputs and computes the metrics."""
     model.eval()
     forward = forward or model
-    outs, targets, loss_sum = [], [], 0.0
+    ev = model.make_evaluator(ds)
+    loss_sum, n = 0.0, 0
     with torch.inference_mode():
         for batch in make_loader(ds, batch_size):
             if batch is None:
@@ -76,13 +85,15 @@ def evaluate_dataset(model, ds, batch_size: int = 32, precision: str = "fp32", f
             x, t = batch
             with autocast(model.device, precision):
                 raw = forward(x.to(model.device))
-            loss_sum += float(model.loss(raw, t.to(model.device))["loss"]) * len(t)
-            outs.append(model.detach_raw(raw))
-            targets.append(t)
-    if not outs:
+            if model.has_eval_loss:
+                loss_sum += float(model.loss(raw, to_device(t, model.device))["loss"]) * x.shape[0]
+            ev.add(raw, t)
+            n += x.shape[0]
+    if not n:
         raise DataError("no readable evaluation images")
-    result = model.metrics(torch.cat(outs), torch.cat(targets))
-    result["loss"] = loss_sum / max(1, sum(len(t) for t in targets))
+    result = ev.compute()
+    if model.has_eval_loss:
+        result["loss"] = loss_sum / n
     return result
 
 
@@ -101,7 +112,8 @@ class Trainer:
             freeze(model, cfg.freeze)
         self.augment = cfg.augment if cfg.augment is not None else cfg.freeze != "backbone"
         # frozen backbone, no random augmentation, no later unfreeze: features are fixed
-        self.cache = cfg.freeze == "backbone" and not self.augment and cfg.unfreeze_at is None
+        self.cache = (cfg.freeze == "backbone" and not self.augment and cfg.unfreeze_at is None
+                      and model.supports_feature_cache)
         self.train_ds = make_train_ds(self.augment)
         self.metric, self.mode = model.primary_metric()
         self.records: list[dict] = []
@@ -187,10 +199,12 @@ class Trainer:
                     if batch is None:
                         continue
                     x, t = batch
-                    x, t = x.to(self.device), t.to(self.device)
+                    x, t = x.to(self.device), to_device(t, self.device)
                     with autocast(self.device, cfg.precision):
-                        raw = self._forward(x)
-                    loss = model.loss(raw, t)["loss"]
+                        if self.cache:
+                            loss = model.loss(model.forward_cached(x), t)["loss"]
+                        else:
+                            loss = model.training_step(x, t)["loss"]
                     if not torch.isfinite(loss):
                         raise TrainingError(
                             f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
@@ -201,9 +215,9 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                     opt.step()
                     sched.step()
-                    loss_sum += loss.item() * len(t)
-                    n_seen += len(t)
-                    bar.advance(tid, len(t))
+                    loss_sum += loss.item() * x.shape[0]
+                    n_seen += x.shape[0]
+                    bar.advance(tid, x.shape[0])
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": opt.param_groups[0]["lr"],
                    "train_time_s": round(time.time() - t0, 2), "images_per_s": round(n_seen / (time.time() - t0), 1)}
             if val_ds is not None:

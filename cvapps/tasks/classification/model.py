@@ -44,6 +44,11 @@ class ClassificationModel(TaskModel):
         return postprocess(raw.logits, self.config["head"], self.labels, top_k=top_k)
 
     # training hooks -------------------------------------------------------------------
+    supports_feature_cache = True
+
+    def make_evaluator(self, ds) -> "_LogitsEvaluator":
+        return _LogitsEvaluator(self)
+
     def primary_metric(self) -> tuple[str, str]:
         return primary_metric(self.kind)
 
@@ -53,9 +58,6 @@ class ClassificationModel(TaskModel):
 
     def forward_cached(self, cached: torch.Tensor) -> ClassRaw:
         return self.forward_head([cached])
-
-    def detach_raw(self, raw: ClassRaw) -> torch.Tensor:
-        return raw.logits.detach().float().cpu()
 
     def metrics(self, logits: torch.Tensor, targets: torch.Tensor) -> dict:
         return classification_metrics(logits, targets, self.config["head"], self.labels)
@@ -70,3 +72,15 @@ class ClassificationModel(TaskModel):
             return -(p * p.log() + (1 - p) * (1 - p).log()).sum(1)
         logp = raw.logits.log_softmax(1)
         return -(logp.exp() * logp).sum(1)
+
+
+class _LogitsEvaluator:
+    def __init__(self, model: ClassificationModel):
+        self.model, self.logits, self.targets = model, [], []
+
+    def add(self, raw: ClassRaw, targets: torch.Tensor) -> None:
+        self.logits.append(raw.logits.detach().float().cpu())
+        self.targets.append(targets)
+
+    def compute(self) -> dict:
+        return self.model.metrics(torch.cat(self.logits), torch.cat(self.targets))

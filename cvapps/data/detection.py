@@ -1,0 +1,297 @@
+"""Detection data: COCO JSON (pycocotools), PASCAL VOC XML and YOLO txt -> one target
+format (boxes xyxy pixels, labels, iscrowd) -> a torch Dataset. Bad records raise DataError
+naming file and record, or with ``skip_bad`` are skipped and counted in ``skipped``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from .io import IMAGE_EXTS, read_image
+
+_TOL = 1.0  # pixels a box may overhang the image (rounding in exports)
+
+
+@dataclass
+class DetRecord:
+    """One image: boxes (N, 4) float32 xyxy pixels, labels (N,) int64, iscrowd (N,) bool."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    iscrowd: np.ndarray
+    image_id: int
+
+
+@dataclass
+class DetectionData:
+    records: list[DetRecord]
+    labels: list[str]
+    category_ids: list[int]  # label index -> category id written in COCO results
+    source: str
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def subset(self, idx: list[int]) -> "DetectionData":
+        return DetectionData([self.records[i] for i in idx], self.labels, self.category_ids, self.source)
+
+    def to_coco(self) -> dict:
+        """Ground truth as a COCO dict (original pixel coordinates) for COCOeval."""
+        images, anns = [], []
+        for r in self.records:
+            images.append({"id": r.image_id, "width": r.width, "height": r.height, "file_name": r.path.name})
+            for b, lab, crowd in zip(r.boxes, r.labels, r.iscrowd):
+                w, h = float(b[2] - b[0]), float(b[3] - b[1])
+                anns.append({"id": len(anns) + 1, "image_id": r.image_id, "category_id": self.category_ids[lab],
+                             "bbox": [float(b[0]), float(b[1]), w, h], "area": w * h, "iscrowd": int(crowd)})
+        cats = [{"id": c, "name": n} for c, n in zip(self.category_ids, self.labels)]
+        return {"images": images, "annotations": anns, "categories": cats}
+
+
+class _Builder:
+    """Validates boxes and collects records; errors name file and record."""
+
+    def __init__(self, source: str, skip_bad: bool):
+        self.source, self.skip_bad, self.skipped = source, skip_bad, []
+        self.records: list[DetRecord] = []
+
+    def bad(self, where: str, msg: str, hint: str | None = None) -> None:
+        if self.skip_bad:
+            self.skipped.append(f"{where}: {msg}")
+            return
+        raise DataError(f"{where}: {msg}", path=self.source, hint=hint or "fix the record or pass --skip-bad")
+
+    def box_ok(self, where: str, box, w: int, h: int) -> bool:
+        x1, y1, x2, y2 = box
+        if not (x2 > x1 and y2 > y1):
+            self.bad(where, f"box {list(map(float, box))} has zero or negative size")
+            return False
+        if x1 < -_TOL or y1 < -_TOL or x2 > w + _TOL or y2 > h + _TOL:
+            self.bad(where, f"box {list(map(float, box))} lies outside the {w}x{h} image")
+            return False
+        return True
+
+    def add(self, path: Path, w: int, h: int, objs: list[tuple[list[float], int, bool]]) -> None:
+        if not path.is_file():
+            self.bad(f"image {path.name}", f"named in the annotations but missing on disk: {path}")
+            return
+        boxes = np.array([o[0] for o in objs], np.float32).reshape(-1, 4)
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        self.records.append(DetRecord(path, w, h, boxes, np.array([o[1] for o in objs], np.int64),
+                                      np.array([o[2] for o in objs], bool), len(self.records) + 1))
+
+
+def _load_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError("no such annotation file", path=str(path))
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON: {e}", path=str(path)) from None
+
+
+def read_coco(ann_file: str | Path, images: str | Path, skip_bad: bool = False) -> DetectionData:
+    from pycocotools.coco import COCO
+
+    ann_file = Path(ann_file)
+    d = _load_json(ann_file)
+    for key in ("images", "annotations", "categories"):
+        if key not in d:
+            raise DataError(f"not a COCO detection file: no {key!r} list", path=str(ann_file))
+    coco = COCO()
+    coco.dataset = d
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    cat_ids = sorted(coco.getCatIds())
+    names = [coco.cats[c]["name"] for c in cat_ids]
+    index = {c: i for i, c in enumerate(cat_ids)}
+    b = _Builder(str(ann_file), skip_bad)
+    for img_id in sorted(coco.getImgIds()):
+        info = coco.imgs[img_id]
+        w, h = int(info["width"]), int(info["height"])
+        objs = []
+        for a in coco.imgToAnns.get(img_id, []):
+            where = f"annotation id {a.get('id')} (image {info['file_name']})"
+            if a.get("category_id") not in index:
+                b.bad(where, f"unknown category_id {a.get('category_id')}", hint=f"categories are {cat_ids}")
+                continue
+            bbox = a.get("bbox")
+            if not (isinstance(bbox, list) and len(bbox) == 4):
+                b.bad(where, f"bbox must be [x, y, w, h], got {bbox!r}")
+                continue
+            x, y, bw, bh = map(float, bbox)
+            if b.box_ok(where, [x, y, x + bw, y + bh], w, h):
+                objs.append(([x, y, x + bw, y + bh], index[a["category_id"]], bool(a.get("iscrowd", 0))))
+        b.add(Path(images) / info["file_name"], w, h, objs)
+    return DetectionData(b.records, names, cat_ids, str(ann_file), b.skipped)
+
+
+def _names_file(folder: Path) -> Path | None:
+    for cand in [folder / "classes.txt", *sorted(folder.glob("*.names")), *sorted(folder.parent.glob("*.names"))]:
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _read_names(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def read_voc(xml_dir: str | Path, images: str | Path, labels: list[str] | None = None,
+             skip_bad: bool = False) -> DetectionData:
+    """A folder of VOC XML files. Classes: ``labels``, else a ``*.names``/``classes.txt`` file
+    beside the folder, else the sorted names found. ``difficult`` objects count as crowd
+    (ignored in matching and evaluation, as in the VOC protocol)."""
+    xml_dir = Path(xml_dir)
+    files = sorted(xml_dir.glob("*.xml"))
+    if not files:
+        raise DataError("no .xml files found", path=str(xml_dir))
+    parsed = []
+    for f in files:
+        try:
+            root = ET.parse(f).getroot()
+        except ET.ParseError as e:
+            raise DataError(f"malformed XML: {e}", path=str(f)) from None
+        parsed.append((f, root))
+    if labels is None:
+        nf = _names_file(xml_dir)
+        labels = _read_names(nf) if nf else sorted({o.findtext("name", "").strip()
+                                                   for _, r in parsed for o in r.iter("object")})
+    b = _Builder(str(xml_dir), skip_bad)
+    for f, root in parsed:
+        b.source = str(f)
+        size = root.find("size")
+        try:
+            w, h = int(size.findtext("width")), int(size.findtext("height"))
+        except (AttributeError, TypeError, ValueError):
+            b.bad("size", "missing or invalid <size>")
+            continue
+        objs = []
+        for k, o in enumerate(root.iter("object")):
+            name = o.findtext("name", "").strip()
+            where = f"object {k} ({name})"
+            if name not in labels:
+                b.bad(where, f"unknown class {name!r}", hint=f"known classes: {', '.join(labels)}")
+                continue
+            bb = o.find("bndbox")
+            try:
+                box = [float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")]
+            except (AttributeError, TypeError, ValueError):
+                b.bad(where, "missing or invalid <bndbox>")
+                continue
+            if b.box_ok(where, box, w, h):
+                objs.append((box, labels.index(name), o.findtext("difficult", "0").strip() == "1"))
+        b.add(Path(images) / root.findtext("filename", f.stem + ".jpg").strip(), w, h, objs)
+    return DetectionData(b.records, list(labels), list(range(1, len(labels) + 1)), str(xml_dir), b.skipped)
+
+
+def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None = None,
+              skip_bad: bool = False) -> DetectionData:
+    """YOLO: one ``<image stem>.txt`` per image with lines ``class cx cy w h`` (normalised).
+    Images without a .txt have no objects. Classes from ``labels`` or a names file."""
+    txt_dir, images = Path(txt_dir), Path(images)
+    if labels is None:
+        nf = _names_file(txt_dir)
+        if nf is None:
+            raise DataError("no class names file (classes.txt or *.names) found", path=str(txt_dir))
+        labels = _read_names(nf)
+    image_files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS) if images.is_dir() else []
+    if not image_files:
+        raise DataError("no images found", path=str(images))
+    b = _Builder(str(txt_dir), skip_bad)
+    for img in image_files:
+        try:
+            with Image.open(img) as im:
+                w, h = im.size
+        except OSError:
+            b.bad(f"image {img.name}", "not a decodable image")
+            continue
+        objs = []
+        txt = txt_dir / (img.stem + ".txt")
+        lines = txt.read_text().splitlines() if txt.is_file() else []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            b.source = str(txt)
+            parts = line.split()
+            where = f"line {n}"
+            if len(parts) != 5:
+                b.bad(where, f"expected 'class cx cy w h' (5 numbers), got {len(parts)}: {line.strip()!r}")
+                continue
+            try:
+                c, cx, cy, bw, bh = int(parts[0]), *map(float, parts[1:])
+            except ValueError:
+                b.bad(where, f"not numbers: {line.strip()!r}")
+                continue
+            if not 0 <= c < len(labels):
+                b.bad(where, f"unknown class index {c} (there are {len(labels)} classes)")
+                continue
+            box = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
+            if b.box_ok(where, box, w, h):
+                objs.append((box, c, False))
+        b.add(img, w, h, objs)
+    return DetectionData(b.records, list(labels), list(range(1, len(labels) + 1)), str(txt_dir), b.skipped)
+
+
+def read_detection(data: str | Path, images: str | Path, fmt: str | None = None, labels: list[str] | None = None,
+                   skip_bad: bool = False) -> DetectionData:
+    """``fmt``: coco | voc | yolo (default: coco for a .json file, voc for a folder of .xml)."""
+    p = Path(data)
+    if fmt is None:
+        fmt = "coco" if p.suffix.lower() == ".json" else ("voc" if any(p.glob("*.xml")) else "yolo")
+    if fmt == "coco":
+        return read_coco(p, images, skip_bad)
+    if fmt == "voc":
+        return read_voc(p, images, labels, skip_bad)
+    if fmt == "yolo":
+        return read_yolo(p, images, labels, skip_bad)
+    raise DataError(f"unknown annotation format {fmt!r}", hint="use coco, voc or yolo")
+
+
+class DetectionDataset(Dataset):
+    """Items: (x (3, S, S) float32 normalised, target {"boxes" (N, 4) xyxy input pixels,
+    "labels" (N,), "iscrowd" (N,), "index": int, "meta": {...}}). ``augment``: an
+    albumentations Compose with bbox_params, applied before the letterbox."""
+
+    def __init__(self, data: DetectionData, letterbox, augment=None):
+        self.data, self.letterbox, self.augment = data, letterbox, augment
+        self.dropped_boxes = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        r = self.data.records[i]
+        img = read_image(r.path)
+        boxes, labels, crowd = r.boxes, r.labels, r.iscrowd
+        if self.augment is not None:
+            out = self.augment(image=img, bboxes=boxes, labels=labels, crowd=crowd.astype(np.int64))
+            self.dropped_boxes += len(boxes) - len(out["bboxes"])
+            img = out["image"]
+            boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+            labels, crowd = np.asarray(out["labels"], np.int64), np.asarray(out["crowd"], bool)
+        u8, meta = self.letterbox.prepare(img)
+        x = self.letterbox.normalize(u8[None])[0]
+        s = meta["scale"]
+        target = {"boxes": torch.from_numpy(boxes * s).float(), "labels": torch.from_numpy(labels).long(),
+                  "iscrowd": torch.from_numpy(crowd), "index": i, "meta": meta}
+        return x, target
+
+    @staticmethod
+    def collate(batch):
+        return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
