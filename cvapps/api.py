@@ -14,7 +14,7 @@ from .modelfile import load_model, save_model
 from .tasks import TASKS, TaskModel
 from .weights import all_weights, get_spec, list_weights, load_into, pull
 
-DEFAULT_MODELS = {"classify": "mobilenet_v2.imagenet1k"}
+DEFAULT_MODELS = {"classify": "mobilenet_v2.imagenet1k"}  # detection has no pretrained default yet
 _IMAGENET_PRE = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": 224,
                  "resize_size": 256, "interpolation": "bilinear"}
 
@@ -62,6 +62,22 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
     if labels is None:
         labels = [str(i) for i in range(num_classes or 1)]
     pre = dict(spec.preprocessing()) if spec else dict(_IMAGENET_PRE)
+    if task == "detect":
+        pre = {"mean": pre["mean"], "std": pre["std"], "input_size": img_size or 320, "resize": "letterbox"}
+        head_cfg = {"kind": head.pop("kind", None) or "ssd", "num_classes": len(labels),
+                    **{k: v for k, v in head.items() if v is not None and k != "category_ids"}}
+        config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels),
+                  "category_ids": head.get("category_ids") or list(range(1, len(labels) + 1)),
+                  "preprocessing": pre, "weights": weights}
+    else:
+        config = _classify_config(backbone, labels, spec, pre, kind, img_size, weights, head)
+    model = cls.from_config(config)
+    if weights:
+        load_into(model, weights)
+    return model.eval()
+
+
+def _classify_config(backbone, labels, spec, pre, kind, img_size, weights, head) -> dict:
     if img_size:
         pre["resize_size"] = round(img_size * pre["resize_size"] / pre["input_size"])
         pre["input_size"] = img_size
@@ -71,12 +87,8 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
     head_cfg.update({k: v for k, v in head.items() if v is not None})
     if kind == "regression":
         head_cfg["num_outputs"] = 1
-    config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels),
-              "preprocessing": pre, "weights": weights}
-    model = cls.from_config(config)
-    if weights:
-        load_into(model, weights)
-    return model.eval()
+    return {"task": "classify", "backbone": backbone, "head": head_cfg, "labels": list(labels),
+            "preprocessing": pre, "weights": weights}
 
 
 def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu") -> TaskModel:
@@ -103,10 +115,40 @@ def predict(model: TaskModel | str | None, sources: Iterable, task: str = "class
     from .inference.runner import run_predict
 
     if not isinstance(model, TaskModel):
+        if model is None and task not in DEFAULT_MODELS:
+            raise ConfigError(f"no default {task} model", hint="pass --model FILE (train one with `cvapps train`)")
         model = load(model or DEFAULT_MODELS[task], task=task, device=device)
     if model.task != task:
         raise ConfigError(f"model is for task {model.task!r}, not {task!r}")
     return run_predict(model, sources, **kwargs)
+
+
+def predict_detect(model: TaskModel | str, sources: Iterable, *, classes: str | list | None = None,
+                   coco_gt: str | None = None, conf: float | None = None, iou: float | None = None,
+                   max_det: int | None = None, device: str = "cpu", **kwargs):
+    """Detection predict with its options: ``classes`` as names or indices (comma-separated
+    string or list); ``coco_gt`` gives --save-coco the ground truth's image ids."""
+    import json
+
+    if not isinstance(model, TaskModel):
+        model = load(model, task="detect", device=device)
+    keep = None
+    if classes is not None:
+        items = classes.split(",") if isinstance(classes, str) else list(classes)
+        keep = []
+        for c in (str(i).strip() for i in items):
+            if c in model.labels:
+                keep.append(model.labels.index(c))
+            elif c.isdigit() and int(c) < len(model.labels):
+                keep.append(int(c))
+            else:
+                raise ConfigError(f"unknown class {c!r}", hint=f"classes: {', '.join(model.labels)}")
+    ids = None
+    if coco_gt:
+        gt = json.loads(Path(coco_gt).read_text())
+        ids = {i["file_name"]: i["id"] for i in gt.get("images", [])}
+    return predict(model, sources, task="detect", conf=conf, iou=iou, max_det=max_det, classes=keep,
+                   coco_ids=ids, **kwargs)
 
 
 def _datasets(model: TaskModel, train_data, val_data, skip_bad: bool):
@@ -128,37 +170,63 @@ def _datasets(model: TaskModel, train_data, val_data, skip_bad: bool):
 def train(task: str = "classify", data: str | None = None, *, train: str | None = None, val: str | None = None,
           kind: str | None = None, images: str | None = None, backbone: str | None = None,
           weights: str | None = None, out: str = "runs/train", label_smoothing: float | None = None,
-          bins: list | None = None, img_size: int | None = None, console: Console | None = None, **cfg) -> dict:
-    """Fine-tune a model. ``cfg``: TrainConfig fields (epochs, lr, freeze, precision, ...).
-    Writes out/best.safetensors, out/last.safetensors, out/checkpoint.pt, out/metrics.jsonl,
-    out/curves.png (and out/confusion.png for multi-class). Returns a summary dict."""
-    from .data.classification import resolve_dataset
+          bins: list | None = None, img_size: int | None = None, console: Console | None = None,
+          fmt: str | None = None, val_images: str | None = None, val_fraction: float = 0.0,
+          head: dict | None = None, **cfg) -> dict:
+    """Fine-tune a model and write out/best.safetensors, out/last.safetensors, out/checkpoint.pt,
+    out/metrics.jsonl, out/curves.png. ``cfg``: TrainConfig fields (epochs, lr, freeze, ...).
+
+    classify: ``data`` = a root with train/ and val/ (or train.csv/val.csv), or ``train``/``val``.
+    detect: ``data`` = annotations (COCO JSON, VOC XML folder, YOLO txt folder; ``fmt``) with
+    ``images``; ``val`` (+ ``val_images``) or ``val_fraction`` for validation; ``head`` e.g.
+    {"kind": "fasterrcnn"} or {"cls_loss": "focal"}. Returns a summary dict."""
     from .training.trainer import TrainConfig, Trainer, seed_everything
 
-    if task != "classify":
-        raise ConfigError(f"training for task {task!r} is not available yet", hint="tasks: classify")
     console = console or Console(stderr=True)
-    tr, va = resolve_dataset(data, train, val, kind, images)
-    if kind == "binned" and not bins:
-        raise ConfigError("binned regression needs --bins LOW,HIGH,N")
-    kind = "binned" if kind == "binned" else tr.kind
-    seed_everything(cfg.get("seed", 0))  # before building: head init is part of a seeded run
-    model = create_model(task, backbone, weights, labels=tr.labels, kind=kind, img_size=img_size,
-                         label_smoothing=label_smoothing, bins=bins)
-    console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, "
-                  f"{len(tr.labels)} {'classes' if kind != 'regression' else 'target'} ({kind}) from {tr.source}")
-    make_train, val_ds = _datasets(model, tr, va, cfg.get("skip_bad", False))
-    known = set(TrainConfig.__dataclass_fields__)
-    unknown = set(cfg) - known
+    unknown = set(cfg) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"unknown training options {sorted(unknown)}")
-    tc = TrainConfig(out_dir=out, **cfg)
-    trainer = Trainer(model, tc, make_train, val_ds, console)
+    seed_everything(cfg.get("seed", 0))  # before building: head init is part of a seeded run
+    skip_bad = cfg.get("skip_bad", False)
+    if task == "classify":
+        from .data.classification import resolve_dataset
+
+        tr, va = resolve_dataset(data, train, val, kind, images)
+        if kind == "binned" and not bins:
+            raise ConfigError("binned regression needs --bins LOW,HIGH,N")
+        kind = "binned" if kind == "binned" else tr.kind
+        model = create_model(task, backbone, weights, labels=tr.labels, kind=kind, img_size=img_size,
+                             label_smoothing=label_smoothing, bins=bins, **(head or {}))
+        what = f"{len(tr.labels)} {'classes' if kind != 'regression' else 'target'} ({kind})"
+        make_train, val_ds = _datasets(model, tr, va, skip_bad)
+    elif task == "detect":
+        from .data.detection import read_detection
+        from .tasks.detection import workflow
+
+        if not data or not images:
+            raise ConfigError("detection training needs --data ANNOTATIONS and --images DIR")
+        tr = read_detection(data, images, fmt, skip_bad=skip_bad)
+        va = read_detection(val, val_images or images, fmt, tr.labels if fmt != "coco" else None,
+                            skip_bad) if val else None
+        if va is None:
+            tr, va = workflow.split(tr, val_fraction)
+        model = create_model(task, backbone, weights, labels=tr.labels, img_size=img_size,
+                             category_ids=tr.category_ids, **(head or {}))
+        what = f"{len(tr.labels)} classes, {sum(len(r.boxes) for r in tr.records)} boxes"
+        make_train, val_ds = workflow.datasets(model, tr, va)
+    else:
+        raise ConfigError(f"training for task {task!r} is not available yet", hint="tasks: classify, detect")
+    console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, {what} from {tr.source}")
+    trainer = Trainer(model, TrainConfig(out_dir=out, **cfg), make_train, val_ds, console)
     result = trainer.fit()
+    dropped = getattr(trainer.train_ds, "dropped_boxes", 0)
+    if dropped:
+        console.print(f"augmentation dropped {dropped} boxes that became too small or left the image")
+        result["dropped_boxes"] = dropped
     skipped = sorted(set(tr.skipped + (va.skipped if va else [])))
     result["skipped"] = skipped
     if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} unreadable images[/yellow]: {', '.join(skipped[:5])}")
+        console.print(f"[yellow]skipped {len(skipped)} bad inputs[/yellow]: {'; '.join(skipped[:5])}")
     if va is not None:
         best = load_model(Path(out) / "best.safetensors")
         result["val"] = evaluate(best, val_data=va, out=out, console=console)
@@ -166,17 +234,45 @@ def train(task: str = "classify", data: str | None = None, *, train: str | None 
 
 
 def evaluate(model: TaskModel | str, data: str | None = None, *, val_data=None, kind: str | None = None,
-             images: str | None = None, out: str | None = None, batch_size: int = 32, skip_bad: bool = False,
-             precision: str = "fp32", console: Console | None = None) -> dict:
-    """Metrics of ``model`` on ``data`` (a folder of class folders, a root with val/, or a
-    CSV). Multi-class results include the confusion matrix (and out/confusion.png)."""
-    from .data.classification import ImageDataset, load_split
-    from .tasks.classification.metrics import save_confusion_png
-    from .data.transforms import EvalTransform
+             images: str | None = None, fmt: str | None = None, metric: str = "coco", iou: float = 0.5,
+             eleven_point: bool = False, save_results: str | None = None, out: str | None = None,
+             batch_size: int = 32, skip_bad: bool = False, precision: str = "fp32",
+             console: Console | None = None) -> dict:
+    """Metrics of ``model`` on ``data``.
+
+    classify: a folder of class folders, a root with val/, or a CSV; multi-class results
+    include the confusion matrix (and out/confusion.png).
+    detect: annotations (COCO/VOC/YOLO, ``fmt``) + ``images``; ``metric`` "coco" (pycocotools
+    COCOeval) or "voc" (AP at ``iou``, all-point or ``eleven_point``); ``save_results`` writes
+    the COCO results file."""
     from .training.trainer import evaluate_dataset
 
     if not isinstance(model, TaskModel):
-        model = load(model, task="classify")
+        model = load(model)
+    if model.task == "detect":
+        import json
+
+        from .data.detection import DetectionDataset
+        from .data.transforms import Letterbox
+        from .tasks.detection import workflow
+
+        if val_data is None:
+            val_data = workflow.load_eval_data(data, images, fmt, model, skip_bad)
+        ds = DetectionDataset(val_data, Letterbox.from_config(model.config["preprocessing"]))
+        ev = model.make_evaluator(ds)
+        metrics = evaluate_dataset(model, ds, batch_size, precision, evaluator=ev)
+        if metric != "coco":
+            metrics = workflow.metrics_for(val_data.to_coco(), ev.results(), metric, iou, eleven_point)
+        if save_results:
+            Path(save_results).parent.mkdir(parents=True, exist_ok=True)
+            Path(save_results).write_text(json.dumps(ev.results()))
+        if val_data.skipped:
+            metrics["skipped"] = val_data.skipped
+        return metrics
+    from .data.classification import ImageDataset, load_split
+    from .data.transforms import EvalTransform
+    from .tasks.classification.metrics import save_confusion_png
+
     if val_data is None:
         if not data:
             raise ConfigError("no evaluation data", hint="pass --data DIR")
@@ -194,3 +290,11 @@ def evaluate(model: TaskModel | str, data: str | None = None, *, val_data=None, 
         Path(out).mkdir(parents=True, exist_ok=True)
         save_confusion_png(metrics["confusion_matrix"], model.labels, Path(out) / "confusion.png")
     return metrics
+
+
+def evaluate_results(results: str, data: str, metric: str = "coco", iou: float = 0.5,
+                     eleven_point: bool = False) -> dict:
+    """Evaluate any detector's COCO-results JSON against COCO ground truth, without a model."""
+    from .tasks.detection.workflow import evaluate_results_file
+
+    return evaluate_results_file(results, data, metric, iou, eleven_point)

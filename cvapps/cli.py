@@ -74,10 +74,39 @@ def predict_classify(
                     batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision, console=err)
     if s.errors and not s.processed:
         raise s.errors[0]
-    for src, label, score in s.top1:
-        print(f"{src}\t{label}\t{score:.3f}")
+    _print_summary(s, out_dir, save_json)
+
+
+def _print_summary(s, out_dir, save_json) -> None:
+    for src, text in s.summaries:
+        print(f"{src}\t{text}")
     err.print(f"{s.processed} predicted, {len(s.failed)} skipped"
               + (f"; outputs in {out_dir}" if out_dir else "") + (f"; JSON Lines in {save_json}" if save_json else ""))
+
+
+@predict_app.command("detect")
+def predict_detect(
+    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos, camera index"),
+    model: str = typer.Option(..., help="detection model file"),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="write images/videos with boxes drawn here"),
+    save_json: Optional[str] = typer.Option(None, help="write JSON Lines (one object per image/frame)"),
+    save_coco: Optional[str] = typer.Option(None, help="write one COCO results file for all still images"),
+    coco_gt: Optional[str] = typer.Option(None, help="COCO ground truth whose image ids --save-coco should use"),
+    conf: Optional[float] = typer.Option(None, help="score threshold (default: the model's, 0.25)"),
+    iou: Optional[float] = typer.Option(None, help="NMS IoU threshold (default: the model's)"),
+    max_det: Optional[int] = typer.Option(None, help="detections per image"),
+    classes: Optional[str] = typer.Option(None, help="keep only these classes: names or indices, comma-separated"),
+    batch_size: int = typer.Option(8), vid_stride: int = typer.Option(1, help="use every N-th video frame"),
+    device: str = Device, precision: str = Precision,
+) -> None:
+    """Detect objects; prints a line per image; boxes drawn with --out."""
+    s = api.predict_detect(model, sources, out_dir=out_dir, save_json=save_json, save_coco=save_coco,
+                           coco_gt=coco_gt, conf=conf, iou=iou, max_det=max_det, classes=classes,
+                           batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision,
+                           console=err)
+    if s.errors and not s.processed:
+        raise s.errors[0]
+    _print_summary(s, out_dir, save_json)
 
 
 @train_app.command("classify")
@@ -117,6 +146,68 @@ def train_classify(
     val_metrics = result.get("val", {})
     summary = {k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}
     print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"], **summary}))
+
+
+@train_app.command("detect")
+def train_detect(
+    data: str = typer.Option(..., help="annotations: COCO JSON, a VOC XML folder or a YOLO txt folder"),
+    images: str = typer.Option(..., help="image folder"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="coco | voc | yolo (default: from --data)"),
+    val_data: Optional[str] = typer.Option(None, help="validation annotations (same format)"),
+    val_images: Optional[str] = typer.Option(None, help="validation images (default: --images)"),
+    val_fraction: float = typer.Option(0.0, help="without --val-data: hold out every k-th image (e.g. 0.2)"),
+    backbone: Optional[str] = typer.Option(None, help="default: the weights' backbone, else mobilenet_v2"),
+    weights: Optional[str] = typer.Option(None, help="pretrained backbone weights, e.g. mobilenet_v2.imagenet1k"),
+    head: str = typer.Option("ssd", help="ssd (single-stage anchors) or fasterrcnn (two-stage, FPN)"),
+    cls_loss: str = typer.Option("ce", help="ssd: ce (hard negative mining 3:1) or focal"),
+    box_loss: str = typer.Option("smooth_l1", help="ssd: smooth_l1 or giou"),
+    img_size: int = typer.Option(320), out_dir: str = typer.Option("runs/detect", "--out"),
+    epochs: int = typer.Option(30), batch_size: int = typer.Option(16), lr: float = typer.Option(2e-3),
+    weight_decay: float = typer.Option(1e-4), warmup_epochs: float = typer.Option(1.0),
+    freeze: Optional[str] = typer.Option(None, help="backbone | stage:N | regex"),
+    unfreeze_at: Optional[int] = typer.Option(None), backbone_lr_ratio: float = typer.Option(0.1),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
+    patience: Optional[int] = typer.Option(None), clip_grad: Optional[float] = typer.Option(10.0),
+    seed: int = typer.Option(0), resume: bool = typer.Option(False),
+    skip_bad: bool = typer.Option(False, help="skip bad boxes/images (counted) instead of stopping"),
+    device: str = Device, precision: str = Precision,
+) -> None:
+    """Train a detector; writes best/last model files, checkpoint, metrics.jsonl, curves.png."""
+    head_cfg = {"kind": head} if head == "fasterrcnn" else {"kind": head, "cls_loss": cls_loss, "box_loss": box_loss}
+    result = api.train("detect", data, images=images, fmt=fmt, val=val_data, val_images=val_images,
+                       val_fraction=val_fraction, backbone=backbone, weights=weights, head=head_cfg,
+                       img_size=img_size, out=out_dir, epochs=epochs, batch_size=batch_size, lr=lr,
+                       weight_decay=weight_decay, warmup_epochs=warmup_epochs, freeze=freeze,
+                       unfreeze_at=unfreeze_at, backbone_lr_ratio=backbone_lr_ratio, augment=augment,
+                       patience=patience, clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad,
+                       device=device, precision=precision, console=err)
+    val_metrics = result.get("val", {})
+    print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"],
+                      **{k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}}))
+
+
+@eval_app.command("detect")
+def eval_detect(
+    data: str = typer.Option(..., help="ground truth: COCO JSON (or VOC/YOLO folder with --format)"),
+    model: Optional[str] = typer.Option(None, help="detection model file"),
+    images: Optional[str] = typer.Option(None, help="image folder (with --model)"),
+    results: Optional[str] = typer.Option(None, help="evaluate this COCO results file instead of a model"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="coco | voc | yolo"),
+    metric: str = typer.Option("coco", help="coco (pycocotools COCOeval) or voc"),
+    iou: float = typer.Option(0.5, help="voc: IoU threshold"),
+    eleven_point: bool = typer.Option(False, help="voc: VOC2007 11-point interpolation (default all-point)"),
+    save_results: Optional[str] = typer.Option(None, help="write the model's COCO results file"),
+    batch_size: int = typer.Option(8), skip_bad: bool = typer.Option(False), precision: str = Precision,
+) -> None:
+    """Detection metrics (JSON, last line): AP, AP50, AP75, AP/AR by size, per_class; or VOC mAP."""
+    if results:
+        m = api.evaluate_results(results, data, metric, iou, eleven_point)
+    elif model:
+        m = api.evaluate(model, data, images=images, fmt=fmt, metric=metric, iou=iou, eleven_point=eleven_point,
+                         save_results=save_results, batch_size=batch_size, skip_bad=skip_bad, precision=precision)
+    else:
+        raise CvappsError("pass --model (with --images) or --results", hint="see `cvapps eval detect --help`")
+    print(json.dumps(m))
 
 
 @eval_app.command("classify")

@@ -33,3 +33,11 @@ def test_wheel_ships_manifests_and_finds_them(tmp_path):
     assert file.startswith(str(site))  # the installed copy, not the checkout
     assert int(count) == sum(len(json.loads(p.read_text())) for p in (ROOT / "weights").glob("*.json"))
     assert sha.startswith("b0353104")
+
+
+def test_every_package_is_listed_in_pyproject():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "cvapps").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .sources import Frame, batched, count_frames, expand_sources, iter_frames, prefetch
-from .writers import AnnotatedWriter, JsonlWriter
+from .writers import AnnotatedWriter, CocoResultsWriter, JsonlWriter
 
 
 def autocast(device: torch.device, precision: str):
@@ -50,12 +50,13 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     errors: list = field(default_factory=list)  # the DataErrors, first ones kept
     outputs: list[str] = field(default_factory=list)
-    # (source, top label, score) of still images, for a console summary; capped
-    top1: list[tuple[str, str, float]] = field(default_factory=list)
+    # (source, prediction.summary()) of still images, for the console; capped
+    summaries: list[tuple[str, str]] = field(default_factory=list)
 
 
 def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str | Path | None = None,
                 save_json: str | Path | None = None, precision: str = "fp32", vid_stride: int = 1,
+                save_coco: str | Path | None = None, coco_ids: dict[str, int] | None = None,
                 console: Console | None = None, progress: bool = True, **post) -> RunSummary:
     """Stream ``sources`` through ``model``. A bad image is reported and skipped; every good
     image still gets its JSON line (flushed immediately) and annotated output."""
@@ -65,7 +66,7 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
     pre = model.preprocessor()
     model.eval()
     frames = prefetch(iter_frames(items, vid_stride), hook=pre.prepare, maxsize=max(8, 2 * batch_size))
-    jsonl, drawn = JsonlWriter(save_json), AnnotatedWriter(out_dir)
+    jsonl, drawn, coco = JsonlWriter(save_json), AnnotatedWriter(out_dir), CocoResultsWriter(save_coco, coco_ids)
     summary = RunSummary()
     bar = Progress(TextColumn("[bold]predict {task.fields[task_name]}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=console, disable=not progress, transient=True)
@@ -87,16 +88,19 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
                     metas = [f.payload[1] for f in good]
                     preds = run_batch(model, [f.payload[0] for f in good], metas, precision, **post)
                     for f, p, m in zip(good, preds, metas):
+                        records = p.to_dict()
                         jsonl.write({"source": f.source, "frame": f.frame, "task": model.task,
-                                     "width": m["width"], "height": m["height"], "predictions": p.to_dict()})
+                                     "width": m["width"], "height": m["height"], "predictions": records})
+                        coco.add(f.source, f.frame, records)
                         if out_dir:
                             drawn.write(f.source, f.frame, p.draw(f.image))
-                        if f.frame is None and getattr(p, "topk", None) and len(summary.top1) < 10000:
-                            summary.top1.append((f.source, p.topk[0][1], p.topk[0][2]))
+                        if f.frame is None and len(summary.summaries) < 10000:
+                            summary.summaries.append((f.source, p.summary()))
                     summary.processed += len(good)
                 bar.advance(tid, len(batch))
     finally:
         jsonl.close()
         drawn.close()
+        coco.close()
     summary.outputs = [str(p) for p in drawn.written]
     return summary

@@ -70,3 +70,27 @@ class AnnotatedWriter:
     def close(self) -> None:
         for v in self.videos.values():
             v.release()
+
+
+class CocoResultsWriter:
+    """Collects detections of still images as a COCO results list, written (atomically) on
+    close. image_id comes from ``ids`` (file name -> id, e.g. from a COCO ground-truth file),
+    else the image's 1-based position in the run."""
+
+    def __init__(self, path: str | Path | None, ids: dict[str, int] | None = None):
+        self.path, self.ids, self.rows, self.n = path, ids or {}, [], 0
+
+    def add(self, source: str, frame: int | None, records: list[dict]) -> None:
+        if not self.path or frame is not None:
+            return
+        self.n += 1
+        image_id = self.ids.get(Path(source).name, self.n)
+        for r in records:
+            self.rows.append({"image_id": image_id, "category_id": r["category_id"], "bbox": r["bbox"],
+                              "score": r["score"], "file_name": Path(source).name})
+
+    def close(self) -> None:
+        if self.path:
+            from ..modelfile import atomic_write
+
+            atomic_write(Path(self.path), lambda tmp: tmp.write_text(json.dumps(self.rows)))

@@ -33,6 +33,10 @@ class Prediction:
     def draw(self, image: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def summary(self) -> str:  # pragma: no cover - abstract
+        """One short line for the console."""
+        raise NotImplementedError
+
 
 class TaskModel(nn.Module):
     """``config`` is the JSON-safe description saved in model files:

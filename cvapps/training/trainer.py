@@ -71,12 +71,12 @@ def to_device(t, device: torch.device):
     return [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()} for d in t]
 
 
-def evaluate_dataset(model, ds, batch_size: int = 32, precision: str = "fp32", forward=None) -> dict:
+def evaluate_dataset(model, ds, batch_size: int = 32, precision: str = "fp32", forward=None, evaluator=None) -> dict:
     """Loss and task metrics of ``model`` over ``ds`` (items (x, target)); the task's
     evaluator (``model.make_evaluator``) accumulates raw outputs and computes the metrics."""
     model.eval()
     forward = forward or model
-    ev = model.make_evaluator(ds)
+    ev = evaluator or model.make_evaluator(ds)
     loss_sum, n = 0.0, 0
     with torch.inference_mode():
         for batch in make_loader(ds, batch_size):

@@ -25,6 +25,11 @@ class ClassPrediction(Prediction):
     def label(self) -> str | None:
         return self.topk[0][1] if self.topk else None
 
+    def summary(self) -> str:
+        if self.value is not None:
+            return f"{self.value:.4g}"
+        return f"{self.topk[0][1]}\t{self.topk[0][2]:.3f}" if self.topk else ""
+
     def to_dict(self) -> list[dict]:
         if self.value is not None:
             return [{"value": float(self.value)}]

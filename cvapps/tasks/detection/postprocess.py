@@ -1,0 +1,101 @@
+"""Detections and decode -> score threshold -> per-class NMS -> max_det."""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from ..base import Prediction
+from ...ops import decode_boxes
+
+
+def _colour(i: int) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb((i * 0.618) % 1.0, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+@dataclass
+class Detections(Prediction):
+    """boxes (N, 4) float32 xyxy original-image pixels, scores (N,) float32, labels (N,)
+    int64 label indices; ``names`` / ``category_ids`` map indices to names / COCO ids."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    names: list[str] = field(default_factory=list, repr=False)
+    category_ids: list[int] = field(default_factory=list, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def summary(self) -> str:
+        names = [self.names[i] if i < len(self.names) else str(i) for i in self.labels.tolist()]
+        top = ", ".join(f"{n} {s:.2f}" for n, s in list(zip(names, self.scores.tolist()))[:5])
+        return f"{len(self)} objects" + (f": {top}" if top else "")
+
+    def to_dict(self) -> list[dict]:
+        """COCO-results style: bbox = [x, y, w, h]."""
+        out = []
+        for b, s, lab in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
+            out.append({"bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
+                        "score": round(s, 5),
+                        "category_id": self.category_ids[lab] if lab < len(self.category_ids) else lab + 1,
+                        "label": self.names[lab] if lab < len(self.names) else str(lab)})
+        return out
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> copy with boxes and 'label score' tags."""
+        out = np.ascontiguousarray(image).copy()
+        th = max(1, round(min(out.shape[:2]) / 300))
+        scale = max(0.4, min(out.shape[:2]) / 900)
+        for b, s, lab in zip(self.boxes.astype(int).tolist(), self.scores.tolist(), self.labels.tolist()):
+            col = _colour(lab)
+            cv2.rectangle(out, (b[0], b[1]), (b[2], b[3]), col, th)
+            text = f"{self.names[lab] if lab < len(self.names) else lab} {s:.2f}"
+            (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            y = max(b[1], tht + base + 2)
+            cv2.rectangle(out, (b[0], y - tht - base - 2), (b[0] + tw + 4, y), col, -1)
+            cv2.putText(out, text, (b[0] + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        return out
+
+
+def select(probs: torch.Tensor, boxes: torch.Tensor, conf: float, iou: float, max_det: int,
+           classes: list[int] | None = None, pre_nms: int = 1000):
+    """probs (N, K), boxes (N, 4) -> (boxes (M, 4), scores (M,), labels (M,)) after a score
+    threshold, top ``pre_nms`` candidates and per-class NMS."""
+    scores, labels = probs, torch.arange(probs.shape[1], device=probs.device).expand_as(probs)
+    keep = scores > conf
+    if classes is not None:
+        keep &= torch.isin(labels, torch.as_tensor(classes, device=probs.device))
+    anchor_idx = keep.nonzero(as_tuple=True)[0]
+    scores, labels = scores[keep], labels[keep]
+    if scores.numel() > pre_nms:
+        top = scores.topk(pre_nms).indices
+        scores, labels, anchor_idx = scores[top], labels[top], anchor_idx[top]
+    b = boxes[anchor_idx]
+    k = batched_nms(b, scores, labels, iou)[:max_det]
+    return b[k], scores[k], labels[k]
+
+
+def postprocess(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, metas: list[dict], head: dict,
+                input_size: int, names: list[str], category_ids: list[int], conf: float | None = None,
+                iou: float | None = None, max_det: int | None = None, classes: list[int] | None = None):
+    """cls (B, N, K'), deltas (B, N, 4) -> B Detections in original pixels (box / meta scale)."""
+    conf = head.get("conf", 0.25) if conf is None else conf
+    iou = head.get("iou", 0.45) if iou is None else iou
+    max_det = head.get("max_det", 100) if max_det is None else max_det
+    probs = cls.float().softmax(-1)[..., 1:] if head.get("cls_loss", "ce") == "ce" else cls.float().sigmoid()
+    boxes = clip_boxes_to_image(decode_boxes(deltas.float(), anchors), (input_size, input_size))
+    out = []
+    for p, bx, meta in zip(probs, boxes, metas):
+        b, s, lab = select(p, bx, conf, iou, max_det, classes)
+        b = b / meta.get("scale", 1.0)
+        b = clip_boxes_to_image(b, (meta["height"], meta["width"]))
+        out.append(Detections(b.cpu().numpy().astype(np.float32), s.cpu().numpy().astype(np.float32),
+                              lab.cpu().numpy().astype(np.int64), names, category_ids))
+    return out
