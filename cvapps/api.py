@@ -46,9 +46,11 @@ def pull_weights(name: str, file: str | None = None) -> Path:
 
 
 def create_model(task: str = "classify", backbone: str | None = None, weights: str | None = None,
-                 num_classes: int | None = None, labels: list[str] | None = None, kind: str = "multiclass",
+                 num_classes: int | None = None, labels: list[str] | None = None, kind: str | None = None,
                  img_size: int | None = None, **head) -> TaskModel:
     """A new TaskModel; with ``weights`` its backbone (and matching head layers) are pretrained.
+    ``kind``: classify — multiclass (default) | multilabel | regression | binned;
+    detect — ssd (default) | fasterrcnn. ``head``: further head options.
     Without num_classes/labels and with ImageNet weights, the model is the ImageNet classifier.
     ``backbone`` defaults to the weights' backbone, else mobilenet_v2."""
     cls = TASKS.get(task)
@@ -64,13 +66,13 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
     pre = dict(spec.preprocessing()) if spec else dict(_IMAGENET_PRE)
     if task == "detect":
         pre = {"mean": pre["mean"], "std": pre["std"], "input_size": img_size or 320, "resize": "letterbox"}
-        head_cfg = {"kind": head.pop("kind", None) or "ssd", "num_classes": len(labels),
+        head_cfg = {"kind": kind or "ssd", "num_classes": len(labels),
                     **{k: v for k, v in head.items() if v is not None and k != "category_ids"}}
         config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels),
                   "category_ids": head.get("category_ids") or list(range(1, len(labels) + 1)),
                   "preprocessing": pre, "weights": weights}
     else:
-        config = _classify_config(backbone, labels, spec, pre, kind, img_size, weights, head)
+        config = _classify_config(backbone, labels, spec, pre, kind or "multiclass", img_size, weights, head)
     model = cls.from_config(config)
     if weights:
         load_into(model, weights)
@@ -210,8 +212,9 @@ def train(task: str = "classify", data: str | None = None, *, train: str | None 
                             skip_bad) if val else None
         if va is None:
             tr, va = workflow.split(tr, val_fraction)
-        model = create_model(task, backbone, weights, labels=tr.labels, img_size=img_size,
-                             category_ids=tr.category_ids, **(head or {}))
+        head = dict(head or {})
+        model = create_model(task, backbone, weights, labels=tr.labels, kind=head.pop("kind", None),
+                             img_size=img_size, category_ids=tr.category_ids, **head)
         what = f"{len(tr.labels)} classes, {sum(len(r.boxes) for r in tr.records)} boxes"
         make_train, val_ds = workflow.datasets(model, tr, va)
     else:

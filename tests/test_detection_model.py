@@ -1,0 +1,119 @@
+"""Detection end to end: overfit, model-file round trip, CLI predict/eval, two-stage head."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+import cvapps
+from cvapps.cli import main
+
+from detdata import make_detection_set
+
+QUIET = Console(file=io.StringIO())
+
+
+@pytest.fixture(scope="module")
+def det_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det")
+    coco = make_detection_set(root)
+    # the 4 images repeated 6x per epoch: more steps per (evaluated) epoch
+    rep = {"images": [], "annotations": [], "categories": coco["categories"]}
+    for k in range(6):
+        for img in coco["images"]:
+            new_id = k * 10 + img["id"]
+            rep["images"].append({**img, "id": new_id})
+            rep["annotations"] += [{**a, "id": len(rep["annotations"]) + 1, "image_id": new_id}
+                                   for a in coco["annotations"] if a["image_id"] == img["id"]]
+    (root / "train.json").write_text(json.dumps(rep))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(det_set):
+    out = det_set / "run"
+    r = cvapps.train("detect", str(det_set / "train.json"), images=str(det_set / "images"),
+                     val=str(det_set / "coco.json"), out=str(out), backbone="mobilenet_v2", img_size=128,
+                     epochs=20, batch_size=4, lr=3e-3, warmup_epochs=0.5, augment=False, console=QUIET)
+    return r, out
+
+
+def test_overfits_four_images(trained):
+    r, out = trained
+    assert r["val"]["AP50"] >= 0.9, r["val"]
+    for k in ("AP", "AP50", "AP75", "APsmall", "APmedium", "APlarge", "AR1", "AR10", "AR100", "per_class"):
+        assert k in r["val"]
+    for name in ("best.safetensors", "last.safetensors", "checkpoint.pt", "metrics.jsonl", "curves.png"):
+        assert (out / name).is_file()
+
+
+def test_round_trip_predicts_identical_boxes(trained, det_set, tmp_path):
+    _, out = trained
+    m = cvapps.load(out / "best.safetensors")
+    again = cvapps.load(cvapps.save(m, tmp_path / "copy.safetensors"))
+    imgs = [str(det_set / "images" / f"img{k}.png") for k in range(4)]
+    for a, b in zip(m.predict(imgs), again.predict(imgs)):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.labels, b.labels)
+    first = m.predict(imgs[0])[0]
+    assert first.boxes.dtype == np.float32 and first.labels.dtype == np.int64 and first.boxes.shape[1] == 4
+    assert sorted(first.to_dict()[0]) == ["bbox", "category_id", "label", "score"]
+    u = m.uncertainty(m(torch.zeros(2, 3, 128, 128)))
+    assert u.shape == (2,) and ((0 <= u) & (u <= 1)).all()
+
+
+def run(capsys, *args):
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_predict_and_eval(trained, det_set, tmp_path, capsys):
+    _, out = trained
+    model = out / "best.safetensors"
+    jsonl, coco_res = tmp_path / "p.jsonl", tmp_path / "res.json"
+    code, stdout, err = run(capsys, "predict", "detect", det_set / "images", "--model", model, "--save-json", jsonl,
+                            "--save-coco", coco_res, "--coco-gt", det_set / "coco.json", "--out", tmp_path / "drawn",
+                            "--conf", 0.3)
+    assert code == 0, err
+    recs = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(recs) == 4 and recs[0]["task"] == "detect"
+    d = recs[0]["predictions"][0]
+    x, y, w, h = d["bbox"]
+    assert w > 0 and h > 0 and d["label"] in ("red", "blue")  # COCO-style [x, y, w, h]
+    assert len(list((tmp_path / "drawn").iterdir())) == 4
+    # the dataset-wide results file evaluates against the ground truth without a model
+    code, stdout, _ = run(capsys, "eval", "detect", "--results", coco_res, "--data", det_set / "coco.json")
+    m = json.loads(stdout.strip().splitlines()[-1])
+    assert m["AP50"] >= 0.9
+    code, stdout, _ = run(capsys, "eval", "detect", "--model", model, "--data", det_set / "coco.json",
+                          "--images", det_set / "images", "--metric", "voc", "--eleven-point")
+    v = json.loads(stdout.strip().splitlines()[-1])
+    assert v["interpolation"] == "11point" and v["mAP"] >= 0.9
+    code, stdout, _ = run(capsys, "predict", "detect", det_set / "images" / "img0.png", "--model", model,
+                          "--classes", "blue", "--conf", 0.3)
+    assert "red" not in stdout and "blue" in stdout
+
+
+def test_two_stage_goes_through_the_same_paths(det_set, tmp_path):
+    out = tmp_path / "rcnn"
+    r = cvapps.train("detect", str(det_set / "coco.json"), images=str(det_set / "images"),
+                     val=str(det_set / "coco.json"), out=str(out), backbone="mobilenet_v2", img_size=128,
+                     head={"kind": "fasterrcnn"}, epochs=2, batch_size=4, lr=1e-3, augment=False, console=QUIET)
+    assert "AP50" in r["val"] and r["epochs_run"] == 2
+    m = cvapps.load(out / "last.safetensors")
+    assert type(m).__name__ == "FasterRCNNModel" and m.task == "detect"
+    again = cvapps.load(cvapps.save(m, tmp_path / "copy.safetensors"))
+    img = str(det_set / "images" / "img0.png")
+    a, b = m.predict(img, conf=0.0)[0], again.predict(img, conf=0.0)[0]
+    assert len(a) > 0
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    recs = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert recs["train_loss"] > 0
