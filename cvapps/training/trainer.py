@@ -218,8 +218,10 @@ class Trainer:
                     loss_sum += loss.item() * x.shape[0]
                     n_seen += x.shape[0]
                     bar.advance(tid, x.shape[0])
-            rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": opt.param_groups[0]["lr"],
-                   "train_time_s": round(time.time() - t0, 2), "images_per_s": round(n_seen / (time.time() - t0), 1)}
+            head_lr = max(g["lr"] for g in opt.param_groups)  # group 0 may be the slower backbone
+            elapsed = time.time() - t0
+            rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": head_lr,
+                   "train_time_s": round(elapsed, 2), "images_per_s": round(n_seen / elapsed, 1)}
             if val_ds is not None:
                 m = self.evaluate(val_ds)
                 rec.update({f"val_{k}" if k == "loss" else k: v for k, v in m.items()
