@@ -155,3 +155,26 @@ def test_ground_truth_fed_back_scores_one_and_equals_pycocotools(tmp_path):
             "ARlarge"]
     for k, v in zip(keys, e.stats):
         assert ours[k] == pytest.approx(float(v), abs=1e-6) or (math.isnan(ours[k]) and v < 0) or ours[k] == v
+
+
+def test_augmentation_keeps_boxes_valid_and_counts_drops(tmp_path):
+    from cvapps.data.detection import DetectionDataset
+    from cvapps.data.transforms import Letterbox, detection_augment
+
+    make_detection_set(tmp_path)
+    data = read_coco(tmp_path / "coco.json", tmp_path / "images")
+    pre = {"mean": [0.5] * 3, "std": [0.5] * 3, "input_size": 96}
+    aug = detection_augment(pre)
+    aug.set_random_seed(0)
+    ds = DetectionDataset(data, Letterbox.from_config(pre), aug)
+    total = 0
+    for _ in range(5):
+        for i in range(len(ds)):
+            x, t = ds[i]
+            assert x.shape == (3, 96, 96)
+            b = t["boxes"]
+            assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all()
+            assert (b >= 0).all() and (b <= 96 + 1e-3).all()
+            assert len(t["labels"]) == len(b) == len(t["iscrowd"])
+            total += len(b)
+    assert total + ds.dropped_boxes == 5 * sum(len(r.boxes) for r in data.records)
