@@ -115,6 +115,8 @@ def torchvision_pipeline():
         return d["boxes"][keep]
 
     def draw(bgr, boxes):
+        if not len(boxes):
+            return bgr
         t = torch.from_numpy(bgr).permute(2, 0, 1)
         return draw_bounding_boxes(t, boxes, colors="red").permute(1, 2, 0).contiguous().numpy()
 
