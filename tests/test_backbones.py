@@ -5,7 +5,7 @@ from torch import nn
 from cvapps.backbones import BACKBONES, backbones_with, build_backbone, list_backbones, register_backbone
 from cvapps.errors import ConfigError, ShapeError
 
-EXPECTED = {"resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+EXPECTED = {"segnet_basic", "resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
             "efficientnet_b0", "vgg16_bn", "efficientnet_lite0"}
 
 
@@ -19,7 +19,7 @@ def test_backbone_contract(name):
     b = build_backbone(name).eval()
     info = b.feature_info
     strides = [f.stride for f in info]
-    assert strides == sorted(strides) and strides[-1] == 32
+    assert strides == sorted(strides) and strides[-1] == (16 if name == "segnet_basic" else 32)
     x = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
         feats = b(x)
@@ -50,7 +50,7 @@ def test_unknown_backbone_and_kwargs():
 
 
 def test_vgg_exposes_pool_indices_that_unpool():
-    assert backbones_with("pool_indices") == ["vgg16_bn"]
+    assert backbones_with("pool_indices") == ["segnet_basic", "vgg16_bn"]
     assert BACKBONES.get("vgg16_bn").capabilities()["pool_indices"]
     b = build_backbone("vgg16_bn").eval()
     x = torch.randn(1, 3, 64, 96)

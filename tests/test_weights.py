@@ -19,7 +19,7 @@ def home(tmp_path, monkeypatch):
 
 def test_manifests_cover_every_backbone_and_have_hashes():
     specs = W.all_weights()
-    assert {s.backbone for s in specs.values()} == set(cvapps.list_backbones())
+    assert {s.backbone for s in specs.values()} == set(cvapps.list_backbones()) - {"segnet_basic"}  # from scratch
     for s in specs.values():
         assert s.sha256 or len(s.sha256_prefix) >= 8
         assert s.sources

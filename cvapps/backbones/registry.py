@@ -40,7 +40,9 @@ def build_backbone(name: str, **kwargs) -> Backbone:
     entry = BACKBONES.get(name)
     if kwargs:
         raise ConfigError(f"backbone {name!r} takes no options, got {sorted(kwargs)}")
-    return entry.builder()
+    backbone = entry.builder()
+    backbone.pool_indices = entry.pool_indices
+    return backbone
 
 
 def list_backbones() -> list[str]:

@@ -1,0 +1,214 @@
+"""Segmentation data: mask folders (label PNGs, or colour PNGs with a class -> colour table),
+the CamVid layout (split/ + splitannot/), COCO polygons/RLE rendered to semantic masks
+through pycocotools. Bad pairs raise DataError naming the file, or are skipped and counted."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+from .io import IMAGE_EXTS, read_image
+
+CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+                  "Pedestrian", "Bicyclist"]
+CAMVID_COLORS = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222], [128, 128, 0],
+                 [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
+
+
+@dataclass
+class SegData:
+    """images[i] with masks[i] (a label-map file) or coco (image id, COCO) for rendered masks."""
+
+    images: list[Path]
+    masks: list  # Path to a mask file, or a callable -> (H, W) int64
+    labels: list[str]
+    colors: list[list[int]]
+    ignore_index: int = 255
+    palette: dict | None = None  # (r, g, b) -> class index for colour masks
+    source: str = ""
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:
+        """(H, W) int64 label map, validated against the image ``shape`` and the classes."""
+        m = self.masks[i]
+        if callable(m):
+            mask = m()
+            name = str(self.images[i])
+        else:
+            name = str(m)
+            if not Path(m).is_file():
+                raise DataError("mask file missing", path=name, hint=f"expected a mask for {self.images[i].name}")
+            raw = cv2.imread(name, cv2.IMREAD_UNCHANGED)
+            if raw is None:
+                raise DataError("not a decodable mask image", path=name)
+            mask = self._to_labels(raw, name)
+        if shape is not None and mask.shape != tuple(shape):
+            raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}",
+                            path=name)
+        bad = (mask >= len(self.labels)) & (mask != self.ignore_index)
+        if bad.any():
+            vals = sorted(set(np.unique(mask[bad]).tolist()))[:5]
+            raise DataError(f"label values {vals} outside 0..{len(self.labels) - 1} (ignore index "
+                            f"{self.ignore_index})", path=name, hint="check --ignore-index and the class list")
+        return mask
+
+    def _to_labels(self, raw: np.ndarray, name: str) -> np.ndarray:
+        if raw.ndim == 2:
+            return raw.astype(np.int64)
+        rgb = cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB)
+        if self.palette is None:
+            raise DataError("colour mask but no class -> colour table", path=name, hint="pass --palette FILE.json")
+        flat = rgb.reshape(-1, 3)
+        colours, inverse = np.unique(flat, axis=0, return_inverse=True)
+        lut = np.empty(len(colours), np.int64)
+        for k, c in enumerate(map(tuple, colours.tolist())):
+            if c not in self.palette:
+                raise DataError(f"colour {list(c)} is not in the class -> colour table", path=name)
+            lut[k] = self.palette[c]
+        return lut[inverse.reshape(-1)].reshape(rgb.shape[:2])
+
+
+def _pairs(img_dir: Path, mask_dir: Path) -> tuple[list[Path], list[Path]]:
+    if not img_dir.is_dir():
+        raise DataError("no such image folder", path=str(img_dir))
+    images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not images:
+        raise DataError("folder contains no images", path=str(img_dir))
+    masks = []
+    for p in images:
+        cands = sorted(mask_dir.glob(p.stem + ".*"))
+        masks.append(cands[0] if cands else mask_dir / (p.stem + ".png"))
+    return images, masks
+
+
+def read_palette(path: str | Path) -> tuple[list[str], list[list[int]]]:
+    """JSON {"classes": [{"name": str, "color": [r, g, b]}, ...]} -> names, colours."""
+    try:
+        d = json.loads(Path(path).read_text())
+        return [c["name"] for c in d["classes"]], [list(map(int, c["color"])) for c in d["classes"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"cannot read class -> colour table: {e}", path=str(path),
+                        hint='expected {"classes": [{"name": "road", "color": [128, 64, 128]}, ...]}') from None
+
+
+def read_mask_folder(images: str | Path, masks: str | Path, labels: list[str] | None = None,
+                     palette: str | Path | None = None, ignore_index: int = 255) -> SegData:
+    imgs, msks = _pairs(Path(images), Path(masks))
+    colors = None
+    if palette:
+        labels, colors = read_palette(palette)
+    if labels is None:
+        raise DataError("class names are needed for label-map masks", path=str(masks),
+                        hint="pass --classes a,b,c or --palette FILE.json")
+    colors = colors or _default_colors(len(labels))
+    table = {tuple(c): i for i, c in enumerate(colors)} if palette else None
+    return SegData(imgs, msks, list(labels), colors, ignore_index, table, str(masks))
+
+
+def read_camvid(root: str | Path, split: str = "train") -> SegData:
+    """``root/split`` images with ``root/splitannot`` label PNGs; 11 classes, void = 11."""
+    root = Path(root)
+    imgs, msks = _pairs(root / split, root / f"{split}annot")
+    return SegData(imgs, msks, list(CAMVID_CLASSES), [list(c) for c in CAMVID_COLORS], 11, None,
+                   str(root / split))
+
+
+def read_coco_semantic(ann_file: str | Path, images: str | Path) -> SegData:
+    """COCO polygons/RLE -> semantic masks: 0 = background, category k -> its index + 1;
+    crowd regions -> ignore (255)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(ann_file))
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise DataError(f"cannot read COCO annotations: {e}", path=str(ann_file)) from None
+    cat_ids = sorted(coco.getCatIds())
+    labels = ["background"] + [coco.cats[c]["name"] for c in cat_ids]
+    imgs, makers = [], []
+    for img_id in sorted(coco.getImgIds()):
+        info = coco.imgs[img_id]
+
+        def render(img_id=img_id, info=info):
+            mask = np.zeros((info["height"], info["width"]), np.int64)
+            for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id)):
+                m = coco.annToMask(a).astype(bool)
+                mask[m] = 255 if a.get("iscrowd") else cat_ids.index(a["category_id"]) + 1
+            return mask
+
+        imgs.append(Path(images) / info["file_name"])
+        makers.append(render)
+    return SegData(imgs, makers, labels, _default_colors(len(labels)), 255, None, str(ann_file))
+
+
+def _default_colors(n: int) -> list[list[int]]:
+    rng = np.random.default_rng(12345)
+    return [[0, 0, 0]] + rng.integers(40, 256, (max(n - 1, 0), 3)).tolist() if n else []
+
+
+def median_frequency_weights(data: SegData, limit: int | None = None) -> list[float]:
+    """SegNet's class balancing: w_c = median(f) / f_c, f_c = pixels of c / pixels of the
+    images where c appears (ignore excluded). Classes never seen get weight 0."""
+    k = len(data.labels)
+    count, present = np.zeros(k), np.zeros(k)
+    for i in range(len(data) if limit is None else min(limit, len(data))):
+        m = data.load_mask(i)
+        m = m[m != data.ignore_index]
+        c = np.bincount(m.ravel(), minlength=k)[:k]
+        count += c
+        present += (c > 0) * m.size
+    freq = np.where(present > 0, count / np.maximum(present, 1), 0)
+    med = np.median(freq[freq > 0]) if (freq > 0).any() else 1.0
+    return [float(med / f) if f > 0 else 0.0 for f in freq]
+
+
+class SegDataset(Dataset):
+    """Items: (x (3, S, S) normalised, {"mask": (S, S) int64 with ignore in the padding,
+    "index", "meta"}). ``augment``: albumentations with image + mask (nearest for labels)."""
+
+    def __init__(self, data: SegData, letterbox, augment=None, skip_bad: bool = False):
+        self.data, self.letterbox, self.augment, self.skip_bad = data, letterbox, augment, skip_bad
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        try:
+            img = read_image(self.data.images[i])
+            mask = self.data.load_mask(i, img.shape[:2])
+        except DataError as e:
+            if not self.skip_bad:
+                raise
+            self.data.skipped.append(e.one_line())
+            return None
+        if self.augment is not None:
+            out = self.augment(image=img, mask=mask)
+            img, mask = out["image"], out["mask"]
+        u8, meta = self.letterbox.prepare(img)
+        s, size = meta["scale"], self.letterbox.input_size
+        small = cv2.resize(mask.astype(np.int32), (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+                           interpolation=cv2.INTER_NEAREST)
+        full = np.full((size, size), self.data.ignore_index, np.int64)
+        full[: small.shape[0], : small.shape[1]] = small
+        x = self.letterbox.normalize(u8[None])[0]
+        return x, {"mask": torch.from_numpy(full), "index": i, "meta": meta}
+
+    @staticmethod
+    def collate(batch):
+        batch = [b for b in batch if b is not None]
+        if not batch:
+            return None
+        return torch.stack([b[0] for b in batch]), [b[1] for b in batch]

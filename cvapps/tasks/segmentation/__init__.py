@@ -1,0 +1,4 @@
+from .model import SegmentationModel, SegRaw
+from .postprocess import SegMask
+
+__all__ = ["SegMask", "SegRaw", "SegmentationModel"]

@@ -1,0 +1,134 @@
+"""The semantic segmentation TaskModel: FCN-32s/16s/8s on any backbone, SegNet on
+backbones with pool indices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...backbones import Backbone
+from ...errors import ConfigError
+from ..base import TaskModel, register_task
+from .fcn import FCNHead
+from .metrics import confusion, seg_metrics
+from .postprocess import SegMask
+from .segnet import SegNetDecoder
+
+HEAD_DEFAULTS = {"kind": "fcn8s", "learned_upsampling": True, "ignore_index": 255, "class_weights": None,
+                 "dice": 0.0, "dropout": 0.1}
+
+
+@dataclass
+class SegRaw:
+    """logits: (B, C, S, S) at the (letterboxed) input size."""
+
+    logits: torch.Tensor
+
+
+@register_task("segment")
+class SegmentationModel(TaskModel):
+    @classmethod
+    def build_head(cls, config: dict, backbone: Backbone):
+        h = {**HEAD_DEFAULTS, **config["head"]}
+        unknown = set(h) - set(HEAD_DEFAULTS) - {"num_classes"}
+        if unknown:
+            raise ConfigError(f"unknown segmentation head options {sorted(unknown)}")
+        k = int(h["num_classes"])
+        if h["kind"] == "segnet":
+            # SegNet-Basic's decoder: 7x7 convs without ReLU (paper); full SegNet: VGG mirror
+            basic = backbone.name == "segnet_basic"
+            return SegNetDecoder(backbone, k, kernel=7 if basic else 3, relu=not basic)
+        return FCNHead(backbone, k, h["kind"], bool(h["learned_upsampling"]), float(h["dropout"]))
+
+    def __init__(self, config, backbone, head):
+        config = {**config, "head": {**HEAD_DEFAULTS, **config["head"]}}
+        super().__init__(config, backbone, head)
+
+    @property
+    def hcfg(self) -> dict:
+        return self.config["head"]
+
+    def forward(self, x: torch.Tensor) -> SegRaw:
+        """x: (B, 3, H, W) -> logits (B, C, H, W), any H, W (odd sizes included)."""
+        size = x.shape[-2:]
+        if self.hcfg["kind"] == "segnet":
+            feats, pools = self.backbone.forward_with_pool_indices(x)
+            return SegRaw(self.head(feats, pools, size))
+        return SegRaw(self.head(self.backbone(x), size))
+
+    def loss(self, raw: SegRaw, targets: list[dict]) -> dict[str, torch.Tensor]:
+        gt = torch.stack([t["mask"] for t in targets]).to(raw.logits.device)
+        h = self.hcfg
+        w = torch.tensor(h["class_weights"], dtype=torch.float32, device=gt.device) if h["class_weights"] else None
+        ce = F.cross_entropy(raw.logits.float(), gt, weight=w, ignore_index=int(h["ignore_index"]))
+        out = {"loss": ce, "ce": ce.detach()}
+        if h["dice"]:
+            valid = (gt != h["ignore_index"]).unsqueeze(1)
+            p = raw.logits.float().softmax(1) * valid
+            onehot = F.one_hot(gt.clamp(0, p.shape[1] - 1), p.shape[1]).permute(0, 3, 1, 2) * valid
+            inter, denom = (p * onehot).sum((0, 2, 3)), (p + onehot).sum((0, 2, 3))
+            dice = 1 - ((2 * inter + 1) / (denom + 1)).mean()
+            out["loss"] = ce + float(h["dice"]) * dice
+            out["dice"] = dice.detach()
+        return out
+
+    def preprocessor(self):
+        from ...data.transforms import Letterbox
+
+        return Letterbox.from_config(self.config["preprocessing"])
+
+    def postprocess(self, raw: SegRaw, metas: list[dict], **_) -> list[SegMask]:
+        """Crop the letterbox padding, resize logits to the original size, argmax."""
+        out = []
+        for logits, meta in zip(raw.logits.float(), metas):
+            h, w = meta["height"], meta["width"]
+            s = meta.get("scale", 1.0)
+            valid = logits[:, : max(1, round(h * s)), : max(1, round(w * s))]
+            full = F.interpolate(valid[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            prob, mask = full.softmax(0).max(0)
+            out.append(SegMask(mask.cpu().numpy().astype(np.int64), prob.cpu().numpy(), self.labels,
+                               self.config.get("colors") or []))
+        return out
+
+    def uncertainty(self, raw: SegRaw, metas: list[dict] | None = None, kind: str = "entropy") -> torch.Tensor:
+        """(B,) mean pixel entropy ("entropy") or mean (1 - top1 + top2 margin) ("margin") over
+        the image area, excluding letterbox padding when ``metas`` are given."""
+        p = raw.logits.float().softmax(1)  # (B, C, H, W)
+        if kind == "margin":
+            top = p.topk(2, dim=1).values
+            per_pixel = 1 - (top[:, 0] - top[:, 1])
+        else:
+            per_pixel = -(p * p.clamp_min(1e-12).log()).sum(1)
+        valid = torch.ones_like(per_pixel, dtype=torch.bool)
+        for b, meta in enumerate(metas or []):
+            s = meta.get("scale", 1.0)
+            valid[b] = False
+            valid[b, : round(meta["height"] * s), : round(meta["width"] * s)] = True
+        return (per_pixel * valid).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
+
+    # training hooks -------------------------------------------------------------------
+    def primary_metric(self) -> tuple[str, str]:
+        return "mIoU", "max"
+
+    def make_evaluator(self, ds) -> "SegEvaluator":
+        return SegEvaluator(self, int(self.hcfg["ignore_index"]))
+
+
+class SegEvaluator:
+    """One confusion matrix over the evaluation set at the network's input resolution
+    (letterbox padding carries the ignore label, so it never counts)."""
+
+    def __init__(self, model: SegmentationModel, ignore_index: int):
+        self.model, self.ignore = model, ignore_index
+        self.cm = np.zeros((len(model.labels),) * 2, np.int64)
+
+    def add(self, raw: SegRaw, targets: list[dict]) -> None:
+        pred = raw.logits.argmax(1).cpu().numpy()
+        for p, t in zip(pred, targets):
+            self.cm += confusion(p, t["mask"].numpy(), len(self.model.labels), self.ignore)
+
+    def compute(self) -> dict:
+        return seg_metrics(self.cm, self.model.labels)
