@@ -71,6 +71,12 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
         config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels),
                   "category_ids": head.get("category_ids") or list(range(1, len(labels) + 1)),
                   "preprocessing": pre, "weights": weights}
+    elif task == "segment":
+        pre = {"mean": pre["mean"], "std": pre["std"], "input_size": img_size or 512, "resize": "letterbox"}
+        colors = head.pop("colors", None)
+        head_cfg = {"kind": kind or "fcn8s", "num_classes": len(labels), **{k: v for k, v in head.items() if v is not None}}
+        config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels), "colors": colors,
+                  "preprocessing": pre, "weights": weights}
     else:
         config = _classify_config(backbone, labels, spec, pre, kind or "multiclass", img_size, weights, head)
     model = cls.from_config(config)
@@ -217,8 +223,32 @@ def train(task: str = "classify", data: str | None = None, *, train: str | None 
                              img_size=img_size, category_ids=tr.category_ids, **head)
         what = f"{len(tr.labels)} classes, {sum(len(r.boxes) for r in tr.records)} boxes"
         make_train, val_ds = workflow.datasets(model, tr, va)
+    elif task == "segment":
+        from .data.segmentation import median_frequency_weights
+        from .tasks.segmentation import workflow as seg
+
+        h = dict(head or {})
+        opts = {k: h.pop(k, None) for k in ("masks", "val_masks", "classes", "palette")}
+        ignore = h.pop("ignore_index", None)  # None: the layout's own (CamVid void 11, else 255)
+        tr = seg.load(data, images, opts["masks"], "train", opts["classes"], opts["palette"],
+                      255 if ignore is None else ignore)
+        tr.ignore_index = tr.ignore_index if ignore is None else int(ignore)
+        va = None
+        if val or opts["val_masks"]:
+            va = seg.load(val, val_images, opts["val_masks"], "val", tr.labels, opts["palette"], tr.ignore_index)
+        elif data and not opts["masks"] and (Path(data) / "val").is_dir():
+            va = seg.load(data, None, None, "val", opts["classes"], opts["palette"], tr.ignore_index)
+        h["ignore_index"] = tr.ignore_index
+        if h.pop("median_frequency", False):
+            h["class_weights"] = median_frequency_weights(tr)
+            console.print("median-frequency class weights: " + ", ".join(
+                f"{n} {w:.2f}" for n, w in zip(tr.labels, h["class_weights"])))
+        model = create_model(task, backbone, weights, labels=tr.labels, kind=h.pop("kind", None),
+                             img_size=img_size, colors=tr.colors, **h)
+        what = f"{len(tr.labels)} classes"
+        make_train, val_ds = seg.datasets(model, tr, va, skip_bad)
     else:
-        raise ConfigError(f"training for task {task!r} is not available yet", hint="tasks: classify, detect")
+        raise ConfigError(f"training for task {task!r} is not available yet", hint="tasks: classify, detect, segment")
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, {what} from {tr.source}")
     trainer = Trainer(model, TrainConfig(out_dir=out, **cfg), make_train, val_ds, console)
     result = trainer.fit()
@@ -239,15 +269,17 @@ def train(task: str = "classify", data: str | None = None, *, train: str | None 
 def evaluate(model: TaskModel | str, data: str | None = None, *, val_data=None, kind: str | None = None,
              images: str | None = None, fmt: str | None = None, metric: str = "coco", iou: float = 0.5,
              eleven_point: bool = False, save_results: str | None = None, out: str | None = None,
-             batch_size: int = 32, skip_bad: bool = False, precision: str = "fp32",
-             console: Console | None = None) -> dict:
+             batch_size: int = 32, skip_bad: bool = False, precision: str = "fp32", masks: str | None = None,
+             split: str = "val", console: Console | None = None) -> dict:
     """Metrics of ``model`` on ``data``.
 
     classify: a folder of class folders, a root with val/, or a CSV; multi-class results
     include the confusion matrix (and out/confusion.png).
     detect: annotations (COCO/VOC/YOLO, ``fmt``) + ``images``; ``metric`` "coco" (pycocotools
     COCOeval) or "voc" (AP at ``iou``, all-point or ``eleven_point``); ``save_results`` writes
-    the COCO results file."""
+    the COCO results file.
+    segment: a CamVid-style root (``split``), or ``images`` + ``masks``; mIoU, pixel_acc,
+    mean_class_acc, per_class_iou from one confusion matrix."""
     from .training.trainer import evaluate_dataset
 
     if not isinstance(model, TaskModel):
@@ -269,6 +301,20 @@ def evaluate(model: TaskModel | str, data: str | None = None, *, val_data=None, 
         if save_results:
             Path(save_results).parent.mkdir(parents=True, exist_ok=True)
             Path(save_results).write_text(json.dumps(ev.results()))
+        if val_data.skipped:
+            metrics["skipped"] = val_data.skipped
+        return metrics
+    if model.task == "segment":
+        from .data.segmentation import SegDataset
+        from .data.transforms import Letterbox
+        from .tasks.segmentation import workflow as seg
+
+        if val_data is None:
+            val_data = seg.load(data, images, masks, split, model.labels if masks else None, None,
+                                int(model.config["head"]["ignore_index"]))
+        val_data.ignore_index = int(model.config["head"]["ignore_index"])
+        ds = SegDataset(val_data, Letterbox.from_config(model.config["preprocessing"]), None, skip_bad)
+        metrics = evaluate_dataset(model, ds, batch_size, precision)
         if val_data.skipped:
             metrics["skipped"] = val_data.skipped
         return metrics
@@ -301,3 +347,12 @@ def evaluate_results(results: str, data: str, metric: str = "coco", iou: float =
     from .tasks.detection.workflow import evaluate_results_file
 
     return evaluate_results_file(results, data, metric, iou, eleven_point)
+
+
+def evaluate_segmentation_results(results: str, data: str | None = None, images: str | None = None,
+                                  masks: str | None = None, split: str = "val", classes: list[str] | None = None,
+                                  ignore_index: int = 255) -> dict:
+    """Predicted label-map PNGs (named like the images) against ground truth, no model."""
+    from .tasks.segmentation import workflow as seg
+
+    return seg.evaluate_results_dir(results, seg.load(data, images, masks, split, classes, None, ignore_index))

@@ -210,6 +210,86 @@ def eval_detect(
     print(json.dumps(m))
 
 
+@predict_app.command("segment")
+def predict_segment(
+    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos"),
+    model: str = typer.Option(..., help="segmentation model file"),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="overlays (with legend) + masks/<name>.png label maps"),
+    save_json: Optional[str] = typer.Option(None, help="JSON Lines: mask path and per-class pixel counts"),
+    batch_size: int = typer.Option(4), vid_stride: int = typer.Option(1),
+    device: str = Device, precision: str = Precision,
+) -> None:
+    """Segment images and videos at their full resolution."""
+    s = api.predict(model, sources, task="segment", out_dir=out_dir, save_json=save_json, batch_size=batch_size,
+                    vid_stride=vid_stride, device=device, precision=precision, console=err)
+    if s.errors and not s.processed:
+        raise s.errors[0]
+    _print_summary(s, out_dir, save_json)
+
+
+@train_app.command("segment")
+def train_segment(
+    data: Optional[str] = typer.Option(None, help="CamVid-style root (train/, trainannot/, val/, valannot/) or COCO JSON"),
+    images: Optional[str] = typer.Option(None, help="image folder (with --masks, or with a COCO --data)"),
+    masks: Optional[str] = typer.Option(None, help="mask folder: label PNGs (or colour PNGs with --palette)"),
+    val_images: Optional[str] = typer.Option(None), val_masks: Optional[str] = typer.Option(None),
+    classes: Optional[str] = typer.Option(None, help="class names, comma-separated (label-map masks)"),
+    palette: Optional[str] = typer.Option(None, help='JSON {"classes": [{"name", "color": [r,g,b]}]}'),
+    ignore_index: Optional[int] = typer.Option(None, help="void label (default: CamVid 11, else 255)"),
+    head: str = typer.Option("fcn8s", help="fcn32s | fcn16s | fcn8s | segnet"),
+    bilinear: bool = typer.Option(False, help="FCN: fixed bilinear upsampling instead of learned"),
+    class_weights: str = typer.Option("none", help="none | median (median-frequency balancing, SegNet paper)"),
+    dice: float = typer.Option(0.0, help="weight of an added soft Dice loss"),
+    backbone: Optional[str] = typer.Option(None), weights: Optional[str] = typer.Option(None),
+    img_size: int = typer.Option(512), out_dir: str = typer.Option("runs/segment", "--out"),
+    epochs: int = typer.Option(30), batch_size: int = typer.Option(8), lr: float = typer.Option(2e-3),
+    weight_decay: float = typer.Option(1e-4), warmup_epochs: float = typer.Option(1.0),
+    freeze: Optional[str] = typer.Option(None), unfreeze_at: Optional[int] = typer.Option(None),
+    backbone_lr_ratio: float = typer.Option(0.1), augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
+    patience: Optional[int] = typer.Option(None), seed: int = typer.Option(0), resume: bool = typer.Option(False),
+    skip_bad: bool = typer.Option(False), device: str = Device, precision: str = Precision,
+) -> None:
+    """Train FCN or SegNet; writes best/last model files, checkpoint, metrics.jsonl, curves.png."""
+    h = {"kind": head, "masks": masks, "val_masks": val_masks, "palette": palette, "dice": dice,
+         "classes": classes.split(",") if classes else None, "median_frequency": class_weights == "median"}
+    if ignore_index is not None:
+        h["ignore_index"] = ignore_index
+    if head != "segnet":
+        h["learned_upsampling"] = not bilinear
+    result = api.train("segment", data, images=images,
+                       val_images=val_images, backbone=backbone, weights=weights, head=h, img_size=img_size,
+                       out=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                       warmup_epochs=warmup_epochs, freeze=freeze, unfreeze_at=unfreeze_at,
+                       backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience, seed=seed,
+                       resume=resume, skip_bad=skip_bad, device=device, precision=precision, console=err)
+    val_metrics = result.get("val", {})
+    print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"],
+                      **{k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}}))
+
+
+@eval_app.command("segment")
+def eval_segment(
+    data: Optional[str] = typer.Option(None, help="CamVid-style root (uses --split) or COCO JSON"),
+    model: Optional[str] = typer.Option(None, help="segmentation model file"),
+    results: Optional[str] = typer.Option(None, help="folder of predicted label-map PNGs named like the images"),
+    images: Optional[str] = typer.Option(None), masks: Optional[str] = typer.Option(None),
+    split: str = typer.Option("val", help="val | test (CamVid layout)"),
+    classes: Optional[str] = typer.Option(None, help="with --results: class names (default: CamVid's)"),
+    ignore_index: int = typer.Option(11, help="with --results: void label"),
+    batch_size: int = typer.Option(4), skip_bad: bool = typer.Option(False), precision: str = Precision,
+) -> None:
+    """mIoU, pixel_acc, mean_class_acc, per_class_iou (JSON, last line); void never counts."""
+    if results:
+        m = api.evaluate_segmentation_results(results, data, images, masks, split,
+                                              classes.split(",") if classes else None, ignore_index)
+    elif model:
+        m = api.evaluate(model, data, images=images, masks=masks, split=split, batch_size=batch_size,
+                         skip_bad=skip_bad, precision=precision)
+    else:
+        raise CvappsError("pass --model or --results", hint="see `cvapps eval segment --help`")
+    print(json.dumps(m))
+
+
 @eval_app.command("classify")
 def eval_classify(
     model: str = typer.Option(..., help="model file or weights name"),

@@ -88,6 +88,9 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
                     metas = [f.payload[1] for f in good]
                     preds = run_batch(model, [f.payload[0] for f in good], metas, precision, **post)
                     for f, p, m in zip(good, preds, metas):
+                        if out_dir and hasattr(p, "save"):  # segmentation: label-map PNG beside the overlay
+                            stem = Path(f.source).stem if f.frame is None else f"{Path(f.source).stem}_{f.frame:06d}"
+                            p.save(Path(out_dir) / "masks" / f"{stem}.png")
                         records = p.to_dict()
                         jsonl.write({"source": f.source, "frame": f.frame, "task": model.task,
                                      "width": m["width"], "height": m["height"], "predictions": records})

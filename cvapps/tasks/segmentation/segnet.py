@@ -27,8 +27,9 @@ class SegNetDecoder(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int, kernel: int = 3, relu: bool = True):
         super().__init__()
         if not getattr(backbone, "pool_indices", False):
-            raise ConfigError(f"SegNet needs a backbone that exposes max-pool indices; {backbone.name} does not",
-                              hint=f"use one of: {', '.join(backbones_with('pool_indices'))}")
+            works = ", ".join(backbones_with("pool_indices"))
+            raise ConfigError(f"SegNet needs a backbone that exposes max-pool indices ({works}); "
+                              f"{backbone.name} does not", hint=f"use --backbone one of: {works}, or an FCN head")
         chans = [f.channels for f in backbone.feature_info]  # after each pool, shallow -> deep
         outs = chans[-2::-1] + [chans[0]]
         convs = [3 if c >= 256 else 2 for c in chans[::-1]] if kernel == 3 else [1] * len(chans)
