@@ -72,7 +72,8 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
                   "category_ids": head.get("category_ids") or list(range(1, len(labels) + 1)),
                   "preprocessing": pre, "weights": weights}
     elif task == "segment":
-        pre = {"mean": pre["mean"], "std": pre["std"], "input_size": img_size or 512, "resize": "letterbox"}
+        size = list(img_size) if isinstance(img_size, (list, tuple)) else (img_size or 512)
+        pre = {"mean": pre["mean"], "std": pre["std"], "input_size": size, "resize": "letterbox"}
         colors = head.pop("colors", None)
         head_cfg = {"kind": kind or "fcn8s", "num_classes": len(labels), **{k: v for k, v in head.items() if v is not None}}
         config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels), "colors": colors,
@@ -178,7 +179,7 @@ def _datasets(model: TaskModel, train_data, val_data, skip_bad: bool):
 def train(task: str = "classify", data: str | None = None, *, train: str | None = None, val: str | None = None,
           kind: str | None = None, images: str | None = None, backbone: str | None = None,
           weights: str | None = None, out: str = "runs/train", label_smoothing: float | None = None,
-          bins: list | None = None, img_size: int | None = None, console: Console | None = None,
+          bins: list | None = None, img_size: int | list | None = None, console: Console | None = None,
           fmt: str | None = None, val_images: str | None = None, val_fraction: float = 0.0,
           head: dict | None = None, **cfg) -> dict:
     """Fine-tune a model and write out/best.safetensors, out/last.safetensors, out/checkpoint.pt,

@@ -241,7 +241,8 @@ def train_segment(
     class_weights: str = typer.Option("none", help="none | median (median-frequency balancing, SegNet paper)"),
     dice: float = typer.Option(0.0, help="weight of an added soft Dice loss"),
     backbone: Optional[str] = typer.Option(None), weights: Optional[str] = typer.Option(None),
-    img_size: int = typer.Option(512), out_dir: str = typer.Option("runs/segment", "--out"),
+    img_size: str = typer.Option("512", help="S (square) or HxW, e.g. 360x480; images are letterboxed"),
+    out_dir: str = typer.Option("runs/segment", "--out"),
     epochs: int = typer.Option(30), batch_size: int = typer.Option(8), lr: float = typer.Option(2e-3),
     weight_decay: float = typer.Option(1e-4), warmup_epochs: float = typer.Option(1.0),
     freeze: Optional[str] = typer.Option(None), unfreeze_at: Optional[int] = typer.Option(None),
@@ -257,7 +258,8 @@ def train_segment(
     if head != "segnet":
         h["learned_upsampling"] = not bilinear
     result = api.train("segment", data, images=images,
-                       val_images=val_images, backbone=backbone, weights=weights, head=h, img_size=img_size,
+                       val_images=val_images, backbone=backbone, weights=weights, head=h,
+                       img_size=[int(v) for v in img_size.lower().split("x")] if "x" in img_size.lower() else int(img_size),
                        out=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                        warmup_epochs=warmup_epochs, freeze=freeze, unfreeze_at=unfreeze_at,
                        backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience, seed=seed,

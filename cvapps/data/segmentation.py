@@ -198,10 +198,11 @@ class SegDataset(Dataset):
             out = self.augment(image=img, mask=mask)
             img, mask = out["image"], out["mask"]
         u8, meta = self.letterbox.prepare(img)
-        s, size = meta["scale"], self.letterbox.input_size
-        small = cv2.resize(mask.astype(np.int32), (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+        s, (th, tw) = meta["scale"], self.letterbox.hw
+        small = cv2.resize(mask.astype(np.int32), (min(tw, max(1, round(img.shape[1] * s))),
+                                                   min(th, max(1, round(img.shape[0] * s)))),
                            interpolation=cv2.INTER_NEAREST)
-        full = np.full((size, size), self.data.ignore_index, np.int64)
+        full = np.full((th, tw), self.data.ignore_index, np.int64)
         full[: small.shape[0], : small.shape[1]] = small
         x = self.letterbox.normalize(u8[None])[0]
         return x, {"mask": torch.from_numpy(full), "index": i, "meta": meta}

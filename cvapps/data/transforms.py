@@ -59,26 +59,33 @@ def _normalize(batch_u8: torch.Tensor, mean, std) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Detection input: scale the longer side to S (aspect kept), pad right/bottom to S x S
-    with grey. (H, W, 3) uint8 -> ((3, S, S) uint8, meta {"width", "height", "scale"}).
-    A box in input pixels maps back to the original image as box / scale."""
+    """Scale the image to fit (aspect kept), pad right/bottom with grey to the input size:
+    ``input_size`` S (square) or [H, W]. (H0, W0, 3) uint8 -> ((3, H, W) uint8, meta
+    {"width", "height", "scale"}). A point in input pixels maps back as p / scale."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    input_size: int
+    input_size: int | tuple[int, int]
     fill: int = 114
 
     @classmethod
     def from_config(cls, pre: dict) -> "Letterbox":
-        return cls(tuple(pre["mean"]), tuple(pre["std"]), int(pre["input_size"]))
+        size = pre["input_size"]
+        return cls(tuple(pre["mean"]), tuple(pre["std"]), tuple(size) if isinstance(size, (list, tuple)) else int(size))
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        s = self.input_size
+        return (int(s[0]), int(s[1])) if isinstance(s, tuple) else (s, s)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
         h, w = image.shape[:2]
-        s = self.input_size / max(h, w)
-        nw, nh = max(1, round(w * s)), max(1, round(h * s))
-        out = np.full((self.input_size, self.input_size, 3), self.fill, np.uint8)
+        th, tw = self.hw
+        s = min(th / h, tw / w)
+        nw, nh = min(tw, max(1, round(w * s))), min(th, max(1, round(h * s)))
+        out = np.full((th, tw, 3), self.fill, np.uint8)
         out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        return torch.from_numpy(out).permute(2, 0, 1), {"width": w, "height": h, "scale": s}  # (3, S, S)
+        return torch.from_numpy(out).permute(2, 0, 1), {"width": w, "height": h, "scale": s}  # (3, H, W)
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         return _normalize(batch_u8, self.mean, self.std)

@@ -45,6 +45,7 @@ class TrainConfig:
     out_dir: str = "runs/train"
     resume: bool = False
     skip_bad: bool = False
+    time_limit_min: float | None = None  # stop after the epoch that crosses this wall-clock budget
     device: str = "cpu"
 
 
@@ -184,6 +185,7 @@ class Trainer:
             self.console.print(f"resumed from {ckpt_path} at epoch {start}")
         self._write_records()
 
+        t_start = time.time()
         for epoch in range(start, cfg.epochs):
             if unfreeze_schedule(model, epoch, cfg.unfreeze_at):
                 t, f = count_parameters(model)
@@ -249,6 +251,9 @@ class Trainer:
                                + (" *best*" if improved else ""))
             if cfg.patience is not None and bad_epochs >= cfg.patience:
                 self.console.print(f"early stop: no {self.metric} improvement for {cfg.patience} epochs")
+                break
+            if cfg.time_limit_min is not None and time.time() - t_start > 60 * cfg.time_limit_min:
+                self.console.print(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch + 1}")
                 break
         return {"best": best, "metric": self.metric, "epochs_run": len(self.records), "out_dir": str(self.out)}
 
