@@ -156,3 +156,43 @@ def test_cli_predict_eval_and_results(seg_run, tmp_path, capsys):
     cli("eval", "segment", "--model", model, "--images", root / "train", "--masks", root / "trainannot")
     m2 = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert m2["mIoU"] >= 0.9
+
+
+def test_coco_polygons_and_rle_render_semantic_masks(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from cvapps.data.segmentation import read_coco_semantic
+
+    write_image(tmp_path / "a.png", np.zeros((20, 30, 3), np.uint8))
+    rle = np.zeros((20, 30), np.uint8, order="F")
+    rle[15:18, 20:25] = 1
+    enc = mask_utils.encode(np.asfortranarray(rle))
+    enc["counts"] = enc["counts"].decode()
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 30, "height": 20}],
+            "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 7, "iscrowd": 0, "area": 20, "bbox": [2, 2, 4, 5],
+                 "segmentation": [[2, 2, 6, 2, 6, 7, 2, 7]]},
+                {"id": 2, "image_id": 1, "category_id": 3, "iscrowd": 1, "area": 15, "bbox": [20, 15, 5, 3],
+                 "segmentation": enc}]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    d = read_coco_semantic(tmp_path / "c.json", tmp_path)
+    assert d.labels == ["background", "cat", "dog"]
+    m = d.load_mask(0, (20, 30))
+    assert (m[3:6, 3:5] == 2).all() and m[0, 0] == 0  # polygon -> dog
+    assert (m[15:18, 20:25] == 255).all()  # crowd RLE -> ignore
+
+
+def test_skip_bad_counts_broken_pairs(tmp_path):
+    from cvapps.data.segmentation import SegDataset
+    from cvapps.data.transforms import Letterbox
+
+    root = make_seg_set(tmp_path, n=3)
+    (root / "trainannot" / "s1.png").unlink()
+    d = read_mask_folder(root / "train", root / "trainannot", CLASSES)
+    box = Letterbox((0.5,) * 3, (0.5,) * 3, 64)
+    with pytest.raises(DataError, match="mask file missing"):
+        SegDataset(d, box)[1]
+    ds = SegDataset(d, box, skip_bad=True)
+    batch = ds.collate([ds[i] for i in range(3)])
+    assert batch[0].shape[0] == 2 and len(d.skipped) == 1 and "s1" in d.skipped[0]
