@@ -56,3 +56,16 @@ def tiny_model_file(tmp_path, tiny_model) -> Path:
     import cvapps
 
     return cvapps.save(tiny_model, tmp_path / "tiny.safetensors")
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """Run ``cvapps ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from cvapps.cli import main
+
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -12,17 +12,10 @@ import pytest
 import cvapps
 from cvapps.cli import main
 
-from conftest import COLOURS, colour_image, write_image
+from conftest import run_cli, COLOURS, colour_image, write_image
 
 
-def run(capsys, *args):
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def assert_one_line_error(code, err, *needles):

@@ -9,8 +9,8 @@ import torch
 from rich.console import Console
 
 import cvapps
-from cvapps.cli import main
 
+from conftest import run_cli
 from detdata import make_detection_set
 
 QUIET = Console(file=io.StringIO())
@@ -65,14 +65,7 @@ def test_round_trip_predicts_identical_boxes(trained, det_set, tmp_path):
     assert u.shape == (2,) and ((0 <= u) & (u <= 1)).all()
 
 
-def run(capsys, *args):
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def test_cli_predict_and_eval(trained, det_set, tmp_path, capsys):
