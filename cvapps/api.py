@@ -357,3 +357,12 @@ def evaluate_segmentation_results(results: str, data: str | None = None, images:
     from .tasks.segmentation import workflow as seg
 
     return seg.evaluate_results_dir(results, seg.load(data, images, masks, split, classes, None, ignore_index))
+
+
+def select(model: TaskModel | str, pool, budget: int, strategy: str = "entropy", **kwargs) -> list[dict]:
+    """Pick the ``budget`` images of ``pool`` most worth labelling; see cvapps.active.select."""
+    from .active.select import select as _select
+
+    if not isinstance(model, TaskModel):
+        model = load(model, device=kwargs.pop("device", "cpu"))
+    return _select(model, pool, budget, strategy, **kwargs)

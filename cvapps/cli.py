@@ -306,6 +306,28 @@ def eval_classify(
     print(json.dumps(m))
 
 
+@app.command()
+def select(
+    model: str = typer.Option(..., help="model file (any task) or weights name"),
+    pool: List[str] = typer.Option(..., help="unlabelled images: folder, glob or .txt list (repeatable)"),
+    budget: int = typer.Option(..., help="how many images to pick"),
+    strategy: str = typer.Option("entropy", help="random | least_confidence | margin | entropy | bald | coreset | hybrid"),
+    exclude: Optional[str] = typer.Option(None, help="text file of already-labelled paths to leave out"),
+    out_dir: str = typer.Option("runs/select", "--out", help="scores.csv, selection.csv/.json, contact_sheet.png"),
+    copy_to: Optional[str] = typer.Option(None, help="copy the picks here, prefixed with their rank"),
+    batch_size: int = typer.Option(16), mc_passes: int = typer.Option(10, help="bald: MC-dropout passes"),
+    k: int = typer.Option(5, help="hybrid: uncertainty pre-filter to k x budget"), seed: int = typer.Option(0),
+    device: str = Device,
+) -> None:
+    """Rank unlabelled images by how much labelling them should teach the model. Re-running
+    with the same arguments skips images already scored."""
+    sel = api.select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to,
+                     batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, device=device, console=err)
+    for row in sel:
+        print(f"{row['rank']}\t{row['score']:.4f}\t{row['path']}")
+    err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

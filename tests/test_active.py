@@ -54,3 +54,70 @@ def test_hybrid_prefilters_by_uncertainty_then_diversifies():
 def test_random_is_seeded():
     assert random_order(10, 3, seed=1) == random_order(10, 3, seed=1)
     assert len(set(random_order(10, 10))) == 10
+
+
+# --- cvapps select on every landed task ------------------------------------------------
+import csv  # noqa: E402
+import json  # noqa: E402
+
+import cvapps  # noqa: E402
+from cvapps.active import select as select_mod  # noqa: E402
+
+from conftest import COLOURS, colour_image, run_cli, write_image  # noqa: E402
+
+
+@pytest.fixture
+def pool(tmp_path):
+    for i in range(6):
+        write_image(tmp_path / "pool" / f"p{i}.png", colour_image(list(COLOURS.values())[i % 3], size=(40, 56), seed=i))
+    return tmp_path / "pool"
+
+
+@pytest.mark.parametrize("task,kwargs,strategy", [
+    ("classify", {"backbone": "mobilenet_v3_small", "labels": list(COLOURS), "img_size": 32}, "bald"),
+    ("classify", {"backbone": "mobilenet_v3_small", "labels": list(COLOURS), "img_size": 32}, "hybrid"),
+    ("detect", {"backbone": "mobilenet_v2", "labels": ["a", "b"], "img_size": 64}, "entropy"),
+    ("segment", {"backbone": "segnet_basic", "labels": ["a", "b"], "kind": "segnet", "img_size": 32}, "margin"),
+    ("segment", {"backbone": "segnet_basic", "labels": ["a", "b"], "kind": "segnet", "img_size": 32}, "coreset"),
+])
+def test_select_cli_for_each_task(tmp_path, pool, capsys, task, kwargs, strategy):
+    torch.manual_seed(0)
+    model = cvapps.save(cvapps.create_model(task, **kwargs), tmp_path / "m.safetensors")
+    (tmp_path / "labelled.txt").write_text(str(pool / "p0.png") + "\n")
+    code, out, err = run_cli(capsys, "select", "--model", model, "--pool", pool, "--budget", 3, "--strategy", strategy,
+                             "--exclude", tmp_path / "labelled.txt", "--out", tmp_path / "sel", "--copy-to",
+                             tmp_path / "to_label")
+    assert code == 0, err
+    sel = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert [r["rank"] for r in sel] == [1, 2, 3] and all(r["strategy"] == strategy for r in sel)
+    assert str(pool / "p0.png") not in {r["path"] for r in sel}  # excluded
+    if strategy in ("bald", "entropy", "margin"):  # pure uncertainty ranking: scores descend
+        assert [r["score"] for r in sel] == sorted([r["score"] for r in sel], reverse=True)
+    assert (tmp_path / "sel" / "contact_sheet.png").is_file() and len(list((tmp_path / "to_label").iterdir())) == 3
+    with open(tmp_path / "sel" / "selection.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
+def test_rerun_skips_already_scored_images(tmp_path, pool, monkeypatch, tiny_model):
+    calls = []
+    real = select_mod._scores
+
+    def counting(model, x, *a):
+        calls.append(x.shape[0])
+        return real(model, x, *a)
+
+    monkeypatch.setattr(select_mod, "_scores", counting)
+    cvapps.select(tiny_model, str(pool), 2, "entropy", out=str(tmp_path / "s"), batch_size=4)
+    assert sum(calls) == 6
+    write_image(pool / "p9.png", colour_image((1, 2, 3)))
+    cvapps.select(tiny_model, str(pool), 2, "entropy", out=str(tmp_path / "s"), batch_size=4)
+    assert sum(calls) == 7  # only the new image was scored
+    with pytest.raises(cvapps.ConfigError, match="another strategy"):
+        cvapps.select(tiny_model, str(pool), 2, "margin", out=str(tmp_path / "s"))
+
+
+def test_unsupported_strategy_names_the_supported_ones(tmp_path, pool):
+    m = cvapps.create_model("detect", "mobilenet_v2", labels=["a"], img_size=64)
+    with pytest.raises(cvapps.ConfigError, match="'bald' needs mc") as e:
+        cvapps.select(m, str(pool), 2, "bald", out=str(tmp_path / "x"))
+    assert e.value.hint == "strategies for this model: random, coreset, least_confidence, entropy, hybrid"
