@@ -148,17 +148,17 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
         picks = [keep[i] for i in rank(scores[keep], budget)]
     sel = [{"path": order_paths[i], "score": float(scores[i]), "rank": r + 1, "strategy": strategy}
            for r, i in enumerate(picks)]
-    _write(sel, out_dir, copy_to)
+    _write(sel, out_dir, copy_to, model)
     return sel
 
 
-def _write(sel: list[dict], out_dir: Path, copy_to: str | None) -> None:
+def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None) -> None:
     with open(out_dir / "selection.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["rank", "path", "score", "strategy"])
         w.writeheader()
         w.writerows(sel)
     (out_dir / "selection.json").write_text(json.dumps(sel, indent=1))
-    contact_sheet(sel, out_dir / "contact_sheet.png")
+    contact_sheet(sel, out_dir / "contact_sheet.png", model)
     if copy_to:
         dest = Path(copy_to)
         dest.mkdir(parents=True, exist_ok=True)
@@ -166,8 +166,9 @@ def _write(sel: list[dict], out_dir: Path, copy_to: str | None) -> None:
             shutil.copy2(row["path"], dest / f"{row['rank']:04d}_{Path(row['path']).name}")
 
 
-def contact_sheet(sel: list[dict], path: Path, cols: int = 6, tile: int = 160, limit: int = 60) -> None:
-    """Grid of the selected images with rank and score under each."""
+def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 6, tile: int = 160, limit: int = 60) -> None:
+    """Grid of the selected images with rank and score under each; for detection and
+    segmentation models the predictions are drawn on the tiles."""
     import cv2
 
     from ..data.io import read_image
@@ -175,10 +176,13 @@ def contact_sheet(sel: list[dict], path: Path, cols: int = 6, tile: int = 160, l
     rows = sel[:limit]
     if not rows:
         return
+    cols = min(cols, len(rows))
     n_rows = (len(rows) + cols - 1) // cols
     sheet = np.full((n_rows * (tile + 24), cols * tile, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         img = read_image(row["path"])
+        if model is not None and model.task in ("detect", "segment"):
+            img = model.predict(img)[0].draw(img)
         s = tile / max(img.shape[:2])
         img = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))))
         y, x = (i // cols) * (tile + 24), (i % cols) * tile
