@@ -74,7 +74,9 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
     elif task == "segment":
         size = list(img_size) if isinstance(img_size, (list, tuple)) else (img_size or 512)
         pre = {"mean": pre["mean"], "std": pre["std"], "input_size": size, "resize": "letterbox"}
-        colors = head.pop("colors", None)
+        from .data.segmentation import default_colors
+
+        colors = head.pop("colors", None) or default_colors(len(labels))
         head_cfg = {"kind": kind or "fcn8s", "num_classes": len(labels), **{k: v for k, v in head.items() if v is not None}}
         config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels), "colors": colors,
                   "preprocessing": pre, "weights": weights}

@@ -110,7 +110,7 @@ def read_mask_folder(images: str | Path, masks: str | Path, labels: list[str] | 
     if labels is None:
         raise DataError("class names are needed for label-map masks", path=str(masks),
                         hint="pass --classes a,b,c or --palette FILE.json")
-    colors = colors or _default_colors(len(labels))
+    colors = colors or default_colors(len(labels))
     table = {tuple(c): i for i, c in enumerate(colors)} if palette else None
     return SegData(imgs, msks, list(labels), colors, ignore_index, table, str(masks))
 
@@ -151,10 +151,10 @@ def read_coco_semantic(ann_file: str | Path, images: str | Path) -> SegData:
 
         imgs.append(Path(images) / info["file_name"])
         makers.append(render)
-    return SegData(imgs, makers, labels, _default_colors(len(labels)), 255, None, str(ann_file))
+    return SegData(imgs, makers, labels, default_colors(len(labels)), 255, None, str(ann_file))
 
 
-def _default_colors(n: int) -> list[list[int]]:
+def default_colors(n: int) -> list[list[int]]:
     rng = np.random.default_rng(12345)
     return [[0, 0, 0]] + rng.integers(40, 256, (max(n - 1, 0), 3)).tolist() if n else []
 

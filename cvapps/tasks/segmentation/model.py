@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ...backbones import Backbone
+from ...data.segmentation import default_colors
 from ...errors import ConfigError
 from ..base import TaskModel, register_task
 from .fcn import FCNHead
@@ -90,7 +91,7 @@ class SegmentationModel(TaskModel):
             full = F.interpolate(valid[None], size=(h, w), mode="bilinear", align_corners=False)[0]
             prob, mask = full.softmax(0).max(0)
             out.append(SegMask(mask.cpu().numpy().astype(np.int64), prob.cpu().numpy(), self.labels,
-                               self.config.get("colors") or []))
+                               self.config.get("colors") or default_colors(len(self.labels))))
         return out
 
     def uncertainty(self, raw: SegRaw, metas: list[dict] | None = None, kind: str = "entropy") -> torch.Tensor:
