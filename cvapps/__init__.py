@@ -8,7 +8,7 @@
 
 from . import tasks  # noqa: F401  (registers tasks)
 from .api import (backbone_table, create_model, evaluate, list_backbones, load, predict, pull_weights, save,
-                  select, train, weights_table)
+                  select, simulate, train, weights_table)
 from .errors import ConfigError, CvappsError, DataError, ShapeError, WeightsError
 from .training.freezing import count_parameters, freeze, param_groups, unfreeze
 from .weights import list_weights, pull
@@ -17,5 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError", "CvappsError", "DataError", "ShapeError", "WeightsError", "backbone_table", "count_parameters",
     "create_model", "evaluate", "freeze", "list_backbones", "list_weights", "load", "param_groups", "predict",
-    "pull", "pull_weights", "save", "select", "train", "unfreeze", "weights_table",
+    "pull", "pull_weights", "save", "select", "simulate", "train", "unfreeze", "weights_table",
 ]

@@ -368,3 +368,46 @@ def select(model: TaskModel | str, pool, budget: int, strategy: str = "entropy",
     if not isinstance(model, TaskModel):
         model = load(model, device=kwargs.pop("device", "cpu"))
     return _select(model, pool, budget, strategy, **kwargs)
+
+
+@torch.inference_mode()
+def embed(model: TaskModel, images, batch_size: int = 64, console: Console | None = None) -> torch.Tensor:
+    """Pooled last-stage backbone features (N, D) float32 of paths or RGB arrays."""
+    from rich.progress import Progress
+
+    from .data.io import read_image
+
+    model.eval()
+    pre = model.preprocessor()
+    out = []
+    with Progress(console=console or Console(stderr=True), transient=True) as bar:
+        tid = bar.add_task("embedding", total=len(images))
+        for i in range(0, len(images), batch_size):
+            chunk = [im if hasattr(im, "shape") else read_image(im) for im in images[i : i + batch_size]]
+            x = pre.normalize(torch.stack([pre.prepare(im)[0] for im in chunk]).to(model.device))
+            out.append(model.forward_features(x)[-1].float().mean((2, 3)).cpu())
+            bar.advance(tid, len(chunk))
+    return torch.cat(out)
+
+
+def simulate(task: str = "classify", data: str | None = None, *, backbone: str | None = None,
+             weights: str | None = None, img_size: int | None = None, initial: int = 100, step: int = 100,
+             rounds: int = 5, strategies: list[str] | None = None, seeds: int = 3, out: str = "runs/al-simulate",
+             console: Console | None = None) -> dict:
+    """Replay active learning on a labelled ImageFolder root (train/ = the pool, val/ = the
+    fixed validation set) with the frozen-backbone recipe of cvapps.active.simulate; writes
+    out/curves.json and out/learning_curves.png. Returns the curves."""
+    from .active import simulate as sim
+    from .data.classification import resolve_dataset
+
+    if task != "classify":
+        raise ConfigError(f"al-simulate supports classify for now, not {task!r}")
+    tr, va = resolve_dataset(data)
+    if va is None:
+        raise DataError("the simulator needs a validation split (val/)", path=str(data))
+    model = create_model("classify", backbone, weights, labels=tr.labels, img_size=img_size)
+    x, xv = embed(model, tr.paths, console=console), embed(model, va.paths, console=console)
+    curves = sim.simulate_features(x, tr.target_tensor(), xv, va.target_tensor(), len(tr.labels), initial, step,
+                                   rounds, strategies or ["random", "entropy", "margin", "bald", "coreset"], seeds)
+    sim.save(curves, Path(out))
+    return curves

@@ -317,15 +317,33 @@ def select(
     copy_to: Optional[str] = typer.Option(None, help="copy the picks here, prefixed with their rank"),
     batch_size: int = typer.Option(16), mc_passes: int = typer.Option(10, help="bald: MC-dropout passes"),
     k: int = typer.Option(5, help="hybrid: uncertainty pre-filter to k x budget"), seed: int = typer.Option(0),
+    pseudo_label: Optional[float] = typer.Option(None, help="also write confident predictions (>= this) as labels"),
     device: str = Device,
 ) -> None:
     """Rank unlabelled images by how much labelling them should teach the model. Re-running
     with the same arguments skips images already scored."""
     sel = api.select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to,
-                     batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, device=device, console=err)
+                     batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
+                     device=device, console=err)
     for row in sel:
         print(f"{row['rank']}\t{row['score']:.4f}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png")
+
+
+@app.command("al-simulate")
+def al_simulate(
+    task: str = typer.Argument("classify", help="classify"),
+    data: str = typer.Option(..., help="labelled root with train/ (the pool) and val/ class folders"),
+    initial: int = typer.Option(100), step: int = typer.Option(100), rounds: int = typer.Option(5),
+    strategies: str = typer.Option("random,entropy,margin,bald,coreset"), seeds: int = typer.Option(3),
+    backbone: Optional[str] = typer.Option(None), weights: Optional[str] = typer.Option(None),
+    img_size: Optional[int] = typer.Option(None), out_dir: str = typer.Option("runs/al-simulate", "--out"),
+) -> None:
+    """Replay active learning on a labelled set; writes curves.json and learning_curves.png."""
+    c = api.simulate(task, data, backbone=backbone, weights=weights, img_size=img_size, initial=initial, step=step,
+                     rounds=rounds, strategies=strategies.split(","), seeds=seeds, out=out_dir, console=err)
+    last = {k: round(v["mean"][-1], 4) for k, v in c["strategies"].items()}
+    print(json.dumps({"labels": c["labels"][-1], "final_accuracy": last, "out_dir": out_dir}))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,3 +121,30 @@ def test_unsupported_strategy_names_the_supported_ones(tmp_path, pool):
     with pytest.raises(cvapps.ConfigError, match="'bald' needs mc") as e:
         cvapps.select(m, str(pool), 2, "bald", out=str(tmp_path / "x"))
     assert e.value.hint == "strategies for this model: random, coreset, least_confidence, entropy, hybrid"
+
+
+def test_pseudo_labels_in_training_formats(tmp_path, pool, tiny_model):
+    from cvapps.data.classification import read_csv
+
+    cvapps.select(tiny_model, str(pool), 2, "entropy", out=str(tmp_path / "c"), pseudo_label=0.0)
+    d = read_csv(tmp_path / "c" / "pseudo_labels.csv", labels=tiny_model.labels)  # loads as training data
+    assert len(d) == 4  # the pool minus the 2 selected
+    det = cvapps.create_model("detect", "mobilenet_v2", labels=["a", "b"], img_size=64)
+    cvapps.select(det, str(pool), 1, "entropy", out=str(tmp_path / "d"), pseudo_label=0.0)
+    coco = json.loads((tmp_path / "d" / "pseudo_labels_coco.json").read_text())
+    assert len(coco["images"]) == 5 and {c["name"] for c in coco["categories"]} == {"a", "b"}
+    from cvapps.data.detection import read_coco
+
+    read_coco(tmp_path / "d" / "pseudo_labels_coco.json", pool)  # valid COCO training input
+
+
+def test_simulator_curves_and_cli(tmp_path, colour_folder, capsys):
+    code, out, err = run_cli(capsys, "al-simulate", "classify", "--data", colour_folder, "--backbone",
+                             "mobilenet_v3_small", "--img-size", 32, "--initial", 3, "--step", 3, "--rounds", 2,
+                             "--strategies", "random,entropy,bald,coreset,hybrid", "--seeds", 2, "--out", tmp_path / "sim")
+    assert code == 0, err
+    curves = json.loads((tmp_path / "sim" / "curves.json").read_text())
+    assert curves["labels"] == [3, 6, 9]
+    for c in curves["strategies"].values():
+        assert len(c["mean"]) == 3 and len(c["runs"]) == 2 and all(0 <= a <= 1 for a in c["mean"])
+    assert (tmp_path / "sim" / "learning_curves.png").is_file()

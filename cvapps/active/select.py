@@ -69,10 +69,13 @@ def _read_done(scores_csv: Path) -> dict[str, float]:
 @torch.inference_mode()
 def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | None = None,
            out: str = "runs/select", batch_size: int = 16, mc_passes: int = 10, k: int = 5, seed: int = 0,
-           copy_to: str | None = None, console: Console | None = None) -> list[dict]:
+           copy_to: str | None = None, pseudo_label: float | None = None,
+           console: Console | None = None) -> list[dict]:
     """Rank the images of ``pool`` (folder, glob, list file, or paths) and pick ``budget``.
     Writes out/selection.csv + .json (path, score, rank, strategy) and out/contact_sheet.png;
-    with ``copy_to`` copies the picks there. Returns the selection rows."""
+    with ``copy_to`` copies the picks there; with ``pseudo_label`` (a confidence threshold)
+    also writes the confident predictions on the rest of the pool as training labels
+    (cvapps.active.pseudo). Returns the selection rows."""
     console = console or Console(stderr=True)
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}", hint=f"one of {', '.join(STRATEGIES)}")
@@ -149,6 +152,13 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
     sel = [{"path": order_paths[i], "score": float(scores[i]), "rank": r + 1, "strategy": strategy}
            for r, i in enumerate(picks)]
     _write(sel, out_dir, copy_to, model)
+    if pseudo_label is not None:
+        from .pseudo import write_pseudo_labels
+
+        chosen = {r["path"] for r in sel}
+        info = write_pseudo_labels(model, [p for p in items if str(p) not in chosen], pseudo_label, out_dir,
+                                   batch_size)
+        console.print(f"pseudo-labels for {info['written']} images (confidence >= {pseudo_label}) in {info['file']}")
     return sel
 
 

@@ -14,13 +14,13 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead
-from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image
+from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ...backbones import Backbone
 from ...errors import ConfigError
 from .model import DetectionModel, HEAD_DEFAULTS
-from .postprocess import Detections
+from .postprocess import MIN_SIDE, Detections
 
 RCNN_DEFAULTS = {"kind": "fasterrcnn", "fpn_channels": 128, "rpn_pre_nms": 1000, "rpn_post_nms": 500,
                  "conf": 0.25, "iou": 0.5, "max_det": 100, "uncertainty_topk": 10}
@@ -108,6 +108,8 @@ class FasterRCNNModel(DetectionModel):
             n = h["max_det"] if max_det is None else max_det
             b, s, lab = b[:n], s[:n], lab[:n]
             b = clip_boxes_to_image(b / meta.get("scale", 1.0), (meta["height"], meta["width"]))
+            keep = remove_small_boxes(b, MIN_SIDE)
+            b, s, lab = b[keep], s[keep], lab[keep]
             out.append(Detections(b.cpu().numpy().astype(np.float32), s.cpu().numpy().astype(np.float32),
                                   lab.cpu().numpy().astype(np.int64), self.labels, self.config.get("category_ids") or []))
         return out

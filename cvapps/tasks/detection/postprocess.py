@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from ..base import Prediction
 from ...ops import decode_boxes
+
+
+MIN_SIDE = 0.01  # px; what survives the 2-decimal rounding of to_dict()
 
 
 def _colour(i: int) -> tuple[int, int, int]:
@@ -94,8 +97,9 @@ def postprocess(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, 
     out = []
     for p, bx, meta in zip(probs, boxes, metas):
         b, s, lab = select(p, bx, conf, iou, max_det, classes)
-        b = b / meta.get("scale", 1.0)
-        b = clip_boxes_to_image(b, (meta["height"], meta["width"]))
+        b = clip_boxes_to_image(b / meta.get("scale", 1.0), (meta["height"], meta["width"]))
+        keep = remove_small_boxes(b, MIN_SIDE)  # clipping at the border can leave zero-area boxes
+        b, s, lab = b[keep], s[keep], lab[keep]
         out.append(Detections(b.cpu().numpy().astype(np.float32), s.cpu().numpy().astype(np.float32),
                               lab.cpu().numpy().astype(np.int64), names, category_ids))
     return out
