@@ -37,12 +37,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", default=None)
     ap.add_argument("--pool", type=int, default=20000, help="training images in the unlabelled pool")
-    ap.add_argument("--initial", type=int, default=200)
-    ap.add_argument("--step", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--initial", type=int, default=100)
+    ap.add_argument("--step", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--strategies", default="random,least_confidence,margin,entropy,bald,coreset,hybrid")
     ap.add_argument("--out", default="runs/al-fashion-mnist")
+    ap.add_argument("--features", default=None, help="cache of the embeddings (default OUT/features.pt)")
     args = ap.parse_args()
     root = require(Path(args.data) if args.data else data_root() / "fashion-mnist", "fashion-mnist")
     t0 = time.perf_counter()
@@ -51,11 +52,18 @@ def main() -> None:
     xte = read_idx(next(root.glob("t10k-images*")))
     yte = torch.from_numpy(read_idx(next(root.glob("t10k-labels*"))).astype(np.int64))
     rgb = lambda a: np.repeat(a[..., None], 3, axis=-1)  # noqa: E731  (grey -> 3 channels)
-    model = cvapps.create_model("classify", "mobilenet_v2", "mobilenet_v2.imagenet1k", labels=[str(i) for i in range(10)],
-                                img_size=64)
-    quiet = Console(file=io.StringIO())
-    x = cvapps.api.embed(model, [rgb(a) for a in xtr], batch_size=256, console=quiet)
-    xv = cvapps.api.embed(model, [rgb(a) for a in xte], batch_size=256, console=quiet)
+    cache = Path(args.features or Path(args.out) / "features.pt")
+    if cache.is_file() and torch.load(cache, weights_only=True)["pool"] == args.pool:
+        feats = torch.load(cache, weights_only=True)
+        x, xv = feats["x"], feats["xv"]
+    else:
+        model = cvapps.create_model("classify", "mobilenet_v2", "mobilenet_v2.imagenet1k",
+                                    labels=[str(i) for i in range(10)], img_size=64)
+        quiet = Console(file=io.StringIO())
+        x = cvapps.api.embed(model, [rgb(a) for a in xtr], batch_size=256, console=quiet)
+        xv = cvapps.api.embed(model, [rgb(a) for a in xte], batch_size=256, console=quiet)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"x": x, "xv": xv, "pool": args.pool}, cache)
     t_embed = time.perf_counter() - t0
     strategies = args.strategies.split(",")
     curves = sim.simulate_features(x, ytr, xv, yte, 10, args.initial, args.step, args.rounds, strategies, args.seeds)
