@@ -64,28 +64,30 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
     if labels is None:
         labels = [str(i) for i in range(num_classes or 1)]
     pre = dict(spec.preprocessing()) if spec else dict(_IMAGENET_PRE)
-    if task == "detect":
-        pre = {"mean": pre["mean"], "std": pre["std"], "input_size": img_size or 320, "resize": "letterbox"}
-        head_cfg = {"kind": kind or "ssd", "num_classes": len(labels),
-                    **{k: v for k, v in head.items() if v is not None and k != "category_ids"}}
-        config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels),
-                  "category_ids": head.get("category_ids") or list(range(1, len(labels) + 1)),
-                  "preprocessing": pre, "weights": weights}
-    elif task == "segment":
-        size = list(img_size) if isinstance(img_size, (list, tuple)) else (img_size or 512)
-        pre = {"mean": pre["mean"], "std": pre["std"], "input_size": size, "resize": "letterbox"}
-        from .data.segmentation import default_colors
-
-        colors = head.pop("colors", None) or default_colors(len(labels))
-        head_cfg = {"kind": kind or "fcn8s", "num_classes": len(labels), **{k: v for k, v in head.items() if v is not None}}
-        config = {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels), "colors": colors,
-                  "preprocessing": pre, "weights": weights}
+    if task in ("detect", "segment"):
+        config = _dense_config(task, backbone, labels, pre, kind, img_size, weights, head)
     else:
         config = _classify_config(backbone, labels, spec, pre, kind or "multiclass", img_size, weights, head)
     model = cls.from_config(config)
     if weights:
         load_into(model, weights)
     return model.eval()
+
+
+def _dense_config(task, backbone, labels, pre, kind, img_size, weights, head) -> dict:
+    """Detection / segmentation: letterboxed input ([H, W] allowed), head kind and options,
+    per-class metadata (COCO category ids; mask colours)."""
+    from .data.segmentation import default_colors
+
+    detect = task == "detect"
+    size = list(img_size) if isinstance(img_size, (list, tuple)) else (img_size or (320 if detect else 512))
+    extra = ({"category_ids": head.pop("category_ids", None) or list(range(1, len(labels) + 1))} if detect
+             else {"colors": head.pop("colors", None) or default_colors(len(labels))})
+    head_cfg = {"kind": kind or ("ssd" if detect else "fcn8s"), "num_classes": len(labels),
+                **{k: v for k, v in head.items() if v is not None}}
+    return {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels), **extra,
+            "preprocessing": {"mean": pre["mean"], "std": pre["std"], "input_size": size, "resize": "letterbox"},
+            "weights": weights}
 
 
 def _classify_config(backbone, labels, spec, pre, kind, img_size, weights, head) -> dict:
