@@ -15,6 +15,7 @@ from .tasks import TASKS, TaskModel
 from .weights import all_weights, get_spec, list_weights, load_into, pull
 
 DEFAULT_MODELS = {"classify": "mobilenet_v2.imagenet1k"}  # detection has no pretrained default yet
+CACHE_IMAGES = 10_000  # decoded-image cache bound for augmented training (~3 GB at 256 px)
 _IMAGENET_PRE = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": 224,
                  "resize_size": 256, "interpolation": "bilinear"}
 
@@ -173,8 +174,10 @@ def _datasets(model: TaskModel, train_data, val_data, skip_bad: bool):
 
     def make_train(augment: bool):
         t = train_augment(pre) if augment else evalt
-        # decode each file once; keep a copy with short side ~1.15x resize (enough for the crops)
-        return ImageDataset(train_data, t, skip_bad, cache_side=int(pre["resize_size"] * 1.15) if augment else None)
+        # small sets: decode each file once and keep a copy with short side ~1.15x resize (enough for
+        # the crops); ~0.3 MB per image, so only up to CACHE_IMAGES images
+        cache = augment and len(train_data) <= CACHE_IMAGES
+        return ImageDataset(train_data, t, skip_bad, cache_side=int(pre["resize_size"] * 1.15) if cache else None)
 
     val = ImageDataset(val_data, evalt, skip_bad) if val_data is not None else None
     return make_train, val

@@ -148,7 +148,7 @@ def _verify(spec: WeightsSpec, path: Path) -> str | None:
     return None
 
 
-def _install(spec: WeightsSpec, src: Path, dest: Path, move: bool) -> Path:
+def _install(src: Path, dest: Path, move: bool) -> Path:
     """Verify then atomically place ``src`` at ``dest`` (never a half-written cache file)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
@@ -198,7 +198,7 @@ def pull(name: str, local_file: str | os.PathLike | None = None) -> Path:
         p = Path(local_file)
         why = "file not found" if not p.is_file() else _verify(spec, p)
         if why is None:
-            return _install(spec, p, dest, move=False)
+            return _install(p, dest, move=False)
         tried.append(f"local file {p}: {why}")
 
     for source in spec.sources:
@@ -215,7 +215,7 @@ def pull(name: str, local_file: str | os.PathLike | None = None) -> Path:
                 continue
             why = _verify(spec, out)
             if why is None:
-                return _install(spec, out, dest, move=True)
+                return _install(out, dest, move=True)
             tried.append(f"{label}: {why}")
 
     raise WeightsError(

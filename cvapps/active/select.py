@@ -42,10 +42,10 @@ def _scores(model, x: torch.Tensor, metas: list[dict], strategy: str, mc_passes:
         return torch.zeros(x.shape[0])
     if model.task == "classify":
         if strategy == "bald":
+            cached = model.cache_features(model.forward_features(x))  # the backbone once, the head T times
             model.head.dropout.train()  # MC dropout: only the head's dropout is stochastic
             try:
-                mc = torch.stack([model.forward_cached(model.cache_features(model.forward_features(x))).logits.softmax(1)
-                                  for _ in range(mc_passes)])
+                mc = torch.stack([model.forward_cached(cached).logits.softmax(1) for _ in range(mc_passes)])
             finally:
                 model.head.dropout.eval()
             return bald(mc)
@@ -54,9 +54,7 @@ def _scores(model, x: torch.Tensor, metas: list[dict], strategy: str, mc_passes:
     raw = model(x)
     if model.task == "segment":
         return model.uncertainty(raw, metas, kind="margin" if strategy == "margin" else "entropy")
-    if model.task == "detect" and hasattr(model, "hcfg") and "uncertainty" in model.hcfg:
-        model.config["head"]["uncertainty"] = "entropy" if strategy in ("entropy", "hybrid") else "least_confidence"
-    return model.uncertainty(raw)
+    return model.uncertainty(raw, kind="entropy" if strategy in ("entropy", "hybrid") else "least_confidence")
 
 
 def _read_done(scores_csv: Path) -> dict[str, float]:

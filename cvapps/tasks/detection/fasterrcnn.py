@@ -19,7 +19,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastL
 
 from ...backbones import Backbone
 from ...errors import ConfigError
-from .model import DetectionModel, HEAD_DEFAULTS
+from .model import DetectionModel
 from .postprocess import MIN_SIDE, Detections
 
 RCNN_DEFAULTS = {"kind": "fasterrcnn", "fpn_channels": 128, "rpn_pre_nms": 1000, "rpn_post_nms": 500,
@@ -114,8 +114,9 @@ class FasterRCNNModel(DetectionModel):
                                   lab.cpu().numpy().astype(np.int64), self.labels, self.config.get("category_ids") or []))
         return out
 
-    def uncertainty(self, raw: RCNNRaw) -> torch.Tensor:
-        """(B,) mean of 1 - score over the top-k detections (missing ones count as 1)."""
+    def uncertainty(self, raw: RCNNRaw, kind: str | None = None) -> torch.Tensor:
+        """(B,) mean of 1 - score over the top-k detections (missing ones count as 1); torchvision's
+        RoI heads keep only the winning class score, so ``kind`` has no entropy variant here."""
         k = int(self.hcfg["uncertainty_topk"])
         vals = []
         for d in raw.detections:
@@ -124,16 +125,3 @@ class FasterRCNNModel(DetectionModel):
             s[: len(top)] = 1 - top
             vals.append(s.mean())
         return torch.stack(vals)
-
-
-_ssd_from_config = DetectionModel.from_config.__func__
-
-
-def _from_config(cls, config: dict):
-    """The "detect" task builds the SSD model or, for head kind "fasterrcnn", this one."""
-    target = FasterRCNNModel if config.get("head", {}).get("kind") == "fasterrcnn" else DetectionModel
-    return _ssd_from_config(target if cls is DetectionModel else cls, config)
-
-
-DetectionModel.from_config = classmethod(_from_config)
-assert "kind" in HEAD_DEFAULTS

@@ -37,6 +37,15 @@ class DetRaw:
 @register_task("detect")
 class DetectionModel(TaskModel):
     @classmethod
+    def from_config(cls, config: dict) -> TaskModel:
+        """The "detect" task builds this SSD model or, for head kind "fasterrcnn", the two-stage one."""
+        if cls is DetectionModel and config.get("head", {}).get("kind") == "fasterrcnn":
+            from .fasterrcnn import FasterRCNNModel
+
+            return FasterRCNNModel.from_config(config)
+        return super().from_config(config)
+
+    @classmethod
     def build_head(cls, config: dict, backbone: Backbone):
         head = config["head"]
         unknown = set(head) - set(HEAD_DEFAULTS) - {"num_classes"}
@@ -82,14 +91,15 @@ class DetectionModel(TaskModel):
                            int(self.config["preprocessing"]["input_size"]), self.labels,
                            self.config.get("category_ids") or [], **kw)
 
-    def uncertainty(self, raw: DetRaw) -> torch.Tensor:
+    def uncertainty(self, raw: DetRaw, kind: str | None = None) -> torch.Tensor:
         """(B,) score from the ``uncertainty_topk`` most confident anchors: the mean of
-        1 - max class probability ("least_confidence") or of the class entropy ("entropy")."""
+        1 - max class probability ("least_confidence") or of the class entropy ("entropy");
+        ``kind`` defaults to the head's ``uncertainty`` option."""
         probs = raw.cls.float().softmax(-1) if self.hcfg["cls_loss"] == "ce" else raw.cls.float().sigmoid()
         fg = probs[..., 1:] if self.hcfg["cls_loss"] == "ce" else probs
         conf = fg.max(-1).values  # (B, N)
         top = conf.topk(min(int(self.hcfg["uncertainty_topk"]), conf.shape[1]), dim=1).indices
-        if self.hcfg["uncertainty"] == "entropy":
+        if (kind or self.hcfg["uncertainty"]) == "entropy":
             p = probs / probs.sum(-1, keepdim=True)
             ent = -(p * p.clamp_min(1e-12).log()).sum(-1)  # (B, N)
             return ent.gather(1, top).mean(1)
