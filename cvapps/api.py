@@ -48,10 +48,12 @@ def pull_weights(name: str, file: str | None = None) -> Path:
 
 def create_model(task: str = "classify", backbone: str | None = None, weights: str | None = None,
                  num_classes: int | None = None, labels: list[str] | None = None, kind: str | None = None,
-                 img_size: int | None = None, **head) -> TaskModel:
+                 img_size: int | list | None = None, schema: str | dict | None = None, **head) -> TaskModel:
     """A new TaskModel; with ``weights`` its backbone (and matching head layers) are pretrained.
     ``kind``: classify — multiclass (default) | multilabel | regression | binned;
-    detect — ssd (default) | fasterrcnn. ``head``: further head options.
+    detect — ssd (default) | fasterrcnn; landmarks / pose — heatmap (default) | regression.
+    ``schema`` (landmarks / pose): a built-in keypoint schema name (ibug68, wflw98, cofw29,
+    aflw19, face5, coco17, crowdpose14) or a schema dict. ``head``: further head options.
     Without num_classes/labels and with ImageNet weights, the model is the ImageNet classifier.
     ``backbone`` defaults to the weights' backbone, else mobilenet_v2."""
     cls = TASKS.get(task)
@@ -60,12 +62,14 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
     if spec and spec.backbone != backbone:
         raise ConfigError(f"weights {weights!r} are for backbone {spec.backbone!r}, not {backbone!r}",
                           hint=f"use --backbone {spec.backbone} or weights from `cvapps weights list`")
-    if labels is None and num_classes is None and spec is not None:
+    if labels is None and num_classes is None and spec is not None and task == "classify":
         labels = spec.label_names()
     if labels is None:
         labels = [str(i) for i in range(num_classes or 1)]
     pre = dict(spec.preprocessing()) if spec else dict(_IMAGENET_PRE)
-    if task in ("detect", "segment"):
+    if task in ("landmarks", "pose"):
+        config = _keypoint_config(task, backbone, schema, pre, kind, img_size, weights, head)
+    elif task in ("detect", "segment"):
         config = _dense_config(task, backbone, labels, pre, kind, img_size, weights, head)
     else:
         config = _classify_config(backbone, labels, spec, pre, kind or "multiclass", img_size, weights, head)
@@ -88,6 +92,27 @@ def _dense_config(task, backbone, labels, pre, kind, img_size, weights, head) ->
                 **{k: v for k, v in head.items() if v is not None}}
     return {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(labels), **extra,
             "preprocessing": {"mean": pre["mean"], "std": pre["std"], "input_size": size, "resize": "letterbox"},
+            "weights": weights}
+
+
+def _keypoint_config(task, backbone, schema, pre, kind, img_size, weights, head) -> dict:
+    """Top-down keypoints: crop size [H, W] (landmarks 256x256, pose 256x192), the schema
+    (names, flip pairs, skeleton, eyes, OKS sigmas) and the crop margin around boxes."""
+    from .tasks.keypoints.schema import builtin, complete
+
+    if schema is None:
+        schema = "ibug68" if task == "landmarks" else "coco17"
+    schema = builtin(schema) if isinstance(schema, str) else complete(schema.get("name", "custom"), schema)
+    cls = TASKS.get(task)
+    size = img_size or cls.default_size
+    size = [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
+    if any(v % 32 for v in size):
+        raise ConfigError(f"keypoint input size {size} must be multiples of 32 (the heatmap head's stride)")
+    margin = head.pop("margin", None) or 1.25
+    head_cfg = {"kind": kind or "heatmap", **{k: v for k, v in head.items() if v is not None}}
+    return {"task": task, "backbone": backbone, "head": head_cfg, "labels": list(schema["keypoints"]),
+            "schema": schema, "preprocessing": {"mean": pre["mean"], "std": pre["std"], "input_size": size,
+                                                "margin": float(margin), "resize": "affine"},
             "weights": weights}
 
 
@@ -255,8 +280,25 @@ def train(task: str = "classify", data: str | None = None, *, train: str | None 
                              img_size=img_size, colors=tr.colors, **h)
         what = f"{len(tr.labels)} classes"
         make_train, val_ds = seg.datasets(model, tr, va, skip_bad)
+    elif task in ("landmarks", "pose"):
+        from .data.keypoints import read_keypoints
+        from .tasks.detection.workflow import split
+        from .tasks.keypoints import workflow as kw
+
+        if not data:
+            raise ConfigError(f"{task} training needs --data (COCO JSON, .pts folder or CSV)")
+        tr = read_keypoints(data, images, fmt, skip_bad)
+        va = read_keypoints(val, val_images or images, fmt, skip_bad) if val else None
+        if va is None:
+            tr, va = split(tr, val_fraction)
+        h = dict(head or {})
+        model = create_model(task, backbone, weights, kind=h.pop("kind", None), img_size=img_size,
+                             schema=tr.schema, **h)
+        what = f"{len(tr.instances())} instances x {tr.num_keypoints} keypoints (schema {tr.schema['name']})"
+        make_train, val_ds = kw.datasets(model, tr, va)
     else:
-        raise ConfigError(f"training for task {task!r} is not available yet", hint="tasks: classify, detect, segment")
+        raise ConfigError(f"training for task {task!r} is not available",
+                          hint="tasks: classify, detect, segment, landmarks, pose")
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, {what} from {tr.source}")
     trainer = Trainer(model, TrainConfig(out_dir=out, **cfg), make_train, val_ds, console)
     result = trainer.fit()
@@ -312,6 +354,20 @@ def evaluate(model: TaskModel | str, data: str | None = None, *, val_data=None, 
         if val_data.skipped:
             metrics["skipped"] = val_data.skipped
         return metrics
+    if model.task in ("landmarks", "pose"):
+        from .data.keypoints import read_keypoints
+        from .tasks.keypoints import workflow as kw
+
+        if val_data is None:
+            if not data:
+                raise ConfigError("no evaluation data", hint="pass --data ANN (COCO JSON, .pts folder or CSV)")
+            val_data = read_keypoints(data, images, fmt, skip_bad)
+        kw.check_schema(model, val_data)
+        _, ds = kw.datasets(model, val_data, val_data)
+        metrics = evaluate_dataset(model, ds, batch_size, precision)
+        if val_data.skipped:
+            metrics["skipped"] = val_data.skipped
+        return metrics
     if model.task == "segment":
         from .data.segmentation import SegDataset
         from .data.transforms import Letterbox
@@ -364,6 +420,34 @@ def evaluate_segmentation_results(results: str, data: str | None = None, images:
     from .tasks.segmentation import workflow as seg
 
     return seg.evaluate_results_dir(results, seg.load(data, images, masks, split, classes, None, ignore_index))
+
+
+def predict_keypoints(model: TaskModel | str, sources: Iterable, *, boxes: str | None = None,
+                      detector: TaskModel | str | None = None, detector_label: str | None = None,
+                      box_conf: float = 0.0, flip_test: bool = False, device: str = "cpu", **kwargs):
+    """Landmarks / pose on full images and videos: boxes from ``boxes`` (a COCO-style file),
+    a cvapps ``detector`` (its ``detector_label`` class, default face / person), or the
+    task's default (landmarks: OpenCV's Haar face cascade; pose: the whole image)."""
+    from .tasks.keypoints.workflow import box_source
+
+    if not isinstance(model, TaskModel):
+        model = load(model, device=device)
+    if model.task not in ("landmarks", "pose"):
+        raise ConfigError(f"model is for task {model.task!r}, not landmarks or pose")
+    if detector is not None and not isinstance(detector, TaskModel):
+        detector = load(detector, task="detect", device=device)
+    pre = model.preprocessor(box_source(model.task, boxes, detector, detector_label, box_conf))
+    return predict(model, sources, task=model.task, pre=pre, flip_test=flip_test, **kwargs)
+
+
+def evaluate_keypoint_results(results: str, data: str, images: str | None = None, fmt: str | None = None,
+                              task: str | None = None) -> dict:
+    """Without a model: a COCO keypoint-results JSON (pose: OKS AP/AR + PCK) or a predict
+    JSON Lines file (landmarks: NME, FR, AUC) against the ground truth in ``data``."""
+    from .data.keypoints import read_keypoints
+    from .tasks.keypoints.workflow import evaluate_results_file
+
+    return evaluate_results_file(results, read_keypoints(data, images, fmt), task)
 
 
 def select(model: TaskModel | str, pool, budget: int, strategy: str = "entropy", **kwargs) -> list[dict]:

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from . import api
+from . import api, cli_keypoints
 from .errors import CvappsError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -344,6 +344,9 @@ def al_simulate(
                      rounds=rounds, strategies=strategies.split(","), seeds=seeds, out=out_dir, console=err)
     last = {k: round(v["mean"][-1], 4) for k, v in c["strategies"].items()}
     print(json.dumps({"labels": c["labels"][-1], "final_accuracy": last, "out_dir": out_dir}))
+
+
+cli_keypoints.register(predict_app, train_app, eval_app, Device, Precision, err, _print_summary)
 
 
 def main(argv: list[str] | None = None) -> None:

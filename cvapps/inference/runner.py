@@ -24,23 +24,27 @@ def autocast(device: torch.device, precision: str):
 
 
 @torch.inference_mode()
-def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str = "fp32", **post) -> list:
-    """u8: list of (3, S, S) uint8 crops -> predictions (normalisation happens batched)."""
-    pre = model.preprocessor()
-    x = pre.normalize(torch.stack(u8).to(model.device))
-    x = x.contiguous(memory_format=torch.channels_last)
+def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str = "fp32", pre=None, **post) -> list:
+    """u8: per image a (3, S, S) uint8 input, or for top-down tasks an (N, 3, H, W) stack of
+    its instance crops (N may be 0) -> predictions (normalisation happens batched)."""
+    pre = pre or model.preprocessor()
+    x = torch.cat(u8) if u8[0].dim() == 4 else torch.stack(u8)
+    if x.shape[0] == 0:  # no instance in any image of the batch
+        return model.postprocess(None, metas, **post)
+    x = pre.normalize(x.to(model.device)).contiguous(memory_format=torch.channels_last)
     with autocast(x.device, precision):
-        raw = model(x)
+        raw = model.infer(x, **post)
     return model.postprocess(raw, metas, **post)
 
 
-def predict_arrays(model, arrays: list[np.ndarray], batch_size: int = 16, precision: str = "fp32", **post) -> list:
+def predict_arrays(model, arrays: list[np.ndarray], batch_size: int = 16, precision: str = "fp32", pre=None,
+                   **post) -> list:
     model.eval()
-    pre = model.preprocessor()
+    pre = pre or model.preprocessor()
     out: list = []
     for i in range(0, len(arrays), batch_size):
         prepared = [pre.prepare(a) for a in arrays[i : i + batch_size]]
-        out.extend(run_batch(model, [p[0] for p in prepared], [p[1] for p in prepared], precision, **post))
+        out.extend(run_batch(model, [p[0] for p in prepared], [p[1] for p in prepared], precision, pre, **post))
     return out
 
 
@@ -57,15 +61,17 @@ class RunSummary:
 def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str | Path | None = None,
                 save_json: str | Path | None = None, precision: str = "fp32", vid_stride: int = 1,
                 save_coco: str | Path | None = None, coco_ids: dict[str, int] | None = None,
-                console: Console | None = None, progress: bool = True, **post) -> RunSummary:
+                console: Console | None = None, progress: bool = True, pre=None, **post) -> RunSummary:
     """Stream ``sources`` through ``model``. A bad image is reported and skipped; every good
-    image still gets its JSON line (flushed immediately) and annotated output."""
+    image still gets its JSON line (flushed immediately) and annotated output. ``pre``: the
+    model's preprocessor, or a configured one (top-down tasks: with their box source)."""
     console = console or Console(stderr=True)
     items = expand_sources(sources)
     announce = len(items) > 1  # a single bad input is the caller's error to raise, not a skip
-    pre = model.preprocessor()
+    pre = pre or model.preprocessor()
     model.eval()
-    frames = prefetch(iter_frames(items, vid_stride), hook=pre.prepare, maxsize=max(8, 2 * batch_size))
+    frames = prefetch(iter_frames(items, vid_stride), hook=pre.prepare, maxsize=max(8, 2 * batch_size),
+                      frame_hook=getattr(pre, "prepare_frame", None))
     jsonl, drawn, coco = JsonlWriter(save_json), AnnotatedWriter(out_dir), CocoResultsWriter(save_coco, coco_ids)
     summary = RunSummary()
     bar = Progress(TextColumn("[bold]predict {task.fields[task_name]}"), BarColumn(), MofNCompleteColumn(),
@@ -86,7 +92,7 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
                         good.append(f)
                 if good:
                     metas = [f.payload[1] for f in good]
-                    preds = run_batch(model, [f.payload[0] for f in good], metas, precision, **post)
+                    preds = run_batch(model, [f.payload[0] for f in good], metas, precision, pre, **post)
                     for f, p, m in zip(good, preds, metas):
                         if out_dir and hasattr(p, "save"):  # segmentation: label-map PNG beside the overlay
                             stem = Path(f.source).stem if f.frame is None else f"{Path(f.source).stem}_{f.frame:06d}"

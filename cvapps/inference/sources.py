@@ -116,9 +116,10 @@ _END = object()
 
 
 def prefetch(frames: Iterator[Frame], hook: Callable[[np.ndarray], Any] | None = None,
-             maxsize: int = 32) -> Iterator[Frame]:
-    """Run ``frames`` (and ``hook`` on each image, e.g. resize+crop) in a daemon thread,
-    handing results over a bounded queue so memory stays flat on long videos."""
+             maxsize: int = 32, frame_hook: Callable[[Frame], Any] | None = None) -> Iterator[Frame]:
+    """Run ``frames`` (and ``hook`` on each image, e.g. resize+crop; or ``frame_hook`` on the
+    whole Frame when the source name matters) in a daemon thread, handing results over a
+    bounded queue so memory stays flat on long videos."""
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
 
@@ -127,9 +128,9 @@ def prefetch(frames: Iterator[Frame], hook: Callable[[np.ndarray], Any] | None =
             for f in frames:
                 if stop.is_set():
                     return
-                if hook is not None and f.image is not None:
+                if (hook is not None or frame_hook is not None) and f.image is not None:
                     try:
-                        f.payload = hook(f.image)
+                        f.payload = frame_hook(f) if frame_hook is not None else hook(f.image)
                     except DataError as e:
                         f.error = e
                 q.put(f)

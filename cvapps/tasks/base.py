@@ -92,6 +92,10 @@ class TaskModel(nn.Module):
     def forward_head(self, feats: list[torch.Tensor]) -> Any:  # pragma: no cover
         raise NotImplementedError
 
+    def infer(self, x: torch.Tensor, **post) -> Any:
+        """The inference forward (predict); tasks with test-time options (flip test) override."""
+        return self(x)
+
     def loss(self, raw: Any, targets: Any) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 

@@ -1,0 +1,120 @@
+"""Keypoint machinery shared by facial landmarks and pose: top-down affine crops,
+Gaussian heatmap targets, heatmap decoding and flips. Points are (x, y) pixels."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def crop_affine(box: np.ndarray, out_hw: tuple[int, int], margin: float = 1.25) -> np.ndarray:
+    """The (2, 3) matrix mapping image pixels into an ``out_hw`` crop of ``box`` (xyxy).
+
+    The box is grown to the crop's aspect ratio around its centre (never squashed), then
+    by ``margin``; the mapping is a pure scale + translation, so distances scale uniformly."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    h_out, w_out = out_hw
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    w, h = max(x2 - x1, 1e-3), max(y2 - y1, 1e-3)
+    aspect = w_out / h_out
+    if w > aspect * h:
+        h = w / aspect
+    else:
+        w = h * aspect
+    s = w_out / (w * margin)  # output pixels per image pixel
+    # pixel centres: image point (cx, cy) lands on the crop's centre (w_out/2, h_out/2)
+    return np.array([[s, 0, w_out / 2 - s * cx], [0, s, h_out / 2 - s * cy]], np.float64)
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """(2, 3) -> (2, 3) inverse of an affine map."""
+    full = np.vstack([m, [0, 0, 1]])
+    return np.linalg.inv(full)[:2]
+
+
+def apply_affine(points: np.ndarray | torch.Tensor, m) -> np.ndarray | torch.Tensor:
+    """points (..., 2) mapped by m (2, 3) (numpy or torch, same type out)."""
+    if isinstance(points, torch.Tensor):
+        m = torch.as_tensor(m, dtype=points.dtype, device=points.device)
+        return points @ m[:, :2].T + m[:, 2]
+    return points @ np.asarray(m)[:, :2].T + np.asarray(m)[:, 2]
+
+
+def gaussian_heatmaps(points: torch.Tensor, weights: torch.Tensor, hw: tuple[int, int], stride: float,
+                      sigma: float) -> torch.Tensor:
+    """points (B, K, 2) input pixels, weights (B, K) -> targets (B, K, h, w) in [0, 1],
+    peak 1 at each point (sub-pixel centre), zero for weight-0 points."""
+    h, w = hw
+    ys = torch.arange(h, device=points.device, dtype=torch.float32)
+    xs = torch.arange(w, device=points.device, dtype=torch.float32)
+    # heatmap cell j covers input pixels [j*stride, (j+1)*stride): its centre is (j + 0.5) * stride
+    cx = points[..., 0] / stride - 0.5  # (B, K)
+    cy = points[..., 1] / stride - 0.5
+    gx = torch.exp(-((xs[None, None] - cx[..., None]) ** 2) / (2 * sigma**2))  # (B, K, w)
+    gy = torch.exp(-((ys[None, None] - cy[..., None]) ** 2) / (2 * sigma**2))  # (B, K, h)
+    return gy[..., :, None] * gx[..., None, :] * (weights > 0)[..., None, None]
+
+
+def decode_heatmaps(hm: torch.Tensor, stride: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """hm (B, K, h, w) -> (points (B, K, 2) input pixels, scores (B, K) peak values).
+
+    Argmax, then sub-pixel refinement: a second-order (Taylor) step on the log heatmap
+    around the peak, which is exact for a Gaussian peak and falls back to no shift at edges."""
+    b, k, h, w = hm.shape
+    flat = hm.float().reshape(b, k, -1)  # (B, K, h*w)
+    scores, idx = flat.max(-1)
+    px, py = (idx % w).float(), torch.div(idx, w, rounding_mode="floor").float()
+    logh = hm.float().clamp_min(1e-10).log()
+    padded = F.pad(logh, (1, 1, 1, 1), mode="replicate")  # (B, K, h+2, w+2)
+    ix, iy = px.long() + 1, py.long() + 1
+
+    def at(dy: int, dx: int) -> torch.Tensor:
+        lin = ((iy + dy) * (w + 2) + (ix + dx)).reshape(b, k, 1)
+        return padded.reshape(b, k, -1).gather(-1, lin)[..., 0]
+
+    c = at(0, 0)
+    dx = 0.5 * (at(0, 1) - at(0, -1))
+    dy = 0.5 * (at(1, 0) - at(-1, 0))
+    dxx = at(0, 1) - 2 * c + at(0, -1)
+    dyy = at(1, 0) - 2 * c + at(-1, 0)
+    ox = torch.where(dxx < -1e-6, -dx / dxx.clamp(max=-1e-6), torch.zeros_like(dx)).clamp(-0.5, 0.5)
+    oy = torch.where(dyy < -1e-6, -dy / dyy.clamp(max=-1e-6), torch.zeros_like(dy)).clamp(-0.5, 0.5)
+    pts = torch.stack([(px + ox + 0.5) * stride, (py + oy + 0.5) * stride], -1)
+    return pts, scores
+
+
+def flip_permutation(num_keypoints: int, flip_pairs: list) -> list[int]:
+    """Index map that swaps every left/right pair (identity elsewhere)."""
+    perm = list(range(num_keypoints))
+    for a, b in flip_pairs:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def flip_points(points: torch.Tensor | np.ndarray, width: float, perm: list[int]):
+    """points (..., K, 2) in an image of ``width`` pixels -> mirrored, left/right swapped."""
+    out = points[..., perm, :].clone() if isinstance(points, torch.Tensor) else points[..., perm, :].copy()
+    out[..., 0] = width - out[..., 0]
+    return out
+
+
+def flip_heatmaps(hm: torch.Tensor, perm: list[int]) -> torch.Tensor:
+    """hm (B, K, h, w) of a mirrored input -> heatmaps for the original (swap + mirror)."""
+    return hm[:, perm].flip(-1)
+
+
+def box_from_points(points: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
+    """points (K, 2) -> tight xyxy box of the (visible) points."""
+    p = points if visible is None or not visible.any() else points[visible]
+    return np.array([p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()], np.float64)
+
+
+def warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Resample ``image`` through m (2, 3). Point coordinates put pixel centres at +0.5
+    (pixel i spans [i, i+1)); OpenCV's matrix works on pixel indices, hence the shift."""
+    a, t = m[:, :2], m[:, 2]
+    m_idx = np.concatenate([a, (t + a @ [0.5, 0.5] - 0.5)[:, None]], 1)
+    return cv2.warpAffine(image, m_idx, (int(out_hw[1]), int(out_hw[0])), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))

@@ -1,0 +1,252 @@
+"""KeypointModel: the top-down keypoint TaskModel that facial landmarks and pose share
+(heads, losses, decoding, flip test, uncertainty). Subclasses add metrics and defaults."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...backbones import Backbone
+from ...errors import ConfigError, ShapeError
+from ...ops.keypoints import apply_affine, decode_heatmaps, flip_heatmaps, flip_permutation, flip_points, \
+    gaussian_heatmaps
+from ..base import TaskModel
+from .heads import CascadeRefiner, HeatmapHead, RegressionHead, cascade_feature_index
+from .postprocess import Keypoints
+from .topdown import TopDown
+
+HEAD_DEFAULTS = {"kind": "heatmap", "num_keypoints": None, "loss": None, "sigma": 2.0, "channels": 128,
+                 "dropout": None, "cascade": False, "cascade_window": 0.2, "mc_passes": 8}
+LOSSES = ("mse", "l2", "l1", "wing")
+WING_W, WING_EPS, WING_SCALE = 10.0, 2.0, 64.0  # Feng et al.; errors measured on a 64-pixel crop
+
+
+@dataclass
+class KeypointRaw:
+    """points (B, K, 2) input pixels (after the cascade when there is one); scores (B, K)
+    in [0, 1] (heatmap peaks; 1 for regression); heatmaps (B, K, H/4, W/4) or None;
+    coarse (B, K, 2) first-stage points of a cascade, else None."""
+
+    points: torch.Tensor
+    scores: torch.Tensor
+    heatmaps: torch.Tensor | None = None
+    coarse: torch.Tensor | None = None
+
+
+def wing(d: torch.Tensor) -> torch.Tensor:
+    c = WING_W - WING_W * math.log(1 + WING_W / WING_EPS)
+    return torch.where(d < WING_W, WING_W * torch.log1p(d / WING_EPS), d - c)
+
+
+class KeypointModel(TaskModel):
+    default_loss: ClassVar[str] = "l1"
+    default_size: ClassVar[list[int]] = [256, 256]
+
+    @classmethod
+    def build_head(cls, config: dict, backbone: Backbone) -> nn.Module:
+        h = cls.head_config(config)
+        k = int(h["num_keypoints"])
+        last = backbone.feature_info[-1]
+        if h["kind"] == "heatmap":
+            main = HeatmapHead(last.channels, last.stride, k, int(h["channels"]), dropout=float(h["dropout"]))
+        else:
+            main = RegressionHead(last.channels, k, float(h["dropout"]))
+        head = nn.ModuleDict({"main": main})
+        if h["cascade"]:
+            i = cascade_feature_index(backbone)
+            f = backbone.feature_info[i]
+            head["refine"] = CascadeRefiner(f.channels, f.stride, k, float(h["cascade_window"]))
+        return head
+
+    @classmethod
+    def head_config(cls, config: dict) -> dict:
+        h = {**HEAD_DEFAULTS, **config["head"]}
+        unknown = set(h) - set(HEAD_DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown keypoint head options {sorted(unknown)}", hint=f"known: {sorted(HEAD_DEFAULTS)}")
+        if h["kind"] not in ("heatmap", "regression"):
+            raise ConfigError(f"unknown keypoint head {h['kind']!r}", hint="heatmap or regression")
+        h["num_keypoints"] = int(h["num_keypoints"] or len(config["schema"]["keypoints"]))
+        if h["num_keypoints"] != len(config["schema"]["keypoints"]):
+            raise ConfigError(f"head has {h['num_keypoints']} keypoints, schema {len(config['schema']['keypoints'])}")
+        h["loss"] = h["loss"] or ("mse" if h["kind"] == "heatmap" else cls.default_loss)
+        if h["loss"] not in LOSSES:
+            raise ConfigError(f"unknown keypoint loss {h['loss']!r}", hint=f"one of {LOSSES}")
+        h["dropout"] = float(h["dropout"] if h["dropout"] is not None else (0.1 if h["kind"] == "heatmap" else 0.2))
+        return h
+
+    def __init__(self, config, backbone, head):
+        config = {**config, "head": type(self).head_config(config)}
+        super().__init__(config, backbone, head)
+        self.perm = flip_permutation(len(self.schema["keypoints"]), self.schema["flip_pairs"])
+        self.refine_index = cascade_feature_index(backbone) if "refine" in head else None
+
+    @property
+    def schema(self) -> dict:
+        return self.config["schema"]
+
+    @property
+    def hcfg(self) -> dict:
+        return self.config["head"]
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        s = self.config["preprocessing"]["input_size"]
+        return (int(s[0]), int(s[1])) if isinstance(s, (list, tuple)) else (int(s), int(s))
+
+    def reset_head(self, num_classes: int, labels=None) -> None:  # pragma: no cover - not meaningful here
+        raise ConfigError("keypoint models change keypoints through their schema, not reset_head")
+
+    # forward ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> KeypointRaw:
+        """x: (B, 3, H, W) normalised crops -> KeypointRaw."""
+        return self.forward_head(self.forward_features(x), tuple(x.shape[-2:]))
+
+    def forward_head(self, feats: list[torch.Tensor], input_hw: tuple[int, int] | None = None) -> KeypointRaw:
+        hw = input_hw or self.input_hw
+        main = self.head["main"]
+        if isinstance(main, HeatmapHead):
+            hm = main(feats[-1])  # (B, K, h, w)
+            points, scores = decode_heatmaps(hm.detach(), main.out_stride)
+            points = points * torch.tensor([hw[1] / (hm.shape[-1] * main.out_stride),
+                                            hw[0] / (hm.shape[-2] * main.out_stride)], device=points.device)
+            raw = KeypointRaw(points, scores.clamp(0, 1), hm)
+        else:
+            frac = main(feats[-1])  # (B, K, 2) fractions of the crop
+            pts = frac * torch.tensor([hw[1], hw[0]], dtype=frac.dtype, device=frac.device)
+            raw = KeypointRaw(pts, torch.ones(pts.shape[:2], device=pts.device))
+        if "refine" in self.head:
+            raw.coarse = raw.points
+            raw.points = self.head["refine"](feats[self.refine_index], raw.points, hw)
+        return raw
+
+    def infer(self, x: torch.Tensor, flip_test: bool = False, **_) -> KeypointRaw:
+        """Inference forward; ``flip_test`` averages with the mirrored input (pairs swapped)."""
+        raw = self(x)
+        if not flip_test:
+            return raw
+        f = self(x.flip(-1))
+        w = x.shape[-1]
+        if raw.heatmaps is not None and raw.coarse is None:
+            stride = w / raw.heatmaps.shape[-1]
+            hm = (raw.heatmaps.float() + flip_heatmaps(f.heatmaps.float(), self.perm)) / 2
+            pts, scores = decode_heatmaps(hm, stride)
+            return KeypointRaw(pts, scores.clamp(0, 1), hm)
+        pts = (raw.points.float() + flip_points(f.points.float(), w, self.perm)) / 2
+        return KeypointRaw(pts, (raw.scores + f.scores[:, self.perm]) / 2)
+
+    # training -----------------------------------------------------------------------
+    def _coord_loss(self, pred: torch.Tensor, gt: torch.Tensor, w: torch.Tensor, kind: str) -> torch.Tensor:
+        d = (pred.float() - gt) / self.input_hw[1] * WING_SCALE  # (B, K, 2) in 64-pixel-crop units
+        n = w.sum().clamp_min(1) * 2
+        if kind == "wing":
+            return (wing(d.abs()) * w[..., None]).sum() / n
+        if kind == "l1":
+            return (d.abs() * w[..., None]).sum() / n
+        return (d.pow(2) * w[..., None]).sum() / n
+
+    def loss(self, raw: KeypointRaw, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """targets: per crop {"keypoints" (K, 2) input pixels, "weights" (K,) 0 = not labelled}."""
+        gt = torch.stack([t["keypoints"] for t in targets]).float().to(raw.points.device)  # (B, K, 2)
+        w = torch.stack([t["weights"] for t in targets]).float().to(raw.points.device)  # (B, K)
+        if gt.shape[1:] != raw.points.shape[1:]:
+            raise ShapeError(f"targets have {gt.shape[1]} keypoints, the model {raw.points.shape[1]}")
+        out: dict[str, torch.Tensor] = {}
+        if raw.heatmaps is not None:
+            hm = raw.heatmaps.float()
+            stride = self.input_hw[1] / hm.shape[-1]
+            tgt = gaussian_heatmaps(gt, w, tuple(hm.shape[-2:]), stride, float(self.hcfg["sigma"]))
+            # per labelled keypoint: summed squared error over its map
+            main = ((hm - tgt).pow(2).sum((2, 3)) * (w > 0)).sum() / (w > 0).sum().clamp_min(1)
+        else:
+            main = self._coord_loss(raw.coarse if raw.coarse is not None else raw.points, gt, w, self.hcfg["loss"])
+        out["main"] = main.detach()
+        total = main
+        if raw.coarse is not None:
+            ref = self._coord_loss(raw.points, gt, w, "l1" if self.hcfg["loss"] == "mse" else self.hcfg["loss"])
+            out["refine"] = ref.detach()
+            total = total + ref
+        out["loss"] = total
+        return out
+
+    # inference ----------------------------------------------------------------------
+    def preprocessor(self, boxes=None) -> TopDown:
+        return TopDown.from_config(self.config["preprocessing"], boxes)
+
+    def to_image(self, raw: KeypointRaw, metas: list[dict]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image: (points (N, K, 2) original pixels, scores (N, K))."""
+        pts = raw.points.float().cpu().numpy() if raw is not None else np.zeros((0, 0, 2))
+        sc = raw.scores.float().cpu().numpy() if raw is not None else np.zeros((0, 0))
+        out, i = [], 0
+        k = len(self.schema["keypoints"])
+        for m in metas:
+            n = len(m["inv"])
+            p = np.stack([apply_affine(pts[i + j], m["inv"][j]) for j in range(n)]) if n else np.zeros((0, k, 2))
+            out.append((p, sc[i : i + n] if n else np.zeros((0, k))))
+            i += n
+        return out
+
+    def postprocess(self, raw: KeypointRaw | None, metas: list[dict], **_) -> list[Keypoints]:
+        return [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema["keypoints"]), self.schema["skeleton"])
+                for (p, s), m in zip(self.to_image(raw, metas), metas)]
+
+    def uncertainty(self, raw: KeypointRaw, metas=None, kind: str = "confidence") -> torch.Tensor:
+        """(B,) per crop: 1 - mean heatmap peak confidence. Regression heads have no
+        confidence: use ``mc_variance`` (MC dropout) instead."""
+        if raw.heatmaps is None:
+            raise ConfigError("a regression keypoint head has no confidence; use the 'variance' strategy "
+                              "(MC dropout)")
+        return 1 - raw.scores.float().mean(1)
+
+    @torch.no_grad()
+    def mc_variance(self, x: torch.Tensor, passes: int | None = None) -> torch.Tensor:
+        """(B,) predictive variance of the points over ``passes`` (config ``mc_passes``) MC
+        dropout passes of the head, in (fraction of crop width)^2, averaged over K x 2.
+        The backbone runs once; only the head's dropout is stochastic."""
+        from ...active.strategies import variance
+
+        feats = self.forward_features(x)
+        drop = self.head["main"].dropout
+        drop.train()
+        try:
+            runs = torch.stack([self.forward_head(feats, tuple(x.shape[-2:])).points.float() / x.shape[-1]
+                                for _ in range(int(passes or self.hcfg["mc_passes"]))])  # (T, B, K, 2)
+        finally:
+            drop.eval()
+        return variance(runs)
+
+    @torch.inference_mode()
+    def predict(self, inputs, batch_size: int = 16, boxes=None, flip_test: bool = False,
+                precision: str = "fp32") -> list[Keypoints]:
+        """inputs: paths or RGB arrays. ``boxes``: a list with an (N, 4) xyxy array per input,
+        a box source (see cvapps.tasks.keypoints.topdown), or None for the task's default
+        (landmarks: OpenCV's Haar face cascade; pose: the whole image)."""
+        from ...data.io import read_image
+        from ...inference.runner import run_batch
+
+        if isinstance(inputs, (str, np.ndarray)) or hasattr(inputs, "__fspath__"):
+            inputs = [inputs]
+        self.eval()
+        given = isinstance(boxes, (list, tuple))
+        if given and len(boxes) != len(inputs):
+            raise ConfigError(f"{len(boxes)} box arrays for {len(inputs)} inputs")
+        pre = self.preprocessor(None if given else boxes)
+        out: list[Keypoints] = []
+        for i in range(0, len(inputs), batch_size):
+            prepared = []
+            for j, a in enumerate(inputs[i : i + batch_size]):
+                img = a if isinstance(a, np.ndarray) else read_image(a)
+                if given:
+                    b = np.asarray(boxes[i + j], np.float64).reshape(-1, 4)
+                    prepared.append(pre.prepare_boxes(img, b, np.ones(len(b))))
+                else:
+                    prepared.append(pre.prepare(img, str(a) if not isinstance(a, np.ndarray) else ""))
+            out.extend(run_batch(self, [p[0] for p in prepared], [p[1] for p in prepared], precision,
+                                 pre=pre, flip_test=flip_test))
+        return out

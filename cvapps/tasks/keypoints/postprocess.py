@@ -1,0 +1,67 @@
+"""The typed keypoint prediction: points, per-point scores and boxes in original pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..base import Prediction
+
+POINT_THR = 0.2  # points below this confidence are not drawn or counted in instance scores
+
+
+def instance_scores(scores: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
+    """(N, K), (N,) -> (N,): box score x mean confidence of the confident points (the
+    SimpleBaseline rescoring COCO keypoint AP expects)."""
+    conf = np.where(scores > POINT_THR, scores, 0).sum(1) / np.maximum((scores > POINT_THR).sum(1), 1)
+    return box_scores * np.where((scores > POINT_THR).any(1), conf, scores.mean(1) if scores.size else 0)
+
+
+@dataclass
+class Keypoints(Prediction):
+    """points (N, K, 2) xy pixels, scores (N, K) in [0, 1], boxes (N, 4) xyxy, box_scores (N,);
+    ``names``/``skeleton`` from the model's schema."""
+
+    points: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    box_scores: np.ndarray
+    names: list[str]
+    skeleton: list
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def to_dict(self) -> list[dict]:
+        """COCO keypoint-results style records (without image_id): keypoints [x, y, score, ...]."""
+        out = []
+        inst = instance_scores(self.scores, self.box_scores)
+        for p, s, b, sc in zip(self.points, self.scores, self.boxes, inst):
+            kp = np.concatenate([p, s[:, None]], 1).reshape(-1)
+            out.append({"category_id": 1, "bbox": [round(float(b[0]), 2), round(float(b[1]), 2),
+                                                   round(float(b[2] - b[0]), 2), round(float(b[3] - b[1]), 2)],
+                        "score": round(float(sc), 4), "keypoints": [round(float(v), 2) for v in kp]})
+        return out
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        out = image.copy()
+        t = max(1, round(max(image.shape[:2]) / 400))
+        for p, s, b in zip(self.points, self.scores, self.boxes):
+            x1, y1, x2, y2 = (int(round(v)) for v in b)
+            cv2.rectangle(out, (x1, y1), (x2, y2), (255, 200, 0), t)
+            r = max(1, round(0.012 * max(x2 - x1, y2 - y1)))
+            for a, c in self.skeleton:
+                if s[a] > POINT_THR and s[c] > POINT_THR:
+                    cv2.line(out, tuple(int(v) for v in p[a]), tuple(int(v) for v in p[c]), (0, 200, 255), t,
+                             cv2.LINE_AA)
+            for (x, y), sc in zip(p, s):
+                if sc > POINT_THR:
+                    cv2.circle(out, (int(x), int(y)), r, (255, 40, 40), -1, cv2.LINE_AA)
+        return out
+
+    def summary(self) -> str:
+        if not len(self):
+            return "no instances"
+        return f"{len(self)} instance{'s' if len(self) != 1 else ''} x {self.points.shape[1]} points"

@@ -1,0 +1,130 @@
+"""Keypoint schemas: names, left/right flip pairs, skeleton edges, the two eye points
+NME normalises by, and OKS sigmas. Built in: COCO-17 body, CrowdPose-14, 68-point
+iBUG 300-W, 98-point WFLW, 29-point COFW, 19-point AFLW, 5-point faces; any other
+schema comes from the dataset file (names, skeleton) with flip pairs found by name."""
+
+from __future__ import annotations
+
+import re
+
+from ...errors import ConfigError
+
+_COCO_NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+               "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
+               "right_knee", "left_ankle", "right_ankle"]
+_COCO_SKELETON = [[15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7], [6, 8],
+                  [7, 9], [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6]]
+# COCO keypoint evaluation's per-keypoint falloff (cocoapi), and CrowdPose's
+_COCO_SIGMAS = [.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089]
+_CROWD_NAMES = ["left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+                "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck"]
+_CROWD_SIGMAS = [.079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089, .079, .079]
+_CROWD_SKELETON = [[12, 13], [13, 0], [13, 1], [0, 2], [2, 4], [1, 3], [3, 5], [0, 6], [1, 7], [6, 7], [6, 8],
+                   [8, 10], [7, 9], [9, 11]]
+
+
+def _ibug68_pairs() -> list[list[int]]:
+    pairs = [[i, 16 - i] for i in range(8)]  # jaw
+    pairs += [[17 + i, 26 - i] for i in range(5)]  # brows
+    pairs += [[31, 35], [32, 34]]  # nostrils
+    pairs += [[36, 45], [37, 44], [38, 43], [39, 42], [40, 47], [41, 46]]  # eyes
+    pairs += [[48, 54], [49, 53], [50, 52], [59, 55], [58, 56], [60, 64], [61, 63], [67, 65]]  # mouth
+    return pairs
+
+
+def _wflw_pairs() -> list[list[int]]:
+    pairs = [[i, 32 - i] for i in range(16)]
+    pairs += [[33 + i, 46 - i] for i in range(5)] + [[38 + i, 50 - i] for i in range(4)]
+    pairs += [[55, 59], [56, 58]]
+    pairs += [[60 + i, 72 - i] for i in range(5)] + [[65, 75], [66, 74], [67, 73]]
+    pairs += [[76, 82], [77, 81], [78, 80], [83, 87], [84, 86], [88, 92], [89, 91], [93, 95], [96, 97]]
+    return pairs
+
+
+def _chain(*runs: tuple[int, int]) -> list[list[int]]:
+    return [[i, i + 1] for a, b in runs for i in range(a, b)]
+
+
+BUILTIN: dict[str, dict] = {
+    "coco17": {"keypoints": _COCO_NAMES, "skeleton": _COCO_SKELETON, "sigmas": _COCO_SIGMAS, "eyes": [1, 2]},
+    "crowdpose14": {"keypoints": _CROWD_NAMES, "skeleton": _CROWD_SKELETON, "sigmas": _CROWD_SIGMAS, "eyes": None},
+    "ibug68": {"keypoints": [f"p{i}" for i in range(68)], "flip_pairs": _ibug68_pairs(), "eyes": [36, 45],
+               "skeleton": _chain((0, 16), (17, 21), (22, 26), (27, 30), (31, 35), (36, 41), (42, 47), (48, 59),
+                                  (60, 67))},
+    "wflw98": {"keypoints": [f"p{i}" for i in range(98)], "flip_pairs": _wflw_pairs(), "eyes": [60, 72],
+               "skeleton": _chain((0, 32), (33, 41), (42, 50), (51, 54), (55, 59), (60, 67), (68, 75), (76, 87),
+                                  (88, 95))},
+    "cofw29": {"keypoints": [f"p{i}" for i in range(29)], "eyes": [8, 9], "skeleton": [],
+               "flip_pairs": [[0, 1], [2, 3], [4, 6], [5, 7], [8, 9], [10, 11], [12, 14], [13, 15], [16, 17],
+                              [18, 19], [22, 23]]},
+    # AFLW is conventionally normalised by the face box, not the eyes
+    "aflw19": {"keypoints": [f"p{i}" for i in range(19)], "eyes": None, "skeleton": [],
+               "flip_pairs": [[0, 5], [1, 4], [2, 3], [6, 11], [7, 10], [8, 9], [12, 14], [15, 17]]},
+    "face5": {"keypoints": ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"], "eyes": [0, 1],
+              "skeleton": []},
+}
+FACE_BY_COUNT = {68: "ibug68", 98: "wflw98", 29: "cofw29", 19: "aflw19", 5: "face5"}
+DEFAULT_SIGMA = 0.05  # OKS falloff for keypoints without a published sigma
+
+
+def _pairs_by_name(names: list[str]) -> list[list[int]]:
+    """left_x / right_x (also l_ / r_, Left / Right) name pairs."""
+    pat = re.compile(r"^(left|right|l|r)([_\- ].*)$", re.I)
+    index = {n.lower(): i for i, n in enumerate(names)}
+    pairs = []
+    for i, n in enumerate(names):
+        m = pat.match(n)
+        if m and m.group(1).lower() in ("left", "l"):
+            other = ("right" if m.group(1).lower() == "left" else "r") + m.group(2).lower()
+            if other in index:
+                pairs.append([i, index[other]])
+    return pairs
+
+
+def complete(name: str, spec: dict) -> dict:
+    """A full schema dict from a partial spec (flip pairs by name, default sigmas)."""
+    names = list(spec["keypoints"])
+    k = len(names)
+    s = {"name": name, "keypoints": names, "skeleton": [list(e) for e in spec.get("skeleton") or []],
+         "flip_pairs": [list(p) for p in spec.get("flip_pairs") or _pairs_by_name(names)],
+         "sigmas": list(spec.get("sigmas") or [DEFAULT_SIGMA] * k), "eyes": spec.get("eyes")}
+    return validate(s)
+
+
+def builtin(name: str) -> dict:
+    if name not in BUILTIN:
+        raise ConfigError(f"unknown keypoint schema {name!r}", hint=f"built in: {', '.join(BUILTIN)}")
+    return complete(name, BUILTIN[name])
+
+
+def validate(s: dict) -> dict:
+    k = len(s["keypoints"])
+    for field in ("skeleton", "flip_pairs"):
+        for e in s[field]:
+            if len(e) != 2 or not all(0 <= int(i) < k for i in e):
+                raise ConfigError(f"schema {s['name']!r}: {field} entry {e} is not a pair of indices below {k}")
+    if len(s["sigmas"]) != k:
+        raise ConfigError(f"schema {s['name']!r}: {len(s['sigmas'])} sigmas for {k} keypoints")
+    if s.get("eyes") is not None and (len(s["eyes"]) != 2 or not all(0 <= i < k for i in s["eyes"])):
+        raise ConfigError(f"schema {s['name']!r}: eyes must be two keypoint indices")
+    return s
+
+
+def from_dataset(names: list[str], skeleton_1based: list | None, count: int) -> dict:
+    """The schema of a dataset file: known names / counts map to the built-ins (which carry
+    flip pairs, eyes and sigmas); anything else becomes a user-defined schema."""
+    if names:
+        if len(names) != count:
+            raise ConfigError(f"the category lists {len(names)} keypoint names but annotations have {count} points")
+        for key in ("coco17", "crowdpose14"):
+            if [n.lower() for n in names] == [n.lower() for n in BUILTIN[key]["keypoints"]]:
+                return builtin(key)
+        if [n.lower() for n in names] == ["head_top" if n == "head" else n for n in _CROWD_NAMES]:
+            return builtin("crowdpose14")
+        skel = [[a - 1, b - 1] for a, b in skeleton_1based or []]
+        lower = [n.lower() for n in names]
+        eyes = [lower.index("left_eye"), lower.index("right_eye")] if {"left_eye", "right_eye"} <= set(lower) else None
+        return complete("custom", {"keypoints": names, "skeleton": skel, "eyes": eyes})
+    if count in FACE_BY_COUNT:
+        return builtin(FACE_BY_COUNT[count])
+    return complete("custom", {"keypoints": [f"p{i}" for i in range(count)]})

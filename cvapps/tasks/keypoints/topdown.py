@@ -1,0 +1,151 @@
+"""Top-down input: find boxes in a full image (file, cvapps detector, OpenCV Haar cascade,
+or the whole image), cut an aspect-preserving affine crop per box, remember the inverse
+map so predicted points land back in original image pixels."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from ...data.transforms import _normalize
+from ...errors import ConfigError, DataError
+from ...ops.keypoints import crop_affine, invert_affine, warp
+
+BoxFn = Callable[[np.ndarray, str, "int | None"], tuple[np.ndarray, np.ndarray]]
+
+
+class TopDown:
+    """prepare_frame(frame) -> (crops (N, 3, H, W) uint8, meta {"width", "height", "boxes"
+    (N, 4) xyxy, "box_scores" (N,), "inv" (N, 2, 3) crop -> image}); N may be 0."""
+
+    def __init__(self, mean, std, input_size, margin: float = 1.25, boxes: BoxFn | None = None):
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.hw = (int(input_size[0]), int(input_size[1])) if isinstance(input_size, (list, tuple)) else \
+            (int(input_size),) * 2
+        self.margin = float(margin)
+        self.boxes = boxes or whole_image
+
+    @classmethod
+    def from_config(cls, pre: dict, boxes: BoxFn | None = None) -> "TopDown":
+        return cls(pre["mean"], pre["std"], pre["input_size"], pre.get("margin", 1.25), boxes)
+
+    def crop(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> (crop (H, W, 3) uint8, m (2, 3) image -> crop)."""
+        m = crop_affine(box, self.hw, self.margin)
+        return warp(image, m, self.hw), m
+
+    def prepare_boxes(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> tuple[torch.Tensor, dict]:
+        crops, inv = [], []
+        for b in boxes:
+            c, m = self.crop(image, b)
+            crops.append(torch.from_numpy(c).permute(2, 0, 1))
+            inv.append(invert_affine(m))
+        x = torch.stack(crops) if crops else torch.zeros((0, 3, *self.hw), dtype=torch.uint8)
+        meta = {"width": image.shape[1], "height": image.shape[0], "boxes": np.asarray(boxes, np.float64).reshape(-1, 4),
+                "box_scores": np.asarray(scores, np.float64).reshape(-1),
+                "inv": np.asarray(inv, np.float64).reshape(-1, 2, 3)}
+        return x, meta
+
+    def prepare(self, image: np.ndarray, source: str = "", frame: int | None = None) -> tuple[torch.Tensor, dict]:
+        boxes, scores = self.boxes(image, source, frame)
+        return self.prepare_boxes(image, boxes, scores)
+
+    def prepare_frame(self, f) -> tuple[torch.Tensor, dict]:
+        return self.prepare(f.image, f.source, f.frame)
+
+    def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
+        return _normalize(batch_u8, self.mean, self.std)
+
+
+def whole_image(image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image.shape[:2]
+    return np.array([[0, 0, w, h]], np.float64), np.ones(1)
+
+
+class HaarFaces:
+    """OpenCV's bundled frontal-face Haar cascade (pretrained, ships inside opencv-python).
+    Haar boxes are tight (brows to mouth); ``grow`` enlarges them towards the point-derived
+    boxes the landmark models train on (chin and jaw included)."""
+
+    def __init__(self, min_size: int = 30, grow: float = 1.15, shift_down: float = 0.08):
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise ConfigError(f"cannot load OpenCV's Haar cascade {path}",
+                              hint="install opencv-python-headless 4.x (OpenCV 5 dropped the cascades); "
+                                   "or pass --faces FILE / --detector MODEL")
+        self.min_size, self.grow, self.shift = min_size, grow, shift_down
+        self._lock = threading.Lock()  # CascadeClassifier is not re-entrant
+
+    def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
+        grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
+        with self._lock:
+            found = self.cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5,
+                                                  minSize=(self.min_size, self.min_size))
+        boxes = []
+        for x, y, w, h in (found if len(found) else []):
+            cx, cy = x + w / 2, y + h / 2 + self.shift * h
+            s = max(w, h) * self.grow / 2
+            boxes.append([cx - s, cy - s, cx + s, cy + s])
+        return np.asarray(boxes, np.float64).reshape(-1, 4), np.ones(len(boxes))
+
+
+class DetectorBoxes:
+    """Boxes from a cvapps detection model; ``label`` keeps one class (e.g. person/face)
+    when the detector knows it."""
+
+    def __init__(self, detector, label: str | None = None, conf: float = 0.3):
+        self.det, self.conf = detector.eval(), conf
+        self.keep = None
+        if label is not None and label in detector.labels:
+            self.keep = detector.labels.index(label)
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            d = self.det.predict(image, conf=self.conf)[0]
+        keep = np.ones(len(d.boxes), bool) if self.keep is None else d.labels == self.keep
+        return np.asarray(d.boxes, np.float64)[keep].reshape(-1, 4), np.asarray(d.scores, np.float64)[keep]
+
+
+class FileBoxes:
+    """COCO-style boxes from a file: a COCO dataset (images + annotations) or a detection
+    results list ([{"image_id", "bbox": [x, y, w, h], "score"}]; image ids match file names
+    through ``images`` when present, else numeric file stems such as 000000000785.jpg)."""
+
+    def __init__(self, path: str | Path, min_score: float = 0.0, category_id: int | None = None):
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise DataError("no such boxes file", path=str(p)) from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON: {e}", path=str(p)) from None
+        anns = d.get("annotations", []) if isinstance(d, dict) else d
+        names = {im["id"]: im["file_name"] for im in d.get("images", [])} if isinstance(d, dict) else {}
+        self.by_key: dict[str, list] = {}
+        for a in anns:
+            if not isinstance(a, dict) or "bbox" not in a:
+                raise DataError("every entry needs a 'bbox' [x, y, w, h]", path=str(p))
+            if category_id is not None and a.get("category_id", category_id) != category_id:
+                continue
+            if float(a.get("score", 1.0)) < min_score:
+                continue
+            key = a.get("file_name") or a.get("source") or names.get(a.get("image_id")) or str(a.get("image_id"))
+            x, y, w, h = map(float, a["bbox"])
+            if w <= 0 or h <= 0:
+                raise DataError(f"box {a['bbox']} of {key} has zero size", path=str(p))
+            self.by_key.setdefault(Path(str(key)).name, []).append(([x, y, x + w, y + h], float(a.get("score", 1.0))))
+        self.path = p
+
+    def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
+        name = Path(source).name
+        stem = Path(source).stem
+        hits = self.by_key.get(name) or (self.by_key.get(str(int(stem))) if stem.isdigit() else None) or []
+        return np.asarray([h[0] for h in hits], np.float64).reshape(-1, 4), np.asarray([h[1] for h in hits])

@@ -1,0 +1,239 @@
+"""Keypoint data plumbing for cvapps.api: instance crops for training and evaluation
+(augmented with albumentations, flips swap left/right points), the evaluator that maps
+predictions back to image pixels, and the landmark results-file evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ...data.io import read_image
+from ...data.keypoints import KeypointData
+from ...errors import DataError
+from ...ops.keypoints import apply_affine, box_from_points, invert_affine
+from .topdown import TopDown
+
+
+def augment(rotate: float = 30.0) -> A.Compose:
+    """Crop-space augmentation; keypoints as (x, y) in albumentations' pixel-index convention.
+    save_applied_params tells the dataset whether to swap left/right points."""
+    return A.Compose([
+        A.Affine(scale=(0.75, 1.25), rotate=(-rotate, rotate), translate_percent=(-0.05, 0.05), p=0.8,
+                 border_mode=cv2.BORDER_CONSTANT, fill=0),
+        A.HorizontalFlip(p=0.5),
+        A.RandomBrightnessContrast(p=0.5),
+        A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=20, val_shift_limit=10, p=0.3),
+    ], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), save_applied_params=True)
+
+
+class KeypointDataset(Dataset):
+    """One item per labelled instance: (x (3, H, W) float32 normalised, target {"keypoints"
+    (K, 2) crop pixels, "weights" (K,) 1 labelled / 0 not (or pushed out of the crop),
+    "gt" (K, 3) image pixels, "inv" (2, 3) crop -> image, "box" (4,), "image_id", "area"})."""
+
+    def __init__(self, data: KeypointData, topdown: TopDown, augment: A.Compose | None = None,
+                 flip_pairs: list | None = None):
+        self.data, self.td, self.augment = data, topdown, augment
+        self.items = data.instances()
+        k = data.num_keypoints
+        self.perm = list(range(k))
+        for a, b in flip_pairs if flip_pairs is not None else data.schema["flip_pairs"]:
+            self.perm[a], self.perm[b] = b, a
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        r_idx, k_idx = self.items[i]
+        rec = self.data.records[r_idx]
+        inst = rec.instances[k_idx]
+        img = read_image(rec.path)
+        if img.shape[:2] != (rec.height, rec.width):
+            raise DataError(f"image is {img.shape[1]}x{img.shape[0]}, the annotations say {rec.width}x{rec.height}",
+                            path=str(rec.path))
+        crop, m = self.td.crop(img, inst.box)
+        pts = apply_affine(inst.keypoints[:, :2], m)  # (K, 2) crop pixels
+        w = (inst.keypoints[:, 2] > 0).astype(np.float32)
+        if self.augment is not None:
+            out = self.augment(image=crop, keypoints=pts - 0.5)
+            crop, pts = out["image"], np.asarray(out["keypoints"], np.float64)[:, :2] + 0.5
+            if any(name == "HorizontalFlip" for name, _ in out.get("applied_transforms", [])):
+                pts, w = pts[self.perm], w[self.perm]
+            h, wd = self.td.hw
+            inside = (pts[:, 0] >= 0) & (pts[:, 0] < wd) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+            w = w * inside
+        x = self.td.normalize(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None])[0]
+        target = {"keypoints": torch.from_numpy(pts).float(), "weights": torch.from_numpy(w).float(),
+                  "gt": torch.from_numpy(inst.keypoints).float(), "inv": torch.from_numpy(invert_affine(m)),
+                  "box": torch.from_numpy(inst.box), "image_id": rec.image_id, "area": inst.area, "index": i}
+        return x, target
+
+    @staticmethod
+    def collate(batch):
+        batch = [b for b in batch if b is not None]
+        return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+class KeypointCollector:
+    """Accumulates predictions mapped back to image pixels with their ground truth."""
+
+    def __init__(self):
+        self.pred, self.scores, self.gt, self.boxes, self.image_ids, self.areas = [], [], [], [], [], []
+
+    def add(self, raw, targets: list[dict]) -> None:
+        pts = raw.points.float().cpu().numpy()
+        sc = raw.scores.float().cpu().numpy()
+        for p, s, t in zip(pts, sc, targets):
+            self.pred.append(apply_affine(p, t["inv"].numpy()))
+            self.scores.append(s)
+            self.gt.append(t["gt"].numpy().astype(np.float64))
+            self.boxes.append(t["box"].numpy())
+            self.image_ids.append(int(t["image_id"]))
+            self.areas.append(float(t["area"]))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError("no such results file", path=str(path))
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"line {n}: not JSON ({e.msg})", path=str(path)) from None
+    return rows
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def load_results(path: str | Path, gt: KeypointData) -> dict[str, list[dict]]:
+    """Predictions per image file name from a COCO keypoint-results JSON (a list with
+    image_id) or a predict JSON Lines file (records with "source" and "predictions")."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("no such results file", path=str(path))
+    text = path.read_text()
+    by_name: dict[str, list[dict]] = {}
+    if text.lstrip().startswith("["):
+        names = {r.image_id: r.path.name for r in gt.records}
+        for d in json.loads(text):
+            if "keypoints" not in d or "image_id" not in d:
+                raise DataError("COCO keypoint results need image_id and keypoints in every entry", path=str(path))
+            if d["image_id"] in names:
+                by_name.setdefault(names[d["image_id"]], []).append(d)
+        return by_name
+    for r in _read_jsonl(path):
+        by_name.setdefault(Path(str(r.get("source", ""))).name, []).extend(r.get("predictions") or [])
+    return by_name
+
+
+def match_results(by_name: dict[str, list[dict]], gt: KeypointData, min_iou: float = 0.3):
+    """Each ground-truth instance takes the unused prediction of its image with the highest
+    box IoU (>= ``min_iou``; predictions without a box get the box of their points).
+    -> (pairs of (pred (K, 2), gt (K, 3), box xyxy), number of instances left unmatched)."""
+    k = gt.num_keypoints
+    pairs, missed = [], 0
+    for rec in gt.records:
+        preds = by_name.get(rec.path.name, [])
+        kps = []
+        for p in preds:
+            kp = np.asarray(p["keypoints"], np.float64).reshape(-1, 3)
+            if len(kp) != k:
+                raise DataError(f"{rec.path.name}: a prediction has {len(kp)} points, the ground truth {k}")
+            kps.append(kp)
+        has_box = [bool(p.get("bbox")) for p in preds]
+        pboxes = [np.array([p["bbox"][0], p["bbox"][1], p["bbox"][0] + p["bbox"][2], p["bbox"][1] + p["bbox"][3]])
+                  if hb else box_from_points(kp[:, :2], kp[:, 2] > 0) for p, kp, hb in zip(preds, kps, has_box)]
+        used: set[int] = set()
+        for inst in rec.instances:
+            lab = inst.keypoints[:, 2] > 0
+            if inst.iscrowd or not lab.any():
+                continue
+            best, best_iou = None, min_iou
+            for j, b in enumerate(pboxes):
+                # a box-less prediction is compared with the box of the labelled points
+                iou = _iou(b, inst.box if has_box[j] else box_from_points(inst.keypoints[:, :2], lab))
+                if j not in used and iou >= best_iou:
+                    best, best_iou = j, iou
+            if best is None:
+                missed += 1
+                continue
+            used.add(best)
+            pairs.append((kps[best][:, :2], inst.keypoints, inst.box))
+    return pairs, missed
+
+
+def evaluate_results_file(results: str | Path, gt: KeypointData, task: str | None = None) -> dict:
+    """Landmarks (face schemas, or task "landmarks"): NME / FR / AUC over IoU-matched faces,
+    unmatched faces counted as failures. Pose: COCO OKS AP/AR (pycocotools) on all results
+    plus PCK@0.2 over the IoU-matched instances."""
+    from ..landmarks.model import evaluate_pairs
+    from ..pose.metrics import oks_metrics, pck
+
+    face = gt.schema["name"] in ("ibug68", "wflw98", "cofw29", "aflw19", "face5")
+    task = task or ("landmarks" if face else "pose")
+    by_name = load_results(results, gt)
+    pairs, missed = match_results(by_name, gt)
+    if task == "landmarks":
+        return evaluate_pairs(pairs, missed, gt.schema.get("eyes"))
+    ids = {r.path.name: r.image_id for r in gt.records}
+    coco_res = []
+    for name, preds in by_name.items():
+        for p in preds:
+            kp = np.asarray(p["keypoints"], np.float64).reshape(-1, 3)
+            coco_res.append({"image_id": ids[name], "category_id": 1, "keypoints": kp.reshape(-1).tolist(),
+                             "score": float(p.get("score", 1.0))})
+    m = oks_metrics(gt.to_coco(), coco_res, gt.schema["sigmas"])
+    m["PCK"] = pck(np.stack([p for p, _, _ in pairs]), np.stack([g for _, g, _ in pairs]),
+                   np.stack([b for _, _, b in pairs])) if pairs else 0.0
+    m["count"], m["unmatched"] = len(pairs), missed
+    return m
+
+
+def datasets(model, train_data: KeypointData, val_data: KeypointData | None):
+    """make_train(augment) and the validation dataset, both cropping ground-truth boxes."""
+    td = TopDown.from_config(model.config["preprocessing"])
+    rotate = 30.0 if model.task == "pose" else 20.0
+
+    def make_train(aug: bool):
+        return KeypointDataset(train_data, td, augment(rotate) if aug else None, model.schema["flip_pairs"])
+
+    return make_train, KeypointDataset(val_data, td, None, model.schema["flip_pairs"]) if val_data else None
+
+
+def check_schema(model, data: KeypointData) -> None:
+    k, mk = data.num_keypoints, len(model.schema["keypoints"])
+    if k != mk:
+        raise DataError(f"the data has {k} keypoints per instance, the model's schema "
+                        f"{model.schema['name']!r} has {mk}", path=data.source)
+
+
+def box_source(task: str, boxes: str | None = None, detector=None, detector_label: str | None = None,
+               box_conf: float = 0.0):
+    """The box source the user asked for: a boxes file, a cvapps detector, or the task's
+    default (None: Haar faces for landmarks, the whole image for pose)."""
+    from .topdown import DetectorBoxes, FileBoxes
+
+    if boxes and detector is not None:
+        from ...errors import ConfigError
+
+        raise ConfigError("give either a boxes file or a detector, not both")
+    if boxes:
+        return FileBoxes(boxes, min_score=box_conf)
+    if detector is not None:
+        return DetectorBoxes(detector, detector_label or ("face" if task == "landmarks" else "person"),
+                             conf=box_conf or 0.3)
+    return None

@@ -1,0 +1,3 @@
+from .model import LandmarkModel
+
+__all__ = ["LandmarkModel"]

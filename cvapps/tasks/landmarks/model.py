@@ -1,0 +1,46 @@
+"""Facial landmarks: the keypoint model on face crops (Wing loss, optional cascade),
+scored by NME / failure rate / AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..base import register_task
+from ..keypoints.model import KeypointModel
+from ..keypoints.workflow import KeypointCollector
+from .metrics import landmark_metrics, nme, normaliser
+
+
+@register_task("landmarks")
+class LandmarkModel(KeypointModel):
+    default_loss = "wing"
+    default_size = [256, 256]
+
+    def primary_metric(self) -> tuple[str, str]:
+        return "NME", "min"
+
+    def preprocessor(self, boxes=None):
+        """Face crops; boxes default to OpenCV's Haar frontal-face cascade."""
+        from ..keypoints.topdown import HaarFaces
+
+        return super().preprocessor(boxes if boxes is not None else HaarFaces())
+
+    def make_evaluator(self, ds) -> "LandmarkEvaluator":
+        return LandmarkEvaluator(self.schema.get("eyes"))
+
+
+class LandmarkEvaluator(KeypointCollector):
+    def __init__(self, eyes):
+        super().__init__()
+        self.eyes = eyes
+
+    def nmes(self) -> list[float]:
+        return [nme(p, g, normaliser(g, b, self.eyes)) for p, g, b in zip(self.pred, self.gt, self.boxes)]
+
+    def compute(self) -> dict:
+        return landmark_metrics(self.nmes())
+
+
+def evaluate_pairs(pairs, missed: int, eyes) -> dict:
+    """(pred, gt, box) pairs from a results file -> landmark metrics."""
+    return landmark_metrics([nme(p, g, normaliser(g, np.asarray(b), eyes)) for p, g, b in pairs], missed)

@@ -1,0 +1,3 @@
+from .model import PoseModel
+
+__all__ = ["PoseModel"]
