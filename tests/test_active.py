@@ -79,6 +79,10 @@ def pool(tmp_path):
     ("detect", {"backbone": "mobilenet_v2", "labels": ["a", "b"], "img_size": 64}, "entropy"),
     ("segment", {"backbone": "segnet_basic", "labels": ["a", "b"], "kind": "segnet", "img_size": 32}, "margin"),
     ("segment", {"backbone": "segnet_basic", "labels": ["a", "b"], "kind": "segnet", "img_size": 32}, "coreset"),
+    ("pose", {"backbone": "mobilenet_v3_small", "img_size": [64, 64]}, "least_confidence"),
+    ("pose", {"backbone": "mobilenet_v3_small", "img_size": [64, 64], "kind": "regression"}, "hybrid"),
+    ("landmarks", {"backbone": "mobilenet_v3_small", "img_size": [64, 64], "schema": "face5", "kind": "regression"},
+     "variance"),
 ])
 def test_select_cli_for_each_task(tmp_path, pool, capsys, task, kwargs, strategy):
     torch.manual_seed(0)
@@ -91,7 +95,7 @@ def test_select_cli_for_each_task(tmp_path, pool, capsys, task, kwargs, strategy
     sel = json.loads((tmp_path / "sel" / "selection.json").read_text())
     assert [r["rank"] for r in sel] == [1, 2, 3] and all(r["strategy"] == strategy for r in sel)
     assert str(pool / "p0.png") not in {r["path"] for r in sel}  # excluded
-    if strategy in ("bald", "entropy", "margin"):  # pure uncertainty ranking: scores descend
+    if strategy in ("bald", "entropy", "margin", "least_confidence"):  # pure uncertainty ranking: scores descend
         assert [r["score"] for r in sel] == sorted([r["score"] for r in sel], reverse=True)
     assert (tmp_path / "sel" / "contact_sheet.png").is_file() and len(list((tmp_path / "to_label").iterdir())) == 3
     with open(tmp_path / "sel" / "selection.csv") as f:
@@ -148,3 +152,12 @@ def test_simulator_curves_and_cli(tmp_path, colour_folder, capsys):
     for c in curves["strategies"].values():
         assert len(c["mean"]) == 3 and len(c["runs"]) == 2 and all(0 <= a <= 1 for a in c["mean"])
     assert (tmp_path / "sim" / "learning_curves.png").is_file()
+
+
+def test_keypoint_pseudo_labels_are_coco_keypoints(tmp_path, pool):
+    from cvapps.data.keypoints import read_coco_keypoints
+
+    m = cvapps.create_model("pose", "mobilenet_v3_small", img_size=[64, 64])
+    cvapps.select(m, str(pool), 2, "least_confidence", out=str(tmp_path / "k"), pseudo_label=0.0)
+    d = read_coco_keypoints(tmp_path / "k" / "pseudo_labels_keypoints.json", pool)
+    assert len(d) == 4 and d.schema["name"] == "coco17"  # the 4 unselected images, the model's schema

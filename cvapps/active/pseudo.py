@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..inference.runner import run_batch
 from ..inference.sources import batched, iter_frames, prefetch
 from ..modelfile import atomic_write
 
@@ -32,18 +33,24 @@ def write_pseudo_labels(model, paths: list[Path], threshold: float, out_dir: Pat
         coco = {"images": [], "annotations": [],
                 "categories": [{"id": c, "name": n} for c, n in zip(model.config.get("category_ids") or
                                                                      range(1, len(model.labels) + 1), model.labels)]}
+    elif model.task in ("landmarks", "pose"):
+        target = out_dir / "pseudo_labels_keypoints.json"
+        sch = model.config["schema"]
+        coco = {"images": [], "annotations": [], "categories": [
+            {"id": 1, "name": "face" if model.task == "landmarks" else "person", "keypoints": sch["keypoints"],
+             "skeleton": [[a + 1, b + 1] for a, b in sch["skeleton"]]}]}
     else:
         target = out_dir / "pseudo_masks"
         target.mkdir(exist_ok=True)
     try:
-        for batch in batched(prefetch(iter_frames(paths), hook=pre.prepare), batch_size):
+        frames = prefetch(iter_frames(paths), hook=pre.prepare, frame_hook=getattr(pre, "prepare_frame", None))
+        for batch in batched(frames, batch_size):
             good = [fr for fr in batch if fr.error is None]
             if not good:
                 continue
-            x = pre.normalize(torch.stack([fr.payload[0] for fr in good]).to(model.device))
             metas = [fr.payload[1] for fr in good]
             kw = {"conf": threshold} if model.task == "detect" else {}
-            preds = model.postprocess(model(x), metas, **kw)
+            preds = run_batch(model, [fr.payload[0] for fr in good], metas, pre=pre, **kw)
             for fr, p, meta in zip(good, preds, metas):
                 if model.task == "classify":
                     if p.topk and p.topk[0][2] >= threshold:
@@ -59,6 +66,26 @@ def write_pseudo_labels(model, paths: list[Path], threshold: float, out_dir: Pat
                                                     "category_id": r["category_id"], "bbox": r["bbox"],
                                                     "area": bw * bh, "iscrowd": 0, "score": r["score"]})
                     n += 1
+                elif model.task in ("landmarks", "pose"):
+                    keep = [r for r in p.to_dict() if r["score"] >= threshold]
+                    if not keep:
+                        continue
+                    img_id = len(coco["images"]) + 1
+                    coco["images"].append({"id": img_id, "file_name": Path(fr.source).name,
+                                           "width": meta["width"], "height": meta["height"]})
+                    for r in keep:
+                        kp = np.asarray(r["keypoints"]).reshape(-1, 3)
+                        inside = (kp[:, 0] >= 0) & (kp[:, 0] <= meta["width"]) & (kp[:, 1] >= 0) & \
+                            (kp[:, 1] <= meta["height"])
+                        # confident points inside the image become labelled, the rest unlabelled
+                        kp[:, 2] = np.where((kp[:, 2] > 0.2) & inside, 2, 0)
+                        kp[kp[:, 2] == 0, :2] = 0
+                        coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": img_id,
+                                                    "category_id": 1, "bbox": r["bbox"], "iscrowd": 0,
+                                                    "area": r["bbox"][2] * r["bbox"][3], "score": r["score"],
+                                                    "keypoints": kp.reshape(-1).tolist(),
+                                                    "num_keypoints": int((kp[:, 2] > 0).sum())})
+                    n += 1
                 else:
                     mask = p.mask.copy()
                     mask[p.scores < threshold] = int(model.config["head"]["ignore_index"])
@@ -69,6 +96,6 @@ def write_pseudo_labels(model, paths: list[Path], threshold: float, out_dir: Pat
     finally:
         if model.task == "classify":
             f.close()
-    if model.task == "detect":
+    if model.task in ("detect", "landmarks", "pose"):
         atomic_write(target, lambda tmp: tmp.write_text(json.dumps(coco)))
     return {"written": n, "file": str(target)}

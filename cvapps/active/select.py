@@ -19,7 +19,7 @@ from ..data.io import is_image
 from ..errors import ConfigError, DataError
 from ..inference.sources import batched, expand_sources, iter_frames, prefetch
 from .strategies import STRATEGIES, bald, entropy, hybrid, k_center_greedy, least_confidence, margin, rank, \
-    random_order
+    random_order, variance
 
 _PROB_FNS = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy}
 
@@ -29,11 +29,40 @@ def supported(model) -> list[str]:
     base = ["random", "coreset"]
     if model.task == "classify" and model.kind in ("multiclass", "binned"):
         return base + ["least_confidence", "margin", "entropy", "bald", "hybrid"]
+    if model.task == "classify" and model.kind == "regression":
+        return base + ["variance"]
     if model.task == "detect":
         return base + ["least_confidence", "entropy", "hybrid"]
     if model.task == "segment":
         return base + ["entropy", "margin", "hybrid"]
+    if model.task in ("landmarks", "pose"):
+        heat = model.config["head"]["kind"] == "heatmap"
+        return base + (["least_confidence"] if heat else []) + ["variance", "hybrid"]
     return base
+
+
+def model_input(pre, payloads: list) -> tuple[torch.Tensor, list[int] | None]:
+    """Stack per-image inputs; top-down tasks give an (N, 3, H, W) crop stack per image:
+    those are concatenated and their counts returned to reduce crop scores per image."""
+    if payloads[0].dim() == 4:
+        return torch.cat(payloads), [len(p) for p in payloads]
+    return torch.stack(payloads), None
+
+
+def per_image(values: torch.Tensor, counts: list[int] | None, reduce: str = "max") -> torch.Tensor:
+    """(sum(counts), ...) crop values -> (len(counts), ...) per image (max or mean); an
+    image without instances scores 0 (nothing there the model could learn from)."""
+    if counts is None:
+        return values
+    out, i = [], 0
+    for n in counts:
+        chunk = values[i : i + n]
+        if n == 0:
+            out.append(torch.zeros(values.shape[1:], dtype=values.dtype))
+        else:
+            out.append(chunk.max(0).values if reduce == "max" else chunk.mean(0))
+        i += n
+    return torch.stack(out)
 
 
 def _scores(model, x: torch.Tensor, metas: list[dict], strategy: str, mc_passes: int) -> torch.Tensor:
@@ -41,16 +70,20 @@ def _scores(model, x: torch.Tensor, metas: list[dict], strategy: str, mc_passes:
     if strategy in ("random", "coreset"):
         return torch.zeros(x.shape[0])
     if model.task == "classify":
-        if strategy == "bald":
+        if strategy in ("bald", "variance"):
             cached = model.cache_features(model.forward_features(x))  # the backbone once, the head T times
             model.head.dropout.train()  # MC dropout: only the head's dropout is stochastic
             try:
-                mc = torch.stack([model.forward_cached(cached).logits.softmax(1) for _ in range(mc_passes)])
+                out = [model.forward_cached(cached).logits.float() for _ in range(mc_passes)]
             finally:
                 model.head.dropout.eval()
-            return bald(mc)
+            return variance(torch.stack(out)) if strategy == "variance" else bald(torch.stack(out).softmax(-1))
         probs = model(x).logits.float().softmax(1)
         return _PROB_FNS["entropy" if strategy == "hybrid" else strategy](probs)
+    if model.task in ("landmarks", "pose"):  # per crop; reduced per image by the caller
+        if strategy == "variance" or (strategy == "hybrid" and model.config["head"]["kind"] == "regression"):
+            return model.mc_variance(x, mc_passes).cpu()
+        return model.uncertainty(model(x)).cpu()
     raw = model(x)
     if model.task == "segment":
         return model.uncertainty(raw, metas, kind="margin" if strategy == "margin" else "entropy")
@@ -116,18 +149,24 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
                        console=console, transient=True)
         with bar:
             tid = bar.add_task("score", total=len(todo))
-            for batch in batched(prefetch(iter_frames(todo), hook=pre.prepare), batch_size):
+            frames = prefetch(iter_frames(todo), hook=pre.prepare, frame_hook=getattr(pre, "prepare_frame", None))
+            for batch in batched(frames, batch_size):
                 good = [fr for fr in batch if fr.error is None]
                 for fr in batch:
                     if fr.error is not None:
                         console.print(f"[red]skipped[/red] {fr.error.one_line()}", highlight=False)
                 if good:
-                    x = pre.normalize(torch.stack([fr.payload[0] for fr in good]).to(model.device))
+                    x, counts = model_input(pre, [fr.payload[0] for fr in good])
+                    x = pre.normalize(x.to(model.device))
                     metas = [fr.payload[1] for fr in good]
-                    s = _scores(model, x, metas, strategy, mc_passes)
+                    s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
+                        torch.zeros(len(good))
                     rows = [[fr.source, f"{float(v):.6g}"] for fr, v in zip(good, s)]
                     if need_emb:
-                        emb = model.forward_features(x)[-1].float().mean((2, 3)).cpu().numpy().astype(np.float16)
+                        d = model.backbone.out_channels
+                        crops = model.forward_features(x)[-1].float().mean((2, 3)).cpu() if len(x) else \
+                            torch.zeros(0, d)
+                        emb = per_image(crops, counts, "mean").numpy().astype(np.float16)
                         ef.write(emb.tobytes())
                         ef.flush()
                     w.writerows(rows)
@@ -175,8 +214,8 @@ def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None) -> N
 
 
 def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 6, tile: int = 160, limit: int = 60) -> None:
-    """Grid of the selected images with rank and score under each; for detection and
-    segmentation models the predictions are drawn on the tiles."""
+    """Grid of the selected images with rank and score under each; for detection,
+    segmentation and keypoint models the predictions are drawn on the tiles."""
     import cv2
 
     from ..data.io import read_image
@@ -189,7 +228,7 @@ def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 6, tile: 
     sheet = np.full((n_rows * (tile + 24), cols * tile, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         img = read_image(row["path"])
-        if model is not None and model.task in ("detect", "segment"):
+        if model is not None and model.task in ("detect", "segment", "landmarks", "pose"):
             img = model.predict(img)[0].draw(img)
         s = tile / max(img.shape[:2])
         img = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))))
