@@ -130,9 +130,22 @@ def _classify_config(backbone, labels, spec, pre, kind, img_size, weights, head)
             "preprocessing": pre, "weights": weights}
 
 
-def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu") -> TaskModel:
-    """A model file path, or a weights name such as ``mobilenet_v2.imagenet1k``."""
+def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu", backend: str = "torch"):
+    """A model file path, or a weights name such as ``mobilenet_v2.imagenet1k``. An exported
+    ``.onnx`` file (or ``backend="onnxruntime"``) loads as an ONNX Runtime model."""
     text = str(name_or_path)
+    if backend not in ("torch", "onnxruntime"):
+        raise ConfigError(f"unknown backend {backend!r}", hint="torch or onnxruntime")
+    if text.endswith(".onnx") or backend == "onnxruntime":
+        from .export import OnnxModel
+
+        if not text.endswith(".onnx"):
+            raise ConfigError("the onnxruntime backend runs exported .onnx files",
+                              hint=f"cvapps export --model {text} --format onnx --out model.onnx")
+        m = OnnxModel(text, device=device)
+        if task is not None and m.task != task:
+            raise ConfigError(f"{text} is a {m.task} model, not {task}")
+        return m
     if Path(text).exists() or text.endswith(".safetensors"):
         return load_model(text, task=task, device=device)
     if text in all_weights():
@@ -147,16 +160,34 @@ def save(model: TaskModel, path: str | Path) -> Path:
     return save_model(model, path)
 
 
+def _model(model, task: str | None, device: str, backend: str = "torch"):
+    """A ready model: TaskModel / OnnxModel objects pass through, names and paths load."""
+    from .export import OnnxModel
+
+    if isinstance(model, (TaskModel, OnnxModel)):
+        return model
+    return load(model, task=task, device=device, backend=backend)
+
+
+def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False,
+           img_size: int | list | None = None) -> Path:
+    """Write a model (TaskModel, model file or weights name) as ONNX or TorchScript with its
+    config in the metadata; see cvapps.export."""
+    from .export import export as _export
+
+    return _export(_model(model, None, "cpu"), out, fmt, dynamic_batch, img_size)
+
+
 def predict(model: TaskModel | str | None, sources: Iterable, task: str = "classify", device: str = "cpu",
-            **kwargs):
-    """Stream sources through a model (a TaskModel, a model file, a weights name, or None for
-    the task's default); see cvapps.inference.runner.run_predict for the options."""
+            backend: str = "torch", **kwargs):
+    """Stream sources through a model (a TaskModel, a model file, an exported .onnx file, a
+    weights name, or None for the task's default); ``backend`` "onnxruntime" runs .onnx
+    files; see cvapps.inference.runner.run_predict for the options."""
     from .inference.runner import run_predict
 
-    if not isinstance(model, TaskModel):
-        if model is None and task not in DEFAULT_MODELS:
-            raise ConfigError(f"no default {task} model", hint="pass --model FILE (train one with `cvapps train`)")
-        model = load(model or DEFAULT_MODELS[task], task=task, device=device)
+    if model is None and task not in DEFAULT_MODELS:
+        raise ConfigError(f"no default {task} model", hint="pass --model FILE (train one with `cvapps train`)")
+    model = _model(model or DEFAULT_MODELS[task], task, device, backend)
     if model.task != task:
         raise ConfigError(f"model is for task {model.task!r}, not {task!r}")
     return run_predict(model, sources, **kwargs)
@@ -164,13 +195,12 @@ def predict(model: TaskModel | str | None, sources: Iterable, task: str = "class
 
 def predict_detect(model: TaskModel | str, sources: Iterable, *, classes: str | list | None = None,
                    coco_gt: str | None = None, conf: float | None = None, iou: float | None = None,
-                   max_det: int | None = None, device: str = "cpu", **kwargs):
+                   max_det: int | None = None, device: str = "cpu", backend: str = "torch", **kwargs):
     """Detection predict with its options: ``classes`` as names or indices (comma-separated
     string or list); ``coco_gt`` gives --save-coco the ground truth's image ids."""
     import json
 
-    if not isinstance(model, TaskModel):
-        model = load(model, task="detect", device=device)
+    model = _model(model, "detect", device, backend)
     keep = None
     if classes is not None:
         items = classes.split(",") if isinstance(classes, str) else list(classes)
@@ -424,18 +454,18 @@ def evaluate_segmentation_results(results: str, data: str | None = None, images:
 
 def predict_keypoints(model: TaskModel | str, sources: Iterable, *, boxes: str | None = None,
                       detector: TaskModel | str | None = None, detector_label: str | None = None,
-                      box_conf: float = 0.0, flip_test: bool = False, device: str = "cpu", **kwargs):
+                      box_conf: float = 0.0, flip_test: bool = False, device: str = "cpu", backend: str = "torch",
+                      **kwargs):
     """Landmarks / pose on full images and videos: boxes from ``boxes`` (a COCO-style file),
     a cvapps ``detector`` (its ``detector_label`` class, default face / person), or the
     task's default (landmarks: OpenCV's Haar face cascade; pose: the whole image)."""
     from .tasks.keypoints.workflow import box_source
 
-    if not isinstance(model, TaskModel):
-        model = load(model, device=device)
+    model = _model(model, None, device, backend)
     if model.task not in ("landmarks", "pose"):
         raise ConfigError(f"model is for task {model.task!r}, not landmarks or pose")
-    if detector is not None and not isinstance(detector, TaskModel):
-        detector = load(detector, task="detect", device=device)
+    if detector is not None:
+        detector = _model(detector, "detect", device)
     pre = model.preprocessor(box_source(model.task, boxes, detector, detector_label, box_conf))
     return predict(model, sources, task=model.task, pre=pre, flip_test=flip_test, **kwargs)
 

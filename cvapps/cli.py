@@ -29,6 +29,7 @@ err = Console(stderr=True)
 
 Device = typer.Option("cpu", help="cpu, cuda, cuda:1 ...")
 Precision = typer.Option("fp32", help="fp32 or bf16 (autocast; fast on CPUs with AMX/AVX-512 bf16)")
+Backend = typer.Option("torch", help="torch, or onnxruntime for an exported --model FILE.onnx (extra [onnx])")
 
 
 @app.command()
@@ -67,11 +68,12 @@ def predict_classify(
     top_k: int = typer.Option(5, help="labels per prediction"),
     batch_size: int = typer.Option(16),
     vid_stride: int = typer.Option(1, help="use every N-th video frame"),
-    device: str = Device, precision: str = Precision,
+    device: str = Device, precision: str = Precision, backend: str = Backend,
 ) -> None:
     """Classify images and videos; prints the top-1 label per image."""
     s = api.predict(model, sources, task="classify", out_dir=out_dir, save_json=save_json, top_k=top_k,
-                    batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision, console=err)
+                    batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision, console=err,
+                    backend=backend)
     if s.errors and not s.processed:
         raise s.errors[0]
     _print_summary(s, out_dir, save_json)
@@ -97,13 +99,13 @@ def predict_detect(
     max_det: Optional[int] = typer.Option(None, help="detections per image"),
     classes: Optional[str] = typer.Option(None, help="keep only these classes: names or indices, comma-separated"),
     batch_size: int = typer.Option(8), vid_stride: int = typer.Option(1, help="use every N-th video frame"),
-    device: str = Device, precision: str = Precision,
+    device: str = Device, precision: str = Precision, backend: str = Backend,
 ) -> None:
     """Detect objects; prints a line per image; boxes drawn with --out."""
     s = api.predict_detect(model, sources, out_dir=out_dir, save_json=save_json, save_coco=save_coco,
                            coco_gt=coco_gt, conf=conf, iou=iou, max_det=max_det, classes=classes,
                            batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision,
-                           console=err)
+                           console=err, backend=backend)
     if s.errors and not s.processed:
         raise s.errors[0]
     _print_summary(s, out_dir, save_json)
@@ -217,11 +219,11 @@ def predict_segment(
     out_dir: Optional[str] = typer.Option(None, "--out", help="overlays (with legend) + masks/<name>.png label maps"),
     save_json: Optional[str] = typer.Option(None, help="JSON Lines: mask path and per-class pixel counts"),
     batch_size: int = typer.Option(4), vid_stride: int = typer.Option(1),
-    device: str = Device, precision: str = Precision,
+    device: str = Device, precision: str = Precision, backend: str = Backend,
 ) -> None:
     """Segment images and videos at their full resolution."""
     s = api.predict(model, sources, task="segment", out_dir=out_dir, save_json=save_json, batch_size=batch_size,
-                    vid_stride=vid_stride, device=device, precision=precision, console=err)
+                    vid_stride=vid_stride, device=device, precision=precision, console=err, backend=backend)
     if s.errors and not s.processed:
         raise s.errors[0]
     _print_summary(s, out_dir, save_json)
@@ -307,6 +309,21 @@ def eval_classify(
 
 
 @app.command()
+def export(
+    model: str = typer.Option(..., help="model file, or a weights name such as mobilenet_v2.imagenet1k"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript"),
+    out_file: str = typer.Option(..., "--out", help="output file (.onnx / .pt)"),
+    dynamic_batch: bool = typer.Option(False, help="a variable batch dimension (default: batch 1)"),
+    img_size: Optional[str] = typer.Option(None, help="input size S or H,W (default: the model's)"),
+) -> None:
+    """Export the network up to its raw outputs; postprocessing (NMS, un-letterboxing, crop
+    inverse) stays in Python. The config (labels, preprocessing) goes into the metadata."""
+    size = [int(v) for v in img_size.split(",")] if img_size else None
+    path = api.export(model, out_file, fmt, dynamic_batch, size[0] if size and len(size) == 1 else size)
+    print(str(path))
+
+
+@app.command()
 def select(
     model: str = typer.Option(..., help="model file (any task) or weights name"),
     pool: List[str] = typer.Option(..., help="unlabelled images: folder, glob or .txt list (repeatable)"),
@@ -346,7 +363,7 @@ def al_simulate(
     print(json.dumps({"labels": c["labels"][-1], "final_accuracy": last, "out_dir": out_dir}))
 
 
-cli_keypoints.register(predict_app, train_app, eval_app, Device, Precision, err, _print_summary)
+cli_keypoints.register(predict_app, train_app, eval_app, Device, Precision, Backend, err, _print_summary)
 
 
 def main(argv: list[str] | None = None) -> None:

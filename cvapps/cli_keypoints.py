@@ -17,12 +17,14 @@ _BOXES = {"landmarks": ("--faces", "COCO-style face boxes (dataset JSON or resul
 
 
 def register(predict_app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer, device_opt, precision_opt,
-             err, print_summary) -> None:
+             backend_opt, err, print_summary) -> None:
     for task in ("landmarks", "pose"):
-        _register_task(task, predict_app, train_app, eval_app, device_opt, precision_opt, err, print_summary)
+        _register_task(task, predict_app, train_app, eval_app, (device_opt, precision_opt, backend_opt), err,
+                       print_summary)
 
 
-def _register_task(task, predict_app, train_app, eval_app, device_opt, precision_opt, err, print_summary) -> None:
+def _register_task(task, predict_app, train_app, eval_app, opts, err, print_summary) -> None:
+    device_opt, precision_opt, backend_opt = opts
     flag, box_help, default_src = _BOXES[task]
     what = "facial landmarks" if task == "landmarks" else "human pose"
 
@@ -37,12 +39,12 @@ def _register_task(task, predict_app, train_app, eval_app, device_opt, precision
         out_dir: Optional[str] = typer.Option(None, "--out", help="write annotated images/videos here"),
         save_json: Optional[str] = typer.Option(None, help="JSON Lines: COCO keypoint-results style per image"),
         batch_size: int = typer.Option(8), vid_stride: int = typer.Option(1, help="use every N-th video frame"),
-        device: str = device_opt, precision: str = precision_opt,
+        device: str = device_opt, precision: str = precision_opt, backend: str = backend_opt,
     ) -> None:
         s = api.predict_keypoints(model, sources, boxes=boxes, detector=detector, detector_label=detector_label,
                                   box_conf=box_conf, flip_test=flip_test, out_dir=out_dir, save_json=save_json,
                                   batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision,
-                                  console=err)
+                                  console=err, backend=backend)
         if s.errors and not s.processed:
             raise s.errors[0]
         print_summary(s, out_dir, save_json)

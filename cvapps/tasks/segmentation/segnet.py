@@ -39,7 +39,16 @@ class SegNetDecoder(nn.Module):
     def forward(self, feats: list[torch.Tensor], pools: list[tuple[torch.Tensor, torch.Size]], size) -> torch.Tensor:
         x = feats[-1]
         for block, (idx, pre_size) in zip(self.blocks, reversed(pools)):
-            x = F.max_unpool2d(x, idx, 2, 2, output_size=pre_size)
+            x = unpool(x, idx, (int(pre_size[-2]), int(pre_size[-1])))
             x = block(x)
         x = self.classifier(x)
         return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear")
+
+
+def unpool(x: torch.Tensor, idx: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """MaxUnpool2d as a scatter: x, idx (B, C, h, w) -> (B, C, H, W), each value put back at
+    its max-pool position, zeros elsewhere. Identical to F.max_unpool2d, and exportable to
+    ONNX (ScatterElements), which aten::max_unpool2d is not."""
+    b, c = x.shape[:2]
+    out = x.new_zeros(b, c, hw[0] * hw[1])  # (B, C, H*W)
+    return out.scatter(2, idx.flatten(2), x.flatten(2)).view(b, c, hw[0], hw[1])

@@ -1,0 +1,185 @@
+"""Export a TaskModel to ONNX or TorchScript, and run exported ONNX models through the same
+predict pipeline with ONNX Runtime.
+
+The exported graph is the network up to the task's raw outputs (the tensor fields of its
+Raw dataclass: logits; SSD class logits, box deltas and anchors; segmentation logits;
+keypoint points/scores/heatmaps). Postprocessing stays in Python because ONNX cannot
+express it cleanly: top-k labels, box decoding + NMS, letterbox un-padding + resize +
+argmax, the inverse crop affine of keypoints. The model's config (labels, preprocessing,
+schema) and the raw layout travel in the file's metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigError, DataError
+from .modelfile import atomic_write
+
+META_CONFIG, META_RAW, META_OUTPUTS = "cvapps_config", "cvapps_raw", "cvapps_outputs"
+
+
+class _RawOutputs(nn.Module):
+    """Wraps a TaskModel so forward returns the raw dataclass's present tensor fields."""
+
+    def __init__(self, model, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, x: torch.Tensor):
+        raw = self.model(x)
+        return tuple(getattr(raw, n) for n in self.names)
+
+
+def _input_hw(config: dict) -> tuple[int, int]:
+    s = config["preprocessing"]["input_size"]
+    return (int(s[0]), int(s[1])) if isinstance(s, (list, tuple)) else (int(s), int(s))
+
+
+def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False,
+           img_size: int | list | None = None, opset: int = 17) -> Path:
+    """Write ``model`` as ``fmt`` (onnx | torchscript) to ``out``; returns the path.
+    ``img_size`` overrides the input size recorded in the config (int or [H, W])."""
+    if fmt not in ("onnx", "torchscript"):
+        raise ConfigError(f"unknown export format {fmt!r}", hint="onnx or torchscript")
+    if model.config.get("head", {}).get("kind") == "fasterrcnn":
+        raise ConfigError("Faster R-CNN cannot be exported: its proposal stage is data-dependent Python",
+                          hint="export an SSD detector (--head ssd)")
+    config = json.loads(json.dumps(model.config))
+    if img_size is not None:
+        pre = config["preprocessing"]
+        if model.task == "classify":
+            size = int(img_size if not isinstance(img_size, (list, tuple)) else img_size[0])
+            pre["resize_size"] = round(size * pre["resize_size"] / pre["input_size"])
+            pre["input_size"] = size
+        else:
+            pre["input_size"] = list(img_size) if isinstance(img_size, (list, tuple)) else int(img_size)
+    h, w = _input_hw(config)
+    model = model.eval().cpu()
+    x = torch.zeros(2 if dynamic_batch else 1, 3, h, w)
+    with torch.no_grad():
+        raw = model(x)
+    names = [f.name for f in dataclasses.fields(raw) if isinstance(getattr(raw, f.name), torch.Tensor)]
+    wrapper = _RawOutputs(model, names).eval()
+    meta = {META_CONFIG: json.dumps(config), META_RAW: f"{type(raw).__module__}.{type(raw).__qualname__}",
+            META_OUTPUTS: json.dumps(names)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, x, check_trace=False)
+        atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={k + ".json": v for k, v in
+                                                                                      meta.items()}))
+        return out
+    import onnx
+
+    batch_axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names if getattr(raw, n).dim() > 0
+                                            and getattr(raw, n).shape[0] == x.shape[0] and n != "anchors"}}
+
+    def write(tmp: Path) -> None:
+        with torch.no_grad():
+            torch.onnx.export(wrapper, (x,), str(tmp), input_names=["image"], output_names=names, opset_version=opset,
+                              dynamic_axes=batch_axes if dynamic_batch else None, dynamo=False)
+        proto = onnx.load(str(tmp))
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(proto, str(tmp))
+
+    atomic_write(out, write)
+    return out
+
+
+class OnnxModel:
+    """An exported ONNX model run by ONNX Runtime, usable wherever the predict pipeline takes
+    a TaskModel: the task's preprocessing, postprocessing and drawing come from a TaskModel
+    rebuilt from the file's config (its weights are never used)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("the onnxruntime backend needs the [onnx] extra",
+                              hint="pip install 'cvapps[onnx]'") from None
+        from .tasks import TASKS
+
+        path = Path(path)
+        if not path.is_file():
+            raise DataError("no such ONNX file", path=str(path))
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else \
+            ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise DataError(f"not a loadable ONNX model: {str(e).splitlines()[0]}", path=str(path)) from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if META_CONFIG not in meta:
+            raise DataError("ONNX file has no cvapps metadata", path=str(path),
+                            hint="export it with `cvapps export --format onnx`")
+        self.config = json.loads(meta[META_CONFIG])
+        self.names = json.loads(meta[META_OUTPUTS])
+        module, _, cls = meta[META_RAW].rpartition(".")
+        if not module.startswith("cvapps."):
+            raise DataError(f"unexpected raw type {meta[META_RAW]!r}", path=str(path))
+        self.raw_type = getattr(importlib.import_module(module), cls)
+        self.task_model = TASKS.get(self.config["task"]).from_config(self.config).eval()
+        shape = self.session.get_inputs()[0].shape
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        self.path = path
+
+    def __getattr__(self, name):  # labels, schema, perm, hcfg, ... come from the task model
+        if name in ("task_model", "__setstate__"):
+            raise AttributeError(name)
+        return getattr(self.task_model, name)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """x (B, 3, H, W) float32 -> the raw output arrays (static-batch files run in chunks)."""
+        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
+            return self.session.run(self.names, {"image": x})
+        n, b = x.shape[0], self.fixed_batch
+        parts = []
+        for i in range(0, n, b):
+            chunk = x[i : i + b]
+            pad = b - len(chunk)
+            if pad:
+                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+            parts.append(self.session.run(self.names, {"image": chunk}))
+        out = []
+        for j, name in enumerate(self.names):
+            if name == "anchors":
+                out.append(parts[0][j])
+            else:
+                out.append(np.concatenate([p[j] for p in parts])[:n])
+        return out
+
+    def __call__(self, x: torch.Tensor):
+        arrays = self.run(x.detach().float().contiguous().cpu().numpy())
+        return self.raw_type(**{n: torch.from_numpy(a) for n, a in zip(self.names, arrays)})
+
+    def infer(self, x: torch.Tensor, **post):
+        # the task's own inference logic (e.g. keypoint flip test), with self(x) running ORT
+        return type(self.task_model).infer(self, x, **post)
+
+    def preprocessor(self, *args, **kwargs):
+        return self.task_model.preprocessor(*args, **kwargs)
+
+    def postprocess(self, raw, metas, **post):
+        return self.task_model.postprocess(raw, metas, **post)

@@ -1,0 +1,127 @@
+"""ONNX / TorchScript export and the ONNX Runtime backend: parity with PyTorch per task."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, write_image
+
+import cvapps
+from cvapps.export import OnnxModel, export
+
+CASES = {
+    "classify": ("classify", {"backbone": "mobilenet_v3_small", "labels": ["a", "b", "c"], "img_size": 64}),
+    "detect": ("detect", {"backbone": "mobilenet_v2", "labels": ["a", "b"], "img_size": 128}),
+    "segment_fcn": ("segment", {"backbone": "mobilenet_v2", "labels": ["a", "b"], "img_size": [64, 96]}),
+    "segment_segnet": ("segment", {"backbone": "segnet_basic", "labels": ["a", "b"], "kind": "segnet", "img_size": 64}),
+    "landmarks_cascade": ("landmarks", {"backbone": "mobilenet_v3_small", "img_size": [64, 64], "schema": "face5",
+                                        "kind": "regression", "cascade": True}),
+    "pose_heatmap": ("pose", {"backbone": "mobilenet_v3_small", "img_size": [64, 64]}),
+}
+
+
+def calibrated(task: str, **kw):
+    """A random model whose BatchNorm statistics come from data (random-init eval-mode
+    features are ~0, which would make any parity check vacuous)."""
+    torch.manual_seed(0)
+    m = cvapps.create_model(task, **kw)
+    m.train()
+    with torch.no_grad():
+        for _ in range(3):
+            m(torch.rand(4, 3, *_hw(m)) * 2 - 1)
+    return m.eval()
+
+
+def _hw(m) -> tuple[int, int]:
+    s = m.config["preprocessing"]["input_size"]
+    return (s[0], s[1]) if isinstance(s, list) else (s, s)
+
+
+def _tensors(raw) -> dict:
+    return {f.name: getattr(raw, f.name) for f in dataclasses.fields(raw) if isinstance(getattr(raw, f.name), torch.Tensor)}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_onnx_raw_outputs_match_pytorch(tmp_path, case):
+    task, kw = CASES[case]
+    m = calibrated(task, **kw)
+    o = OnnxModel(export(m, tmp_path / "m.onnx", dynamic_batch=True))
+    assert o.task == task and o.labels == m.labels
+    x = torch.rand(3, 3, *_hw(m)) * 2 - 1
+    with torch.no_grad():
+        a = _tensors(m(x))
+    b = _tensors(o(x))
+    assert set(a) == set(b)
+    varied = False
+    for name in a:
+        assert a[name].shape == b[name].shape, name
+        assert float((a[name].float() - b[name]).abs().max()) <= 1e-4, name
+        varied |= float(a[name].float().std()) > 1e-3
+    assert varied, "outputs are constant: the parity check would prove nothing"
+
+
+def test_static_batch_file_runs_any_batch_and_torchscript_round_trip(tmp_path):
+    m = calibrated(*CASES["classify"][:1], **CASES["classify"][1])
+    o = OnnxModel(export(m, tmp_path / "b1.onnx"))  # batch fixed at 1: run in chunks
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = m(x).logits
+    assert o.fixed_batch == 1 and torch.allclose(o(x).logits, ref, atol=1e-4)
+    path = export(m, tmp_path / "m.pt", fmt="torchscript")
+    extra = {"cvapps_config.json": ""}
+    ts = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra["cvapps_config.json"])["labels"] == ["a", "b", "c"]
+    assert torch.allclose(ts(x)[0], ref, atol=1e-5)
+
+
+def test_faster_rcnn_export_is_refused_clearly(tmp_path):
+    m = cvapps.create_model("detect", "mobilenet_v2", labels=["a"], kind="fasterrcnn", img_size=128)
+    with pytest.raises(cvapps.ConfigError, match="Faster R-CNN cannot be exported"):
+        export(m, tmp_path / "f.onnx")
+
+
+def _jsonl(path):
+    return [json.loads(ln) for ln in path.read_text().splitlines()]
+
+
+def _close(a, b, tol=1e-3):
+    """JSON values equal, numbers up to ``tol``."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], tol) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y, tol) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= tol * max(1.0, abs(a))
+    return a == b
+
+
+@pytest.mark.parametrize("case,command,extra", [
+    ("classify", "classify", []),
+    ("detect", "detect", ["--conf", "0.0", "--max-det", "5"]),
+    ("pose_heatmap", "pose", ["--flip-test"]),
+])
+def test_cli_onnxruntime_backend_json_equals_pytorch(tmp_path, capsys, case, command, extra):
+    task, kw = CASES[case]
+    model = cvapps.save(calibrated(task, **kw), tmp_path / "m.safetensors")
+    code, out, err = run_cli(capsys, "export", "--model", model, "--out", tmp_path / "m.onnx", "--dynamic-batch")
+    assert code == 0, err
+    rng = np.random.default_rng(0)
+    imgs = [write_image(tmp_path / "in" / f"i{i}.png", rng.integers(0, 255, (70, 90, 3), dtype=np.uint8))
+            for i in range(3)]
+    for name, m, backend in (("torch", model, "torch"), ("ort", tmp_path / "m.onnx", "onnxruntime")):
+        code, _, err = run_cli(capsys, "predict", command, *imgs, "--model", m, "--backend", backend, "--save-json",
+                               tmp_path / f"{name}.jsonl", *extra)
+        assert code == 0, err
+    a, b = _jsonl(tmp_path / "torch.jsonl"), _jsonl(tmp_path / "ort.jsonl")
+    assert len(a) == 3 and any(r["predictions"] for r in a)
+    assert _close(a, b), (a[0], b[0])
+
+
+def test_onnxruntime_backend_needs_an_onnx_file(tmp_path, capsys, tiny_model_file):
+    code, _, err = run_cli(capsys, "predict", "classify", tiny_model_file, "--model", tiny_model_file,
+                           "--backend", "onnxruntime")
+    assert code == 2 and "exported .onnx" in err and "cvapps export" in err
