@@ -193,6 +193,29 @@ def predict(model: TaskModel | str | None, sources: Iterable, task: str = "class
     return run_predict(model, sources, **kwargs)
 
 
+def load_bundle(models: list, device: str = "cpu"):
+    """A multi-task bundle of model files / TaskModels (classify, detect, segment): heads whose
+    backbones match in architecture and weights share one backbone pass per frame."""
+    from .inference.bundle import Bundle
+
+    return Bundle([_model(m, None, device) for m in models])
+
+
+def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, device: str = "cpu",
+                   console: Console | None = None, **kwargs):
+    """Predict with several models at once (see load_bundle); each JSON Lines record holds
+    every task's output under its task name. ``tasks``, when given, must match the models."""
+    from .inference.bundle import Bundle
+    from .inference.runner import run_predict
+
+    bundle = models if isinstance(models, Bundle) else load_bundle(models, device)
+    if tasks is not None and sorted(tasks) != sorted(m.task for m in bundle.models):
+        raise ConfigError(f"tasks {','.join(tasks)} do not match the models' tasks {bundle.task}")
+    console = console or Console(stderr=True)
+    console.print(bundle.describe())
+    return run_predict(bundle, sources, console=console, **kwargs)
+
+
 def predict_detect(model: TaskModel | str, sources: Iterable, *, classes: str | list | None = None,
                    coco_gt: str | None = None, conf: float | None = None, iou: float | None = None,
                    max_det: int | None = None, device: str = "cpu", backend: str = "torch", **kwargs):

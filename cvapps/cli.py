@@ -308,6 +308,26 @@ def eval_classify(
     print(json.dumps(m))
 
 
+@predict_app.command("multi", hidden=True)
+def predict_multi(
+    tasks: str = typer.Option(..., help="comma-separated tasks, e.g. detect,segment"),
+    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos"),
+    model: List[str] = typer.Option(..., help="one model file per task (repeat --model)"),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="write annotated images/videos here"),
+    save_json: Optional[str] = typer.Option(None, help="JSON Lines: every task's output per image/frame"),
+    batch_size: int = typer.Option(8), vid_stride: int = typer.Option(1),
+    device: str = Device, precision: str = Precision,
+) -> None:
+    """`cvapps predict detect,segment SOURCES --model det --model seg`: several heads, one
+    backbone pass per frame when their backbones (and weights) match."""
+    s = api.predict_bundle(list(model), sources, tasks=tasks.split(","), out_dir=out_dir, save_json=save_json,
+                           batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision,
+                           console=err)
+    if s.errors and not s.processed:
+        raise s.errors[0]
+    _print_summary(s, out_dir, save_json)
+
+
 @app.command()
 def export(
     model: str = typer.Option(..., help="model file, or a weights name such as mobilenet_v2.imagenet1k"),
@@ -371,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
+    if len(argv) > 1 and argv[0] == "predict" and "," in argv[1]:  # predict detect,segment ... (a bundle)
+        argv = ["predict", "multi", "--tasks", argv[1], *argv[2:]]
     try:
         app(args=argv, prog_name="cvapps")
     except CvappsError as e:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .sources import Frame, batched, count_frames, expand_sources, iter_frames, prefetch
-from .writers import AnnotatedWriter, CocoResultsWriter, JsonlWriter
+from .writers import AnnotatedWriter, BackgroundDrawer, CocoResultsWriter, JsonlWriter
 
 
 def autocast(device: torch.device, precision: str):
@@ -27,6 +27,8 @@ def autocast(device: torch.device, precision: str):
 def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str = "fp32", pre=None, **post) -> list:
     """u8: per image a (3, S, S) uint8 input, or for top-down tasks an (N, 3, H, W) stack of
     its instance crops (N may be 0) -> predictions (normalisation happens batched)."""
+    if getattr(model, "is_bundle", False):
+        return model.run_batch(u8, metas, precision, **post)
     pre = pre or model.preprocessor()
     x = torch.cat(u8) if u8[0].dim() == 4 else torch.stack(u8)
     if x.shape[0] == 0:  # no instance in any image of the batch
@@ -72,7 +74,9 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
     model.eval()
     frames = prefetch(iter_frames(items, vid_stride), hook=pre.prepare, maxsize=max(8, 2 * batch_size),
                       frame_hook=getattr(pre, "prepare_frame", None))
-    jsonl, drawn, coco = JsonlWriter(save_json), AnnotatedWriter(out_dir), CocoResultsWriter(save_coco, coco_ids)
+    annotated = AnnotatedWriter(out_dir)
+    jsonl, coco = JsonlWriter(save_json), CocoResultsWriter(save_coco, coco_ids)
+    drawn = BackgroundDrawer(annotated) if out_dir else None
     summary = RunSummary()
     bar = Progress(TextColumn("[bold]predict {task.fields[task_name]}"), BarColumn(), MofNCompleteColumn(),
                    TimeRemainingColumn(), console=console, disable=not progress, transient=True)
@@ -94,6 +98,7 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
                     metas = [f.payload[1] for f in good]
                     preds = run_batch(model, [f.payload[0] for f in good], metas, precision, pre, **post)
                     for f, p, m in zip(good, preds, metas):
+                        m = m[0] if isinstance(m, list) else m  # a bundle: every group saw the same image
                         if out_dir and hasattr(p, "save"):  # segmentation: label-map PNG beside the overlay
                             stem = Path(f.source).stem if f.frame is None else f"{Path(f.source).stem}_{f.frame:06d}"
                             p.save(Path(out_dir) / "masks" / f"{stem}.png")
@@ -101,15 +106,16 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
                         jsonl.write({"source": f.source, "frame": f.frame, "task": model.task,
                                      "width": m["width"], "height": m["height"], "predictions": records})
                         coco.add(f.source, f.frame, records)
-                        if out_dir:
-                            drawn.write(f.source, f.frame, p.draw(f.image))
+                        if drawn is not None:
+                            drawn.put(f.source, f.frame, p, f.image)
                         if f.frame is None and len(summary.summaries) < 10000:
                             summary.summaries.append((f.source, p.summary()))
                     summary.processed += len(good)
                 bar.advance(tid, len(batch))
     finally:
         jsonl.close()
-        drawn.close()
+        if drawn is not None:
+            drawn.close()
         coco.close()
-    summary.outputs = [str(p) for p in drawn.written]
+    summary.outputs = [str(p) for p in annotated.written]
     return summary

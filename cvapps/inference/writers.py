@@ -94,3 +94,42 @@ class CocoResultsWriter:
             from ..modelfile import atomic_write
 
             atomic_write(Path(self.path), lambda tmp: tmp.write_text(json.dumps(self.rows)))
+
+
+class BackgroundDrawer:
+    """Draws predictions and encodes images / video frames in a worker thread behind a
+    bounded queue, so encoding overlaps the next batch's inference while memory stays flat
+    (the queue holds at most ``maxsize`` frames). Errors surface on the next put/close."""
+
+    def __init__(self, writer: AnnotatedWriter, maxsize: int = 16):
+        import queue
+        import threading
+
+        self.writer, self.error = writer, None
+        self.q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.t = threading.Thread(target=self._work, daemon=True, name="cvapps-writer")
+        self.t.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is None:
+                source, frame, pred, image = item
+                try:
+                    self.writer.write(source, frame, pred.draw(image))
+                except BaseException as e:  # noqa: BLE001 - re-raised in the producer
+                    self.error = e
+
+    def put(self, source: str, frame: int | None, pred, image: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((source, frame, pred, image))
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.t.join()
+        self.writer.close()
+        if self.error is not None:
+            raise self.error

@@ -92,6 +92,13 @@ class TaskModel(nn.Module):
     def forward_head(self, feats: list[torch.Tensor]) -> Any:  # pragma: no cover
         raise NotImplementedError
 
+    def forward_from_features(self, feats: list[torch.Tensor], x: torch.Tensor, pools=None) -> Any:
+        """The raw output from backbone features computed elsewhere (a bundle's shared pass);
+        ``x`` is the input those came from, ``pools`` its max-pool indices when computed."""
+        return self.forward_head(feats)
+
+    needs_pool_indices: ClassVar[bool] = False
+
     def infer(self, x: torch.Tensor, **post) -> Any:
         """The inference forward (predict); tasks with test-time options (flip test) override."""
         return self(x)

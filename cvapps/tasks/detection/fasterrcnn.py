@@ -86,6 +86,9 @@ class FasterRCNNModel(DetectionModel):
     def forward(self, x: torch.Tensor) -> RCNNRaw:
         return self.head(self.forward_features(x), x)
 
+    def forward_from_features(self, feats, x, pools=None) -> RCNNRaw:
+        return self.head(feats, x)
+
     def training_step(self, x, targets):
         raw = self.head(self.forward_features(x), x, targets)
         return {"loss": sum(raw.losses.values()), **{k: v.detach() for k, v in raw.losses.items()}}

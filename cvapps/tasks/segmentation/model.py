@@ -54,11 +54,19 @@ class SegmentationModel(TaskModel):
 
     def forward(self, x: torch.Tensor) -> SegRaw:
         """x: (B, 3, H, W) -> logits (B, C, H, W), any H, W (odd sizes included)."""
-        size = x.shape[-2:]
         if self.hcfg["kind"] == "segnet":
             feats, pools = self.backbone.forward_with_pool_indices(x)
-            return SegRaw(self.head(feats, pools, size))
-        return SegRaw(self.head(self.backbone(x), size))
+            return self.forward_from_features(feats, x, pools)
+        return self.forward_from_features(self.backbone(x), x)
+
+    def forward_from_features(self, feats, x, pools=None) -> SegRaw:
+        if self.hcfg["kind"] == "segnet":
+            return SegRaw(self.head(feats, pools, x.shape[-2:]))
+        return SegRaw(self.head(feats, x.shape[-2:]))
+
+    @property
+    def needs_pool_indices(self) -> bool:
+        return self.hcfg["kind"] == "segnet"
 
     def loss(self, raw: SegRaw, targets: list[dict]) -> dict[str, torch.Tensor]:
         gt = torch.stack([t["mask"] for t in targets]).to(raw.logits.device)

@@ -1,0 +1,96 @@
+"""Resident memory over a long video: generates a 640x480 video (default 10,000 frames,
+moving shapes), runs the full predict pipeline on it (decode thread, batching, model,
+JSON Lines, annotated output video written by the writer thread) and samples RSS at
+frames 100, 1,000 and 10,000. Target: growth from frame 100 to the end < 50 MB.
+Prints one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import cvapps
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_video(path: Path, frames: int) -> None:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
+    rng = np.random.default_rng(0)
+    bg = rng.integers(0, 60, (480, 640, 3), dtype=np.uint8)
+    for i in range(frames):
+        f = bg.copy()
+        cv2.circle(f, (int(320 + 250 * np.sin(i / 40)), 240), 60, (40, 200, 240), -1)
+        cv2.rectangle(f, (i % 600, 50), (i % 600 + 40, 120), (200, 60, 60), -1)
+        w.write(f)
+    w.release()
+
+
+def lines(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frames", type=int, default=10_000)
+    ap.add_argument("--model", default="mobilenet_v2.imagenet1k")
+    ap.add_argument("--task", default="classify")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        video, out, js = Path(tmp) / "long.mp4", Path(tmp) / "out", Path(tmp) / "p.jsonl"
+        t = time.perf_counter()
+        make_video(video, args.frames)
+        made = time.perf_counter() - t
+        model = cvapps.load(args.model)
+        samples: list[tuple[int, float]] = []
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                samples.append((lines(js), rss_mb()))
+                time.sleep(0.2)
+
+        th = threading.Thread(target=watch, daemon=True)
+        base = rss_mb()
+        th.start()
+        t = time.perf_counter()
+        s = cvapps.predict(model, [str(video)], task=args.task, out_dir=str(out), save_json=str(js), batch_size=16,
+                           progress=False)
+        wall = time.perf_counter() - t
+        stop.set()
+        th.join()
+        at = {}
+        for mark in (100, 1000, 10000):
+            hits = [r for n, r in samples if n >= mark]
+            if hits and mark <= args.frames:
+                at[str(mark)] = round(hits[0], 1)
+        end = round(samples[-1][1], 1)
+        first = at.get("100", end)
+        out_video = next(out.glob("*.mp4"))
+        cap = cv2.VideoCapture(str(out_video))
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        fps_out, n_out = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        print(json.dumps({"frames": s.processed, "video_write_s": round(made, 1), "rss_before_mb": round(base, 1),
+                          "rss_at_frame_mb": at, "rss_end_mb": end,
+                          "growth_from_frame_100_mb": round(max(r for _, r in samples) - first, 1),
+                          "pipeline_fps": round(s.processed / wall, 1),
+                          "output_video": {"size": list(size), "fps": fps_out, "frames": n_out}}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Several task heads on one backbone pass: a model bundle for multi-task predict.
+
+Models whose backbones have the same architecture and identical weights (heads trained on
+the same frozen backbone) and the same preprocessing form one group: per frame the group
+runs the backbone once and each head on its features. Other models run on their own."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..tasks.base import Prediction, TaskModel
+
+WHOLE_IMAGE_TASKS = ("classify", "detect", "segment")
+
+
+def same_backbone(a: TaskModel, b: TaskModel) -> bool:
+    if a.config["backbone"] != b.config["backbone"]:
+        return False
+    sa, sb = a.backbone.state_dict(), b.backbone.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@dataclass
+class BundlePrediction(Prediction):
+    """One prediction per task, in the bundle's order."""
+
+    parts: dict[str, Prediction]
+
+    def to_dict(self) -> dict:
+        return {task: p.to_dict() for task, p in self.parts.items()}
+
+    def draw(self, image: np.ndarray) -> np.ndarray:
+        # dense overlays first, boxes and labels on top
+        order = sorted(self.parts, key=lambda t: {"segment": 0, "detect": 1, "classify": 2}.get(t, 3))
+        for t in order:
+            image = self.parts[t].draw(image)
+        return image
+
+    def summary(self) -> str:
+        return "; ".join(f"{t}: {p.summary()}" for t, p in self.parts.items())
+
+    def save(self, path) -> None:
+        for p in self.parts.values():
+            if hasattr(p, "save"):
+                p.save(path)
+
+
+class _BundlePre:
+    """Prepares each group's input once per image (in the decode thread)."""
+
+    def __init__(self, pres: list):
+        self.pres = pres
+
+    def prepare(self, image: np.ndarray):
+        done = [p.prepare(image) for p in self.pres]
+        return [d[0] for d in done], [d[1] for d in done]
+
+    def normalize(self, x):  # pragma: no cover - groups normalise with their own preprocessor
+        raise NotImplementedError
+
+
+class Bundle:
+    """``models``: TaskModels of whole-image tasks (classify, detect, segment)."""
+
+    is_bundle = True
+
+    def __init__(self, models: list[TaskModel]):
+        if not models:
+            raise ConfigError("a bundle needs at least one model")
+        for m in models:
+            if m.task not in WHOLE_IMAGE_TASKS:
+                raise ConfigError(f"bundles take whole-image tasks ({', '.join(WHOLE_IMAGE_TASKS)}), not {m.task}")
+        tasks = [m.task for m in models]
+        if len(set(tasks)) != len(tasks):
+            raise ConfigError(f"one model per task in a bundle, got {tasks}")
+        self.models = [m.eval() for m in models]
+        self.groups: list[list[int]] = []
+        for i, m in enumerate(self.models):
+            for g in self.groups:
+                lead = self.models[g[0]]
+                if lead.config["preprocessing"] == m.config["preprocessing"] and same_backbone(lead, m):
+                    g.append(i)
+                    break
+            else:
+                self.groups.append([i])
+        self.task = ",".join(tasks)
+
+    def describe(self) -> str:
+        parts = []
+        for g in self.groups:
+            names = "+".join(self.models[i].task for i in g)
+            bb = self.models[g[0]].config["backbone"]
+            parts.append(f"{names} share one {bb} backbone pass" if len(g) > 1 else f"{names} runs its own {bb} pass")
+        return "; ".join(parts)
+
+    @property
+    def device(self) -> torch.device:
+        return self.models[0].device
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for m in self.models for label in m.labels]
+
+    def eval(self) -> "Bundle":
+        return self
+
+    def preprocessor(self) -> _BundlePre:
+        return _BundlePre([self.models[g[0]].preprocessor() for g in self.groups])
+
+    @torch.inference_mode()
+    def run_batch(self, inputs: list, metas: list, precision: str = "fp32", **post) -> list[BundlePrediction]:
+        """inputs/metas: per image, a list with one entry per group."""
+        from .runner import autocast
+
+        preds: list[dict] = [{} for _ in inputs]
+        for gi, g in enumerate(self.groups):
+            lead = self.models[g[0]]
+            pre = lead.preprocessor()
+            x = pre.normalize(torch.stack([u[gi] for u in inputs]).to(lead.device))
+            x = x.contiguous(memory_format=torch.channels_last)
+            gm = [m[gi] for m in metas]
+            with autocast(x.device, precision):
+                if any(self.models[i].needs_pool_indices for i in g):
+                    feats, pools = lead.backbone.forward_with_pool_indices(x)
+                else:
+                    feats, pools = lead.backbone(x), None
+                raws = [(i, self.models[i].forward_from_features(feats, x, pools)) for i in g]
+            for i, raw in raws:
+                m = self.models[i]
+                accepted = inspect.signature(m.postprocess).parameters
+                kw = post if any(p.kind == p.VAR_KEYWORD for p in accepted.values()) else \
+                    {k: v for k, v in post.items() if k in accepted}
+                for b, p in enumerate(m.postprocess(raw, gm, **kw)):
+                    preds[b][m.task] = p
+        return [BundlePrediction({m.task: d[m.task] for m in self.models}) for d in preds]
