@@ -74,6 +74,7 @@ def main() -> None:
         wall = time.perf_counter() - t
         stop.set()
         th.join()
+        samples.append((lines(js), rss_mb()))  # the end of the run
         at = {}
         for mark in (100, 1000, 10000):
             hits = [r for n, r in samples if n >= mark]
@@ -81,13 +82,16 @@ def main() -> None:
                 at[str(mark)] = round(hits[0], 1)
         end = round(samples[-1][1], 1)
         first = at.get("100", end)
+        after = [r for n, r in samples if n >= 100]
         out_video = next(out.glob("*.mp4"))
         cap = cv2.VideoCapture(str(out_video))
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         fps_out, n_out = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         print(json.dumps({"frames": s.processed, "video_write_s": round(made, 1), "rss_before_mb": round(base, 1),
                           "rss_at_frame_mb": at, "rss_end_mb": end,
-                          "growth_from_frame_100_mb": round(max(r for _, r in samples) - first, 1),
+                          "growth_frame_100_to_end_mb": round(end - first, 1),
+                          "max_after_frame_100_mb": round(max(after), 1),
+                          "peak_before_frame_100_mb": round(max(r for n, r in samples if n < 100), 1),
                           "pipeline_fps": round(s.processed / wall, 1),
                           "output_video": {"size": list(size), "fps": fps_out, "frames": n_out}}))
 

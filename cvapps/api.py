@@ -355,6 +355,8 @@ def train(task: str = "classify", data: str | None = None, *, train: str | None 
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, {what} from {tr.source}")
     trainer = Trainer(model, TrainConfig(out_dir=out, **cfg), make_train, val_ds, console)
     result = trainer.fit()
+    if result["rank"] != 0:  # other DDP ranks: rank 0 reports and evaluates
+        return result
     dropped = getattr(trainer.train_ds, "dropped_boxes", 0)
     if dropped:
         console.print(f"augmentation dropped {dropped} boxes that became too small or left the image")

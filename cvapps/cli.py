@@ -145,6 +145,8 @@ def train_classify(
                        backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience,
                        clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad, device=device,
                        precision=precision, console=err)
+    if result["rank"] != 0:  # torchrun: rank 0 prints
+        return
     val_metrics = result.get("val", {})
     summary = {k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}
     print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"], **summary}))
@@ -183,6 +185,8 @@ def train_detect(
                        unfreeze_at=unfreeze_at, backbone_lr_ratio=backbone_lr_ratio, augment=augment,
                        patience=patience, clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad,
                        device=device, precision=precision, console=err)
+    if result["rank"] != 0:  # torchrun: rank 0 prints
+        return
     val_metrics = result.get("val", {})
     print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"],
                       **{k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}}))
@@ -266,6 +270,8 @@ def train_segment(
                        warmup_epochs=warmup_epochs, freeze=freeze, unfreeze_at=unfreeze_at,
                        backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience, seed=seed,
                        resume=resume, skip_bad=skip_bad, device=device, precision=precision, console=err)
+    if result["rank"] != 0:  # torchrun: rank 0 prints
+        return
     val_metrics = result.get("val", {})
     print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"],
                       **{k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}}))

@@ -89,6 +89,8 @@ def _register_task(task, predict_app, train_app, eval_app, opts, err, print_summ
                            backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience,
                            clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad, device=device,
                            precision=precision, console=err)
+        if result["rank"] != 0:  # torchrun: rank 0 prints
+            return
         val_metrics = result.get("val", {})
         print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"],
                           **{k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}}))

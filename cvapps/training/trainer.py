@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..errors import CvappsError, DataError
+from ..errors import ConfigError, CvappsError, DataError
 from ..inference.runner import autocast
 from ..modelfile import save_model
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .freezing import count_parameters, freeze, frozen_state, param_groups, restore_frozen_state, unfreeze_schedule
 from .plots import plot_curves
@@ -55,14 +56,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+def make_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0, rank: int = 0, world: int = 1) -> DataLoader:
+    """Training loaders (``shuffle``) permute with seed ``seed`` and give this rank every
+    world-th sample, so N ranks x batch B see exactly the samples one process sees with
+    batch N x B (DistributedSampler's order, also in a single process)."""
+    from torch.utils.data import DistributedSampler
+
     from ..data.classification import collate_skip
 
     collate = getattr(ds, "collate", None) or (None if isinstance(ds, TensorDataset) else collate_skip)
+    sampler = DistributedSampler(ds, world, rank, shuffle=True, seed=seed) if shuffle else None
+    n = len(sampler) if sampler is not None else len(ds)
     # a training batch of one breaks BatchNorm: drop such a remainder
-    drop_last = shuffle and len(ds) > batch_size and len(ds) % batch_size == 1
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed),
-                      collate_fn=collate, drop_last=drop_last)
+    drop_last = shuffle and n > batch_size and n % batch_size == 1
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=drop_last)
 
 
 def to_device(t, device: torch.device):
@@ -104,24 +111,33 @@ class Trainer:
 
     def __init__(self, model, cfg: TrainConfig, make_train_ds, val_ds, console: Console | None = None):
         self.model, self.cfg, self.val_ds = model, cfg, val_ds
-        self.console = console or Console(stderr=True)
+        self.dist, device = distributed.setup(cfg.device)
+        # only rank 0 talks, logs and writes files
+        self.console = (console or Console(stderr=True)) if self.dist.main else Console(quiet=True)
+        if cfg.batch_size % self.dist.world:
+            raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: it must divide by the "
+                              f"{self.dist.world} processes")
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device(cfg.device)
+        self.device = torch.device(device)
         seed_everything(cfg.seed)
         if cfg.freeze:
             freeze(model, cfg.freeze)
         self.augment = cfg.augment if cfg.augment is not None else cfg.freeze != "backbone"
-        # frozen backbone, no random augmentation, no later unfreeze: features are fixed
+        # frozen backbone, no random augmentation, no later unfreeze: features are fixed (single
+        # process only: under DDP every rank runs its shard through the frozen backbone)
         self.cache = (cfg.freeze == "backbone" and not self.augment and cfg.unfreeze_at is None
-                      and model.supports_feature_cache)
+                      and model.supports_feature_cache and not self.dist.enabled)
         self.train_ds = make_train_ds(self.augment)
         self.metric, self.mode = model.primary_metric()
         self.records: list[dict] = []
 
     # ------------------------------------------------------------------------------------
     def _loader(self, ds, shuffle: bool, epoch: int) -> DataLoader:
-        return make_loader(ds, self.cfg.batch_size, shuffle, self.cfg.seed * 1000 + epoch)
+        if not shuffle:
+            return make_loader(ds, self.cfg.batch_size)
+        return make_loader(ds, self.cfg.batch_size // self.dist.world, True, self.cfg.seed * 1000 + epoch,
+                           self.dist.rank, self.dist.world)
 
     @torch.inference_mode()
     def _cache_features(self, ds, what: str) -> TensorDataset:
@@ -160,9 +176,11 @@ class Trainer:
             val_ds = self._cache_features(val_ds, "val") if val_ds is not None else None
         trainable, frozen = count_parameters(model)
         self.console.print(f"parameters: {trainable:,} trainable, {frozen:,} frozen"
-                           + (" (training the head on cached backbone features)" if self.cache else ""))
+                           + (" (training the head on cached backbone features)" if self.cache else "")
+                           + (f"; DDP over {self.dist.world} processes, {cfg.batch_size // self.dist.world} "
+                              f"images per process per step" if self.dist.enabled else ""))
         opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.backbone_lr_ratio, cfg.weight_decay), lr=cfg.lr)
-        steps_per_epoch = max(1, math.ceil(len(train_ds) / cfg.batch_size))
+        steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ds) / self.dist.world) / (cfg.batch_size // self.dist.world)))
         total, warm = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
 
         def lr_lambda(step: int) -> float:
@@ -186,10 +204,12 @@ class Trainer:
         self._write_records()
 
         t_start = time.time()
+        step_fn = distributed.wrap(model, self.dist, self.device)
         for epoch in range(start, cfg.epochs):
             if unfreeze_schedule(model, epoch, cfg.unfreeze_at):
                 t, f = count_parameters(model)
                 self.console.print(f"epoch {epoch}: unfroze a backbone stage -> {t:,} trainable, {f:,} frozen")
+                step_fn = distributed.wrap(model, self.dist, self.device)  # DDP fixes its parameter set
             seed_everything(cfg.seed * 1000 + epoch)  # each epoch's randomness is fixed: exact resume
             if hasattr(train_ds, "transform") and hasattr(train_ds.transform, "set_random_seed"):
                 train_ds.transform.set_random_seed(cfg.seed * 1000 + epoch)
@@ -203,10 +223,7 @@ class Trainer:
                     x, t = batch
                     x, t = x.to(self.device), to_device(t, self.device)
                     with autocast(self.device, cfg.precision):
-                        if self.cache:
-                            loss = model.loss(model.forward_cached(x), t)["loss"]
-                        else:
-                            loss = model.training_step(x, t)["loss"]
+                        loss = step_fn(x, t, self.cache)["loss"]
                     if not torch.isfinite(loss):
                         raise TrainingError(
                             f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
@@ -222,12 +239,14 @@ class Trainer:
                     bar.advance(tid, x.shape[0])
             head_lr = max(g["lr"] for g in opt.param_groups)  # group 0 may be the slower backbone
             elapsed = time.time() - t0
+            loss_sum, n_seen = distributed.sum_all(self.dist, loss_sum, n_seen)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": head_lr,
                    "train_time_s": round(elapsed, 2), "images_per_s": round(n_seen / elapsed, 1)}
-            if val_ds is not None:
+            if val_ds is not None and self.dist.main:  # rank 0 evaluates the whole set: exact metrics
                 m = self.evaluate(val_ds)
                 rec.update({f"val_{k}" if k == "loss" else k: v for k, v in m.items()
                             if not isinstance(v, (list, dict))})
+            rec = distributed.from_main(self.dist, rec)
             score = rec.get(self.metric, -rec["train_loss"] if self.mode == "max" else rec["train_loss"])
             # ties on the metric (common on small val sets) go to the lower validation loss
             vloss = rec.get("val_loss", rec["train_loss"])
@@ -235,16 +254,19 @@ class Trainer:
                 score == best and vloss < best_loss)
             if improved:
                 best, best_loss, bad_epochs = score, vloss, 0
-                save_model(model, self.out / "best.safetensors")
             else:
                 bad_epochs += 1
-            save_model(model, self.out / "last.safetensors")
             self.records.append(rec)
-            self._write_records()
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
-                            scheduler=sched.state_dict(), epoch=epoch, best=best, best_loss=best_loss, bad_epochs=bad_epochs,
-                            frozen=frozen_state(model), records=[json.dumps(r) for r in self.records],
-                            config=json.dumps(asdict(cfg)))
+            if self.dist.main:
+                if improved:
+                    save_model(model, self.out / "best.safetensors")
+                save_model(model, self.out / "last.safetensors")
+                self._write_records()
+                save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
+                                scheduler=sched.state_dict(), epoch=epoch, best=best, best_loss=best_loss,
+                                bad_epochs=bad_epochs, frozen=frozen_state(model),
+                                records=[json.dumps(r) for r in self.records], config=json.dumps(asdict(cfg)))
+            distributed.barrier(self.dist)
             shown = {k: (f"{v:.2e}" if k == "lr" else round(v, 4)) if isinstance(v, float) else v
                      for k, v in rec.items()}
             self.console.print(f"epoch {epoch + 1}: " + " ".join(f"{k}={v}" for k, v in shown.items())
@@ -252,12 +274,16 @@ class Trainer:
             if cfg.patience is not None and bad_epochs >= cfg.patience:
                 self.console.print(f"early stop: no {self.metric} improvement for {cfg.patience} epochs")
                 break
-            if cfg.time_limit_min is not None and time.time() - t_start > 60 * cfg.time_limit_min:
+            if distributed.from_main(self.dist, cfg.time_limit_min is not None
+                                     and time.time() - t_start > 60 * cfg.time_limit_min):
                 self.console.print(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch + 1}")
                 break
-        return {"best": best, "metric": self.metric, "epochs_run": len(self.records), "out_dir": str(self.out)}
+        return {"best": best, "metric": self.metric, "epochs_run": len(self.records), "out_dir": str(self.out),
+                "rank": self.dist.rank, "world_size": self.dist.world}
 
     def _write_records(self) -> None:
+        if not self.dist.main:
+            return
         with open(self.out / "metrics.jsonl", "w") as f:
             for r in self.records:
                 f.write(json.dumps(r) + "\n")
