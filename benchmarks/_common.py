@@ -42,3 +42,23 @@ def flops_per_image(model: torch.nn.Module, size: int) -> float:
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         model(torch.randn(1, 3, size, size))
     return float(fc.get_total_flops())
+
+
+def rss_mb() -> float:
+    """This process's resident memory (Linux /proc), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def per_second(fn, x: torch.Tensor, reps: int = 6, precision: str = "fp32") -> float:
+    """Best-of-reps items/s of ``fn(x)`` (one warm-up call first), inference mode."""
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        fn(x)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn(x)
+            best = min(best, time.perf_counter() - t)
+    return x.shape[0] / best

@@ -15,21 +15,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from _common import data_root, matmul_peak_gflops, require
+from _common import data_root, matmul_peak_gflops, per_second, require
 from torch.utils.flop_counter import FlopCounterMode
 
 import cvapps
-
-
-def per_second(model, x, precision: str, reps: int = 6) -> float:
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-        model(x)
-        best = float("inf")
-        for _ in range(reps):
-            t = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - t)
-    return round(x.shape[0] / best, 1)
 
 
 def gflops(model, hw) -> float:
@@ -65,7 +54,7 @@ def main() -> None:
             for b in (1, 16):
                 x = torch.randn(b, 3, *hw).contiguous(memory_format=torch.channels_last)
                 for prec in ("fp32", "bf16"):
-                    row[f"{unit}_b{b}_{prec}"] = per_second(m, x, prec)
+                    row[f"{unit}_b{b}_{prec}"] = round(per_second(m, x, precision=prec), 1)
             row["peak_fraction_b16_fp32"] = round(row[f"{unit}_b16_fp32"] * gf / peak, 3)
             out["models"][f"{task}_{head}"] = row
     face_file = require(data_root() / "keypoints" / "300w" / "indoor_029.png", "300-W sample face")

@@ -5,23 +5,16 @@ model forward only (batch 1), fp32 and bf16. Prints one JSON object."""
 from __future__ import annotations
 
 import json
-import time
 
 import torch
+from _common import per_second
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
 import cvapps
 
 
 def fps(model, x, precision: str, reps: int = 8) -> float:
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
-        model(x)
-        best = float("inf")
-        for _ in range(reps):
-            t = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - t)
-    return round(1 / best, 2)
+    return round(per_second(model, x, reps, precision), 2)
 
 
 def main() -> None:

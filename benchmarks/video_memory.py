@@ -16,14 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from _common import rss_mb
+
 import cvapps
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def make_video(path: Path, frames: int) -> None:

@@ -535,17 +535,35 @@ def embed(model: TaskModel, images, batch_size: int = 64, console: Console | Non
 
 
 def simulate(task: str = "classify", data: str | None = None, *, backbone: str | None = None,
-             weights: str | None = None, img_size: int | None = None, initial: int = 100, step: int = 100,
+             weights: str | None = None, img_size: int | list | None = None, initial: int = 100, step: int = 100,
              rounds: int = 5, strategies: list[str] | None = None, seeds: int = 3, out: str = "runs/al-simulate",
-             console: Console | None = None) -> dict:
-    """Replay active learning on a labelled ImageFolder root (train/ = the pool, val/ = the
-    fixed validation set) with the frozen-backbone recipe of cvapps.active.simulate; writes
-    out/curves.json and out/learning_curves.png. Returns the curves."""
+             images: str | None = None, fmt: str | None = None, val: str | None = None,
+             val_images: str | None = None, val_fraction: float = 0.2, epochs: int = 5, batch_size: int = 8,
+             lr: float = 2e-3, console: Console | None = None) -> dict:
+    """Replay active learning on a fully labelled set; writes out/curves.json and
+    out/learning_curves.png. Returns the curves.
+
+    classify: an ImageFolder root (train/ = the pool, val/ = the fixed validation set); the
+    backbone's features are computed once and each round trains a fresh MLP head
+    (cvapps.active.simulate). detect / segment / landmarks / pose: the data as for
+    `cvapps train` (+ ``val`` or ``val_fraction``); each round fine-tunes a fresh head on the
+    frozen backbone for ``epochs`` and scores the pool with cvapps.select
+    (cvapps.active.simulate_tasks)."""
     from .active import simulate as sim
-    from .data.classification import resolve_dataset
 
     if task != "classify":
-        raise ConfigError(f"al-simulate supports classify for now, not {task!r}")
+        from .active.simulate_tasks import load_task_data, simulate_task
+
+        if not data:
+            raise ConfigError(f"{task} simulation needs --data")
+        tr, va, kw = load_task_data(task, data, images, fmt, val, val_images, val_fraction)
+        curves = simulate_task(task, lambda: create_model(task, backbone, weights, img_size=img_size, **kw), tr, va,
+                               initial, step, rounds, strategies or ["random", "least_confidence", "coreset"], seeds,
+                               epochs, batch_size, lr)
+        sim.save(curves, Path(out), curves["metric"])
+        return curves
+    from .data.classification import resolve_dataset
+
     tr, va = resolve_dataset(data)
     if va is None:
         raise DataError("the simulator needs a validation split (val/)", path=str(data))
@@ -553,5 +571,6 @@ def simulate(task: str = "classify", data: str | None = None, *, backbone: str |
     x, xv = embed(model, tr.paths, console=console), embed(model, va.paths, console=console)
     curves = sim.simulate_features(x, tr.target_tensor(), xv, va.target_tensor(), len(tr.labels), initial, step,
                                    rounds, strategies or ["random", "entropy", "margin", "bald", "coreset"], seeds)
+    curves["metric"] = "top1"
     sim.save(curves, Path(out))
     return curves

@@ -375,18 +375,27 @@ def select(
 
 @app.command("al-simulate")
 def al_simulate(
-    task: str = typer.Argument("classify", help="classify"),
-    data: str = typer.Option(..., help="labelled root with train/ (the pool) and val/ class folders"),
+    task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
+    data: str = typer.Option(..., help="classify/segment: a root with train/ and val/; others: annotations"),
+    images: Optional[str] = typer.Option(None, help="image folder (detect, landmarks, pose)"),
+    fmt: Optional[str] = typer.Option(None, "--format", help="annotation format, as for `cvapps train`"),
+    val_data: Optional[str] = typer.Option(None, help="validation annotations (default: hold out --val-fraction)"),
+    val_images: Optional[str] = typer.Option(None), val_fraction: float = typer.Option(0.2),
     initial: int = typer.Option(100), step: int = typer.Option(100), rounds: int = typer.Option(5),
-    strategies: str = typer.Option("random,entropy,margin,bald,coreset"), seeds: int = typer.Option(3),
+    strategies: Optional[str] = typer.Option(None, help="default classify: random,entropy,margin,bald,coreset; "
+                                                        "others: random,least_confidence,coreset"),
+    seeds: int = typer.Option(3), epochs: int = typer.Option(5, help="non-classify: head epochs per round"),
+    batch_size: int = typer.Option(8), lr: float = typer.Option(2e-3),
     backbone: Optional[str] = typer.Option(None), weights: Optional[str] = typer.Option(None),
     img_size: Optional[int] = typer.Option(None), out_dir: str = typer.Option("runs/al-simulate", "--out"),
 ) -> None:
     """Replay active learning on a labelled set; writes curves.json and learning_curves.png."""
     c = api.simulate(task, data, backbone=backbone, weights=weights, img_size=img_size, initial=initial, step=step,
-                     rounds=rounds, strategies=strategies.split(","), seeds=seeds, out=out_dir, console=err)
+                     rounds=rounds, strategies=strategies.split(",") if strategies else None, seeds=seeds,
+                     out=out_dir, images=images, fmt=fmt, val=val_data, val_images=val_images,
+                     val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, console=err)
     last = {k: round(v["mean"][-1], 4) for k, v in c["strategies"].items()}
-    print(json.dumps({"labels": c["labels"][-1], "final_accuracy": last, "out_dir": out_dir}))
+    print(json.dumps({"labels": c["labels"][-1], "metric": c["metric"], "final": last, "out_dir": out_dir}))
 
 
 cli_keypoints.register(predict_app, train_app, eval_app, Device, Precision, Backend, err, _print_summary)

@@ -161,3 +161,28 @@ def test_keypoint_pseudo_labels_are_coco_keypoints(tmp_path, pool):
     cvapps.select(m, str(pool), 2, "least_confidence", out=str(tmp_path / "k"), pseudo_label=0.0)
     d = read_coco_keypoints(tmp_path / "k" / "pseudo_labels_keypoints.json", pool)
     assert len(d) == 4 and d.schema["name"] == "coco17"  # the 4 unselected images, the model's schema
+
+
+def test_simulator_for_detection_and_landmarks(tmp_path, capsys):
+    from detdata import LAYOUT, make_detection_set
+    from kpdata import write_faces
+
+    make_detection_set(tmp_path / "det", layout=LAYOUT * 3)  # 12 images
+    code, out, err = run_cli(capsys, "al-simulate", "detect", "--data", tmp_path / "det" / "coco.json", "--images",
+                             tmp_path / "det" / "images", "--val-fraction", 0.25, "--backbone", "mobilenet_v2",
+                             "--img-size", 64, "--initial", 3, "--step", 2, "--rounds", 1, "--epochs", 1,
+                             "--strategies", "random,least_confidence", "--seeds", 1, "--out", tmp_path / "simd")
+    assert code == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert res["metric"] == "AP50" and res["labels"] == 5 and set(res["final"]) == {"random", "least_confidence"}
+    assert (tmp_path / "simd" / "learning_curves.png").is_file()
+    ann = write_faces(tmp_path / "faces", 8)
+    curves = cvapps.simulate("landmarks", str(ann), images=str(tmp_path / "faces"), backbone="mobilenet_v3_small",
+                             img_size=[64, 64], initial=2, step=2, rounds=1, epochs=1, batch_size=2,
+                             strategies=["coreset", "least_confidence"], seeds=1, out=str(tmp_path / "siml"))
+    assert curves["metric"] == "NME" and curves["labels"] == [2, 4]
+    assert all(len(c["runs"][0]) == 2 for c in curves["strategies"].values())
+    with pytest.raises(cvapps.ConfigError, match="do not apply"):
+        cvapps.simulate("landmarks", str(ann), images=str(tmp_path / "faces"), backbone="mobilenet_v3_small",
+                        img_size=[64, 64], initial=2, step=2, rounds=1, strategies=["bald"], seeds=1,
+                        out=str(tmp_path / "x"))

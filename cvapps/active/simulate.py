@@ -122,7 +122,7 @@ def plot_curves(curves: dict, path: Path, metric: str = "val accuracy") -> None:
     plt.close(fig)
 
 
-def save(curves: dict, out: Path) -> None:
+def save(curves: dict, out: Path, metric: str = "val accuracy") -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "curves.json").write_text(json.dumps(curves, indent=1))
-    plot_curves(curves, out / "learning_curves.png")
+    plot_curves(curves, out / "learning_curves.png", f"val {metric}" if metric != "val accuracy" else metric)
