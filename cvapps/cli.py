@@ -358,6 +358,7 @@ def select(
     exclude: Optional[str] = typer.Option(None, help="text file of already-labelled paths to leave out"),
     out_dir: str = typer.Option("runs/select", "--out", help="scores.csv, selection.csv/.json, contact_sheet.png"),
     copy_to: Optional[str] = typer.Option(None, help="copy the picks here, prefixed with their rank"),
+    link: bool = typer.Option(False, help="with --copy-to: symbolic links instead of copies"),
     batch_size: int = typer.Option(16), mc_passes: int = typer.Option(10, help="bald: MC-dropout passes"),
     k: int = typer.Option(5, help="hybrid: uncertainty pre-filter to k x budget"), seed: int = typer.Option(0),
     pseudo_label: Optional[float] = typer.Option(None, help="also write confident predictions (>= this) as labels"),
@@ -365,7 +366,7 @@ def select(
 ) -> None:
     """Rank unlabelled images by how much labelling them should teach the model. Re-running
     with the same arguments skips images already scored."""
-    sel = api.select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to,
+    sel = api.select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
                      batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
                      device=device, console=err)
     for row in sel:
@@ -401,6 +402,26 @@ def al_simulate(
 cli_keypoints.register(predict_app, train_app, eval_app, Device, Precision, Backend, err, _print_summary)
 
 
+def _sources_as_arguments(argv: list[str]) -> list[str]:
+    """``predict ... --source 0`` (the Ultralytics spelling) = ``predict ... 0``: every predict
+    command takes its sources as arguments, so --source/-s values are moved there."""
+    out, moved, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--source", "-s") and i + 1 < len(argv):
+            moved.append(argv[i + 1])
+            i += 2
+            continue
+        if a.startswith("--source="):
+            moved.append(a.split("=", 1)[1])
+        else:
+            out.append(a)
+        i += 1
+    if not moved:
+        return out
+    return out + moved if "--" in out else out + ["--", *moved]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -408,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
         argv.remove("--debug")
     if len(argv) > 1 and argv[0] == "predict" and "," in argv[1]:  # predict detect,segment ... (a bundle)
         argv = ["predict", "multi", "--tasks", argv[1], *argv[2:]]
+    if argv[:1] == ["predict"]:
+        argv = _sources_as_arguments(argv)
     try:
         app(args=argv, prog_name="cvapps")
     except CvappsError as e:

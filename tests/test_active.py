@@ -59,6 +59,7 @@ def test_random_is_seeded():
 # --- cvapps select on every landed task ------------------------------------------------
 import csv  # noqa: E402
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import cvapps  # noqa: E402
 from cvapps.active import select as select_mod  # noqa: E402
@@ -100,6 +101,15 @@ def test_select_cli_for_each_task(tmp_path, pool, capsys, task, kwargs, strategy
     assert (tmp_path / "sel" / "contact_sheet.png").is_file() and len(list((tmp_path / "to_label").iterdir())) == 3
     with open(tmp_path / "sel" / "selection.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
+
+
+def test_select_links_instead_of_copying(tmp_path, pool, tiny_model):
+    for _ in range(2):  # the rerun replaces its links instead of failing on them
+        sel = cvapps.select(tiny_model, pool, 2, "entropy", out=str(tmp_path / "sel"), copy_to=str(tmp_path / "tl"),
+                            link=True)
+    made = sorted((tmp_path / "tl").iterdir())
+    assert len(made) == 2 and all(p.is_symlink() for p in made)
+    assert [p.resolve() for p in made] == [Path(r["path"]).resolve() for r in sel]
 
 
 def test_rerun_skips_already_scored_images(tmp_path, pool, monkeypatch, tiny_model):

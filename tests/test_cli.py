@@ -129,3 +129,15 @@ def test_backbones_and_weights_lists(capsys):
 def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "cvapps", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "predict" in r.stdout and "train" in r.stdout
+
+
+def test_source_option_equals_positional_sources(capsys, tmp_path, tiny_model_file):
+    write_image(tmp_path / "a.png", colour_image(COLOURS["red"]))
+    code, pos, err = run(capsys, "predict", "classify", tmp_path / "a.png", "--model", tiny_model_file)
+    assert code == 0, err
+    code, opt, err = run(capsys, "predict", "classify", "--model", tiny_model_file, "--source", tmp_path / "a.png")
+    assert code == 0, err
+    assert opt == pos and "a.png" in opt
+    # a camera index that does not exist: one line naming it, not a hang
+    code, _, err = run(capsys, "predict", "classify", "--source=7", "--model", tiny_model_file)
+    assert_one_line_error(code, err, "camera:7")

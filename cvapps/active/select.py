@@ -100,11 +100,12 @@ def _read_done(scores_csv: Path) -> dict[str, float]:
 @torch.inference_mode()
 def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | None = None,
            out: str = "runs/select", batch_size: int = 16, mc_passes: int = 10, k: int = 5, seed: int = 0,
-           copy_to: str | None = None, pseudo_label: float | None = None,
+           copy_to: str | None = None, link: bool = False, pseudo_label: float | None = None,
            console: Console | None = None) -> list[dict]:
     """Rank the images of ``pool`` (folder, glob, list file, or paths) and pick ``budget``.
     Writes out/selection.csv + .json (path, score, rank, strategy) and out/contact_sheet.png;
-    with ``copy_to`` copies the picks there; with ``pseudo_label`` (a confidence threshold)
+    with ``copy_to`` copies the picks there (``link=True``: symbolic links to the originals,
+    for pools too large to duplicate); with ``pseudo_label`` (a confidence threshold)
     also writes the confident predictions on the rest of the pool as training labels
     (cvapps.active.pseudo). Returns the selection rows."""
     console = console or Console(stderr=True)
@@ -188,7 +189,7 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
         picks = [keep[i] for i in rank(scores[keep], budget)]
     sel = [{"path": order_paths[i], "score": float(scores[i]), "rank": r + 1, "strategy": strategy}
            for r, i in enumerate(picks)]
-    _write(sel, out_dir, copy_to, model)
+    _write(sel, out_dir, copy_to, model, link)
     if pseudo_label is not None:
         from .pseudo import write_pseudo_labels
 
@@ -199,7 +200,7 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
     return sel
 
 
-def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None) -> None:
+def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link: bool = False) -> None:
     with open(out_dir / "selection.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["rank", "path", "score", "strategy"])
         w.writeheader()
@@ -210,7 +211,12 @@ def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None) -> N
         dest = Path(copy_to)
         dest.mkdir(parents=True, exist_ok=True)
         for row in sel:
-            shutil.copy2(row["path"], dest / f"{row['rank']:04d}_{Path(row['path']).name}")
+            target = dest / f"{row['rank']:04d}_{Path(row['path']).name}"
+            if link:
+                target.unlink(missing_ok=True)  # a rerun replaces its own links
+                target.symlink_to(Path(row["path"]).resolve())
+            else:
+                shutil.copy2(row["path"], target)
 
 
 def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 6, tile: int = 160, limit: int = 60) -> None:

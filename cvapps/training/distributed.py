@@ -22,6 +22,7 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    owned: bool = False  # we created the process group, so we destroy it
 
     @property
     def enabled(self) -> bool:
@@ -51,7 +52,20 @@ def setup(device: str) -> tuple[DistInfo, str]:
         torch.cuda.set_device(info.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
+        info.owned = True
     return info, device
+
+
+def teardown(info: DistInfo, finished: bool) -> None:
+    """Destroy the group we created. Left alive, gloo's threads are torn down at interpreter
+    exit and can abort a rank that finished first. After a failure there is no barrier: the
+    other ranks then fail on the closed connections instead of waiting forever."""
+    if not (info.enabled and info.owned and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
+    info.owned = False
 
 
 def barrier(info: DistInfo) -> None:

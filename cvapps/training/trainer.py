@@ -169,6 +169,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------
     def fit(self) -> dict:
+        finished = False
+        try:
+            result = self._fit()
+            finished = True
+            return result
+        finally:
+            distributed.teardown(self.dist, finished)
+
+    def _fit(self) -> dict:
         cfg, model = self.cfg, self.model.to(self.device)
         train_ds, val_ds = self.train_ds, self.val_ds
         if self.cache:
