@@ -95,9 +95,14 @@ def simulate_features(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: to
                 if progress:
                     progress()
             runs.append(accs)
-        a = np.array(runs)
-        out["strategies"][s] = {"mean": a.mean(0).tolist(), "std": a.std(0).tolist(), "runs": runs}
+        out["strategies"][s] = summarise(runs)
     return out
+
+
+def summarise(runs: list[list[float]]) -> dict:
+    """Per-seed curves (seeds, rounds + 1) -> their mean and std per labelled count."""
+    a = np.array(runs)
+    return {"mean": a.mean(0).tolist(), "std": a.std(0).tolist(), "runs": runs}
 
 
 def plot_curves(curves: dict, path: Path, metric: str = "val accuracy") -> None:

@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 
 from ..errors import ConfigError, DataError
+from .simulate import summarise
 
 
 def image_paths(data) -> list[Path]:
@@ -124,6 +125,5 @@ def simulate_task(task: str, make_model, pool, val, initial: int, step: int, rou
                 if progress:
                     progress()
             runs.append(scores)
-        a = np.array(runs)
-        out["strategies"][s] = {"mean": a.mean(0).tolist(), "std": a.std(0).tolist(), "runs": runs}
+        out["strategies"][s] = summarise(runs)
     return out
