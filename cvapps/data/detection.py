@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .io import IMAGE_EXTS, read_image
+from .io import IMAGE_EXTS, RecordCheck, image_size, load_json, read_image
 
 _TOL = 1.0  # pixels a box may overhang the image (rounding in exports)
 
@@ -62,18 +60,12 @@ class DetectionData:
         return {"images": images, "annotations": anns, "categories": cats}
 
 
-class _Builder:
+class _Builder(RecordCheck):
     """Validates boxes and collects records; errors name file and record."""
 
     def __init__(self, source: str, skip_bad: bool):
-        self.source, self.skip_bad, self.skipped = source, skip_bad, []
+        super().__init__(source, skip_bad)
         self.records: list[DetRecord] = []
-
-    def bad(self, where: str, msg: str, hint: str | None = None) -> None:
-        if self.skip_bad:
-            self.skipped.append(f"{where}: {msg}")
-            return
-        raise DataError(f"{where}: {msg}", path=self.source, hint=hint or "fix the record or pass --skip-bad")
 
     def box_ok(self, where: str, box, w: int, h: int) -> bool:
         x1, y1, x2, y2 = box
@@ -96,20 +88,11 @@ class _Builder:
                                       np.array([o[2] for o in objs], bool), len(self.records) + 1))
 
 
-def _load_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError("no such annotation file", path=str(path))
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"malformed JSON: {e}", path=str(path)) from None
-
-
 def read_coco(ann_file: str | Path, images: str | Path, skip_bad: bool = False) -> DetectionData:
     from pycocotools.coco import COCO
 
     ann_file = Path(ann_file)
-    d = _load_json(ann_file)
+    d = load_json(ann_file)
     for key in ("images", "annotations", "categories"):
         if key not in d:
             raise DataError(f"not a COCO detection file: no {key!r} list", path=str(ann_file))
@@ -216,9 +199,8 @@ def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None 
     b = _Builder(str(txt_dir), skip_bad)
     for img in image_files:
         try:
-            with Image.open(img) as im:
-                w, h = im.size
-        except OSError:
+            w, h = image_size(img)
+        except DataError:
             b.bad(f"image {img.name}", "not a decodable image")
             continue
         objs = []

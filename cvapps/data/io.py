@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -70,3 +71,45 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
         raise DataError("folder contains no images", path=str(root),
                         hint=f"expected files ending in {', '.join(sorted(IMAGE_EXTS))}")
     return files
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) as read_image will return it, from the file header (no decode):
+    JPEGs with an EXIF rotation (orientations 5-8) report their rotated size."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.format == "JPEG" and im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                w, h = h, w
+    except FileNotFoundError:
+        raise DataError("no such file", path=str(path)) from None
+    except OSError:
+        raise DataError("not a decodable image", path=str(path)) from None
+    return w, h
+
+
+def load_json(path: str | os.PathLike, what: str = "annotation file"):
+    """Parsed JSON; DataError naming the file when it is missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"no such {what}", path=str(p))
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"malformed JSON: {e}", path=str(p)) from None
+
+
+class RecordCheck:
+    """The readers' bad-record policy: raise a DataError naming the file and the record, or
+    with ``skip_bad`` count the record in ``skipped`` and go on."""
+
+    def __init__(self, source: str, skip_bad: bool):
+        self.source, self.skip_bad, self.skipped = source, skip_bad, []
+
+    def bad(self, where: str, msg: str, hint: str | None = None) -> None:
+        if self.skip_bad:
+            self.skipped.append(f"{where}: {msg}")
+            return
+        raise DataError(f"{where}: {msg}", path=self.source, hint=hint or "fix the record or pass --skip-bad")

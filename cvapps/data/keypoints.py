@@ -11,13 +11,11 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..errors import DataError
 from ..ops.keypoints import box_from_points
-from .detection import _load_json
-from .io import IMAGE_EXTS
+from .io import IMAGE_EXTS, RecordCheck, image_size, load_json
 
 _TOL = 2.0  # pixels a point may sit outside the image (annotation rounding)
 FACE_BOX_PAD = 0.1  # a face box derived from points is grown by this fraction per side
@@ -80,16 +78,7 @@ class KeypointData:
         return {"images": images, "annotations": anns, "categories": [cat]}
 
 
-class _Collector:
-    def __init__(self, source: str, skip_bad: bool):
-        self.source, self.skip_bad, self.skipped = source, skip_bad, []
-
-    def bad(self, where: str, msg: str, hint: str | None = None) -> None:
-        if self.skip_bad:
-            self.skipped.append(f"{where}: {msg}")
-            return
-        raise DataError(f"{where}: {msg}", path=self.source, hint=hint or "fix the record or pass --skip-bad")
-
+class _Collector(RecordCheck):
     def instance(self, where: str, kp: np.ndarray, box_xywh, w: int, h: int, k: int, area=None,
                  pad_derived: float = 0.0, crowd: bool = False, ann_id: int = 0) -> KpInstance | None:
         """Validated instance; None (counted) or DataError when the record is bad."""
@@ -131,10 +120,10 @@ def read_coco_keypoints(ann_file: str | Path, images: str | Path, skip_bad: bool
     (300W / WFLW / COFW / AFLW style) get the built-in schema for their point count."""
     from pycocotools.coco import COCO
 
-    from ..tasks.keypoints.schema import from_dataset
+    from ..tasks.keypoints.schema import FACE_SCHEMAS, from_dataset
 
     ann_file = Path(ann_file)
-    d = _load_json(ann_file)
+    d = load_json(ann_file)
     if not isinstance(d, dict) or "annotations" not in d or "images" not in d:
         raise DataError("not a COCO keypoints file: needs 'images' and 'annotations' lists", path=str(ann_file))
     coco = COCO()
@@ -150,7 +139,7 @@ def read_coco_keypoints(ann_file: str | Path, images: str | Path, skip_bad: bool
         len(a.get("keypoints") or []) == 3 * c for a in d["annotations"]))
     schema = from_dataset(list(cat.get("keypoints") or []), cat.get("skeleton"), k)
     col = _Collector(str(ann_file), skip_bad)
-    is_face = schema["name"] in ("ibug68", "wflw98", "cofw29", "aflw19", "face5")
+    is_face = schema["name"] in FACE_SCHEMAS
     records = []
     for img_id in sorted(coco.getImgIds()):
         info = coco.imgs[img_id]
@@ -174,13 +163,6 @@ def read_coco_keypoints(ann_file: str | Path, images: str | Path, skip_bad: bool
             continue
         records.append(KpRecord(path, w, h, int(img_id), insts))
     return KeypointData(records, schema, str(ann_file), col.skipped)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataError("not a decodable image", path=str(path))
-    return img.shape[1], img.shape[0]
 
 
 def parse_pts(path: Path) -> np.ndarray:
@@ -230,7 +212,7 @@ def read_pts(folder: str | Path, images: str | Path | None = None, skip_bad: boo
             continue
         try:
             pts = parse_pts(pts_file)
-            w, h = _image_size(img)
+            w, h = image_size(img)
         except DataError as e:
             if not skip_bad:
                 raise
@@ -281,7 +263,7 @@ def read_keypoint_csv(csv_file: str | Path, images: str | Path | None = None, sk
             if not path.is_file():
                 col.bad(where, f"missing image {path}")
                 continue
-            sizes[path] = _image_size(path)
+            sizes[path] = image_size(path)
         w, h = sizes[path]
         v = np.where(np.isnan(xy).any(1), 0.0, 2.0)
         kp = np.concatenate([np.nan_to_num(xy), v[:, None]], 1)

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ...data.detection import DetectionData, DetectionDataset, read_detection
+from ...data.io import load_json
 from ...data.transforms import Letterbox, detection_augment
 from ...errors import ConfigError, DataError
 from .metrics import coco_metrics, voc_metrics
@@ -43,15 +43,8 @@ def metrics_for(gt: dict, results: list[dict], metric: str = "coco", iou: float 
 def evaluate_results_file(results: str | Path, data: str | Path, metric: str = "coco", iou: float = 0.5,
                           eleven_point: bool = False) -> dict:
     """Any detector's COCO-results JSON against a COCO ground-truth file."""
-    gt_path, res_path = Path(data), Path(results)
-    for p in (gt_path, res_path):
-        if not p.is_file():
-            raise DataError("no such file", path=str(p))
-    try:
-        gt = json.loads(gt_path.read_text())
-        rows = json.loads(res_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"malformed JSON: {e}") from None
+    res_path = Path(results)
+    gt, rows = load_json(data), load_json(res_path, "results file")
     if not isinstance(rows, list):
         raise DataError("a COCO results file is a JSON list of detections", path=str(res_path))
     known = {i["id"] for i in gt.get("images", [])}

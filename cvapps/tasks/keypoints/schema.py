@@ -64,6 +64,7 @@ BUILTIN: dict[str, dict] = {
               "skeleton": []},
 }
 FACE_BY_COUNT = {68: "ibug68", 98: "wflw98", 29: "cofw29", 19: "aflw19", 5: "face5"}
+FACE_SCHEMAS = frozenset(FACE_BY_COUNT.values())
 DEFAULT_SIGMA = 0.05  # OKS falloff for keypoints without a published sigma
 
 

@@ -4,7 +4,6 @@ map so predicted points land back in original image pixels."""
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Callable
@@ -13,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 
+from ...data.io import load_json
 from ...data.transforms import _normalize
 from ...errors import ConfigError, DataError
 from ...ops.keypoints import crop_affine, invert_affine, warp
@@ -121,12 +121,7 @@ class FileBoxes:
 
     def __init__(self, path: str | Path, min_score: float = 0.0, category_id: int | None = None):
         p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise DataError("no such boxes file", path=str(p)) from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON: {e}", path=str(p)) from None
+        d = load_json(p, "boxes file")
         anns = d.get("annotations", []) if isinstance(d, dict) else d
         names = {im["id"]: im["file_name"] for im in d.get("images", [])} if isinstance(d, dict) else {}
         self.by_key: dict[str, list] = {}

@@ -12,11 +12,12 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.ops import box_iou
 
 from ...data.io import read_image
 from ...data.keypoints import KeypointData
 from ...errors import DataError
-from ...ops.keypoints import apply_affine, box_from_points, invert_affine
+from ...ops.keypoints import apply_affine, box_from_points, flip_permutation, invert_affine
 from .topdown import TopDown
 
 
@@ -41,10 +42,8 @@ class KeypointDataset(Dataset):
                  flip_pairs: list | None = None):
         self.data, self.td, self.augment = data, topdown, augment
         self.items = data.instances()
-        k = data.num_keypoints
-        self.perm = list(range(k))
-        for a, b in flip_pairs if flip_pairs is not None else data.schema["flip_pairs"]:
-            self.perm[a], self.perm[b] = b, a
+        self.perm = flip_permutation(data.num_keypoints,
+                                     flip_pairs if flip_pairs is not None else data.schema["flip_pairs"])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -76,7 +75,6 @@ class KeypointDataset(Dataset):
 
     @staticmethod
     def collate(batch):
-        batch = [b for b in batch if b is not None]
         return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
 
 
@@ -98,25 +96,15 @@ class KeypointCollector:
             self.areas.append(float(t["area"]))
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DataError("no such results file", path=str(path))
+def _read_jsonl(text: str, path: Path) -> list[dict]:
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise DataError(f"line {n}: not JSON ({e.msg})", path=str(path)) from None
     return rows
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def load_results(path: str | Path, gt: KeypointData) -> dict[str, list[dict]]:
@@ -135,7 +123,7 @@ def load_results(path: str | Path, gt: KeypointData) -> dict[str, list[dict]]:
             if d["image_id"] in names:
                 by_name.setdefault(names[d["image_id"]], []).append(d)
         return by_name
-    for r in _read_jsonl(path):
+    for r in _read_jsonl(text, path):
         by_name.setdefault(Path(str(r.get("source", ""))).name, []).extend(r.get("predictions") or [])
     return by_name
 
@@ -157,22 +145,23 @@ def match_results(by_name: dict[str, list[dict]], gt: KeypointData, min_iou: flo
         has_box = [bool(p.get("bbox")) for p in preds]
         pboxes = [np.array([p["bbox"][0], p["bbox"][1], p["bbox"][0] + p["bbox"][2], p["bbox"][1] + p["bbox"][3]])
                   if hb else box_from_points(kp[:, :2], kp[:, 2] > 0) for p, kp, hb in zip(preds, kps, has_box)]
-        used: set[int] = set()
-        for inst in rec.instances:
-            lab = inst.keypoints[:, 2] > 0
-            if inst.iscrowd or not lab.any():
-                continue
-            best, best_iou = None, min_iou
-            for j, b in enumerate(pboxes):
-                # a box-less prediction is compared with the box of the labelled points
-                iou = _iou(b, inst.box if has_box[j] else box_from_points(inst.keypoints[:, :2], lab))
-                if j not in used and iou >= best_iou:
-                    best, best_iou = j, iou
-            if best is None:
+        insts = [i for i in rec.instances if not i.iscrowd and (i.keypoints[:, 2] > 0).any()]
+        if not insts or not preds:
+            missed += len(insts)
+            continue
+        # a box-less prediction is compared with the box of the labelled points; (G, P), 0 for empty boxes
+        pb = torch.from_numpy(np.stack(pboxes))
+        gt_boxes = torch.from_numpy(np.stack([i.box for i in insts]))
+        pt_boxes = torch.from_numpy(np.stack([box_from_points(i.keypoints[:, :2], i.keypoints[:, 2] > 0)
+                                              for i in insts]))
+        iou = torch.where(torch.tensor(has_box)[None], box_iou(gt_boxes, pb), box_iou(pt_boxes, pb)).nan_to_num(0.0)
+        for g, inst in enumerate(insts):
+            j = int(iou[g].argmax())
+            if iou[g, j] < min_iou:
                 missed += 1
                 continue
-            used.add(best)
-            pairs.append((kps[best][:, :2], inst.keypoints, inst.box))
+            iou[:, j] = -1  # each prediction matches once
+            pairs.append((kps[j][:, :2], inst.keypoints, inst.box))
     return pairs, missed
 
 
@@ -182,8 +171,9 @@ def evaluate_results_file(results: str | Path, gt: KeypointData, task: str | Non
     plus PCK@0.2 over the IoU-matched instances."""
     from ..landmarks.model import evaluate_pairs
     from ..pose.metrics import oks_metrics, pck
+    from .schema import FACE_SCHEMAS
 
-    face = gt.schema["name"] in ("ibug68", "wflw98", "cofw29", "aflw19", "face5")
+    face = gt.schema["name"] in FACE_SCHEMAS
     task = task or ("landmarks" if face else "pose")
     by_name = load_results(results, gt)
     pairs, missed = match_results(by_name, gt)
