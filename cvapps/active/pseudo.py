@@ -43,7 +43,7 @@ def write_pseudo_labels(model, paths: list[Path], threshold: float, out_dir: Pat
         target = out_dir / "pseudo_masks"
         target.mkdir(exist_ok=True)
     try:
-        frames = prefetch(iter_frames(paths), hook=pre.prepare, frame_hook=getattr(pre, "prepare_frame", None))
+        frames = prefetch(iter_frames(paths), pre)
         for batch in batched(frames, batch_size):
             good = [fr for fr in batch if fr.error is None]
             if not good:

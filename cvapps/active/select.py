@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..data.io import is_image
 from ..errors import ConfigError, DataError
+from ..inference.runner import stack_inputs
 from ..inference.sources import batched, expand_sources, iter_frames, prefetch
 from .strategies import STRATEGIES, bald, entropy, hybrid, k_center_greedy, least_confidence, margin, rank, \
     random_order, variance
@@ -39,14 +40,6 @@ def supported(model) -> list[str]:
         heat = model.config["head"]["kind"] == "heatmap"
         return base + (["least_confidence"] if heat else []) + ["variance", "hybrid"]
     return base
-
-
-def model_input(pre, payloads: list) -> tuple[torch.Tensor, list[int] | None]:
-    """Stack per-image inputs; top-down tasks give an (N, 3, H, W) crop stack per image:
-    those are concatenated and their counts returned to reduce crop scores per image."""
-    if payloads[0].dim() == 4:
-        return torch.cat(payloads), [len(p) for p in payloads]
-    return torch.stack(payloads), None
 
 
 def per_image(values: torch.Tensor, counts: list[int] | None, reduce: str = "max") -> torch.Tensor:
@@ -150,14 +143,14 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
                        console=console, transient=True)
         with bar:
             tid = bar.add_task("score", total=len(todo))
-            frames = prefetch(iter_frames(todo), hook=pre.prepare, frame_hook=getattr(pre, "prepare_frame", None))
+            frames = prefetch(iter_frames(todo), pre)
             for batch in batched(frames, batch_size):
                 good = [fr for fr in batch if fr.error is None]
                 for fr in batch:
                     if fr.error is not None:
                         console.print(f"[red]skipped[/red] {fr.error.one_line()}", highlight=False)
                 if good:
-                    x, counts = model_input(pre, [fr.payload[0] for fr in good])
+                    x, counts = stack_inputs([fr.payload[0] for fr in good])  # counts: crops per image
                     x = pre.normalize(x.to(model.device))
                     metas = [fr.payload[1] for fr in good]
                     s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \

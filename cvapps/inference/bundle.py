@@ -89,6 +89,9 @@ class Bundle:
             else:
                 self.groups.append([i])
         self.task = ",".join(tasks)
+        # which predict options each model's postprocess takes (None: all of them)
+        self._post_keys = [None if any(p.kind == p.VAR_KEYWORD for p in ps.values()) else set(ps)
+                           for ps in (inspect.signature(m.postprocess).parameters for m in self.models)]
 
     def describe(self) -> str:
         parts = []
@@ -131,10 +134,8 @@ class Bundle:
                     feats, pools = lead.backbone(x), None
                 raws = [(i, self.models[i].forward_from_features(feats, x, pools)) for i in g]
             for i, raw in raws:
-                m = self.models[i]
-                accepted = inspect.signature(m.postprocess).parameters
-                kw = post if any(p.kind == p.VAR_KEYWORD for p in accepted.values()) else \
-                    {k: v for k, v in post.items() if k in accepted}
+                m, keys = self.models[i], self._post_keys[i]
+                kw = post if keys is None else {k: v for k, v in post.items() if k in keys}
                 for b, p in enumerate(m.postprocess(raw, gm, **kw)):
                     preds[b][m.task] = p
         return [BundlePrediction({m.task: d[m.task] for m in self.models}) for d in preds]

@@ -23,6 +23,14 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def stack_inputs(u8: list[torch.Tensor]) -> tuple[torch.Tensor, list[int] | None]:
+    """Per-image inputs -> one batch: (3, H, W) inputs are stacked; top-down tasks' (N, 3, H, W)
+    crop stacks are concatenated and their counts per image returned (else None)."""
+    if u8[0].dim() == 4:
+        return torch.cat(u8), [len(u) for u in u8]
+    return torch.stack(u8), None
+
+
 @torch.inference_mode()
 def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str = "fp32", pre=None, **post) -> list:
     """u8: per image a (3, S, S) uint8 input, or for top-down tasks an (N, 3, H, W) stack of
@@ -30,7 +38,7 @@ def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str =
     if getattr(model, "is_bundle", False):
         return model.run_batch(u8, metas, precision, **post)
     pre = pre or model.preprocessor()
-    x = torch.cat(u8) if u8[0].dim() == 4 else torch.stack(u8)
+    x, _ = stack_inputs(u8)
     if x.shape[0] == 0:  # no instance in any image of the batch
         return model.postprocess(None, metas, **post)
     x = pre.normalize(x.to(model.device)).contiguous(memory_format=torch.channels_last)
@@ -72,8 +80,7 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
     announce = len(items) > 1  # a single bad input is the caller's error to raise, not a skip
     pre = pre or model.preprocessor()
     model.eval()
-    frames = prefetch(iter_frames(items, vid_stride), hook=pre.prepare, maxsize=max(8, 2 * batch_size),
-                      frame_hook=getattr(pre, "prepare_frame", None))
+    frames = prefetch(iter_frames(items, vid_stride), pre, maxsize=max(8, 2 * batch_size))
     annotated = AnnotatedWriter(out_dir)
     jsonl, coco = JsonlWriter(save_json), CocoResultsWriter(save_coco, coco_ids)
     drawn = BackgroundDrawer(annotated) if out_dir else None

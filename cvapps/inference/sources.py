@@ -115,11 +115,14 @@ def iter_frames(items: list[Any], vid_stride: int = 1) -> Iterator[Frame]:
 _END = object()
 
 
-def prefetch(frames: Iterator[Frame], hook: Callable[[np.ndarray], Any] | None = None,
-             maxsize: int = 32, frame_hook: Callable[[Frame], Any] | None = None) -> Iterator[Frame]:
-    """Run ``frames`` (and ``hook`` on each image, e.g. resize+crop; or ``frame_hook`` on the
-    whole Frame when the source name matters) in a daemon thread, handing results over a
-    bounded queue so memory stays flat on long videos."""
+def prefetch(frames: Iterator[Frame], pre=None, maxsize: int = 32) -> Iterator[Frame]:
+    """Run ``frames`` and the preprocessing of each image in a daemon thread, handing results
+    over a bounded queue so memory stays flat on long videos. ``pre``: a preprocessor; its
+    ``prepare(image)`` (or ``prepare_frame(frame)``, for preprocessors that need the source
+    name, e.g. boxes looked up by file name) becomes the frame's payload."""
+    hook: Callable[[Frame], Any] | None = None
+    if pre is not None:
+        hook = getattr(pre, "prepare_frame", None) or (lambda f: pre.prepare(f.image))
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
 
@@ -128,9 +131,9 @@ def prefetch(frames: Iterator[Frame], hook: Callable[[np.ndarray], Any] | None =
             for f in frames:
                 if stop.is_set():
                     return
-                if (hook is not None or frame_hook is not None) and f.image is not None:
+                if hook is not None and f.image is not None:
                     try:
-                        f.payload = frame_hook(f) if frame_hook is not None else hook(f.image)
+                        f.payload = hook(f)
                     except DataError as e:
                         f.error = e
                 q.put(f)
