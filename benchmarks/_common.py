@@ -52,6 +52,41 @@ def rss_mb() -> float:
     return float("nan")
 
 
+class RssSampler:
+    """Context manager sampling (progress(), RSS MB) every ``interval`` s in a thread, plus a
+    final sample on exit. ``at(marks)``: the RSS when progress first reached each mark."""
+
+    def __init__(self, progress, interval: float = 0.1):
+        import threading
+
+        self.progress, self.interval = progress, interval
+        self.samples: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((self.progress(), rss_mb()))
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((self.progress(), rss_mb()))
+
+    def at(self, marks, limit: int) -> dict[str, float]:
+        out = {}
+        for mark in marks:
+            hits = [r for n, r in self.samples if n >= mark]
+            if hits and mark <= limit:
+                out[str(mark)] = round(hits[0], 1)
+        return out
+
+
 def per_second(fn, x: torch.Tensor, reps: int = 6, precision: str = "fp32") -> float:
     """Best-of-reps items/s of ``fn(x)`` (one warm-up call first), inference mode."""
     with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):

@@ -12,14 +12,13 @@ import argparse
 import csv
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from _common import rss_mb
+from _common import RssSampler, rss_mb
 
 import cvapps
 
@@ -55,36 +54,21 @@ def main() -> None:
         model = cvapps.create_model("classify", "mobilenet_v3_small", labels=[str(i) for i in range(10)], img_size=96)
         for strategy in args.strategies.split(","):
             out = Path(tmp) / f"sel_{strategy}"
-            samples: list[tuple[int, float]] = []
-            stop = threading.Event()
-
-            def watch():
-                while not stop.is_set():
-                    samples.append((scored(out), rss_mb()))
-                    time.sleep(0.05)
-
             base = rss_mb()
-            th = threading.Thread(target=watch, daemon=True)
-            th.start()
             t = time.perf_counter()
-            cvapps.select(model, str(pool), 100, strategy, out=str(out), batch_size=32)
+            with RssSampler(lambda: scored(out), 0.05) as rss:
+                cvapps.select(model, str(pool), 100, strategy, out=str(out), batch_size=32)
             wall = time.perf_counter() - t
-            stop.set()
-            th.join()
-            at = {}
-            for mark in (1000, 5000, 10000, 20000):
-                hits = [r for n, r in samples if n >= mark]
-                if hits and mark <= args.images:
-                    at[str(mark)] = round(hits[0], 1)
+            samples = rss.samples
+            at = rss.at((1000, 5000, 10000, 20000), args.images)
             scoring = [r for n, r in samples if 0 < n < args.images]
             d = model.backbone.out_channels
             bound = base + 250 + args.images * d * 4 / 2**20
             result[strategy] = {"rss_before_mb": round(base, 1), "rss_at_scored_mb": at,
                                 "peak_rss_while_scoring_mb": round(max(scoring), 1) if scoring else None,
                                 "peak_rss_mb": round(max(r for _, r in samples), 1),
-                                "growth_1k_to_end_of_scoring_mb": round(at.get(str(min(args.images, 20000)),
-                                                                            at.get("10000", base)) - at["1000"], 1)
-                                if "1000" in at else None,
+                                "growth_1k_to_end_of_scoring_mb": round(scoring[-1] - at["1000"], 1)
+                                if "1000" in at and scoring else None,
                                 "documented_bound_mb": round(bound, 1), "images_per_s": round(args.images / wall, 1),
                                 "embeddings_file_mb": round((out / "embeddings.f16").stat().st_size / 2**20, 1)}
             with open(out / "selection.csv", newline="") as f:

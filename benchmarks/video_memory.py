@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from _common import rss_mb
+from _common import RssSampler, rss_mb
 
 import cvapps
 
@@ -52,29 +51,14 @@ def main() -> None:
         make_video(video, args.frames)
         made = time.perf_counter() - t
         model = cvapps.load(args.model)
-        samples: list[tuple[int, float]] = []
-        stop = threading.Event()
-
-        def watch():
-            while not stop.is_set():
-                samples.append((lines(js), rss_mb()))
-                time.sleep(0.2)
-
-        th = threading.Thread(target=watch, daemon=True)
         base = rss_mb()
-        th.start()
         t = time.perf_counter()
-        s = cvapps.predict(model, [str(video)], task=args.task, out_dir=str(out), save_json=str(js), batch_size=16,
-                           progress=False)
+        with RssSampler(lambda: lines(js), 0.2) as rss:  # the exit sample is the end of the run
+            s = cvapps.predict(model, [str(video)], task=args.task, out_dir=str(out), save_json=str(js),
+                               batch_size=16, progress=False)
         wall = time.perf_counter() - t
-        stop.set()
-        th.join()
-        samples.append((lines(js), rss_mb()))  # the end of the run
-        at = {}
-        for mark in (100, 1000, 10000):
-            hits = [r for n, r in samples if n >= mark]
-            if hits and mark <= args.frames:
-                at[str(mark)] = round(hits[0], 1)
+        samples = rss.samples
+        at = rss.at((100, 1000, 10000), args.frames)
         end = round(samples[-1][1], 1)
         first = at.get("100", end)
         after = [r for n, r in samples if n >= 100]

@@ -86,6 +86,16 @@ def _print_summary(s, out_dir, save_json) -> None:
               + (f"; outputs in {out_dir}" if out_dir else "") + (f"; JSON Lines in {save_json}" if save_json else ""))
 
 
+def _print_train_result(result: dict) -> None:
+    """One JSON line: output folder, epochs run and the scalar validation metrics (rank 0
+    only under torchrun, so a distributed run prints it once)."""
+    if result["rank"] != 0:
+        return
+    val_metrics = result.get("val", {})
+    summary = {k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}
+    print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"], **summary}))
+
+
 @predict_app.command("detect")
 def predict_detect(
     sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos, camera index"),
@@ -145,11 +155,7 @@ def train_classify(
                        backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience,
                        clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad, device=device,
                        precision=precision, console=err)
-    if result["rank"] != 0:  # torchrun: rank 0 prints
-        return
-    val_metrics = result.get("val", {})
-    summary = {k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}
-    print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"], **summary}))
+    _print_train_result(result)
 
 
 @train_app.command("detect")
@@ -185,11 +191,7 @@ def train_detect(
                        unfreeze_at=unfreeze_at, backbone_lr_ratio=backbone_lr_ratio, augment=augment,
                        patience=patience, clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad,
                        device=device, precision=precision, console=err)
-    if result["rank"] != 0:  # torchrun: rank 0 prints
-        return
-    val_metrics = result.get("val", {})
-    print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"],
-                      **{k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}}))
+    _print_train_result(result)
 
 
 @eval_app.command("detect")
@@ -270,11 +272,7 @@ def train_segment(
                        warmup_epochs=warmup_epochs, freeze=freeze, unfreeze_at=unfreeze_at,
                        backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience, seed=seed,
                        resume=resume, skip_bad=skip_bad, device=device, precision=precision, console=err)
-    if result["rank"] != 0:  # torchrun: rank 0 prints
-        return
-    val_metrics = result.get("val", {})
-    print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"],
-                      **{k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}}))
+    _print_train_result(result)
 
 
 @eval_app.command("segment")
@@ -377,7 +375,8 @@ def select(
 @app.command("al-simulate")
 def al_simulate(
     task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
-    data: str = typer.Option(..., help="classify/segment: a root with train/ and val/; others: annotations"),
+    data: str = typer.Option(..., help="classify: a root with train/ and val/; segment: a root with train/ "
+                                       "(and val/, else --val-fraction holds out); others: annotations"),
     images: Optional[str] = typer.Option(None, help="image folder (detect, landmarks, pose)"),
     fmt: Optional[str] = typer.Option(None, "--format", help="annotation format, as for `cvapps train`"),
     val_data: Optional[str] = typer.Option(None, help="validation annotations (default: hold out --val-fraction)"),
@@ -399,7 +398,8 @@ def al_simulate(
     print(json.dumps({"labels": c["labels"][-1], "metric": c["metric"], "final": last, "out_dir": out_dir}))
 
 
-cli_keypoints.register(predict_app, train_app, eval_app, Device, Precision, Backend, err, _print_summary)
+cli_keypoints.register(predict_app, train_app, eval_app, Device, Precision, Backend, err, _print_summary,
+                       _print_train_result)
 
 
 def _sources_as_arguments(argv: list[str]) -> list[str]:

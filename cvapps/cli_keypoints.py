@@ -17,13 +17,13 @@ _BOXES = {"landmarks": ("--faces", "COCO-style face boxes (dataset JSON or resul
 
 
 def register(predict_app: typer.Typer, train_app: typer.Typer, eval_app: typer.Typer, device_opt, precision_opt,
-             backend_opt, err, print_summary) -> None:
+             backend_opt, err, print_summary, print_train_result) -> None:
     for task in ("landmarks", "pose"):
         _register_task(task, predict_app, train_app, eval_app, (device_opt, precision_opt, backend_opt), err,
-                       print_summary)
+                       print_summary, print_train_result)
 
 
-def _register_task(task, predict_app, train_app, eval_app, opts, err, print_summary) -> None:
+def _register_task(task, predict_app, train_app, eval_app, opts, err, print_summary, print_train_result) -> None:
     device_opt, precision_opt, backend_opt = opts
     flag, box_help, default_src = _BOXES[task]
     what = "facial landmarks" if task == "landmarks" else "human pose"
@@ -89,11 +89,7 @@ def _register_task(task, predict_app, train_app, eval_app, opts, err, print_summ
                            backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience,
                            clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad, device=device,
                            precision=precision, console=err)
-        if result["rank"] != 0:  # torchrun: rank 0 prints
-            return
-        val_metrics = result.get("val", {})
-        print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"],
-                          **{k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}}))
+        print_train_result(result)
 
     train.__doc__ = f"Train a {what} model; writes best/last model files, checkpoint, metrics.jsonl, curves.png."
     train_app.command(task)(train)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.transforms import size_hw
 from .errors import ConfigError, DataError
 from .modelfile import atomic_write
 
@@ -35,11 +36,6 @@ class _RawOutputs(nn.Module):
     def forward(self, x: torch.Tensor):
         raw = self.model(x)
         return tuple(getattr(raw, n) for n in self.names)
-
-
-def _input_hw(config: dict) -> tuple[int, int]:
-    s = config["preprocessing"]["input_size"]
-    return (int(s[0]), int(s[1])) if isinstance(s, (list, tuple)) else (int(s), int(s))
 
 
 def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False,
@@ -60,7 +56,7 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
             pre["input_size"] = size
         else:
             pre["input_size"] = list(img_size) if isinstance(img_size, (list, tuple)) else int(img_size)
-    h, w = _input_hw(config)
+    h, w = size_hw(config["preprocessing"]["input_size"])
     model = model.eval().cpu()
     x = torch.zeros(2 if dynamic_batch else 1, 3, h, w)
     with torch.no_grad():

@@ -196,3 +196,17 @@ def test_simulator_for_detection_and_landmarks(tmp_path, capsys):
         cvapps.simulate("landmarks", str(ann), images=str(tmp_path / "faces"), backbone="mobilenet_v3_small",
                         img_size=[64, 64], initial=2, step=2, rounds=1, strategies=["bald"], seeds=1,
                         out=str(tmp_path / "x"))
+
+
+def test_segmentation_simulator_holds_out_when_there_is_no_val_split(tmp_path):
+    import shutil
+
+    from segdata import make_seg_set
+
+    root = make_seg_set(tmp_path / "seg", n=8, void=11)  # CamVid layout: void = 11
+    shutil.rmtree(root / "val")
+    curves = cvapps.simulate("segment", str(root), backbone="mobilenet_v3_small", img_size=32, initial=2,
+                             step=2, rounds=1, epochs=1, batch_size=2, strategies=["random", "entropy"], seeds=1,
+                             val_fraction=0.25, out=str(tmp_path / "sims"))
+    assert curves["metric"] == "mIoU" and curves["labels"] == [2, 4]  # 8 images: 6 in the pool, 2 held out
+    assert all(0 <= v <= 1 for c in curves["strategies"].values() for v in c["mean"])

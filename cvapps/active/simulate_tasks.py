@@ -9,28 +9,14 @@ picks ``step`` more images of the pool with the strategy, and their labels are r
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from .simulate import summarise
-
-
-def image_paths(data) -> list[Path]:
-    """The image of every record of a DetectionData / SegData / KeypointData."""
-    if hasattr(data, "records"):
-        return [r.path for r in data.records]
-    return list(data.images)
-
-
-def subset(data, idx: list[int]):
-    if hasattr(data, "subset"):
-        return data.subset(idx)
-    return replace(data, images=[data.images[i] for i in idx], masks=[data.masks[i] for i in idx])
 
 
 def load_task_data(task: str, data: str, images: str | None, fmt: str | None, val: str | None,
@@ -61,10 +47,8 @@ def load_task_data(task: str, data: str, images: str | None, fmt: str | None, va
         kw = {"labels": tr.labels, "colors": tr.colors, "ignore_index": tr.ignore_index}
     else:
         raise ConfigError(f"no simulator for task {task!r}", hint="classify, detect, segment, landmarks, pose")
-    if va is None:
-        tr, va = split(tr, val_fraction or 0.2) if hasattr(tr, "subset") else (tr, None)
-    if va is None:
-        raise DataError("the simulator needs a validation set", path=data, hint="pass --val-data or a val/ split")
+    if va is None:  # hold out every k-th image
+        tr, va = split(tr, val_fraction or 0.2)
     return tr, va, kw
 
 
@@ -94,7 +78,7 @@ def simulate_task(task: str, make_model, pool, val, initial: int, step: int, rou
     bad = [s for s in strategies if s not in ok]
     if bad:
         raise ConfigError(f"strategies {bad} do not apply to {task} models", hint=f"supported: {', '.join(ok)}")
-    paths = [str(p) for p in image_paths(pool)]
+    paths = [str(p) for p in pool.paths]
     n = len(paths)
     if initial + rounds * step > n:
         raise ConfigError(f"{initial} + {rounds} x {step} labels exceed the pool of {n} images")
@@ -110,7 +94,7 @@ def simulate_task(task: str, make_model, pool, val, initial: int, step: int, rou
             for r in range(rounds + 1):
                 torch.manual_seed(seed * 100 + r)
                 model = make_model()
-                make_train, val_ds = datasets_for(task, model, subset(pool, sorted(labelled.tolist())), val)
+                make_train, val_ds = datasets_for(task, model, pool.subset(sorted(labelled.tolist())), val)
                 with tempfile.TemporaryDirectory() as tmp:
                     cfg = TrainConfig(out_dir=tmp, epochs=epochs, batch_size=batch_size, lr=lr, freeze="backbone",
                                       augment=False, warmup_epochs=0, seed=seed)

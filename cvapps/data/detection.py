@@ -44,6 +44,10 @@ class DetectionData:
     def __len__(self) -> int:
         return len(self.records)
 
+    @property
+    def paths(self) -> list[Path]:
+        return [r.path for r in self.records]
+
     def subset(self, idx: list[int]) -> "DetectionData":
         return DetectionData([self.records[i] for i in idx], self.labels, self.category_ids, self.source)
 

@@ -58,6 +58,10 @@ class KeypointData:
         return [(r, i) for r, rec in enumerate(self.records) for i, inst in enumerate(rec.instances)
                 if not inst.iscrowd and (inst.keypoints[:, 2] > 0).any()]
 
+    @property
+    def paths(self) -> list[Path]:
+        return [r.path for r in self.records]
+
     def subset(self, idx: list[int]) -> "KeypointData":
         return KeypointData([self.records[i] for i in idx], self.schema, self.source, self.skipped)
 

@@ -5,7 +5,7 @@ through pycocotools. Bad pairs raise DataError naming the file, or are skipped a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -37,6 +37,13 @@ class SegData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def paths(self) -> list[Path]:
+        return list(self.images)
+
+    def subset(self, idx: list[int]) -> "SegData":
+        return replace(self, images=[self.images[i] for i in idx], masks=[self.masks[i] for i in idx])
 
     def load_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:
         """(H, W) int64 label map, validated against the image ``shape`` and the classes."""

@@ -40,7 +40,7 @@ class EvalTransform:
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> float32 normalised (done once per batch, not per image)."""
-        return _normalize(batch_u8, self.mean, self.std)
+        return normalize_u8(batch_u8, self.mean, self.std)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
         """(H, W, 3) uint8 -> ((3, S, S) uint8, meta); runs in the decode thread."""
@@ -51,10 +51,16 @@ class EvalTransform:
         return self.normalize(u8[None])[0], meta
 
 
-def _normalize(batch_u8: torch.Tensor, mean, std) -> torch.Tensor:
+def normalize_u8(batch_u8: torch.Tensor, mean, std) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> float32 (x / 255 - mean) / std, per channel."""
     x = batch_u8.float().div_(255)
     return x.sub_(torch.tensor(mean, device=x.device).view(1, 3, 1, 1)).div_(
         torch.tensor(std, device=x.device).view(1, 3, 1, 1))
+
+
+def size_hw(size) -> tuple[int, int]:
+    """A config's ``input_size``, S (square) or [H, W] -> (H, W)."""
+    return (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,7 @@ class Letterbox:
 
     @property
     def hw(self) -> tuple[int, int]:
-        s = self.input_size
-        return (int(s[0]), int(s[1])) if isinstance(s, tuple) else (s, s)
+        return size_hw(self.input_size)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
         h, w = image.shape[:2]
@@ -88,7 +93,7 @@ class Letterbox:
         return torch.from_numpy(out).permute(2, 0, 1), {"width": w, "height": h, "scale": s}  # (3, H, W)
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
-        return _normalize(batch_u8, self.mean, self.std)
+        return normalize_u8(batch_u8, self.mean, self.std)
 
 
 def detection_augment(pre: dict) -> A.Compose:

@@ -189,7 +189,7 @@ class Trainer:
                            + (f"; DDP over {self.dist.world} processes, {cfg.batch_size // self.dist.world} "
                               f"images per process per step" if self.dist.enabled else ""))
         opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.backbone_lr_ratio, cfg.weight_decay), lr=cfg.lr)
-        steps_per_epoch = max(1, math.ceil(math.ceil(len(train_ds) / self.dist.world) / (cfg.batch_size // self.dist.world)))
+        steps_per_epoch = max(1, len(self._loader(train_ds, True, 0)))  # this rank's batches per epoch
         total, warm = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
 
         def lr_lambda(step: int) -> float:

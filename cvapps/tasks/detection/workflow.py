@@ -12,8 +12,9 @@ from ...errors import ConfigError, DataError
 from .metrics import coco_metrics, voc_metrics
 
 
-def split(data: DetectionData, val_fraction: float) -> tuple[DetectionData, DetectionData | None]:
-    """Deterministic hold-out: every k-th image (k = round(1 / val_fraction)) goes to val."""
+def split(data, val_fraction: float):
+    """Deterministic hold-out of any data with len() and subset() (detection, segmentation,
+    keypoints): every k-th image (k = round(1 / val_fraction)) goes to val. -> (train, val | None)."""
     if not val_fraction:
         return data, None
     k = max(2, round(1 / val_fraction))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backbones import Backbone
+from ...data.transforms import size_hw
 from ...errors import ConfigError, ShapeError
 from ...ops.keypoints import apply_affine, decode_heatmaps, flip_heatmaps, flip_permutation, flip_points, \
     gaussian_heatmaps
@@ -97,8 +98,7 @@ class KeypointModel(TaskModel):
 
     @property
     def input_hw(self) -> tuple[int, int]:
-        s = self.config["preprocessing"]["input_size"]
-        return (int(s[0]), int(s[1])) if isinstance(s, (list, tuple)) else (int(s), int(s))
+        return size_hw(self.config["preprocessing"]["input_size"])
 
     def reset_head(self, num_classes: int, labels=None) -> None:  # pragma: no cover - not meaningful here
         raise ConfigError("keypoint models change keypoints through their schema, not reset_head")

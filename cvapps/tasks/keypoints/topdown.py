@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...data.io import load_json
-from ...data.transforms import _normalize
+from ...data.transforms import normalize_u8, size_hw
 from ...errors import ConfigError, DataError
 from ...ops.keypoints import crop_affine, invert_affine, warp
 
@@ -26,8 +26,7 @@ class TopDown:
 
     def __init__(self, mean, std, input_size, margin: float = 1.25, boxes: BoxFn | None = None):
         self.mean, self.std = tuple(mean), tuple(std)
-        self.hw = (int(input_size[0]), int(input_size[1])) if isinstance(input_size, (list, tuple)) else \
-            (int(input_size),) * 2
+        self.hw = size_hw(input_size)
         self.margin = float(margin)
         self.boxes = boxes or whole_image
 
@@ -60,7 +59,7 @@ class TopDown:
         return self.prepare(f.image, f.source, f.frame)
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
-        return _normalize(batch_u8, self.mean, self.std)
+        return normalize_u8(batch_u8, self.mean, self.std)
 
 
 def whole_image(image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
