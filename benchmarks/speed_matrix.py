@@ -16,22 +16,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import data_root, matmul_peak_gflops, per_second
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cvapps
+from cvapps.data.transforms import size_hw
 from cvapps.export import OnnxModel, export
-from cvapps.inference.runner import autocast
+from cvapps.inference.runner import autocast, run_batch
 
 ANT, BEE = 310, 309
 CL = torch.channels_last
 
 
 def _hw(model) -> tuple[int, int]:
-    s = model.config["preprocessing"]["input_size"]
-    return (s[0], s[1]) if isinstance(s, list) else (s, s)
+    return size_hw(model.config["preprocessing"]["input_size"])
 
 
 def forwards(model, tmp: Path, options: list[str]) -> dict:
@@ -111,10 +112,6 @@ def bundle_speed(reps: int) -> dict:
     seg = cvapps.create_model("segment", "mobilenet_v2", weights="mobilenet_v2.imagenet1k", labels=["a", "b"],
                               img_size=320)
     b = cvapps.load_bundle([det, seg])
-    from cvapps.inference.runner import run_batch
-
-    import numpy as np
-
     img = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     pre = b.preprocessor()
     prepared = [pre.prepare(img) for _ in range(8)]
