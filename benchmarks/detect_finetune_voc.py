@@ -34,7 +34,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     best = cvapps.load(Path(args.out) / "best.safetensors")
     from cvapps.data.detection import read_coco
-    from cvapps.tasks.detection.workflow import split
+    from cvapps.tasks.spec import split_every_kth as split
 
     _, val = split(read_coco(root / "annotations" / "instances_coco.json", root / "images"), 0.2)
     voc = cvapps.evaluate(best, val_data=val, metric="voc")

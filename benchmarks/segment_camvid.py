@@ -35,7 +35,7 @@ def main() -> None:
                   lr=2e-3, backbone_lr_ratio=0.2)
         out = args.out or "runs/camvid-fcn8s"
     else:
-        kw = dict(backbone="segnet_basic", head={"kind": "segnet", "median_frequency": True}, lr=5e-3,
+        kw = dict(backbone="segnet_basic", kind="segnet", median_frequency=True, lr=5e-3,
                   backbone_lr_ratio=1.0)
         out = args.out or "runs/camvid-segnet-basic"
     log = io.StringIO()

@@ -25,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import cvapps
 from cvapps.data.transforms import size_hw
 from cvapps.export import OnnxModel, export
-from cvapps.inference.runner import autocast, run_batch
+from cvapps.runtime import autocast
+from cvapps.tasks.batch import run_batch
 
 ANT, BEE = 310, 309
 CL = torch.channels_last
@@ -93,7 +94,7 @@ def classify_top1(fns: dict, root: Path) -> dict:
 def detect_ap50(fns: dict, model, voc: Path) -> dict:
     from cvapps.data.detection import DetectionDataset, read_coco
     from cvapps.data.transforms import Letterbox
-    from cvapps.tasks.detection.workflow import split
+    from cvapps.tasks.spec import split_every_kth as split
     from cvapps.training.trainer import evaluate_dataset
 
     data = read_coco(voc / "annotations" / "instances_coco.json", voc / "images")

@@ -4,20 +4,34 @@
     model = cvapps.load("mobilenet_v2.imagenet1k")      # or a .safetensors model file
     for pred in model.predict(["a.jpg", "b.jpg"]):
         print(pred.topk[0])
+
+The public names load on first use (PEP 562), so importing the package (or running
+`cvapps --help`) does not pay for torch until a model is needed.
 """
 
-from . import tasks  # noqa: F401  (registers tasks)
-from .api import (backbone_table, create_model, evaluate, evaluate_keypoint_results, list_backbones, load,
-                  load_bundle, predict, predict_bundle, predict_keypoints, pull_weights, save, select, simulate, train,
-                  weights_table)
-from .errors import ConfigError, CvappsError, DataError, ShapeError, WeightsError
-from .training.freezing import count_parameters, freeze, param_groups, unfreeze
-from .weights import list_weights, pull
+from __future__ import annotations
 
-__version__ = "0.1.0"
-__all__ = [
-    "ConfigError", "CvappsError", "DataError", "ShapeError", "WeightsError", "backbone_table", "count_parameters",
-    "create_model", "evaluate", "evaluate_keypoint_results", "freeze", "list_backbones", "list_weights", "load",
-    "load_bundle", "param_groups", "predict", "predict_bundle", "predict_keypoints", "pull", "pull_weights", "save",
-    "select", "simulate", "train", "unfreeze", "weights_table",
-]
+import importlib
+
+from .errors import ConfigError, CvappsError, DataError, ShapeError, WeightsError
+
+__version__ = "0.2.0"
+_LAZY = {
+    **{name: "api" for name in ("backbone_table", "create_model", "evaluate", "evaluate_keypoint_results",
+                                "evaluate_results", "export", "list_backbones", "load", "load_bundle", "predict",
+                                "predict_bundle", "predict_keypoints", "pull_weights", "save", "select", "simulate",
+                                "train", "weights_table")},
+    **{name: "training.freezing" for name in ("count_parameters", "freeze", "param_groups", "unfreeze")},
+    "list_weights": "weights", "pull": "weights",
+}
+__all__ = ["ConfigError", "CvappsError", "DataError", "ShapeError", "WeightsError", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    if name in ("api", "tasks", "active", "data", "inference", "training", "backbones", "ops"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'cvapps' has no attribute {name!r}")

@@ -1,24 +1,32 @@
-"""The `cvapps` command: parses arguments, calls cvapps.api, prints. No logic here."""
+"""The `cvapps` command: parses arguments, calls cvapps.api, prints. No logic here.
+
+Options shared by several commands are defined once (the groups below) with one default;
+every command takes ``--img-size`` as S, HxW or H,W. cvapps.api (and with it torch) is
+imported when a command runs, so ``cvapps --help`` stays fast."""
 
 from __future__ import annotations
 
-import json
+import functools
+import inspect
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
-from . import api, cli_keypoints
 from .errors import CvappsError
+from .options import parse_size
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Computer-vision applications on shared pretrained backbones.")
-weights_app = typer.Typer(no_args_is_help=True, help="Known pretrained weights.")
-predict_app = typer.Typer(no_args_is_help=True, help="Run a model on images, folders, globs, lists or videos.")
-train_app = typer.Typer(no_args_is_help=True, help="Fine-tune a model on your labelled data.")
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate a model; prints a JSON object of metrics last.")
+weights_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Known pretrained weights.")
+predict_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="Run a model on images, folders, globs, lists or videos.")
+train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Fine-tune a model on your labelled data.")
+eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Evaluate a model or a results file; prints a JSON object of metrics last.")
 app.add_typer(weights_app, name="weights")
 app.add_typer(predict_app, name="predict")
 app.add_typer(train_app, name="train")
@@ -26,64 +34,166 @@ app.add_typer(eval_app, name="eval")
 
 out = Console()
 err = Console(stderr=True)
-
-Device = typer.Option("cpu", help="cpu, cuda, cuda:1 ...")
-Precision = typer.Option("fp32", help="fp32 or bf16 (autocast; fast on CPUs with AMX/AVX-512 bf16)")
-Backend = typer.Option("torch", help="torch, or onnxruntime for an exported --model FILE.onnx (extra [onnx])")
+TASK_NAMES = ("classify", "detect", "segment", "landmarks", "pose")
 
 
-@app.command()
-def backbones() -> None:
-    """List backbones: feature strides, channels, parameters, available weights."""
-    t = Table(*(Column(c, overflow="fold") for c in ("strides", "channels", "params", "weights", "pool idx")))
-    t.columns.insert(0, Column("name", no_wrap=True))
-    for r in api.backbone_table():
-        t.add_row(r["name"], ",".join(map(str, r["strides"])), ",".join(map(str, r["channels"])),
-                  f"{r['params'] / 1e6:.1f}M", ", ".join(r["weights"]) or "-", "yes" if r["pool_indices"] else "")
-    out.print(t)
+def _api():
+    """cvapps.api, imported on first use: it loads torch, which `--help` does not need."""
+    from . import api
+
+    return api
 
 
-@weights_app.command("list")
-def weights_list() -> None:
-    """List known weights and where they come from."""
-    t = Table(*(Column(c, overflow="fold") for c in ("backbone", "top-1", "sources")))
-    t.columns.insert(0, Column("name", no_wrap=True))
-    for r in api.weights_table():
-        t.add_row(r["name"], r["backbone"], str(r["top1"] or "-"), "\n".join(r["sources"]))
-    out.print(t)
+def _json(obj) -> str:
+    from .data.io import json_dumps  # light: no torch
+
+    return json_dumps(obj)
 
 
-@weights_app.command("pull")
-def weights_pull(name: str, file: Optional[str] = typer.Option(None, help="a local copy of the file to verify and cache")) -> None:
-    """Download (or find) weights NAME, verify its sha256, cache it; prints the path."""
-    out.print(str(api.pull_weights(name, file)))
+# option groups -------------------------------------------------------------------------
+def Opt(default: Any, *names: str, help: str = "") -> Any:
+    return typer.Option(default, *names, help=help)
 
 
-@predict_app.command("classify")
-def predict_classify(
-    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos, camera index"),
-    model: Optional[str] = typer.Option(None, help="model file or weights name (default: mobilenet_v2.imagenet1k)"),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="write annotated images/videos here"),
-    save_json: Optional[str] = typer.Option(None, help="write JSON Lines (one object per image/frame)"),
-    top_k: int = typer.Option(5, help="labels per prediction"),
-    batch_size: int = typer.Option(16),
-    vid_stride: int = typer.Option(1, help="use every N-th video frame"),
-    device: str = Device, precision: str = Precision, backend: str = Backend,
-) -> None:
-    """Classify images and videos; prints the top-1 label per image."""
-    s = api.predict(model, sources, task="classify", out_dir=out_dir, save_json=save_json, top_k=top_k,
-                    batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision, console=err,
-                    backend=backend)
-    if s.errors and not s.processed:
-        raise s.errors[0]
-    _print_summary(s, out_dir, save_json)
+DEVICE = {"device": (str, Opt("cpu", help="cpu, cuda, cuda:1 ..."))}
+PRECISION = {"precision": (str, Opt("fp32", help="fp32 or bf16 (autocast; fast on CPUs with AMX/AVX-512 bf16)"))}
+PREDICT = {
+    "sources": (List[str], typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos, "
+                                                    "camera index")),
+    "model": (Optional[str], Opt(None, help="model file, exported .onnx or weights name (default: the task's "
+                                           "pretrained model, where there is one)")),
+    "out_dir": (Optional[str], Opt(None, "--out", help="write annotated images / videos here")),
+    "save_json": (Optional[str], Opt(None, help="write JSON Lines (one object per image / frame)")),
+    "batch_size": (int, Opt(8, help="images per forward pass")),
+    "vid_stride": (int, Opt(1, help="use every N-th video frame")),
+    **DEVICE, **PRECISION,
+    "backend": (str, Opt("torch", help="torch, or onnxruntime for an exported --model FILE.onnx (extra: onnx)")),
+}
+DATA = {
+    "data": (Optional[str], Opt(None, help="annotations, or a dataset root")),
+    "images": (Optional[str], Opt(None, help="image folder")),
+    "fmt": (Optional[str], Opt(None, "--format", help="annotation format (default: from --data)")),
+    "skip_bad": (bool, Opt(False, help="skip bad images / records (counted) instead of stopping")),
+}
+TRAIN = {
+    **DATA,
+    "val_data": (Optional[str], Opt(None, "--val-data", "--val", help="validation annotations / folder / CSV")),
+    "val_images": (Optional[str], Opt(None, help="validation images (default: --images)")),
+    "val_fraction": (float, Opt(0.0, help="without --val-data: hold out every k-th image (e.g. 0.2)")),
+    "backbone": (Optional[str], Opt(None, help="default: the weights' backbone, else mobilenet_v2")),
+    "weights": (Optional[str], Opt(None, help="pretrained weights, e.g. mobilenet_v2.imagenet1k "
+                                              "(default: random init, said when training starts)")),
+    "img_size": (Optional[str], Opt(None, help="input size: S, HxW or H,W (default: the task's)")),
+    "out_dir": (Optional[str], Opt(None, "--out", help="run folder (default: runs/TASK)")),
+    "overwrite": (bool, Opt(False, help="train into an --out that already holds a trained model")),
+    "epochs": (Optional[int], Opt(None, help="default: the task's recipe")),
+    "batch_size": (Optional[int], Opt(None, help="global batch (default: the task's recipe)")),
+    "lr": (Optional[float], Opt(None, help="head learning rate (default: the task's recipe)")),
+    "weight_decay": (float, Opt(1e-4)), "warmup_epochs": (float, Opt(1.0)),
+    "freeze": (Optional[str], Opt(None, help="backbone | stage:N | regex over module names")),
+    "unfreeze_at": (Optional[int], Opt(None, help="gradual unfreeze: from this epoch, one stage per epoch")),
+    "backbone_lr_ratio": (float, Opt(0.1, help="backbone lr = lr x ratio")),
+    "augment": (Optional[bool], Opt(None, "--augment/--no-augment", help="default: on unless --freeze backbone")),
+    "patience": (Optional[int], Opt(None, help="early stopping patience in epochs")),
+    "clip_grad": (Optional[float], Opt(5.0, help="gradient norm clip (0: off)")),
+    "time_limit": (Optional[float], Opt(None, help="stop after the epoch that crosses this many minutes")),
+    "seed": (int, Opt(0)), "resume": (bool, Opt(False, help="continue from OUT/checkpoint.pt")),
+    **DEVICE, **PRECISION,
+}
+EVAL = {
+    **DATA,
+    "model": (Optional[str], Opt(None, help="model file or weights name")),
+    "results": (Optional[str], Opt(None, help="evaluate this results file / folder instead of a model")),
+    "batch_size": (int, Opt(16)), **DEVICE, **PRECISION,
+}
+BOXES = {"boxes": (Optional[str], Opt(None, "--boxes", "--faces", help="COCO-style boxes (dataset JSON or "
+                                                                       "detection results list)")),
+         "detector": (Optional[str], Opt(None, help="a cvapps detection model file for the boxes")),
+         "detector_label": (Optional[str], Opt(None, help="detector class to keep (default face / person)")),
+         "box_conf": (float, Opt(0.0, help="minimum box score (file or detector)"))}
+KEYPOINT_HEAD = {"head": (str, Opt("heatmap", help="heatmap (deconvolution, stride 4) or regression (direct)")),
+                 "loss": (Optional[str], Opt(None, help="regression: wing | l1 | l2 (default wing faces, l1 pose)")),
+                 "cascade": (bool, Opt(False, help="add a stage refining each point from a patch around it")),
+                 "sigma": (float, Opt(2.0, help="heatmap Gaussian sigma (heatmap pixels)"))}
+# per task: (predict extras, train extras, eval extras)
+EXTRA = {
+    "classify": (
+        {"top_k": (int, Opt(5, help="labels per prediction"))},
+        {"train": (Optional[str], Opt(None, help="training class-folder tree or CSV")),
+         "kind": (Optional[str], Opt(None, help="multiclass | multilabel | regression | binned (default: inferred)")),
+         "bins": (Optional[str], Opt(None, help="binned regression: LOW,HIGH,N")),
+         "label_smoothing": (Optional[float], Opt(None))},
+        {"out_dir": (Optional[str], Opt(None, "--out", help="also write confusion.png here"))}),
+    "detect": (
+        {"save_coco": (Optional[str], Opt(None, help="write one COCO results file for all still images")),
+         "coco_gt": (Optional[str], Opt(None, help="COCO ground truth whose image ids --save-coco uses")),
+         "conf": (Optional[float], Opt(None, help="score threshold (default: the model's)")),
+         "iou": (Optional[float], Opt(None, help="NMS IoU threshold (default: the model's)")),
+         "max_det": (Optional[int], Opt(None, help="detections per image")),
+         "classes": (Optional[str], Opt(None, help="keep only these classes: names or indices, comma-separated"))},
+        {"head": (str, Opt("ssd", help="ssd (single-stage anchors) or fasterrcnn (two-stage, FPN)")),
+         "cls_loss": (Optional[str], Opt(None, help="ssd: ce (hard negative mining 3:1) or focal")),
+         "box_loss": (Optional[str], Opt(None, help="ssd: smooth_l1 or giou"))},
+        {"metric": (str, Opt("coco", help="coco (pycocotools COCOeval) or voc")),
+         "iou": (float, Opt(0.5, help="voc: IoU threshold")),
+         "eleven_point": (bool, Opt(False, help="voc: VOC2007 11-point interpolation (default all-point)")),
+         "save_results": (Optional[str], Opt(None, help="write the model's COCO results file")),
+         "class_map": (Optional[str], Opt(None, help="JSON {dataset class: model class} for names the synonym "
+                                                     "table does not cover"))}),
+    "segment": (
+        {},
+        {"masks": (Optional[str], Opt(None, help="mask folder: label PNGs (or colour PNGs with --palette)")),
+         "val_masks": (Optional[str], Opt(None)),
+         "classes": (Optional[str], Opt(None, help="class names, comma-separated (label-map masks)")),
+         "palette": (Optional[str], Opt(None, help='JSON {"classes": [{"name", "color": [r,g,b]}]}')),
+         "ignore_index": (Optional[int], Opt(None, help="void label (default: CamVid 11, else 255)")),
+         "head": (str, Opt("fcn8s", help="fcn32s | fcn16s | fcn8s | segnet")),
+         "bilinear": (bool, Opt(False, help="FCN: fixed bilinear upsampling instead of learned")),
+         "class_weights": (str, Opt("none", help="none | median (median-frequency balancing, SegNet paper)")),
+         "dice": (float, Opt(0.0, help="weight of an added soft Dice loss"))},
+        {"masks": (Optional[str], Opt(None, help="mask folder (with --images, or alone with --results)")),
+         "split": (str, Opt("val", help="val | test (CamVid layout)")),
+         "classes": (Optional[str], Opt(None, help="with --results: class names (default: CamVid's)")),
+         "ignore_index": (Optional[int], Opt(None, help="void label (default: the model's; results: 11)"))}),
+    "landmarks": ({**BOXES, "flip_test": (bool, Opt(False, help="average with the mirrored crop"))},
+                  KEYPOINT_HEAD, {}),
+    "pose": ({**BOXES, "flip_test": (bool, Opt(False, help="average with the mirrored crop"))}, KEYPOINT_HEAD, {}),
+}
+
+
+def command(target: typer.Typer, name: str, *groups: dict, help: str):
+    """Register ``fn(task-free **kwargs)`` as ``name`` with the parameters of ``groups``
+    (later groups override earlier ones)."""
+
+    def deco(fn):
+        merged: dict = {}
+        for g in groups:
+            merged.update(g)
+        params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                  for n, (a, d) in merged.items()]
+
+        @functools.wraps(fn)
+        def wrapper(**kw):
+            return fn(**kw)
+
+        wrapper.__signature__ = inspect.Signature(params)
+        wrapper.__annotations__ = {n: a for n, (a, _) in merged.items()}
+        target.command(name, help=help)(wrapper)
+        return fn
+
+    return deco
+
+
+def _size(img_size):
+    return parse_size(img_size) if img_size is not None else None
 
 
 def _print_summary(s, out_dir, save_json) -> None:
     for src, text in s.summaries:
         print(f"{src}\t{text}")
     err.print(f"{s.processed} predicted, {len(s.failed)} skipped"
-              + (f"; outputs in {out_dir}" if out_dir else "") + (f"; JSON Lines in {save_json}" if save_json else ""))
+              + (f"; outputs in {out_dir}" if out_dir else "") + (f"; JSON Lines in {save_json}" if save_json else ""),
+              highlight=False)
 
 
 def _print_train_result(result: dict) -> None:
@@ -91,225 +201,125 @@ def _print_train_result(result: dict) -> None:
     only under torchrun, so a distributed run prints it once)."""
     if result["rank"] != 0:
         return
-    val_metrics = result.get("val", {})
-    summary = {k: v for k, v in val_metrics.items() if not isinstance(v, (list, dict))}
-    print(json.dumps({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"], **summary}))
+    summary = {k: v for k, v in result.get("val", {}).items() if not isinstance(v, (list, dict))}
+    print(_json({"out_dir": result["out_dir"], "epochs_run": result["epochs_run"], **summary}))
 
 
-@predict_app.command("detect")
-def predict_detect(
-    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos, camera index"),
-    model: str = typer.Option(..., help="detection model file"),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="write images/videos with boxes drawn here"),
-    save_json: Optional[str] = typer.Option(None, help="write JSON Lines (one object per image/frame)"),
-    save_coco: Optional[str] = typer.Option(None, help="write one COCO results file for all still images"),
-    coco_gt: Optional[str] = typer.Option(None, help="COCO ground truth whose image ids --save-coco should use"),
-    conf: Optional[float] = typer.Option(None, help="score threshold (default: the model's, 0.25)"),
-    iou: Optional[float] = typer.Option(None, help="NMS IoU threshold (default: the model's)"),
-    max_det: Optional[int] = typer.Option(None, help="detections per image"),
-    classes: Optional[str] = typer.Option(None, help="keep only these classes: names or indices, comma-separated"),
-    batch_size: int = typer.Option(8), vid_stride: int = typer.Option(1, help="use every N-th video frame"),
-    device: str = Device, precision: str = Precision, backend: str = Backend,
-) -> None:
-    """Detect objects; prints a line per image; boxes drawn with --out."""
-    s = api.predict_detect(model, sources, out_dir=out_dir, save_json=save_json, save_coco=save_coco,
-                           coco_gt=coco_gt, conf=conf, iou=iou, max_det=max_det, classes=classes,
-                           batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision,
-                           console=err, backend=backend)
-    if s.errors and not s.processed:
-        raise s.errors[0]
-    _print_summary(s, out_dir, save_json)
+# per-task commands ---------------------------------------------------------------------
+def _register(task: str) -> None:
+    p_extra, t_extra, e_extra = EXTRA[task]
+
+    @command(predict_app, task, PREDICT, p_extra, help=f"Run a {task} model on images and videos; prints a line per "
+                                                      "image, annotated outputs with --out.")
+    def predict(sources, model, backend, **kw):
+        s = _api().predict(model, sources, task=task, backend=backend, console=err, **kw)
+        if s.errors and not s.processed:
+            raise s.errors[0]
+        _print_summary(s, kw.get("out_dir"), kw.get("save_json"))
+
+    @command(train_app, task, TRAIN, t_extra, help=f"Train a {task} model; writes best/last model files, "
+                                                  "checkpoint, metrics.jsonl, curves.png.")
+    def train(**kw):
+        head, args = _train_args(task, kw)
+        result = _api().train(task, kw.pop("data"), head=head, console=err, **args, **kw)
+        _print_train_result(result)
+
+    @command(eval_app, task, EVAL, e_extra, help=f"Evaluate a {task} model (or a results file): metrics as JSON, "
+                                                "last line.")
+    def evaluate(model, results, data, **kw):
+        kw = {k: v for k, v in kw.items() if v is not None}
+        if "classes" in kw:
+            kw["classes"] = kw["classes"].split(",")
+        if "out_dir" in kw:
+            kw["out"] = kw.pop("out_dir")
+        if results:
+            for k in ("batch_size", "precision", "device", "skip_bad", "save_results", "out"):
+                kw.pop(k, None)
+            m = _api().evaluate_results(results, data, task=task, **kw)
+        elif model:
+            m = _api().evaluate(model, data, task=task, console=err, **kw)
+        else:
+            raise CvappsError("pass --model (with --data / --images) or --results", hint=f"see `cvapps eval {task} --help`")
+        print(_json(m))
 
 
-@train_app.command("classify")
-def train_classify(
-    data: Optional[str] = typer.Option(None, help="root with train/ and val/ (class folders) or train.csv/val.csv"),
-    train: Optional[str] = typer.Option(None, help="training class-folder tree or CSV"),
-    val: Optional[str] = typer.Option(None, help="validation class-folder tree or CSV"),
-    images: Optional[str] = typer.Option(None, help="folder CSV image paths are relative to"),
-    kind: Optional[str] = typer.Option(None, help="multiclass | multilabel | regression | binned (default: inferred)"),
-    bins: Optional[str] = typer.Option(None, help="binned regression: LOW,HIGH,N"),
-    backbone: Optional[str] = typer.Option(None, help="default: the weights' backbone, else mobilenet_v2"),
-    weights: Optional[str] = typer.Option(None, help="pretrained weights, e.g. mobilenet_v2.imagenet1k"),
-    out_dir: str = typer.Option("runs/classify", "--out"),
-    epochs: int = typer.Option(10), batch_size: int = typer.Option(32), lr: float = typer.Option(1e-3),
-    weight_decay: float = typer.Option(1e-4), warmup_epochs: float = typer.Option(1.0),
-    freeze: Optional[str] = typer.Option(None, help="backbone | stage:N | regex over module names"),
-    unfreeze_at: Optional[int] = typer.Option(None, help="gradual unfreeze: from this epoch, one stage per epoch"),
-    backbone_lr_ratio: float = typer.Option(0.1, help="backbone lr = lr x ratio"),
-    label_smoothing: Optional[float] = typer.Option(None),
-    img_size: Optional[int] = typer.Option(None, help="input size (default: the weights')"),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="default: on unless --freeze backbone"),
-    patience: Optional[int] = typer.Option(None, help="early stopping patience in epochs"),
-    clip_grad: Optional[float] = typer.Option(5.0), seed: int = typer.Option(0),
-    resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
-    skip_bad: bool = typer.Option(False, help="skip unreadable images (counted) instead of stopping"),
-    device: str = Device, precision: str = Precision,
-) -> None:
-    """Fine-tune a classifier; writes best/last model files, checkpoint, metrics.jsonl, curves.png."""
-    bins_list = [float(b) for b in bins.split(",")] if bins else None
-    result = api.train("classify", data, train=train, val=val, images=images, kind=kind, bins=bins_list,
-                       backbone=backbone, weights=weights, out=out_dir, label_smoothing=label_smoothing,
-                       img_size=img_size, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                       warmup_epochs=warmup_epochs, freeze=freeze, unfreeze_at=unfreeze_at,
-                       backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience,
-                       clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad, device=device,
-                       precision=precision, console=err)
-    _print_train_result(result)
+def _train_args(task: str, kw: dict) -> tuple[dict, dict]:
+    """CLI spellings -> (head options, api.train keyword arguments)."""
+    head = {}
+    args: dict = {"img_size": _size(kw.pop("img_size")), "out": kw.pop("out_dir") or f"runs/{task}",
+                  "val": kw.pop("val_data"), "time_limit_min": kw.pop("time_limit")}
+    if "head" in kw:
+        args["kind"] = kw.pop("head")
+    for name in ("cls_loss", "box_loss", "loss", "label_smoothing", "dice"):
+        if name in kw:
+            head[name] = kw.pop(name)
+    if kw.pop("bilinear", False):
+        head["learned_upsampling"] = False
+    if "cascade" in kw:
+        head.update(cascade=kw.pop("cascade"), sigma=kw.pop("sigma"))
+    if "class_weights" in kw:
+        args["median_frequency"] = kw.pop("class_weights") == "median"
+    if kw.get("bins"):
+        head["bins"] = kw.pop("bins").split(",")
+    kw.pop("bins", None)
+    if kw.get("clip_grad") == 0:
+        kw["clip_grad"] = None
+    if kw.get("classes"):
+        kw["classes"] = kw["classes"].split(",")
+    for k in [k for k, v in kw.items() if v is None]:
+        del kw[k]
+    for k in [k for k, v in args.items() if v is None]:
+        del args[k]
+    return {k: v for k, v in head.items() if v is not None}, args
 
 
-@train_app.command("detect")
-def train_detect(
-    data: str = typer.Option(..., help="annotations: COCO JSON, a VOC XML folder or a YOLO txt folder"),
-    images: str = typer.Option(..., help="image folder"),
-    fmt: Optional[str] = typer.Option(None, "--format", help="coco | voc | yolo (default: from --data)"),
-    val_data: Optional[str] = typer.Option(None, help="validation annotations (same format)"),
-    val_images: Optional[str] = typer.Option(None, help="validation images (default: --images)"),
-    val_fraction: float = typer.Option(0.0, help="without --val-data: hold out every k-th image (e.g. 0.2)"),
-    backbone: Optional[str] = typer.Option(None, help="default: the weights' backbone, else mobilenet_v2"),
-    weights: Optional[str] = typer.Option(None, help="pretrained backbone weights, e.g. mobilenet_v2.imagenet1k"),
-    head: str = typer.Option("ssd", help="ssd (single-stage anchors) or fasterrcnn (two-stage, FPN)"),
-    cls_loss: str = typer.Option("ce", help="ssd: ce (hard negative mining 3:1) or focal"),
-    box_loss: str = typer.Option("smooth_l1", help="ssd: smooth_l1 or giou"),
-    img_size: int = typer.Option(320), out_dir: str = typer.Option("runs/detect", "--out"),
-    epochs: int = typer.Option(30), batch_size: int = typer.Option(16), lr: float = typer.Option(2e-3),
-    weight_decay: float = typer.Option(1e-4), warmup_epochs: float = typer.Option(1.0),
-    freeze: Optional[str] = typer.Option(None, help="backbone | stage:N | regex"),
-    unfreeze_at: Optional[int] = typer.Option(None), backbone_lr_ratio: float = typer.Option(0.1),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
-    patience: Optional[int] = typer.Option(None), clip_grad: Optional[float] = typer.Option(10.0),
-    seed: int = typer.Option(0), resume: bool = typer.Option(False),
-    skip_bad: bool = typer.Option(False, help="skip bad boxes/images (counted) instead of stopping"),
-    device: str = Device, precision: str = Precision,
-) -> None:
-    """Train a detector; writes best/last model files, checkpoint, metrics.jsonl, curves.png."""
-    head_cfg = {"kind": head} if head == "fasterrcnn" else {"kind": head, "cls_loss": cls_loss, "box_loss": box_loss}
-    result = api.train("detect", data, images=images, fmt=fmt, val=val_data, val_images=val_images,
-                       val_fraction=val_fraction, backbone=backbone, weights=weights, head=head_cfg,
-                       img_size=img_size, out=out_dir, epochs=epochs, batch_size=batch_size, lr=lr,
-                       weight_decay=weight_decay, warmup_epochs=warmup_epochs, freeze=freeze,
-                       unfreeze_at=unfreeze_at, backbone_lr_ratio=backbone_lr_ratio, augment=augment,
-                       patience=patience, clip_grad=clip_grad, seed=seed, resume=resume, skip_bad=skip_bad,
-                       device=device, precision=precision, console=err)
-    _print_train_result(result)
+for _task in TASK_NAMES:
+    _register(_task)
 
 
-@eval_app.command("detect")
-def eval_detect(
-    data: str = typer.Option(..., help="ground truth: COCO JSON (or VOC/YOLO folder with --format)"),
-    model: Optional[str] = typer.Option(None, help="detection model file"),
-    images: Optional[str] = typer.Option(None, help="image folder (with --model)"),
-    results: Optional[str] = typer.Option(None, help="evaluate this COCO results file instead of a model"),
-    fmt: Optional[str] = typer.Option(None, "--format", help="coco | voc | yolo"),
-    metric: str = typer.Option("coco", help="coco (pycocotools COCOeval) or voc"),
-    iou: float = typer.Option(0.5, help="voc: IoU threshold"),
-    eleven_point: bool = typer.Option(False, help="voc: VOC2007 11-point interpolation (default all-point)"),
-    save_results: Optional[str] = typer.Option(None, help="write the model's COCO results file"),
-    batch_size: int = typer.Option(8), skip_bad: bool = typer.Option(False), precision: str = Precision,
-) -> None:
-    """Detection metrics (JSON, last line): AP, AP50, AP75, AP/AR by size, per_class; or VOC mAP."""
-    if results:
-        m = api.evaluate_results(results, data, metric, iou, eleven_point)
-    elif model:
-        m = api.evaluate(model, data, images=images, fmt=fmt, metric=metric, iou=iou, eleven_point=eleven_point,
-                         save_results=save_results, batch_size=batch_size, skip_bad=skip_bad, precision=precision)
-    else:
-        raise CvappsError("pass --model (with --images) or --results", hint="see `cvapps eval detect --help`")
-    print(json.dumps(m))
+# other commands ------------------------------------------------------------------------
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"cvapps {version('cvapps')}")
+        raise typer.Exit()
 
 
-@predict_app.command("segment")
-def predict_segment(
-    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos"),
-    model: str = typer.Option(..., help="segmentation model file"),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="overlays (with legend) + masks/<name>.png label maps"),
-    save_json: Optional[str] = typer.Option(None, help="JSON Lines: mask path and per-class pixel counts"),
-    batch_size: int = typer.Option(4), vid_stride: int = typer.Option(1),
-    device: str = Device, precision: str = Precision, backend: str = Backend,
-) -> None:
-    """Segment images and videos at their full resolution."""
-    s = api.predict(model, sources, task="segment", out_dir=out_dir, save_json=save_json, batch_size=batch_size,
-                    vid_stride=vid_stride, device=device, precision=precision, console=err, backend=backend)
-    if s.errors and not s.processed:
-        raise s.errors[0]
-    _print_summary(s, out_dir, save_json)
+@app.callback()
+def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="print the version and exit")) -> None:
+    """Computer-vision applications on shared pretrained backbones."""
 
 
-@train_app.command("segment")
-def train_segment(
-    data: Optional[str] = typer.Option(None, help="CamVid-style root (train/, trainannot/, val/, valannot/) or COCO JSON"),
-    images: Optional[str] = typer.Option(None, help="image folder (with --masks, or with a COCO --data)"),
-    masks: Optional[str] = typer.Option(None, help="mask folder: label PNGs (or colour PNGs with --palette)"),
-    val_images: Optional[str] = typer.Option(None), val_masks: Optional[str] = typer.Option(None),
-    classes: Optional[str] = typer.Option(None, help="class names, comma-separated (label-map masks)"),
-    palette: Optional[str] = typer.Option(None, help='JSON {"classes": [{"name", "color": [r,g,b]}]}'),
-    ignore_index: Optional[int] = typer.Option(None, help="void label (default: CamVid 11, else 255)"),
-    head: str = typer.Option("fcn8s", help="fcn32s | fcn16s | fcn8s | segnet"),
-    bilinear: bool = typer.Option(False, help="FCN: fixed bilinear upsampling instead of learned"),
-    class_weights: str = typer.Option("none", help="none | median (median-frequency balancing, SegNet paper)"),
-    dice: float = typer.Option(0.0, help="weight of an added soft Dice loss"),
-    backbone: Optional[str] = typer.Option(None), weights: Optional[str] = typer.Option(None),
-    img_size: str = typer.Option("512", help="S (square) or HxW, e.g. 360x480; images are letterboxed"),
-    out_dir: str = typer.Option("runs/segment", "--out"),
-    epochs: int = typer.Option(30), batch_size: int = typer.Option(8), lr: float = typer.Option(2e-3),
-    weight_decay: float = typer.Option(1e-4), warmup_epochs: float = typer.Option(1.0),
-    freeze: Optional[str] = typer.Option(None), unfreeze_at: Optional[int] = typer.Option(None),
-    backbone_lr_ratio: float = typer.Option(0.1), augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
-    patience: Optional[int] = typer.Option(None), seed: int = typer.Option(0), resume: bool = typer.Option(False),
-    skip_bad: bool = typer.Option(False), device: str = Device, precision: str = Precision,
-) -> None:
-    """Train FCN or SegNet; writes best/last model files, checkpoint, metrics.jsonl, curves.png."""
-    h = {"kind": head, "masks": masks, "val_masks": val_masks, "palette": palette, "dice": dice,
-         "classes": classes.split(",") if classes else None, "median_frequency": class_weights == "median"}
-    if ignore_index is not None:
-        h["ignore_index"] = ignore_index
-    if head != "segnet":
-        h["learned_upsampling"] = not bilinear
-    result = api.train("segment", data, images=images,
-                       val_images=val_images, backbone=backbone, weights=weights, head=h,
-                       img_size=[int(v) for v in img_size.lower().split("x")] if "x" in img_size.lower() else int(img_size),
-                       out=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                       warmup_epochs=warmup_epochs, freeze=freeze, unfreeze_at=unfreeze_at,
-                       backbone_lr_ratio=backbone_lr_ratio, augment=augment, patience=patience, seed=seed,
-                       resume=resume, skip_bad=skip_bad, device=device, precision=precision, console=err)
-    _print_train_result(result)
+@app.command()
+def backbones() -> None:
+    """List backbones: feature strides, channels, parameters, available weights."""
+    t = Table(*(Column(c, overflow="fold") for c in ("strides", "channels", "params", "weights", "pool idx")))
+    t.columns.insert(0, Column("name", no_wrap=True))
+    for r in _api().backbone_table():
+        t.add_row(r["name"], ",".join(map(str, r["strides"])), ",".join(map(str, r["channels"])),
+                  f"{r['params'] / 1e6:.1f}M", ", ".join(r["weights"]) or "-", "yes" if r["pool_indices"] else "")
+    out.print(t)
 
 
-@eval_app.command("segment")
-def eval_segment(
-    data: Optional[str] = typer.Option(None, help="CamVid-style root (uses --split) or COCO JSON"),
-    model: Optional[str] = typer.Option(None, help="segmentation model file"),
-    results: Optional[str] = typer.Option(None, help="folder of predicted label-map PNGs named like the images"),
-    images: Optional[str] = typer.Option(None), masks: Optional[str] = typer.Option(None),
-    split: str = typer.Option("val", help="val | test (CamVid layout)"),
-    classes: Optional[str] = typer.Option(None, help="with --results: class names (default: CamVid's)"),
-    ignore_index: int = typer.Option(11, help="with --results: void label"),
-    batch_size: int = typer.Option(4), skip_bad: bool = typer.Option(False), precision: str = Precision,
-) -> None:
-    """mIoU, pixel_acc, mean_class_acc, per_class_iou (JSON, last line); void never counts."""
-    if results:
-        m = api.evaluate_segmentation_results(results, data, images, masks, split,
-                                              classes.split(",") if classes else None, ignore_index)
-    elif model:
-        m = api.evaluate(model, data, images=images, masks=masks, split=split, batch_size=batch_size,
-                         skip_bad=skip_bad, precision=precision)
-    else:
-        raise CvappsError("pass --model or --results", hint="see `cvapps eval segment --help`")
-    print(json.dumps(m))
+@weights_app.command("list")
+def weights_list() -> None:
+    """List known weights: task, where they come from, licence, and whether they are cached."""
+    t = Table(*(Column(c, overflow="fold") for c in ("task", "backbone", "metric", "licence", "cached", "sources")))
+    t.columns.insert(0, Column("name", no_wrap=True))
+    for r in _api().weights_table():
+        metric = ", ".join(f"{k} {v}" for k, v in r["metrics"].items()) or "-"
+        t.add_row(r["name"], r["task"], r["backbone"], metric, r["licence"] or "-", "yes" if r["cached"] else "no",
+                  "\n".join(r["sources"]))
+    out.print(t)
 
 
-@eval_app.command("classify")
-def eval_classify(
-    model: str = typer.Option(..., help="model file or weights name"),
-    data: str = typer.Option(..., help="folder of class folders, a root with val/, or a CSV"),
-    images: Optional[str] = typer.Option(None, help="folder CSV image paths are relative to"),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="also write confusion.png here"),
-    batch_size: int = typer.Option(32), skip_bad: bool = typer.Option(False), precision: str = Precision,
-) -> None:
-    """Evaluate a classifier: top1, top5, per_class, confusion_matrix, count (JSON, last line)."""
-    m = api.evaluate(model, data, images=images, out=out_dir, batch_size=batch_size, skip_bad=skip_bad,
-                     precision=precision, console=err)
-    print(json.dumps(m))
+@weights_app.command("pull")
+def weights_pull(name: str, file: Optional[str] = typer.Option(None, help="a local copy of the file to verify and "
+                                                                          "cache")) -> None:
+    """Download (or find) weights NAME, verify its sha256, cache it; prints the path."""
+    out.print(str(_api().pull_weights(name, file)), highlight=False)
 
 
 @predict_app.command("multi", hidden=True)
@@ -317,16 +327,15 @@ def predict_multi(
     tasks: str = typer.Option(..., help="comma-separated tasks, e.g. detect,segment"),
     sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos"),
     model: List[str] = typer.Option(..., help="one model file per task (repeat --model)"),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="write annotated images/videos here"),
-    save_json: Optional[str] = typer.Option(None, help="JSON Lines: every task's output per image/frame"),
-    batch_size: int = typer.Option(8), vid_stride: int = typer.Option(1),
-    device: str = Device, precision: str = Precision,
+    out_dir: Optional[str] = PREDICT["out_dir"][1], save_json: Optional[str] = PREDICT["save_json"][1],
+    batch_size: int = PREDICT["batch_size"][1], vid_stride: int = PREDICT["vid_stride"][1],
+    device: str = DEVICE["device"][1], precision: str = PRECISION["precision"][1],
 ) -> None:
     """`cvapps predict detect,segment SOURCES --model det --model seg`: several heads, one
     backbone pass per frame when their backbones (and weights) match."""
-    s = api.predict_bundle(list(model), sources, tasks=tasks.split(","), out_dir=out_dir, save_json=save_json,
-                           batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision,
-                           console=err)
+    s = _api().predict_bundle(list(model), sources, tasks=tasks.split(","), out_dir=out_dir, save_json=save_json,
+                              batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision,
+                              console=err)
     if s.errors and not s.processed:
         raise s.errors[0]
     _print_summary(s, out_dir, save_json)
@@ -338,13 +347,11 @@ def export(
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript"),
     out_file: str = typer.Option(..., "--out", help="output file (.onnx / .pt)"),
     dynamic_batch: bool = typer.Option(False, help="a variable batch dimension (default: batch 1)"),
-    img_size: Optional[str] = typer.Option(None, help="input size S or H,W (default: the model's)"),
+    img_size: Optional[str] = TRAIN["img_size"][1],
 ) -> None:
     """Export the network up to its raw outputs; postprocessing (NMS, un-letterboxing, crop
     inverse) stays in Python. The config (labels, preprocessing) goes into the metadata."""
-    size = [int(v) for v in img_size.split(",")] if img_size else None
-    path = api.export(model, out_file, fmt, dynamic_batch, size[0] if size and len(size) == 1 else size)
-    print(str(path))
+    print(str(_api().export(model, out_file, fmt, dynamic_batch, _size(img_size))))
 
 
 @app.command()
@@ -352,60 +359,58 @@ def select(
     model: str = typer.Option(..., help="model file (any task) or weights name"),
     pool: List[str] = typer.Option(..., help="unlabelled images: folder, glob or .txt list (repeatable)"),
     budget: int = typer.Option(..., help="how many images to pick"),
-    strategy: str = typer.Option("entropy", help="random | least_confidence | margin | entropy | bald | coreset | hybrid"),
+    strategy: str = typer.Option("entropy", help="random | least_confidence | margin | entropy | bald | variance | "
+                                                 "coreset | hybrid"),
     exclude: Optional[str] = typer.Option(None, help="text file of already-labelled paths to leave out"),
     out_dir: str = typer.Option("runs/select", "--out", help="scores.csv, selection.csv/.json, contact_sheet.png"),
     copy_to: Optional[str] = typer.Option(None, help="copy the picks here, prefixed with their rank"),
     link: bool = typer.Option(False, help="with --copy-to: symbolic links instead of copies"),
-    batch_size: int = typer.Option(16), mc_passes: int = typer.Option(10, help="bald: MC-dropout passes"),
+    batch_size: int = typer.Option(16), mc_passes: int = typer.Option(10, help="bald / variance: MC-dropout passes"),
     k: int = typer.Option(5, help="hybrid: uncertainty pre-filter to k x budget"), seed: int = typer.Option(0),
     pseudo_label: Optional[float] = typer.Option(None, help="also write confident predictions (>= this) as labels"),
-    device: str = Device,
+    device: str = DEVICE["device"][1],
 ) -> None:
     """Rank unlabelled images by how much labelling them should teach the model. Re-running
     with the same arguments skips images already scored."""
-    sel = api.select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
-                     batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
-                     device=device, console=err)
+    sel = _api().select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
+                        batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
+                        device=device, console=err)
     for row in sel:
-        print(f"{row['rank']}\t{row['score']:.4f}\t{row['path']}")
-    err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png")
+        print(f"{row['rank']}\t{row['score']:.4g}\t{row['path']}")
+    err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)
 
 
 @app.command("al-simulate")
 def al_simulate(
     task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
-    data: str = typer.Option(..., help="classify: a root with train/ and val/; segment: a root with train/ "
-                                       "(and val/, else --val-fraction holds out); others: annotations"),
-    images: Optional[str] = typer.Option(None, help="image folder (detect, landmarks, pose)"),
-    fmt: Optional[str] = typer.Option(None, "--format", help="annotation format, as for `cvapps train`"),
-    val_data: Optional[str] = typer.Option(None, help="validation annotations (default: hold out --val-fraction)"),
-    val_images: Optional[str] = typer.Option(None), val_fraction: float = typer.Option(0.2),
+    data: str = typer.Option(..., help="classify: a root with train/ (and val/); segment: a root with train/ "
+                                       "(and val/); others: annotations"),
+    images: Optional[str] = DATA["images"][1], fmt: Optional[str] = DATA["fmt"][1],
+    val_data: Optional[str] = TRAIN["val_data"][1], val_images: Optional[str] = TRAIN["val_images"][1],
+    val_fraction: float = typer.Option(0.2, help="without a validation split: hold out every k-th image"),
     initial: int = typer.Option(100), step: int = typer.Option(100), rounds: int = typer.Option(5),
     strategies: Optional[str] = typer.Option(None, help="default classify: random,entropy,margin,bald,coreset; "
                                                         "others: random,least_confidence,coreset"),
     seeds: int = typer.Option(3), epochs: int = typer.Option(5, help="non-classify: head epochs per round"),
     batch_size: int = typer.Option(8), lr: float = typer.Option(2e-3),
-    backbone: Optional[str] = typer.Option(None), weights: Optional[str] = typer.Option(None),
-    img_size: Optional[int] = typer.Option(None), out_dir: str = typer.Option("runs/al-simulate", "--out"),
+    backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
+    img_size: Optional[str] = TRAIN["img_size"][1], out_dir: str = typer.Option("runs/al-simulate", "--out"),
 ) -> None:
     """Replay active learning on a labelled set; writes curves.json and learning_curves.png."""
-    c = api.simulate(task, data, backbone=backbone, weights=weights, img_size=img_size, initial=initial, step=step,
-                     rounds=rounds, strategies=strategies.split(",") if strategies else None, seeds=seeds,
-                     out=out_dir, images=images, fmt=fmt, val=val_data, val_images=val_images,
-                     val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, console=err)
+    opts = {k: v for k, v in dict(images=images, fmt=fmt, val=val_data, val_images=val_images).items() if v}
+    c = _api().simulate(task, data, backbone=backbone, weights=weights, img_size=_size(img_size), initial=initial,
+                        step=step, rounds=rounds, strategies=strategies.split(",") if strategies else None, seeds=seeds,
+                        out=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, console=err,
+                        val_fraction=val_fraction, **opts)
     last = {k: round(v["mean"][-1], 4) for k, v in c["strategies"].items()}
-    print(json.dumps({"labels": c["labels"][-1], "metric": c["metric"], "final": last, "out_dir": out_dir}))
+    print(_json({"labels": c["labels"][-1], "metric": c["metric"], "final": last, "out_dir": out_dir}))
 
 
-cli_keypoints.register(predict_app, train_app, eval_app, Device, Precision, Backend, err, _print_summary,
-                       _print_train_result)
-
-
+# entry ---------------------------------------------------------------------------------
 def _sources_as_arguments(argv: list[str]) -> list[str]:
     """``predict ... --source 0`` (the Ultralytics spelling) = ``predict ... 0``: every predict
     command takes its sources as arguments, so --source/-s values are moved there."""
-    out, moved, i = [], [], 0
+    moved_args, moved, i = [], [], 0
     while i < len(argv):
         a = argv[i]
         if a in ("--source", "-s") and i + 1 < len(argv):
@@ -415,11 +420,11 @@ def _sources_as_arguments(argv: list[str]) -> list[str]:
         if a.startswith("--source="):
             moved.append(a.split("=", 1)[1])
         else:
-            out.append(a)
+            moved_args.append(a)
         i += 1
     if not moved:
-        return out
-    return out + moved if "--" in out else out + ["--", *moved]
+        return moved_args
+    return moved_args + moved if "--" in moved_args else moved_args + ["--", *moved]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -436,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
     except CvappsError as e:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {e.one_line()}", highlight=False, soft_wrap=True)
+        err.print(Text("error: ", style="red") + Text(e.one_line()), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

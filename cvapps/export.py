@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.io import atomic_write
 from .data.transforms import size_hw
 from .errors import ConfigError, DataError
-from .modelfile import atomic_write
+from .options import parse_size
+from .tasks import model_class
 
 META_CONFIG, META_RAW, META_OUTPUTS = "cvapps_config", "cvapps_raw", "cvapps_outputs"
 
@@ -44,18 +46,11 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     ``img_size`` overrides the input size recorded in the config (int or [H, W])."""
     if fmt not in ("onnx", "torchscript"):
         raise ConfigError(f"unknown export format {fmt!r}", hint="onnx or torchscript")
-    if model.config.get("head", {}).get("kind") == "fasterrcnn":
-        raise ConfigError("Faster R-CNN cannot be exported: its proposal stage is data-dependent Python",
-                          hint="export an SSD detector (--head ssd)")
+    if model.export_blocker:
+        raise ConfigError(model.export_blocker, hint="export a model whose head has a fixed graph (e.g. --head ssd)")
     config = json.loads(json.dumps(model.config))
     if img_size is not None:
-        pre = config["preprocessing"]
-        if model.task == "classify":
-            size = int(img_size if not isinstance(img_size, (list, tuple)) else img_size[0])
-            pre["resize_size"] = round(size * pre["resize_size"] / pre["input_size"])
-            pre["input_size"] = size
-        else:
-            pre["input_size"] = list(img_size) if isinstance(img_size, (list, tuple)) else int(img_size)
+        config = type(model).with_input_size(config, parse_size(img_size))
     h, w = size_hw(config["preprocessing"]["input_size"])
     model = model.eval().cpu()
     x = torch.zeros(2 if dynamic_batch else 1, 3, h, w)
@@ -105,8 +100,6 @@ class OnnxModel:
         except ImportError:
             raise ConfigError("the onnxruntime backend needs the [onnx] extra",
                               hint="pip install 'cvapps[onnx]'") from None
-        from .tasks import TASKS
-
         path = Path(path)
         if not path.is_file():
             raise DataError("no such ONNX file", path=str(path))
@@ -129,7 +122,7 @@ class OnnxModel:
         if not module.startswith("cvapps."):
             raise DataError(f"unexpected raw type {meta[META_RAW]!r}", path=str(path))
         self.raw_type = getattr(importlib.import_module(module), cls)
-        self.task_model = TASKS.get(self.config["task"]).from_config(self.config).eval()
+        self.task_model = model_class(self.config["task"]).from_config(self.config).eval()
         shape = self.session.get_inputs()[0].shape
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         self.path = path

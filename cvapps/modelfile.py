@@ -9,32 +9,14 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
+from .data.io import atomic_write
 from .errors import ConfigError, DataError
+from .tasks import model_class
 
 FORMAT_VERSION = 1
 _META_KEY = "cvapps"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # writers may create 0600 temp files; use the user's default
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_model(model, path: str | os.PathLike) -> Path:
@@ -67,17 +49,18 @@ def read_config(path: str | os.PathLike) -> dict:
     return info["config"]
 
 
+def check_task(found: str, wanted: str | None, path: str) -> None:
+    """A model of another task stops with one line saying what the file is."""
+    if wanted is not None and found != wanted:
+        raise ConfigError(f"model file is for task {found!r}, not {wanted!r}", path=path,
+                          hint=f"it is a {found} model: use `cvapps ... {found}`, or pass a {wanted} model")
+
+
 def load_model(path: str | os.PathLike, task: str | None = None, device: str | torch.device = "cpu"):
     """Rebuild the TaskModel stored in ``path``. ``task`` (if given) must match the file's."""
-    from safetensors.torch import load_file
-
-    from .tasks import TASKS
-
     config = read_config(path)
-    if task is not None and config.get("task") != task:
-        raise ConfigError(f"model file is for task {config.get('task')!r}, not {task!r}", path=str(path),
-                          hint=f"use `cvapps ... {config.get('task')}` or a {task} model")
-    model = TASKS.get(config["task"]).from_config(config)
+    check_task(config.get("task"), task, str(path))
+    model = model_class(config["task"]).from_config(config)
     state = load_file(str(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -40,6 +40,7 @@ class WeightsSpec:
     backbone: str
     filename: str
     sources: tuple[dict, ...]
+    task: str = "classify"  # the task of the model the weights make (ImageNet backbones: a classifier)
     sha256: str = ""
     sha256_prefix: str = ""
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -57,6 +58,10 @@ class WeightsSpec:
     @property
     def tag(self) -> str:
         return self.name.split(".", 1)[1]
+
+    def cached(self) -> bool:
+        """Whether the file is already in the local cache (verified when it is used)."""
+        return (cvapps_home() / "weights" / self.filename).is_file()
 
     def preprocessing(self) -> dict:
         return {"mean": list(self.mean), "std": list(self.std), "input_size": self.input_size,

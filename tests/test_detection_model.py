@@ -102,7 +102,7 @@ def test_two_stage_goes_through_the_same_paths(det_set, tmp_path):
                      head={"kind": "fasterrcnn"}, epochs=2, batch_size=4, lr=1e-3, augment=False, console=QUIET)
     assert "AP50" in r["val"] and r["epochs_run"] == 2
     m = cvapps.load(out / "last.safetensors")
-    assert type(m).__name__ == "FasterRCNNModel" and m.task == "detect"
+    assert m.config["head"]["kind"] == "fasterrcnn" and type(m.head).__name__ == "RCNNHead" and m.task == "detect"
     again = cvapps.load(cvapps.save(m, tmp_path / "copy.safetensors"))
     img = str(det_set / "images" / "img0.png")
     a, b = m.predict(img, conf=0.0)[0], again.predict(img, conf=0.0)[0]

@@ -163,7 +163,7 @@ def test_augmentation_keeps_boxes_valid_and_counts_drops(tmp_path):
     make_detection_set(tmp_path)
     data = read_coco(tmp_path / "coco.json", tmp_path / "images")
     pre = {"mean": [0.5] * 3, "std": [0.5] * 3, "input_size": 96}
-    aug = detection_augment(pre)
+    aug = detection_augment()
     aug.set_random_seed(0)
     ds = DetectionDataset(data, Letterbox.from_config(pre), aug)
     total = 0

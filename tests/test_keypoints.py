@@ -17,9 +17,10 @@ import cvapps
 from cvapps.data.keypoints import parse_pts, read_keypoints
 from cvapps.errors import DataError
 from cvapps.ops.keypoints import apply_affine, crop_affine, decode_heatmaps, gaussian_heatmaps, invert_affine
-from cvapps.tasks.keypoints.schema import BUILTIN, builtin, from_dataset
+from cvapps.data.dataset import collate
+from cvapps.schema import BUILTIN, builtin, from_dataset
 from cvapps.tasks.keypoints.topdown import TopDown
-from cvapps.tasks.keypoints.workflow import KeypointDataset, evaluate_results_file
+from cvapps.tasks.keypoints.workflow import KeypointDataset
 from cvapps.tasks.landmarks.metrics import landmark_metrics, nme
 
 DATA = Path(__file__).parent / "data" / "keypoints"
@@ -29,15 +30,15 @@ DATA = Path(__file__).parent / "data" / "keypoints"
 @pytest.mark.parametrize("name", list(BUILTIN))
 def test_builtin_flip_pairs_are_disjoint_swaps(name):
     s = builtin(name)
-    seen = [i for p in s["flip_pairs"] for i in p]
+    seen = [i for p in s.flip_pairs for i in p]
     assert len(seen) == len(set(seen)), "a keypoint in two flip pairs"
-    assert len(s["sigmas"]) == len(s["keypoints"])
+    assert len(s.sigmas) == len(s.keypoints)
 
 
 def test_custom_schema_pairs_left_right_by_name():
     s = from_dataset(["head", "left_hand", "right_hand", "l_foot", "r_foot"], [[1, 2]], 5)
-    assert s["name"] == "custom" and sorted(map(sorted, s["flip_pairs"])) == [[1, 2], [3, 4]]
-    assert s["skeleton"] == [[0, 1]]  # COCO's 1-based edges become 0-based
+    assert s.name == "custom" and sorted(map(sorted, s.flip_pairs)) == [[1, 2], [3, 4]]
+    assert [list(e) for e in s.skeleton] == [[0, 1]]  # COCO's 1-based edges become 0-based
 
 
 # readers ------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ def test_custom_schema_pairs_left_right_by_name():
     ("wflw", 2, 4, 98, "wflw98"), ("cofw", 2, 2, 29, "cofw29"), ("aflw", 2, 2, 19, "aflw19")])
 def test_every_sample_file_loads(name, images, instances, k, schema):
     d = read_keypoints(DATA / name / f"test_{name}.json", DATA / name)
-    assert (len(d), len(d.instances()), d.num_keypoints, d.schema["name"]) == (images, instances, k, schema)
+    assert (len(d), len(d.instances()), d.num_keypoints, d.schema.name) == (images, instances, k, schema)
 
 
 def test_pts_folder_colour_grey_ppm_and_derived_box(tmp_path):
@@ -58,7 +59,7 @@ def test_pts_folder_colour_grey_ppm_and_derived_box(tmp_path):
         body = "\n".join(f"{x + 0.5:.3f} {y + 0.5:.3f}" for x, y in pts)  # .pts is 1-based
         (tmp_path / f"f{i}.pts").write_text(f"version: 1\nn_points: 5\n{{\n{body}\n}}\n")
     d = read_keypoints(tmp_path, fmt="pts")
-    assert len(d) == 3 and d.schema["name"] == "face5"
+    assert len(d) == 3 and d.schema.name == "face5"
     inst = d.records[0].instances[0]
     np.testing.assert_allclose(inst.keypoints[:, :2], pts, atol=1e-3)
     assert inst.box[0] < pts[:, 0].min() and inst.box[2] > pts[:, 0].max()
@@ -157,13 +158,13 @@ def test_ground_truth_fed_back_scores_perfectly(tmp_path):
         {"bbox": [*i.box[:2], *(i.box[2:] - i.box[:2])], "keypoints": i.keypoints.reshape(-1).tolist(), "score": 1}
         for i in r.instances]} for r in d.records]
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    m = evaluate_results_file(tmp_path / "p.jsonl", d)
+    m = cvapps.evaluate_results(tmp_path / "p.jsonl", DATA / "300w" / "test_300w.json", task="landmarks")
     assert m["NME"] == 0 and m["FR@0.08"] == 0 and m["AUC@0.10"] == 1 and m["count"] == 2
     coco = json.loads((DATA / "coco" / "test_coco.json").read_text())
     res = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
            for a in coco["annotations"] if a["num_keypoints"] > 0]
     (tmp_path / "r.json").write_text(json.dumps(res))
-    m = evaluate_results_file(tmp_path / "r.json", read_keypoints(DATA / "coco" / "test_coco.json", DATA / "coco"))
+    m = cvapps.evaluate_results(tmp_path / "r.json", DATA / "coco" / "test_coco.json", task="pose")
     assert m["AP"] == 1.0 and m["PCK"] == 1.0
 
 
@@ -188,7 +189,7 @@ def test_oks_ap_equals_pycocotools(tmp_path):
         gt = COCO(str(ann))
         ev = COCOeval(gt, gt.loadRes(str(tmp_path / "r.json")), "keypoints")
         ev.evaluate(), ev.accumulate(), ev.summarize()
-    ours = evaluate_results_file(tmp_path / "r.json", read_keypoints(ann, DATA / "coco"))
+    ours = cvapps.evaluate_results(tmp_path / "r.json", ann, task="pose")
     assert 0 < ours["AP"] < 1 and ours["AP"] == pytest.approx(ev.stats[0], abs=1e-12)
     assert ours["AR"] == pytest.approx(ev.stats[5], abs=1e-12)
 
@@ -201,11 +202,10 @@ def _overfit(task, tmp_path, steps, **head):
     data = read_keypoints(ann, tmp_path)
     torch.manual_seed(0)
     m = cvapps.create_model(task, "mobilenet_v3_small", img_size=[96, 96], schema=data.schema, **head)
-    from cvapps.tasks.keypoints.workflow import datasets
     from cvapps.training.trainer import evaluate_dataset
 
-    make, val = datasets(m, data, data)
-    x, t = KeypointDataset.collate([make(False)[i] for i in range(4)])
+    make, val = m.spec.datasets(m, data, data)
+    x, t = collate([make(False)[i] for i in range(4)])
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     before = evaluate_dataset(m, val)
     m.eval()

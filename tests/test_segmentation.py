@@ -110,8 +110,8 @@ def seg_run(tmp_path_factory):
     root = make_seg_set(tmp_path_factory.mktemp("seg"))
     out = root / "run"
     r = cvapps.train("segment", None, images=str(root / "train"), val_images=str(root / "train"),
-                     backbone="mobilenet_v2", head={"kind": "fcn8s", "classes": CLASSES, "masks": str(root / "trainannot"),
-                                                    "val_masks": str(root / "trainannot")},
+                     backbone="mobilenet_v2", kind="fcn8s", classes=CLASSES, masks=str(root / "trainannot"),
+                     val_masks=str(root / "trainannot"),
                      img_size=64, epochs=60, batch_size=4, lr=1e-2, backbone_lr_ratio=1.0, augment=False,
                      out=str(out), console=QUIET)
     return root, out, r
@@ -194,5 +194,7 @@ def test_skip_bad_counts_broken_pairs(tmp_path):
     with pytest.raises(DataError, match="mask file missing"):
         SegDataset(d, box)[1]
     ds = SegDataset(d, box, skip_bad=True)
-    batch = ds.collate([ds[i] for i in range(3)])
+    from cvapps.data.dataset import collate
+
+    batch = collate([ds[i] for i in range(3)])
     assert batch[0].shape[0] == 2 and len(d.skipped) == 1 and "s1" in d.skipped[0]

@@ -15,31 +15,20 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..data.io import is_image
-from ..errors import ConfigError, DataError
-from ..inference.runner import stack_inputs
-from ..inference.sources import batched, expand_sources, iter_frames, prefetch
-from .strategies import STRATEGIES, bald, entropy, hybrid, k_center_greedy, least_confidence, margin, rank, \
-    random_order, variance
+import cv2
 
-_PROB_FNS = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy}
+from ..data.io import is_image, read_image
+from ..errors import ConfigError, DataError
+from ..inference.runner import frame_batches
+from ..inference.sources import expand_sources
+from ..tasks.batch import to_batch
+from .pseudo import write_pseudo_labels
+from .strategies import STRATEGIES, hybrid, k_center_greedy, rank, random_order
 
 
 def supported(model) -> list[str]:
-    """Strategies this model's outputs support."""
-    base = ["random", "coreset"]
-    if model.task == "classify" and model.kind in ("multiclass", "binned"):
-        return base + ["least_confidence", "margin", "entropy", "bald", "hybrid"]
-    if model.task == "classify" and model.kind == "regression":
-        return base + ["variance"]
-    if model.task == "detect":
-        return base + ["least_confidence", "entropy", "hybrid"]
-    if model.task == "segment":
-        return base + ["entropy", "margin", "hybrid"]
-    if model.task in ("landmarks", "pose"):
-        heat = model.config["head"]["kind"] == "heatmap"
-        return base + (["least_confidence"] if heat else []) + ["variance", "hybrid"]
-    return base
+    """Strategies this model's outputs support (its task spec says)."""
+    return model.spec.strategies(model)
 
 
 def per_image(values: torch.Tensor, counts: list[int] | None, reduce: str = "max") -> torch.Tensor:
@@ -59,28 +48,10 @@ def per_image(values: torch.Tensor, counts: list[int] | None, reduce: str = "max
 
 
 def _scores(model, x: torch.Tensor, metas: list[dict], strategy: str, mc_passes: int) -> torch.Tensor:
-    """(B,) uncertainty of one batch (higher = label first)."""
+    """(N,) uncertainty of one batch's inputs (higher = label first; crops for top-down tasks)."""
     if strategy in ("random", "coreset"):
         return torch.zeros(x.shape[0])
-    if model.task == "classify":
-        if strategy in ("bald", "variance"):
-            cached = model.cache_features(model.forward_features(x))  # the backbone once, the head T times
-            model.head.dropout.train()  # MC dropout: only the head's dropout is stochastic
-            try:
-                out = [model.forward_cached(cached).logits.float() for _ in range(mc_passes)]
-            finally:
-                model.head.dropout.eval()
-            return variance(torch.stack(out)) if strategy == "variance" else bald(torch.stack(out).softmax(-1))
-        probs = model(x).logits.float().softmax(1)
-        return _PROB_FNS["entropy" if strategy == "hybrid" else strategy](probs)
-    if model.task in ("landmarks", "pose"):  # per crop; reduced per image by the caller
-        if strategy == "variance" or (strategy == "hybrid" and model.config["head"]["kind"] == "regression"):
-            return model.mc_variance(x, mc_passes).cpu()
-        return model.uncertainty(model(x)).cpu()
-    raw = model(x)
-    if model.task == "segment":
-        return model.uncertainty(raw, metas, kind="margin" if strategy == "margin" else "entropy")
-    return model.uncertainty(raw, kind="entropy" if strategy in ("entropy", "hybrid") else "least_confidence")
+    return model.spec.scores(model, x, metas, strategy, mc_passes).float().cpu()
 
 
 def _read_done(scores_csv: Path) -> dict[str, float]:
@@ -143,29 +114,24 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
                        console=console, transient=True)
         with bar:
             tid = bar.add_task("score", total=len(todo))
-            frames = prefetch(iter_frames(todo), pre)
-            for batch in batched(frames, batch_size):
-                good = [fr for fr in batch if fr.error is None]
-                for fr in batch:
-                    if fr.error is not None:
-                        console.print(f"[red]skipped[/red] {fr.error.one_line()}", highlight=False)
-                if good:
-                    x, counts = stack_inputs([fr.payload[0] for fr in good])  # counts: crops per image
-                    x = pre.normalize(x.to(model.device))
-                    metas = [fr.payload[1] for fr in good]
-                    s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
-                        torch.zeros(len(good))
-                    rows = [[fr.source, f"{float(v):.6g}"] for fr, v in zip(good, s)]
-                    if need_emb:
-                        d = model.backbone.out_channels
-                        crops = model.forward_features(x)[-1].float().mean((2, 3)).cpu() if len(x) else \
-                            torch.zeros(0, d)
-                        emb = per_image(crops, counts, "mean").numpy().astype(np.float16)
-                        ef.write(emb.tobytes())
-                        ef.flush()
-                    w.writerows(rows)
-                    f.flush()
-                bar.advance(tid, len(batch))
+
+            def skipped(fr) -> None:
+                console.print(f"[red]skipped[/red] {fr.error.one_line()}", highlight=False)
+                bar.advance(tid, 1)
+
+            for good in frame_batches(todo, pre, batch_size, on_error=skipped):
+                x, counts = to_batch(pre, [fr.payload[0] for fr in good], model.device)  # counts: crops per image
+                metas = [fr.payload[1] for fr in good]
+                s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
+                    torch.zeros(len(good))
+                rows = [[fr.source, f"{float(v):.6g}"] for fr, v in zip(good, s)]
+                if need_emb:
+                    crops = model.embed(x).cpu() if len(x) else torch.zeros(0, model.backbone.out_channels)
+                    ef.write(per_image(crops, counts, "mean").numpy().astype(np.float16).tobytes())
+                    ef.flush()
+                w.writerows(rows)
+                f.flush()
+                bar.advance(tid, len(good))
     done = _read_done(scores_csv)
     order_paths = list(done)
     scores = torch.tensor([done[p] for p in order_paths])
@@ -184,8 +150,6 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
            for r, i in enumerate(picks)]
     _write(sel, out_dir, copy_to, model, link)
     if pseudo_label is not None:
-        from .pseudo import write_pseudo_labels
-
         chosen = {r["path"] for r in sel}
         info = write_pseudo_labels(model, [p for p in items if str(p) not in chosen], pseudo_label, out_dir,
                                    batch_size)
@@ -213,12 +177,8 @@ def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link
 
 
 def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 6, tile: int = 160, limit: int = 60) -> None:
-    """Grid of the selected images with rank and score under each; for detection,
-    segmentation and keypoint models the predictions are drawn on the tiles."""
-    import cv2
-
-    from ..data.io import read_image
-
+    """Grid of the selected images with rank and score under each, the model's predictions
+    drawn on the tiles."""
     rows = sel[:limit]
     if not rows:
         return
@@ -227,7 +187,7 @@ def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 6, tile: 
     sheet = np.full((n_rows * (tile + 24), cols * tile, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         img = read_image(row["path"])
-        if model is not None and model.task in ("detect", "segment", "landmarks", "pose"):
+        if model is not None:
             img = model.predict(img)[0].draw(img)
         s = tile / max(img.shape[:2])
         img = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))))

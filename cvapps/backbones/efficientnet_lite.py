@@ -5,33 +5,17 @@ style) are mapped onto these names by the manifest's key map."""
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from functools import partial
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
 from .base import Backbone
+from .layers import Conv2dSame
 from .registry import register_backbone
 
 _BN = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.01)  # TF-trained statistics
-
-
-class Conv2dSame(nn.Conv2d):
-    """Conv with TensorFlow "SAME" padding (extra pixel bottom/right when the total is
-    odd). The TF-trained weights expect it on strided convs: on the 153 hymenoptera val
-    photos it gives 83.7% ImageNet top-1 vs 81.7% with symmetric padding."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size, k, s in zip(x.shape[-2:], self.kernel_size, self.stride):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads.append((total // 2, total - total // 2))
-        x = F.pad(x, (*pads[1], *pads[0]))
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def _CBA(cin: int, cout: int, k: int, s: int = 1, groups: int = 1, activation_layer=nn.ReLU6):

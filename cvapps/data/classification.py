@@ -10,9 +10,9 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
+from .dataset import TaskDataset
 from .io import is_image, list_images, read_image
 
 
@@ -29,6 +29,10 @@ class ClassificationData:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def subset(self, idx: list[int]) -> "ClassificationData":
+        return ClassificationData([self.paths[i] for i in idx], [self.targets[i] for i in idx], self.labels,
+                                  self.kind, self.source, self.skipped)
 
     def target_tensor(self) -> torch.Tensor:
         if self.kind == "multilabel":
@@ -153,24 +157,19 @@ def resolve_dataset(data: str | None = None, train: str | None = None, val: str 
     return tr, va
 
 
-class ImageDataset(Dataset):
+class ImageDataset(TaskDataset):
     """Items: (image tensor (3, S, S) float32, target tensor). ``transform`` is an
-    EvalTransform or an albumentations Compose. ``skip_bad``: unreadable images yield None
-    (dropped by ``collate_skip``) and are recorded in ``data.skipped``.
-    ``decoded_cache``: keep decoded images in memory, downsized so the short side is
+    EvalTransform or an albumentations Compose. ``skip_bad``: see TaskDataset.
+    ``cache_side``: keep decoded images in memory, downsized so the short side is
     ``cache_side`` (small datasets trained for many epochs decode each file once)."""
 
     def __init__(self, data: ClassificationData, transform: Callable, skip_bad: bool = False,
                  cache_side: int | None = None):
-        self.data = data
+        super().__init__(data, skip_bad)
         self.transform = transform
-        self.skip_bad = skip_bad
         self.targets = data.target_tensor()
         self.cache_side = cache_side
         self._cache: dict[int, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.data)
 
     def image(self, i: int) -> np.ndarray:
         if i in self._cache:
@@ -184,23 +183,10 @@ class ImageDataset(Dataset):
             self._cache[i] = img
         return img
 
-    def __getitem__(self, i: int):
-        try:
-            img = self.image(i)
-        except DataError:
-            if not self.skip_bad:
-                raise
-            self.data.skipped.append(str(self.data.paths[i]))
-            return None
+    def load(self, i: int):
+        img = self.image(i)
         if hasattr(self.transform, "resize_crop"):
             x, _ = self.transform(img)
         else:
             x = torch.from_numpy(self.transform(image=img)["image"]).permute(2, 0, 1)  # (3, S, S)
         return x, self.targets[i]
-
-
-def collate_skip(batch):
-    batch = [b for b in batch if b is not None]
-    if not batch:
-        return None
-    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])

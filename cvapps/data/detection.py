@@ -4,18 +4,16 @@ naming file and record, or with ``skip_bad`` are skipped and counted in ``skippe
 
 from __future__ import annotations
 
-import contextlib
-import io
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .io import IMAGE_EXTS, RecordCheck, image_size, load_json, read_image
+from .dataset import TaskDataset
+from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json, read_image
 
 _TOL = 1.0  # pixels a box may overhang the image (rounding in exports)
 
@@ -40,6 +38,7 @@ class DetectionData:
     category_ids: list[int]  # label index -> category id written in COCO results
     source: str
     skipped: list[str] = field(default_factory=list)
+    unknown_classes: list[str] = field(default_factory=list)  # dataset classes a model did not know
 
     def __len__(self) -> int:
         return len(self.records)
@@ -93,17 +92,12 @@ class _Builder(RecordCheck):
 
 
 def read_coco(ann_file: str | Path, images: str | Path, skip_bad: bool = False) -> DetectionData:
-    from pycocotools.coco import COCO
-
     ann_file = Path(ann_file)
     d = load_json(ann_file)
     for key in ("images", "annotations", "categories"):
         if key not in d:
             raise DataError(f"not a COCO detection file: no {key!r} list", path=str(ann_file))
-    coco = COCO()
-    coco.dataset = d
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco.createIndex()
+    coco = coco_index(d)
     cat_ids = sorted(coco.getCatIds())
     names = [coco.cats[c]["name"] for c in cat_ids]
     index = {c: i for i, c in enumerate(cat_ids)}
@@ -249,19 +243,17 @@ def read_detection(data: str | Path, images: str | Path, fmt: str | None = None,
     raise DataError(f"unknown annotation format {fmt!r}", hint="use coco, voc or yolo")
 
 
-class DetectionDataset(Dataset):
+class DetectionDataset(TaskDataset):
     """Items: (x (3, S, S) float32 normalised, target {"boxes" (N, 4) xyxy input pixels,
     "labels" (N,), "iscrowd" (N,), "index": int, "meta": {...}}). ``augment``: an
     albumentations Compose with bbox_params, applied before the letterbox."""
 
-    def __init__(self, data: DetectionData, letterbox, augment=None):
-        self.data, self.letterbox, self.augment = data, letterbox, augment
+    def __init__(self, data: DetectionData, letterbox, augment=None, skip_bad: bool = False):
+        super().__init__(data, skip_bad)
+        self.letterbox, self.augment = letterbox, augment
         self.dropped_boxes = 0
 
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int):
+    def load(self, i: int):
         r = self.data.records[i]
         img = read_image(r.path)
         boxes, labels, crowd = r.boxes, r.labels, r.iscrowd
@@ -277,7 +269,3 @@ class DetectionDataset(Dataset):
         target = {"boxes": torch.from_numpy(boxes * s).float(), "labels": torch.from_numpy(labels).long(),
                   "iscrowd": torch.from_numpy(crowd), "index": i, "meta": meta}
         return x, target
-
-    @staticmethod
-    def collate(batch):
-        return torch.stack([b[0] for b in batch]), [b[1] for b in batch]

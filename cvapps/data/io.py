@@ -1,7 +1,11 @@
-"""Image decoding with OpenCV: RGB uint8 out, EXIF orientation applied, clear errors."""
+"""File IO shared by every reader and writer: image decoding with OpenCV (RGB uint8 out,
+EXIF orientation applied, clear errors), JSON / JSON Lines, a quiet pycocotools index,
+atomic writes."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
@@ -9,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ShapeError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -44,6 +48,34 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+
+
+def as_rgb(array: np.ndarray, name: str = "array") -> np.ndarray:
+    """An image array given through the Python API -> (H, W, 3) uint8 RGB, converted the way
+    files are: grey (H, W) / (H, W, 1) is repeated, RGBA drops alpha, uint16 is scaled, float
+    arrays must hold values in [0, 1] (x 255). Anything else raises ShapeError / DataError
+    naming the expected dtype and shape."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or min(a.shape[:2]) == 0:
+        raise ShapeError(f"{name}: image arrays are (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey, got shape "
+                         f"{tuple(a.shape)}")
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = (a // 257).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        if not (np.isfinite(a).all() and lo >= 0.0 and hi <= 1.0):
+            raise DataError(f"{name}: float image arrays must hold values in [0, 1], got {lo:.3g}..{hi:.3g}",
+                            hint="pass uint8 RGB (0..255), or divide a float image by 255")
+        a = np.round(a * 255).astype(np.uint8)
+    else:
+        raise DataError(f"{name}: image arrays must be uint8 (0..255), uint16 or float in [0, 1], got {a.dtype}")
+    if a.ndim == 2:
+        return np.repeat(a[..., None], 3, axis=2)
+    return np.ascontiguousarray(a[..., :3])
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -88,6 +120,68 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     except OSError:
         raise DataError("not a decodable image", path=str(path)) from None
     return w, h
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # writers may create 0600 temp files; use the user's default
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def coco_index(dataset: dict):
+    """A pycocotools COCO index over an in-memory COCO dict (its progress prints silenced)."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = {"info": {}, "licenses": [], **dataset}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """JSON Lines -> records; a malformed line raises DataError naming the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("no such JSON Lines file", path=str(p))
+    rows = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"line {n}: not JSON ({e.msg})", path=str(p)) from None
+    return rows
+
+
+def _finite(o):
+    if isinstance(o, float) and o != o:
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def json_dumps(obj, **kw) -> str:
+    """JSON as people and parsers expect it: real UTF-8 (no \\u escapes) and NaN written as
+    null (NaN is not JSON)."""
+    return json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False, **kw)
 
 
 def load_json(path: str | os.PathLike, what: str = "annotation file"):

@@ -5,9 +5,7 @@ keypoints (K, 3) = x, y, visibility (0 unlabelled, 1 occluded, 2 visible)."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +13,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..ops.keypoints import box_from_points
-from .io import IMAGE_EXTS, RecordCheck, image_size, load_json
+from ..schema import Schema, from_dataset
+from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json
 
 _TOL = 2.0  # pixels a point may sit outside the image (annotation rounding)
 FACE_BOX_PAD = 0.1  # a face box derived from points is grown by this fraction per side
@@ -42,7 +41,7 @@ class KpRecord:
 @dataclass
 class KeypointData:
     records: list[KpRecord]
-    schema: dict
+    schema: Schema
     source: str
     skipped: list[str] = field(default_factory=list)
 
@@ -51,7 +50,7 @@ class KeypointData:
 
     @property
     def num_keypoints(self) -> int:
-        return len(self.schema["keypoints"])
+        return len(self.schema)
 
     def instances(self) -> list[tuple[int, int]]:
         """(record index, instance index) of every non-crowd instance with labelled points."""
@@ -77,8 +76,9 @@ class KeypointData:
                              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(inst.area),
                              "iscrowd": int(inst.iscrowd), "keypoints": kp.reshape(-1).tolist(),
                              "num_keypoints": int((kp[:, 2] > 0).sum())})
-        cat = {"id": 1, "name": "person" if self.schema["name"] in ("coco17", "crowdpose14") else "object",
-               "keypoints": self.schema["keypoints"], "skeleton": [[a + 1, b + 1] for a, b in self.schema["skeleton"]]}
+        cat = {"id": 1, "name": "person" if self.schema.name in ("coco17", "crowdpose14") else "object",
+               "keypoints": list(self.schema.keypoints),
+               "skeleton": [[a + 1, b + 1] for a, b in self.schema.skeleton]}
         return {"images": images, "annotations": anns, "categories": [cat]}
 
 
@@ -119,21 +119,16 @@ class _Collector(RecordCheck):
         return KpInstance(box, kp.astype(np.float64), float(area), ann_id, crowd)
 
 
-def read_coco_keypoints(ann_file: str | Path, images: str | Path, skip_bad: bool = False) -> KeypointData:
+def read_coco_keypoints(ann_file: str | Path, images: str | Path | None, skip_bad: bool = False) -> KeypointData:
     """A COCO keypoints file (one keypoint category). Face files without keypoint names
-    (300W / WFLW / COFW / AFLW style) get the built-in schema for their point count."""
-    from pycocotools.coco import COCO
-
-    from ..tasks.keypoints.schema import FACE_SCHEMAS, from_dataset
-
+    (300W / WFLW / COFW / AFLW style) get the built-in schema for their point count.
+    ``images`` None: annotations only (evaluating a results file needs no pictures); record
+    paths are then the bare file names."""
     ann_file = Path(ann_file)
     d = load_json(ann_file)
     if not isinstance(d, dict) or "annotations" not in d or "images" not in d:
         raise DataError("not a COCO keypoints file: needs 'images' and 'annotations' lists", path=str(ann_file))
-    coco = COCO()
-    coco.dataset = {**d, "categories": d.get("categories") or [{"id": 1, "name": "object"}]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
+    coco = coco_index({**d, "categories": d.get("categories") or [{"id": 1, "name": "object"}]})
     kp_cats = [c for c in coco.dataset["categories"] if c.get("keypoints") is not None] or coco.dataset["categories"]
     cat = kp_cats[0]
     counts = sorted({len(a.get("keypoints") or []) // 3 for a in d["annotations"] if a.get("category_id") == cat["id"]})
@@ -143,7 +138,7 @@ def read_coco_keypoints(ann_file: str | Path, images: str | Path, skip_bad: bool
         len(a.get("keypoints") or []) == 3 * c for a in d["annotations"]))
     schema = from_dataset(list(cat.get("keypoints") or []), cat.get("skeleton"), k)
     col = _Collector(str(ann_file), skip_bad)
-    is_face = schema["name"] in FACE_SCHEMAS
+    is_face = schema.is_face
     records = []
     for img_id in sorted(coco.getImgIds()):
         info = coco.imgs[img_id]
@@ -161,8 +156,8 @@ def read_coco_keypoints(ann_file: str | Path, images: str | Path, skip_bad: bool
                                 FACE_BOX_PAD if is_face else 0.0, bool(a.get("iscrowd", 0)), int(a.get("id", 0)))
             if inst is not None:
                 insts.append(inst)
-        path = Path(images) / info["file_name"]
-        if not path.is_file():
+        path = Path(images) / info["file_name"] if images is not None else Path(info["file_name"])
+        if images is not None and not path.is_file():
             col.bad(f"image {info['file_name']}", f"named in the annotations but missing on disk: {path}")
             continue
         records.append(KpRecord(path, w, h, int(img_id), insts))
@@ -202,8 +197,6 @@ def parse_pts(path: Path) -> np.ndarray:
 def read_pts(folder: str | Path, images: str | Path | None = None, skip_bad: bool = False) -> KeypointData:
     """Images with a same-stem ``.pts`` beside them (or in ``folder`` when images live in
     ``images``); one face per file, its box derived from the points."""
-    from ..tasks.keypoints.schema import from_dataset
-
     folder, img_dir = Path(folder), Path(images or folder)
     if not folder.is_dir():
         raise DataError("no such .pts folder", path=str(folder))
@@ -235,8 +228,6 @@ def read_pts(folder: str | Path, images: str | Path | None = None, skip_bad: boo
 def read_keypoint_csv(csv_file: str | Path, images: str | Path | None = None, skip_bad: bool = False) -> KeypointData:
     """CSV rows ``path,x1,y1,...,xK,yK`` (a header row is optional; a row per face; paths
     relative to ``images`` or to the CSV's folder; empty cells = unlabelled points)."""
-    from ..tasks.keypoints.schema import from_dataset
-
     csv_file = Path(csv_file)
     if not csv_file.is_file():
         raise DataError("no such CSV file", path=str(csv_file))
@@ -291,13 +282,12 @@ def _is_number(s: str) -> bool:
 
 def read_keypoints(data: str | Path, images: str | Path | None = None, fmt: str | None = None,
                    skip_bad: bool = False) -> KeypointData:
-    """``fmt``: coco | pts | csv; guessed from ``data`` when None."""
+    """``fmt``: coco | pts | csv; guessed from ``data`` when None. A COCO file without
+    ``images`` reads the annotations only (callers that crop pictures check for the folder)."""
     p = Path(data)
     fmt = fmt or ("coco" if p.suffix.lower() == ".json" else "csv" if p.suffix.lower() == ".csv" else
                   "pts" if p.is_dir() else None)
     if fmt == "coco":
-        if images is None:
-            raise DataError("COCO keypoints need --images DIR", path=str(p))
         return read_coco_keypoints(p, images, skip_bad)
     if fmt == "pts":
         return read_pts(p, images, skip_bad)

@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import DataError
-from .io import IMAGE_EXTS, read_image
+from .dataset import TaskDataset
+from .io import IMAGE_EXTS, coco_index, load_json, read_image
 
 CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist"]
@@ -87,7 +87,7 @@ class SegData:
 
 def _pairs(img_dir: Path, mask_dir: Path) -> tuple[list[Path], list[Path]]:
     if not img_dir.is_dir():
-        raise DataError("no such image folder", path=str(img_dir))
+        raise DataError("no such folder", path=str(img_dir))
     images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not images:
         raise DataError("folder contains no images", path=str(img_dir))
@@ -108,9 +108,14 @@ def read_palette(path: str | Path) -> tuple[list[str], list[list[int]]]:
                         hint='expected {"classes": [{"name": "road", "color": [128, 64, 128]}, ...]}') from None
 
 
-def read_mask_folder(images: str | Path, masks: str | Path, labels: list[str] | None = None,
+def read_mask_folder(images: str | Path | None, masks: str | Path, labels: list[str] | None = None,
                      palette: str | Path | None = None, ignore_index: int = 255) -> SegData:
-    imgs, msks = _pairs(Path(images), Path(masks))
+    """Label-map (or colour) masks named like their images. ``images`` None: the masks alone
+    (evaluating predicted label maps needs no pictures); ``images`` then lists the masks."""
+    if images is None:
+        imgs = msks = _pairs(Path(masks), Path(masks))[0]
+    else:
+        imgs, msks = _pairs(Path(images), Path(masks))
     colors = None
     if palette:
         labels, colors = read_palette(palette)
@@ -132,17 +137,18 @@ def read_camvid(root: str | Path, split: str = "train") -> SegData:
 
 def read_coco_semantic(ann_file: str | Path, images: str | Path) -> SegData:
     """COCO polygons/RLE -> semantic masks: 0 = background, category k -> its index + 1;
-    crowd regions -> ignore (255)."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO(str(ann_file))
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise DataError(f"cannot read COCO annotations: {e}", path=str(ann_file)) from None
+    crowd regions -> ignore (255). A file whose annotations carry no polygon / RLE (box-only
+    COCO) raises DataError: it has no masks to learn from."""
+    d = load_json(ann_file)
+    if not isinstance(d, dict) or not {"images", "annotations", "categories"} <= set(d):
+        raise DataError("not a COCO file: needs 'images', 'annotations' and 'categories'", path=str(ann_file))
+    shapeless = [a.get("id") for a in d["annotations"] if not a.get("segmentation")]
+    if shapeless:
+        raise DataError(f"{len(shapeless)} of {len(d['annotations'])} annotations have no 'segmentation' "
+                        f"polygon or RLE (e.g. id {shapeless[0]}): the file has no masks", path=str(ann_file),
+                        hint="semantic segmentation needs polygons or RLE masks; box-only COCO files are for "
+                             "`cvapps train detect`")
+    coco = coco_index(d)
     cat_ids = sorted(coco.getCatIds())
     labels = ["background"] + [coco.cats[c]["name"] for c in cat_ids]
     imgs, makers = [], []
@@ -182,25 +188,17 @@ def median_frequency_weights(data: SegData, limit: int | None = None) -> list[fl
     return [float(med / f) if f > 0 else 0.0 for f in freq]
 
 
-class SegDataset(Dataset):
+class SegDataset(TaskDataset):
     """Items: (x (3, S, S) normalised, {"mask": (S, S) int64 with ignore in the padding,
     "index", "meta"}). ``augment``: albumentations with image + mask (nearest for labels)."""
 
     def __init__(self, data: SegData, letterbox, augment=None, skip_bad: bool = False):
-        self.data, self.letterbox, self.augment, self.skip_bad = data, letterbox, augment, skip_bad
+        super().__init__(data, skip_bad)
+        self.letterbox, self.augment = letterbox, augment
 
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int):
-        try:
-            img = read_image(self.data.images[i])
-            mask = self.data.load_mask(i, img.shape[:2])
-        except DataError as e:
-            if not self.skip_bad:
-                raise
-            self.data.skipped.append(e.one_line())
-            return None
+    def load(self, i: int):
+        img = read_image(self.data.images[i])
+        mask = self.data.load_mask(i, img.shape[:2])
         if self.augment is not None:
             out = self.augment(image=img, mask=mask)
             img, mask = out["image"], out["mask"]
@@ -213,10 +211,3 @@ class SegDataset(Dataset):
         full[: small.shape[0], : small.shape[1]] = small
         x = self.letterbox.normalize(u8[None])[0]
         return x, {"mask": torch.from_numpy(full), "index": i, "meta": meta}
-
-    @staticmethod
-    def collate(batch):
-        batch = [b for b in batch if b is not None]
-        if not batch:
-            return None
-        return torch.stack([b[0] for b in batch]), [b[1] for b in batch]

@@ -42,7 +42,7 @@ class EvalTransform:
         """(B, 3, S, S) uint8 -> float32 normalised (done once per batch, not per image)."""
         return normalize_u8(batch_u8, self.mean, self.std)
 
-    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
+    def prepare(self, image: np.ndarray, source: str = "", frame: int | None = None) -> tuple[torch.Tensor, dict]:
         """(H, W, 3) uint8 -> ((3, S, S) uint8, meta); runs in the decode thread."""
         return self.resize_crop(image), {"width": image.shape[1], "height": image.shape[0]}
 
@@ -83,7 +83,7 @@ class Letterbox:
     def hw(self) -> tuple[int, int]:
         return size_hw(self.input_size)
 
-    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, dict]:
+    def prepare(self, image: np.ndarray, source: str = "", frame: int | None = None) -> tuple[torch.Tensor, dict]:
         h, w = image.shape[:2]
         th, tw = self.hw
         s = min(th / h, tw / w)
@@ -96,7 +96,7 @@ class Letterbox:
         return normalize_u8(batch_u8, self.mean, self.std)
 
 
-def detection_augment(pre: dict) -> A.Compose:
+def detection_augment() -> A.Compose:
     """Box-aware training augmentation (before the letterbox): flips, colour, scale/crop.
     Boxes are clipped; boxes left smaller than 4x4 px or < 25% visible are dropped."""
     return A.Compose([
@@ -109,7 +109,7 @@ def detection_augment(pre: dict) -> A.Compose:
                                 min_visibility=0.25, clip=True))
 
 
-def train_augment(pre: dict, strength: str = "default") -> A.Compose:
+def train_augment(pre: dict) -> A.Compose:
     """albumentations pipeline: RGB uint8 (H, W, 3) -> normalised float (S, S, 3) array.
     Random resized crop + flip + mild colour jitter; normalisation matches the weights."""
     s = int(pre["input_size"])

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..runtime import autocast
 from ..tasks.base import Prediction, TaskModel
-
-WHOLE_IMAGE_TASKS = ("classify", "detect", "segment")
+from ..tasks.batch import to_batch
 
 
 def same_backbone(a: TaskModel, b: TaskModel) -> bool:
@@ -36,8 +36,7 @@ class BundlePrediction(Prediction):
 
     def draw(self, image: np.ndarray) -> np.ndarray:
         # dense overlays first, boxes and labels on top
-        order = sorted(self.parts, key=lambda t: {"segment": 0, "detect": 1, "classify": 2}.get(t, 3))
-        for t in order:
+        for t in sorted(self.parts, key=lambda t: self.parts[t].draw_order):
             image = self.parts[t].draw(image)
         return image
 
@@ -56,8 +55,8 @@ class _BundlePre:
     def __init__(self, pres: list):
         self.pres = pres
 
-    def prepare(self, image: np.ndarray):
-        done = [p.prepare(image) for p in self.pres]
+    def prepare(self, image: np.ndarray, source: str = "", frame: int | None = None):
+        done = [p.prepare(image, source, frame) for p in self.pres]
         return [d[0] for d in done], [d[1] for d in done]
 
     def normalize(self, x):  # pragma: no cover - groups normalise with their own preprocessor
@@ -65,7 +64,8 @@ class _BundlePre:
 
 
 class Bundle:
-    """``models``: TaskModels of whole-image tasks (classify, detect, segment)."""
+    """``models``: TaskModels of whole-image tasks (one input per image: classify, detect,
+    segment; top-down keypoint models crop instances and cannot share a pass)."""
 
     is_bundle = True
 
@@ -73,8 +73,9 @@ class Bundle:
         if not models:
             raise ConfigError("a bundle needs at least one model")
         for m in models:
-            if m.task not in WHOLE_IMAGE_TASKS:
-                raise ConfigError(f"bundles take whole-image tasks ({', '.join(WHOLE_IMAGE_TASKS)}), not {m.task}")
+            if not m.whole_image:
+                raise ConfigError(f"bundles take whole-image tasks; a {m.task} model crops instances first",
+                                  hint=f"run `cvapps predict {m.task}` on its own")
         tasks = [m.task for m in models]
         if len(set(tasks)) != len(tasks):
             raise ConfigError(f"one model per task in a bundle, got {tasks}")
@@ -118,14 +119,10 @@ class Bundle:
     @torch.inference_mode()
     def run_batch(self, inputs: list, metas: list, precision: str = "fp32", **post) -> list[BundlePrediction]:
         """inputs/metas: per image, a list with one entry per group."""
-        from .runner import autocast
-
         preds: list[dict] = [{} for _ in inputs]
         for gi, g in enumerate(self.groups):
             lead = self.models[g[0]]
-            pre = lead.preprocessor()
-            x = pre.normalize(torch.stack([u[gi] for u in inputs]).to(lead.device))
-            x = x.contiguous(memory_format=torch.channels_last)
+            x, _ = to_batch(lead.preprocessor(), [u[gi] for u in inputs], lead.device)
             gm = [m[gi] for m in metas]
             with autocast(x.device, precision):
                 if any(self.models[i].needs_pool_indices for i in g):

@@ -118,11 +118,11 @@ _END = object()
 def prefetch(frames: Iterator[Frame], pre=None, maxsize: int = 32) -> Iterator[Frame]:
     """Run ``frames`` and the preprocessing of each image in a daemon thread, handing results
     over a bounded queue so memory stays flat on long videos. ``pre``: a preprocessor; its
-    ``prepare(image)`` (or ``prepare_frame(frame)``, for preprocessors that need the source
-    name, e.g. boxes looked up by file name) becomes the frame's payload."""
+    ``prepare(image, source, frame)`` (the source name lets box sources look boxes up by
+    file name) becomes the frame's payload."""
     hook: Callable[[Frame], Any] | None = None
     if pre is not None:
-        hook = getattr(pre, "prepare_frame", None) or (lambda f: pre.prepare(f.image))
+        hook = lambda f: pre.prepare(f.image, f.source, f.frame)  # noqa: E731
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
 

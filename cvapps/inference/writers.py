@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..data.io import atomic_write
 from .sources import video_info
 
 
@@ -91,8 +94,6 @@ class CocoResultsWriter:
 
     def close(self) -> None:
         if self.path:
-            from ..modelfile import atomic_write
-
             atomic_write(Path(self.path), lambda tmp: tmp.write_text(json.dumps(self.rows)))
 
 
@@ -102,9 +103,6 @@ class BackgroundDrawer:
     (the queue holds at most ``maxsize`` frames). Errors surface on the next put/close."""
 
     def __init__(self, writer: AnnotatedWriter, maxsize: int = 16):
-        import queue
-        import threading
-
         self.writer, self.error = writer, None
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self.t = threading.Thread(target=self._work, daemon=True, name="cvapps-writer")

@@ -1,4 +1,12 @@
-"""Default (anchor) boxes: one set per feature map, SSD/RetinaNet style."""
+"""Anchor (default box) generators, registered by name: a detection head's ``anchors``
+option picks one. A generator says how many anchors each level has (``per_level``) and makes
+them for given feature-map sizes: (sum_l h_l w_l A_l, 4) xyxy input pixels, ordered level,
+row i, column j, anchor a — the order of a head's (B, A*K, h, w) output permuted to
+(B, h, w, A, K).
+
+torchvision's generators do not fit: its AnchorGenerator centres boxes on cell corners
+(shift j * stride) and rounds base sizes; DefaultBoxGenerator fixes the SSD paper's
+ordering of boxes per cell, which neither cvapps's stored models nor TF's SSD use."""
 
 from __future__ import annotations
 
@@ -7,17 +15,17 @@ from typing import Sequence
 
 import torch
 
+from ..registry import Registry
+
+ANCHORS: Registry[type] = Registry("anchor generator")
+
 
 def default_boxes(sizes: Sequence[tuple[int, int]], strides: Sequence[int], base: float = 4.0,
                   scales: Sequence[float] = (1.0, math.sqrt(2)), ratios: Sequence[float] = (0.5, 1.0, 2.0),
                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Anchors for feature maps of ``sizes`` [(h_l, w_l)] at ``strides`` [s_l].
-
-    Each cell centre ((j + 0.5) s, (i + 0.5) s) gets A = len(scales) * len(ratios) boxes of
-    side base * s * scale, aspect w/h = ratio (area preserved). Returns (sum_l h_l w_l A, 4)
-    xyxy in input pixels, ordered level, row i, column j, anchor a — the order of a head's
-    (B, A*K, h, w) output permuted to (B, h, w, A, K).
-    """
+    """Anchors for feature maps of ``sizes`` [(h_l, w_l)] at ``strides`` [s_l]: each cell
+    centre ((j + 0.5) s, (i + 0.5) s) gets A = len(scales) * len(ratios) boxes of side
+    base * s * scale, aspect w/h = ratio (area preserved)."""
     out = []
     for (h, w), s in zip(sizes, strides):
         wh = torch.tensor([[base * s * sc * math.sqrt(r), base * s * sc / math.sqrt(r)]
@@ -31,5 +39,16 @@ def default_boxes(sizes: Sequence[tuple[int, int]], strides: Sequence[int], base
     return torch.cat(out)
 
 
-def num_anchors(scales: Sequence[float], ratios: Sequence[float]) -> int:
-    return len(scales) * len(ratios)
+@ANCHORS.decorator("grid")
+class GridAnchors:
+    """cvapps's SSD/RetinaNet-style boxes at stride multiples (``default_boxes``)."""
+
+    def __init__(self, base: float = 4.0, scales: Sequence[float] = (1.0, math.sqrt(2)),
+                 ratios: Sequence[float] = (0.5, 1.0, 2.0)):
+        self.base, self.scales, self.ratios = float(base), list(scales), list(ratios)
+
+    def per_level(self, levels: int) -> list[int]:
+        return [len(self.scales) * len(self.ratios)] * levels
+
+    def __call__(self, sizes, strides, input_hw: tuple[int, int], device) -> torch.Tensor:
+        return default_boxes(sizes, strides, self.base, self.scales, self.ratios, device)

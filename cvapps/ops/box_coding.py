@@ -1,34 +1,24 @@
-"""Box <-> delta coding relative to anchors (Faster R-CNN / SSD parameterisation)."""
+"""Box <-> delta coding relative to anchors (Faster R-CNN / SSD parameterisation): torchvision's
+own BoxCoder, with SSD's "variances" (0.1, 0.2) written as weights (deltas are divided by them)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
+from torchvision.models.detection._utils import BoxCoder  # torchvision's detection models use it too
 
-# SSD's "variances" (0.1, 0.2) written as weights: deltas are divided by them
 DEFAULT_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-_CLAMP = math.log(1000.0 / 16)
+_CODER = BoxCoder(DEFAULT_WEIGHTS)  # clamps dw, dh at log(1000 / 16) like torchvision's detectors
 
 
-def encode_boxes(boxes: torch.Tensor, anchors: torch.Tensor, weights=DEFAULT_WEIGHTS) -> torch.Tensor:
+def encode_boxes(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """boxes, anchors: (N, 4) xyxy -> deltas (N, 4) = (dx, dy, dw, dh) * weights."""
-    aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
-    ax, ay = anchors[:, 0] + 0.5 * aw, anchors[:, 1] + 0.5 * ah
-    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    bx, by = boxes[:, 0] + 0.5 * bw, boxes[:, 1] + 0.5 * bh
-    wx, wy, ww, wh = weights
-    return torch.stack([wx * (bx - ax) / aw, wy * (by - ay) / ah,
-                        ww * torch.log(bw / aw), wh * torch.log(bh / ah)], dim=1)
+    return _CODER.encode_single(boxes, anchors)
 
 
-def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor, weights=DEFAULT_WEIGHTS) -> torch.Tensor:
+def decode_boxes(deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """deltas (..., N, 4), anchors (N, 4) xyxy -> boxes (..., N, 4) xyxy. Inverse of encode."""
-    aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
-    ax, ay = anchors[:, 0] + 0.5 * aw, anchors[:, 1] + 0.5 * ah
-    wx, wy, ww, wh = weights
-    dx, dy = deltas[..., 0] / wx, deltas[..., 1] / wy
-    dw, dh = (deltas[..., 2] / ww).clamp(max=_CLAMP), (deltas[..., 3] / wh).clamp(max=_CLAMP)
-    cx, cy = dx * aw + ax, dy * ah + ay
-    w, h = torch.exp(dw) * aw, torch.exp(dh) * ah
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+    n = anchors.shape[0]
+    lead = deltas.shape[:-2]
+    flat = deltas.reshape(-1, n, 4)
+    out = _CODER.decode_single(flat.reshape(-1, 4), anchors.to(deltas.dtype).repeat(flat.shape[0], 1))
+    return out.reshape(*lead, n, 4)

@@ -1,6 +1,6 @@
-"""Task models. Importing registers every task."""
+"""Task models and their specs. Importing registers every task."""
 
 from . import classification, detection, landmarks, pose, segmentation  # noqa: F401
-from .base import TASKS, Prediction, TaskModel
+from .base import TASKS, Prediction, TaskModel, model_class
 
-__all__ = ["TASKS", "Prediction", "TaskModel"]
+__all__ = ["TASKS", "Prediction", "TaskModel", "model_class"]

@@ -1,8 +1,9 @@
-"""TaskModel: backbone + head with one contract for every task (see DESIGN.md)."""
+"""TaskModel: backbone + head with one contract for every task, the Prediction base, and
+the task registry (one TaskSpec per task, registered beside its model class)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -10,24 +11,41 @@ from torch import nn
 
 from ..backbones import Backbone, build_backbone
 from ..errors import ConfigError
+from ..options import Options
 from ..registry import Registry
+from .batch import predict_inputs
 
-TASKS: Registry[type["TaskModel"]] = Registry("task")
+if TYPE_CHECKING:
+    from .spec import TaskSpec
+
+TASKS: Registry["TaskSpec"] = Registry("task")
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
 
 
-def register_task(name: str):
+def register_task(name: str, spec: type):
+    """Class decorator: ``@register_task("detect", DetectionSpec)`` names the model's task and
+    registers its spec (what the API, CLI, active learning and export ask about the task)."""
+
     def deco(cls):
         cls.task = name
-        TASKS.register(name, cls)
+        cls.spec = spec(name, cls)
+        TASKS.register(name, cls.spec)
         return cls
 
     return deco
 
 
-class Prediction:
-    """Base for typed predictions; coordinates are in the original image's pixels."""
+def model_class(task: str) -> type["TaskModel"]:
+    return TASKS.get(task).model
 
-    def to_dict(self) -> dict:  # pragma: no cover - abstract
+
+class Prediction:
+    """Base for typed predictions; coordinates are in the original image's pixels.
+    ``draw_order``: where a bundle draws this task (dense overlays first, labels last)."""
+
+    draw_order: ClassVar[int] = 5
+
+    def to_dict(self) -> list | dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def draw(self, image: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
@@ -44,6 +62,11 @@ class TaskModel(nn.Module):
     """
 
     task: ClassVar[str] = ""
+    spec: ClassVar["TaskSpec"]
+    whole_image: ClassVar[bool] = True  # one input per image (bundles); top-down tasks crop instances
+    needs_pool_indices: ClassVar[bool] = False
+    supports_feature_cache: ClassVar[bool] = False  # frozen-backbone feature caching
+    has_eval_loss: ClassVar[bool] = True  # loss(raw, targets) works on eval-mode outputs
 
     def __init__(self, config: dict, backbone: Backbone, head: nn.Module):
         super().__init__()
@@ -56,12 +79,31 @@ class TaskModel(nn.Module):
     def from_config(cls, config: dict) -> "TaskModel":
         if config.get("task") != cls.task:
             raise ConfigError(f"config is for task {config.get('task')!r}, not {cls.task!r}")
+        config = cls.normalize_config(config)
         backbone = build_backbone(config["backbone"])
         return cls(config, backbone, cls.build_head(config, backbone))
 
     @classmethod
+    def head_options(cls, kind: str | None) -> type[Options]:
+        """The typed options of head ``kind`` (None: the task's default kind)."""
+        raise NotImplementedError  # pragma: no cover
+
+    @classmethod
+    def normalize_config(cls, config: dict) -> dict:
+        """The config with its head options parsed and completed: the one place they are
+        validated (unknown names, values outside their choices or ranges)."""
+        head = config.get("head") or {}
+        return {**config, "head": cls.head_options(head.get("kind")).parse(head).to_dict()}
+
+    @classmethod
     def build_head(cls, config: dict, backbone: Backbone) -> nn.Module:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def with_input_size(cls, config: dict, size: int | list[int]) -> dict:
+        """A copy of ``config`` whose preprocessing takes ``size`` (S or [H, W]) inputs."""
+        pre = {**config["preprocessing"], "input_size": list(size) if isinstance(size, (list, tuple)) else int(size)}
+        return {**config, "preprocessing": pre}
 
     @property
     def labels(self) -> list[str]:
@@ -71,15 +113,21 @@ class TaskModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def get_head(self) -> nn.Module:
-        return self.head
+    @property
+    def export_blocker(self) -> str | None:
+        """Why this model cannot be exported to ONNX / TorchScript (None: it can)."""
+        return None
 
-    def reset_head(self, num_classes: int, labels: Sequence[str] | None = None) -> None:
-        cfg = dict(self.config)
-        cfg["head"] = {**cfg["head"], "num_outputs": num_classes}
-        cfg["labels"] = list(labels) if labels is not None else [str(i) for i in range(num_classes)]
-        self.config = cfg
-        self.head = type(self).build_head(cfg, self.backbone).to(self.device)
+    def train(self, mode: bool = True) -> "TaskModel":
+        """Frozen norm layers (see cvapps.training.freezing) stay in eval mode: their running
+        statistics are part of what was frozen. A method, not a patched attribute, so copies
+        (``copy.deepcopy``), DDP wrappers and reloaded models behave the same."""
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if getattr(m, "_cvapps_frozen", False) and isinstance(m, NORMS):
+                    m.eval()
+        return self
 
     # contract -------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -97,7 +145,9 @@ class TaskModel(nn.Module):
         ``x`` is the input those came from, ``pools`` its max-pool indices when computed."""
         return self.forward_head(feats)
 
-    needs_pool_indices: ClassVar[bool] = False
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D) pooled last backbone feature (core-set selection, embeddings)."""
+        return self.forward_features(x)[-1].float().mean((2, 3))
 
     def infer(self, x: torch.Tensor, **post) -> Any:
         """The inference forward (predict); tasks with test-time options (flip test) override."""
@@ -106,16 +156,13 @@ class TaskModel(nn.Module):
     def loss(self, raw: Any, targets: Any) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
-    def postprocess(self, raw: Any, metas: list[dict]) -> list[Prediction]:  # pragma: no cover
+    def postprocess(self, raw: Any, metas: list[dict], **post) -> list[Prediction]:  # pragma: no cover
         raise NotImplementedError
 
     def uncertainty(self, raw: Any) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     # training hooks -------------------------------------------------------------------
-    supports_feature_cache: ClassVar[bool] = False  # frozen-backbone feature caching
-    has_eval_loss: ClassVar[bool] = True  # loss(raw, targets) works on eval-mode outputs
-
     def training_step(self, x: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
         """Loss dict for one batch; two-stage models whose forward needs targets override it."""
         return self.loss(self(x), targets)
@@ -129,19 +176,14 @@ class TaskModel(nn.Module):
         raise NotImplementedError
 
     def preprocessor(self):
-        """Callable: RGB uint8 (H, W, 3) -> ((3, S, S) float tensor, meta dict)."""
-        from ..data.transforms import EvalTransform
-
-        return EvalTransform.from_config(self.config["preprocessing"])
+        """An object with ``prepare(image) -> (uint8 input, meta)`` (run in the decode thread)
+        and ``normalize(batch_u8) -> float batch``."""
+        raise NotImplementedError  # pragma: no cover
 
     @torch.inference_mode()
-    def predict(self, inputs, batch_size: int = 16, **kwargs) -> list[Prediction]:
-        """inputs: paths, numpy RGB arrays (H, W, 3) uint8, or a mix. Returns one
-        Prediction per input, in order. Unreadable paths raise DataError."""
-        from ..inference.runner import predict_arrays
-        from ..data.io import read_image
-
-        if isinstance(inputs, (str, np.ndarray)) or hasattr(inputs, "__fspath__"):
-            inputs = [inputs]
-        arrays = [x if isinstance(x, np.ndarray) else read_image(x) for x in inputs]
-        return predict_arrays(self, arrays, batch_size=batch_size, **kwargs)
+    def predict(self, inputs, batch_size: int = 16, precision: str = "fp32", **post) -> list[Prediction]:
+        """inputs: paths, RGB arrays (H, W, 3) uint8 (grey (H, W), RGBA and float [0, 1]
+        arrays are converted, see cvapps.data.io.as_rgb), or a mix. Returns one Prediction per
+        input, in order. Unreadable paths raise DataError. ``post``: the task's options
+        (e.g. ``conf`` for detection, ``top_k`` for classification)."""
+        return predict_inputs(self, inputs, batch_size, precision, **post)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError
-from ..modelfile import atomic_write
+from ..data.io import atomic_write
 
 
 def save_checkpoint(path: Path, **state) -> None:

@@ -106,11 +106,10 @@ class StepModule(nn.Module):
 
 
 def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
-    """The step module, DDP-wrapped under torchrun. Frozen parameters are left out by DDP;
-    find_unused_parameters is on only for models that declare parameters a step may skip."""
+    """The step module, DDP-wrapped under torchrun. Frozen parameters are left out by DDP
+    (every trainable parameter takes part in every step, so find_unused_parameters is off)."""
     step = StepModule(model)
     if not info.enabled:
         return step
-    find_unused = bool(getattr(model, "may_skip_parameters", False))
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(step, device_ids=ids, find_unused_parameters=find_unused)
+    return nn.parallel.DistributedDataParallel(step, device_ids=ids)

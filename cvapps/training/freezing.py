@@ -1,5 +1,9 @@
 """Layer freezing: requires_grad=False AND frozen norm layers kept in eval mode (running
-statistics untouched) across ``model.train()`` calls and across resume."""
+statistics untouched) across ``model.train()`` calls and across resume.
+
+Freezing marks modules (``_cvapps_frozen``); ``TaskModel.train`` keeps marked norm layers
+in eval. Marks are plain attributes, so they survive ``copy.deepcopy`` and DDP wrapping;
+checkpoints store the frozen parameter names (``frozen_state``) for resume."""
 
 from __future__ import annotations
 
@@ -8,26 +12,7 @@ import re
 from torch import nn
 
 from ..errors import ConfigError
-
-_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
-
-
-def _install_train_hook(model: nn.Module) -> None:
-    """Wrap ``model.train`` once so frozen norm layers go back to eval after every call."""
-    if getattr(model, "_cvapps_freeze_hook", False):
-        return
-    original = model.train
-
-    def train(mode: bool = True):
-        original(mode)
-        if mode:
-            for m in model.modules():
-                if getattr(m, "_cvapps_frozen", False) and isinstance(m, _NORMS):
-                    m.eval()
-        return model
-
-    model.train = train  # type: ignore[method-assign]
-    model._cvapps_freeze_hook = True
+from ..tasks.base import NORMS
 
 
 def _select(model: nn.Module, spec: str) -> list[tuple[str, nn.Module]]:
@@ -57,9 +42,8 @@ def _set(model: nn.Module, spec: str, frozen: bool) -> None:
             p.requires_grad_(not frozen)
         for sub in mod.modules():
             sub._cvapps_frozen = frozen
-            if isinstance(sub, _NORMS):
+            if isinstance(sub, NORMS):
                 sub.train(model.training and not frozen)
-    _install_train_hook(model)
     frozen_names = set(getattr(model, "_cvapps_freeze_specs", []))
     (frozen_names.add if frozen else frozen_names.discard)(spec)
     model._cvapps_freeze_specs = sorted(frozen_names)
@@ -86,7 +70,6 @@ def restore_frozen_state(model: nn.Module, names: list[str]) -> None:
             mod._cvapps_frozen = True
     for n, p in model.named_parameters():
         p.requires_grad_(n not in names)
-    _install_train_hook(model)
     model.train(model.training)
 
 
@@ -105,8 +88,7 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_ratio: float = 1.0, we
     for n, p in model.named_parameters():
         key = (n.startswith("backbone."), p.ndim <= 1)
         groups.setdefault(key, []).append(p)
-    return [{"params": ps, "lr": lr * (backbone_lr_ratio if is_bb else 1.0), "base_lr_scale": backbone_lr_ratio if is_bb else 1.0,
-             "weight_decay": 0.0 if no_decay else weight_decay}
+    return [{"params": ps, "lr": lr * (backbone_lr_ratio if is_bb else 1.0), "weight_decay": 0.0 if no_decay else weight_decay}
             for (is_bb, no_decay), ps in groups.items()]
 
 

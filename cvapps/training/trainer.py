@@ -8,16 +8,19 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from ..data.dataset import collate
 from ..errors import ConfigError, CvappsError, DataError
-from ..inference.runner import autocast
 from ..modelfile import save_model
+from ..options import Options, opt
+from ..runtime import PRECISIONS, autocast, resolve_device
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .freezing import count_parameters, freeze, frozen_state, param_groups, restore_frozen_state, unfreeze_schedule
@@ -29,25 +32,32 @@ class TrainingError(CvappsError):
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    backbone_lr_ratio: float = 0.1
+class TrainConfig(Options):
+    """The training recipe (the same defaults for every task and in the CLI)."""
+
+    what: ClassVar[str] = "training"
+    epochs: int = opt(10, low=1)
+    batch_size: int = opt(32, low=1)
+    lr: float = opt(1e-3, low=0.0, low_open=True)
+    weight_decay: float = opt(1e-4, low=0.0)
+    warmup_epochs: float = opt(1.0, low=0.0)
+    backbone_lr_ratio: float = opt(0.1, low=0.0)
     freeze: str | None = None
-    unfreeze_at: int | None = None
-    patience: int | None = None
-    precision: str = "fp32"
-    clip_grad: float | None = 5.0
+    unfreeze_at: int | None = opt(None, low=0)
+    patience: int | None = opt(None, low=1)
+    precision: str = opt("fp32", choices=PRECISIONS)
+    clip_grad: float | None = opt(5.0, low=0.0, low_open=True)
     seed: int = 0
     augment: bool | None = None  # None: on unless the backbone is frozen
-    out_dir: str = "runs/train"
+    out_dir: str = opt("runs/train", cli="--out")
     resume: bool = False
+    overwrite: bool = False  # train into an out_dir that already holds a trained model
     skip_bad: bool = False
-    time_limit_min: float | None = None  # stop after the epoch that crosses this wall-clock budget
+    time_limit_min: float | None = opt(None, low=0.0, low_open=True)  # stop after the epoch crossing it
     device: str = "cpu"
+
+    def validate(self) -> None:
+        resolve_device(self.device)
 
 
 def seed_everything(seed: int) -> None:
@@ -60,16 +70,12 @@ def make_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0, rank:
     """Training loaders (``shuffle``) permute with seed ``seed`` and give this rank every
     world-th sample, so N ranks x batch B see exactly the samples one process sees with
     batch N x B (DistributedSampler's order, also in a single process)."""
-    from torch.utils.data import DistributedSampler
-
-    from ..data.classification import collate_skip
-
-    collate = getattr(ds, "collate", None) or (None if isinstance(ds, TensorDataset) else collate_skip)
     sampler = DistributedSampler(ds, world, rank, shuffle=True, seed=seed) if shuffle else None
     n = len(sampler) if sampler is not None else len(ds)
     # a training batch of one breaks BatchNorm: drop such a remainder
     drop_last = shuffle and n > batch_size and n % batch_size == 1
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, drop_last=drop_last)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=None if isinstance(ds, TensorDataset)
+                      else collate, drop_last=drop_last)
 
 
 def to_device(t, device: torch.device):

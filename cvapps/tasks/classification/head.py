@@ -1,14 +1,48 @@
-"""Classification head: global average pool -> [Linear -> act] -> dropout -> Linear."""
+"""Classification head: global average pool -> [Linear -> act] -> dropout -> Linear, and
+its typed options."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ...errors import ConfigError
+from ...options import Options, opt
 
 KINDS = ("multiclass", "multilabel", "regression", "binned")
 _ACTS = {"relu": nn.ReLU, "hardswish": nn.Hardswish, "silu": nn.SiLU}
+
+
+@dataclass
+class ClassifyHeadOptions(Options):
+    """``kind``: multiclass (softmax + CE) | multilabel (sigmoid + BCE) | regression (MSE / L1)
+    | binned (softmax over ``bins`` = [low, high, n], expected value); ``hidden``: an MLP
+    layer (MobileNetV3's ImageNet classifier has one)."""
+
+    what: ClassVar[str] = "classification head"
+    kind: str = opt("multiclass", choices=KINDS)
+    num_outputs: int = opt(1, low=1)
+    hidden: int | None = opt(None, low=1)
+    activation: str = opt("hardswish", choices=tuple(_ACTS))
+    dropout: float = opt(0.2, low=0.0, high=0.95)
+    label_smoothing: float = opt(0.0, low=0.0, high=0.95)
+    loss: str = opt("mse", choices=("mse", "l1"))
+    bins: list | None = None
+
+    def validate(self) -> None:
+        if self.label_smoothing is None:
+            self.label_smoothing = 0.0
+        if self.kind == "binned":
+            b = self.bins
+            if not b or len(b) != 3 or not float(b[1]) > float(b[0]) or int(b[2]) < 2:
+                raise ConfigError(f"binned regression needs --bins LOW,HIGH,N (HIGH > LOW, N >= 2), got {b}")
+            self.bins = [float(b[0]), float(b[1]), int(b[2])]
+            self.num_outputs = int(b[2])
+        if self.kind == "regression":
+            self.num_outputs = 1
 
 
 class ClassificationHead(nn.Module):
@@ -21,10 +55,6 @@ class ClassificationHead(nn.Module):
     def __init__(self, in_channels: int, num_outputs: int, hidden: int | None = None,
                  activation: str = "hardswish", dropout: float = 0.2):
         super().__init__()
-        if num_outputs < 1:
-            raise ConfigError(f"classification head needs num_outputs >= 1, got {num_outputs}")
-        if activation not in _ACTS:
-            raise ConfigError(f"unknown head activation {activation!r}", hint=f"one of {sorted(_ACTS)}")
         width = in_channels
         if hidden:
             self.hidden = nn.Linear(in_channels, hidden)
@@ -37,14 +67,3 @@ class ClassificationHead(nn.Module):
         emb = feat.mean(dim=(2, 3))  # (B, C_in)
         x = self.act(self.hidden(emb)) if hasattr(self, "hidden") else emb
         return self.fc(self.dropout(x)), emb
-
-
-def head_from_config(in_channels: int, head: dict) -> ClassificationHead:
-    known = {"kind", "num_outputs", "hidden", "activation", "dropout", "label_smoothing", "loss", "bins"}
-    unknown = set(head) - known
-    if unknown:
-        raise ConfigError(f"unknown classification head options {sorted(unknown)}", hint=f"known: {sorted(known)}")
-    if head.get("kind", "multiclass") not in KINDS:
-        raise ConfigError(f"unknown classification kind {head.get('kind')!r}", hint=f"one of {KINDS}")
-    return ClassificationHead(in_channels, int(head["num_outputs"]), head.get("hidden"),
-                              head.get("activation", "hardswish"), float(head.get("dropout", 0.2)))

@@ -7,12 +7,14 @@ from dataclasses import dataclass
 import torch
 
 from ...backbones import Backbone
+from ...data.transforms import EvalTransform
 from ...errors import ConfigError
 from ..base import TaskModel, register_task
-from .head import head_from_config
+from .head import ClassificationHead, ClassifyHeadOptions
 from .loss import classification_loss
 from .metrics import classification_metrics, primary_metric
 from .postprocess import ClassPrediction, postprocess
+from .spec import ClassificationSpec
 
 
 @dataclass
@@ -23,11 +25,27 @@ class ClassRaw:
     embedding: torch.Tensor
 
 
-@register_task("classify")
+@register_task("classify", ClassificationSpec)
 class ClassificationModel(TaskModel):
+    supports_feature_cache = True
+
+    @classmethod
+    def head_options(cls, kind: str | None) -> type[ClassifyHeadOptions]:
+        return ClassifyHeadOptions
+
     @classmethod
     def build_head(cls, config: dict, backbone: Backbone):
-        return head_from_config(backbone.out_channels, config["head"])
+        h = ClassifyHeadOptions.parse(config["head"])
+        return ClassificationHead(backbone.out_channels, h.num_outputs, h.hidden, h.activation, h.dropout)
+
+    @classmethod
+    def with_input_size(cls, config: dict, size) -> dict:
+        """Classifiers crop a square: ``size`` S (or [S, S]); the resize keeps its ratio to the crop."""
+        s = int(size[0] if isinstance(size, (list, tuple)) else size)
+        pre = dict(config["preprocessing"])
+        pre["resize_size"] = round(s * pre["resize_size"] / pre["input_size"])
+        pre["input_size"] = s
+        return {**config, "preprocessing": pre}
 
     @property
     def kind(self) -> str:
@@ -43,9 +61,10 @@ class ClassificationModel(TaskModel):
     def postprocess(self, raw: ClassRaw, metas: list[dict], top_k: int = 5) -> list[ClassPrediction]:
         return postprocess(raw.logits, self.config["head"], self.labels, top_k=top_k)
 
-    # training hooks -------------------------------------------------------------------
-    supports_feature_cache = True
+    def preprocessor(self) -> EvalTransform:
+        return EvalTransform.from_config(self.config["preprocessing"])
 
+    # training hooks -------------------------------------------------------------------
     def make_evaluator(self, ds) -> "_LogitsEvaluator":
         return _LogitsEvaluator(self)
 

@@ -17,6 +17,8 @@ class ClassPrediction(Prediction):
     """scores: (C,) float32 probabilities (softmax, or per-label sigmoid for multilabel);
     topk: [(index, label, score)] best first; value: regression / binned estimate or None."""
 
+    draw_order = 2
+
     scores: np.ndarray
     topk: list[tuple[int, str, float]] = field(default_factory=list)
     value: float | None = None

@@ -1,5 +1,5 @@
-from . import fasterrcnn  # noqa: F401  (registers the two-stage variant)
-from .model import DetectionModel, DetRaw
+from .head import DETECTION_HEADS, DetRaw
+from .model import DetectionModel
 from .postprocess import Detections
 
-__all__ = ["DetRaw", "DetectionModel", "Detections"]
+__all__ = ["DETECTION_HEADS", "DetRaw", "DetectionModel", "Detections"]

@@ -1,46 +1,125 @@
-"""SSD-style head: per-level predictors (SSDLite depthwise-separable convs) on the
-backbone's features at the chosen strides, with extra down-sampling blocks beyond 32."""
+"""Detection heads are pluggable parts of the one detection model: a head kind is an
+nn.Module registered under its ``kind`` with its typed options. The single-stage SSD head
+lives here; the two-stage head (torchvision's Faster R-CNN parts) in fasterrcnn.py.
+
+A head kind implements ``forward(feats, x, targets=None) -> raw``, ``loss(raw, targets)``,
+``postprocess(raw, metas, input_hw, names, category_ids, **options)`` and
+``uncertainty(raw, kind)``; the model delegates to it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import torch
 from torch import nn
+from torchvision.models.detection.ssdlite import _prediction_block
 from torchvision.ops import Conv2dNormActivation
 
 from ...backbones import Backbone
 from ...errors import ConfigError
+from ...ops import ANCHORS
+from ...options import Options, opt
+from ...registry import Registry
+from .loss import detection_loss
+from .postprocess import Detections, postprocess
 
+DETECTION_HEADS: Registry[type["DetectionHead"]] = Registry("detection head")
 _CBA = partial(Conv2dNormActivation, norm_layer=nn.BatchNorm2d, activation_layer=nn.ReLU6)
 
 
-def _extra_block(cin: int, cout: int) -> nn.Sequential:
-    """(B, cin, h, w) -> (B, cout, ceil(h/2), ceil(w/2)): 1x1 squeeze, 3x3/2 depthwise, 1x1."""
-    mid = cout // 2
+class DetectionHead(nn.Module):
+    """Base of head kinds. ``Options``: the kind's typed options (parsed once, in the model)."""
+
+    Options: ClassVar[type[Options]]
+    has_eval_loss: ClassVar[bool] = True
+    export_blocker: ClassVar[str | None] = None
+    uncertainty_kinds: ClassVar[tuple[str, ...]] = ("least_confidence",)
+
+    def training_step(self, feats: list[torch.Tensor], x: torch.Tensor, targets: list[dict]) -> dict:
+        return self.loss(self(feats, x), targets)
+
+
+def register_head(kind: str):
+    return DETECTION_HEADS.decorator(kind)
+
+
+@dataclass
+class SSDOptions(Options):
+    """Single-stage head. ``levels``: strides that predict (backbone strides, and powers of
+    two beyond the last one made by extra blocks); anchors from the ``anchors`` generator
+    (``anchor_base`` x stride x ``anchor_scales``, ``aspect_ratios``); ``cls_loss`` ce (softmax,
+    3:1 hard negatives) or focal (sigmoid); ``box_loss`` smooth_l1 or giou."""
+
+    what: ClassVar[str] = "detection head"
+    kind: str = "ssd"
+    num_classes: int = opt(1, low=1)
+    levels: list = opt([8, 16, 32, 64])
+    anchors: str = opt("grid", choices=("grid",))
+    anchor_base: float = opt(4.0, low=0.0, low_open=True)
+    anchor_scales: list = opt([1.0, 1.4142])
+    aspect_ratios: list = opt([0.5, 1.0, 2.0])
+    predictor: str = opt("ssdlite", choices=("ssdlite", "conv"))
+    cls_loss: str = opt("ce", choices=("ce", "focal"))
+    box_loss: str = opt("smooth_l1", choices=("smooth_l1", "giou"))
+    neg_pos_ratio: float = opt(3, low=0.0, low_open=True)
+    match_low: float = opt(0.4, low=0.0, high=1.0)
+    match_high: float = opt(0.5, low=0.0, high=1.0)
+    extra_channels: int = opt(256, low=1)
+    conf: float = opt(0.25, low=0.0, high=1.0)
+    iou: float = opt(0.45, low=0.0, high=1.0)
+    max_det: int = opt(100, low=1)
+    uncertainty: str = opt("least_confidence", choices=("least_confidence", "entropy"))
+    uncertainty_topk: int = opt(10, low=1)
+
+    def validate(self) -> None:
+        if self.match_low > self.match_high:
+            raise ConfigError(f"detection head: match_low {self.match_low} > match_high {self.match_high}")
+        if not self.levels or sorted(self.levels) != list(self.levels):
+            raise ConfigError(f"detection head levels {self.levels} must be increasing strides")
+
+
+def extra_block(cin: int, cout: int, mid: int | None = None) -> nn.Sequential:
+    """(B, cin, h, w) -> (B, cout, ceil(h/2), ceil(w/2)): 1x1 squeeze, 3x3/2 depthwise, 1x1
+    (torchvision's ssdlite._extra_block with mid = cout / 2, written out so mid can vary)."""
+    mid = mid or cout // 2
     return nn.Sequential(_CBA(cin, mid, 1), _CBA(mid, mid, 3, 2, groups=mid), _CBA(mid, cout, 1))
 
 
-def _predictor(cin: int, cout: int) -> nn.Sequential:
-    """3x3 depthwise + BN + ReLU6, then a 1x1 conv to ``cout`` outputs (with bias)."""
-    return nn.Sequential(_CBA(cin, cin, 3, groups=cin), nn.Conv2d(cin, cout, 1))
+PREDICTORS = {
+    # torchvision's SSDLite predictor: 3x3 depthwise + BN + ReLU6, 1x1 conv with bias
+    "ssdlite": lambda cin, cout: _prediction_block(cin, cout, 3, nn.BatchNorm2d),
+    # a plain 3x3 conv with bias (the original SSD / TF SSD predictor)
+    "conv": lambda cin, cout: nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1)),
+}
 
 
-class SSDHead(nn.Module):
-    """features (strides increasing) -> cls (B, N, C_out), deltas (B, N, 4), level sizes.
+@dataclass
+class DetRaw:
+    """cls: (B, N, K') logits (K' = K + 1 with background column 0 for "ce", K for "focal");
+    deltas: (B, N, 4) encoded boxes; anchors: (N, 4) xyxy input pixels."""
 
-    N = sum over levels of h_l * w_l * A. ``C_out`` = num_classes + 1 (softmax with a
-    background column 0) or num_classes (sigmoid/focal).
-    """
+    cls: torch.Tensor
+    deltas: torch.Tensor
+    anchors: torch.Tensor
 
-    def __init__(self, backbone: Backbone, levels: list[int], num_anchors: int, num_outputs: int,
-                 extra_channels: int = 256):
+
+@register_head("ssd")
+class SSDHead(DetectionHead):
+    """features (strides increasing) -> DetRaw. N = sum over levels of h_l * w_l * A_l."""
+
+    Options = SSDOptions
+    uncertainty_kinds = ("least_confidence", "entropy")
+
+    def __init__(self, backbone: Backbone, h: SSDOptions):
         super().__init__()
+        self.h = h
         by_stride = {f.stride: (i, f.channels) for i, f in enumerate(backbone.feature_info)}
         top = backbone.feature_info[-1]
         self.sources: list[int] = []
         chans: list[int] = []
-        for s in levels:
+        for s in h.levels:
             if s in by_stride:
                 self.sources.append(by_stride[s][0])
                 chans.append(by_stride[s][1])
@@ -49,30 +128,69 @@ class SSDHead(nn.Module):
                                   hint=f"strides: {[f.stride for f in backbone.feature_info]}")
         self.extras = nn.ModuleList()
         cin, stride = top.channels, top.stride
-        for s in sorted(x for x in levels if x > top.stride):
+        for s in (x for x in h.levels if x > top.stride):
             while stride < s:
-                self.extras.append(_extra_block(cin, extra_channels))
-                cin, stride = extra_channels, stride * 2
-            chans.append(extra_channels)
-        if stride != max(levels) and max(levels) > top.stride:
-            raise ConfigError(f"detection levels {levels} must be powers of two of the backbone strides")
-        self.A, self.K = num_anchors, num_outputs
-        self.cls = nn.ModuleList(_predictor(c, num_anchors * num_outputs) for c in chans)
-        self.reg = nn.ModuleList(_predictor(c, num_anchors * 4) for c in chans)
+                self.extras.append(extra_block(cin, h.extra_channels))
+                cin, stride = h.extra_channels, stride * 2
+            chans.append(h.extra_channels)
+        if max(h.levels) > top.stride and stride != max(h.levels):
+            raise ConfigError(f"detection levels {h.levels} must be powers of two of the backbone strides")
+        self.anchor_gen = ANCHORS.get(h.anchors)(h.anchor_base, h.anchor_scales, h.aspect_ratios)
+        self.A = self.anchor_gen.per_level(len(chans))
+        self.K = h.num_classes + (1 if h.cls_loss == "ce" else 0)
+        make = PREDICTORS[h.predictor]
+        self.cls = nn.ModuleList(make(c, a * self.K) for c, a in zip(chans, self.A))
+        self.reg = nn.ModuleList(make(c, a * 4) for c, a in zip(chans, self.A))
         for m in self.cls:  # background-leaning start: stable early training (RetinaNet prior)
             nn.init.constant_(m[-1].bias, -2.0)
+        self._anchor_cache: dict = {}
 
-    def forward(self, feats: list[torch.Tensor]):
+    def anchors(self, sizes: list[tuple[int, int]], input_hw: tuple[int, int], device) -> torch.Tensor:
+        key = (tuple(sizes), tuple(input_hw), str(device))
+        if key not in self._anchor_cache:
+            self._anchor_cache = {key: self.anchor_gen(sizes, self.h.levels, input_hw, device)}
+        return self._anchor_cache[key]
+
+    def forward(self, feats: list[torch.Tensor], x: torch.Tensor, targets=None) -> DetRaw:
         maps = [feats[i] for i in self.sources]
-        x = feats[-1]
+        f = feats[-1]
         for block in self.extras:
-            x = block(x)
-            maps.append(x)
-        # keep only extra maps that are prediction levels (every extra block is one here)
+            f = block(f)
+            maps.append(f)
         cls, reg, sizes = [], [], []
-        for f, c, r in zip(maps, self.cls, self.reg):
-            b, _, h, w = f.shape
-            sizes.append((h, w))
-            cls.append(c(f).permute(0, 2, 3, 1).reshape(b, h * w * self.A, self.K))  # (B, hwA, K)
-            reg.append(r(f).permute(0, 2, 3, 1).reshape(b, h * w * self.A, 4))  # (B, hwA, 4)
-        return torch.cat(cls, 1), torch.cat(reg, 1), sizes
+        for m, c, r, a in zip(maps, self.cls, self.reg, self.A):
+            b, _, hh, ww = m.shape
+            sizes.append((hh, ww))
+            cls.append(c(m).permute(0, 2, 3, 1).reshape(b, hh * ww * a, self.K))  # (B, hwA, K)
+            reg.append(r(m).permute(0, 2, 3, 1).reshape(b, hh * ww * a, 4))  # (B, hwA, 4)
+        cls_t, reg_t = torch.cat(cls, 1), torch.cat(reg, 1)
+        return DetRaw(cls_t, reg_t, self.anchors(sizes, tuple(x.shape[-2:]), cls_t.device))
+
+    def loss(self, raw: DetRaw, targets: list[dict]) -> dict[str, torch.Tensor]:
+        return detection_loss(raw.cls, raw.deltas, raw.anchors, targets, self.h)
+
+    def probs(self, raw: DetRaw) -> torch.Tensor:
+        """(B, N, K) foreground class probabilities (softmax without background, or sigmoid)."""
+        if self.h.cls_loss == "ce":
+            return raw.cls.float().softmax(-1)[..., 1:]
+        return raw.cls.float().sigmoid()
+
+    def postprocess(self, raw: DetRaw, metas: list[dict], input_hw, names, category_ids, conf=None, iou=None,
+                    max_det=None, classes=None) -> list[Detections]:
+        h = self.h
+        return postprocess(self.probs(raw), raw.deltas, raw.anchors, metas, input_hw, names, category_ids,
+                           h.conf if conf is None else conf, h.iou if iou is None else iou,
+                           h.max_det if max_det is None else max_det, classes)
+
+    def uncertainty(self, raw: DetRaw, kind: str | None = None) -> torch.Tensor:
+        """(B,) score from the ``uncertainty_topk`` most confident anchors: the mean of
+        1 - max class probability ("least_confidence") or of the class entropy ("entropy")."""
+        probs = raw.cls.float().softmax(-1) if self.h.cls_loss == "ce" else raw.cls.float().sigmoid()
+        fg = probs[..., 1:] if self.h.cls_loss == "ce" else probs
+        conf = fg.max(-1).values  # (B, N)
+        top = conf.topk(min(self.h.uncertainty_topk, conf.shape[1]), dim=1).indices
+        if (kind or self.h.uncertainty) == "entropy":
+            p = probs / probs.sum(-1, keepdim=True)
+            ent = -(p * p.clamp_min(1e-12).log()).sum(-1)  # (B, N)
+            return ent.gather(1, top).mean(1)
+        return (1 - conf.gather(1, top)).mean(1)

@@ -7,19 +7,18 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from ...errors import ConfigError
 from ...ops import BACKGROUND, IGNORE, decode_boxes, encode_boxes, match_anchors
 
 
 def detection_loss(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict],
-                   head: dict) -> dict[str, torch.Tensor]:
+                   h) -> dict[str, torch.Tensor]:
     """cls (B, N, K'), deltas (B, N, 4), anchors (N, 4) xyxy; targets[i]["boxes"] (G, 4) xyxy
-    input pixels, ["labels"] (G,), ["iscrowd"] (G,). Normalised by the number of positives."""
-    cls_kind, box_kind = head.get("cls_loss", "ce"), head.get("box_loss", "smooth_l1")
-    neg_ratio = float(head.get("neg_pos_ratio", 3))
+    input pixels, ["labels"] (G,), ["iscrowd"] (G,). ``h``: the head's SSDOptions (losses,
+    matching thresholds). Normalised by the number of positives."""
+    cls_kind, box_kind, neg_ratio = h.cls_loss, h.box_loss, float(h.neg_pos_ratio)
     cls_losses, box_losses, n_pos = [], [], 0
     for b, t in enumerate(targets):
-        matched = match_anchors(t["boxes"], anchors, head.get("match_low", 0.4), head.get("match_high", 0.5))
+        matched = match_anchors(t["boxes"], anchors, h.match_low, h.match_high)
         if t["boxes"].numel():
             crowd = t["iscrowd"].bool()[matched.clamp(min=0)] & (matched >= 0)
             matched = torch.where(crowd, torch.full_like(matched, IGNORE), matched)
@@ -37,23 +36,19 @@ def detection_loss(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tenso
             neg_ce = torch.where(neg, ce, torch.zeros_like(ce))
             hard = neg_ce.topk(k).indices if k else neg_ce.new_zeros(0, dtype=torch.long)
             cls_losses.append(ce[pos].sum() + ce[hard].sum())
-        elif cls_kind == "focal":
+        else:  # focal
             onehot = torch.zeros_like(cls[b], dtype=torch.float32)
             if npos:
                 onehot[pos, labels[pos] - 1] = 1.0
             cls_losses.append(sigmoid_focal_loss(cls[b][valid].float(), onehot[valid], reduction="sum"))
-        else:
-            raise ConfigError(f"unknown cls_loss {cls_kind!r}", hint="ce (SSD hard negative mining) or focal")
         if npos:
             gt = t["boxes"][matched[pos]]
             if box_kind == "smooth_l1":
                 box_losses.append(F.smooth_l1_loss(deltas[b][pos].float(), encode_boxes(gt, anchors[pos]),
                                                    beta=1.0 / 9, reduction="sum"))
-            elif box_kind == "giou":
+            else:  # giou
                 pred = decode_boxes(deltas[b][pos].float(), anchors[pos])
                 box_losses.append(generalized_box_iou_loss(pred, gt, reduction="sum"))
-            else:
-                raise ConfigError(f"unknown box_loss {box_kind!r}", hint="smooth_l1 or giou")
     norm = max(n_pos, 1)
     cls_loss = torch.stack(cls_losses).sum() / norm
     box_loss = torch.stack(box_losses).sum() / norm if box_losses else deltas.sum() * 0.0

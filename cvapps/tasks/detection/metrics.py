@@ -7,8 +7,11 @@ import contextlib
 import io
 
 import numpy as np
-from torchvision.ops import box_iou
 import torch
+from torchvision.ops import box_iou
+
+from ...data.io import coco_index
+from ...errors import DataError
 
 COCO_KEYS = ["AP", "AP50", "AP75", "APsmall", "APmedium", "APlarge",
              "AR1", "AR10", "AR100", "ARsmall", "ARmedium", "ARlarge"]
@@ -16,17 +19,18 @@ COCO_KEYS = ["AP", "AP50", "AP75", "APsmall", "APmedium", "APlarge",
 
 def coco_metrics(gt: dict, results: list[dict]) -> dict:
     """gt: a COCO dict; results: COCO-results list ({"image_id", "category_id", "bbox": xywh,
-    "score"}). Returns the 12 COCO stats under COCO_KEYS plus ``per_class`` AP@[.5:.95]."""
-    from pycocotools.coco import COCO
+    "score"}). Returns the 12 COCO stats under COCO_KEYS plus ``per_class`` AP@[.5:.95] of
+    the classes that have ground truth (the others have no AP: they are left out, not NaN)."""
     from pycocotools.cocoeval import COCOeval
 
     names = {c["id"]: c["name"] for c in gt["categories"]}
+    present = {a["category_id"] for a in gt.get("annotations", []) if not a.get("iscrowd", 0)}
+    if not present:
+        raise DataError("the ground truth has no boxes: there is nothing to evaluate against")
     if not results:
-        return {**{k: 0.0 for k in COCO_KEYS}, "per_class": {n: 0.0 for n in names.values()}}
+        return {**{k: 0.0 for k in COCO_KEYS}, "per_class": {names[c]: 0.0 for c in sorted(present)}}
+    coco_gt = coco_index(gt)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
-        coco_gt = COCO()
-        coco_gt.dataset = {"info": {}, "licenses": [], **gt}
-        coco_gt.createIndex()
         coco_dt = coco_gt.loadRes([dict(r) for r in results])
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.evaluate()
@@ -38,7 +42,8 @@ def coco_metrics(gt: dict, results: list[dict]) -> dict:
     for k, cat in enumerate(ev.params.catIds):
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
-        per_class[names[cat]] = float(p.mean()) if p.size else float("nan")
+        if p.size:
+            per_class[names[cat]] = float(p.mean())
     out["per_class"] = per_class
     return out
 

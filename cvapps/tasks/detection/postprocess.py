@@ -27,6 +27,8 @@ class Detections(Prediction):
     """boxes (N, 4) float32 xyxy original-image pixels, scores (N,) float32, labels (N,)
     int64 label indices; ``names`` / ``category_ids`` map indices to names / COCO ids."""
 
+    draw_order = 1
+
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
@@ -85,21 +87,24 @@ def select(probs: torch.Tensor, boxes: torch.Tensor, conf: float, iou: float, ma
     return b[k], scores[k], labels[k]
 
 
-def postprocess(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, metas: list[dict], head: dict,
-                input_size: int, names: list[str], category_ids: list[int], conf: float | None = None,
-                iou: float | None = None, max_det: int | None = None, classes: list[int] | None = None):
-    """cls (B, N, K'), deltas (B, N, 4) -> B Detections in original pixels (box / meta scale)."""
-    conf = head.get("conf", 0.25) if conf is None else conf
-    iou = head.get("iou", 0.45) if iou is None else iou
-    max_det = head.get("max_det", 100) if max_det is None else max_det
-    probs = cls.float().softmax(-1)[..., 1:] if head.get("cls_loss", "ce") == "ce" else cls.float().sigmoid()
-    boxes = clip_boxes_to_image(decode_boxes(deltas.float(), anchors), (input_size, input_size))
-    out = []
-    for p, bx, meta in zip(probs, boxes, metas):
-        b, s, lab = select(p, bx, conf, iou, max_det, classes)
-        b = clip_boxes_to_image(b / meta.get("scale", 1.0), (meta["height"], meta["width"]))
-        keep = remove_small_boxes(b, MIN_SIDE)  # clipping at the border can leave zero-area boxes
-        b, s, lab = b[keep], s[keep], lab[keep]
-        out.append(Detections(b.cpu().numpy().astype(np.float32), s.cpu().numpy().astype(np.float32),
-                              lab.cpu().numpy().astype(np.int64), names, category_ids))
-    return out
+def to_original(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor, meta: dict, names: list[str],
+                category_ids: list[int]) -> Detections:
+    """Boxes in input pixels -> Detections in the original image (input / meta scale, clipped;
+    clipping at the border can leave zero-area boxes, which are dropped)."""
+    sx, sy = meta.get("scale_xy", (meta.get("scale", 1.0),) * 2)
+    b = clip_boxes_to_image(b / torch.tensor([sx, sy, sx, sy], dtype=b.dtype, device=b.device),
+                            (meta["height"], meta["width"]))
+    keep = remove_small_boxes(b, MIN_SIDE)
+    b, s, lab = b[keep], s[keep], lab[keep]
+    return Detections(b.cpu().numpy().astype(np.float32), s.cpu().numpy().astype(np.float32),
+                      lab.cpu().numpy().astype(np.int64), names, category_ids)
+
+
+def postprocess(probs: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, metas: list[dict],
+                input_hw: tuple[int, int], names: list[str], category_ids: list[int], conf: float, iou: float,
+                max_det: int, classes: list[int] | None = None) -> list[Detections]:
+    """probs (B, N, K) foreground probabilities, deltas (B, N, 4) -> B Detections in
+    original pixels."""
+    boxes = clip_boxes_to_image(decode_boxes(deltas.float(), anchors), tuple(input_hw))
+    return [to_original(*select(p, bx, conf, iou, max_det, classes), meta, names, category_ids)
+            for p, bx, meta in zip(probs, boxes, metas)]

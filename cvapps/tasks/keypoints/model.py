@@ -9,23 +9,41 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...backbones import Backbone
 from ...data.transforms import size_hw
 from ...errors import ConfigError, ShapeError
-from ...ops.keypoints import apply_affine, decode_heatmaps, flip_heatmaps, flip_permutation, flip_points, \
-    gaussian_heatmaps
+from ...ops.keypoints import apply_affine, decode_heatmaps, flip_heatmaps, flip_points, gaussian_heatmaps
+from ...ops.uncertainty import variance
+from ...options import Options, opt
+from ...schema import Schema
 from ..base import TaskModel
+from ..spec import mc_dropout
 from .heads import CascadeRefiner, HeatmapHead, RegressionHead, cascade_feature_index
 from .postprocess import Keypoints
-from .topdown import TopDown
+from .topdown import FixedBoxes, TopDown
 
-HEAD_DEFAULTS = {"kind": "heatmap", "num_keypoints": None, "loss": None, "sigma": 2.0, "channels": 128,
-                 "dropout": None, "cascade": False, "cascade_window": 0.2, "mc_passes": 8}
-LOSSES = ("mse", "l2", "l1", "wing")
 WING_W, WING_EPS, WING_SCALE = 10.0, 2.0, 64.0  # Feng et al.; errors measured on a 64-pixel crop
+
+
+@dataclass
+class KeypointHeadOptions(Options):
+    """``kind``: heatmap (deconvolutions to stride 4, Gaussian targets of ``sigma``) or
+    regression (pooled features -> K x 2); ``loss`` (regression): wing | l1 | l2 (default per
+    task), heatmaps use mse; ``cascade``: a second stage refining each point from a
+    ``cascade_window``-wide patch; ``mc_passes``: MC-dropout passes for uncertainty."""
+
+    what: ClassVar[str] = "keypoint head"
+    kind: str = opt("heatmap", choices=("heatmap", "regression"))
+    num_keypoints: int | None = opt(None, low=1)
+    loss: str | None = opt(None, choices=("mse", "l2", "l1", "wing"))
+    sigma: float = opt(2.0, low=0.0, low_open=True)
+    channels: int = opt(128, low=1)
+    dropout: float | None = opt(None, low=0.0, high=0.95)
+    cascade: bool = False
+    cascade_window: float = opt(0.2, low=0.0, high=1.0, low_open=True)
+    mc_passes: int = opt(8, low=1)
 
 
 @dataclass
@@ -48,49 +66,44 @@ def wing(d: torch.Tensor) -> torch.Tensor:
 class KeypointModel(TaskModel):
     default_loss: ClassVar[str] = "l1"
     default_size: ClassVar[list[int]] = [256, 256]
+    whole_image = False  # top-down: one crop per instance box
+
+    @classmethod
+    def head_options(cls, kind: str | None) -> type[KeypointHeadOptions]:
+        return KeypointHeadOptions
+
+    @classmethod
+    def normalize_config(cls, config: dict) -> dict:
+        """Head options completed from the schema and the task's defaults (checked once here)."""
+        schema = Schema.from_dict(config["schema"])
+        h = KeypointHeadOptions.parse(config["head"])
+        k = len(schema)
+        if h.num_keypoints not in (None, k):
+            raise ConfigError(f"head has {h.num_keypoints} keypoints, schema {schema.name!r} {k}")
+        h.num_keypoints = k
+        h.loss = h.loss or ("mse" if h.kind == "heatmap" else cls.default_loss)
+        h.dropout = h.dropout if h.dropout is not None else (0.1 if h.kind == "heatmap" else 0.2)
+        return {**config, "head": h.to_dict(), "schema": schema.to_dict()}
 
     @classmethod
     def build_head(cls, config: dict, backbone: Backbone) -> nn.Module:
-        h = cls.head_config(config)
-        k = int(h["num_keypoints"])
+        h = KeypointHeadOptions.parse(config["head"])
         last = backbone.feature_info[-1]
-        if h["kind"] == "heatmap":
-            main = HeatmapHead(last.channels, last.stride, k, int(h["channels"]), dropout=float(h["dropout"]))
+        if h.kind == "heatmap":
+            main = HeatmapHead(last.channels, last.stride, h.num_keypoints, h.channels, dropout=h.dropout)
         else:
-            main = RegressionHead(last.channels, k, float(h["dropout"]))
+            main = RegressionHead(last.channels, h.num_keypoints, h.dropout)
         head = nn.ModuleDict({"main": main})
-        if h["cascade"]:
-            i = cascade_feature_index(backbone)
-            f = backbone.feature_info[i]
-            head["refine"] = CascadeRefiner(f.channels, f.stride, k, float(h["cascade_window"]))
+        if h.cascade:
+            f = backbone.feature_info[cascade_feature_index(backbone)]
+            head["refine"] = CascadeRefiner(f.channels, f.stride, h.num_keypoints, h.cascade_window)
         return head
 
-    @classmethod
-    def head_config(cls, config: dict) -> dict:
-        h = {**HEAD_DEFAULTS, **config["head"]}
-        unknown = set(h) - set(HEAD_DEFAULTS)
-        if unknown:
-            raise ConfigError(f"unknown keypoint head options {sorted(unknown)}", hint=f"known: {sorted(HEAD_DEFAULTS)}")
-        if h["kind"] not in ("heatmap", "regression"):
-            raise ConfigError(f"unknown keypoint head {h['kind']!r}", hint="heatmap or regression")
-        h["num_keypoints"] = int(h["num_keypoints"] or len(config["schema"]["keypoints"]))
-        if h["num_keypoints"] != len(config["schema"]["keypoints"]):
-            raise ConfigError(f"head has {h['num_keypoints']} keypoints, schema {len(config['schema']['keypoints'])}")
-        h["loss"] = h["loss"] or ("mse" if h["kind"] == "heatmap" else cls.default_loss)
-        if h["loss"] not in LOSSES:
-            raise ConfigError(f"unknown keypoint loss {h['loss']!r}", hint=f"one of {LOSSES}")
-        h["dropout"] = float(h["dropout"] if h["dropout"] is not None else (0.1 if h["kind"] == "heatmap" else 0.2))
-        return h
-
     def __init__(self, config, backbone, head):
-        config = {**config, "head": type(self).head_config(config)}
         super().__init__(config, backbone, head)
-        self.perm = flip_permutation(len(self.schema["keypoints"]), self.schema["flip_pairs"])
+        self.schema = Schema.from_dict(config["schema"])
+        self.perm = self.schema.flip_perm
         self.refine_index = cascade_feature_index(backbone) if "refine" in head else None
-
-    @property
-    def schema(self) -> dict:
-        return self.config["schema"]
 
     @property
     def hcfg(self) -> dict:
@@ -99,9 +112,6 @@ class KeypointModel(TaskModel):
     @property
     def input_hw(self) -> tuple[int, int]:
         return size_hw(self.config["preprocessing"]["input_size"])
-
-    def reset_head(self, num_classes: int, labels=None) -> None:  # pragma: no cover - not meaningful here
-        raise ConfigError("keypoint models change keypoints through their schema, not reset_head")
 
     # forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> KeypointRaw:
@@ -184,7 +194,7 @@ class KeypointModel(TaskModel):
         pts = raw.points.float().cpu().numpy() if raw is not None else np.zeros((0, 0, 2))
         sc = raw.scores.float().cpu().numpy() if raw is not None else np.zeros((0, 0))
         out, i = [], 0
-        k = len(self.schema["keypoints"])
+        k = len(self.schema)
         for m in metas:
             n = len(m["inv"])
             p = np.stack([apply_affine(pts[i + j], m["inv"][j]) for j in range(n)]) if n else np.zeros((0, k, 2))
@@ -193,7 +203,7 @@ class KeypointModel(TaskModel):
         return out
 
     def postprocess(self, raw: KeypointRaw | None, metas: list[dict], **_) -> list[Keypoints]:
-        return [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema["keypoints"]), self.schema["skeleton"])
+        return [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema.keypoints), self.schema.skeleton)
                 for (p, s), m in zip(self.to_image(raw, metas), metas)]
 
     def uncertainty(self, raw: KeypointRaw, metas=None, kind: str = "confidence") -> torch.Tensor:
@@ -209,44 +219,19 @@ class KeypointModel(TaskModel):
         """(B,) predictive variance of the points over ``passes`` (config ``mc_passes``) MC
         dropout passes of the head, in (fraction of crop width)^2, averaged over K x 2.
         The backbone runs once; only the head's dropout is stochastic."""
-        from ...active.strategies import variance
-
         feats = self.forward_features(x)
-        drop = self.head["main"].dropout
-        drop.train()
-        try:
-            runs = torch.stack([self.forward_head(feats, tuple(x.shape[-2:])).points.float() / x.shape[-1]
-                                for _ in range(int(passes or self.hcfg["mc_passes"]))])  # (T, B, K, 2)
-        finally:
-            drop.eval()
-        return variance(runs)
+        runs = mc_dropout(self.head["main"].dropout, int(passes or self.hcfg["mc_passes"]),
+                          lambda: self.forward_head(feats, tuple(x.shape[-2:])).points.float() / x.shape[-1])
+        return variance(runs)  # runs: (T, B, K, 2)
 
-    @torch.inference_mode()
-    def predict(self, inputs, batch_size: int = 16, boxes=None, flip_test: bool = False,
-                precision: str = "fp32") -> list[Keypoints]:
+    def predict(self, inputs, batch_size: int = 16, precision: str = "fp32", boxes=None,
+                flip_test: bool = False) -> list[Keypoints]:
         """inputs: paths or RGB arrays. ``boxes``: a list with an (N, 4) xyxy array per input,
         a box source (see cvapps.tasks.keypoints.topdown), or None for the task's default
         (landmarks: OpenCV's Haar face cascade; pose: the whole image)."""
-        from ...data.io import read_image
-        from ...inference.runner import run_batch
-
-        if isinstance(inputs, (str, np.ndarray)) or hasattr(inputs, "__fspath__"):
-            inputs = [inputs]
-        self.eval()
-        given = isinstance(boxes, (list, tuple))
-        if given and len(boxes) != len(inputs):
-            raise ConfigError(f"{len(boxes)} box arrays for {len(inputs)} inputs")
-        pre = self.preprocessor(None if given else boxes)
-        out: list[Keypoints] = []
-        for i in range(0, len(inputs), batch_size):
-            prepared = []
-            for j, a in enumerate(inputs[i : i + batch_size]):
-                img = a if isinstance(a, np.ndarray) else read_image(a)
-                if given:
-                    b = np.asarray(boxes[i + j], np.float64).reshape(-1, 4)
-                    prepared.append(pre.prepare_boxes(img, b, np.ones(len(b))))
-                else:
-                    prepared.append(pre.prepare(img, str(a) if not isinstance(a, np.ndarray) else ""))
-            out.extend(run_batch(self, [p[0] for p in prepared], [p[1] for p in prepared], precision,
-                                 pre=pre, flip_test=flip_test))
-        return out
+        n = 1 if isinstance(inputs, (str, np.ndarray)) or hasattr(inputs, "__fspath__") else len(inputs)
+        if isinstance(boxes, (list, tuple)):
+            if len(boxes) != n:
+                raise ConfigError(f"{len(boxes)} box arrays for {n} inputs")
+            boxes = FixedBoxes(boxes)
+        return super().predict(inputs, batch_size, precision, pre=self.preprocessor(boxes), flip_test=flip_test)

@@ -24,6 +24,8 @@ class Keypoints(Prediction):
     """points (N, K, 2) xy pixels, scores (N, K) in [0, 1], boxes (N, 4) xyxy, box_scores (N,);
     ``names``/``skeleton`` from the model's schema."""
 
+    draw_order = 3
+
     points: np.ndarray
     scores: np.ndarray
     boxes: np.ndarray

@@ -21,8 +21,9 @@ BoxFn = Callable[[np.ndarray, str, "int | None"], tuple[np.ndarray, np.ndarray]]
 
 
 class TopDown:
-    """prepare_frame(frame) -> (crops (N, 3, H, W) uint8, meta {"width", "height", "boxes"
-    (N, 4) xyxy, "box_scores" (N,), "inv" (N, 2, 3) crop -> image}); N may be 0."""
+    """prepare(image, source, frame) -> (crops (N, 3, H, W) uint8, meta {"width", "height",
+    "boxes" (N, 4) xyxy, "box_scores" (N,), "inv" (N, 2, 3) crop -> image}); N may be 0.
+    ``boxes(image, source, frame) -> (boxes (N, 4), scores (N,))`` finds the instances."""
 
     def __init__(self, mean, std, input_size, margin: float = 1.25, boxes: BoxFn | None = None):
         self.mean, self.std = tuple(mean), tuple(std)
@@ -55,9 +56,6 @@ class TopDown:
         boxes, scores = self.boxes(image, source, frame)
         return self.prepare_boxes(image, boxes, scores)
 
-    def prepare_frame(self, f) -> tuple[torch.Tensor, dict]:
-        return self.prepare(f.image, f.source, f.frame)
-
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         return normalize_u8(batch_u8, self.mean, self.std)
 
@@ -65,6 +63,18 @@ class TopDown:
 def whole_image(image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
     h, w = image.shape[:2]
     return np.array([[0, 0, w, h]], np.float64), np.ones(1)
+
+
+class FixedBoxes:
+    """Boxes given per input: ``boxes[i]`` (an (N, 4) xyxy array) for the i-th input of a
+    ``predict`` call (its ``frame`` index there)."""
+
+    def __init__(self, boxes: list):
+        self.boxes = [np.asarray(b, np.float64).reshape(-1, 4) for b in boxes]
+
+    def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
+        b = self.boxes[int(frame)]
+        return b, np.ones(len(b))
 
 
 class HaarFaces:

@@ -1,6 +1,6 @@
-"""Keypoint data plumbing for cvapps.api: instance crops for training and evaluation
-(augmented with albumentations, flips swap left/right points), the evaluator that maps
-predictions back to image pixels, and the landmark results-file evaluation."""
+"""Keypoint data plumbing: instance crops for training and evaluation (augmented with
+albumentations, flips swap left/right points), the collector that maps predictions back to
+image pixels, and reading / matching results files."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.ops import box_iou
 
-from ...data.io import read_image
+from ...data.dataset import TaskDataset
+from ...data.io import read_image, read_jsonl
 from ...data.keypoints import KeypointData
 from ...errors import DataError
-from ...ops.keypoints import apply_affine, box_from_points, flip_permutation, invert_affine
+from ...ops.keypoints import apply_affine, box_from_points, invert_affine
 from .topdown import TopDown
 
 
@@ -33,22 +33,23 @@ def augment(rotate: float = 30.0) -> A.Compose:
     ], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), save_applied_params=True)
 
 
-class KeypointDataset(Dataset):
+class KeypointDataset(TaskDataset):
     """One item per labelled instance: (x (3, H, W) float32 normalised, target {"keypoints"
     (K, 2) crop pixels, "weights" (K,) 1 labelled / 0 not (or pushed out of the crop),
-    "gt" (K, 3) image pixels, "inv" (2, 3) crop -> image, "box" (4,), "image_id", "area"})."""
+    "gt" (K, 3) image pixels, "inv" (2, 3) crop -> image, "box" (4,), "image_id", "area"}).
+    ``perm``: the left/right flip permutation (default: the data's schema's)."""
 
     def __init__(self, data: KeypointData, topdown: TopDown, augment: A.Compose | None = None,
-                 flip_pairs: list | None = None):
-        self.data, self.td, self.augment = data, topdown, augment
+                 perm: list[int] | None = None, skip_bad: bool = False):
+        super().__init__(data, skip_bad)
+        self.td, self.augment = topdown, augment
         self.items = data.instances()
-        self.perm = flip_permutation(data.num_keypoints,
-                                     flip_pairs if flip_pairs is not None else data.schema["flip_pairs"])
+        self.perm = perm if perm is not None else data.schema.flip_perm
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def load(self, i: int):
         r_idx, k_idx = self.items[i]
         rec = self.data.records[r_idx]
         inst = rec.instances[k_idx]
@@ -73,10 +74,6 @@ class KeypointDataset(Dataset):
                   "box": torch.from_numpy(inst.box), "image_id": rec.image_id, "area": inst.area, "index": i}
         return x, target
 
-    @staticmethod
-    def collate(batch):
-        return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
-
 
 class KeypointCollector:
     """Accumulates predictions mapped back to image pixels with their ground truth."""
@@ -96,17 +93,6 @@ class KeypointCollector:
             self.areas.append(float(t["area"]))
 
 
-def _read_jsonl(text: str, path: Path) -> list[dict]:
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"line {n}: not JSON ({e.msg})", path=str(path)) from None
-    return rows
-
-
 def load_results(path: str | Path, gt: KeypointData) -> dict[str, list[dict]]:
     """Predictions per image file name from a COCO keypoint-results JSON (a list with
     image_id) or a predict JSON Lines file (records with "source" and "predictions")."""
@@ -117,13 +103,17 @@ def load_results(path: str | Path, gt: KeypointData) -> dict[str, list[dict]]:
     by_name: dict[str, list[dict]] = {}
     if text.lstrip().startswith("["):
         names = {r.image_id: r.path.name for r in gt.records}
-        for d in json.loads(text):
-            if "keypoints" not in d or "image_id" not in d:
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON: {e}", path=str(path)) from None
+        for d in rows:
+            if not isinstance(d, dict) or "keypoints" not in d or "image_id" not in d:
                 raise DataError("COCO keypoint results need image_id and keypoints in every entry", path=str(path))
             if d["image_id"] in names:
                 by_name.setdefault(names[d["image_id"]], []).append(d)
         return by_name
-    for r in _read_jsonl(text, path):
+    for r in read_jsonl(path):
         by_name.setdefault(Path(str(r.get("source", ""))).name, []).extend(r.get("predictions") or [])
     return by_name
 
@@ -165,65 +155,14 @@ def match_results(by_name: dict[str, list[dict]], gt: KeypointData, min_iou: flo
     return pairs, missed
 
 
-def evaluate_results_file(results: str | Path, gt: KeypointData, task: str | None = None) -> dict:
-    """Landmarks (face schemas, or task "landmarks"): NME / FR / AUC over IoU-matched faces,
-    unmatched faces counted as failures. Pose: COCO OKS AP/AR (pycocotools) on all results
-    plus PCK@0.2 over the IoU-matched instances."""
-    from ..landmarks.model import evaluate_pairs
-    from ..pose.metrics import oks_metrics, pck
-    from .schema import FACE_SCHEMAS
-
-    face = gt.schema["name"] in FACE_SCHEMAS
-    task = task or ("landmarks" if face else "pose")
-    by_name = load_results(results, gt)
-    pairs, missed = match_results(by_name, gt)
-    if task == "landmarks":
-        return evaluate_pairs(pairs, missed, gt.schema.get("eyes"))
+def coco_keypoint_results(by_name: dict[str, list[dict]], gt: KeypointData) -> list[dict]:
+    """Results per file name -> a COCO keypoint-results list with the ground truth's image ids."""
     ids = {r.path.name: r.image_id for r in gt.records}
-    coco_res = []
+    out = []
     for name, preds in by_name.items():
         for p in preds:
             kp = np.asarray(p["keypoints"], np.float64).reshape(-1, 3)
-            coco_res.append({"image_id": ids[name], "category_id": 1, "keypoints": kp.reshape(-1).tolist(),
-                             "score": float(p.get("score", 1.0))})
-    m = oks_metrics(gt.to_coco(), coco_res, gt.schema["sigmas"])
-    m["PCK"] = pck(np.stack([p for p, _, _ in pairs]), np.stack([g for _, g, _ in pairs]),
-                   np.stack([b for _, _, b in pairs])) if pairs else 0.0
-    m["count"], m["unmatched"] = len(pairs), missed
-    return m
+            out.append({"image_id": ids[name], "category_id": 1, "keypoints": kp.reshape(-1).tolist(),
+                        "score": float(p.get("score", 1.0))})
+    return out
 
-
-def datasets(model, train_data: KeypointData, val_data: KeypointData | None):
-    """make_train(augment) and the validation dataset, both cropping ground-truth boxes."""
-    td = TopDown.from_config(model.config["preprocessing"])
-    rotate = 30.0 if model.task == "pose" else 20.0
-
-    def make_train(aug: bool):
-        return KeypointDataset(train_data, td, augment(rotate) if aug else None, model.schema["flip_pairs"])
-
-    return make_train, KeypointDataset(val_data, td, None, model.schema["flip_pairs"]) if val_data else None
-
-
-def check_schema(model, data: KeypointData) -> None:
-    k, mk = data.num_keypoints, len(model.schema["keypoints"])
-    if k != mk:
-        raise DataError(f"the data has {k} keypoints per instance, the model's schema "
-                        f"{model.schema['name']!r} has {mk}", path=data.source)
-
-
-def box_source(task: str, boxes: str | None = None, detector=None, detector_label: str | None = None,
-               box_conf: float = 0.0):
-    """The box source the user asked for: a boxes file, a cvapps detector, or the task's
-    default (None: Haar faces for landmarks, the whole image for pose)."""
-    from .topdown import DetectorBoxes, FileBoxes
-
-    if boxes and detector is not None:
-        from ...errors import ConfigError
-
-        raise ConfigError("give either a boxes file or a detector, not both")
-    if boxes:
-        return FileBoxes(boxes, min_score=box_conf)
-    if detector is not None:
-        return DetectorBoxes(detector, detector_label or ("face" if task == "landmarks" else "person"),
-                             conf=box_conf or 0.3)
-    return None

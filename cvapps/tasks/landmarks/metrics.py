@@ -34,3 +34,8 @@ def landmark_metrics(nmes: list[float], missed: int = 0) -> dict:
             "FR@0.08": float(((e > 0.08).sum() + missed) / n), "FR@0.10": float(((e > 0.10).sum() + missed) / n),
             "AUC@0.10": float(np.clip(1 - e / 0.10, 0, None).sum() / n), "count": int(n),
             **({"missed": missed} if missed else {})}
+
+
+def evaluate_pairs(pairs, missed: int, eyes) -> dict:
+    """(pred, gt, box) pairs from a results file -> landmark metrics."""
+    return landmark_metrics([nme(p, g, normaliser(g, np.asarray(b), eyes)) for p, g, b in pairs], missed)

@@ -3,15 +3,15 @@ scored by NME / failure rate / AUC."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..base import register_task
 from ..keypoints.model import KeypointModel
+from ..keypoints.topdown import HaarFaces
 from ..keypoints.workflow import KeypointCollector
 from .metrics import landmark_metrics, nme, normaliser
+from .spec import LandmarkSpec
 
 
-@register_task("landmarks")
+@register_task("landmarks", LandmarkSpec)
 class LandmarkModel(KeypointModel):
     default_loss = "wing"
     default_size = [256, 256]
@@ -21,12 +21,10 @@ class LandmarkModel(KeypointModel):
 
     def preprocessor(self, boxes=None):
         """Face crops; boxes default to OpenCV's Haar frontal-face cascade."""
-        from ..keypoints.topdown import HaarFaces
-
         return super().preprocessor(boxes if boxes is not None else HaarFaces())
 
     def make_evaluator(self, ds) -> "LandmarkEvaluator":
-        return LandmarkEvaluator(self.schema.get("eyes"))
+        return LandmarkEvaluator(self.schema.eyes)
 
 
 class LandmarkEvaluator(KeypointCollector):
@@ -39,8 +37,3 @@ class LandmarkEvaluator(KeypointCollector):
 
     def compute(self) -> dict:
         return landmark_metrics(self.nmes())
-
-
-def evaluate_pairs(pairs, missed: int, eyes) -> dict:
-    """(pred, gt, box) pairs from a results file -> landmark metrics."""
-    return landmark_metrics([nme(p, g, normaliser(g, np.asarray(b), eyes)) for p, g, b in pairs], missed)

@@ -10,9 +10,10 @@ from ..keypoints.model import KeypointModel
 from ..keypoints.postprocess import instance_scores
 from ..keypoints.workflow import KeypointCollector
 from .metrics import oks_metrics, pck
+from .spec import PoseSpec
 
 
-@register_task("pose")
+@register_task("pose", PoseSpec)
 class PoseModel(KeypointModel):
     default_loss = "l1"
     default_size = [256, 192]
@@ -21,7 +22,7 @@ class PoseModel(KeypointModel):
         return "AP", "max"
 
     def make_evaluator(self, ds) -> "PoseEvaluator":
-        return PoseEvaluator(ds.data.to_coco(), self.schema["sigmas"])
+        return PoseEvaluator(ds.data.to_coco(), list(self.schema.sigmas))
 
 
 class PoseEvaluator(KeypointCollector):

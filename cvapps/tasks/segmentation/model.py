@@ -4,6 +4,7 @@ backbones with pool indices."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -11,15 +12,35 @@ import torch.nn.functional as F
 
 from ...backbones import Backbone
 from ...data.segmentation import default_colors
+from ...data.transforms import Letterbox
 from ...errors import ConfigError
+from ...options import Options, opt
 from ..base import TaskModel, register_task
 from .fcn import FCNHead
 from .metrics import confusion, seg_metrics
 from .postprocess import SegMask
 from .segnet import SegNetDecoder
+from .spec import SegmentationSpec
 
-HEAD_DEFAULTS = {"kind": "fcn8s", "learned_upsampling": True, "ignore_index": 255, "class_weights": None,
-                 "dice": 0.0, "dropout": 0.1}
+
+@dataclass
+class SegHeadOptions(Options):
+    """``kind``: fcn32s | fcn16s | fcn8s (skip fusion; learned or fixed bilinear upsampling)
+    or segnet (pool-index unpooling); loss: CE with ``ignore_index`` and optional
+    ``class_weights``, plus ``dice`` x soft Dice."""
+
+    what: ClassVar[str] = "segmentation head"
+    kind: str = opt("fcn8s", choices=("fcn32s", "fcn16s", "fcn8s", "segnet"))
+    num_classes: int = opt(2, low=1)
+    learned_upsampling: bool = True
+    ignore_index: int = opt(255, low=0, high=65535)
+    class_weights: list | None = None
+    dice: float = opt(0.0, low=0.0)
+    dropout: float = opt(0.1, low=0.0, high=0.95)
+
+    def validate(self) -> None:
+        if self.class_weights is not None and len(self.class_weights) != self.num_classes:
+            raise ConfigError(f"{len(self.class_weights)} class weights for {self.num_classes} classes")
 
 
 @dataclass
@@ -29,24 +50,20 @@ class SegRaw:
     logits: torch.Tensor
 
 
-@register_task("segment")
+@register_task("segment", SegmentationSpec)
 class SegmentationModel(TaskModel):
     @classmethod
+    def head_options(cls, kind: str | None) -> type[SegHeadOptions]:
+        return SegHeadOptions
+
+    @classmethod
     def build_head(cls, config: dict, backbone: Backbone):
-        h = {**HEAD_DEFAULTS, **config["head"]}
-        unknown = set(h) - set(HEAD_DEFAULTS) - {"num_classes"}
-        if unknown:
-            raise ConfigError(f"unknown segmentation head options {sorted(unknown)}")
-        k = int(h["num_classes"])
-        if h["kind"] == "segnet":
+        h = SegHeadOptions.parse(config["head"])
+        if h.kind == "segnet":
             # SegNet-Basic's decoder: 7x7 convs without ReLU (paper); full SegNet: VGG mirror
             basic = backbone.name == "segnet_basic"
-            return SegNetDecoder(backbone, k, kernel=7 if basic else 3, relu=not basic)
-        return FCNHead(backbone, k, h["kind"], bool(h["learned_upsampling"]), float(h["dropout"]))
-
-    def __init__(self, config, backbone, head):
-        config = {**config, "head": {**HEAD_DEFAULTS, **config["head"]}}
-        super().__init__(config, backbone, head)
+            return SegNetDecoder(backbone, h.num_classes, kernel=7 if basic else 3, relu=not basic)
+        return FCNHead(backbone, h.num_classes, h.kind, h.learned_upsampling, h.dropout)
 
     @property
     def hcfg(self) -> dict:
@@ -84,9 +101,7 @@ class SegmentationModel(TaskModel):
             out["dice"] = dice.detach()
         return out
 
-    def preprocessor(self):
-        from ...data.transforms import Letterbox
-
+    def preprocessor(self) -> Letterbox:
         return Letterbox.from_config(self.config["preprocessing"])
 
     def postprocess(self, raw: SegRaw, metas: list[dict], **_) -> list[SegMask]:

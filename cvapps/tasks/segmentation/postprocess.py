@@ -16,6 +16,8 @@ class SegMask(Prediction):
     """mask: (H, W) int64 class indices at the original image size; scores: optional (H, W)
     float32 max class probability. ``path``: where the label-map PNG was written, if any."""
 
+    draw_order = 0
+
     mask: np.ndarray
     scores: np.ndarray | None = None
     names: list[str] = field(default_factory=list, repr=False)

@@ -1,13 +1,16 @@
 """Keypoint schemas: names, left/right flip pairs, skeleton edges, the two eye points
 NME normalises by, and OKS sigmas. Built in: COCO-17 body, CrowdPose-14, 68-point
 iBUG 300-W, 98-point WFLW, 29-point COFW, 19-point AFLW, 5-point faces; any other
-schema comes from the dataset file (names, skeleton) with flip pairs found by name."""
+schema comes from the dataset file (names, skeleton) with flip pairs found by name.
+
+A core module: the data readers and the keypoint tasks both use it."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 
-from ...errors import ConfigError
+from .errors import ConfigError
 
 _COCO_NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
                "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
@@ -61,11 +64,72 @@ BUILTIN: dict[str, dict] = {
     "aflw19": {"keypoints": [f"p{i}" for i in range(19)], "eyes": None, "skeleton": [],
                "flip_pairs": [[0, 5], [1, 4], [2, 3], [6, 11], [7, 10], [8, 9], [12, 14], [15, 17]]},
     "face5": {"keypoints": ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"], "eyes": [0, 1],
-              "skeleton": []},
+              "skeleton": [], "flip_pairs": [[0, 1], [3, 4]]},
 }
 FACE_BY_COUNT = {68: "ibug68", 98: "wflw98", 29: "cofw29", 19: "aflw19", 5: "face5"}
 FACE_SCHEMAS = frozenset(FACE_BY_COUNT.values())
 DEFAULT_SIGMA = 0.05  # OKS falloff for keypoints without a published sigma
+
+
+@dataclass(frozen=True)
+class Schema:
+    """K named keypoints. ``skeleton`` / ``flip_pairs``: index pairs (0-based); ``sigmas``: K
+    OKS falloffs; ``eyes``: the two indices NME normalises by (None: the box diagonal)."""
+
+    name: str
+    keypoints: tuple[str, ...]
+    skeleton: tuple[tuple[int, int], ...] = ()
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    sigmas: tuple[float, ...] = ()
+    eyes: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        k = len(self.keypoints)
+        for field in ("skeleton", "flip_pairs"):
+            for e in getattr(self, field):
+                if len(e) != 2 or not all(0 <= int(i) < k for i in e):
+                    raise ConfigError(f"schema {self.name!r}: {field} entry {list(e)} is not a pair of indices "
+                                      f"below {k}")
+        if len(self.sigmas) != k:
+            raise ConfigError(f"schema {self.name!r}: {len(self.sigmas)} sigmas for {k} keypoints")
+        if self.eyes is not None and (len(self.eyes) != 2 or not all(0 <= i < k for i in self.eyes)):
+            raise ConfigError(f"schema {self.name!r}: eyes must be two keypoint indices")
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    @property
+    def is_face(self) -> bool:
+        return self.name in FACE_SCHEMAS
+
+    @property
+    def flip_perm(self) -> list[int]:
+        """Index map that swaps every left/right pair (identity elsewhere)."""
+        perm = list(range(len(self)))
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def to_dict(self) -> dict:
+        """The JSON form stored in model-file configs."""
+        d = asdict(self)
+        d["keypoints"] = list(self.keypoints)
+        for k in ("skeleton", "flip_pairs"):
+            d[k] = [list(e) for e in getattr(self, k)]
+        d["sigmas"], d["eyes"] = list(self.sigmas), list(self.eyes) if self.eyes is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: "dict | Schema") -> "Schema":
+        if isinstance(d, Schema):
+            return d
+        unknown = set(d) - {"name", "keypoints", "skeleton", "flip_pairs", "sigmas", "eyes"}
+        if unknown:
+            raise ConfigError(f"unknown schema fields {sorted(unknown)}")
+        return complete(d.get("name", "custom"), d)
+
+    def __getitem__(self, key: str):
+        raise TypeError(f"Schema is a dataclass: use schema.{key}")
 
 
 def _pairs_by_name(names: list[str]) -> list[list[int]]:
@@ -82,36 +146,31 @@ def _pairs_by_name(names: list[str]) -> list[list[int]]:
     return pairs
 
 
-def complete(name: str, spec: dict) -> dict:
-    """A full schema dict from a partial spec (flip pairs by name, default sigmas)."""
-    names = list(spec["keypoints"])
-    k = len(names)
-    s = {"name": name, "keypoints": names, "skeleton": [list(e) for e in spec.get("skeleton") or []],
-         "flip_pairs": [list(p) for p in spec.get("flip_pairs") or _pairs_by_name(names)],
-         "sigmas": list(spec.get("sigmas") or [DEFAULT_SIGMA] * k), "eyes": spec.get("eyes")}
-    return validate(s)
+def complete(name: str, spec: dict) -> Schema:
+    """A full schema from a partial spec (flip pairs by name, default sigmas)."""
+    if "keypoints" not in spec or not spec["keypoints"]:
+        raise ConfigError(f"schema {name!r} lists no keypoints")
+    names = [str(n) for n in spec["keypoints"]]
+    eyes = spec.get("eyes")
+    pairs = spec.get("flip_pairs")
+    return Schema(name, tuple(names), tuple(tuple(int(i) for i in e) for e in spec.get("skeleton") or []),
+                  tuple(tuple(int(i) for i in p) for p in (pairs if pairs is not None else _pairs_by_name(names))),
+                  tuple(float(v) for v in spec.get("sigmas") or [DEFAULT_SIGMA] * len(names)),
+                  tuple(int(i) for i in eyes) if eyes is not None else None)
 
 
-def builtin(name: str) -> dict:
+def builtin(name: str) -> Schema:
     if name not in BUILTIN:
         raise ConfigError(f"unknown keypoint schema {name!r}", hint=f"built in: {', '.join(BUILTIN)}")
     return complete(name, BUILTIN[name])
 
 
-def validate(s: dict) -> dict:
-    k = len(s["keypoints"])
-    for field in ("skeleton", "flip_pairs"):
-        for e in s[field]:
-            if len(e) != 2 or not all(0 <= int(i) < k for i in e):
-                raise ConfigError(f"schema {s['name']!r}: {field} entry {e} is not a pair of indices below {k}")
-    if len(s["sigmas"]) != k:
-        raise ConfigError(f"schema {s['name']!r}: {len(s['sigmas'])} sigmas for {k} keypoints")
-    if s.get("eyes") is not None and (len(s["eyes"]) != 2 or not all(0 <= i < k for i in s["eyes"])):
-        raise ConfigError(f"schema {s['name']!r}: eyes must be two keypoint indices")
-    return s
+def resolve(schema: "str | dict | Schema") -> Schema:
+    """A built-in name, a schema dict (a model file's, or a partial spec) or a Schema."""
+    return builtin(schema) if isinstance(schema, str) else Schema.from_dict(schema)
 
 
-def from_dataset(names: list[str], skeleton_1based: list | None, count: int) -> dict:
+def from_dataset(names: list[str], skeleton_1based: list | None, count: int) -> Schema:
     """The schema of a dataset file: known names / counts map to the built-ins (which carry
     flip pairs, eyes and sigmas); anything else becomes a user-defined schema."""
     if names:

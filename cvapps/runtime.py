@@ -1,0 +1,44 @@
+"""Where and how tensors run: device and precision checks, autocast. A core module: the
+task models, the Trainer and the predict loop all use it."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import torch
+
+from .errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} is not supported",
+                          hint="fp32, or bf16 (autocast; fast on CPUs with AMX/AVX-512 bf16)")
+    return precision
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'cpu', 'cuda', 'cuda:N' (or 'mps') -> a torch.device that exists on this machine."""
+    text = str(device)
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", text):
+        raise ConfigError(f"--device {text!r} is not a device", hint="cpu, cuda, cuda:1, ...")
+    d = torch.device(text)
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {text}: CUDA is not available on this machine",
+                              hint="use --device cpu (or install a CUDA build of torch on a GPU machine)")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps: Apple's MPS backend is not available here", hint="use --device cpu")
+    return d
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast where asked (fast on CPUs with AMX/AVX-512 bf16); fp32 otherwise."""
+    if check_precision(precision) == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,70 @@
+"""The one batched inference step: prepared uint8 inputs -> a normalised batch -> the
+model -> predictions. ``TaskModel.predict``, the streaming predict loop, ``select``,
+pseudo-labelling and embeddings all go through ``to_batch`` / ``run_batch``.
+
+A preprocessor has ``prepare(image, source="", frame=None) -> (uint8 input, meta)`` (run
+in the decode thread; ``source``/``frame`` let top-down box sources look boxes up) and
+``normalize(batch_u8) -> float batch``."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.io import as_rgb, read_image
+from ..runtime import autocast
+
+
+def stack_inputs(u8: list[torch.Tensor]) -> tuple[torch.Tensor, list[int] | None]:
+    """Per-image inputs -> one batch: (3, H, W) inputs are stacked; top-down tasks' (N, 3, H, W)
+    crop stacks are concatenated and their counts per image returned (else None)."""
+    if u8[0].dim() == 4:
+        return torch.cat(u8), [len(u) for u in u8]
+    return torch.stack(u8), None
+
+
+def to_batch(pre, u8: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, list[int] | None]:
+    """Prepared inputs -> (normalised (B, 3, H, W) float batch on ``device`` in channels_last,
+    crops per image for top-down inputs else None)."""
+    x, counts = stack_inputs(u8)
+    return pre.normalize(x.to(device)).contiguous(memory_format=torch.channels_last), counts
+
+
+@torch.inference_mode()
+def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str = "fp32", pre=None, **post) -> list:
+    """u8: per image a (3, S, S) uint8 input, or for top-down tasks an (N, 3, H, W) stack of
+    its instance crops (N may be 0) -> one prediction per image."""
+    if getattr(model, "is_bundle", False):
+        return model.run_batch(u8, metas, precision, **post)
+    pre = pre or model.preprocessor()
+    if sum(len(u) if u.dim() == 4 else 1 for u in u8) == 0:  # no instance in any image of the batch
+        return model.postprocess(None, metas, **post)
+    x, _ = to_batch(pre, u8, model.device)
+    with autocast(x.device, precision):
+        raw = model.infer(x, **post)
+    return model.postprocess(raw, metas, **post)
+
+
+def load_input(item, index: int) -> tuple[np.ndarray, str]:
+    """A path or an array -> ((H, W, 3) uint8 RGB, source name)."""
+    if isinstance(item, np.ndarray):
+        return as_rgb(item, f"input {index}"), f"<array {index}>"
+    return read_image(item), str(item)
+
+
+def predict_inputs(model, inputs, batch_size: int = 16, precision: str = "fp32", pre=None, **post) -> list:
+    """TaskModel.predict: paths / arrays (one or a list) -> one prediction per input, in
+    order. ``pre``: a configured preprocessor (default: the model's)."""
+    if isinstance(inputs, (str, np.ndarray)) or hasattr(inputs, "__fspath__"):
+        inputs = [inputs]
+    inputs = list(inputs)
+    model.eval()
+    pre = pre or model.preprocessor()
+    out: list = []
+    for i in range(0, len(inputs), batch_size):
+        prepared = []
+        for k, item in enumerate(inputs[i : i + batch_size], start=i):
+            image, source = load_input(item, k)
+            prepared.append(pre.prepare(image, source, k))
+        out.extend(run_batch(model, [p[0] for p in prepared], [p[1] for p in prepared], precision, pre, **post))
+    return out

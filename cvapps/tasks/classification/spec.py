@@ -1,0 +1,134 @@
+"""What the API, CLI and active learning need to know about image classification."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from ...data.classification import ImageDataset, load_split, resolve_dataset
+from ...data.transforms import EvalTransform, train_augment
+from ...errors import ConfigError
+from ...ops.uncertainty import bald, entropy, least_confidence, margin, variance
+from ...options import DataOptions, EvalOptions, parse_size
+from ..spec import PseudoLabelWriter, TaskSpec, mc_dropout, split_every_kth
+from .metrics import save_confusion_png
+
+CACHE_IMAGES = 10_000  # decoded-image cache bound for augmented training (~3 GB at 256 px)
+_PROB_FNS = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy, "hybrid": entropy}
+
+
+class ClassificationSpec(TaskSpec):
+    default_weights = "mobilenet_v2.imagenet1k"
+    default_kind = "multiclass"
+    feature_simulation = True
+    train_defaults = {"epochs": 10, "batch_size": 32, "lr": 1e-3}
+
+    def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None) -> dict:
+        """Without ``labels``/``num_classes`` and with ImageNet weights: the ImageNet classifier."""
+        if labels is None and num_classes is None and weights is not None and weights.task == self.name:
+            labels = weights.label_names()
+        if labels is None:
+            labels = [str(i) for i in range(num_classes or 1)]
+        pre = self.preprocessing(weights)
+        size = parse_size(img_size)
+        if isinstance(size, list):
+            if size[0] != size[1]:
+                raise ConfigError(f"--img-size {img_size}: classifiers take square crops", hint="pass one size S")
+            size = size[0]
+        if size:
+            pre["resize_size"] = round(size * pre["resize_size"] / pre["input_size"])
+            pre["input_size"] = size
+        head_cfg = {"kind": kind or self.default_kind, "num_outputs": len(labels)}
+        if weights is not None and weights.head.get("hidden"):
+            head_cfg.update(hidden=weights.head["hidden"], activation=weights.head.get("activation", "hardswish"))
+        head_cfg.update({k: v for k, v in head.items() if v is not None})
+        return {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": list(labels),
+                "preprocessing": pre, "weights": weights.name if weights is not None else None}
+
+    # data -----------------------------------------------------------------------------
+    def read_train(self, opts: DataOptions, kind: str | None = None):
+        tr, va = resolve_dataset(opts.data, opts.train, opts.val, kind, opts.images)
+        if va is None:
+            tr, va = split_every_kth(tr, opts.val_fraction)
+        return tr, va
+
+    def model_args(self, data, opts, console=None) -> dict:
+        return {"labels": data.labels, "kind": data.kind}
+
+    def describe(self, data) -> str:
+        return f"{len(data.labels)} {'classes' if data.kind != 'regression' else 'target'} ({data.kind})"
+
+    def datasets(self, model, train, val, skip_bad: bool = False):
+        pre = model.config["preprocessing"]
+        evalt = EvalTransform.from_config(pre)
+
+        def make_train(augment: bool):
+            t = train_augment(pre) if augment else evalt
+            # small sets: decode each file once and keep a copy with short side ~1.15x resize (enough
+            # for the crops); ~0.3 MB per image, so only up to CACHE_IMAGES images
+            cache = augment and len(train) <= CACHE_IMAGES
+            return ImageDataset(train, t, skip_bad, cache_side=int(pre["resize_size"] * 1.15) if cache else None)
+
+        return make_train, ImageDataset(val, evalt, skip_bad) if val is not None else None
+
+    def read_eval(self, model, opts: DataOptions):
+        if not opts.data:
+            raise ConfigError("no evaluation data", hint="pass --data DIR (class folders, a root with val/, or a CSV)")
+        root = Path(opts.data)
+        if root.is_dir() and (root / "val").is_dir():
+            root = root / "val"
+        elif root.is_dir() and (root / "val.csv").is_file():
+            root = root / "val.csv"
+        return load_split(root, model.labels, model.kind, opts.images)
+
+    def finish_eval(self, model, data, evaluator, metrics: dict, opts: EvalOptions) -> dict:
+        if opts.out and "confusion_matrix" in metrics:
+            Path(opts.out).mkdir(parents=True, exist_ok=True)
+            save_confusion_png(metrics["confusion_matrix"], model.labels, Path(opts.out) / "confusion.png")
+        return metrics
+
+    # predict --------------------------------------------------------------------------
+    def predict_setup(self, model, load, top_k: int = 5):
+        if int(top_k) < 1:
+            raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+        return model.preprocessor(), {"top_k": int(top_k)}
+
+    # active learning ------------------------------------------------------------------
+    def strategies(self, model) -> list[str]:
+        base = super().strategies(model)
+        if model.kind in ("multiclass", "binned"):
+            return base + ["least_confidence", "margin", "entropy", "bald", "hybrid"]
+        if model.kind == "regression":
+            return base + ["variance"]
+        return base
+
+    def scores(self, model, x, metas, strategy, mc_passes) -> torch.Tensor:
+        if strategy in ("bald", "variance"):
+            cached = model.cache_features(model.forward_features(x))  # the backbone once, the head T times
+            runs = mc_dropout(model.head.dropout, mc_passes, lambda: model.forward_cached(cached).logits.float())
+            return variance(runs) if strategy == "variance" else bald(runs.softmax(-1))
+        return _PROB_FNS[strategy](model(x).logits.float().softmax(1))
+
+    def pseudo_labels(self, model, out_dir: Path, threshold: float) -> PseudoLabelWriter:
+        return _CsvLabels(out_dir / "pseudo_labels.csv", threshold)
+
+
+class _CsvLabels(PseudoLabelWriter):
+    """``path,label`` rows (loadable by `cvapps train classify --train FILE.csv`)."""
+
+    def __init__(self, file: Path, threshold: float):
+        self.file, self.threshold, self.written = file, threshold, 0
+        self.f = open(file, "w", newline="")
+        self.w = csv.writer(self.f)
+        self.w.writerow(["path", "label"])
+
+    def add(self, source: str, pred, meta: dict) -> None:
+        if pred.topk and pred.topk[0][2] >= self.threshold:
+            self.w.writerow([source, pred.topk[0][1]])
+            self.written += 1
+
+    def close(self) -> dict:
+        self.f.close()
+        return super().close()

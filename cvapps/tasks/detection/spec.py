@@ -1,0 +1,230 @@
+"""What the API, CLI and active learning need to know about object detection: reading
+COCO / VOC / YOLO data, mapping dataset classes onto a model's by name, COCO or VOC metrics,
+results files, predict options, selection scores and COCO pseudo-labels."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data.detection import DetectionData, DetectionDataset, read_detection
+from ...data.io import atomic_write, load_json
+from ...data.transforms import Letterbox, detection_augment
+from ...errors import ConfigError, DataError
+from ...options import DataOptions, EvalOptions, parse_size
+from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
+from .metrics import coco_metrics, voc_metrics
+
+# the same class under the names of PASCAL VOC and COCO (all 20 VOC classes exist in COCO)
+SYNONYMS = [("aeroplane", "airplane"), ("diningtable", "dining table"), ("motorbike", "motorcycle"),
+            ("pottedplant", "potted plant"), ("sofa", "couch"), ("tvmonitor", "tv")]
+
+
+def class_mapping(data_labels: list[str], model_labels: list[str], class_map: dict | None = None):
+    """Dataset class index -> model class index, by name: ``class_map`` (dataset name -> model
+    name) first, then the same name (case-insensitive), then SYNONYMS. -> (mapping, names
+    the model does not know)."""
+    by_name = {n.lower(): i for i, n in enumerate(model_labels)}
+    syn = {a: b for a, b in SYNONYMS} | {b: a for a, b in SYNONYMS}
+    mapping, unknown = {}, []
+    for i, name in enumerate(data_labels):
+        target = (class_map or {}).get(name, name).lower()
+        j = by_name.get(target, by_name.get(syn.get(target, ""), None))
+        if j is None:
+            unknown.append(name)
+        else:
+            mapping[i] = j
+    return mapping, unknown
+
+
+def remap(data: DetectionData, model_labels: list[str], model_ids: list[int], class_map: dict | None = None):
+    """``data`` with its classes renamed to the model's (boxes of classes the model does not
+    know dropped) -> (DetectionData over the model's labels, unknown class names)."""
+    mapping, unknown = class_mapping(data.labels, model_labels, class_map)
+    if not mapping:
+        raise DataError(f"none of the data's classes {data.labels[:6]} is a class of the model "
+                        f"({', '.join(model_labels[:6])}...)", path=data.source,
+                        hint="pass --class-map FILE.json mapping dataset names to the model's")
+    lut = np.array([mapping.get(i, -1) for i in range(len(data.labels))], np.int64)
+    records = []
+    for r in data.records:
+        new = lut[r.labels] if len(r.labels) else r.labels
+        keep = new >= 0
+        records.append(replace(r, boxes=r.boxes[keep], labels=new[keep], iscrowd=r.iscrowd[keep]))
+    return DetectionData(records, list(model_labels), list(model_ids), data.source, data.skipped), unknown
+
+
+def read_class_map(path: str | None) -> dict | None:
+    if not path:
+        return None
+    m = load_json(path, "class map")
+    if not isinstance(m, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()):
+        raise DataError('a class map is a JSON object {"dataset class": "model class", ...}', path=path)
+    return m
+
+
+def check_boxes(data: DetectionData, what: str) -> None:
+    """Refuse data a detector cannot learn from (no images, or no box at all)."""
+    if not len(data):
+        raise DataError(f"the {what} annotations list no usable images", path=data.source)
+    if not sum(len(r.boxes) for r in data.records):
+        raise DataError(f"the {what} annotations have {len(data)} images but no boxes", path=data.source,
+                        hint="check that the label files are where the reader looked (YOLO: a .txt per image "
+                             "beside the names file, or in obj_train_data/ or labels/)")
+
+
+class DetectionSpec(TaskSpec):
+    default_kind = "ssd"
+
+    def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None,
+                    category_ids=None) -> dict:
+        labels = list(labels) if labels is not None else [str(i) for i in range(num_classes or 1)]
+        pre = self.preprocessing(weights)
+        size = parse_size(img_size) or 320
+        head_cfg = {"kind": kind or self.default_kind, "num_classes": len(labels),
+                    **{k: v for k, v in head.items() if v is not None}}
+        return {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": labels,
+                "category_ids": list(category_ids) if category_ids else list(range(1, len(labels) + 1)),
+                "preprocessing": {"mean": pre["mean"], "std": pre["std"], "input_size": size,
+                                  "resize": "letterbox"},
+                "weights": weights.name if weights is not None else None}
+
+    # data -----------------------------------------------------------------------------
+    def read_train(self, opts: DataOptions, kind=None):
+        if not opts.data or not opts.images:
+            raise ConfigError("detection training needs --data ANNOTATIONS and --images DIR")
+        tr = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad)
+        va = None
+        if opts.val:
+            va = read_detection(opts.val, opts.val_images or opts.images, opts.fmt, skip_bad=opts.skip_bad)
+            va, unknown = remap(va, tr.labels, tr.category_ids)
+            if unknown:
+                raise DataError(f"validation classes {unknown} are not training classes", path=opts.val)
+        else:
+            tr, va = split_every_kth(tr, opts.val_fraction)
+        check_boxes(tr, "training")
+        if va is not None:
+            check_boxes(va, "validation")
+        return tr, va
+
+    def model_args(self, data, opts, console=None) -> dict:
+        return {"labels": data.labels, "category_ids": data.category_ids}
+
+    def describe(self, data) -> str:
+        return f"{len(data.labels)} classes, {sum(len(r.boxes) for r in data.records)} boxes"
+
+    def datasets(self, model, train, val, skip_bad: bool = False):
+        pre = model.config["preprocessing"]
+        box = Letterbox.from_config(pre)
+
+        def make_train(augment: bool):
+            return DetectionDataset(train, box, detection_augment() if augment else None, skip_bad)
+
+        return make_train, DetectionDataset(val, box, None, skip_bad) if val is not None else None
+
+    def read_eval(self, model, opts: DataOptions):
+        if not opts.data:
+            raise ConfigError("detection evaluation needs --data ANNOTATIONS")
+        if opts.images is None:
+            raise ConfigError("evaluating a model needs --images DIR", hint="or evaluate a results file: --results")
+        d = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad)
+        d, d.unknown_classes = remap(d, model.labels, model.config.get("category_ids") or
+                                     list(range(1, len(model.labels) + 1)), read_class_map(opts.class_map))
+        return d
+
+    def finish_eval(self, model, data, evaluator, metrics: dict, opts: EvalOptions) -> dict:
+        if opts.metric != "coco":
+            metrics = voc_metrics(data.to_coco(), evaluator.results(), opts.iou, opts.eleven_point)
+        if opts.save_results:
+            atomic_write(Path(opts.save_results), lambda tmp: tmp.write_text(json.dumps(evaluator.results())))
+        if data.unknown_classes:
+            metrics["not_evaluated_classes"] = data.unknown_classes
+        return metrics
+
+    def evaluate_results(self, results: str, opts: DataOptions, eval_opts: EvalOptions) -> dict:
+        """Any detector's COCO-results JSON against a COCO ground-truth file (no images needed)."""
+        if not opts.data:
+            raise ConfigError("evaluating a results file needs --data (COCO ground truth)")
+        res_path = Path(results)
+        gt, rows = load_json(opts.data), load_json(res_path, "results file")
+        if not isinstance(rows, list):
+            raise DataError("a COCO results file is a JSON list of detections", path=str(res_path))
+        known = {i["id"] for i in gt.get("images", [])}
+        for n, r in enumerate(rows):
+            if not isinstance(r, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(r):
+                raise DataError(f"record {n}: needs image_id, category_id, bbox, score", path=str(res_path))
+            if r["image_id"] not in known:
+                raise DataError(f"record {n}: image_id {r['image_id']} is not in {Path(opts.data).name}",
+                                path=str(res_path))
+        if eval_opts.metric == "voc":
+            return voc_metrics(gt, rows, eval_opts.iou, eval_opts.eleven_point)
+        return coco_metrics(gt, rows)
+
+    # predict --------------------------------------------------------------------------
+    def predict_setup(self, model, load, conf=None, iou=None, max_det=None, classes=None):
+        for name, v, lo, hi in (("--conf", conf, 0.0, 1.0), ("--iou", iou, 0.0, 1.0)):
+            if v is not None and not lo <= v <= hi:
+                raise ConfigError(f"{name} {v} must be between {lo} and {hi}")
+        if max_det is not None and max_det < 1:
+            raise ConfigError(f"--max-det must be at least 1, got {max_det}")
+        return model.preprocessor(), {"conf": conf, "iou": iou, "max_det": max_det,
+                                      "classes": self.class_indices(model, classes)}
+
+    @staticmethod
+    def class_indices(model, classes) -> list[int] | None:
+        """Names or indices (a comma-separated string or a list) -> label indices."""
+        if classes is None:
+            return None
+        items = classes.split(",") if isinstance(classes, str) else list(classes)
+        keep = []
+        for c in (str(i).strip() for i in items):
+            if c in model.labels:
+                keep.append(model.labels.index(c))
+            elif c.isdigit() and int(c) < len(model.labels):
+                keep.append(int(c))
+            else:
+                raise ConfigError(f"unknown class {c!r}", hint=f"classes: {', '.join(model.labels)}")
+        return keep
+
+    # active learning ------------------------------------------------------------------
+    def strategies(self, model) -> list[str]:
+        kinds = list(model.head.uncertainty_kinds)
+        return super().strategies(model) + kinds + ["hybrid"]
+
+    def scores(self, model, x, metas, strategy, mc_passes) -> torch.Tensor:
+        return model.uncertainty(model(x), kind="entropy" if strategy in ("entropy", "hybrid") else "least_confidence")
+
+    def pseudo_labels(self, model, out_dir: Path, threshold: float) -> PseudoLabelWriter:
+        return _CocoBoxes(out_dir / "pseudo_labels_coco.json", model)
+
+    def pseudo_options(self, threshold: float) -> dict:
+        return {"conf": threshold}
+
+
+class _CocoBoxes(PseudoLabelWriter):
+    """A COCO detection file (loadable by `cvapps train detect --data FILE --images POOL`)."""
+
+    def __init__(self, file: Path, model):
+        self.file, self.written = file, 0
+        ids = model.config.get("category_ids") or range(1, len(model.labels) + 1)
+        self.coco = {"images": [], "annotations": [],
+                     "categories": [{"id": c, "name": n} for c, n in zip(ids, model.labels)]}
+
+    def add(self, source: str, pred, meta: dict) -> None:
+        img_id = len(self.coco["images"]) + 1
+        self.coco["images"].append({"id": img_id, "file_name": Path(source).name, "width": meta["width"],
+                                    "height": meta["height"]})
+        for r in pred.to_dict():
+            x0, y0, bw, bh = r["bbox"]
+            self.coco["annotations"].append({"id": len(self.coco["annotations"]) + 1, "image_id": img_id,
+                                             "category_id": r["category_id"], "bbox": r["bbox"], "area": bw * bh,
+                                             "iscrowd": 0, "score": r["score"]})
+        self.written += 1
+
+    def close(self) -> dict:
+        atomic_write(self.file, lambda tmp: tmp.write_text(json.dumps(self.coco)))
+        return super().close()

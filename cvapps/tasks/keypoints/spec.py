@@ -1,0 +1,170 @@
+"""What the API, CLI and active learning need to know about the top-down keypoint tasks
+(facial landmarks and pose share this; their specs add defaults and metrics)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ...data.io import atomic_write
+from ...data.keypoints import KeypointData, read_keypoints
+from ...errors import ConfigError, DataError
+from ...options import DataOptions, EvalOptions, parse_size
+from ...schema import resolve
+from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
+from .topdown import DetectorBoxes, FileBoxes, TopDown
+from .workflow import KeypointDataset, augment, load_results, match_results
+
+
+def check_schema(model, data: KeypointData) -> None:
+    k, mk = data.num_keypoints, len(model.schema)
+    if k != mk:
+        raise DataError(f"the data has {k} keypoints per instance, the model's schema "
+                        f"{model.schema.name!r} has {mk}", path=data.source)
+
+
+class KeypointSpec(TaskSpec):
+    default_kind = "heatmap"
+    default_schema: ClassVar[str] = "coco17"
+    rotate: ClassVar[float] = 30.0  # training rotation range (degrees)
+    box_label: ClassVar[str] = "person"  # the detector class whose boxes are cropped
+    instance: ClassVar[str] = "person"  # category name in pseudo-label files
+
+    def make_config(self, backbone, weights, kind, img_size, head, schema=None) -> dict:
+        """Crop size [H, W] (default per task), the schema (names, flip pairs, skeleton, eyes,
+        OKS sigmas) and the crop ``margin`` around boxes (a head option here)."""
+        schema = resolve(schema if schema is not None else self.default_schema)
+        size = parse_size(img_size) or self.model.default_size
+        size = [size, size] if isinstance(size, int) else list(size)
+        if any(v % 32 for v in size):
+            raise ConfigError(f"keypoint input size {size} must be multiples of 32 (the heatmap head's stride)")
+        head = dict(head)
+        margin = head.pop("margin", None) or 1.25
+        pre = self.preprocessing(weights)
+        head_cfg = {"kind": kind or self.default_kind, **{k: v for k, v in head.items() if v is not None}}
+        return {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": list(schema.keypoints),
+                "schema": schema.to_dict(), "preprocessing": {"mean": pre["mean"], "std": pre["std"],
+                                                              "input_size": size, "margin": float(margin),
+                                                              "resize": "affine"},
+                "weights": weights.name if weights is not None else None}
+
+    # data -----------------------------------------------------------------------------
+    def _read(self, data: str | None, images: str | None, opts: DataOptions, need_images: bool = True):
+        if not data:
+            raise ConfigError(f"{self.name} needs --data (COCO JSON, .pts folder or CSV)")
+        if need_images and images is None and (opts.fmt or Path(data).suffix.lower().lstrip(".")) in ("coco", "json"):
+            raise ConfigError("COCO keypoints need --images DIR (the crops come from the pictures)")
+        return read_keypoints(data, images, opts.fmt, opts.skip_bad)
+
+    def read_train(self, opts: DataOptions, kind=None):
+        tr = self._read(opts.data, opts.images, opts)
+        va = self._read(opts.val, opts.val_images or opts.images, opts) if opts.val else None
+        if va is None:
+            tr, va = split_every_kth(tr, opts.val_fraction)
+        if not tr.instances():
+            raise DataError("the training annotations have no labelled instance", path=tr.source)
+        return tr, va
+
+    def model_args(self, data, opts, console=None) -> dict:
+        return {"schema": data.schema}
+
+    def describe(self, data) -> str:
+        return f"{len(data.instances())} instances x {data.num_keypoints} keypoints (schema {data.schema.name})"
+
+    def datasets(self, model, train, val, skip_bad: bool = False):
+        """make_train(augment) and the validation dataset, both cropping ground-truth boxes."""
+        td = TopDown.from_config(model.config["preprocessing"])
+
+        def make_train(aug: bool):
+            return KeypointDataset(train, td, augment(self.rotate) if aug else None, model.perm, skip_bad)
+
+        return make_train, KeypointDataset(val, td, None, model.perm, skip_bad) if val is not None else None
+
+    def read_eval(self, model, opts: DataOptions):
+        d = self._read(opts.data, opts.images, opts)
+        check_schema(model, d)
+        return d
+
+    def evaluate_results(self, results: str, opts: DataOptions, eval_opts: EvalOptions) -> dict:
+        gt = self._read(opts.data, opts.images, opts, need_images=False)
+        by_name = load_results(results, gt)
+        pairs, missed = match_results(by_name, gt)
+        if not pairs and missed:
+            raise DataError(f"no prediction matches any of the {missed} labelled instances", path=results,
+                            hint="check that the results are for these images (file names / image ids)")
+        return self.results_metrics(gt, by_name, pairs, missed)
+
+    def results_metrics(self, gt, by_name, pairs, missed) -> dict:  # pragma: no cover - per task
+        raise NotImplementedError
+
+    # predict --------------------------------------------------------------------------
+    def box_source(self, boxes: str | None = None, detector=None, detector_label: str | None = None,
+                   box_conf: float = 0.0):
+        """A boxes file, a cvapps detector, or None (the model's default box source)."""
+        if boxes and detector is not None:
+            raise ConfigError("give either a boxes file or a detector, not both")
+        if boxes:
+            return FileBoxes(boxes, min_score=box_conf)
+        if detector is not None:
+            return DetectorBoxes(detector, detector_label or self.box_label, conf=box_conf or 0.3)
+        return None
+
+    def predict_setup(self, model, load, boxes=None, detector=None, detector_label=None, box_conf: float = 0.0,
+                      flip_test: bool = False):
+        if detector is not None:
+            detector = load(detector, "detect")
+        pre = model.preprocessor(self.box_source(boxes, detector, detector_label, box_conf))
+        return pre, {"flip_test": flip_test}
+
+    # active learning ------------------------------------------------------------------
+    def strategies(self, model) -> list[str]:
+        heat = model.config["head"]["kind"] == "heatmap"
+        return super().strategies(model) + (["least_confidence"] if heat else []) + ["variance", "hybrid"]
+
+    def scores(self, model, x, metas, strategy, mc_passes) -> torch.Tensor:
+        """Per crop; select reduces them per image (the most uncertain instance)."""
+        if strategy == "variance" or (strategy == "hybrid" and model.config["head"]["kind"] == "regression"):
+            return model.mc_variance(x, mc_passes).cpu()
+        return model.uncertainty(model(x)).cpu()
+
+    def pseudo_labels(self, model, out_dir: Path, threshold: float) -> PseudoLabelWriter:
+        return _CocoKeypoints(out_dir / "pseudo_labels_keypoints.json", model, threshold, self.instance)
+
+
+class _CocoKeypoints(PseudoLabelWriter):
+    """COCO keypoints (the model's schema in the category): confident instances; their
+    points below 0.2 confidence or outside the image become unlabelled."""
+
+    def __init__(self, file: Path, model, threshold: float, name: str):
+        self.file, self.threshold, self.written = file, threshold, 0
+        sch = model.schema
+        self.coco = {"images": [], "annotations": [], "categories": [
+            {"id": 1, "name": name, "keypoints": list(sch.keypoints),
+             "skeleton": [[a + 1, b + 1] for a, b in sch.skeleton]}]}
+
+    def add(self, source: str, pred, meta: dict) -> None:
+        keep = [r for r in pred.to_dict() if r["score"] >= self.threshold]
+        if not keep:
+            return
+        img_id = len(self.coco["images"]) + 1
+        self.coco["images"].append({"id": img_id, "file_name": Path(source).name, "width": meta["width"],
+                                    "height": meta["height"]})
+        for r in keep:
+            kp = np.asarray(r["keypoints"]).reshape(-1, 3)
+            inside = (kp[:, 0] >= 0) & (kp[:, 0] <= meta["width"]) & (kp[:, 1] >= 0) & (kp[:, 1] <= meta["height"])
+            kp[:, 2] = np.where((kp[:, 2] > 0.2) & inside, 2, 0)
+            kp[kp[:, 2] == 0, :2] = 0
+            self.coco["annotations"].append({"id": len(self.coco["annotations"]) + 1, "image_id": img_id,
+                                             "category_id": 1, "bbox": r["bbox"], "iscrowd": 0,
+                                             "area": r["bbox"][2] * r["bbox"][3], "score": r["score"],
+                                             "keypoints": kp.reshape(-1).tolist(),
+                                             "num_keypoints": int((kp[:, 2] > 0).sum())})
+        self.written += 1
+
+    def close(self) -> dict:
+        atomic_write(self.file, lambda tmp: tmp.write_text(json.dumps(self.coco)))
+        return super().close()

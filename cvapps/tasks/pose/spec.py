@@ -1,0 +1,24 @@
+"""Human pose: the keypoint spec with COCO OKS metrics for results files."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..keypoints.spec import KeypointSpec
+from ..keypoints.workflow import coco_keypoint_results
+from .metrics import oks_metrics, pck
+
+
+class PoseSpec(KeypointSpec):
+    default_schema = "coco17"
+    rotate = 30.0
+    box_label = "person"
+    instance = "person"
+
+    def results_metrics(self, gt, by_name, pairs, missed) -> dict:
+        """COCO OKS AP/AR (pycocotools) on all results plus PCK@0.2 over IoU-matched instances."""
+        m = oks_metrics(gt.to_coco(), coco_keypoint_results(by_name, gt), list(gt.schema.sigmas))
+        m["PCK"] = pck(np.stack([p for p, _, _ in pairs]), np.stack([g for _, g, _ in pairs]),
+                       np.stack([b for _, _, b in pairs])) if pairs else 0.0
+        m["count"], m["unmatched"] = len(pairs), missed
+        return m

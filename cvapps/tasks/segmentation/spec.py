@@ -1,0 +1,161 @@
+"""What the API, CLI and active learning need to know about semantic segmentation: which
+reader (CamVid layout, mask folders, COCO polygons), datasets, results folders, selection
+scores and label-map pseudo-labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from ...data.segmentation import (SegData, SegDataset, default_colors, median_frequency_weights, read_camvid,
+                                  read_coco_semantic, read_mask_folder)
+from ...data.transforms import Letterbox
+from ...errors import ConfigError, DataError
+from ...options import DataOptions, EvalOptions, parse_size
+from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
+from .metrics import confusion, seg_metrics
+
+
+def load(data: str | None, images: str | None = None, masks: str | None = None, split: str = "train",
+         classes: list[str] | None = None, palette: str | None = None, ignore_index: int = 255) -> SegData:
+    """A CamVid-style root (``data/split`` + ``data/splitannot``), a COCO JSON (+ ``images``),
+    or ``images`` + ``masks`` folders (classes from ``classes`` or a ``palette`` table)."""
+    if data and Path(data).suffix.lower() == ".json":
+        if not images:
+            raise ConfigError("COCO segmentation needs --images DIR")
+        return read_coco_semantic(data, images)
+    if data and not masks:
+        root = Path(data)
+        if not (root / split).is_dir():
+            raise DataError(f"no {split}/ folder (CamVid layout: {split}/ and {split}annot/)", path=str(root))
+        if classes or palette:  # the CamVid layout with other classes
+            return read_mask_folder(root / split, root / f"{split}annot", classes, palette, ignore_index)
+        return read_camvid(root, split)
+    if masks:
+        return read_mask_folder(images, masks, classes, palette, ignore_index)
+    raise ConfigError("no segmentation data", hint="pass --data ROOT (CamVid layout), --data ANN.json --images DIR, "
+                      "or --images DIR --masks DIR")
+
+
+def augment(ignore: int) -> A.Compose:
+    """Image + mask augmentation (labels resampled nearest-neighbour by albumentations);
+    padding from scaling is void (``ignore``), not class 0."""
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.Affine(scale=(0.75, 1.5), p=0.7, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore),
+        A.RandomBrightnessContrast(p=0.5),
+        A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=15, val_shift_limit=10, p=0.3),
+    ])
+
+
+def evaluate_results_dir(results: str | Path, gt: SegData) -> dict:
+    """Predicted label-map PNGs named like the images (``<stem>.png``) vs ground truth."""
+    res = Path(results)
+    if not res.is_dir():
+        raise DataError("no such results folder", path=str(res))
+    k = len(gt.labels)
+    cm = np.zeros((k, k), np.int64)
+    for i, img in enumerate(gt.images):
+        cands = [c for c in sorted(res.glob(img.stem + ".*")) + sorted(res.glob(img.stem + "_mask.*"))
+                 if c.resolve() != Path(gt.masks[i]).resolve()]
+        if not cands:
+            raise DataError(f"no prediction for {img.name}", path=str(res), hint=f"expected {img.stem}.png")
+        pred = cv2.imread(str(cands[0]), cv2.IMREAD_UNCHANGED)
+        truth = gt.load_mask(i)
+        if pred is None or pred.shape[:2] != truth.shape:
+            raise DataError(f"prediction must be a {truth.shape[1]}x{truth.shape[0]} label map", path=str(cands[0]))
+        cm += confusion(pred.astype(np.int64), truth, k, gt.ignore_index)
+    return seg_metrics(cm, gt.labels)
+
+
+class SegmentationSpec(TaskSpec):
+    default_kind = "fcn8s"
+    train_defaults = {"epochs": 30, "batch_size": 8, "lr": 2e-3}
+
+    def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None,
+                    colors=None) -> dict:
+        labels = list(labels) if labels is not None else [str(i) for i in range(num_classes or 2)]
+        pre = self.preprocessing(weights)
+        head_cfg = {"kind": kind or self.default_kind, "num_classes": len(labels),
+                    **{k: v for k, v in head.items() if v is not None}}
+        return {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": labels,
+                "colors": colors or default_colors(len(labels)),
+                "preprocessing": {"mean": pre["mean"], "std": pre["std"], "input_size": parse_size(img_size) or 512,
+                                  "resize": "letterbox"},
+                "weights": weights.name if weights is not None else None}
+
+    # data -----------------------------------------------------------------------------
+    def read_train(self, opts: DataOptions, kind=None):
+        ignore = opts.ignore_index  # None: the layout's own (CamVid void 11, else 255)
+        tr = load(opts.data, opts.images, opts.masks, "train", opts.classes, opts.palette,
+                  255 if ignore is None else ignore)
+        tr.ignore_index = tr.ignore_index if ignore is None else int(ignore)
+        va = None
+        if opts.val or opts.val_masks:
+            va = load(opts.val, opts.val_images, opts.val_masks, "val", tr.labels, opts.palette, tr.ignore_index)
+        elif opts.data and not opts.masks and Path(opts.data).suffix.lower() != ".json" \
+                and (Path(opts.data) / "val").is_dir():
+            va = load(opts.data, None, None, "val", opts.classes, opts.palette, tr.ignore_index)
+        else:
+            tr, va = split_every_kth(tr, opts.val_fraction)
+        return tr, va
+
+    def model_args(self, data, opts, console=None) -> dict:
+        args = {"labels": data.labels, "colors": data.colors, "ignore_index": data.ignore_index}
+        if opts.median_frequency:
+            args["class_weights"] = median_frequency_weights(data)
+            if console is not None:
+                console.print("median-frequency class weights: " + ", ".join(
+                    f"{n} {w:.2f}" for n, w in zip(data.labels, args["class_weights"])))
+        return args
+
+    def datasets(self, model, train, val, skip_bad: bool = False):
+        box = Letterbox.from_config(model.config["preprocessing"])
+        ignore = int(model.config["head"]["ignore_index"])
+        for d in (train, val):
+            if d is not None:
+                d.ignore_index = ignore
+
+        def make_train(aug: bool):
+            return SegDataset(train, box, augment(ignore) if aug else None, skip_bad)
+
+        return make_train, SegDataset(val, box, None, skip_bad) if val is not None else None
+
+    def read_eval(self, model, opts: DataOptions):
+        return load(opts.data, opts.images, opts.masks, opts.split, model.labels if opts.masks else None, None,
+                    int(model.config["head"]["ignore_index"]))
+
+    def evaluate_results(self, results: str, opts: DataOptions, eval_opts: EvalOptions) -> dict:
+        """Predicted label-map PNGs (named like the images) against ground truth, no model;
+        classes default to CamVid's, void to 11."""
+        ignore = 11 if opts.ignore_index is None else opts.ignore_index
+        return evaluate_results_dir(results, load(opts.data, opts.images, opts.masks, opts.split, opts.classes,
+                                                  opts.palette, ignore))
+
+    # active learning ------------------------------------------------------------------
+    def strategies(self, model) -> list[str]:
+        return super().strategies(model) + ["entropy", "margin", "hybrid"]
+
+    def scores(self, model, x, metas, strategy, mc_passes) -> torch.Tensor:
+        return model.uncertainty(model(x), metas, kind="margin" if strategy == "margin" else "entropy")
+
+    def pseudo_labels(self, model, out_dir: Path, threshold: float) -> PseudoLabelWriter:
+        return _LabelMaps(out_dir / "pseudo_masks", threshold, int(model.config["head"]["ignore_index"]))
+
+
+class _LabelMaps(PseudoLabelWriter):
+    """Label-map PNGs named like the images; pixels below the threshold get the ignore label."""
+
+    def __init__(self, folder: Path, threshold: float, ignore: int):
+        self.file, self.threshold, self.ignore, self.written = folder, threshold, ignore, 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add(self, source: str, pred, meta: dict) -> None:
+        mask = pred.mask.copy()
+        mask[pred.scores < self.threshold] = self.ignore
+        cv2.imwrite(str(self.file / (Path(source).stem + ".png")), mask.astype(np.uint8))
+        self.written += 1

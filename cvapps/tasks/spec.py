@@ -1,0 +1,136 @@
+"""TaskSpec: everything the API, the CLI, active learning and export need to know about a
+task, in one object registered beside the task's model class (``@register_task(name,
+Spec)``). None of those layers compares task names: they ask the spec.
+
+Adding a task = a TaskModel subclass + a TaskSpec subclass (+ its CLI commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import ConfigError
+from ..options import DataOptions, EvalOptions
+
+IMAGENET_PRE = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": 224,
+                "resize_size": 256, "interpolation": "bilinear"}
+
+
+def split_every_kth(data, val_fraction: float):
+    """Deterministic hold-out of any task data with len() and subset(): every k-th image
+    (k = round(1 / val_fraction)) goes to val. -> (train, val | None)."""
+    if not val_fraction:
+        return data, None
+    k = max(2, round(1 / val_fraction))
+    idx = range(len(data))
+    return data.subset([i for i in idx if i % k != k - 1]), data.subset([i for i in idx if i % k == k - 1])
+
+
+class PseudoLabelWriter:
+    """Writes a model's confident predictions on unlabelled images in the task's training
+    format. ``add`` one prediction per image; ``close`` -> {"written", "file"}."""
+
+    file: Path
+    written: int = 0
+
+    def add(self, source: str, pred, meta: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> dict:
+        return {"written": self.written, "file": str(self.file)}
+
+
+class TaskSpec:
+    """One per task. ``model``: its TaskModel class; ``default_weights``: the model `predict`
+    uses without --model (None: the user must train or name one)."""
+
+    default_weights: ClassVar[str | None] = None
+    default_kind: ClassVar[str] = ""
+    # the task's training recipe where it differs from TrainConfig's defaults (API and CLI alike)
+    train_defaults: ClassVar[dict] = {"epochs": 30, "batch_size": 16, "lr": 2e-3}
+    feature_simulation: ClassVar[bool] = False  # al-simulate on cached pooled features (fast recipe)
+    metric_pictures: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, model: type):
+        self.name, self.model = name, model
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+    # models ---------------------------------------------------------------------------
+    def make_config(self, backbone: str, weights, kind: str | None, img_size, head: dict, **data_args) -> dict:
+        """The config of a new model (``weights``: a WeightsSpec or None; ``data_args``: what
+        the data says — labels, category ids, colours, schema)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def preprocessing(self, weights) -> dict:
+        """Normalisation of the pretrained weights (ImageNet statistics without weights)."""
+        return dict(weights.preprocessing()) if weights is not None else dict(IMAGENET_PRE)
+
+    # data -----------------------------------------------------------------------------
+    def read_train(self, opts: DataOptions, kind: str | None = None):
+        """(train data, validation data | None) as `cvapps train` reads them."""
+        raise NotImplementedError  # pragma: no cover
+
+    def model_args(self, data, opts: DataOptions, console=None) -> dict:
+        """create_model keyword arguments the training data determines."""
+        return {"labels": data.labels}
+
+    def describe(self, data) -> str:
+        return f"{len(data.labels)} classes"
+
+    def datasets(self, model, train, val, skip_bad: bool = False):
+        """(make_train(augment) -> dataset, validation dataset | None)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def eval_dataset(self, model, data, skip_bad: bool = False):
+        return self.datasets(model, data, data, skip_bad)[1]
+
+    def read_eval(self, model, opts: DataOptions):
+        """The evaluation data for ``model`` (labels mapped / checked against the model's)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def finish_eval(self, model, data, evaluator, metrics: dict, opts: EvalOptions) -> dict:
+        """Task-specific extras after the metrics (other metric kinds, results files, pictures)."""
+        return metrics
+
+    def evaluate_results(self, results: str, opts: DataOptions, eval_opts: EvalOptions) -> dict:
+        """Metrics of a results file (no model) against the ground truth in ``opts``."""
+        raise ConfigError(f"{self.name} has no results-file evaluation")  # pragma: no cover
+
+    # predict --------------------------------------------------------------------------
+    def predict_setup(self, model, load, **options) -> tuple[Any, dict]:
+        """(preprocessor, postprocess keyword arguments) for the predict options of this task.
+        ``load(name_or_path, task)`` loads another model an option names (e.g. a detector)."""
+        if options:
+            raise ConfigError(f"unknown {self.name} predict options {sorted(options)}")
+        return model.preprocessor(), {}
+
+    # active learning ------------------------------------------------------------------
+    def strategies(self, model) -> list[str]:
+        """Selection strategies this model's outputs support."""
+        return ["random", "coreset"]
+
+    def scores(self, model, x: torch.Tensor, metas: list[dict], strategy: str, mc_passes: int) -> torch.Tensor:
+        """(N,) uncertainty per input row of ``x`` (higher = label first); top-down tasks
+        score crops, which select reduces per image."""
+        raise NotImplementedError  # pragma: no cover
+
+    def pseudo_labels(self, model, out_dir: Path, threshold: float) -> PseudoLabelWriter:
+        raise ConfigError(f"{self.name} models cannot write pseudo-labels")  # pragma: no cover
+
+    def pseudo_options(self, threshold: float) -> dict:
+        """Postprocess options while pseudo-labelling (e.g. a detector's score threshold)."""
+        return {}
+
+
+def mc_dropout(dropout: torch.nn.Module, passes: int, run) -> torch.Tensor:
+    """(T, ...) outputs of ``run()`` over ``passes`` passes with only ``dropout`` (a head's
+    dropout module) stochastic: the caller ran the backbone once, outside."""
+    dropout.train()
+    try:
+        return torch.stack([run() for _ in range(passes)])
+    finally:
+        dropout.eval()
