@@ -13,28 +13,16 @@ from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 from rich.table import Column, Table
 from rich.text import Text
 
 from .errors import CvappsError
 from .options import parse_size
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Computer-vision applications on shared pretrained backbones.")
-weights_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Known pretrained weights.")
-predict_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                          help="Run a model on images, folders, globs, lists or videos.")
-train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Fine-tune a model on your labelled data.")
-eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                       help="Evaluate a model or a results file; prints a JSON object of metrics last.")
-app.add_typer(weights_app, name="weights")
-app.add_typer(predict_app, name="predict")
-app.add_typer(train_app, name="train")
-app.add_typer(eval_app, name="eval")
 
 out = Console()
 err = Console(stderr=True)
-TASK_NAMES = ("classify", "detect", "segment", "landmarks", "pose")
 
 
 def _api():
@@ -106,61 +94,6 @@ EVAL = {
     "results": (Optional[str], Opt(None, help="evaluate this results file / folder instead of a model")),
     "batch_size": (int, Opt(16)), **DEVICE, **PRECISION,
 }
-BOXES = {"boxes": (Optional[str], Opt(None, "--boxes", "--faces", help="COCO-style boxes (dataset JSON or "
-                                                                       "detection results list)")),
-         "detector": (Optional[str], Opt(None, help="a cvapps detection model file for the boxes")),
-         "detector_label": (Optional[str], Opt(None, help="detector class to keep (default face / person)")),
-         "box_conf": (float, Opt(0.0, help="minimum box score (file or detector)"))}
-KEYPOINT_HEAD = {"head": (str, Opt("heatmap", help="heatmap (deconvolution, stride 4) or regression (direct)")),
-                 "loss": (Optional[str], Opt(None, help="regression: wing | l1 | l2 (default wing faces, l1 pose)")),
-                 "cascade": (bool, Opt(False, help="add a stage refining each point from a patch around it")),
-                 "sigma": (float, Opt(2.0, help="heatmap Gaussian sigma (heatmap pixels)"))}
-# per task: (predict extras, train extras, eval extras)
-EXTRA = {
-    "classify": (
-        {"top_k": (int, Opt(5, help="labels per prediction"))},
-        {"train": (Optional[str], Opt(None, help="training class-folder tree or CSV")),
-         "kind": (Optional[str], Opt(None, help="multiclass | multilabel | regression | binned (default: inferred)")),
-         "bins": (Optional[str], Opt(None, help="binned regression: LOW,HIGH,N")),
-         "label_smoothing": (Optional[float], Opt(None))},
-        {"out_dir": (Optional[str], Opt(None, "--out", help="also write confusion.png here"))}),
-    "detect": (
-        {"save_coco": (Optional[str], Opt(None, help="write one COCO results file for all still images")),
-         "coco_gt": (Optional[str], Opt(None, help="COCO ground truth whose image ids --save-coco uses")),
-         "conf": (Optional[float], Opt(None, help="score threshold (default: the model's)")),
-         "iou": (Optional[float], Opt(None, help="NMS IoU threshold (default: the model's)")),
-         "max_det": (Optional[int], Opt(None, help="detections per image")),
-         "classes": (Optional[str], Opt(None, help="keep only these classes: names or indices, comma-separated"))},
-        {"head": (str, Opt("ssd", help="ssd (single-stage anchors) or fasterrcnn (two-stage, FPN)")),
-         "cls_loss": (Optional[str], Opt(None, help="ssd: ce (hard negative mining 3:1) or focal")),
-         "box_loss": (Optional[str], Opt(None, help="ssd: smooth_l1 or giou"))},
-        {"metric": (str, Opt("coco", help="coco (pycocotools COCOeval) or voc")),
-         "iou": (float, Opt(0.5, help="voc: IoU threshold")),
-         "eleven_point": (bool, Opt(False, help="voc: VOC2007 11-point interpolation (default all-point)")),
-         "save_results": (Optional[str], Opt(None, help="write the model's COCO results file")),
-         "class_map": (Optional[str], Opt(None, help="JSON {dataset class: model class} for names the synonym "
-                                                     "table does not cover"))}),
-    "segment": (
-        {},
-        {"masks": (Optional[str], Opt(None, help="mask folder: label PNGs (or colour PNGs with --palette)")),
-         "val_masks": (Optional[str], Opt(None)),
-         "classes": (Optional[str], Opt(None, help="class names, comma-separated (label-map masks)")),
-         "palette": (Optional[str], Opt(None, help='JSON {"classes": [{"name", "color": [r,g,b]}]}')),
-         "ignore_index": (Optional[int], Opt(None, help="void label (default: CamVid 11, else 255)")),
-         "head": (str, Opt("fcn8s", help="fcn32s | fcn16s | fcn8s | segnet")),
-         "bilinear": (bool, Opt(False, help="FCN: fixed bilinear upsampling instead of learned")),
-         "class_weights": (str, Opt("none", help="none | median (median-frequency balancing, SegNet paper)")),
-         "dice": (float, Opt(0.0, help="weight of an added soft Dice loss"))},
-        {"masks": (Optional[str], Opt(None, help="mask folder (with --images, or alone with --results)")),
-         "split": (str, Opt("val", help="val | test (CamVid layout)")),
-         "classes": (Optional[str], Opt(None, help="with --results: class names (default: CamVid's)")),
-         "ignore_index": (Optional[int], Opt(None, help="void label (default: the model's; results: 11)"))}),
-    "landmarks": ({**BOXES, "flip_test": (bool, Opt(False, help="average with the mirrored crop"))},
-                  KEYPOINT_HEAD, {}),
-    "pose": ({**BOXES, "flip_test": (bool, Opt(False, help="average with the mirrored crop"))}, KEYPOINT_HEAD, {}),
-}
-
-
 def command(target: typer.Typer, name: str, *groups: dict, help: str):
     """Register ``fn(task-free **kwargs)`` as ``name`` with the parameters of ``groups``
     (later groups override earlier ones)."""
@@ -206,75 +139,101 @@ def _print_train_result(result: dict) -> None:
 
 
 # per-task commands ---------------------------------------------------------------------
-def _register(task: str) -> None:
-    p_extra, t_extra, e_extra = EXTRA[task]
+def _tasks():
+    """The task registry (importing it loads torch: only when a task command is asked for)."""
+    from .tasks import TASKS
 
-    @command(predict_app, task, PREDICT, p_extra, help=f"Run a {task} model on images and videos; prints a line per "
-                                                      "image, annotated outputs with --out.")
-    def predict(sources, model, backend, **kw):
-        s = _api().predict(model, sources, task=task, backend=backend, console=err, **kw)
-        if s.errors and not s.processed:
-            raise s.errors[0]
-        _print_summary(s, kw.get("out_dir"), kw.get("save_json"))
-
-    @command(train_app, task, TRAIN, t_extra, help=f"Train a {task} model; writes best/last model files, "
-                                                  "checkpoint, metrics.jsonl, curves.png.")
-    def train(**kw):
-        head, args = _train_args(task, kw)
-        result = _api().train(task, kw.pop("data"), head=head, console=err, **args, **kw)
-        _print_train_result(result)
-
-    @command(eval_app, task, EVAL, e_extra, help=f"Evaluate a {task} model (or a results file): metrics as JSON, "
-                                                "last line.")
-    def evaluate(model, results, data, **kw):
-        kw = {k: v for k, v in kw.items() if v is not None}
-        if "classes" in kw:
-            kw["classes"] = kw["classes"].split(",")
-        if "out_dir" in kw:
-            kw["out"] = kw.pop("out_dir")
-        if results:
-            for k in ("batch_size", "precision", "device", "skip_bad", "save_results", "out"):
-                kw.pop(k, None)
-            m = _api().evaluate_results(results, data, task=task, **kw)
-        elif model:
-            m = _api().evaluate(model, data, task=task, console=err, **kw)
-        else:
-            raise CvappsError("pass --model (with --data / --images) or --results", hint=f"see `cvapps eval {task} --help`")
-        print(_json(m))
+    return TASKS
 
 
-def _train_args(task: str, kw: dict) -> tuple[dict, dict]:
-    """CLI spellings -> (head options, api.train keyword arguments)."""
-    head = {}
-    args: dict = {"img_size": _size(kw.pop("img_size")), "out": kw.pop("out_dir") or f"runs/{task}",
-                  "val": kw.pop("val_data"), "time_limit_min": kw.pop("time_limit")}
-    if "head" in kw:
-        args["kind"] = kw.pop("head")
-    for name in ("cls_loss", "box_loss", "loss", "label_smoothing", "dice"):
-        if name in kw:
-            head[name] = kw.pop(name)
-    if kw.pop("bilinear", False):
-        head["learned_upsampling"] = False
-    if "cascade" in kw:
-        head.update(cascade=kw.pop("cascade"), sigma=kw.pop("sigma"))
-    if "class_weights" in kw:
-        args["median_frequency"] = kw.pop("class_weights") == "median"
-    if kw.get("bins"):
-        head["bins"] = kw.pop("bins").split(",")
-    kw.pop("bins", None)
-    if kw.get("clip_grad") == 0:
-        kw["clip_grad"] = None
-    if kw.get("classes"):
-        kw["classes"] = kw["classes"].split(",")
-    for k in [k for k, v in kw.items() if v is None]:
-        del kw[k]
-    for k in [k for k, v in args.items() if v is None]:
-        del args[k]
-    return {k: v for k, v in head.items() if v is not None}, args
+class TaskCommands(TyperGroup):
+    """`predict` / `train` / `eval`: one subcommand per registered task, built from the task's
+    spec (shared option groups + the spec's ``cli_options``) when it is asked for."""
+
+    kind = ""
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_tasks().names()))
+
+    def get_command(self, ctx, name: str):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in _tasks():
+            cmd = _task_command(self.kind, name)
+            self.add_command(cmd, name)
+        return cmd
 
 
-for _task in TASK_NAMES:
-    _register(_task)
+def _group(kind: str) -> type:
+    return type(f"{kind.title()}Commands", (TaskCommands,), {"kind": kind})
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Computer-vision applications on shared pretrained backbones.")
+weights_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Known pretrained weights.")
+predict_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, cls=_group("predict"),
+                          help="Run a model on images, folders, globs, lists or videos.")
+train_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, cls=_group("train"),
+                        help="Fine-tune a model on your labelled data.")
+eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, cls=_group("eval"),
+                       help="Evaluate a model or a results file; prints a JSON object of metrics last.")
+app.add_typer(weights_app, name="weights")
+app.add_typer(predict_app, name="predict")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+
+
+def _task_command(kind: str, task: str):
+    own = _tasks().get(task).cli_options.get(kind, ())
+    extra = {o.name: (Optional[o.type] if o.default is None else o.type,
+                      typer.Option(o.default, *o.flags, help=o.help)) for o in own}
+    groups = {"predict": PREDICT, "train": TRAIN, "eval": EVAL}
+    helps = {"predict": f"Run a {task} model on images and videos: a line per image, JSON Lines with --save-json, "
+                        "annotated images / videos with --out.",
+             "train": f"Train a {task} model; writes best/last model files, checkpoint, metrics.jsonl, curves.png.",
+             "eval": f"Evaluate a {task} model (or a results file): metrics as JSON, last line."}
+    app1 = typer.Typer(rich_markup_mode=None)
+    run = {"predict": _predict, "train": _train, "eval": _evaluate}[kind]
+    command(app1, task, groups[kind], extra, help=helps[kind])(functools.partial(run, task, own))
+    return typer.main.get_command(app1)
+
+
+def _own_args(own, kw: dict) -> dict:
+    """The spec's options out of ``kw`` -> API keyword arguments (None values left out)."""
+    out = {}
+    for o in own:
+        value = kw.pop(o.name)
+        if value is not None:
+            k, v = o.api_value(value)
+            out[k] = v
+    return out
+
+
+def _predict(task, own, sources, model, backend, **kw):
+    args = _own_args(own, kw)
+    s = _api().predict(model, sources, task=task, backend=backend, console=err, **args, **kw)
+    if s.errors and not s.processed:
+        raise s.errors[0]
+    _print_summary(s, kw.get("out_dir"), kw.get("save_json"))
+
+
+def _train(task, own, data, img_size, out_dir, val_data, time_limit, clip_grad, **kw):
+    args = {**_own_args(own, kw), **{k: v for k, v in kw.items() if v is not None}}
+    result = _api().train(task, data, img_size=_size(img_size), out=out_dir or f"runs/{task}", val=val_data,
+                          time_limit_min=time_limit, clip_grad=clip_grad or None, console=err, **args)
+    _print_train_result(result)
+
+
+def _evaluate(task, own, model, results, data, **kw):
+    args = {**_own_args(own, kw), **{k: v for k, v in kw.items() if v is not None}}
+    if results:
+        for k in ("batch_size", "precision", "device", "skip_bad", "save_results", "out"):
+            args.pop(k, None)
+        m = _api().evaluate_results(results, data, task=task, **args)
+    elif model:
+        m = _api().evaluate(model, data, task=task, console=err, **args)
+    else:
+        raise CvappsError("pass --model (with --data / --images) or --results", hint=f"see `cvapps eval {task} --help`")
+    print(_json(m))
 
 
 # other commands ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from .errors import ConfigError
 
@@ -166,3 +166,27 @@ class EvalOptions(Options):
     out: str | None = None
     batch_size: int = opt(32, low=1)
     precision: str = opt("fp32", choices=("fp32", "bf16"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CliOption:
+    """A task-specific command-line option, declared by the task's spec (the CLI turns it into
+    a typer option of ``cvapps predict|train|eval TASK``). ``dest``: the API keyword (default:
+    ``name``); ``convert``: CLI value -> API value; ``flags``: spellings (default
+    --name-with-dashes). None values are not passed on (the API's default applies)."""
+
+    name: str
+    type: type
+    default: Any = None
+    help: str = ""
+    flags: tuple[str, ...] = ()
+    dest: str | None = None
+    convert: Callable | None = None
+
+    def api_value(self, value) -> tuple[str, Any]:
+        return self.dest or self.name, self.convert(value) if self.convert is not None and value is not None else value
+
+
+def split_list(value: str) -> list[str]:
+    """'a,b, c' -> ['a', 'b', 'c']."""
+    return [v.strip() for v in str(value).split(",") if v.strip()]

@@ -159,8 +159,11 @@ def test_simulator_curves_and_cli(tmp_path, colour_folder, capsys):
     assert code == 0, err
     curves = json.loads((tmp_path / "sim" / "curves.json").read_text())
     assert curves["labels"] == [3, 6, 9]
+    firsts = {tuple(run[0] for run in c["runs"]) for c in curves["strategies"].values()}
+    assert len(firsts) == 1  # every strategy starts from the same labelled images (same first accuracy per seed)
     for c in curves["strategies"].values():
-        assert len(c["mean"]) == 3 and len(c["runs"]) == 2 and all(0 <= a <= 1 for a in c["mean"])
+        assert len(c["mean"]) == 3 and len(c["runs"]) == 2
+        assert c["mean"] == pytest.approx([sum(r[i] for r in c["runs"]) / 2 for i in range(3)])
     assert (tmp_path / "sim" / "learning_curves.png").is_file()
 
 
@@ -209,4 +212,5 @@ def test_segmentation_simulator_holds_out_when_there_is_no_val_split(tmp_path):
                              step=2, rounds=1, epochs=1, batch_size=2, strategies=["random", "entropy"], seeds=1,
                              val_fraction=0.25, out=str(tmp_path / "sims"))
     assert curves["metric"] == "mIoU" and curves["labels"] == [2, 4]  # 8 images: 6 in the pool, 2 held out
-    assert all(0 <= v <= 1 for c in curves["strategies"].values() for v in c["mean"])
+    firsts = {c["runs"][0][0] for c in curves["strategies"].values()}
+    assert len(firsts) == 1  # the same start (labelled images, seeded head) for every strategy

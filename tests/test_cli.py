@@ -114,8 +114,14 @@ def test_train_cli_with_freezing_options(capsys, colour_folder, tmp_path):
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["epochs_run"] == 2 and "top1" in summary
+    import re
+
     flat = " ".join(err.split())
-    assert "unfroze a backbone stage" in flat and "frozen" in flat
+    start = re.search(r"parameters: ([\d,]+) trainable, ([\d,]+) frozen", flat)
+    after = re.search(r"unfroze a backbone stage -> ([\d,]+) trainable, ([\d,]+) frozen", flat)
+    assert start and after, flat
+    n = [int(v.replace(",", "")) for v in start.groups() + after.groups()]
+    assert n[1] > n[3] and n[2] > n[0] and n[0] + n[1] == n[2] + n[3]  # a stage moved from frozen to trainable
     assert (tmp_path / "run" / "best.safetensors").is_file()
 
 

@@ -61,8 +61,19 @@ def test_round_trip_predicts_identical_boxes(trained, det_set, tmp_path):
     first = m.predict(imgs[0])[0]
     assert first.boxes.dtype == np.float32 and first.labels.dtype == np.int64 and first.boxes.shape[1] == 4
     assert sorted(first.to_dict()[0]) == ["bbox", "category_id", "label", "score"]
-    u = m.uncertainty(m(torch.zeros(2, 3, 128, 128)))
-    assert u.shape == (2,) and ((0 <= u) & (u <= 1)).all()
+    # least-confidence = mean over the top-k anchors of 1 - max foreground probability, by hand
+    raw = m(torch.zeros(2, 3, 128, 128))
+    n = raw.cls.shape[1]
+    raw.cls = torch.full((2, n, 3), -20.0)  # background, red, blue logits: everything background
+    raw.cls[0, :, 0] = 0.0
+    raw.cls[0, 0] = torch.tensor([0.0, 0.0, -20.0])  # anchor 0 of image 0: P(red) = 1/2
+    raw.cls[1, :2] = torch.tensor([-20.0, 0.0, 0.0])  # anchors 0, 1 of image 1: P(red) = P(blue) = 1/2
+    raw.cls[1, 2:, 0] = 0.0
+    k = m.hcfg["uncertainty_topk"]
+    u = m.uncertainty(raw, "least_confidence")
+    expected0 = (0.5 + (k - 1) * 1.0) / k  # one anchor at 1/2, the other top-k anchors ~0 foreground
+    expected1 = (2 * 0.5 + (k - 2) * 1.0) / k
+    assert u.tolist() == pytest.approx([expected0, expected1], abs=1e-6)
 
 
 run = run_cli
@@ -100,7 +111,10 @@ def test_two_stage_goes_through_the_same_paths(det_set, tmp_path):
     r = cvapps.train("detect", str(det_set / "coco.json"), images=str(det_set / "images"),
                      val=str(det_set / "coco.json"), out=str(out), backbone="mobilenet_v2", img_size=128,
                      head={"kind": "fasterrcnn"}, epochs=2, batch_size=4, lr=1e-3, augment=False, console=QUIET)
-    assert "AP50" in r["val"] and r["epochs_run"] == 2
+    assert r["epochs_run"] == 2
+    best = cvapps.load(out / "best.safetensors")  # the reported metrics are the saved model's
+    again = cvapps.evaluate(best, str(det_set / "coco.json"), images=str(det_set / "images"))
+    assert again["AP50"] == pytest.approx(r["val"]["AP50"]) and again["AP"] == pytest.approx(r["val"]["AP"])
     m = cvapps.load(out / "last.safetensors")
     assert m.config["head"]["kind"] == "fasterrcnn" and type(m.head).__name__ == "RCNNHead" and m.task == "detect"
     again = cvapps.load(cvapps.save(m, tmp_path / "copy.safetensors"))
@@ -108,5 +122,21 @@ def test_two_stage_goes_through_the_same_paths(det_set, tmp_path):
     a, b = m.predict(img, conf=0.0)[0], again.predict(img, conf=0.0)[0]
     assert len(a) > 0
     np.testing.assert_array_equal(a.boxes, b.boxes)
-    recs = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    assert recs["train_loss"] > 0
+    # a training step lowers the two-stage loss (RPN + RoI heads) on a fixed batch
+    from cvapps.data.dataset import collate
+
+    _, val_ds = m.spec.datasets(m, *[m.spec.read_eval(m, cvapps.options.DataOptions(
+        data=str(det_set / "coco.json"), images=str(det_set / "images")))] * 2)
+    x, t = collate([val_ds[i] for i in range(4)])
+    torch.manual_seed(0)
+    m.train()
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=5e-3)
+    before = float(m.training_step(x, t)["loss"])
+    for _ in range(3):
+        torch.manual_seed(0)  # the same RPN / RoI samples each time
+        loss = m.training_step(x, t)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.manual_seed(0)
+    assert float(m.training_step(x, t)["loss"]) < before

@@ -126,9 +126,15 @@ def test_overfits_tiny_set_and_round_trips(seg_run, tmp_path):
     a, b = m.predict(img)[0], again.predict(img)[0]
     np.testing.assert_array_equal(a.mask, b.mask)
     assert a.mask.shape == (48, 64)  # full input resolution
+    # padding excluded: a confident image area (top 32 rows) and uniform logits in the padding
     raw = m(torch.randn(2, 3, 64, 64))
+    logits = torch.zeros_like(raw.logits)
+    logits[:, 0, :32] = 30.0
+    raw.logits = logits
     u = m.uncertainty(raw, [{"width": 64, "height": 32, "scale": 1.0}] * 2)
-    assert u.shape == (2,) and (u >= 0).all()
+    assert u.tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+    k = len(m.labels)
+    assert m.uncertainty(raw).tolist() == pytest.approx([np.log(k) / 2] * 2, abs=1e-4)  # padding counted
 
 
 def cli(*args):

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .strategies import bald, entropy, hybrid, k_center_greedy, least_confidence, margin, rank
 
 SIM_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "bald", "coreset", "hybrid")
@@ -72,8 +73,6 @@ def simulate_features(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: to
     Returns {"labels": [n per round], "strategies": {name: {"mean", "std", "runs"}}}."""
     unknown = [s for s in strategies if s not in SIM_STRATEGIES]
     if unknown:
-        from ..errors import ConfigError
-
         raise ConfigError(f"unknown strategies {unknown}", hint=f"choose from {', '.join(SIM_STRATEGIES)}")
     mu, sd = x.mean(0), x.std(0) + 1e-6
     x, xv = (x - mu) / sd, (xv - mu) / sd

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ConfigError
@@ -15,9 +15,6 @@ class BackboneEntry:
     name: str
     builder: Callable[[], Backbone]
     pool_indices: bool = False  # exposes max-pool indices (SegNet encoders)
-    # The torchvision classifier this backbone was pretrained with, so ImageNet weights
-    # load into our classification head: {"hidden": int|None, "activation": str}.
-    imagenet_head: dict = field(default_factory=dict)
 
     def capabilities(self) -> dict:
         return {"pool_indices": self.pool_indices}
@@ -26,9 +23,9 @@ class BackboneEntry:
 BACKBONES: Registry[BackboneEntry] = Registry("backbone")
 
 
-def register_backbone(name: str, *, pool_indices: bool = False, imagenet_head: dict | None = None):
+def register_backbone(name: str, *, pool_indices: bool = False):
     def deco(fn: Callable[[], Backbone]):
-        BACKBONES.register(name, BackboneEntry(name, fn, pool_indices, imagenet_head or {}))
+        BACKBONES.register(name, BackboneEntry(name, fn, pool_indices))
         return fn
 
     return deco

@@ -3,7 +3,11 @@ from cvapps.weights). Child names are torchvision's, so its state-dict keys map 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from torch import nn
 from torchvision import models as tvm
+from torchvision.models import vgg
 
 from .base import Backbone, named_sequential
 from .registry import register_backbone
@@ -47,12 +51,12 @@ def mobilenet_v2() -> Backbone:
     return _features("mobilenet_v2", tvm.mobilenet_v2(weights=None), [1, 3, 6, 13, 18])
 
 
-@register_backbone("mobilenet_v3_small", imagenet_head={"hidden": 1024, "activation": "hardswish"})
+@register_backbone("mobilenet_v3_small")
 def mobilenet_v3_small() -> Backbone:
     return _features("mobilenet_v3_small", tvm.mobilenet_v3_small(weights=None), [0, 1, 3, 8, 12])
 
 
-@register_backbone("mobilenet_v3_large", imagenet_head={"hidden": 1280, "activation": "hardswish"})
+@register_backbone("mobilenet_v3_large")
 def mobilenet_v3_large() -> Backbone:
     return _features("mobilenet_v3_large", tvm.mobilenet_v3_large(weights=None), [1, 3, 6, 12, 16])
 
@@ -62,7 +66,14 @@ def efficientnet_b0() -> Backbone:
     return _features("efficientnet_b0", tvm.efficientnet_b0(weights=None), [1, 2, 3, 5, 8])
 
 
-@register_backbone("vgg16_bn", pool_indices=True, imagenet_head={"unsupported": "VGG's 7x7x512 MLP classifier"})
+@register_backbone("vgg16_bn", pool_indices=True)
 def vgg16_bn() -> Backbone:
+    """torchvision's VGG-16-BN feature layers (``make_layers`` with its "D" config and VGG's
+    initialisation), without building the 120M-parameter classifier the backbone never uses."""
+    features = vgg.make_layers(vgg.cfgs["D"], batch_norm=True)
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
     # taps are the five max-pool layers (strides 2..32); forward_with_pool_indices returns their indices
-    return _features("vgg16_bn", tvm.vgg16_bn(weights=None), [6, 13, 23, 33, 43])
+    return _features("vgg16_bn", SimpleNamespace(features=features), [6, 13, 23, 33, 43])

@@ -51,7 +51,8 @@ class TaskSpec:
     # the task's training recipe where it differs from TrainConfig's defaults (API and CLI alike)
     train_defaults: ClassVar[dict] = {"epochs": 30, "batch_size": 16, "lr": 2e-3}
     feature_simulation: ClassVar[bool] = False  # al-simulate on cached pooled features (fast recipe)
-    metric_pictures: ClassVar[tuple[str, ...]] = ()
+    # task-specific CLI options of `cvapps predict|train|eval TASK` (see cvapps.options.CliOption)
+    cli_options: ClassVar[dict[str, tuple]] = {}
 
     def __init__(self, name: str, model: type):
         self.name, self.model = name, model

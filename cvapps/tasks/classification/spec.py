@@ -11,7 +11,7 @@ from ...data.classification import ImageDataset, load_split, resolve_dataset
 from ...data.transforms import EvalTransform, train_augment
 from ...errors import ConfigError
 from ...ops.uncertainty import bald, entropy, least_confidence, margin, variance
-from ...options import DataOptions, EvalOptions, parse_size
+from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
 from ..spec import PseudoLabelWriter, TaskSpec, mc_dropout, split_every_kth
 from .metrics import save_confusion_png
 
@@ -24,6 +24,15 @@ class ClassificationSpec(TaskSpec):
     default_kind = "multiclass"
     feature_simulation = True
     train_defaults = {"epochs": 10, "batch_size": 32, "lr": 1e-3}
+    cli_options = {
+        "predict": (CliOption("top_k", int, 5, "labels per prediction"),),
+        "train": (CliOption("train", str, None, "training class-folder tree or CSV (instead of --data ROOT)"),
+                  CliOption("kind", str, None, "multiclass | multilabel | regression | binned (default: from the "
+                                               "data)"),
+                  CliOption("bins", str, None, "binned regression: LOW,HIGH,N", convert=split_list),
+                  CliOption("label_smoothing", float, None, "multiclass: label smoothing")),
+        "eval": (CliOption("out_dir", str, None, "also write confusion.png here", ("--out",), dest="out"),),
+    }
 
     def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None) -> dict:
         """Without ``labels``/``num_classes`` and with ImageNet weights: the ImageNet classifier."""

@@ -15,7 +15,7 @@ from ...data.detection import DetectionData, DetectionDataset, read_detection
 from ...data.io import atomic_write, load_json
 from ...data.transforms import Letterbox, detection_augment
 from ...errors import ConfigError, DataError
-from ...options import DataOptions, EvalOptions, parse_size
+from ...options import CliOption, DataOptions, EvalOptions, parse_size
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
 from .metrics import coco_metrics, voc_metrics
 
@@ -79,6 +79,24 @@ def check_boxes(data: DetectionData, what: str) -> None:
 
 class DetectionSpec(TaskSpec):
     default_kind = "ssd"
+    cli_options = {
+        "predict": (CliOption("save_coco", str, None, "write one COCO results file for all still images"),
+                    CliOption("coco_gt", str, None, "COCO ground truth whose image ids --save-coco uses"),
+                    CliOption("conf", float, None, "score threshold (default: the model's)"),
+                    CliOption("iou", float, None, "NMS IoU threshold (default: the model's)"),
+                    CliOption("max_det", int, None, "detections per image"),
+                    CliOption("classes", str, None, "keep only these classes: names or indices, comma-separated")),
+        "train": (CliOption("head", str, "ssd", "ssd (single-stage anchors) or fasterrcnn (two-stage, FPN)",
+                            dest="kind"),
+                  CliOption("cls_loss", str, None, "ssd: ce (hard negative mining 3:1) or focal"),
+                  CliOption("box_loss", str, None, "ssd: smooth_l1 or giou")),
+        "eval": (CliOption("metric", str, "coco", "coco (pycocotools COCOeval) or voc"),
+                 CliOption("iou", float, 0.5, "voc: IoU threshold"),
+                 CliOption("eleven_point", bool, False, "voc: VOC2007 11-point interpolation (default all-point)"),
+                 CliOption("save_results", str, None, "write the model's COCO results file"),
+                 CliOption("class_map", str, None, "JSON {dataset class: model class} for names the built-in "
+                                                   "VOC/COCO synonyms do not cover")),
+    }
 
     def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None,
                     category_ids=None) -> dict:

@@ -13,7 +13,7 @@ import torch
 from ...data.io import atomic_write
 from ...data.keypoints import KeypointData, read_keypoints
 from ...errors import ConfigError, DataError
-from ...options import DataOptions, EvalOptions, parse_size
+from ...options import CliOption, DataOptions, EvalOptions, parse_size
 from ...schema import resolve
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
 from .topdown import DetectorBoxes, FileBoxes, TopDown
@@ -28,6 +28,19 @@ def check_schema(model, data: KeypointData) -> None:
 
 
 class KeypointSpec(TaskSpec):
+    cli_options = {
+        "predict": (CliOption("boxes", str, None, "COCO-style boxes: a dataset JSON or a detection results list",
+                              ("--boxes", "--faces")),
+                    CliOption("detector", str, None, "a cvapps detection model for the boxes"),
+                    CliOption("detector_label", str, None, "detector class to keep (default face / person)"),
+                    CliOption("box_conf", float, 0.0, "minimum box score (file or detector)"),
+                    CliOption("flip_test", bool, False, "average with the mirrored crop (left/right swapped)")),
+        "train": (CliOption("head", str, "heatmap", "heatmap (deconvolution, stride 4) or regression (direct)",
+                            dest="kind"),
+                  CliOption("loss", str, None, "regression: wing | l1 | l2 (default wing faces, l1 pose)"),
+                  CliOption("cascade", bool, False, "add a stage refining each point from a patch around it"),
+                  CliOption("sigma", float, 2.0, "heatmap Gaussian sigma (heatmap pixels)")),
+    }
     default_kind = "heatmap"
     default_schema: ClassVar[str] = "coco17"
     rotate: ClassVar[float] = 30.0  # training rotation range (degrees)

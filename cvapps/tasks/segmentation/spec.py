@@ -15,7 +15,7 @@ from ...data.segmentation import (SegData, SegDataset, default_colors, median_fr
                                   read_coco_semantic, read_mask_folder)
 from ...data.transforms import Letterbox
 from ...errors import ConfigError, DataError
-from ...options import DataOptions, EvalOptions, parse_size
+from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
 from .metrics import confusion, seg_metrics
 
@@ -75,6 +75,24 @@ def evaluate_results_dir(results: str | Path, gt: SegData) -> dict:
 class SegmentationSpec(TaskSpec):
     default_kind = "fcn8s"
     train_defaults = {"epochs": 30, "batch_size": 8, "lr": 2e-3}
+    cli_options = {
+        "train": (CliOption("masks", str, None, "mask folder: label PNGs (or colour PNGs with --palette)"),
+                  CliOption("val_masks", str, None, "validation mask folder"),
+                  CliOption("classes", str, None, "class names, comma-separated (label-map masks)", convert=split_list),
+                  CliOption("palette", str, None, 'JSON {"classes": [{"name", "color": [r,g,b]}]}'),
+                  CliOption("ignore_index", int, None, "void label (default: CamVid 11, else 255)"),
+                  CliOption("head", str, "fcn8s", "fcn32s | fcn16s | fcn8s | segnet", dest="kind"),
+                  CliOption("bilinear", bool, False, "FCN: fixed bilinear upsampling instead of learned",
+                            dest="learned_upsampling", convert=lambda v: not v),
+                  CliOption("class_weights", str, "none", "none | median (median-frequency balancing, SegNet "
+                                                          "paper)", dest="median_frequency",
+                            convert=lambda v: v == "median"),
+                  CliOption("dice", float, 0.0, "weight of an added soft Dice loss")),
+        "eval": (CliOption("masks", str, None, "mask folder (with --images, or alone with --results)"),
+                 CliOption("split", str, "val", "val | test (CamVid layout)"),
+                 CliOption("classes", str, None, "class names (default with --results: CamVid's)", convert=split_list),
+                 CliOption("ignore_index", int, None, "void label (default: the model's; with --results 11)")),
+    }
 
     def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None,
                     colors=None) -> dict:
