@@ -9,7 +9,6 @@ from typing import Iterable
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
 from . import backbones as _bb
 from .active import simulate as sim
@@ -21,9 +20,11 @@ from .export import OnnxModel
 from .export import export as _export
 from .inference.bundle import Bundle
 from .inference.runner import frame_batches, run_predict
+from .inference.sources import expand_sources
 from .modelfile import check_task, load_model, save_model
 from .options import DataOptions, EvalOptions, Options, split_options
-from .runtime import resolve_device
+from .progress import Phase, note
+from .runtime import check_precision, resolve_device
 from .tasks import TASKS, TaskModel
 from .tasks.batch import to_batch
 from .training.trainer import TrainConfig, Trainer, evaluate_dataset, seed_everything
@@ -145,16 +146,18 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     vid_stride, save_coco, console) and the task's predict options (classify: top_k; detect:
     conf, iou, max_det, classes; landmarks / pose: boxes, detector, detector_label, box_conf,
     flip_test). ``coco_gt``: a COCO ground truth whose image ids --save-coco uses."""
-    model = _model(model or default_model(task), task, device, backend)
     run = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
     task_options = {k: v for k, v in options.items() if k not in _RUN_OPTIONS}
     for key in ("batch_size", "vid_stride"):
         if run.get(key) is not None and int(run[key]) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {run[key]}")
+    check_precision(run.get("precision", "fp32"))
+    model = _model(model or default_model(task), task, device, backend)
+    items = expand_sources(sources)
     if coco_gt:
         run["coco_ids"] = {i["file_name"]: i["id"] for i in load_json(coco_gt).get("images", [])}
-    pre, post = model.spec.predict_setup(model, lambda m, t: _model(m, t, device), **task_options)
-    return run_predict(model, sources, pre=pre, **run, **post)
+    pre, post = model.spec.predict_setup(model, lambda m, t: _model(m, t, device), items, **task_options)
+    return run_predict(model, items, pre=pre, **run, **post)
 
 
 def predict_keypoints(model, sources: Iterable, **options):
@@ -210,7 +213,11 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     kind = args.pop("kind", kind)
     model = create_model(task, backbone, weights, kind=kind, img_size=img_size, **args, **head, **head_kw)
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, "
-                  f"{spec.describe(tr)} from {tr.source}")
+                  f"{spec.describe(tr)} from {tr.source}", highlight=False, markup=False)
+    if not weights and not cfg.resume:
+        known = list_weights(model.config["backbone"])
+        console.print(f"no --weights: the {model.config['backbone']} backbone starts from random weights"
+                      + (f" (pretrained: --weights {known[0]})" if known else ""), highlight=False, markup=False)
     make_train, val_ds = spec.datasets(model, tr, va, opts.skip_bad)
     trainer = Trainer(model, cfg, make_train, val_ds, console)
     result = trainer.fit()
@@ -223,8 +230,7 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     skipped = sorted(set(tr.skipped + (va.skipped if va else [])))
     result["skipped"] = skipped
     if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} bad inputs[/yellow]: {'; '.join(skipped[:5])}",
-                      highlight=False)
+        note(console, f"skipped {len(skipped)} bad inputs:", "; ".join(skipped[:5]), style="yellow")
     if va is not None:
         best = load_model(Path(cfg.out_dir) / "best.safetensors", device=cfg.device)
         result["val"] = evaluate(best, val_data=va, out=str(cfg.out_dir), console=console,
@@ -292,12 +298,11 @@ def embed(model: TaskModel, images, batch_size: int = 64, console: Console | Non
     def fail(frame):
         raise frame.error
 
-    with Progress(console=console or Console(stderr=True), transient=True) as bar:
-        tid = bar.add_task("embedding", total=len(images))
+    with Phase(console or Console(stderr=True), "embedding", len(images)) as bar:
         for good in frame_batches(list(images), pre, batch_size, on_error=fail):
             x, _ = to_batch(pre, [f.payload[0] for f in good], model.device)
             out.append(model.embed(x).cpu())
-            bar.advance(tid, len(good))
+            bar.advance(len(good))
     return torch.cat(out)
 
 

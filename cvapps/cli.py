@@ -335,7 +335,7 @@ def select(
                         batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
                         device=device, console=err)
     for row in sel:
-        print(f"{row['rank']}\t{row['score']:.4g}\t{row['path']}")
+        print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)
 
 

@@ -52,8 +52,9 @@ def read_config(path: str | os.PathLike) -> dict:
 def check_task(found: str, wanted: str | None, path: str) -> None:
     """A model of another task stops with one line saying what the file is."""
     if wanted is not None and found != wanted:
-        raise ConfigError(f"model file is for task {found!r}, not {wanted!r}", path=path,
-                          hint=f"it is a {found} model: use `cvapps ... {found}`, or pass a {wanted} model")
+        raise ConfigError(f"is a {found} model, not a {wanted} model (the file is for task {found!r}, "
+                          f"not {wanted!r})", path=path,
+                          hint=f"use `cvapps predict {found}` / `cvapps eval {found}` for it, or pass a {wanted} model")
 
 
 def load_model(path: str | os.PathLike, task: str | None = None, device: str | torch.device = "cpu"):

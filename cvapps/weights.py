@@ -55,10 +55,6 @@ class WeightsSpec:
     head: dict = field(default_factory=dict)  # classifier shape in the file, e.g. {"hidden": 1280}
     metrics: dict = field(default_factory=dict)
 
-    @property
-    def tag(self) -> str:
-        return self.name.split(".", 1)[1]
-
     def cached(self) -> bool:
         """Whether the file is already in the local cache (verified when it is used)."""
         return (cvapps_home() / "weights" / self.filename).is_file()

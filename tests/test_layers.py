@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent / "cvapps"
 # lowest first; a unit may import only from units in lower layers (or from itself)
 LAYERS = [
     ["cvapps.errors"],
-    ["cvapps.registry", "cvapps.options", "cvapps.runtime", "cvapps.schema"],
+    ["cvapps.registry", "cvapps.options", "cvapps.runtime", "cvapps.schema", "cvapps.draw", "cvapps.progress"],
     ["cvapps.ops"],
     ["cvapps.data"],
     ["cvapps.backbones", "cvapps.weights"],

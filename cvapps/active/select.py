@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import cv2
 
+from .. import draw
 from ..data.io import is_image, read_image
 from ..errors import ConfigError, DataError
 from ..inference.runner import frame_batches
 from ..inference.sources import expand_sources
+from ..progress import Phase, note
 from ..tasks.batch import to_batch
 from .pseudo import write_pseudo_labels
 from .strategies import STRATEGIES, hybrid, k_center_greedy, rank, random_order
@@ -110,14 +111,11 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
         w = csv.writer(f)
         if new_file:
             w.writerow(["path", "score"])
-        bar = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                       console=console, transient=True)
-        with bar:
-            tid = bar.add_task("score", total=len(todo))
+        with Phase(console, "scoring", len(todo)) as bar:
 
             def skipped(fr) -> None:
-                console.print(f"[red]skipped[/red] {fr.error.one_line()}", highlight=False)
-                bar.advance(tid, 1)
+                note(console, "skipped", fr.error.one_line())
+                bar.advance(1)
 
             for good in frame_batches(todo, pre, batch_size, on_error=skipped):
                 x, counts = to_batch(pre, [fr.payload[0] for fr in good], model.device)  # counts: crops per image
@@ -131,22 +129,30 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
                     ef.flush()
                 w.writerows(rows)
                 f.flush()
-                bar.advance(tid, len(good))
+                bar.advance(len(good))
     done = _read_done(scores_csv)
     order_paths = list(done)
     scores = torch.tensor([done[p] for p in order_paths])
     wanted = {str(p) for p in items}
     keep = [i for i, p in enumerate(order_paths) if p in wanted]
+    # the score column: the uncertainty; core-set: the embedding distance to what was already
+    # covered when the image was picked; random: none
+    shown: dict[int, float | None] = {}
     if strategy == "random":
         picks = [keep[i] for i in random_order(len(keep), budget, seed)]
+        shown = {i: None for i in picks}
     elif need_emb:
         d = model.backbone.out_channels
         emb = torch.from_numpy(np.memmap(emb_file, np.float16, "r").reshape(-1, d)[keep].astype(np.float32))
-        local = k_center_greedy(emb, budget) if strategy == "coreset" else hybrid(scores[keep], emb, budget, k)
+        if strategy == "coreset":
+            local, gaps = k_center_greedy(emb, budget, with_distances=True)
+            shown = {keep[i]: g for i, g in zip(local, gaps)}
+        else:
+            local = hybrid(scores[keep], emb, budget, k)
         picks = [keep[i] for i in local]
     else:
         picks = [keep[i] for i in rank(scores[keep], budget)]
-    sel = [{"path": order_paths[i], "score": float(scores[i]), "rank": r + 1, "strategy": strategy}
+    sel = [{"path": order_paths[i], "score": shown.get(i, float(scores[i])), "rank": r + 1, "strategy": strategy}
            for r, i in enumerate(picks)]
     _write(sel, out_dir, copy_to, model, link)
     if pseudo_label is not None:
@@ -176,23 +182,29 @@ def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link
                 shutil.copy2(row["path"], target)
 
 
-def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 6, tile: int = 160, limit: int = 60) -> None:
+def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 5, tile: int = 256, limit: int = 60) -> None:
     """Grid of the selected images with rank and score under each, the model's predictions
-    drawn on the tiles."""
+    drawn on the tiles at tile resolution (so labels stay readable)."""
     rows = sel[:limit]
     if not rows:
         return
     cols = min(cols, len(rows))
     n_rows = (len(rows) + cols - 1) // cols
-    sheet = np.full((n_rows * (tile + 24), cols * tile, 3), 255, np.uint8)
+    cap = draw.text_size((tile, tile), 1.6)
+    band = int(cap * 1.6)
+    sheet = np.full((n_rows * (tile + band), cols * tile, 3), 255, np.uint8)
+    captions = []
     for i, row in enumerate(rows):
         img = read_image(row["path"])
-        if model is not None:
-            img = model.predict(img)[0].draw(img)
         s = tile / max(img.shape[:2])
-        img = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))))
-        y, x = (i // cols) * (tile + 24), (i % cols) * tile
-        sheet[y : y + img.shape[0], x : x + img.shape[1]] = img
-        cv2.putText(sheet, f"#{row['rank']} {row['score']:.3f}", (x + 4, y + tile + 17), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        small = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
+                           interpolation=cv2.INTER_AREA)
+        if model is not None:
+            small = model.predict(img)[0].resized(small.shape[1] / img.shape[1], small.shape[0] / img.shape[0]) \
+                .draw(small)
+        y, x = (i // cols) * (tile + band), (i % cols) * tile
+        sheet[y : y + small.shape[0], x : x + small.shape[1]] = small
+        score = "-" if row["score"] is None else f"{row['score']:.3g}"
+        captions.append((f"#{row['rank']}  {score}", x + 2, y + tile + 2, (255, 255, 255)))
+    sheet = draw.labels(sheet, captions, cap, above=False)
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

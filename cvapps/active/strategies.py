@@ -31,10 +31,12 @@ def _min_dist(emb: torch.Tensor, centres: torch.Tensor, chunk: int = 4096) -> to
     return out
 
 
-def k_center_greedy(emb: torch.Tensor, budget: int, labelled: list[int] | None = None) -> list[int]:
+def k_center_greedy(emb: torch.Tensor, budget: int, labelled: list[int] | None = None,
+                    with_distances: bool = False):
     """Core-set selection (Sener & Savarese): repeatedly take the point farthest from
     everything chosen or labelled. With nothing labelled, the first pick is the point
-    farthest from the mean embedding. Returns indices in pick order."""
+    farthest from the mean embedding. Returns indices in pick order (and, with
+    ``with_distances``, each pick's distance to what was covered when it was taken)."""
     n = emb.shape[0]
     if labelled:
         dist = _min_dist(emb, emb[labelled])
@@ -42,12 +44,14 @@ def k_center_greedy(emb: torch.Tensor, budget: int, labelled: list[int] | None =
         dist = _min_dist(emb, emb.float().mean(0, keepdim=True))
     dist[labelled or []] = -1
     picks: list[int] = []
+    gaps: list[float] = []
     for _ in range(min(budget, n - len(labelled or []))):
         i = int(dist.argmax())
         picks.append(i)
+        gaps.append(float(dist[i]))
         dist = torch.minimum(dist, _min_dist(emb, emb[i : i + 1]))
         dist[picks] = -1
-    return picks
+    return (picks, gaps) if with_distances else picks
 
 
 def hybrid(scores: torch.Tensor, emb: torch.Tensor, budget: int, k: int = 5,

@@ -16,6 +16,7 @@ from .dataset import TaskDataset
 from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json, read_image
 
 _TOL = 1.0  # pixels a box may overhang the image (rounding in exports)
+YOLO_LABEL_DIRS = ("obj_train_data", "obj_valid_data", "labels")  # where YOLO / CVAT exports put the .txt files
 
 
 @dataclass
@@ -183,8 +184,9 @@ def read_voc(xml_dir: str | Path, images: str | Path, labels: list[str] | None =
 
 def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None = None,
               skip_bad: bool = False) -> DetectionData:
-    """YOLO: one ``<image stem>.txt`` per image with lines ``class cx cy w h`` (normalised).
-    Images without a .txt have no objects. Classes from ``labels`` or a names file."""
+    """YOLO: one ``<image stem>.txt`` per image with lines ``class cx cy w h`` (normalised),
+    in ``txt_dir`` or where YOLO exports put them (``obj_train_data/``, ``labels/``). Images
+    without a .txt have no objects. Classes from ``labels`` or a names file."""
     txt_dir, images = Path(txt_dir), Path(images)
     if labels is None:
         nf = _names_file(txt_dir)
@@ -194,6 +196,13 @@ def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None 
     image_files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS) if images.is_dir() else []
     if not image_files:
         raise DataError("no images found", path=str(images))
+    dirs = [d for d in (txt_dir, *(txt_dir / sub for sub in YOLO_LABEL_DIRS)) if d.is_dir()]
+    found = {img.stem: d / (img.stem + ".txt") for d in reversed(dirs) for img in image_files
+             if (d / (img.stem + ".txt")).is_file()}
+    if not found:
+        raise DataError(f"no YOLO label file named like the {len(image_files)} images (looked in "
+                        f"{', '.join(str(d) for d in dirs)})", path=str(txt_dir),
+                        hint="YOLO labels are <image stem>.txt files; point --data at their folder")
     b = _Builder(str(txt_dir), skip_bad)
     for img in image_files:
         try:
@@ -202,8 +211,8 @@ def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None 
             b.bad(f"image {img.name}", "not a decodable image")
             continue
         objs = []
-        txt = txt_dir / (img.stem + ".txt")
-        lines = txt.read_text().splitlines() if txt.is_file() else []
+        txt = found.get(img.stem)
+        lines = txt.read_text().splitlines() if txt is not None else []
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue

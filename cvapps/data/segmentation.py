@@ -12,14 +12,17 @@ import cv2
 import numpy as np
 import torch
 
+from ..draw import palette
 from ..errors import DataError
 from .dataset import TaskDataset
 from .io import IMAGE_EXTS, coco_index, load_json, read_image
 
 CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist"]
+# SegNet's CamVid palette, but Car orange: in the original, Car (64, 0, 128) and Road (128, 64, 128)
+# are two purples that overlays cannot tell apart
 CAMVID_COLORS = [[128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128], [60, 40, 222], [128, 128, 0],
-                 [192, 128, 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192]]
+                 [192, 128, 128], [64, 64, 128], [255, 140, 0], [64, 64, 0], [0, 128, 192]]
 
 
 @dataclass
@@ -168,8 +171,8 @@ def read_coco_semantic(ann_file: str | Path, images: str | Path) -> SegData:
 
 
 def default_colors(n: int) -> list[list[int]]:
-    rng = np.random.default_rng(12345)
-    return [[0, 0, 0]] + rng.integers(40, 256, (max(n - 1, 0), 3)).tolist() if n else []
+    """Well-separated class colours (class 0, usually background, black)."""
+    return palette(n)
 
 
 def median_frequency_weights(data: SegData, limit: int | None = None) -> list[float]:

@@ -35,9 +35,12 @@ class BundlePrediction(Prediction):
         return {task: p.to_dict() for task, p in self.parts.items()}
 
     def draw(self, image: np.ndarray) -> np.ndarray:
-        # dense overlays first, boxes and labels on top
-        for t in sorted(self.parts, key=lambda t: self.parts[t].draw_order):
-            image = self.parts[t].draw(image)
+        # dense overlays first, boxes and labels on top, then what must stay readable (legends)
+        parts = sorted(self.parts.values(), key=lambda p: p.draw_order)
+        for p in parts:
+            image = p.draw_base(image)
+        for p in parts:
+            image = p.draw_top(image)
         return image
 
     def summary(self) -> str:

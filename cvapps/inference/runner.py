@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..progress import Phase, note
 from ..tasks.batch import run_batch
 from .sources import Frame, batched, count_frames, expand_sources, iter_frames, prefetch
 from .writers import AnnotatedWriter, BackgroundDrawer, CocoResultsWriter, JsonlWriter
@@ -59,20 +59,18 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
     jsonl, coco = JsonlWriter(save_json), CocoResultsWriter(save_coco, coco_ids)
     drawn = BackgroundDrawer(annotated) if out_dir else None
     summary = RunSummary()
-    bar = Progress(TextColumn("[bold]predict {task.fields[task_name]}"), BarColumn(), MofNCompleteColumn(),
-                   TimeRemainingColumn(), console=console, disable=not progress, transient=True)
+    bar = Phase(console, f"predict {model.task}", count_frames(items, vid_stride), enabled=progress)
 
     def failed(f: Frame) -> None:
         summary.failed.append((f.source, f.error.one_line()))
         if len(summary.errors) < 100:
             summary.errors.append(f.error)
         if announce:
-            console.print(f"[red]skipped[/red] {f.error.one_line()}", highlight=False)
-        bar.advance(tid, 1)
+            note(console, "skipped", f.error.one_line())
+        bar.advance(1)
 
     try:
         with bar:
-            tid = bar.add_task("predict", total=count_frames(items, vid_stride), task_name=model.task)
             for good in frame_batches(items, pre, batch_size, vid_stride, failed):
                 metas = [f.payload[1] for f in good]
                 preds = run_batch(model, [f.payload[0] for f in good], metas, precision, pre, **post)
@@ -90,7 +88,14 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
                     if f.frame is None and len(summary.summaries) < 10000:
                         summary.summaries.append((f.source, p.summary()))
                 summary.processed += len(good)
-                bar.advance(tid, len(good))
+                bar.advance(len(good))
+    except KeyboardInterrupt:
+        kept = [what for what, on in ((f"JSON Lines in {save_json}", save_json), (f"outputs in {out_dir}", out_dir))
+                if on]
+        console.print(f"interrupted after {summary.processed} images / frames"
+                      + (f"; their results are kept ({', '.join(kept)})" if kept else ""), highlight=False,
+                      markup=False)
+        raise
     finally:
         jsonl.close()
         if drawn is not None:

@@ -94,6 +94,7 @@ def iter_frames(items: list[Any], vid_stride: int = 1) -> Iterator[Frame]:
             if not cap.isOpened():
                 yield Frame(name, None, error=DataError("cannot open video", path=name))
                 continue
+            declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not isinstance(it, int) else 0
             i = 0
             try:
                 while True:
@@ -105,6 +106,9 @@ def iter_frames(items: list[Any], vid_stride: int = 1) -> Iterator[Frame]:
                     i += 1
             finally:
                 cap.release()
+            if i < declared - 1:  # containers may round their count by a frame; a cut file stops far short
+                yield Frame(name, i, error=DataError(f"video ended after {i} of its {declared} frames (truncated or "
+                                                     f"corrupt); the frames before were processed", path=name))
         else:
             try:
                 yield Frame(str(it), None, read_image(it))

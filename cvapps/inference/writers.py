@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..data.io import atomic_write
+from ..data.io import atomic_write, json_dumps
 from .sources import video_info
 
 
@@ -21,11 +20,11 @@ class JsonlWriter:
         self.f = None
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(path, "w")
+            self.f = open(path, "w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
         if self.f:
-            self.f.write(json.dumps(record) + "\n")
+            self.f.write(json_dumps(record) + "\n")
             self.f.flush()
 
     def close(self) -> None:
@@ -94,7 +93,7 @@ class CocoResultsWriter:
 
     def close(self) -> None:
         if self.path:
-            atomic_write(Path(self.path), lambda tmp: tmp.write_text(json.dumps(self.rows)))
+            atomic_write(Path(self.path), lambda tmp: tmp.write_text(json_dumps(self.rows), encoding="utf-8"))
 
 
 class BackgroundDrawer:

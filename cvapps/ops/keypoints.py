@@ -85,14 +85,6 @@ def decode_heatmaps(hm: torch.Tensor, stride: float) -> tuple[torch.Tensor, torc
     return pts, scores
 
 
-def flip_permutation(num_keypoints: int, flip_pairs: list) -> list[int]:
-    """Index map that swaps every left/right pair (identity elsewhere)."""
-    perm = list(range(num_keypoints))
-    for a, b in flip_pairs:
-        perm[a], perm[b] = b, a
-    return perm
-
-
 def flip_points(points: torch.Tensor | np.ndarray, width: float, perm: list[int]):
     """points (..., K, 2) in an image of ``width`` pixels -> mirrored, left/right swapped."""
     out = points[..., perm, :].clone() if isinstance(points, torch.Tensor) else points[..., perm, :].copy()

@@ -55,6 +55,18 @@ class Prediction:
         """One short line for the console."""
         raise NotImplementedError
 
+    def resized(self, sx: float, sy: float) -> "Prediction":  # pragma: no cover - abstract
+        """The same prediction for the image scaled by (sx, sy) (contact-sheet tiles)."""
+        raise NotImplementedError
+
+    def draw_base(self, image: np.ndarray) -> np.ndarray:
+        """What lies under other tasks' drawings in a bundle (default: everything)."""
+        return self.draw(image)
+
+    def draw_top(self, image: np.ndarray) -> np.ndarray:
+        """What stays on top of every task's drawing in a bundle (e.g. a legend)."""
+        return image
+
 
 class TaskModel(nn.Module):
     """``config`` is the JSON-safe description saved in model files:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..options import DataOptions, EvalOptions
 
 IMAGENET_PRE = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": 224,
@@ -24,6 +24,10 @@ def split_every_kth(data, val_fraction: float):
     if not val_fraction:
         return data, None
     k = max(2, round(1 / val_fraction))
+    if len(data) < k:
+        raise DataError(f"--val-fraction {val_fraction} holds out every {k}th image, and there are only "
+                        f"{len(data)}: no validation image", path=getattr(data, "source", None),
+                        hint=f"use --val-fraction {1 / max(len(data), 2):.2g} or more, or pass --val-data")
     idx = range(len(data))
     return data.subset([i for i in idx if i % k != k - 1]), data.subset([i for i in idx if i % k == k - 1])
 
@@ -102,9 +106,10 @@ class TaskSpec:
         raise ConfigError(f"{self.name} has no results-file evaluation")  # pragma: no cover
 
     # predict --------------------------------------------------------------------------
-    def predict_setup(self, model, load, **options) -> tuple[Any, dict]:
+    def predict_setup(self, model, load, items=(), **options) -> tuple[Any, dict]:
         """(preprocessor, postprocess keyword arguments) for the predict options of this task.
-        ``load(name_or_path, task)`` loads another model an option names (e.g. a detector)."""
+        ``load(name_or_path, task)`` loads another model an option names (e.g. a detector);
+        ``items``: the expanded inputs (paths, camera indices, arrays), to check options against."""
         if options:
             raise ConfigError(f"unknown {self.name} predict options {sorted(options)}")
         return model.preprocessor(), {}

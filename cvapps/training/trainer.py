@@ -13,13 +13,13 @@ from typing import ClassVar
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from ..data.dataset import collate
 from ..errors import ConfigError, CvappsError, DataError
 from ..modelfile import save_model
 from ..options import Options, opt
+from ..progress import Phase
 from ..runtime import PRECISIONS, autocast, resolve_device
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -124,6 +124,10 @@ class Trainer:
             raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: it must divide by the "
                               f"{self.dist.world} processes")
         self.out = Path(cfg.out_dir)
+        done = [f for f in ("best.safetensors", "checkpoint.pt") if (self.out / f).exists()]
+        if done and not (cfg.resume or cfg.overwrite):
+            raise ConfigError(f"{self.out} already holds a trained model ({', '.join(done)})", path=str(self.out),
+                              hint="pass --resume to continue it, --overwrite to replace it, or another --out")
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device)
         seed_everything(cfg.seed)
@@ -150,8 +154,7 @@ class Trainer:
         """Run the frozen backbone once; keep what the head needs (task-defined)."""
         self.model.eval()
         feats, targets = [], []
-        with self._bar() as bar:
-            tid = bar.add_task(f"caching {what} features", total=len(ds))
+        with Phase(self.console, f"caching {what} features", len(ds)) as bar:
             for batch in self._loader(ds, False, 0):
                 if batch is None:
                     continue
@@ -160,12 +163,8 @@ class Trainer:
                     f = self.model.cache_features(self.model.forward_features(x.to(self.device)))
                 feats.append(f.float().cpu())
                 targets.append(t)
-                bar.advance(tid, len(x))
+                bar.advance(len(x))
         return TensorDataset(torch.cat(feats), torch.cat(targets))
-
-    def _bar(self) -> Progress:
-        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=self.console, transient=True)
 
     def _forward(self, x: torch.Tensor):
         return self.model.forward_cached(x) if self.cache else self.model(x)
@@ -180,8 +179,32 @@ class Trainer:
             result = self._fit()
             finished = True
             return result
+        except KeyboardInterrupt:
+            done = len(self.records)
+            self.console.print(f"interrupted during epoch {done + 1}: " + (
+                f"{self.out}/checkpoint.pt, best.safetensors and last.safetensors hold epoch {done}; continue with "
+                f"--resume" if done else "no epoch had finished, nothing was saved"), highlight=False, markup=False)
+            raise
         finally:
             distributed.teardown(self.dist, finished)
+
+    def _check_resume(self, state: dict, path: Path) -> None:
+        """A checkpoint of another model (classes, backbone, head, input) stops in one line."""
+        saved = json.loads(state["model_config"]) if "model_config" in state else None
+        if saved is None:  # older checkpoints: compare the tensors
+            own = self.model.state_dict()
+            if set(own) != set(state["model"]) or any(own[k].shape != v.shape for k, v in state["model"].items()):
+                raise ConfigError("the checkpoint holds a different model (its tensors do not fit this one)",
+                                  path=str(path), hint="use the same backbone / classes / head, or another --out")
+            return
+        differ = [k for k in ("task", "backbone", "labels", "head", "preprocessing", "schema")
+                  if json.dumps(saved.get(k), sort_keys=True) != json.dumps(self.model.config.get(k), sort_keys=True)]
+        if differ:
+            k = differ[0]
+            show = (lambda v: v if len(str(v)) < 80 else str(v)[:77] + "...")
+            raise ConfigError(f"the checkpoint was trained with {k} {show(saved.get(k))}, this run has "
+                              f"{show(self.model.config.get(k))}", path=str(path),
+                              hint="resume with the same data and model options, or train into another --out")
 
     def _fit(self) -> dict:
         cfg, model = self.cfg, self.model.to(self.device)
@@ -208,6 +231,7 @@ class Trainer:
         ckpt_path = self.out / "checkpoint.pt"
         if cfg.resume:
             state = load_checkpoint(ckpt_path)
+            self._check_resume(state, ckpt_path)
             model.load_state_dict(state["model"])
             restore_frozen_state(model, state["frozen"])
             opt.load_state_dict(state["optimizer"])
@@ -230,8 +254,7 @@ class Trainer:
                 train_ds.transform.set_random_seed(cfg.seed * 1000 + epoch)
             model.train()
             t0, loss_sum, n_seen = time.time(), 0.0, 0
-            with self._bar() as bar:
-                tid = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=len(train_ds))
+            with Phase(self.console, f"epoch {epoch + 1}/{cfg.epochs}", len(train_ds)) as bar:
                 for step, batch in enumerate(self._loader(train_ds, True, epoch)):
                     if batch is None:
                         continue
@@ -251,7 +274,7 @@ class Trainer:
                     sched.step()
                     loss_sum += loss.item() * x.shape[0]
                     n_seen += x.shape[0]
-                    bar.advance(tid, x.shape[0])
+                    bar.advance(x.shape[0])
             head_lr = max(g["lr"] for g in opt.param_groups)  # group 0 may be the slower backbone
             elapsed = time.time() - t0
             loss_sum, n_seen = distributed.sum_all(self.dist, loss_sum, n_seen)
@@ -280,6 +303,7 @@ class Trainer:
                 save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
                                 scheduler=sched.state_dict(), epoch=epoch, best=best, best_loss=best_loss,
                                 bad_epochs=bad_epochs, frozen=frozen_state(model),
+                                model_config=json.dumps(model.config),
                                 records=[json.dumps(r) for r in self.records], config=json.dumps(asdict(cfg)))
             distributed.barrier(self.dist)
             shown = {k: (f"{v:.2e}" if k == "lr" else round(v, 4)) if isinstance(v, float) else v

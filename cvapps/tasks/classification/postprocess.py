@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import torch
 
+from ... import draw
 from ..base import Prediction
 from .loss import expected_value
 
@@ -39,18 +39,13 @@ class ClassPrediction(Prediction):
 
     def draw(self, image: np.ndarray) -> np.ndarray:
         """image: RGB uint8 (H, W, 3) -> copy with the top-k labels in a box top-left."""
-        out = np.ascontiguousarray(image).copy()
-        lines = [f"{v:.3f}" for v in [self.value]] if self.value is not None else \
-            [f"{lab} {s:.2f}" for _, lab, s in self.topk]
-        scale = max(0.4, min(out.shape[:2]) / 600)
-        th = max(1, int(round(scale * 2)))
-        y = 0
-        for text in lines:
-            (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, th)
-            cv2.rectangle(out, (0, y), (w + 8, y + h + base + 8), (0, 0, 0), -1)
-            cv2.putText(out, text, (4, y + h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), th, cv2.LINE_AA)
-            y += h + base + 8
-        return out
+        lines = [f"{self.value:.3f}"] if self.value is not None else [f"{lab} {s:.2f}" for _, lab, s in self.topk]
+        size = draw.text_size(image.shape[:2])
+        return draw.labels(image, [(t, 0, i * int(size * 1.4), (0, 0, 0)) for i, t in enumerate(lines)], size,
+                           fg=(255, 255, 255), above=False)
+
+    def resized(self, sx: float, sy: float) -> "ClassPrediction":
+        return self
 
 
 def postprocess(logits: torch.Tensor, head: dict, labels: list[str], top_k: int = 5) -> list[ClassPrediction]:

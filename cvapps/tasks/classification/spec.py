@@ -99,7 +99,7 @@ class ClassificationSpec(TaskSpec):
         return metrics
 
     # predict --------------------------------------------------------------------------
-    def predict_setup(self, model, load, top_k: int = 5):
+    def predict_setup(self, model, load, items=(), top_k: int = 5):
         if int(top_k) < 1:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}")
         return model.preprocessor(), {"top_k": int(top_k)}

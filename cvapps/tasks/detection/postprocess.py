@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import colorsys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 import torch
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
-from ..base import Prediction
+from ... import draw
 from ...ops import decode_boxes
+from ..base import Prediction
 
 
 MIN_SIDE = 0.01  # px; what survives the 2-decimal rounding of to_dict()
-
-
-def _colour(i: int) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb((i * 0.618) % 1.0, 0.85, 0.95)
-    return int(r * 255), int(g * 255), int(b * 255)
 
 
 @dataclass
@@ -57,16 +52,16 @@ class Detections(Prediction):
         """RGB uint8 (H, W, 3) -> copy with boxes and 'label score' tags."""
         out = np.ascontiguousarray(image).copy()
         th = max(1, round(min(out.shape[:2]) / 300))
-        scale = max(0.4, min(out.shape[:2]) / 900)
-        for b, s, lab in zip(self.boxes.astype(int).tolist(), self.scores.tolist(), self.labels.tolist()):
-            col = _colour(lab)
+        tags = []
+        for b, s, lab in zip(self.boxes.round().astype(int).tolist(), self.scores.tolist(), self.labels.tolist()):
+            col = draw.colour(lab)
             cv2.rectangle(out, (b[0], b[1]), (b[2], b[3]), col, th)
-            text = f"{self.names[lab] if lab < len(self.names) else lab} {s:.2f}"
-            (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            y = max(b[1], tht + base + 2)
-            cv2.rectangle(out, (b[0], y - tht - base - 2), (b[0] + tw + 4, y), col, -1)
-            cv2.putText(out, text, (b[0] + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-        return out
+            tags.append((f"{self.names[lab] if lab < len(self.names) else lab} {s:.2f}", b[0], b[1], col))
+        return draw.labels(out, tags, draw.text_size(out.shape[:2], 0.8))
+
+    def resized(self, sx: float, sy: float) -> "Detections":
+        """The same detections on the image scaled by (sx, sy)."""
+        return replace(self, boxes=(self.boxes * np.array([sx, sy, sx, sy], np.float32)).astype(np.float32))
 
 
 def select(probs: torch.Tensor, boxes: torch.Tensor, conf: float, iou: float, max_det: int,

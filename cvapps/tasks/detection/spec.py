@@ -183,7 +183,7 @@ class DetectionSpec(TaskSpec):
         return coco_metrics(gt, rows)
 
     # predict --------------------------------------------------------------------------
-    def predict_setup(self, model, load, conf=None, iou=None, max_det=None, classes=None):
+    def predict_setup(self, model, load, items=(), conf=None, iou=None, max_det=None, classes=None):
         for name, v, lo, hi in (("--conf", conf, 0.0, 1.0), ("--iou", iou, 0.0, 1.0)):
             if v is not None and not lo <= v <= hi:
                 raise ConfigError(f"{name} {v} must be between {lo} and {hi}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -62,6 +62,9 @@ class Keypoints(Prediction):
                 if sc > POINT_THR:
                     cv2.circle(out, (int(x), int(y)), r, (255, 40, 40), -1, cv2.LINE_AA)
         return out
+
+    def resized(self, sx: float, sy: float) -> "Keypoints":
+        return replace(self, points=self.points * np.array([sx, sy]), boxes=self.boxes * np.array([sx, sy, sx, sy]))
 
     def summary(self) -> str:
         if not len(self):

@@ -126,12 +126,19 @@ class KeypointSpec(TaskSpec):
             return DetectorBoxes(detector, detector_label or self.box_label, conf=box_conf or 0.3)
         return None
 
-    def predict_setup(self, model, load, boxes=None, detector=None, detector_label=None, box_conf: float = 0.0,
-                      flip_test: bool = False):
+    def predict_setup(self, model, load, items=(), boxes=None, detector=None, detector_label=None,
+                      box_conf: float = 0.0, flip_test: bool = False):
         if detector is not None:
             detector = load(detector, "detect")
-        pre = model.preprocessor(self.box_source(boxes, detector, detector_label, box_conf))
-        return pre, {"flip_test": flip_test}
+        source = self.box_source(boxes, detector, detector_label, box_conf)
+        if isinstance(source, FileBoxes):
+            named = [str(it) for it in items if isinstance(it, Path)]
+            if named and not any(source.covers(n) for n in named):
+                raise ConfigError(f"the boxes file has boxes for none of the {len(named)} inputs "
+                                  f"(e.g. {Path(named[0]).name})", path=str(boxes),
+                                  hint="boxes are looked up by image file name or numeric image id (video frames: "
+                                       "'source' + 'frame' entries); or use --detector")
+        return model.preprocessor(source), {"flip_test": flip_test}
 
     # active learning ------------------------------------------------------------------
     def strategies(self, model) -> list[str]:

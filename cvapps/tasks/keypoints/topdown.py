@@ -126,14 +126,15 @@ class DetectorBoxes:
 class FileBoxes:
     """COCO-style boxes from a file: a COCO dataset (images + annotations) or a detection
     results list ([{"image_id", "bbox": [x, y, w, h], "score"}]; image ids match file names
-    through ``images`` when present, else numeric file stems such as 000000000785.jpg)."""
+    through ``images`` when present, else numeric file stems such as 000000000785.jpg).
+    Entries with ``"source"`` (a file name) and ``"frame"`` give boxes for video frames."""
 
     def __init__(self, path: str | Path, min_score: float = 0.0, category_id: int | None = None):
         p = Path(path)
         d = load_json(p, "boxes file")
         anns = d.get("annotations", []) if isinstance(d, dict) else d
         names = {im["id"]: im["file_name"] for im in d.get("images", [])} if isinstance(d, dict) else {}
-        self.by_key: dict[str, list] = {}
+        self.by_key: dict[tuple, list] = {}
         for a in anns:
             if not isinstance(a, dict) or "bbox" not in a:
                 raise DataError("every entry needs a 'bbox' [x, y, w, h]", path=str(p))
@@ -145,11 +146,19 @@ class FileBoxes:
             x, y, w, h = map(float, a["bbox"])
             if w <= 0 or h <= 0:
                 raise DataError(f"box {a['bbox']} of {key} has zero size", path=str(p))
-            self.by_key.setdefault(Path(str(key)).name, []).append(([x, y, x + w, y + h], float(a.get("score", 1.0))))
+            frame = a.get("frame")
+            self.by_key.setdefault((Path(str(key)).name, frame), []).append(([x, y, x + w, y + h],
+                                                                            float(a.get("score", 1.0))))
         self.path = p
+        self.names = {k[0] for k in self.by_key}
+
+    def covers(self, source: str) -> bool:
+        """Whether the file has entries for this input (by file name or numeric stem)."""
+        name, stem = Path(source).name, Path(source).stem
+        return name in self.names or (stem.isdigit() and str(int(stem)) in self.names)
 
     def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
-        name = Path(source).name
-        stem = Path(source).stem
-        hits = self.by_key.get(name) or (self.by_key.get(str(int(stem))) if stem.isdigit() else None) or []
+        name, stem = Path(source).name, Path(source).stem
+        hits = (self.by_key.get((name, frame)) or self.by_key.get((name, None))
+                or (self.by_key.get((str(int(stem)), None)) if stem.isdigit() else None) or [])
         return np.asarray([h[0] for h in hits], np.float64).reshape(-1, 4), np.asarray([h[1] for h in hits])

@@ -8,6 +8,8 @@ import io
 
 import numpy as np
 
+from ...data.io import coco_index
+
 STAT_NAMES = ["AP", "AP50", "AP75", "APmedium", "APlarge", "AR", "AR50", "AR75", "ARmedium", "ARlarge"]
 
 
@@ -25,15 +27,12 @@ def pck(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray, thr: float = 0.2) -
 def oks_metrics(gt_coco: dict, results: list[dict], sigmas: list[float]) -> dict:
     """COCO keypoint evaluation (pycocotools COCOeval, iouType "keypoints") with the
     schema's sigmas -> {"AP", "AP50", ..., "ARlarge"}; empty results give zeros."""
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     if not results:
         return {k: 0.0 for k in STAT_NAMES}
+    gt = coco_index(copy.deepcopy(gt_coco))
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = copy.deepcopy(gt_coco)
-        gt.createIndex()
         dt = gt.loadRes(copy.deepcopy(results))
         ev = COCOeval(gt, dt, iouType="keypoints")
         ev.params.kpt_oks_sigmas = np.asarray(sigmas, np.float64)

@@ -50,6 +50,31 @@ class SegRaw:
     logits: torch.Tensor
 
 
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], strip_bytes: int = 64 << 20):
+    """logits (C, h, w) -> (mask (H, W) uint8 (uint16 beyond 256 classes), max probability
+    (H, W) float32) of the bilinearly resized logits (align_corners=False, as
+    F.interpolate). Bilinear resizing is separable: the width is resized once (C x h x W),
+    then output rows are blended from their two source rows a strip at a time, so memory is
+    O(C x h x W + strip) instead of O(C x H x W)."""
+    c, h, _ = logits.shape
+    H, W = size
+    wide = F.interpolate(logits[None], size=(h, W), mode="bilinear", align_corners=False)[0]  # (C, h, W)
+    mask = np.empty((H, W), np.uint8 if c <= 256 else np.uint16)
+    prob = np.empty((H, W), np.float32)
+    rows = max(1, strip_bytes // (4 * c * W))
+    for r0 in range(0, H, rows):
+        y = torch.arange(r0, min(H, r0 + rows), dtype=torch.float32, device=logits.device)
+        src = ((y + 0.5) * (h / H) - 0.5).clamp(min=0)
+        y0 = src.floor().long().clamp(max=h - 1)
+        y1 = (y0 + 1).clamp(max=h - 1)
+        lam = (src - y0.float()).clamp(0, 1)[None, :, None]
+        strip = wide[:, y0] * (1 - lam) + wide[:, y1] * lam  # (C, rows, W)
+        p, k = strip.softmax(0).max(0)
+        mask[r0 : r0 + len(y)] = k.cpu().numpy()
+        prob[r0 : r0 + len(y)] = p.cpu().numpy()
+    return mask, prob
+
+
 @register_task("segment", SegmentationSpec)
 class SegmentationModel(TaskModel):
     @classmethod
@@ -105,16 +130,16 @@ class SegmentationModel(TaskModel):
         return Letterbox.from_config(self.config["preprocessing"])
 
     def postprocess(self, raw: SegRaw, metas: list[dict], **_) -> list[SegMask]:
-        """Crop the letterbox padding, resize logits to the original size, argmax."""
+        """Crop the letterbox padding, resize logits bilinearly to the original size, argmax
+        (in row strips: memory stays bounded for very large images)."""
         out = []
+        colors = self.config.get("colors") or default_colors(len(self.labels))
         for logits, meta in zip(raw.logits.float(), metas):
             h, w = meta["height"], meta["width"]
             s = meta.get("scale", 1.0)
             valid = logits[:, : max(1, round(h * s)), : max(1, round(w * s))]
-            full = F.interpolate(valid[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-            prob, mask = full.softmax(0).max(0)
-            out.append(SegMask(mask.cpu().numpy().astype(np.int64), prob.cpu().numpy(), self.labels,
-                               self.config.get("colors") or default_colors(len(self.labels))))
+            mask, prob = upsample_argmax(valid, (h, w))
+            out.append(SegMask(mask, prob, self.labels, colors))
         return out
 
     def uncertainty(self, raw: SegRaw, metas: list[dict] | None = None, kind: str = "entropy") -> torch.Tensor:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ... import draw
 from ..base import Prediction
 
 
 @dataclass
 class SegMask(Prediction):
-    """mask: (H, W) int64 class indices at the original image size; scores: optional (H, W)
-    float32 max class probability. ``path``: where the label-map PNG was written, if any."""
+    """mask: (H, W) class indices at the original image size, uint8 (uint16 beyond 256
+    classes); scores: optional (H, W) float32 max class probability. ``path``: where the
+    label-map PNG was written, if any."""
 
     draw_order = 0
 
@@ -48,16 +50,25 @@ class SegMask(Prediction):
                        np.uint8)
         return lut[self.mask]
 
+    def draw_base(self, image: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+        """RGB (H, W, 3) -> the class colours blended over the image."""
+        return cv2.addWeighted(np.ascontiguousarray(image), 1 - alpha, self.colorize(), alpha, 0)
+
+    def draw_top(self, image: np.ndarray) -> np.ndarray:
+        """A legend of the classes present, top-left (drawn last in a bundle, above boxes)."""
+        size = draw.text_size(image.shape[:2], 0.8)
+        items = []
+        for k, name in enumerate(self.counts()):
+            i = self.names.index(name) if name in self.names else 0
+            col = tuple(int(v) for v in self.colors[i])
+            items.append((f"\u25a0 {name}", 4, 4 + k * int(size * 1.5), col))
+        return draw.labels(image, items, size, fg=(255, 255, 255), above=False) if items else image
+
     def draw(self, image: np.ndarray, alpha: float = 0.5) -> np.ndarray:
         """RGB (H, W, 3) -> overlay of class colours plus a legend of the classes present."""
-        out = cv2.addWeighted(np.ascontiguousarray(image), 1 - alpha, self.colorize(), alpha, 0)
-        scale = max(0.4, min(out.shape[:2]) / 800)
-        y = 4
-        for name in self.counts():
-            i = self.names.index(name) if name in self.names else 0
-            (tw, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-            cv2.rectangle(out, (4, y), (4 + th, y + th), tuple(int(v) for v in self.colors[i]), -1)
-            cv2.rectangle(out, (8 + th, y - 2), (12 + th + tw, y + th + base), (0, 0, 0), -1)
-            cv2.putText(out, name, (10 + th, y + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-            y += th + base + 6
-        return out
+        return self.draw_top(self.draw_base(image, alpha))
+
+    def resized(self, sx: float, sy: float) -> "SegMask":
+        h, w = self.mask.shape
+        size = (max(1, round(w * sx)), max(1, round(h * sy)))
+        return replace(self, mask=cv2.resize(self.mask, size, interpolation=cv2.INTER_NEAREST), scores=None)

@@ -173,7 +173,7 @@ class _LabelMaps(PseudoLabelWriter):
         folder.mkdir(parents=True, exist_ok=True)
 
     def add(self, source: str, pred, meta: dict) -> None:
-        mask = pred.mask.copy()
+        mask = pred.mask.astype(np.uint16 if max(self.ignore, len(pred.names) - 1) > 255 else np.uint8)
         mask[pred.scores < self.threshold] = self.ignore
-        cv2.imwrite(str(self.file / (Path(source).stem + ".png")), mask.astype(np.uint8))
+        cv2.imwrite(str(self.file / (Path(source).stem + ".png")), mask)
         self.written += 1
