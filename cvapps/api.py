@@ -212,14 +212,14 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     args = spec.model_args(tr, opts, console)
     kind = args.pop("kind", kind)
     model = create_model(task, backbone, weights, kind=kind, img_size=img_size, **args, **head, **head_kw)
+    make_train, val_ds = spec.datasets(model, tr, va, opts.skip_bad)
+    trainer = Trainer(model, cfg, make_train, val_ds, console)  # checks the run folder and checkpoint first
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, "
                   f"{spec.describe(tr)} from {tr.source}", highlight=False, markup=False)
     if not weights and not cfg.resume:
         known = list_weights(model.config["backbone"])
         console.print(f"no --weights: the {model.config['backbone']} backbone starts from random weights"
                       + (f" (pretrained: --weights {known[0]})" if known else ""), highlight=False, markup=False)
-    make_train, val_ds = spec.datasets(model, tr, va, opts.skip_bad)
-    trainer = Trainer(model, cfg, make_train, val_ds, console)
     result = trainer.fit()
     if result["rank"] != 0:  # other DDP ranks: rank 0 reports and evaluates
         return result

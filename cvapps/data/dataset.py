@@ -27,8 +27,8 @@ class TaskDataset(Dataset):
             return self.load(i)
         except DataError as e:
             if not self.skip_bad:
-                if not e.hint:
-                    e.hint = "fix or remove the file, or pass --skip-bad to skip bad samples (counted)"
+                skip = "pass --skip-bad to skip bad samples (counted)"
+                e.hint = f"{e.hint}; or {skip}" if e.hint else f"fix or remove the file, or {skip}"
                 raise
             self.data.skipped.append(str(e))
             return None

@@ -196,12 +196,12 @@ def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None 
     image_files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS) if images.is_dir() else []
     if not image_files:
         raise DataError("no images found", path=str(images))
-    dirs = [d for d in (txt_dir, *(txt_dir / sub for sub in YOLO_LABEL_DIRS)) if d.is_dir()]
+    dirs = [txt_dir, *(txt_dir / sub for sub in YOLO_LABEL_DIRS)]
     found = {img.stem: d / (img.stem + ".txt") for d in reversed(dirs) for img in image_files
              if (d / (img.stem + ".txt")).is_file()}
     if not found:
-        raise DataError(f"no YOLO label file named like the {len(image_files)} images (looked in "
-                        f"{', '.join(str(d) for d in dirs)})", path=str(txt_dir),
+        raise DataError(f"no YOLO label file named like the {len(image_files)} images (looked in the folder and "
+                        f"its {', '.join(s + '/' for s in YOLO_LABEL_DIRS)})", path=str(txt_dir),
                         hint="YOLO labels are <image stem>.txt files; point --data at their folder")
     b = _Builder(str(txt_dir), skip_bad)
     for img in image_files:

@@ -65,7 +65,7 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
         summary.failed.append((f.source, f.error.one_line()))
         if len(summary.errors) < 100:
             summary.errors.append(f.error)
-        if announce:
+        if announce or summary.processed:  # a lone input that fails is the caller's one-line error
             note(console, "skipped", f.error.one_line())
         bar.advance(1)
 

@@ -128,6 +128,10 @@ class Trainer:
         if done and not (cfg.resume or cfg.overwrite):
             raise ConfigError(f"{self.out} already holds a trained model ({', '.join(done)})", path=str(self.out),
                               hint="pass --resume to continue it, --overwrite to replace it, or another --out")
+        self.resume_state = None
+        if cfg.resume:
+            self.resume_state = load_checkpoint(self.out / "checkpoint.pt")
+            self._check_resume(self.resume_state, self.out / "checkpoint.pt")
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device)
         seed_everything(cfg.seed)
@@ -229,9 +233,8 @@ class Trainer:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         start, best, best_loss, bad_epochs = 0, None, math.inf, 0
         ckpt_path = self.out / "checkpoint.pt"
-        if cfg.resume:
-            state = load_checkpoint(ckpt_path)
-            self._check_resume(state, ckpt_path)
+        if self.resume_state is not None:
+            state = self.resume_state
             model.load_state_dict(state["model"])
             restore_frozen_state(model, state["frozen"])
             opt.load_state_dict(state["optimizer"])
