@@ -1,4 +1,4 @@
-# Quick start: `make demo` (set up + classify examples/) and `make test` (set up + test suite).
+# Quick start: `make demo` (set up + classify and detect examples/ and a clip made from them) and `make test`.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +15,10 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/cvapps weights pull mobilenet_v2.imagenet1k
-	$(BIN)/cvapps predict classify examples/ --out runs/demo --save-json runs/demo/predictions.jsonl
+	$(BIN)/cvapps predict classify examples/ --out runs/demo/classify --save-json runs/demo/classify/predictions.jsonl
+	$(BIN)/cvapps weights pull ssd_mobilenet_v2.coco
+	$(BIN)/python examples/make_clip.py runs/demo/clip.mp4
+	$(BIN)/cvapps predict detect examples/ runs/demo/clip.mp4 --out runs/demo/detect --save-json runs/demo/detect/predictions.jsonl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -10,7 +10,10 @@ from typing import Iterable
 import torch
 from rich.console import Console
 
+from safetensors.torch import load_file
+
 from . import backbones as _bb
+from . import pretrained
 from .active import simulate as sim
 from .data.io import load_json
 from .active.select import select as _select
@@ -31,7 +34,7 @@ from .training.trainer import TrainConfig, Trainer, evaluate_dataset, seed_every
 from .weights import all_weights, get_spec, list_weights, load_into, pull
 
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids", "console",
-                "progress"}
+                "progress", "threads"}
 
 
 def list_backbones() -> list[str]:
@@ -57,20 +60,29 @@ def weights_table() -> list[dict]:
              "licence": s.licence, "cached": s.cached()} for s in all_weights().values()]
 
 
-def pull_weights(name: str, file: str | None = None) -> Path:
-    return pull(name, file)
+def pull_weights(name: str, file: str | None = None, console: Console | None = None) -> Path:
+    """The verified local file of weights ``name`` (downloaded and cached when needed; a
+    converted task model is converted once and cached as a cvapps model file)."""
+    log = (lambda t: console.print(t, highlight=False, markup=False)) if console else None
+    if get_spec(name).kind == "model":
+        return pretrained.model_file(name, file, log)
+    return pull(name, file, log=log)
 
 
 def create_model(task: str = "classify", backbone: str | None = None, weights: str | None = None, *,
-                 kind: str | None = None, img_size=None, **kwargs) -> TaskModel:
+                 kind: str | None = None, img_size=None, backbone_options: dict | None = None,
+                 **kwargs) -> TaskModel:
     """A new TaskModel; with ``weights`` its backbone (and matching head layers) are pretrained.
     ``kind``: the head kind (classify — multiclass | multilabel | regression | binned; detect —
     ssd | fasterrcnn; segment — fcn8s | fcn16s | fcn32s | segnet; landmarks / pose — heatmap |
     regression). ``kwargs``: what the data says (``labels`` or ``num_classes``; detection
     ``category_ids``; segmentation ``colors``; keypoints ``schema``: a built-in name such as
     coco17, ibug68, face5, or a schema dict) and head options (validated by the head).
-    Without labels and with ImageNet weights, a classifier is the ImageNet classifier.
-    ``backbone`` defaults to the weights' backbone, else mobilenet_v2."""
+    Without labels and with ImageNet weights, a classifier is the ImageNet classifier; with a
+    pretrained task model (e.g. ``ssd_mobilenet_v2.coco``) the new model is that model's
+    architecture, and classes it shares by name start from its rows (fine-tuning).
+    ``backbone`` defaults to the weights' backbone, else mobilenet_v2; ``backbone_options``:
+    taps, tf_same, bn_eps (see cvapps.backbones.Backbone.configure)."""
     spec = TASKS.get(task)
     wspec = get_spec(weights) if weights else None
     backbone = backbone or (wspec.backbone if wspec else "mobilenet_v2")
@@ -82,8 +94,13 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
                                                                         "head"}
     data_args = {k: v for k, v in kwargs.items() if k in data_names}
     head = {k: v for k, v in kwargs.items() if k not in data_names}
-    model = spec.model.from_config(spec.make_config(backbone, wspec, kind, img_size, head, **data_args))
-    if weights:
+    config = spec.make_config(backbone, wspec, kind, img_size, head, **data_args)
+    if backbone_options:
+        config["backbone_options"] = dict(backbone_options)
+    model = spec.model.from_config(config)
+    if wspec is not None and wspec.kind == "model":  # a whole pretrained task model: start from all of it
+        model.load_pretrained(load_file(str(pretrained.model_file(weights))), wspec.config.get("labels"), weights)
+    elif weights:
         load_into(model, weights)
     return model.eval()
 
@@ -107,6 +124,8 @@ def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu",
     if text in all_weights():
         wspec = get_spec(text)
         check_task(wspec.task, task, text)
+        if wspec.kind == "model":
+            return load_model(pretrained.model_file(text), task=task, device=device)
         return create_model(wspec.task, wspec.backbone, weights=text).to(device)
     raise ConfigError(f"{text!r} is neither a model file nor a known weights name",
                       hint=f"known weights: {', '.join(list_weights())}")
@@ -152,7 +171,10 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
         if run.get(key) is not None and int(run[key]) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {run[key]}")
     check_precision(run.get("precision", "fp32"))
+    loaded_here = not isinstance(model, (TaskModel, OnnxModel))
     model = _model(model or default_model(task), task, device, backend)
+    if loaded_here and isinstance(model, TaskModel):  # ours alone, never trained or saved: fold BN for speed
+        model.fold_batchnorm()
     items = expand_sources(sources)
     if coco_gt:
         run["coco_ids"] = {i["file_name"]: i["id"] for i in load_json(coco_gt).get("images", [])}
@@ -179,7 +201,7 @@ def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, de
     bundle = models if isinstance(models, Bundle) else load_bundle(models, device)
     if tasks is not None and sorted(tasks) != sorted(m.task for m in bundle.models):
         raise ConfigError(f"tasks {','.join(tasks)} do not match the models' tasks {bundle.task}")
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False)
     console.print(bundle.describe())
     return run_predict(bundle, sources, console=console, **kwargs)
 
@@ -200,7 +222,7 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     classify: ``data`` = a root with train/ and val/ (or train.csv/val.csv), or ``train``/``val``.
     detect: ``data`` = annotations (COCO JSON, VOC XML folder, YOLO txt folder; ``fmt``) with
     ``images``; ``val`` (+ ``val_images``) or ``val_fraction`` for validation."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False)
     spec = TASKS.get(task)
     head = dict(head or {})
     kind = kind or head.pop("kind", None)
@@ -298,7 +320,7 @@ def embed(model: TaskModel, images, batch_size: int = 64, console: Console | Non
     def fail(frame):
         raise frame.error
 
-    with Phase(console or Console(stderr=True), "embedding", len(images)) as bar:
+    with Phase(console or Console(stderr=True, markup=False), "embedding", len(images)) as bar:
         for good in frame_batches(list(images), pre, batch_size, on_error=fail):
             x, _ = to_batch(pre, [f.payload[0] for f in good], model.device)
             out.append(model.embed(x).cpu())

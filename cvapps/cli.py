@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from typing import Any, List, Optional
 
@@ -21,8 +22,8 @@ from .errors import CvappsError
 from .options import parse_size
 
 
-out = Console()
-err = Console(stderr=True)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 def _api():
@@ -56,6 +57,8 @@ PREDICT = {
     "vid_stride": (int, Opt(1, help="use every N-th video frame")),
     **DEVICE, **PRECISION,
     "backend": (str, Opt("torch", help="torch, or onnxruntime for an exported --model FILE.onnx (extra: onnx)")),
+    "threads": (Optional[int], Opt(None, help="CPU threads for the model (default: one per core; idle threads "
+                                              "sleep, see OMP_WAIT_POLICY in the README)")),
 }
 DATA = {
     "data": (Optional[str], Opt(None, help="annotations, or a dataset root")),
@@ -265,12 +268,19 @@ def backbones() -> None:
 @weights_app.command("list")
 def weights_list() -> None:
     """List known weights: task, where they come from, licence, and whether they are cached."""
-    t = Table(*(Column(c, overflow="fold") for c in ("task", "backbone", "metric", "licence", "cached", "sources")))
+    cols = ("name", "task", "backbone", "metric", "cached", "licence", "sources")
+    rows = [(r["name"], r["task"], r["backbone"], ", ".join(f"{k} {v}" for k, v in r["metrics"].items()) or "-",
+             "yes" if r["cached"] else "no", r["licence"] or "-", ", ".join(r["sources"]))
+            for r in _api().weights_table()]
+    if not out.is_terminal:  # a pipe or a log: one tab-separated line per weights, nothing folded
+        print("\t".join(cols))
+        for r in rows:
+            print("\t".join(r))
+        return
+    t = Table(*(Column(c, overflow="fold") for c in cols[1:]))
     t.columns.insert(0, Column("name", no_wrap=True))
-    for r in _api().weights_table():
-        metric = ", ".join(f"{k} {v}" for k, v in r["metrics"].items()) or "-"
-        t.add_row(r["name"], r["task"], r["backbone"], metric, r["licence"] or "-", "yes" if r["cached"] else "no",
-                  "\n".join(r["sources"]))
+    for r in rows:
+        t.add_row(*r)
     out.print(t)
 
 
@@ -278,7 +288,7 @@ def weights_list() -> None:
 def weights_pull(name: str, file: Optional[str] = typer.Option(None, help="a local copy of the file to verify and "
                                                                           "cache")) -> None:
     """Download (or find) weights NAME, verify its sha256, cache it; prints the path."""
-    out.print(str(_api().pull_weights(name, file)), highlight=False)
+    out.print(str(_api().pull_weights(name, file, console=err)), highlight=False, markup=False)
 
 
 @predict_app.command("multi", hidden=True)
@@ -388,6 +398,9 @@ def _sources_as_arguments(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # idle OpenMP threads sleep instead of spinning: a busy neighbour then costs little (torch
+    # reads this when it starts, hence before any import of it; an explicit setting wins)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")

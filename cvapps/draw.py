@@ -30,23 +30,30 @@ def text_size(image_hw: tuple[int, int], scale: float = 1.0) -> int:
 
 
 def labels(image: np.ndarray, items: list[tuple[str, int, int, tuple[int, int, int]]], size: int,
-           fg: tuple[int, int, int] = (0, 0, 0), above: bool = True) -> np.ndarray:
+           fg: tuple[int, int, int] | None = None, above: bool = True) -> np.ndarray:
     """Draw each (text, x, y, background colour) as a filled tag at (x, y) (its bottom-left
-    when ``above``, else its top-left), kept inside the image. RGB uint8 in, a copy out."""
+    when ``above``, else its top-left), kept inside the image; a tag that would cover an
+    earlier one moves down below it. RGB uint8 in, a copy out."""
     if not items:
         return image
     pil = Image.fromarray(np.ascontiguousarray(image))
     d = ImageDraw.Draw(pil)
     f = font(size)
     h, w = image.shape[:2]
+    placed: list[tuple[int, int, int, int]] = []
     for text, x, y, bg in items:
         left, top, right, bottom = d.textbbox((0, 0), text, font=f)
         tw, th = right - left + 6, bottom - top + 4
         x0 = int(min(max(0, x), max(0, w - tw)))
-        y0 = int(y - th if above else y)
-        y0 = min(max(0, y0), max(0, h - th))
+        y0 = min(max(0, int(y - th if above else y)), max(0, h - th))
+        for _ in range(len(placed)):
+            hit = [r for r in placed if x0 < r[2] and r[0] < x0 + tw and y0 < r[3] and r[1] < y0 + th]
+            if not hit:
+                break
+            y0 = min(max(r[3] for r in hit) + 1, max(0, h - th))
+        placed.append((x0, y0, x0 + tw, y0 + th))
         d.rectangle([x0, y0, x0 + tw, y0 + th], fill=tuple(int(c) for c in bg))
-        d.text((x0 + 3 - left, y0 + 2 - top), text, font=f, fill=fg)
+        d.text((x0 + 3 - left, y0 + 2 - top), text, font=f, fill=fg if fg is not None else contrast(bg))
     return np.asarray(pil).copy()
 
 

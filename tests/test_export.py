@@ -117,7 +117,7 @@ def _close(a, b, tol=1e-3):
 @pytest.mark.parametrize("case,command,extra", [
     ("classify", "classify", []),
     ("detect", "detect", ["--conf", "0.0", "--max-det", "5"]),
-    ("pose_heatmap", "pose", ["--flip-test"]),
+    ("pose_heatmap", "pose", ["--flip-test", "--whole-image"]),
 ])
 def test_cli_onnxruntime_backend_json_equals_pytorch(tmp_path, capsys, case, command, extra):
     task, kw = CASES[case]

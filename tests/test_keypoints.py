@@ -291,7 +291,8 @@ def test_cli_pose_whole_image_and_boxes_file(tmp_path, capsys):
     rec = json.loads((tmp_path / "p.jsonl").read_text())
     assert len(rec["predictions"]) == 1 and rec["predictions"][0]["bbox"] == [5.0, 5.0, 30.0, 40.0]
     assert len(rec["predictions"][0]["keypoints"]) == 51
-    code, out, err = run_cli(capsys, "predict", "pose", img, "--model", path, "--save-json", tmp_path / "w.jsonl")
+    code, out, err = run_cli(capsys, "predict", "pose", img, "--model", path, "--save-json", tmp_path / "w.jsonl",
+                             "--whole-image")
     assert code == 0 and json.loads((tmp_path / "w.jsonl").read_text())["predictions"][0]["bbox"] == [0, 0, 90, 60]
 
 

@@ -73,7 +73,7 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
     for pools too large to duplicate); with ``pseudo_label`` (a confidence threshold)
     also writes the confident predictions on the rest of the pool as training labels
     (cvapps.active.pseudo). Returns the selection rows."""
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, markup=False)
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}", hint=f"one of {', '.join(STRATEGIES)}")
     ok = supported(model)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
+from .layers import same_padding
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,40 @@ class Backbone(nn.Module):
         self.name = name
         self.body = body
         names = [n for n, _ in body.named_children()]
-        missing = [t for t in taps if t not in names] + [n for s in stages for n in s if n not in names]
+        missing = [n for s in stages for n in s if n not in names]
         if missing:
             raise ValueError(f"backbone {name}: unknown child names {missing}")
-        self.taps = list(taps)
         self.stage_names = [list(s) for s in stages]
-        self._last = max(names.index(t) for t in taps)
+        self._set_taps(taps)
+        self.feature_info = self._probe()
+
+    def _set_taps(self, taps: list[str]) -> None:
+        """Taps are child names ("18") or dotted paths inside a child ("14.conv.0": the output of
+        that module, e.g. the expansion inside a MobileNetV2 block, as TF's SSD taps it)."""
+        names = [n for n, _ in self.body.named_children()]
+        for t in taps:
+            try:
+                self.body.get_submodule(t)
+            except AttributeError:
+                raise ConfigError(f"backbone {self.name}: no module {t!r} to tap",
+                                  hint=f"taps are child names ({', '.join(names[:4])}, ...) or dotted paths inside "
+                                       "them") from None
+        self.taps = list(taps)
+        self._nested = [t for t in taps if "." in t]
+        self._last = max(names.index(t.split(".")[0]) for t in taps)
+
+    def configure(self, taps: list[str] | None = None, tf_same: bool = False, bn_eps: float | None = None) -> None:
+        """Options a pretrained model may need: other ``taps``; TensorFlow "SAME" padding on
+        every strided conv (``tf_same``: TF-trained weights expect it); a BatchNorm epsilon
+        (``bn_eps``; TF uses 1e-3, torchvision 1e-5). Parameter names do not change."""
+        if taps:
+            self._set_taps(list(taps))
+        if tf_same:
+            same_padding(self.body)
+        if bn_eps is not None:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eps = float(bn_eps)
         self.feature_info = self._probe()
 
     @torch.no_grad()
@@ -63,14 +92,19 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ShapeError(f"backbone {self.name} expects (B, 3, H, W), got {tuple(x.shape)}")
-        out = []
-        for i, (n, m) in enumerate(self.body.named_children()):
-            x = m(x)
-            if n in self.taps:
-                out.append(x)
-            if i == self._last:
-                break
-        return out
+        got: dict[str, torch.Tensor] = {}
+        hooks = [self.body.get_submodule(t).register_forward_hook(lambda m, i, o, t=t: got.__setitem__(t, o))
+                 for t in self._nested]
+        try:
+            for i, (n, m) in enumerate(self.body.named_children()):
+                x = m(x)
+                got[n] = x
+                if i == self._last:
+                    break
+        finally:
+            for h in hooks:
+                h.remove()
+        return [got[t] for t in self.taps]
 
     def forward_with_pool_indices(self, x: torch.Tensor):
         """For encoders with max-pool layers (SegNet): returns (features, pools) where

@@ -21,3 +21,16 @@ class Conv2dSame(nn.Conv2d):
             pads.append((total // 2, total - total // 2))
         x = F.pad(x, (*pads[1], *pads[0]))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+
+def same_padding(module: nn.Module) -> None:
+    """Replace every strided Conv2d inside ``module`` by a Conv2dSame with the same parameters
+    (same state-dict keys)."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Conv2d and max(child.stride) > 1:
+                new = Conv2dSame(child.in_channels, child.out_channels, child.kernel_size, child.stride, 0,
+                                 child.dilation, child.groups, child.bias is not None)
+                new.weight, new.bias = child.weight, child.bias
+                setattr(parent, name, new)

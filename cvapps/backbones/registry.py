@@ -31,14 +31,20 @@ def register_backbone(name: str, *, pool_indices: bool = False):
     return deco
 
 
-def build_backbone(name: str, **kwargs) -> Backbone:
-    """Build a registered backbone with random weights. No kwargs are accepted yet:
-    unknown ones raise instead of being ignored."""
+OPTIONS = ("taps", "tf_same", "bn_eps")
+
+
+def build_backbone(name: str, **options) -> Backbone:
+    """Build a registered backbone with random weights; ``options`` (taps, tf_same, bn_eps; see
+    Backbone.configure) adapt it to pretrained models made elsewhere. Unknown options raise."""
     entry = BACKBONES.get(name)
-    if kwargs:
-        raise ConfigError(f"backbone {name!r} takes no options, got {sorted(kwargs)}")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown backbone options {unknown}", hint=f"known: {', '.join(OPTIONS)}")
     backbone = entry.builder()
     backbone.pool_indices = entry.pool_indices
+    if any(options.values()):
+        backbone.configure(**options)
     return backbone
 
 

@@ -14,6 +14,7 @@ import torch
 from ..errors import DataError
 from .dataset import TaskDataset
 from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json, read_image
+from .transforms import meta_scale
 
 _TOL = 1.0  # pixels a box may overhang the image (rounding in exports)
 YOLO_LABEL_DIRS = ("obj_train_data", "obj_valid_data", "labels")  # where YOLO / CVAT exports put the .txt files
@@ -274,7 +275,7 @@ class DetectionDataset(TaskDataset):
             labels, crowd = np.asarray(out["labels"], np.int64), np.asarray(out["crowd"], bool)
         u8, meta = self.letterbox.prepare(img)
         x = self.letterbox.normalize(u8[None])[0]
-        s = meta["scale"]
-        target = {"boxes": torch.from_numpy(boxes * s).float(), "labels": torch.from_numpy(labels).long(),
+        sx, sy = meta_scale(meta)
+        target = {"boxes": torch.from_numpy(boxes * np.array([sx, sy, sx, sy], np.float32)).float(), "labels": torch.from_numpy(labels).long(),
                   "iscrowd": torch.from_numpy(crowd), "index": i, "meta": meta}
         return x, target

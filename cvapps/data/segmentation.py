@@ -16,6 +16,7 @@ from ..draw import palette
 from ..errors import DataError
 from .dataset import TaskDataset
 from .io import IMAGE_EXTS, coco_index, load_json, read_image
+from .transforms import meta_scale
 
 CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist"]
@@ -206,9 +207,9 @@ class SegDataset(TaskDataset):
             out = self.augment(image=img, mask=mask)
             img, mask = out["image"], out["mask"]
         u8, meta = self.letterbox.prepare(img)
-        s, (th, tw) = meta["scale"], self.letterbox.hw
-        small = cv2.resize(mask.astype(np.int32), (min(tw, max(1, round(img.shape[1] * s))),
-                                                   min(th, max(1, round(img.shape[0] * s)))),
+        (sx, sy), (th, tw) = meta_scale(meta), self.letterbox.hw
+        small = cv2.resize(mask.astype(np.int32), (min(tw, max(1, round(img.shape[1] * sx))),
+                                                   min(th, max(1, round(img.shape[0] * sy)))),
                            interpolation=cv2.INTER_NEAREST)
         full = np.full((th, tw), self.data.ignore_index, np.int64)
         full[: small.shape[0], : small.shape[1]] = small

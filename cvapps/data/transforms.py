@@ -63,21 +63,34 @@ def size_hw(size) -> tuple[int, int]:
     return (int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size))
 
 
+RESIZE_MODES = ("letterbox", "stretch")
+
+
+def meta_scale(meta: dict) -> tuple[float, float]:
+    """(sx, sy): input pixels per original pixel, from a prepared image's meta."""
+    return tuple(meta["scale_xy"]) if "scale_xy" in meta else (meta.get("scale", 1.0),) * 2
+
+
 @dataclass(frozen=True)
 class Letterbox:
-    """Scale the image to fit (aspect kept), pad right/bottom with grey to the input size:
-    ``input_size`` S (square) or [H, W]. (H0, W0, 3) uint8 -> ((3, H, W) uint8, meta
-    {"width", "height", "scale"}). A point in input pixels maps back as p / scale."""
+    """Fit the image to the input size, ``input_size`` S (square) or [H, W]: ``letterbox``
+    keeps the aspect and pads right/bottom with grey; ``stretch`` resizes to exactly the
+    input size with bilinear interpolation (what TF-trained detectors saw: letterboxing them
+    costs AP). (H0, W0, 3) uint8 -> ((3, H, W) uint8, meta {"width", "height", "scale_xy"
+    (sx, sy), "scale" (letterbox)}). A point in input pixels maps back as (x / sx, y / sy)."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     input_size: int | tuple[int, int]
     fill: int = 114
+    mode: str = "letterbox"
 
     @classmethod
     def from_config(cls, pre: dict) -> "Letterbox":
         size = pre["input_size"]
-        return cls(tuple(pre["mean"]), tuple(pre["std"]), tuple(size) if isinstance(size, (list, tuple)) else int(size))
+        mode = pre.get("resize", "letterbox")
+        return cls(tuple(pre["mean"]), tuple(pre["std"]), tuple(size) if isinstance(size, (list, tuple)) else int(size),
+                   mode=mode if mode in RESIZE_MODES else "letterbox")
 
     @property
     def hw(self) -> tuple[int, int]:
@@ -86,11 +99,15 @@ class Letterbox:
     def prepare(self, image: np.ndarray, source: str = "", frame: int | None = None) -> tuple[torch.Tensor, dict]:
         h, w = image.shape[:2]
         th, tw = self.hw
+        if self.mode == "stretch":
+            out = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
+            return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1), \
+                {"width": w, "height": h, "scale_xy": (tw / w, th / h)}  # (3, H, W)
         s = min(th / h, tw / w)
         nw, nh = min(tw, max(1, round(w * s))), min(th, max(1, round(h * s)))
         out = np.full((th, tw, 3), self.fill, np.uint8)
         out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        return torch.from_numpy(out).permute(2, 0, 1), {"width": w, "height": h, "scale": s}  # (3, H, W)
+        return torch.from_numpy(out).permute(2, 0, 1), {"width": w, "height": h, "scale": s, "scale_xy": (s, s)}
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         return normalize_u8(batch_u8, self.mean, self.std)

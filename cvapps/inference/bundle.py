@@ -19,7 +19,8 @@ from ..tasks.batch import to_batch
 
 
 def same_backbone(a: TaskModel, b: TaskModel) -> bool:
-    if a.config["backbone"] != b.config["backbone"]:
+    if a.config["backbone"] != b.config["backbone"] or \
+            a.config.get("backbone_options") != b.config.get("backbone_options"):
         return False
     sa, sb = a.backbone.state_dict(), b.backbone.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import torch
 from rich.console import Console
 
 from ..progress import Phase, note
@@ -46,11 +47,13 @@ class RunSummary:
 def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str | Path | None = None,
                 save_json: str | Path | None = None, precision: str = "fp32", vid_stride: int = 1,
                 save_coco: str | Path | None = None, coco_ids: dict[str, int] | None = None,
-                console: Console | None = None, progress: bool = True, pre=None, **post) -> RunSummary:
+                console: Console | None = None, progress: bool = True, pre=None, threads: int | None = None,
+                **post) -> RunSummary:
     """Stream ``sources`` through ``model``. A bad image is reported and skipped; every good
     image still gets its JSON line (flushed immediately) and annotated output. ``pre``: the
-    model's preprocessor, or a configured one (top-down tasks: with their box source)."""
-    console = console or Console(stderr=True)
+    model's preprocessor, or a configured one (top-down tasks: with their box source).
+    ``threads``: torch's CPU threads (default: torch's, one per core)."""
+    console = console or Console(stderr=True, markup=False)
     items = expand_sources(sources)
     announce = len(items) > 1  # a single bad input is the caller's error to raise, not a skip
     pre = pre or model.preprocessor()
@@ -60,6 +63,8 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
     drawn = BackgroundDrawer(annotated) if out_dir else None
     summary = RunSummary()
     bar = Phase(console, f"predict {model.task}", count_frames(items, vid_stride), enabled=progress)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     def failed(f: Frame) -> None:
         summary.failed.append((f.source, f.error.one_line()))

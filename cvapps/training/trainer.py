@@ -119,7 +119,7 @@ class Trainer:
         self.model, self.cfg, self.val_ds = model, cfg, val_ds
         self.dist, device = distributed.setup(cfg.device)
         # only rank 0 talks, logs and writes files
-        self.console = (console or Console(stderr=True)) if self.dist.main else Console(quiet=True)
+        self.console = (console or Console(stderr=True, markup=False)) if self.dist.main else Console(quiet=True)
         if cfg.batch_size % self.dist.world:
             raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: it must divide by the "
                               f"{self.dist.world} processes")

@@ -18,6 +18,7 @@ from torchvision.models.detection.ssdlite import _prediction_block
 from torchvision.ops import Conv2dNormActivation
 
 from ...backbones import Backbone
+from ...backbones.layers import same_padding
 from ...errors import ConfigError
 from ...ops import ANCHORS
 from ...options import Options, opt
@@ -48,25 +49,37 @@ def register_head(kind: str):
 @dataclass
 class SSDOptions(Options):
     """Single-stage head. ``levels``: strides that predict (backbone strides, and powers of
-    two beyond the last one made by extra blocks); anchors from the ``anchors`` generator
-    (``anchor_base`` x stride x ``anchor_scales``, ``aspect_ratios``); ``cls_loss`` ce (softmax,
-    3:1 hard negatives) or focal (sigmoid); ``box_loss`` smooth_l1 or giou."""
+    two beyond the last one made by extra blocks of ``extra_channels`` outputs, an int or one
+    per extra level, with ``extra_mid`` squeeze channels); anchors from the ``anchors``
+    generator (grid: ``anchor_base`` x stride x ``anchor_scales``; tf_ssd: ``min_scale`` ..
+    ``max_scale``, ``reduce_lowest``; both ``aspect_ratios``); ``predictor`` ssdlite or a plain
+    3x3 conv; ``cls_loss`` ce (softmax over a background column, 3:1 hard negatives) or focal
+    (sigmoid); ``background``: whether the class output has a background column 0 (default:
+    with ce); ``box_loss`` smooth_l1 or giou; ``tf_same`` / ``bn_eps``: TensorFlow's padding
+    and BatchNorm epsilon in the extra blocks (converted models)."""
 
     what: ClassVar[str] = "detection head"
     kind: str = "ssd"
     num_classes: int = opt(1, low=1)
     levels: list = opt([8, 16, 32, 64])
-    anchors: str = opt("grid", choices=("grid",))
+    anchors: str = opt("grid", choices=("grid", "tf_ssd"))
     anchor_base: float = opt(4.0, low=0.0, low_open=True)
     anchor_scales: list = opt([1.0, 1.4142])
     aspect_ratios: list = opt([0.5, 1.0, 2.0])
+    min_scale: float = opt(0.2, low=0.0, low_open=True)
+    max_scale: float = opt(0.95, low=0.0, low_open=True)
+    reduce_lowest: bool = True
     predictor: str = opt("ssdlite", choices=("ssdlite", "conv"))
     cls_loss: str = opt("ce", choices=("ce", "focal"))
+    background: bool | None = None
     box_loss: str = opt("smooth_l1", choices=("smooth_l1", "giou"))
     neg_pos_ratio: float = opt(3, low=0.0, low_open=True)
     match_low: float = opt(0.4, low=0.0, high=1.0)
     match_high: float = opt(0.5, low=0.0, high=1.0)
-    extra_channels: int = opt(256, low=1)
+    extra_channels: int | list = 256
+    extra_mid: list | None = None
+    tf_same: bool = False
+    bn_eps: float | None = opt(None, low=0.0, low_open=True)
     conf: float = opt(0.25, low=0.0, high=1.0)
     iou: float = opt(0.45, low=0.0, high=1.0)
     max_det: int = opt(100, low=1)
@@ -78,11 +91,17 @@ class SSDOptions(Options):
             raise ConfigError(f"detection head: match_low {self.match_low} > match_high {self.match_high}")
         if not self.levels or sorted(self.levels) != list(self.levels):
             raise ConfigError(f"detection head levels {self.levels} must be increasing strides")
+        if self.background is None:
+            self.background = self.cls_loss == "ce"
+        if self.cls_loss == "ce" and not self.background:
+            raise ConfigError("detection head: cls_loss ce (softmax) needs the background column",
+                              hint="use cls_loss focal for outputs without one")
 
 
 def extra_block(cin: int, cout: int, mid: int | None = None) -> nn.Sequential:
     """(B, cin, h, w) -> (B, cout, ceil(h/2), ceil(w/2)): 1x1 squeeze, 3x3/2 depthwise, 1x1
-    (torchvision's ssdlite._extra_block with mid = cout / 2, written out so mid can vary)."""
+    (torchvision's ssdlite._extra_block with mid = cout / 2, written out so mid can vary: TF's
+    SSD-MobileNetV2 squeezes to other widths)."""
     mid = mid or cout // 2
     return nn.Sequential(_CBA(cin, mid, 1), _CBA(mid, mid, 3, 2, groups=mid), _CBA(mid, cout, 1))
 
@@ -128,16 +147,31 @@ class SSDHead(DetectionHead):
                                   hint=f"strides: {[f.stride for f in backbone.feature_info]}")
         self.extras = nn.ModuleList()
         cin, stride = top.channels, top.stride
+        n_extra = sum(1 for x in h.levels if x > top.stride)
+        outs = h.extra_channels if isinstance(h.extra_channels, list) else [h.extra_channels] * n_extra
+        mids = h.extra_mid or [None] * len(outs)
+        if len(outs) != n_extra or len(mids) != n_extra:
+            raise ConfigError(f"detection head: {n_extra} extra levels, but {len(outs)} extra_channels / "
+                              f"{len(mids)} extra_mid")
         for s in (x for x in h.levels if x > top.stride):
             while stride < s:
-                self.extras.append(extra_block(cin, h.extra_channels))
-                cin, stride = h.extra_channels, stride * 2
-            chans.append(h.extra_channels)
+                k = len(self.extras)
+                if k >= n_extra:
+                    raise ConfigError(f"detection levels {h.levels} must double from the backbone's last stride")
+                self.extras.append(extra_block(cin, outs[k], mids[k]))
+                cin, stride = outs[k], stride * 2
+            chans.append(cin)
         if max(h.levels) > top.stride and stride != max(h.levels):
             raise ConfigError(f"detection levels {h.levels} must be powers of two of the backbone strides")
-        self.anchor_gen = ANCHORS.get(h.anchors)(h.anchor_base, h.anchor_scales, h.aspect_ratios)
+        if h.tf_same:
+            same_padding(self.extras)
+        if h.bn_eps is not None:
+            for m in self.extras.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eps = h.bn_eps
+        self.anchor_gen = ANCHORS.get(h.anchors).from_options(h)
         self.A = self.anchor_gen.per_level(len(chans))
-        self.K = h.num_classes + (1 if h.cls_loss == "ce" else 0)
+        self.K = h.num_classes + (1 if h.background else 0)
         make = PREDICTORS[h.predictor]
         self.cls = nn.ModuleList(make(c, a * self.K) for c, a in zip(chans, self.A))
         self.reg = nn.ModuleList(make(c, a * 4) for c, a in zip(chans, self.A))
@@ -169,11 +203,36 @@ class SSDHead(DetectionHead):
     def loss(self, raw: DetRaw, targets: list[dict]) -> dict[str, torch.Tensor]:
         return detection_loss(raw.cls, raw.deltas, raw.anchors, targets, self.h)
 
+    def class_rows(self, src: dict, own: dict, mapping: dict[int, int], n_src: int) -> dict:
+        """Class predictor tensors that start from a pretrained head's rows: ``mapping`` takes
+        this model's class index to the source's; the background column and the box
+        predictors carry over when the layouts (anchors per level, background) agree."""
+        bg = 1 if self.h.background else 0
+        out = {}
+        for level, a in enumerate(self.A):
+            for part in ("weight", "bias"):
+                key = f"head.cls.{level}.{len(self.cls[level]) - 1}.{part}"
+                if key not in src or key not in own:
+                    continue
+                s, o = src[key], own[key].clone()
+                k_src = s.shape[0] // a
+                if k_src * a != s.shape[0] or k_src not in (n_src, n_src + bg) or s.shape[1:] != o.shape[1:]:
+                    continue  # another anchor layout: keep the fresh head
+                src_bg = k_src - n_src
+                for anchor in range(a):
+                    if bg and src_bg:
+                        o[anchor * self.K] = s[anchor * k_src]
+                    for mine, theirs in mapping.items():
+                        o[anchor * self.K + bg + mine] = s[anchor * k_src + src_bg + theirs]
+                out[key] = o
+        return out
+
     def probs(self, raw: DetRaw) -> torch.Tensor:
         """(B, N, K) foreground class probabilities (softmax without background, or sigmoid)."""
         if self.h.cls_loss == "ce":
             return raw.cls.float().softmax(-1)[..., 1:]
-        return raw.cls.float().sigmoid()
+        p = raw.cls.float().sigmoid()
+        return p[..., 1:] if self.h.background else p
 
     def postprocess(self, raw: DetRaw, metas: list[dict], input_hw, names, category_ids, conf=None, iou=None,
                     max_det=None, classes=None) -> list[Detections]:
@@ -186,7 +245,7 @@ class SSDHead(DetectionHead):
         """(B,) score from the ``uncertainty_topk`` most confident anchors: the mean of
         1 - max class probability ("least_confidence") or of the class entropy ("entropy")."""
         probs = raw.cls.float().softmax(-1) if self.h.cls_loss == "ce" else raw.cls.float().sigmoid()
-        fg = probs[..., 1:] if self.h.cls_loss == "ce" else probs
+        fg = probs[..., 1:] if self.h.background else probs
         conf = fg.max(-1).values  # (B, N)
         top = conf.topk(min(self.h.uncertainty_topk, conf.shape[1]), dim=1).indices
         if (kind or self.h.uncertainty) == "entropy":

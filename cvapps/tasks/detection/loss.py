@@ -36,11 +36,12 @@ def detection_loss(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tenso
             neg_ce = torch.where(neg, ce, torch.zeros_like(ce))
             hard = neg_ce.topk(k).indices if k else neg_ce.new_zeros(0, dtype=torch.long)
             cls_losses.append(ce[pos].sum() + ce[hard].sum())
-        else:  # focal
-            onehot = torch.zeros_like(cls[b], dtype=torch.float32)
+        else:  # focal, on the foreground columns (a TF-style background column 0 takes no loss)
+            logits = cls[b][:, 1:] if h.background else cls[b]
+            onehot = torch.zeros_like(logits, dtype=torch.float32)
             if npos:
                 onehot[pos, labels[pos] - 1] = 1.0
-            cls_losses.append(sigmoid_focal_loss(cls[b][valid].float(), onehot[valid], reduction="sum"))
+            cls_losses.append(sigmoid_focal_loss(logits[valid].float(), onehot[valid], reduction="sum"))
         if npos:
             gt = t["boxes"][matched[pos]]
             if box_kind == "smooth_l1":

@@ -12,7 +12,7 @@ from . import fasterrcnn  # noqa: F401  (registers the two-stage head kind)
 from .head import DETECTION_HEADS
 from .metrics import coco_metrics, results_from
 from .postprocess import Detections
-from .spec import DetectionSpec
+from .spec import DetectionSpec, class_mapping
 
 EVAL_CONF = 0.01  # mAP needs the low-score tail of the ranking
 
@@ -64,6 +64,16 @@ class DetectionModel(TaskModel):
         """-> one Detections per image in original pixels; ``kw``: conf, iou, max_det, classes."""
         return self.head.postprocess(raw, metas, self.input_hw, self.labels, self.config.get("category_ids") or [],
                                      **kw)
+
+    def adapt_head(self, state: dict[str, torch.Tensor], source_labels: list[str] | None) -> dict:
+        """Equal-shape tensors, plus a pretrained detector's class rows for the classes this
+        model shares with it by name (VOC/COCO synonyms included); new classes stay fresh."""
+        out = super().adapt_head(state, source_labels)
+        if source_labels is None or not hasattr(self.head, "class_rows"):
+            return out
+        mapping, _ = class_mapping(list(self.labels), list(source_labels))
+        out.update(self.head.class_rows(state, self.state_dict(), mapping, len(source_labels)))
+        return out
 
     def uncertainty(self, raw, kind: str | None = None) -> torch.Tensor:
         """(B,) per-image uncertainty from the most confident detections (see the head kind)."""

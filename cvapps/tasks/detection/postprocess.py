@@ -10,6 +10,7 @@ import torch
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 from ... import draw
+from ...data.transforms import meta_scale
 from ...ops import decode_boxes
 from ..base import Prediction
 
@@ -86,7 +87,7 @@ def to_original(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor, meta: dict,
                 category_ids: list[int]) -> Detections:
     """Boxes in input pixels -> Detections in the original image (input / meta scale, clipped;
     clipping at the border can leave zero-area boxes, which are dropped)."""
-    sx, sy = meta.get("scale_xy", (meta.get("scale", 1.0),) * 2)
+    sx, sy = meta_scale(meta)
     b = clip_boxes_to_image(b / torch.tensor([sx, sy, sx, sy], dtype=b.dtype, device=b.device),
                             (meta["height"], meta["width"]))
     keep = remove_small_boxes(b, MIN_SIDE)

@@ -79,6 +79,7 @@ def check_boxes(data: DetectionData, what: str) -> None:
 
 class DetectionSpec(TaskSpec):
     default_kind = "ssd"
+    default_weights = "ssd_mobilenet_v2.coco"
     cli_options = {
         "predict": (CliOption("save_coco", str, None, "write one COCO results file for all still images"),
                     CliOption("coco_gt", str, None, "COCO ground truth whose image ids --save-coco uses"),
@@ -100,6 +101,20 @@ class DetectionSpec(TaskSpec):
 
     def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None,
                     category_ids=None) -> dict:
+        """A new detector; from a pretrained detector (``weights`` of kind "model") its whole
+        architecture, preprocessing and labels unless the data brings its own."""
+        if weights is not None and weights.kind == "model":
+            base = weights.config
+            if labels is None and num_classes is None:
+                labels, category_ids = base["labels"], base.get("category_ids")
+            head = {**base["head"], "kind": kind or base["head"]["kind"], **head}
+            pre = dict(base["preprocessing"])
+            if img_size is not None:
+                pre["input_size"] = parse_size(img_size)
+            labels = list(labels) if labels is not None else [str(i) for i in range(num_classes or 1)]
+            head["num_classes"] = len(labels)
+            return {**base, "head": head, "labels": labels, "preprocessing": pre, "weights": weights.name,
+                    "category_ids": list(category_ids) if category_ids else list(range(1, len(labels) + 1))}
         labels = list(labels) if labels is not None else [str(i) for i in range(num_classes or 1)]
         pre = self.preprocessing(weights)
         size = parse_size(img_size) or 320

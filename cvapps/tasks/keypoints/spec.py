@@ -17,6 +17,7 @@ from ...options import CliOption, DataOptions, EvalOptions, parse_size
 from ...schema import resolve
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
 from .topdown import DetectorBoxes, FileBoxes, TopDown
+from .topdown import whole_image as whole_image_boxes
 from .workflow import KeypointDataset, augment, load_results, match_results
 
 
@@ -34,6 +35,8 @@ class KeypointSpec(TaskSpec):
                     CliOption("detector", str, None, "a cvapps detection model for the boxes"),
                     CliOption("detector_label", str, None, "detector class to keep (default face / person)"),
                     CliOption("box_conf", float, 0.0, "minimum box score (file or detector)"),
+                    CliOption("whole_image", bool, False, "one instance per image: the whole frame (webcams, "
+                                                          "single-person shots)"),
                     CliOption("flip_test", bool, False, "average with the mirrored crop (left/right swapped)")),
         "train": (CliOption("head", str, "heatmap", "heatmap (deconvolution, stride 4) or regression (direct)",
                             dest="kind"),
@@ -46,6 +49,7 @@ class KeypointSpec(TaskSpec):
     rotate: ClassVar[float] = 30.0  # training rotation range (degrees)
     box_label: ClassVar[str] = "person"  # the detector class whose boxes are cropped
     instance: ClassVar[str] = "person"  # category name in pseudo-label files
+    default_detector: ClassVar[str | None] = None  # a pretrained detector for boxes when none are given
 
     def make_config(self, backbone, weights, kind, img_size, head, schema=None) -> dict:
         """Crop size [H, W] (default per task), the schema (names, flip pairs, skeleton, eyes,
@@ -127,10 +131,14 @@ class KeypointSpec(TaskSpec):
         return None
 
     def predict_setup(self, model, load, items=(), boxes=None, detector=None, detector_label=None,
-                      box_conf: float = 0.0, flip_test: bool = False):
+                      box_conf: float = 0.0, whole_image: bool = False, flip_test: bool = False):
+        if whole_image and (boxes or detector):
+            raise ConfigError("--whole-image takes no boxes file or detector")
+        if detector is None and not boxes and not whole_image:
+            detector = self.default_detector
         if detector is not None:
             detector = load(detector, "detect")
-        source = self.box_source(boxes, detector, detector_label, box_conf)
+        source = whole_image_boxes if whole_image else self.box_source(boxes, detector, detector_label, box_conf)
         if isinstance(source, FileBoxes):
             named = [str(it) for it in items if isinstance(it, Path)]
             if named and not any(source.covers(n) for n in named):

@@ -14,6 +14,7 @@ class PoseSpec(KeypointSpec):
     rotate = 30.0
     box_label = "person"
     instance = "person"
+    default_detector = "ssd_mobilenet_v2.coco"  # people boxes; --whole-image for one person per frame
 
     def results_metrics(self, gt, by_name, pairs, missed) -> dict:
         """COCO OKS AP/AR (pycocotools) on all results plus PCK@0.2 over IoU-matched instances."""

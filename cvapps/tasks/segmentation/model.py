@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ...backbones import Backbone
 from ...data.segmentation import default_colors
-from ...data.transforms import Letterbox
+from ...data.transforms import Letterbox, meta_scale
 from ...errors import ConfigError
 from ...options import Options, opt
 from ..base import TaskModel, register_task
@@ -136,8 +136,8 @@ class SegmentationModel(TaskModel):
         colors = self.config.get("colors") or default_colors(len(self.labels))
         for logits, meta in zip(raw.logits.float(), metas):
             h, w = meta["height"], meta["width"]
-            s = meta.get("scale", 1.0)
-            valid = logits[:, : max(1, round(h * s)), : max(1, round(w * s))]
+            sx, sy = meta_scale(meta)
+            valid = logits[:, : max(1, round(h * sy)), : max(1, round(w * sx))]
             mask, prob = upsample_argmax(valid, (h, w))
             out.append(SegMask(mask, prob, self.labels, colors))
         return out
@@ -153,9 +153,9 @@ class SegmentationModel(TaskModel):
             per_pixel = -(p * p.clamp_min(1e-12).log()).sum(1)
         valid = torch.ones_like(per_pixel, dtype=torch.bool)
         for b, meta in enumerate(metas or []):
-            s = meta.get("scale", 1.0)
+            sx, sy = meta_scale(meta)
             valid[b] = False
-            valid[b, : round(meta["height"] * s), : round(meta["width"] * s)] = True
+            valid[b, : round(meta["height"] * sy), : round(meta["width"] * sx)] = True
         return (per_pixel * valid).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
 
     # training hooks -------------------------------------------------------------------

@@ -1,0 +1,19 @@
+"""Converting models made with other frameworks into cvapps's own modules, offline.
+
+A conversion = a reader (a file format -> {tensor name: numpy array}) + a mapping (those
+tensors -> the state dict of a cvapps model built from the manifest's config). Both are
+registered by name; a weights manifest names the pair (``"converter": {"reader": ...,
+"mapping": ...}``). Nothing here imports the frameworks that wrote the files."""
+
+from __future__ import annotations
+
+from ..registry import Registry
+from .graphdef import read_constants
+
+READERS: Registry = Registry("model-file reader")
+MAPPINGS: Registry = Registry("weights mapping")
+READERS.register("tf_graphdef", read_constants)
+
+from . import tf_ssd  # noqa: E402,F401  (registers its mapping)
+
+__all__ = ["MAPPINGS", "READERS"]
