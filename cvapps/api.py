@@ -33,8 +33,8 @@ from .tasks.batch import to_batch
 from .training.trainer import TrainConfig, Trainer, evaluate_dataset, seed_everything
 from .weights import all_weights, get_spec, list_weights, load_into, pull
 
-_RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids", "console",
-                "progress", "threads"}
+_RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
+                "coco_categories", "console", "progress", "threads"}
 
 
 def list_backbones() -> list[str]:
@@ -164,7 +164,8 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     cvapps.inference.runner.run_predict (batch_size, out_dir, save_json, precision,
     vid_stride, save_coco, console) and the task's predict options (classify: top_k; detect:
     conf, iou, max_det, classes; landmarks / pose: boxes, detector, detector_label, box_conf,
-    flip_test). ``coco_gt``: a COCO ground truth whose image ids --save-coco uses."""
+    flip_test). ``coco_gt``: a COCO ground truth whose image ids and category ids (classes
+    matched by name) --save-coco uses, so the file evaluates against it directly."""
     run = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
     task_options = {k: v for k, v in options.items() if k not in _RUN_OPTIONS}
     for key in ("batch_size", "vid_stride"):
@@ -177,7 +178,9 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
         model.fold_batchnorm()
     items = expand_sources(sources)
     if coco_gt:
-        run["coco_ids"] = {i["file_name"]: i["id"] for i in load_json(coco_gt).get("images", [])}
+        gt = load_json(coco_gt)
+        run["coco_ids"] = {i["file_name"]: i["id"] for i in gt.get("images", [])}
+        run["coco_categories"] = model.spec.category_ids(model, gt)
     pre, post = model.spec.predict_setup(model, lambda m, t: _model(m, t, device), items, **task_options)
     return run_predict(model, items, pre=pre, **run, **post)
 
@@ -226,6 +229,8 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     spec = TASKS.get(task)
     head = dict(head or {})
     kind = kind or head.pop("kind", None)
+    if kind is not None:  # a typo in the kind is named before any data is read
+        _head_group(spec, kind).parse({"kind": kind})
     data_kw, train_kw, head_kw = split_options(options, DataOptions, TrainConfig, _head_group(spec, kind))
     opts = DataOptions.parse(data_kw, data=data)
     cfg = TrainConfig.parse({**spec.train_defaults, **train_kw}, out_dir=str(out), skip_bad=opts.skip_bad)

@@ -242,9 +242,9 @@ def _evaluate(task, own, model, results, data, **kw):
 # other commands ------------------------------------------------------------------------
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from . import __version__
 
-        print(f"cvapps {version('cvapps')}")
+        print(f"cvapps {__version__}")
         raise typer.Exit()
 
 

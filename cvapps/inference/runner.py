@@ -47,6 +47,7 @@ class RunSummary:
 def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str | Path | None = None,
                 save_json: str | Path | None = None, precision: str = "fp32", vid_stride: int = 1,
                 save_coco: str | Path | None = None, coco_ids: dict[str, int] | None = None,
+                coco_categories: dict[str, int] | None = None,
                 console: Console | None = None, progress: bool = True, pre=None, threads: int | None = None,
                 **post) -> RunSummary:
     """Stream ``sources`` through ``model``. A bad image is reported and skipped; every good
@@ -59,7 +60,7 @@ def run_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str 
     pre = pre or model.preprocessor()
     model.eval()
     annotated = AnnotatedWriter(out_dir)
-    jsonl, coco = JsonlWriter(save_json), CocoResultsWriter(save_coco, coco_ids)
+    jsonl, coco = JsonlWriter(save_json), CocoResultsWriter(save_coco, coco_ids, coco_categories)
     drawn = BackgroundDrawer(annotated) if out_dir else None
     summary = RunSummary()
     bar = Phase(console, f"predict {model.task}", count_frames(items, vid_stride), enabled=progress)

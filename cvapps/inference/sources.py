@@ -47,8 +47,15 @@ def expand_sources(sources: Iterable[str | Path | np.ndarray]) -> list[Any]:
                 list_images(p)  # raises the standard "folder contains no images" error
             items.extend(found)
         elif p.suffix.lower() == ".txt" and p.is_file():
-            lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-            items.extend((p.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines)
+            for n, ln in enumerate(p.read_text(errors="replace").splitlines(), 1):
+                ln = ln.strip()
+                if not ln or ln.startswith("#"):
+                    continue
+                q = (p.parent / ln) if not Path(ln).is_absolute() else Path(ln)
+                if not q.exists():
+                    raise DataError(f"line {n}: {ln!r} is not a file (a .txt source lists image / video paths, one "
+                                    "per line)", path=text)
+                items.append(q)
         elif any(c in text for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
             if not matches:

@@ -77,10 +77,12 @@ class AnnotatedWriter:
 class CocoResultsWriter:
     """Collects detections of still images as a COCO results list, written (atomically) on
     close. image_id comes from ``ids`` (file name -> id, e.g. from a COCO ground-truth file),
-    else the image's 1-based position in the run."""
+    else the image's 1-based position in the run; with ``categories`` (label -> that file's
+    category id) labels it does not name are left out."""
 
-    def __init__(self, path: str | Path | None, ids: dict[str, int] | None = None):
-        self.path, self.ids, self.rows, self.n = path, ids or {}, [], 0
+    def __init__(self, path: str | Path | None, ids: dict[str, int] | None = None,
+                 categories: dict[str, int] | None = None):
+        self.path, self.ids, self.categories, self.rows, self.n = path, ids or {}, categories, [], 0
 
     def add(self, source: str, frame: int | None, records: list[dict]) -> None:
         if not self.path or frame is not None:
@@ -88,8 +90,10 @@ class CocoResultsWriter:
         self.n += 1
         image_id = self.ids.get(Path(source).name, self.n)
         for r in records:
-            self.rows.append({"image_id": image_id, "category_id": r["category_id"], "bbox": r["bbox"],
-                              "score": r["score"], "file_name": Path(source).name})
+            cat = r["category_id"] if self.categories is None else self.categories.get(r.get("label"))
+            if cat is not None:
+                self.rows.append({"image_id": image_id, "category_id": cat, "bbox": r["bbox"], "score": r["score"],
+                                  "file_name": Path(source).name})
 
     def close(self) -> None:
         if self.path:

@@ -114,6 +114,10 @@ class TaskSpec:
             raise ConfigError(f"unknown {self.name} predict options {sorted(options)}")
         return model.preprocessor(), {}
 
+    def category_ids(self, model, coco_gt: dict) -> dict[str, int] | None:
+        """Model label -> the category id of a COCO ground truth (None: keep the model's)."""
+        return None
+
     # active learning ------------------------------------------------------------------
     def strategies(self, model) -> list[str]:
         """Selection strategies this model's outputs support."""

@@ -207,6 +207,13 @@ class DetectionSpec(TaskSpec):
         return model.preprocessor(), {"conf": conf, "iou": iou, "max_det": max_det,
                                       "classes": self.class_indices(model, classes)}
 
+    def category_ids(self, model, coco_gt: dict) -> dict[str, int]:
+        """The ground truth's category id of each model class it names (synonyms included);
+        detections of classes it does not name are left out of the COCO results file."""
+        cats = coco_gt.get("categories", [])
+        mapping, _ = class_mapping(model.labels, [c["name"] for c in cats])
+        return {model.labels[i]: cats[j]["id"] for i, j in mapping.items()}
+
     @staticmethod
     def class_indices(model, classes) -> list[int] | None:
         """Names or indices (a comma-separated string or a list) -> label indices."""

@@ -1,0 +1,63 @@
+"""A constant-velocity Kalman filter on boxes, as SORT / ByteTrack use it: state
+(cx, cy, a, h, vcx, vcy, va, vh) with a = w / h; measurement (cx, cy, a, h). Noise scales
+with the box height, so small and large objects are tracked alike."""
+
+from __future__ import annotations
+
+import numpy as np
+
+STD_POS, STD_VEL = 1 / 20, 1 / 160  # per unit of box height (ByteTrack's weights)
+
+
+def xyxy_to_xyah(b: np.ndarray) -> np.ndarray:
+    """(..., 4) xyxy -> (..., 4) centre x, centre y, aspect w / h, height."""
+    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+    return np.stack([b[..., 0] + w / 2, b[..., 1] + h / 2, w / np.maximum(h, 1e-6), h], -1)
+
+
+def xyah_to_xyxy(s: np.ndarray) -> np.ndarray:
+    w = s[..., 2] * s[..., 3]
+    return np.stack([s[..., 0] - w / 2, s[..., 1] - s[..., 3] / 2, s[..., 0] + w / 2, s[..., 1] + s[..., 3] / 2], -1)
+
+
+class KalmanBox:
+    """One track's filter. ``mean`` (8,), ``cov`` (8, 8)."""
+
+    F = np.eye(8)
+    F[:4, 4:] = np.eye(4)  # x' = x + v (one frame)
+    H = np.eye(4, 8)
+
+    def __init__(self, box_xyxy: np.ndarray):
+        z = xyxy_to_xyah(np.asarray(box_xyxy, np.float64))
+        self.mean = np.r_[z, np.zeros(4)]
+        h = z[3]
+        std = np.array([2 * STD_POS * h, 2 * STD_POS * h, 1e-2, 2 * STD_POS * h,
+                        10 * STD_VEL * h, 10 * STD_VEL * h, 1e-5, 10 * STD_VEL * h])
+        self.cov = np.diag(std**2)
+
+    def _q(self) -> np.ndarray:
+        h = self.mean[3]
+        std = np.array([STD_POS * h, STD_POS * h, 1e-2, STD_POS * h, STD_VEL * h, STD_VEL * h, 1e-5, STD_VEL * h])
+        return np.diag(std**2)
+
+    def _r(self) -> np.ndarray:
+        h = self.mean[3]
+        return np.diag(np.array([STD_POS * h, STD_POS * h, 1e-1, STD_POS * h]) ** 2)
+
+    def predict(self) -> np.ndarray:
+        """Advance one frame; -> the predicted box (4,) xyxy."""
+        self.mean = self.F @ self.mean
+        self.cov = self.F @ self.cov @ self.F.T + self._q()
+        return self.box()
+
+    def update(self, box_xyxy: np.ndarray) -> np.ndarray:
+        """Correct with a measured box; -> the filtered box (4,) xyxy."""
+        z = xyxy_to_xyah(np.asarray(box_xyxy, np.float64))
+        s = self.H @ self.cov @ self.H.T + self._r()
+        k = self.cov @ self.H.T @ np.linalg.inv(s)
+        self.mean = self.mean + k @ (z - self.H @ self.mean)
+        self.cov = (np.eye(8) - k @ self.H) @ self.cov
+        return self.box()
+
+    def box(self) -> np.ndarray:
+        return xyah_to_xyxy(self.mean[:4])
