@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent / "cvapps"
 LAYERS = [
     ["cvapps.errors"],
     ["cvapps.registry", "cvapps.options", "cvapps.runtime", "cvapps.schema", "cvapps.draw", "cvapps.progress"],
-    ["cvapps.ops"],
+    ["cvapps.ops", "cvapps.tracking"],
     ["cvapps.data", "cvapps.convert"],
     ["cvapps.backbones", "cvapps.weights"],
     ["cvapps.tasks"],
@@ -31,6 +31,8 @@ TASK_NAMES = {"classify", "detect", "segment", "landmarks", "pose"}
 
 def unit(module: str) -> str:
     parts = module.split(".")
+    if len(parts) >= 2 and parts[1].startswith("__") and parts[1] not in ("__init__", "__main__"):
+        return parts[0]  # a name of the package itself, e.g. cvapps.__version__
     return ".".join(parts[:2]) if len(parts) >= 2 else module
 
 
