@@ -3,6 +3,7 @@ each task's spec (``model.spec`` / ``TASKS.get(task)``); nothing here branches o
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Iterable
@@ -25,7 +26,7 @@ from .inference.bundle import Bundle
 from .inference.runner import frame_batches, run_predict
 from .inference.sources import expand_sources
 from .modelfile import check_task, load_model, save_model
-from .options import DataOptions, EvalOptions, Options, split_options
+from .options import DataOptions, EvalOptions, Options, check_value, split_options
 from .progress import Phase, note
 from .runtime import check_precision, resolve_device
 from .tasks import TASKS, TaskModel
@@ -230,7 +231,10 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     head = dict(head or {})
     kind = kind or head.pop("kind", None)
     if kind is not None:  # a typo in the kind is named before any data is read
-        _head_group(spec, kind).parse({"kind": kind})
+        group = _head_group(spec, kind)
+        if "kind" in group.names():
+            field = next(f for f in dataclasses.fields(group) if f.name == "kind")
+            check_value("kind", kind, field.metadata, group.what)
     data_kw, train_kw, head_kw = split_options(options, DataOptions, TrainConfig, _head_group(spec, kind))
     opts = DataOptions.parse(data_kw, data=data)
     cfg = TrainConfig.parse({**spec.train_defaults, **train_kw}, out_dir=str(out), skip_bad=opts.skip_bad)
