@@ -23,19 +23,50 @@ from .errors import ConfigError, DataError
 from .export import OnnxModel
 from .export import export as _export
 from .inference.bundle import Bundle
-from .inference.runner import frame_batches, run_predict
-from .inference.sources import expand_sources
+from .data.sources import expand_sources, frame_batches
+from .inference.runner import iter_predict, run_predict
 from .modelfile import check_task, load_model, save_model
 from .options import DataOptions, EvalOptions, Options, check_value, split_options
 from .progress import Phase, note
 from .runtime import check_precision, resolve_device
 from .tasks import TASKS, TaskModel
 from .tasks.batch import to_batch
+from .tracking import SmoothOptions, TrackingOptions, TrackOptions
 from .training.trainer import TrainConfig, Trainer, evaluate_dataset, seed_everything
 from .weights import all_weights, get_spec, list_weights, load_into, pull
 
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
-                "coco_categories", "console", "progress", "threads"}
+                "coco_categories", "console", "progress", "threads", "reconnect"}
+_TRACK_KEYS = {"track", "line", "zone", "smooth", "sequences"} | {f"track_{f}" for f in TrackOptions.names()} \
+    | {f"smooth_{f}" for f in ("cutoff", "beta", "d_cutoff")}
+
+
+def _as_list(v) -> list[str]:
+    return [] if v is None else [v] if isinstance(v, str) else list(v)
+
+
+def tracking_options(specs: list, options: dict) -> TrackingOptions | None:
+    """The tracking settings in ``options`` (popped): track (None: the task's default for
+    video), line / zone (imply track), track_high|low|new|buffer|iou, smooth (False: off),
+    smooth_cutoff|beta|d_cutoff, sequences (still images of a folder form a sequence)."""
+    kw = {k: options.pop(k) for k in list(options) if k in _TRACK_KEYS}
+    lines, zones = _as_list(kw.pop("line", None)), _as_list(kw.pop("zone", None))
+    track = kw.pop("track", None)
+    if track is None:
+        track = bool(lines or zones) or any(s.track_video for s in specs)
+    if not track:
+        if lines or zones:
+            raise ConfigError("--line / --zone count tracked objects and need tracking", hint="drop --no-track")
+        return None
+    if not any(s.tracks for s in specs):
+        raise ConfigError(f"{', '.join(s.name for s in specs)} predictions have no boxes to track",
+                          hint="tracking follows detection, pose and landmark models")
+    t = TrackOptions.parse({k[6:]: v for k, v in kw.items() if k.startswith("track_") and v is not None})
+    smooth = None
+    if kw.pop("smooth", True) is not False:
+        smooth = SmoothOptions.parse({{"smooth_cutoff": "min_cutoff"}.get(k, k[7:]): v for k, v in kw.items()
+                                      if k.startswith("smooth_") and v is not None})
+    return TrackingOptions(t, smooth, lines, zones, bool(kw.get("sequences")))
 
 
 def list_backbones() -> list[str]:
@@ -159,20 +190,25 @@ def default_model(task: str) -> str:
 
 
 def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu", backend: str = "torch",
-            coco_gt: str | None = None, **options):
+            coco_gt: str | None = None, stream: bool = False, **options):
     """Stream sources through a model (a TaskModel, a model file, an exported .onnx file, a
     weights name, or None for the task's default). ``options``: the streaming options of
-    cvapps.inference.runner.run_predict (batch_size, out_dir, save_json, precision,
-    vid_stride, save_coco, console) and the task's predict options (classify: top_k; detect:
-    conf, iou, max_det, classes; landmarks / pose: boxes, detector, detector_label, box_conf,
-    flip_test). ``coco_gt``: a COCO ground truth whose image ids and category ids (classes
-    matched by name) --save-coco uses, so the file evaluates against it directly."""
+    cvapps.inference.runner.iter_predict (batch_size, out_dir, save_json, precision,
+    vid_stride, save_coco, console, threads, reconnect), tracking (see ``tracking_options``:
+    track, line, zone, track_*, smooth, smooth_*) and the task's predict options (classify:
+    top_k; detect: conf, iou, max_det, classes; landmarks / pose: boxes, detector,
+    detector_label, box_conf, flip_test). ``coco_gt``: a COCO ground truth whose image ids
+    and category ids (classes matched by name) --save-coco uses, so the file evaluates
+    against it directly. Returns the run's summary; with ``stream=True`` a generator of
+    cvapps.tasks.batch.FrameResult instead (outputs are still written as asked)."""
+    options = dict(options)
     run = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
-    task_options = {k: v for k, v in options.items() if k not in _RUN_OPTIONS}
+    task_options = {k: v for k, v in options.items() if k not in _RUN_OPTIONS and k not in _TRACK_KEYS}
     for key in ("batch_size", "vid_stride"):
         if run.get(key) is not None and int(run[key]) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {run[key]}")
     check_precision(run.get("precision", "fp32"))
+    tracking = tracking_options([TASKS.get(task)], options)  # checked before anything loads
     loaded_here = not isinstance(model, (TaskModel, OnnxModel))
     model = _model(model or default_model(task), task, device, backend)
     if loaded_here and isinstance(model, TaskModel):  # ours alone, never trained or saved: fold BN for speed
@@ -183,7 +219,18 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
         run["coco_ids"] = {i["file_name"]: i["id"] for i in gt.get("images", [])}
         run["coco_categories"] = model.spec.category_ids(model, gt)
     pre, post = model.spec.predict_setup(model, lambda m, t: _model(m, t, device), items, **task_options)
-    return run_predict(model, items, pre=pre, **run, **post)
+    if tracking is not None:
+        post = model.spec.track_post(post, tracking.track.low)
+    if stream:
+        return iter_predict(model, items, pre=pre, tracking=tracking, **run, **post)
+    return run_predict(model, items, pre=pre, tracking=tracking, **run, **post)
+
+
+def track(model=None, sources: Iterable = (), device: str = "cpu", backend: str = "torch", **options):
+    """``cvapps track``: detection with identities over each video (and over the images of a
+    folder, taken as a sequence in name order); see ``predict`` for the options."""
+    return predict(model, sources, task="detect", device=device, backend=backend,
+                   **{"track": True, "sequences": True, **options})
 
 
 def predict_keypoints(model, sources: Iterable, **options):
@@ -206,8 +253,14 @@ def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, de
     if tasks is not None and sorted(tasks) != sorted(m.task for m in bundle.models):
         raise ConfigError(f"tasks {','.join(tasks)} do not match the models' tasks {bundle.task}")
     console = console or Console(stderr=True, markup=False)
+    kwargs = dict(kwargs)
+    specs = [m.spec for m in bundle.models]
+    tracking = tracking_options(specs, kwargs)
+    if tracking is not None:
+        for spec in specs:
+            kwargs = spec.track_post(kwargs, tracking.track.low)
     console.print(bundle.describe())
-    return run_predict(bundle, sources, console=console, **kwargs)
+    return run_predict(bundle, sources, console=console, tracking=tracking, **kwargs)
 
 
 def _head_group(spec, kind: str | None) -> type[Options]:

@@ -14,7 +14,7 @@ from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -59,6 +59,29 @@ PREDICT = {
     "backend": (str, Opt("torch", help="torch, or onnxruntime for an exported --model FILE.onnx (extra: onnx)")),
     "threads": (Optional[int], Opt(None, help="CPU threads for the model (default: one per core; idle threads "
                                               "sleep, see OMP_WAIT_POLICY in the README)")),
+    "reconnect": (int, Opt(3, help="camera / stream URL: reconnect attempts when the stream drops")),
+}
+# object identities over video (task specs with trackable predictions get these)
+TRACK = {
+    "track": (Optional[bool], Opt(None, "--track/--no-track", help="give objects identities over each video "
+                                                                  "(ByteTrack); default: on for pose and landmarks")),
+    "line": (Optional[List[str]], Opt(None, help="count tracks crossing x1,y1,x2,y2 per direction and class "
+                                                 "(repeatable; implies --track)")),
+    "zone": (Optional[List[str]], Opt(None, help="count tracks inside polygon x1,y1,x2,y2,x3,y3,... per frame "
+                                                 "(repeatable; implies --track)")),
+    "track_high": (Optional[float], Opt(None, help="score to match first and start tracks (default 0.5)")),
+    "track_low": (Optional[float], Opt(None, help="lower scores only continue tracks (default 0.1)")),
+    "track_new": (Optional[float], Opt(None, help="score a new track needs (default 0.6)")),
+    "track_buffer": (Optional[int], Opt(None, help="frames a lost track waits (default 30)")),
+    "track_iou": (Optional[float], Opt(None, help="least IoU to continue a track (default 0.2)")),
+    "track_appearance": (Optional[float], Opt(None, help="weight of colour likeness in matching (default 1; "
+                                                         "0: IoU alone)")),
+}
+# One-Euro smoothing of tracked keypoints (specs whose predictions have points)
+SMOOTH = {
+    "smooth": (bool, Opt(True, "--smooth/--no-smooth", help="smooth tracked keypoints over time (One-Euro)")),
+    "smooth_cutoff": (Optional[float], Opt(None, help="One-Euro min cutoff, Hz (default 1.0; lower: steadier)")),
+    "smooth_beta": (Optional[float], Opt(None, help="One-Euro speed coefficient (default 20; higher: less lag)")),
 }
 DATA = {
     "data": (Optional[str], Opt(None, help="annotations, or a dataset root")),
@@ -97,7 +120,7 @@ EVAL = {
     "results": (Optional[str], Opt(None, help="evaluate this results file / folder instead of a model")),
     "batch_size": (int, Opt(16)), **DEVICE, **PRECISION,
 }
-def command(target: typer.Typer, name: str, *groups: dict, help: str):
+def command(target: typer.Typer, name: str, *groups: dict, help: str, hidden: bool = False):
     """Register ``fn(task-free **kwargs)`` as ``name`` with the parameters of ``groups``
     (later groups override earlier ones)."""
 
@@ -114,7 +137,7 @@ def command(target: typer.Typer, name: str, *groups: dict, help: str):
 
         wrapper.__signature__ = inspect.Signature(params)
         wrapper.__annotations__ = {n: a for n, (a, _) in merged.items()}
-        target.command(name, help=help)(wrapper)
+        target.command(name, help=help, hidden=hidden)(wrapper)
         return fn
 
     return deco
@@ -170,8 +193,41 @@ def _group(kind: str) -> type:
     return type(f"{kind.title()}Commands", (TaskCommands,), {"kind": kind})
 
 
+TRACK_HELP = ("Detect and track objects over videos (and over the images of a folder, in name order): each "
+              "JSON line's detections carry track_id; --out draws ids and trails; --line / --zone count.")
+
+
+class TopCommands(TyperGroup):
+    """The top level; `track` takes the detection task's options, so it is built on use."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | {"track"})
+
+    listing = False
+
+    def format_commands(self, ctx, formatter) -> None:
+        self.listing = True  # the listing needs track's one-line help only, not the task registry
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self.listing = False
+
+    def get_command(self, ctx, name: str):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name == "track" and self.listing:
+            return TyperCommand("track", help=TRACK_HELP)
+        if cmd is None and name == "track":
+            own = _tasks().get("detect").cli_options.get("predict", ())
+            params = {k: v for k, v in TRACK.items() if k != "track"}
+            one = typer.Typer(rich_markup_mode=None, add_completion=False)
+            command(one, "track", PREDICT, _own_params(own), params, help=TRACK_HELP)(functools.partial(_track, own))
+            cmd = typer.main.get_command(one)
+            self.add_command(cmd, name)
+        return cmd
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Computer-vision applications on shared pretrained backbones.")
+                  cls=TopCommands, help="Computer-vision applications on shared pretrained backbones.")
 weights_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Known pretrained weights.")
 predict_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, cls=_group("predict"),
                           help="Run a model on images, folders, globs, lists or videos.")
@@ -185,16 +241,26 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 
 
+def _own_params(own) -> dict:
+    return {o.name: (Optional[o.type] if o.default is None else o.type, typer.Option(o.default, *o.flags, help=o.help))
+            for o in own}
+
+
+def _video_params(spec) -> dict:
+    """Tracking / smoothing options for tasks whose predictions can be tracked / smoothed."""
+    return {**(TRACK if spec.tracks else {}), **(SMOOTH if spec.smooths else {})}
+
+
 def _task_command(kind: str, task: str):
-    own = _tasks().get(task).cli_options.get(kind, ())
-    extra = {o.name: (Optional[o.type] if o.default is None else o.type,
-                      typer.Option(o.default, *o.flags, help=o.help)) for o in own}
+    spec = _tasks().get(task)
+    own = spec.cli_options.get(kind, ())
+    extra = {**_own_params(own), **(_video_params(spec) if kind == "predict" else {})}
     groups = {"predict": PREDICT, "train": TRAIN, "eval": EVAL}
     helps = {"predict": f"Run a {task} model on images and videos: a line per image, JSON Lines with --save-json, "
                         "annotated images / videos with --out.",
              "train": f"Train a {task} model; writes best/last model files, checkpoint, metrics.jsonl, curves.png.",
              "eval": f"Evaluate a {task} model (or a results file): metrics as JSON, last line."}
-    app1 = typer.Typer(rich_markup_mode=None)
+    app1 = typer.Typer(rich_markup_mode=None, add_completion=False)
     run = {"predict": _predict, "train": _train, "eval": _evaluate}[kind]
     command(app1, task, groups[kind], extra, help=helps[kind])(functools.partial(run, task, own))
     return typer.main.get_command(app1)
@@ -217,6 +283,10 @@ def _predict(task, own, sources, model, backend, **kw):
     if s.errors and not s.processed:
         raise s.errors[0]
     _print_summary(s, kw.get("out_dir"), kw.get("save_json"))
+
+
+def _track(own, **kw):
+    _predict("detect", own, **{**kw, "track": True, "sequences": True})
 
 
 def _train(task, own, data, img_size, out_dir, val_data, time_limit, clip_grad, **kw):
@@ -291,23 +361,26 @@ def weights_pull(name: str, file: Optional[str] = typer.Option(None, help="a loc
     out.print(str(_api().pull_weights(name, file, console=err)), highlight=False, markup=False)
 
 
-@predict_app.command("multi", hidden=True)
-def predict_multi(
-    tasks: str = typer.Option(..., help="comma-separated tasks, e.g. detect,segment"),
-    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos"),
-    model: List[str] = typer.Option(..., help="one model file per task (repeat --model)"),
-    out_dir: Optional[str] = PREDICT["out_dir"][1], save_json: Optional[str] = PREDICT["save_json"][1],
-    batch_size: int = PREDICT["batch_size"][1], vid_stride: int = PREDICT["vid_stride"][1],
-    device: str = DEVICE["device"][1], precision: str = PRECISION["precision"][1],
-) -> None:
+MULTI = {
+    "tasks": (str, Opt(..., help="comma-separated tasks, e.g. detect,segment")),
+    "sources": PREDICT["sources"],
+    "model": (List[str], Opt(..., help="one model file per task (repeat --model)")),
+    **{k: PREDICT[k] for k in ("out_dir", "save_json", "batch_size", "vid_stride", "device", "precision", "threads",
+                               "reconnect")},
+    **{k: TRACK[k] for k in ("track", "line", "zone")},
+}
+
+
+def _predict_multi(tasks, sources, model, **kw) -> None:
     """`cvapps predict detect,segment SOURCES --model det --model seg`: several heads, one
     backbone pass per frame when their backbones (and weights) match."""
-    s = _api().predict_bundle(list(model), sources, tasks=tasks.split(","), out_dir=out_dir, save_json=save_json,
-                              batch_size=batch_size, vid_stride=vid_stride, device=device, precision=precision,
-                              console=err)
+    s = _api().predict_bundle(list(model), sources, tasks=tasks.split(","), console=err, **kw)
     if s.errors and not s.processed:
         raise s.errors[0]
-    _print_summary(s, out_dir, save_json)
+    _print_summary(s, kw.get("out_dir"), kw.get("save_json"))
+
+
+command(predict_app, "multi", MULTI, help=_predict_multi.__doc__, hidden=True)(_predict_multi)
 
 
 @app.command()
@@ -337,13 +410,16 @@ def select(
     batch_size: int = typer.Option(16), mc_passes: int = typer.Option(10, help="bald / variance: MC-dropout passes"),
     k: int = typer.Option(5, help="hybrid: uncertainty pre-filter to k x budget"), seed: int = typer.Option(0),
     pseudo_label: Optional[float] = typer.Option(None, help="also write confident predictions (>= this) as labels"),
+    vid_stride: int = typer.Option(10, help="videos in the pool: score every N-th frame"),
+    min_gap: int = typer.Option(30, help="videos: picked frames of one video are at least this many frames apart"),
     device: str = DEVICE["device"][1],
 ) -> None:
-    """Rank unlabelled images by how much labelling them should teach the model. Re-running
-    with the same arguments skips images already scored."""
+    """Rank unlabelled images and video frames by how much labelling them should teach the
+    model; picked video frames are written to OUT/frames/ as images. Re-running with the
+    same arguments skips what was already scored."""
     sel = _api().select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
                         batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
-                        device=device, console=err)
+                        vid_stride=vid_stride, min_gap=min_gap, device=device, console=err)
     for row in sel:
         print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)
@@ -406,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
         argv.remove("--debug")
     if len(argv) > 1 and argv[0] == "predict" and "," in argv[1]:  # predict detect,segment ... (a bundle)
         argv = ["predict", "multi", "--tasks", argv[1], *argv[2:]]
-    if argv[:1] == ["predict"]:
+    if argv[:1] in (["predict"], ["track"]):
         argv = _sources_as_arguments(argv)
     try:
         app(args=argv, prog_name="cvapps")

@@ -214,3 +214,46 @@ def test_segmentation_simulator_holds_out_when_there_is_no_val_split(tmp_path):
     assert curves["metric"] == "mIoU" and curves["labels"] == [2, 4]  # 8 images: 6 in the pool, 2 held out
     firsts = {c["runs"][0][0] for c in curves["strategies"].values()}
     assert len(firsts) == 1  # the same start (labelled images, seeded head) for every strategy
+
+
+def _colour_video(path, n=40):
+    """A video whose colour drifts slowly: neighbouring frames are near-duplicates."""
+    import cv2
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (56, 40))
+    for i in range(n):
+        rgb = colour_image((int(200 * i / n) + 20, 40, 220 - int(200 * i / n)), size=(40, 56), seed=i)
+        w.write(rgb[..., ::-1].copy())
+    w.release()
+    return path
+
+
+@pytest.mark.parametrize("strategy", ["entropy", "coreset"])
+def test_select_on_a_video_spaces_its_frames_and_writes_them(tmp_path, pool, tiny_model, monkeypatch, strategy):
+    import cv2
+    import numpy as np
+
+    video = _colour_video(tmp_path / "drive.mp4")
+    calls = []
+    real = select_mod._scores
+    monkeypatch.setattr(select_mod, "_scores", lambda model, x, *a: calls.append(len(x)) or real(model, x, *a))
+    kw = dict(out=str(tmp_path / strategy), vid_stride=2, batch_size=8)
+    sel = cvapps.select(tiny_model, [str(video), str(pool)], 5, strategy, min_gap=10, **kw)
+    assert sum(calls) == 20 + 6  # every 2nd of 40 frames, and the images
+    frames = [r["frame"] for r in sel if r["source"] == str(video)]
+    assert frames and all(f % 2 == 0 for f in frames)
+    assert all(abs(a - b) >= 10 for i, a in enumerate(frames) for b in frames[i + 1:])
+    cap = cv2.VideoCapture(str(video))
+    decoded = [cap.read()[1] for _ in range(40)]
+    for r in sel:
+        if r["frame"] is not None:  # written as an image for labelling: exactly that frame
+            assert Path(r["path"]).name == f"drive_f{r['frame']:06d}.jpg"
+            assert np.abs(cv2.imread(r["path"]).astype(int) - decoded[r["frame"]]).mean() < 3
+    # the rule matters: without it, neighbouring frames are picked together
+    loose = cvapps.select(tiny_model, [str(video)], 5, strategy, min_gap=1, out=str(tmp_path / f"{strategy}1"),
+                          vid_stride=2)
+    lf = sorted(r["frame"] for r in loose)
+    assert min(b - a for a, b in zip(lf, lf[1:])) < 10
+    again = sum(calls)
+    cvapps.select(tiny_model, [str(video), str(pool)], 5, strategy, min_gap=10, **kw)
+    assert sum(calls) == again  # a rerun scores nothing again

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import cvapps
-from cvapps.inference.sources import expand_sources
+from cvapps.data.sources import expand_sources
 
 from conftest import COLOURS, colour_image, write_image
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..inference.runner import frame_batches
+from ..data.sources import frame_batches
 from ..tasks.batch import run_batch
 
 

@@ -1,7 +1,8 @@
-"""Pool scoring and selection for any task. Scores (and, for core-set, float16 embeddings)
-are appended to ``out/scores.csv`` / ``out/embeddings.f16`` as batches finish, so an
-interrupted run keeps its work and a re-run with the same arguments skips scored images.
-Memory: one batch of images plus, for core-set, a memory-mapped N x D float16 array."""
+"""Pool scoring and selection for any task, over images and video frames. Scores (and, for
+core-set, float16 embeddings) are appended to ``out/scores.csv`` / ``out/embeddings.f16`` as
+batches finish, so an interrupted run keeps its work and a re-run with the same arguments
+skips what was scored. Memory while scoring: one batch of images; while picking, for
+core-set, the pool's N x D embeddings (float32)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,9 @@ from rich.console import Console
 import cv2
 
 from .. import draw
-from ..data.io import is_image, read_image
+from ..data.io import is_image, is_video, read_image
 from ..errors import ConfigError, DataError
-from ..inference.runner import frame_batches
-from ..inference.sources import expand_sources
+from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
 from ..tasks.batch import to_batch
 from .pseudo import write_pseudo_labels
@@ -55,24 +55,90 @@ def _scores(model, x: torch.Tensor, metas: list[dict], strategy: str, mc_passes:
     return model.spec.scores(model, x, metas, strategy, mc_passes).float().cpu()
 
 
-def _read_done(scores_csv: Path) -> dict[str, float]:
+Key = tuple  # (path, video frame index or None)
+
+
+def _read_done(scores_csv: Path) -> dict[Key, float]:
     if not scores_csv.is_file():
         return {}
     with open(scores_csv, newline="") as f:
-        return {r["path"]: float(r["score"]) for r in csv.DictReader(f)}
+        return {(r["path"], int(r["frame"]) if r.get("frame") else None): float(r["score"]) for r in csv.DictReader(f)}
+
+
+def _frames_by_video(keys: list[Key], idx) -> dict[str, list[int]]:
+    near: dict[str, list[int]] = {}
+    for i in idx:
+        if keys[i][1] is not None:
+            near.setdefault(keys[i][0], []).append(keys[i][1])
+    return near
+
+
+def _too_close(key: Key, near: dict[str, list[int]], min_gap: int) -> bool:
+    return key[1] is not None and any(abs(key[1] - f) < min_gap for f in near.get(key[0], []))
+
+
+def spaced(order, keys: list[Key], budget: int, min_gap: int, taken: list[int] = ()) -> list[int]:
+    """The first ``budget`` of ``order`` such that no two frames of one video are closer than
+    ``min_gap`` frames (to each other or to ``taken``); images are never in conflict."""
+    picks: list[int] = []
+    near = _frames_by_video(keys, taken)
+    for i in order:
+        if len(picks) == budget:
+            break
+        if _too_close(keys[i], near, min_gap):
+            continue
+        if keys[i][1] is not None:
+            near.setdefault(keys[i][0], []).append(keys[i][1])
+        picks.append(i)
+    return picks
+
+
+def _pick(strategy: str, keys: list[Key], scores: torch.Tensor, emb: torch.Tensor | None, budget: int, k: int,
+          seed: int, min_gap: int) -> tuple[list[int], dict[int, float | None]]:
+    """(picked indices into ``keys`` in pick order, the score column of picks whose score
+    is not the uncertainty: core-set distance, or None for random)."""
+    if strategy == "random":
+        picks = spaced(random_order(len(keys), len(keys), seed), keys, budget, min_gap)
+        return picks, {i: None for i in picks}
+    if strategy not in ("coreset", "hybrid"):
+        return spaced(rank(scores, len(keys)), keys, budget, min_gap), {}
+    picks: list[int] = []
+    shown: dict[int, float | None] = {}
+    while len(picks) < budget:  # rounds: picks count as covered; frames next to a pick are not candidates
+        taken, near = set(picks), _frames_by_video(keys, picks)
+        free = [i for i in range(len(keys)) if i not in taken and not _too_close(keys[i], near, min_gap)]
+        if not free:
+            break
+        want = budget - len(picks)
+        sub = torch.cat([emb[free], emb[picks]]) if picks else emb[free]
+        covered = list(range(len(free), len(sub))) or None
+        if strategy == "coreset":
+            local, gaps = k_center_greedy(sub, want, covered, with_distances=True)
+            shown.update({free[j]: g for j, g in zip(local, gaps)})
+        else:
+            local = hybrid(scores[free], sub, want, k, covered)
+        new = spaced([free[j] for j in local], keys, want, min_gap, picks)
+        if not new:
+            break
+        picks += new
+    return picks, {i: shown[i] for i in picks if i in shown}
 
 
 @torch.inference_mode()
 def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | None = None,
            out: str = "runs/select", batch_size: int = 16, mc_passes: int = 10, k: int = 5, seed: int = 0,
            copy_to: str | None = None, link: bool = False, pseudo_label: float | None = None,
-           console: Console | None = None) -> list[dict]:
-    """Rank the images of ``pool`` (folder, glob, list file, or paths) and pick ``budget``.
-    Writes out/selection.csv + .json (path, score, rank, strategy) and out/contact_sheet.png;
-    with ``copy_to`` copies the picks there (``link=True``: symbolic links to the originals,
-    for pools too large to duplicate); with ``pseudo_label`` (a confidence threshold)
-    also writes the confident predictions on the rest of the pool as training labels
-    (cvapps.active.pseudo). Returns the selection rows."""
+           vid_stride: int = 10, min_gap: int = 30, console: Console | None = None) -> list[dict]:
+    """Rank the images and video frames of ``pool`` (folders, globs, list files, paths,
+    videos) and pick ``budget``. Videos are sampled every ``vid_stride``-th frame; two picks
+    from one video are at least ``min_gap`` frames apart (neighbouring frames are nearly the
+    same picture: labelling both teaches little), and picked frames are written to
+    out/frames/<video>_f<frame>.jpg for labelling.
+    Writes out/selection.csv + .json (rank, path, source, frame, score, strategy) and
+    out/contact_sheet.png; with ``copy_to`` copies the picks there (``link=True``: symbolic
+    links to the originals, for pools too large to duplicate); with ``pseudo_label`` (a
+    confidence threshold) also writes the confident predictions on the rest of the pool's
+    images as training labels (cvapps.active.pseudo). Returns the selection rows."""
     console = console or Console(stderr=True, markup=False)
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}", hint=f"one of {', '.join(STRATEGIES)}")
@@ -80,49 +146,57 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
     if strategy not in ok:
         raise ConfigError(f"strategy {strategy!r} needs {STRATEGIES[strategy].needs}, which a {model.task} "
                           f"model does not provide", hint=f"strategies for this model: {', '.join(ok)}")
+    for name, v in (("--vid-stride", vid_stride), ("--min-gap", min_gap)):
+        if int(v) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {v}")
     items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
-             if isinstance(p, Path) and is_image(p)]
+             if isinstance(p, Path) and (is_image(p) or is_video(p))]
     if exclude:
         ex = {ln.strip() for ln in Path(exclude).read_text().splitlines() if ln.strip()}
         items = [p for p in items if str(p) not in ex and p.name not in ex]
     if not items:
-        raise DataError("no images left in the pool to score", path=str(pool))
+        raise DataError("no images or videos left in the pool to score", path=str(pool))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores_csv, emb_file = out_dir / "scores.csv", out_dir / "embeddings.f16"
-    state = {"strategy": strategy, "task": model.task, "labels": model.labels}
+    state = {"strategy": strategy, "task": model.task, "labels": model.labels, "vid_stride": vid_stride}
     state_file = out_dir / "state.json"
     if state_file.is_file() and json.loads(state_file.read_text()) != state:
-        raise ConfigError(f"{out_dir} holds scores of another strategy or model", path=str(state_file),
+        raise ConfigError(f"{out_dir} holds scores of another strategy, model or frame stride", path=str(state_file),
                           hint="use a new --out, or delete that folder")
     state_file.write_text(json.dumps(state))
     done = _read_done(scores_csv)
-    todo = [p for p in items if str(p) not in done]
+    done_paths = {p for p, f in done if f is None}
+    todo = [p for p in items if is_video(p) or str(p) not in done_paths]
     need_emb = strategy in ("coreset", "hybrid")
     if need_emb and emb_file.exists():  # a kill between the two writes leaves extra embedding rows
         with open(emb_file, "r+b") as ef:
             ef.truncate(len(done) * model.backbone.out_channels * 2)
     if done:
-        console.print(f"resuming: {len(done)} images already scored in {scores_csv}")
+        console.print(f"resuming: {len(done)} images / frames already scored in {scores_csv}")
     model.eval()
     pre = model.preprocessor()
     new_file = not scores_csv.exists()
     with open(scores_csv, "a", newline="") as f, open(emb_file, "ab") as ef:
         w = csv.writer(f)
         if new_file:
-            w.writerow(["path", "score"])
-        with Phase(console, "scoring", len(todo)) as bar:
+            w.writerow(["path", "frame", "score"])
+        with Phase(console, "scoring", count_frames(todo, vid_stride)) as bar:
 
             def skipped(fr) -> None:
                 note(console, "skipped", fr.error.one_line())
                 bar.advance(1)
 
-            for good in frame_batches(todo, pre, batch_size, on_error=skipped):
+            for batch in frame_batches(todo, pre, batch_size, vid_stride, on_error=skipped):
+                good = [fr for fr in batch if (fr.source, fr.frame) not in done]  # a resumed video's scored frames
+                bar.advance(len(batch) - len(good))
+                if not good:
+                    continue
                 x, counts = to_batch(pre, [fr.payload[0] for fr in good], model.device)  # counts: crops per image
                 metas = [fr.payload[1] for fr in good]
                 s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
                     torch.zeros(len(good))
-                rows = [[fr.source, f"{float(v):.6g}"] for fr, v in zip(good, s)]
+                rows = [[fr.source, "" if fr.frame is None else fr.frame, f"{float(v):.6g}"] for fr, v in zip(good, s)]
                 if need_emb:
                     crops = model.embed(x).cpu() if len(x) else torch.zeros(0, model.backbone.out_channels)
                     ef.write(per_image(crops, counts, "mean").numpy().astype(np.float16).tobytes())
@@ -131,41 +205,58 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
                 f.flush()
                 bar.advance(len(good))
     done = _read_done(scores_csv)
-    order_paths = list(done)
-    scores = torch.tensor([done[p] for p in order_paths])
+    all_keys = list(done)
     wanted = {str(p) for p in items}
-    keep = [i for i, p in enumerate(order_paths) if p in wanted]
-    # the score column: the uncertainty; core-set: the embedding distance to what was already
-    # covered when the image was picked; random: none
-    shown: dict[int, float | None] = {}
-    if strategy == "random":
-        picks = [keep[i] for i in random_order(len(keep), budget, seed)]
-        shown = {i: None for i in picks}
-    elif need_emb:
+    keep = [i for i, key in enumerate(all_keys) if key[0] in wanted]
+    keys = [all_keys[i] for i in keep]
+    scores = torch.tensor([done[key] for key in keys])
+    emb = None
+    if need_emb:  # embedding rows follow scores.csv rows
         d = model.backbone.out_channels
         emb = torch.from_numpy(np.memmap(emb_file, np.float16, "r").reshape(-1, d)[keep].astype(np.float32))
-        if strategy == "coreset":
-            local, gaps = k_center_greedy(emb, budget, with_distances=True)
-            shown = {keep[i]: g for i, g in zip(local, gaps)}
-        else:
-            local = hybrid(scores[keep], emb, budget, k)
-        picks = [keep[i] for i in local]
-    else:
-        picks = [keep[i] for i in rank(scores[keep], budget)]
-    sel = [{"path": order_paths[i], "score": shown.get(i, float(scores[i])), "rank": r + 1, "strategy": strategy}
-           for r, i in enumerate(picks)]
+    local, shown = _pick(strategy, keys, scores, emb, budget, k, seed, min_gap)
+    sel = [{"path": keys[i][0], "source": keys[i][0], "frame": keys[i][1],
+            "score": shown.get(i, float(scores[i])) if strategy != "random" else None, "rank": r + 1,
+            "strategy": strategy} for r, i in enumerate(local)]
+    save_frames(sel, out_dir / "frames")
     _write(sel, out_dir, copy_to, model, link)
     if pseudo_label is not None:
-        chosen = {r["path"] for r in sel}
-        info = write_pseudo_labels(model, [p for p in items if str(p) not in chosen], pseudo_label, out_dir,
-                                   batch_size)
+        chosen = {r["source"] for r in sel}
+        info = write_pseudo_labels(model, [p for p in items if is_image(p) and str(p) not in chosen], pseudo_label,
+                                   out_dir, batch_size)
         console.print(f"pseudo-labels for {info['written']} images (confidence >= {pseudo_label}) in {info['file']}")
     return sel
 
 
+def save_frames(sel: list[dict], folder: Path) -> None:
+    """Write the picked video frames as JPEG images (read in order: seeking is not frame-exact
+    in every codec) and point their rows' ``path`` at them."""
+    wanted: dict[str, dict[int, list[dict]]] = {}
+    for row in sel:
+        if row["frame"] is not None:
+            wanted.setdefault(row["source"], {}).setdefault(row["frame"], []).append(row)
+    for video, frames in wanted.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        cap = cv2.VideoCapture(video)
+        i, last = 0, max(frames)
+        try:
+            while i <= last:
+                ok, bgr = cap.read()
+                if not ok:
+                    raise DataError(f"could not re-read frame {i} for writing", path=video)
+                if i in frames:
+                    target = folder / f"{Path(video).stem}_f{i:06d}.jpg"
+                    cv2.imwrite(str(target), bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                    for row in frames[i]:
+                        row["path"] = str(target)
+                i += 1
+        finally:
+            cap.release()
+
+
 def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link: bool = False) -> None:
     with open(out_dir / "selection.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, ["rank", "path", "score", "strategy"])
+        w = csv.DictWriter(f, ["rank", "path", "source", "frame", "score", "strategy"])
         w.writeheader()
         w.writerows(sel)
     (out_dir / "selection.json").write_text(json.dumps(sel, indent=1))

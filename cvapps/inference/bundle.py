@@ -47,6 +47,20 @@ class BundlePrediction(Prediction):
     def summary(self) -> str:
         return "; ".join(f"{t}: {p.summary()}" for t, p in self.parts.items())
 
+    def _tracked_part(self) -> str | None:
+        return next((t for t, p in self.parts.items() if p.track_boxes() is not None), None)
+
+    def track_boxes(self):
+        """The first part with boxes is tracked (e.g. detection beside segmentation)."""
+        t = self._tracked_part()
+        return self.parts[t].track_boxes() if t is not None else None
+
+    def with_tracks(self, keep, ids, smooth=None) -> "BundlePrediction":
+        t = self._tracked_part()
+        if t is None:
+            return self
+        return BundlePrediction({k: (p.with_tracks(keep, ids, smooth) if k == t else p) for k, p in self.parts.items()})
+
     def save(self, path) -> None:
         for p in self.parts.values():
             if hasattr(p, "save"):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from ..data.io import atomic_write, json_dumps
-from .sources import video_info
+from ..data.sources import video_info
 
 
 class JsonlWriter:

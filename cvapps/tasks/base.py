@@ -13,7 +13,7 @@ from ..backbones import Backbone, build_backbone
 from ..errors import ConfigError, WeightsError
 from ..options import Options
 from ..registry import Registry
-from .batch import predict_inputs
+from .batch import predict_inputs, stream
 
 if TYPE_CHECKING:
     from .spec import TaskSpec
@@ -66,6 +66,15 @@ class Prediction:
     def draw_top(self, image: np.ndarray) -> np.ndarray:
         """What stays on top of every task's drawing in a bundle (e.g. a legend)."""
         return image
+
+    def track_boxes(self):
+        """What video tracking can follow in this frame (cvapps.tracking.Trackable), or None."""
+        return None
+
+    def with_tracks(self, keep: np.ndarray, ids: np.ndarray, smooth=None) -> "Prediction":
+        """Only the tracked objects ``keep`` (indices into track_boxes()), with their track
+        ``ids``; ``smooth(values (N, ...), scales (N,))`` smooths per-object values by track."""
+        return self
 
 
 class TaskModel(nn.Module):
@@ -243,3 +252,11 @@ class TaskModel(nn.Module):
         input, in order. Unreadable paths raise DataError. ``post``: the task's options
         (e.g. ``conf`` for detection, ``top_k`` for classification)."""
         return predict_inputs(self, inputs, batch_size, precision, **post)
+
+    def stream(self, sources, batch_size: int = 16, vid_stride: int = 1, precision: str = "fp32",
+               track=False, reconnect: int = 0, **post):
+        """Like ``predict`` but a generator of cvapps.tasks.batch.FrameResult (source, frame,
+        prediction, image), one per image / video frame, with flat memory on long videos
+        and live streams (camera indices, rtsp:// / http:// URLs; ``reconnect``: attempts
+        when a stream drops). ``track``: True or a cvapps.tracking.TrackingOptions."""
+        return stream(self, sources, batch_size, vid_stride, precision, track, reconnect, **post)

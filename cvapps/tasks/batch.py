@@ -8,11 +8,16 @@ in the decode thread; ``source``/``frame`` let top-down box sources look boxes u
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
 import numpy as np
 import torch
 
 from ..data.io import as_rgb, read_image
+from ..data.sources import Frame, expand_sources, frame_batches
 from ..runtime import autocast
+from ..tracking import Overlay, Tracking, TrackingOptions
 
 
 def stack_inputs(u8: list[torch.Tensor]) -> tuple[torch.Tensor, list[int] | None]:
@@ -68,3 +73,66 @@ def predict_inputs(model, inputs, batch_size: int = 16, precision: str = "fp32",
             prepared.append(pre.prepare(image, source, k))
         out.extend(run_batch(model, [p[0] for p in prepared], [p[1] for p in prepared], precision, pre, **post))
     return out
+
+
+@dataclass
+class FrameResult:
+    """One image's or video frame's result. ``image``: (H, W, 3) uint8 RGB as decoded;
+    ``frame``: the video frame index (None for still images); ``counts``: line / zone
+    counts when counting; ``overlay``: tracking's trails and counters for ``draw``."""
+
+    source: str
+    frame: int | None
+    prediction: Any
+    image: np.ndarray
+    overlay: Overlay | None = None
+    counts: dict | None = None
+
+    def draw(self, image: np.ndarray | None = None) -> np.ndarray:
+        """(H, W, 3) uint8 RGB: the prediction (and trails / counters) drawn on the image."""
+        out = self.prediction.draw(self.image if image is None else image)
+        return self.overlay.draw(out) if self.overlay is not None else out
+
+    def to_dict(self, task: str) -> dict:
+        h, w = self.image.shape[:2]
+        rec = {"source": self.source, "frame": self.frame, "task": task, "width": w, "height": h,
+               "predictions": self.prediction.to_dict()}
+        if self.counts is not None:
+            rec["counts"] = self.counts
+        return rec
+
+
+def stream_predictions(model, items: list, pre=None, batch_size: int = 16, vid_stride: int = 1,
+                       precision: str = "fp32", tracking: TrackingOptions | None = None,
+                       on_error: Callable[[Frame], None] | None = None, reconnect: int = 0,
+                       **post) -> Iterator[FrameResult]:
+    """Expanded source ``items`` -> one FrameResult per image / frame, in order, decoded and
+    prepared ahead in a thread; memory stays flat however long the video. ``tracking``:
+    track (and smooth, count) objects over each video. Frames that fail go to ``on_error``
+    (default: raise their DataError)."""
+    pre = pre or model.preprocessor()
+    model.eval()
+    tracker = Tracking(tracking) if tracking is not None else None
+
+    def fail(f: Frame) -> None:
+        raise f.error
+
+    for good in frame_batches(items, pre, batch_size, vid_stride, on_error or fail, reconnect):
+        preds = run_batch(model, [f.payload[0] for f in good], [f.payload[1] for f in good], precision, pre, **post)
+        for f, p in zip(good, preds):
+            overlay = counts = None
+            if tracker is not None:
+                p, overlay, counts = tracker.step(p, f.source, f.frame, f.fps, f.image)
+            yield FrameResult(f.source, f.frame, p, f.image, overlay, counts)
+
+
+def stream(model, sources: Iterable, batch_size: int = 16, vid_stride: int = 1, precision: str = "fp32",
+           track: bool | TrackingOptions = False, reconnect: int = 0, **post) -> Iterator[FrameResult]:
+    """TaskModel.stream: sources (paths, folders, videos, camera indices, stream URLs,
+    arrays) -> FrameResults one at a time. ``track``: True (default settings) or a
+    TrackingOptions to give objects identities over each video."""
+    if isinstance(sources, (str, np.ndarray, int)) or hasattr(sources, "__fspath__"):
+        sources = [sources]
+    tracking = TrackingOptions() if track is True else (track or None)
+    yield from stream_predictions(model, expand_sources(sources), model.preprocessor(), batch_size, vid_stride,
+                                  precision, tracking, reconnect=reconnect, **post)

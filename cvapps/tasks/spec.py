@@ -57,6 +57,11 @@ class TaskSpec:
     feature_simulation: ClassVar[bool] = False  # al-simulate on cached pooled features (fast recipe)
     # task-specific CLI options of `cvapps predict|train|eval TASK` (see cvapps.options.CliOption)
     cli_options: ClassVar[dict[str, tuple]] = {}
+    # video: predictions have boxes tracking can follow (Prediction.track_boxes); videos are
+    # tracked without being asked; predictions have points to smooth over time
+    tracks: ClassVar[bool] = False
+    track_video: ClassVar[bool] = False
+    smooths: ClassVar[bool] = False
 
     def __init__(self, name: str, model: type):
         self.name, self.model = name, model
@@ -117,6 +122,10 @@ class TaskSpec:
     def category_ids(self, model, coco_gt: dict) -> dict[str, int] | None:
         """Model label -> the category id of a COCO ground truth (None: keep the model's)."""
         return None
+
+    def track_post(self, post: dict, low: float) -> dict:
+        """Postprocess options while tracking; ``low``: the tracker's lowest useful score."""
+        return post
 
     # active learning ------------------------------------------------------------------
     def strategies(self, model) -> list[str]:

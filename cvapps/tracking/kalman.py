@@ -34,6 +34,8 @@ class KalmanBox:
         std = np.array([2 * STD_POS * h, 2 * STD_POS * h, 1e-2, 2 * STD_POS * h,
                         10 * STD_VEL * h, 10 * STD_VEL * h, 1e-5, 10 * STD_VEL * h])
         self.cov = np.diag(std**2)
+        self._box: np.ndarray | None = None
+        self._box_of: np.ndarray | None = None
 
     def _q(self) -> np.ndarray:
         h = self.mean[3]
@@ -48,6 +50,7 @@ class KalmanBox:
         """Advance one frame; -> the predicted box (4,) xyxy."""
         self.mean = self.F @ self.mean
         self.cov = self.F @ self.cov @ self.F.T + self._q()
+        self._box = None
         return self.box()
 
     def update(self, box_xyxy: np.ndarray) -> np.ndarray:
@@ -57,7 +60,10 @@ class KalmanBox:
         k = self.cov @ self.H.T @ np.linalg.inv(s)
         self.mean = self.mean + k @ (z - self.H @ self.mean)
         self.cov = (np.eye(8) - k @ self.H) @ self.cov
+        self._box = None
         return self.box()
 
     def box(self) -> np.ndarray:
-        return xyah_to_xyxy(self.mean[:4])
+        if self._box is None or self.mean is not self._box_of:  # cached until the state changes
+            self._box, self._box_of = xyah_to_xyxy(self.mean[:4]), self.mean
+        return self._box

@@ -61,7 +61,11 @@ class DetectionModel(TaskModel):
         return Letterbox.from_config(self.config["preprocessing"])
 
     def postprocess(self, raw, metas: list[dict], **kw) -> list[Detections]:
-        """-> one Detections per image in original pixels; ``kw``: conf, iou, max_det, classes."""
+        """-> one Detections per image in original pixels; ``kw``: conf, iou, max_det, classes
+        (label indices or names, a list or a comma-separated string)."""
+        classes = kw.get("classes")
+        if classes is not None and (isinstance(classes, str) or any(isinstance(c, str) for c in classes)):
+            kw = {**kw, "classes": self.spec.class_indices(self, classes)}
         return self.head.postprocess(raw, metas, self.input_hw, self.labels, self.config.get("category_ids") or [],
                                      **kw)
 

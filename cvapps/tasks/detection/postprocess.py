@@ -12,6 +12,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 from ... import draw
 from ...data.transforms import meta_scale
 from ...ops import decode_boxes
+from ...tracking import Trackable
 from ..base import Prediction
 
 
@@ -21,7 +22,8 @@ MIN_SIDE = 0.01  # px; what survives the 2-decimal rounding of to_dict()
 @dataclass
 class Detections(Prediction):
     """boxes (N, 4) float32 xyxy original-image pixels, scores (N,) float32, labels (N,)
-    int64 label indices; ``names`` / ``category_ids`` map indices to names / COCO ids."""
+    int64 label indices; ``names`` / ``category_ids`` map indices to names / COCO ids;
+    ``track_ids`` (N,) int64 when tracked over video."""
 
     draw_order = 1
 
@@ -30,6 +32,7 @@ class Detections(Prediction):
     labels: np.ndarray
     names: list[str] = field(default_factory=list, repr=False)
     category_ids: list[int] = field(default_factory=list, repr=False)
+    track_ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -42,11 +45,13 @@ class Detections(Prediction):
     def to_dict(self) -> list[dict]:
         """COCO-results style: bbox = [x, y, w, h]."""
         out = []
-        for b, s, lab in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
+        for k, (b, s, lab) in enumerate(zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist())):
             out.append({"bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
                         "score": round(s, 5),
                         "category_id": self.category_ids[lab] if lab < len(self.category_ids) else lab + 1,
                         "label": self.names[lab] if lab < len(self.names) else str(lab)})
+            if self.track_ids is not None:
+                out[-1]["track_id"] = int(self.track_ids[k])
         return out
 
     def draw(self, image: np.ndarray) -> np.ndarray:
@@ -54,11 +59,21 @@ class Detections(Prediction):
         out = np.ascontiguousarray(image).copy()
         th = max(1, round(min(out.shape[:2]) / 300))
         tags = []
-        for b, s, lab in zip(self.boxes.round().astype(int).tolist(), self.scores.tolist(), self.labels.tolist()):
-            col = draw.colour(lab)
+        ids = self.track_ids.tolist() if self.track_ids is not None else [None] * len(self)
+        for b, s, lab, tid in zip(self.boxes.round().astype(int).tolist(), self.scores.tolist(),
+                                  self.labels.tolist(), ids):
+            col = draw.colour(lab if tid is None else tid)  # tracked: one colour per identity
             cv2.rectangle(out, (b[0], b[1]), (b[2], b[3]), col, th)
-            tags.append((f"{self.names[lab] if lab < len(self.names) else lab} {s:.2f}", b[0], b[1], col))
+            name = self.names[lab] if lab < len(self.names) else lab
+            tags.append((f"{name} {s:.2f}" if tid is None else f"#{tid} {name} {s:.2f}", b[0], b[1], col))
         return draw.labels(out, tags, draw.text_size(out.shape[:2], 0.8))
+
+    def track_boxes(self) -> Trackable:
+        return Trackable(self.boxes, self.scores, self.labels, self.names)
+
+    def with_tracks(self, keep: np.ndarray, ids: np.ndarray, smooth=None) -> "Detections":
+        return replace(self, boxes=self.boxes[keep], scores=self.scores[keep], labels=self.labels[keep],
+                       track_ids=np.asarray(ids, np.int64))
 
     def resized(self, sx: float, sy: float) -> "Detections":
         """The same detections on the image scaled by (sx, sy)."""

@@ -80,6 +80,7 @@ def check_boxes(data: DetectionData, what: str) -> None:
 class DetectionSpec(TaskSpec):
     default_kind = "ssd"
     default_weights = "ssd_mobilenet_v2.coco"
+    tracks = True
     cli_options = {
         "predict": (CliOption("save_coco", str, None, "write one COCO results file for all still images"),
                     CliOption("coco_gt", str, None, "COCO ground truth whose image ids --save-coco uses"),
@@ -206,6 +207,10 @@ class DetectionSpec(TaskSpec):
             raise ConfigError(f"--max-det must be at least 1, got {max_det}")
         return model.preprocessor(), {"conf": conf, "iou": iou, "max_det": max_det,
                                       "classes": self.class_indices(model, classes)}
+
+    def track_post(self, post: dict, low: float) -> dict:
+        """The tracker's second stage needs the low-score boxes a plain --conf would drop."""
+        return {**post, "conf": low}
 
     def category_ids(self, model, coco_gt: dict) -> dict[str, int]:
         """The ground truth's category id of each model class it names (synonyms included);

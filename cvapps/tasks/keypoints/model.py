@@ -203,7 +203,8 @@ class KeypointModel(TaskModel):
         return out
 
     def postprocess(self, raw: KeypointRaw | None, metas: list[dict], **_) -> list[Keypoints]:
-        return [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema.keypoints), self.schema.skeleton)
+        label = self.spec.instance
+        return [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema.keypoints), self.schema.skeleton, label)
                 for (p, s), m in zip(self.to_image(raw, metas), metas)]
 
     def uncertainty(self, raw: KeypointRaw, metas=None, kind: str = "confidence") -> torch.Tensor:

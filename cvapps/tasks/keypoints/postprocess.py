@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
+from ... import draw
+
+from ...tracking import Trackable
 from ..base import Prediction
 
 POINT_THR = 0.2  # points below this confidence are not drawn or counted in instance scores
@@ -22,7 +25,8 @@ def instance_scores(scores: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
 @dataclass
 class Keypoints(Prediction):
     """points (N, K, 2) xy pixels, scores (N, K) in [0, 1], boxes (N, 4) xyxy, box_scores (N,);
-    ``names``/``skeleton`` from the model's schema."""
+    ``names``/``skeleton`` from the model's schema; ``track_ids`` (N,) int64 when tracked
+    over video (points then smoothed per track unless asked not to)."""
 
     draw_order = 3
 
@@ -32,6 +36,8 @@ class Keypoints(Prediction):
     box_scores: np.ndarray
     names: list[str]
     skeleton: list
+    label: str = "instance"
+    track_ids: np.ndarray | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -40,19 +46,26 @@ class Keypoints(Prediction):
         """COCO keypoint-results style records (without image_id): keypoints [x, y, score, ...]."""
         out = []
         inst = instance_scores(self.scores, self.box_scores)
-        for p, s, b, sc in zip(self.points, self.scores, self.boxes, inst):
+        for k, (p, s, b, sc) in enumerate(zip(self.points, self.scores, self.boxes, inst)):
             kp = np.concatenate([p, s[:, None]], 1).reshape(-1)
             out.append({"category_id": 1, "bbox": [round(float(b[0]), 2), round(float(b[1]), 2),
                                                    round(float(b[2] - b[0]), 2), round(float(b[3] - b[1]), 2)],
                         "score": round(float(sc), 4), "keypoints": [round(float(v), 2) for v in kp]})
+            if self.track_ids is not None:
+                out[-1]["track_id"] = int(self.track_ids[k])
         return out
 
     def draw(self, image: np.ndarray) -> np.ndarray:
         out = image.copy()
         t = max(1, round(max(image.shape[:2]) / 400))
-        for p, s, b in zip(self.points, self.scores, self.boxes):
+        tags = []
+        ids = self.track_ids.tolist() if self.track_ids is not None else [None] * len(self)
+        for p, s, b, tid in zip(self.points, self.scores, self.boxes, ids):
             x1, y1, x2, y2 = (int(round(v)) for v in b)
-            cv2.rectangle(out, (x1, y1), (x2, y2), (255, 200, 0), t)
+            box_colour = (255, 200, 0) if tid is None else draw.colour(tid)
+            cv2.rectangle(out, (x1, y1), (x2, y2), box_colour, t)
+            if tid is not None:
+                tags.append((f"#{tid}", x1, y1, box_colour))
             r = max(1, round(0.012 * max(x2 - x1, y2 - y1)))
             for a, c in self.skeleton:
                 if s[a] > POINT_THR and s[c] > POINT_THR:
@@ -61,7 +74,17 @@ class Keypoints(Prediction):
             for (x, y), sc in zip(p, s):
                 if sc > POINT_THR:
                     cv2.circle(out, (int(x), int(y)), r, (255, 40, 40), -1, cv2.LINE_AA)
-        return out
+        return draw.labels(out, tags, draw.text_size(out.shape[:2], 0.8)) if tags else out
+
+    def track_boxes(self) -> Trackable:
+        return Trackable(self.boxes, self.box_scores, np.zeros(len(self), np.int64), [self.label])
+
+    def with_tracks(self, keep: np.ndarray, ids: np.ndarray, smooth=None) -> "Keypoints":
+        points = self.points[keep]
+        if smooth is not None and len(keep):
+            points = smooth(points).astype(self.points.dtype)
+        return replace(self, points=points, scores=self.scores[keep], boxes=self.boxes[keep],
+                       box_scores=self.box_scores[keep], track_ids=np.asarray(ids, np.int64))
 
     def resized(self, sx: float, sy: float) -> "Keypoints":
         return replace(self, points=self.points * np.array([sx, sy]), boxes=self.boxes * np.array([sx, sy, sx, sy]))

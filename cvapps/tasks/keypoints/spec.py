@@ -45,6 +45,7 @@ class KeypointSpec(TaskSpec):
                   CliOption("sigma", float, 2.0, "heatmap Gaussian sigma (heatmap pixels)")),
     }
     default_kind = "heatmap"
+    tracks = track_video = smooths = True
     default_schema: ClassVar[str] = "coco17"
     rotate: ClassVar[float] = 30.0  # training rotation range (degrees)
     box_label: ClassVar[str] = "person"  # the detector class whose boxes are cropped

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -13,25 +14,32 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from ..data.io import is_image, is_video, list_images, read_image
+from .io import is_image, is_video, list_images, read_image
 from ..errors import DataError
 
 
 @dataclass
 class Frame:
     """One image or video frame. ``image``: (H, W, 3) uint8 RGB, or None with ``error``.
-    ``payload``: whatever the preprocess hook returned (computed in the decode thread)."""
+    ``payload``: whatever the preprocess hook returned (computed in the decode thread).
+    ``fps``: the video's frame rate (None for still images and streams that do not say)."""
 
     source: str
     frame: int | None
     image: np.ndarray | None = None
     error: DataError | None = None
     payload: Any = None
+    fps: float | None = None
+
+
+def is_url(text: str) -> bool:
+    """rtsp://, http(s)://, udp://... sources that OpenCV's FFmpeg backend opens."""
+    return "://" in text and not Path(text).exists()
 
 
 def expand_sources(sources: Iterable[str | Path | np.ndarray]) -> list[Any]:
-    """Resolve CLI-style sources into items: image/video Paths, camera ints, arrays.
-    A missing path, an empty folder or a glob without matches raises DataError."""
+    """Resolve CLI-style sources into items: image/video Paths, camera ints, stream URLs
+    (str), arrays. A missing path, an empty folder or a glob without matches raises DataError."""
     items: list[Any] = []
     for s in sources:
         if isinstance(s, np.ndarray):
@@ -39,7 +47,9 @@ def expand_sources(sources: Iterable[str | Path | np.ndarray]) -> list[Any]:
             continue
         text = str(s)
         p = Path(text)
-        if text.isdigit() and not p.exists():
+        if is_url(text):
+            items.append(text)
+        elif text.isdigit() and not p.exists():
             items.append(int(text))
         elif p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.is_file() and (is_image(q) or is_video(q)))
@@ -68,19 +78,28 @@ def expand_sources(sources: Iterable[str | Path | np.ndarray]) -> list[Any]:
     return items
 
 
+def is_stream(item: Any) -> bool:
+    """A camera or a URL: no known length, worth reconnecting to."""
+    return isinstance(item, int) or isinstance(item, str)
+
+
 def count_frames(items: list[Any], vid_stride: int = 1) -> int | None:
     total = 0
     for it in items:
+        if is_stream(it):
+            return None
         if isinstance(it, Path) and is_video(it):
             cap = cv2.VideoCapture(str(it))
             n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
             cap.release()
             total += max(0, (n + vid_stride - 1) // vid_stride)
-        elif isinstance(it, int):
-            return None
         else:
             total += 1
     return total
+
+
+def source_name(item: Any) -> str:
+    return f"camera:{item}" if isinstance(item, int) else str(item)
 
 
 def video_info(path: str | Path | int) -> tuple[float, int, int]:
@@ -91,31 +110,71 @@ def video_info(path: str | Path | int) -> tuple[float, int, int]:
     return fps, w, h
 
 
-def iter_frames(items: list[Any], vid_stride: int = 1) -> Iterator[Frame]:
+RECONNECT_WAIT = 1.0  # seconds before the first reconnect attempt; doubles per attempt, at most 8 s
+
+
+def open_capture(item: Any, attempts: int) -> cv2.VideoCapture | None:
+    """A camera / URL / video file opened by OpenCV; streams are retried ``attempts`` more
+    times with growing waits. None when it cannot be opened."""
+    wait = RECONNECT_WAIT
+    for k in range(1 + (attempts if is_stream(item) else 0)):
+        if k:
+            time.sleep(wait)
+            wait = min(8.0, 2 * wait)
+        cap = cv2.VideoCapture(item if isinstance(item, int) else str(item))
+        if cap.isOpened():
+            return cap
+        cap.release()
+    return None
+
+
+def iter_video(item: Any, vid_stride: int = 1, reconnect: int = 0) -> Iterator[Frame]:
+    """Frames of a video file, camera or stream URL. A stream that stops is reopened up to
+    ``reconnect`` times (frame numbers continue); a file cut short is reported as an error."""
+    name = source_name(item)
+    cap = open_capture(item, reconnect)
+    if cap is None:
+        tried = f" (tried {1 + reconnect} times)" if is_stream(item) and reconnect else ""
+        hint = "check the address, credentials and network, or raise --reconnect" if is_stream(item) else None
+        yield Frame(name, None, error=DataError(f"cannot open video{tried}", path=name, hint=hint))
+        return
+    fps = cap.get(cv2.CAP_PROP_FPS) or None
+    declared = 0 if isinstance(item, int) else max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+    live = is_stream(item) and declared == 0  # a camera or live stream: an end is a dropped link
+    i, left, wait = 0, reconnect, RECONNECT_WAIT
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                if not live or left == 0:
+                    if live and reconnect:
+                        yield Frame(name, i, error=DataError(
+                            f"stream stopped after {i} frames and did not come back after {reconnect} reconnect "
+                            "attempts", path=name, hint="raise --reconnect for flaky links"))
+                    break
+                left -= 1
+                cap.release()
+                time.sleep(wait)
+                wait = min(8.0, 2 * wait)
+                cap = open_capture(item, 0) or cv2.VideoCapture()
+                continue
+            left, wait = reconnect, RECONNECT_WAIT  # a frame arrived: the link is healthy again
+            if i % vid_stride == 0:
+                yield Frame(name, i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), fps=fps)
+            i += 1
+    finally:
+        cap.release()
+    if i < declared - 1:  # containers may round their count by a frame; a cut file stops far short
+        yield Frame(name, i, error=DataError(f"video ended after {i} of its {declared} frames (truncated or "
+                                             f"corrupt); the frames before were processed", path=name))
+
+
+def iter_frames(items: list[Any], vid_stride: int = 1, reconnect: int = 0) -> Iterator[Frame]:
     for k, it in enumerate(items):
         if isinstance(it, np.ndarray):
             yield Frame(f"<array {k}>", None, it)
-        elif isinstance(it, int) or is_video(it):
-            cap = cv2.VideoCapture(it if isinstance(it, int) else str(it))
-            name = f"camera:{it}" if isinstance(it, int) else str(it)
-            if not cap.isOpened():
-                yield Frame(name, None, error=DataError("cannot open video", path=name))
-                continue
-            declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not isinstance(it, int) else 0
-            i = 0
-            try:
-                while True:
-                    ok, bgr = cap.read()
-                    if not ok:
-                        break
-                    if i % vid_stride == 0:
-                        yield Frame(name, i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                    i += 1
-            finally:
-                cap.release()
-            if i < declared - 1:  # containers may round their count by a frame; a cut file stops far short
-                yield Frame(name, i, error=DataError(f"video ended after {i} of its {declared} frames (truncated or "
-                                                     f"corrupt); the frames before were processed", path=name))
+        elif is_stream(it) or is_video(it):
+            yield from iter_video(it, vid_stride, reconnect)
         else:
             try:
                 yield Frame(str(it), None, read_image(it))
@@ -181,3 +240,21 @@ def batched(it: Iterator[Frame], n: int) -> Iterator[list[Frame]]:
             batch = []
     if batch:
         yield batch
+
+
+def frame_batches(items: list, pre, batch_size: int, vid_stride: int = 1,
+                  on_error=None, reconnect: int = 0) -> Iterator[list[Frame]]:
+    """The decoded, prepared frames of ``items`` in batches (decoding and ``pre.prepare`` run
+    ahead in a thread). Frames that failed go to ``on_error(frame)`` and are left out; an
+    all-bad batch yields nothing."""
+    frames = prefetch(iter_frames(items, vid_stride, reconnect), pre, maxsize=max(8, 2 * batch_size))
+    for batch in batched(frames, batch_size):
+        good = []
+        for f in batch:
+            if f.error is not None:
+                if on_error is not None:
+                    on_error(f)
+            else:
+                good.append(f)
+        if good:
+            yield good

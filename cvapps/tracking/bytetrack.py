@@ -1,0 +1,208 @@
+"""ByteTrack-style multi-object tracking (Zhang et al., 2022): a Kalman motion model per
+track and two association stages per frame — confident detections first, then the
+low-score ones, which keep tracks alive through partial occlusion instead of being thrown
+away. Assignment is SciPy's ``linear_sum_assignment`` on an IoU cost.
+
+Association is class-aware: a detection only continues a track of its own label. With
+appearance features (``appearance.colour_features``; BoT-SORT and DeepSORT add appearance
+the same way) the confident stages also weigh how alike a detection looks to the track's
+running feature: boxes that overlap while two objects cross are told apart by colour."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from ..errors import ConfigError
+from ..options import Options, opt
+from .appearance import distance
+from .kalman import KalmanBox
+
+NEW, TRACKED, LOST = "new", "tracked", "lost"
+
+
+@dataclasses.dataclass
+class TrackOptions(Options):
+    """Tracker settings (the CLI's --track-* options)."""
+
+    what = "tracking"
+    high: float = opt(0.5, low=0, high=1, cli="--track-high",
+                      doc="detections at or above this score are matched first and may start tracks")
+    low: float = opt(0.1, low=0, high=1, cli="--track-low",
+                     doc="detections between this and --track-high only continue existing tracks")
+    new: float = opt(0.6, low=0, high=1, cli="--track-new", doc="score a detection needs to start a new track")
+    buffer: int = opt(30, low=0, cli="--track-buffer", doc="frames a lost track waits for its object to return")
+    iou: float = opt(0.2, low=0, high=1, low_open=True, cli="--track-iou",
+                     doc="least IoU of a confident detection with a track's predicted box")
+    appearance: float = opt(1.0, low=0, cli="--track-appearance",
+                            doc="weight of colour difference in matching (0: IoU alone, as ByteTrack)")
+
+    def validate(self) -> None:
+        if self.low > self.high:
+            raise ConfigError(f"--track-low {self.low} must not exceed --track-high {self.high}")
+
+
+@dataclass
+class Track:
+    id: int
+    label: int
+    kf: KalmanBox
+    score: float
+    state: str
+    last_frame: int
+    start_frame: int
+    hits: int = 1
+    feature: np.ndarray | None = None
+
+    def box(self) -> np.ndarray:
+        return self.kf.box()
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, 4), (M, 4) xyxy -> (N, M) IoU. NumPy rather than torchvision's box_iou: for the
+    handful of boxes of a frame, tensor set-up costs ten times the arithmetic."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def associate(tracks: list[Track], boxes: np.ndarray, labels: np.ndarray, min_iou: float,
+              scores: np.ndarray | None = None, features: np.ndarray | None = None,
+              weight: float = 0.0) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Optimal one-to-one matching of tracks (predicted boxes) to detections by IoU (weighted
+    by the detection score when ``scores`` is given, as ByteTrack's first stage does), less
+    ``weight`` x the appearance distance when ``features`` (N, D) are given. Pairs below
+    ``min_iou`` never match.
+    -> (matches (track index, detection index), unmatched tracks, unmatched detections)."""
+    if not tracks or len(boxes) == 0:
+        return [], list(range(len(tracks))), list(range(len(boxes)))
+    ov = iou(np.stack([t.box() for t in tracks]), boxes)
+    ov[np.array([t.label for t in tracks])[:, None] != labels[None, :]] = 0  # class-aware
+    sim = ov * scores[None, :] if scores is not None else ov.copy()
+    if features is not None and weight > 0:
+        own = np.stack([t.feature if t.feature is not None else np.zeros(features.shape[1], np.float32)
+                        for t in tracks])
+        sim -= weight * distance(own, features)
+    sim[ov < min_iou] = -1e6  # gated: the solver must not trade a valid pair for it
+    rows, cols = linear_sum_assignment(-sim)
+    matches = [(r, c) for r, c in zip(rows, cols) if ov[r, c] >= min_iou]
+    mt, md = {r for r, _ in matches}, {c for _, c in matches}
+    return matches, [i for i in range(len(tracks)) if i not in mt], [j for j in range(len(boxes)) if j not in md]
+
+
+class ByteTracker:
+    """Tracks the objects of one video. ``update`` once per processed frame."""
+
+    SECOND_IOU = 0.5  # low-score detections must overlap their track well (ByteTrack's value)
+    NEW_IOU = 0.3  # a track seen once must overlap its second detection (ByteTrack's 0.7 distance)
+    DUPLICATE_IOU = 0.85  # a lost track re-found as a new one: the younger copy goes
+
+    def __init__(self, options: TrackOptions | None = None):
+        self.o = options or TrackOptions()
+        self.tracks: list[Track] = []
+        self.next_id = 1
+        self.frame: int | None = None
+        self.updates = 0
+        self.feats: np.ndarray | None = None
+
+    FEATURE_MOMENTUM = 0.9  # a track's appearance: running average over its confident detections (BoT-SORT)
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+               frame: int | None = None, features: np.ndarray | None = None) -> np.ndarray:
+        """boxes (N, 4) xyxy, scores (N,), labels (N,) int of this frame -> (N,) int64 track id
+        of each detection, -1 where it belongs to no confirmed track. ``frame``: the video
+        frame index (gaps from a frame stride count towards the lost-track buffer).
+        ``features``: (N, D) appearance rows (appearance.colour_features) or None."""
+        self.frame = (self.frame + 1 if self.frame is not None else 0) if frame is None else frame
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        scores, labels = np.asarray(scores, np.float64).reshape(-1), np.asarray(labels).reshape(-1).astype(np.int64)
+        ids = np.full(len(boxes), -1, np.int64)
+        for t in self.tracks:
+            if t.state != TRACKED:
+                t.kf.mean[7] = 0  # an unseen object keeps moving but stops growing (as ByteTrack does)
+            t.kf.predict()
+        hi = np.flatnonzero(scores >= self.o.high)
+        lo = np.flatnonzero((scores >= self.o.low) & (scores < self.o.high))
+        confirmed = [t for t in self.tracks if t.state in (TRACKED, LOST)]
+        fresh = [t for t in self.tracks if t.state == NEW]
+
+        feats = np.asarray(features, np.float32) if features is not None else None
+        fw = self.o.appearance if feats is not None else 0.0
+        self.feats = feats
+        # 1: confident detections against confirmed tracks (lost ones included: re-identification)
+        m, left_t, left_d = associate(confirmed, boxes[hi], labels[hi], self.o.iou, scores[hi],
+                                      feats[hi] if fw else None, fw)
+        for ti, di in m:
+            self._continue(confirmed[ti], hi[di], boxes, scores, ids)
+        # 2: low-score detections against tracks that were tracked until now
+        still = [confirmed[i] for i in left_t if confirmed[i].state == TRACKED]
+        m2, left2, _ = associate(still, boxes[lo], labels[lo], self.SECOND_IOU)
+        for ti, di in m2:
+            self._continue(still[ti], lo[di], boxes, scores, ids)
+        for i in left2:
+            still[i].state = LOST
+        # 3: tracks born last frame against the confident detections still free
+        rest = hi[left_d]
+        m3, left3, left_d3 = associate(fresh, boxes[rest], labels[rest], self.NEW_IOU, None,
+                                       feats[rest] if fw else None, fw)
+        for ti, di in m3:
+            self._continue(fresh[ti], rest[di], boxes, scores, ids)
+        dead = {id(fresh[i]) for i in left3}
+        # 4: births; on the first frame tracks are confirmed at once (nothing to confirm against)
+        first = self.updates == 0
+        self.updates += 1
+        for di in rest[left_d3]:
+            if scores[di] >= self.o.new:
+                t = Track(self.next_id, int(labels[di]), KalmanBox(boxes[di]), float(scores[di]),
+                          TRACKED if first else NEW, self.frame, self.frame,
+                          feature=feats[di].copy() if feats is not None else None)
+                self.next_id += 1
+                self.tracks.append(t)
+                if first:
+                    ids[di] = t.id
+        # 5: deaths: unconfirmed tracks not seen again, lost tracks past their buffer
+        self.tracks = [t for t in self.tracks if id(t) not in dead
+                       and not (t.state == LOST and self.frame - t.last_frame > self.o.buffer)]
+        self._drop_duplicates(ids)
+        return ids
+
+    def _continue(self, t: Track, di: int, boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> None:
+        t.kf.update(boxes[di])
+        f = self.feats[di] if self.feats is not None else None
+        if f is not None and f.any() and scores[di] >= self.o.high:  # occluded (low-score) looks are not learnt
+            mixed = f if t.feature is None else self.FEATURE_MOMENTUM * t.feature + (1 - self.FEATURE_MOMENTUM) * f
+            t.feature = mixed / max(float(np.linalg.norm(mixed)), 1e-9)
+        t.score, t.last_frame, t.hits, t.state = float(scores[di]), self.frame, t.hits + 1, TRACKED
+        ids[di] = t.id
+
+    def _drop_duplicates(self, ids: np.ndarray) -> None:
+        """A lost track whose predicted box sits on an active track's box is the same object:
+        keep whichever is older (ByteTrack's remove_duplicate_stracks)."""
+        active = [t for t in self.tracks if t.state == TRACKED]
+        lost = [t for t in self.tracks if t.state == LOST]
+        if not active or not lost:
+            return
+        ov = iou(np.stack([t.box() for t in active]), np.stack([t.box() for t in lost]))
+        gone: set[int] = set()
+        for a, b in zip(*np.nonzero(ov > self.DUPLICATE_IOU)):
+            ta, tb = active[a], lost[b]
+            if ta.label != tb.label:
+                continue
+            older_lost = (tb.last_frame - tb.start_frame) > (ta.last_frame - ta.start_frame)
+            gone.add(id(ta) if older_lost else id(tb))
+            if older_lost:  # the lost one lives on under its old id: hand it the new one's detection
+                ids[ids == ta.id] = tb.id
+                tb.kf, tb.state, tb.last_frame, tb.score = ta.kf, TRACKED, ta.last_frame, ta.score
+                tb.feature = ta.feature if ta.feature is not None else tb.feature
+        self.tracks = [t for t in self.tracks if id(t) not in gone]
+
+    def active(self) -> list[Track]:
+        """Confirmed tracks matched in the latest frame."""
+        return [t for t in self.tracks if t.state == TRACKED and t.last_frame == self.frame]
