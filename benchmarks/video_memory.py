@@ -2,6 +2,9 @@
 moving shapes), runs the full predict pipeline on it (decode thread, batching, model,
 JSON Lines, annotated output video written by the writer thread) and samples RSS at
 frames 100, 1,000 and 10,000. Target: growth from frame 100 to the end < 50 MB.
+Then the same video through the streaming API (``cvapps.predict(..., stream=True)``, a
+generator of results, here with tracking when the task tracks): its RSS the same way, and
+whether every frame's prediction equals the JSON line the list-returning run wrote.
 Prints one JSON object."""
 
 from __future__ import annotations
@@ -72,7 +75,25 @@ def main() -> None:
                           "max_after_frame_100_mb": round(max(after), 1),
                           "peak_before_frame_100_mb": round(max(r for n, r in samples if n < 100), 1),
                           "pipeline_fps": round(s.processed / wall, 1),
-                          "output_video": {"size": list(size), "fps": fps_out, "frames": n_out}}))
+                          "output_video": {"size": list(size), "fps": fps_out, "frames": n_out},
+                          "stream": stream_run(model, video, js, args)}))
+
+
+def stream_run(model, video: Path, js: Path, args) -> dict:
+    """The generator API over the same video: flat memory, and the same predictions."""
+    import json as _json
+
+    lines_iter = iter(Path(js).read_text().splitlines())
+    seen, same = [0], [0]
+    with RssSampler(lambda: seen[0], 0.2) as rss:
+        for r in cvapps.predict(model, [str(video)], task=args.task, stream=True, batch_size=16, progress=False):
+            want = _json.loads(next(lines_iter))["predictions"]
+            same[0] += _json.loads(_json.dumps(r.prediction.to_dict())) == want
+            seen[0] += 1
+    at = rss.at((100, 1000, 10000), args.frames)
+    end = round(rss.samples[-1][1], 1)
+    return {"frames": seen[0], "equal_to_predict": same[0], "rss_at_frame_mb": at,
+            "growth_frame_100_to_end_mb": round(end - at.get("100", end), 1)}
 
 
 if __name__ == "__main__":
