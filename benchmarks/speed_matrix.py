@@ -24,7 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cvapps
 from cvapps.data.transforms import size_hw
-from cvapps.export import OnnxModel, export
+from cvapps.exporting import OnnxModel, export
 from cvapps.runtime import autocast
 from cvapps.tasks.batch import run_batch
 

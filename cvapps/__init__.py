@@ -20,7 +20,7 @@ _LAZY = {
     **{name: "api" for name in ("backbone_table", "create_model", "evaluate", "evaluate_keypoint_results",
                                 "evaluate_results", "export", "list_backbones", "load", "load_bundle", "predict",
                                 "predict_bundle", "predict_keypoints", "pull_weights", "save", "select", "simulate",
-                                "train", "weights_table")},
+                                "track", "train", "weights_table")},
     **{name: "training.freezing" for name in ("count_parameters", "freeze", "param_groups", "unfreeze")},
     "list_weights": "weights", "pull": "weights",
 }

@@ -20,8 +20,8 @@ from .data.io import load_json
 from .active.select import select as _select
 from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
-from .export import OnnxModel
-from .export import export as _export
+from .exporting import OnnxModel
+from .exporting import export as _export
 from .inference.bundle import Bundle
 from .data.sources import expand_sources, frame_batches
 from .inference.runner import iter_predict, run_predict
@@ -178,7 +178,7 @@ def _model(model, task: str | None, device: str = "cpu", backend: str = "torch")
 
 def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False, img_size=None) -> Path:
     """Write a model (TaskModel, model file or weights name) as ONNX or TorchScript with its
-    config in the metadata; see cvapps.export."""
+    config in the metadata; see cvapps.exporting."""
     return _export(_model(model, None, "cpu"), out, fmt, dynamic_batch, img_size)
 
 

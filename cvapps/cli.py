@@ -367,7 +367,7 @@ MULTI = {
     "model": (List[str], Opt(..., help="one model file per task (repeat --model)")),
     **{k: PREDICT[k] for k in ("out_dir", "save_json", "batch_size", "vid_stride", "device", "precision", "threads",
                                "reconnect")},
-    **{k: TRACK[k] for k in ("track", "line", "zone")},
+    **TRACK,
 }
 
 

@@ -65,7 +65,7 @@ EXPORT_CASES = sorted({(t, "mobilenet_v3_small") for t in TASKS.names()} | {("cl
 
 @pytest.mark.parametrize("task,backbone", EXPORT_CASES)
 def test_exports_reproduce_raw_outputs(tmp_path, task, backbone):
-    from cvapps.export import OnnxModel, export
+    from cvapps.exporting import OnnxModel, export
 
     m = _create(task, backbone)
     if m.export_blocker:

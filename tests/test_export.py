@@ -11,7 +11,7 @@ import torch
 from conftest import run_cli, write_image
 
 import cvapps
-from cvapps.export import OnnxModel, export
+from cvapps.exporting import OnnxModel, export
 
 CASES = {
     "classify": ("classify", {"backbone": "mobilenet_v3_small", "labels": ["a", "b", "c"], "img_size": 64}),

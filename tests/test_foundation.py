@@ -95,3 +95,11 @@ def test_readme_overview_lists_every_task():
     assert "next" not in first.lower()
     for words in ("classification", "detection", "segmentation", "landmarks", "pose"):
         assert words in first.lower(), words
+
+
+def test_every_public_api_name_is_callable_whatever_was_imported_first():
+    import cvapps
+    import cvapps.api  # noqa: F401  (imports every submodule the API uses)
+
+    for name in cvapps._LAZY:
+        assert callable(getattr(cvapps, name)), name  # e.g. cvapps.export is the function, not a module

@@ -18,7 +18,7 @@ LAYERS = [
     ["cvapps.tasks"],
     ["cvapps.modelfile"],
     ["cvapps.pretrained"],
-    ["cvapps.training", "cvapps.inference", "cvapps.export"],
+    ["cvapps.training", "cvapps.inference", "cvapps.exporting"],
     ["cvapps.active"],
     ["cvapps.api"],
     ["cvapps.cli"],

@@ -282,3 +282,29 @@ def test_pose_on_video_is_tracked_and_smoothed_unless_asked_not_to(tmp_path, cap
     jitter = {k: np.abs(np.diff(v, axis=0)).mean() for k, v in points.items()}
     assert jitter["--smooth"] < 0.6 * jitter["--no-smooth"]
     np.testing.assert_allclose(points["--smooth"][0], points["--no-smooth"][0], atol=0.01)  # same start
+
+
+def test_tracking_through_a_bundle_and_onnxruntime(tmp_path, capsys, tiny_detector):
+    pytest.importorskip("onnxruntime")
+    det = cvapps.save(tiny_detector, tmp_path / "det.safetensors")
+    seg_model = cvapps.create_model("segment", "mobilenet_v3_small", labels=["x", "y"], img_size=96)
+    seg_model.backbone.load_state_dict(tiny_detector.backbone.state_dict())
+    seg = cvapps.save(seg_model.eval(), tmp_path / "seg.safetensors")
+    video = _still_video(tmp_path / "v.mp4", frames=4)
+    track = ["--track-high", "0.3", "--track-new", "0.3", "--track-low", "0.05"]
+    code, _, err = run_cli(capsys, "track", video, "--model", det, *track, "--save-json", tmp_path / "torch.jsonl")
+    assert code == 0, err
+    torch_recs = [json.loads(ln) for ln in (tmp_path / "torch.jsonl").read_text().splitlines()]
+    code, _, err = run_cli(capsys, "predict", "detect,segment", video, "--model", det, "--model", seg, "--track",
+                           *track, "--save-json", tmp_path / "bundle.jsonl")
+    assert code == 0, err
+    recs = [json.loads(ln) for ln in (tmp_path / "bundle.jsonl").read_text().splitlines()]
+    assert all(p["track_id"] > 0 for r in recs for p in r["predictions"]["detect"])
+    assert recs[-1]["predictions"]["detect"] and "segment" in recs[-1]["predictions"]
+    onnx = cvapps.export(tiny_detector, tmp_path / "det.onnx")
+    code, _, err = run_cli(capsys, "track", video, "--model", onnx, "--backend", "onnxruntime", *track,
+                           "--save-json", tmp_path / "ort.jsonl")
+    assert code == 0, err
+    ort_recs = [json.loads(ln) for ln in (tmp_path / "ort.jsonl").read_text().splitlines()]
+    ids = lambda rs: [[p["track_id"] for p in r["predictions"]] for r in rs]  # noqa: E731
+    assert ids(ort_recs) == ids(torch_recs) and ids(torch_recs)[0]
