@@ -366,7 +366,7 @@ def evaluate_keypoint_results(results: str, data: str, images: str | None = None
     return evaluate_results(results, data, task=task, images=images, fmt=fmt)
 
 
-def select(model, pool, budget: int, strategy: str = "entropy", device: str = "cpu", **kwargs) -> list[dict]:
+def select(model, pool, budget: int, strategy: str | None = None, device: str = "cpu", **kwargs) -> list[dict]:
     """Pick the ``budget`` images of ``pool`` most worth labelling; see cvapps.active.select."""
     return _select(_model(model, None, device), pool, budget, strategy, **kwargs)
 

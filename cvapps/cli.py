@@ -399,10 +399,12 @@ def export(
 @app.command()
 def select(
     model: str = typer.Option(..., help="model file (any task) or weights name"),
-    pool: List[str] = typer.Option(..., help="unlabelled images: folder, glob or .txt list (repeatable)"),
+    pool: List[str] = typer.Option(..., help="unlabelled images and videos: folder, glob, .txt list, video file "
+                                             "(repeatable)"),
     budget: int = typer.Option(..., help="how many images to pick"),
-    strategy: str = typer.Option("entropy", help="random | least_confidence | margin | entropy | bald | variance | "
-                                                 "coreset | hybrid"),
+    strategy: Optional[str] = typer.Option(None, help="default: entropy, or the model's uncertainty score (pose, "
+                                                      "landmarks: least_confidence); random | least_confidence | "
+                                                      "margin | entropy | bald | variance | coreset | hybrid"),
     exclude: Optional[str] = typer.Option(None, help="text file of already-labelled paths to leave out"),
     out_dir: str = typer.Option("runs/select", "--out", help="scores.csv, selection.csv/.json, contact_sheet.png"),
     copy_to: Optional[str] = typer.Option(None, help="copy the picks here, prefixed with their rank"),

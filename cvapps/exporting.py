@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +65,7 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), quiet_tracing():
             traced = torch.jit.trace(wrapper, x, check_trace=False)
         atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={k + ".json": v for k, v in
                                                                                       meta.items()}))
@@ -74,7 +76,7 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
                                             and getattr(raw, n).shape[0] == x.shape[0] and n != "anchors"}}
 
     def write(tmp: Path) -> None:
-        with torch.no_grad():
+        with torch.no_grad(), quiet_tracing():
             torch.onnx.export(wrapper, (x,), str(tmp), input_names=["image"], output_names=names, opset_version=opset,
                               dynamic_axes=batch_axes if dynamic_batch else None, dynamo=False)
         proto = onnx.load(str(tmp))
@@ -85,6 +87,16 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
 
     atomic_write(out, write)
     return out
+
+
+@contextlib.contextmanager
+def quiet_tracing():
+    """The tracer's warnings say that shapes and Python numbers become constants — true and
+    intended here: a graph is exported for one input size (or a dynamic batch only)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        yield
 
 
 class OnnxModel:

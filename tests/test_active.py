@@ -257,3 +257,18 @@ def test_select_on_a_video_spaces_its_frames_and_writes_them(tmp_path, pool, tin
     again = sum(calls)
     cvapps.select(tiny_model, [str(video), str(pool)], 5, strategy, min_gap=10, **kw)
     assert sum(calls) == again  # a rerun scores nothing again
+
+
+def test_default_strategy_follows_the_model_and_a_short_selection_is_explained(tmp_path, pool, capsys):
+    torch.manual_seed(0)
+    pose = cvapps.save(cvapps.create_model("pose", "mobilenet_v3_small", img_size=[64, 64]), tmp_path / "p.safetensors")
+    code, _, err = run_cli(capsys, "select", "--model", pose, "--pool", pool, "--budget", 2, "--out", tmp_path / "s")
+    assert code == 0, err
+    assert {r["strategy"] for r in json.loads((tmp_path / "s" / "selection.json").read_text())} == {"least_confidence"}
+    video = _colour_video(tmp_path / "short.mp4", n=20)
+    code, _, err = run_cli(capsys, "select", "--model", pose, "--pool", video, "--budget", 5, "--vid-stride", 5,
+                           "--min-gap", 12, "--out", tmp_path / "v")
+    assert code == 0, err
+    frames = sorted(r["frame"] for r in json.loads((tmp_path / "v" / "selection.json").read_text()))
+    assert 1 <= len(frames) <= 2 and all(b - a >= 12 for a, b in zip(frames, frames[1:]))  # of 0, 5, 10, 15
+    assert f"selected {len(frames)} of the 5 asked" in err

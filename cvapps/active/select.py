@@ -124,8 +124,14 @@ def _pick(strategy: str, keys: list[Key], scores: torch.Tensor, emb: torch.Tenso
     return picks, {i: shown[i] for i in picks if i in shown}
 
 
+def default_strategy(model) -> str:
+    """Entropy where the model gives class probabilities, else its first uncertainty score."""
+    ok = supported(model)
+    return "entropy" if "entropy" in ok else next((s for s in ok if s not in ("random", "coreset", "hybrid")), "coreset")
+
+
 @torch.inference_mode()
-def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | None = None,
+def select(model, pool, budget: int, strategy: str | None = None, exclude: str | None = None,
            out: str = "runs/select", batch_size: int = 16, mc_passes: int = 10, k: int = 5, seed: int = 0,
            copy_to: str | None = None, link: bool = False, pseudo_label: float | None = None,
            vid_stride: int = 10, min_gap: int = 30, console: Console | None = None) -> list[dict]:
@@ -133,13 +139,15 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
     videos) and pick ``budget``. Videos are sampled every ``vid_stride``-th frame; two picks
     from one video are at least ``min_gap`` frames apart (neighbouring frames are nearly the
     same picture: labelling both teaches little), and picked frames are written to
-    out/frames/<video>_f<frame>.jpg for labelling.
+    out/frames/<video>_f<frame>.jpg for labelling. ``strategy``: default entropy, or the
+    model's uncertainty score when it has no class probabilities.
     Writes out/selection.csv + .json (rank, path, source, frame, score, strategy) and
     out/contact_sheet.png; with ``copy_to`` copies the picks there (``link=True``: symbolic
     links to the originals, for pools too large to duplicate); with ``pseudo_label`` (a
     confidence threshold) also writes the confident predictions on the rest of the pool's
     images as training labels (cvapps.active.pseudo). Returns the selection rows."""
     console = console or Console(stderr=True, markup=False)
+    strategy = strategy or default_strategy(model)
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}", hint=f"one of {', '.join(STRATEGIES)}")
     ok = supported(model)
@@ -215,6 +223,9 @@ def select(model, pool, budget: int, strategy: str = "entropy", exclude: str | N
         d = model.backbone.out_channels
         emb = torch.from_numpy(np.memmap(emb_file, np.float16, "r").reshape(-1, d)[keep].astype(np.float32))
     local, shown = _pick(strategy, keys, scores, emb, budget, k, seed, min_gap)
+    if len(local) < min(budget, len(keys)):
+        note(console, "note", f"selected {len(local)} of the {budget} asked: frames closer than --min-gap {min_gap} "
+                              "to a pick are not picked, and no other candidate is left")
     sel = [{"path": keys[i][0], "source": keys[i][0], "frame": keys[i][1],
             "score": shown.get(i, float(scores[i])) if strategy != "random" else None, "rank": r + 1,
             "strategy": strategy} for r, i in enumerate(local)]

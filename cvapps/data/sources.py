@@ -135,7 +135,8 @@ def iter_video(item: Any, vid_stride: int = 1, reconnect: int = 0) -> Iterator[F
     cap = open_capture(item, reconnect)
     if cap is None:
         tried = f" (tried {1 + reconnect} times)" if is_stream(item) and reconnect else ""
-        hint = "check the address, credentials and network, or raise --reconnect" if is_stream(item) else None
+        hint = ("check the address, credentials and network, or raise --reconnect" if is_stream(item) else
+                "the file is truncated (an interrupted copy?), corrupt, or in a codec this OpenCV cannot read")
         yield Frame(name, None, error=DataError(f"cannot open video{tried}", path=name, hint=hint))
         return
     fps = cap.get(cv2.CAP_PROP_FPS) or None
