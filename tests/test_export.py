@@ -157,3 +157,12 @@ def test_onnxruntime_backend_needs_an_onnx_file(tmp_path, capsys, tiny_model_fil
     code, _, err = run_cli(capsys, "predict", "classify", tiny_model_file, "--model", tiny_model_file,
                            "--backend", "onnxruntime")
     assert code == 2 and "exported .onnx" in err and "cvapps export" in err
+
+
+def test_export_does_not_print_the_tracers_constant_warnings(tmp_path, tiny_model):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export(tiny_model, tmp_path / "m.onnx")
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
