@@ -197,7 +197,7 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     vid_stride, save_coco, console, threads, reconnect), tracking (see ``tracking_options``:
     track, line, zone, track_*, smooth, smooth_*) and the task's predict options (classify:
     top_k; detect: conf, iou, max_det, classes; landmarks / pose: boxes, detector,
-    detector_label, box_conf, flip_test). ``coco_gt``: a COCO ground truth whose image ids
+    detector_label, box_conf, flip_test, scales). ``coco_gt``: a COCO ground truth whose image ids
     and category ids (classes matched by name) --save-coco uses, so the file evaluates
     against it directly. Returns the run's summary; with ``stream=True`` a generator of
     cvapps.tasks.batch.FrameResult instead (outputs are still written as asked)."""

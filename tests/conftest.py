@@ -72,23 +72,48 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="session")
-def coco_detector(tmp_path_factory):
-    """The default COCO detector (ssd_mobilenet_v2.coco) built from its manifest's config with
-    seeded random weights, placed in a private $CVAPPS_HOME cache and registered with that
-    file's digest: tests use the real architecture and loading path, never the network."""
+def fixture_home(tmp_path_factory):
+    """One private $CVAPPS_HOME for every converted-model fixture of the session."""
+    home = tmp_path_factory.mktemp("cvapps_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CVAPPS_HOME", str(home))
+    yield home
+    mp.undo()
+
+
+def _converted_fixture(home, names: list[str]):
+    """The converted pretrained models ``names`` built from their manifests' configs with
+    seeded random weights, placed in the fixtures' $CVAPPS_HOME cache and registered with
+    those files' digests: tests use the real architecture and loading path, never the network."""
     from dataclasses import replace
 
     from cvapps import weights
     from cvapps.modelfile import save_model, tensor_digest
     from cvapps.tasks import model_class
 
-    home = tmp_path_factory.mktemp("cvapps_home")
     mp = pytest.MonkeyPatch()
-    mp.setenv("CVAPPS_HOME", str(home))
-    spec = weights.get_spec("ssd_mobilenet_v2.coco")
-    torch.manual_seed(0)
-    model = model_class("detect").from_config(spec.config).eval()
-    save_model(model, home / "weights" / spec.filename)
-    mp.setitem(weights.all_weights(), spec.name, replace(spec, sha256=tensor_digest(model.state_dict())))
+    models = []
+    for name in names:
+        spec = weights.get_spec(name)
+        torch.manual_seed(0)
+        model = model_class(spec.task).from_config(spec.config).eval()
+        save_model(model, home / "weights" / spec.filename)
+        mp.setitem(weights.all_weights(), spec.name, replace(spec, sha256=tensor_digest(model.state_dict())))
+        models.append(model)
+    return models, mp
+
+
+@pytest.fixture(scope="session")
+def coco_detector(fixture_home):
+    """The default COCO detector (ssd_mobilenet_v2.coco), weights from a fixture."""
+    (model,), mp = _converted_fixture(fixture_home, ["ssd_mobilenet_v2.coco"])
+    yield model
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def face_detector(fixture_home):
+    """The default landmark model / face-box source (retinaface.face5), weights from a fixture."""
+    (model,), mp = _converted_fixture(fixture_home, ["retinaface.face5"])
     yield model
     mp.undo()

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from ..registry import Registry
 from .graphdef import read_constants
+from .onnx_file import read_onnx
 
 READERS: Registry = Registry("model-file reader")
 MAPPINGS: Registry = Registry("weights mapping")
 READERS.register("tf_graphdef", read_constants)
+READERS.register("onnx", read_onnx)
 
-from . import tf_ssd  # noqa: E402,F401  (registers its mapping)
+from . import retinaface, tf_ssd  # noqa: E402,F401  (register their mappings)
 
 __all__ = ["MAPPINGS", "READERS"]

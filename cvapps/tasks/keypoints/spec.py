@@ -21,6 +21,20 @@ from .topdown import whole_image as whole_image_boxes
 from .workflow import KeypointDataset, augment, load_results, match_results
 
 
+def parse_scales(value) -> tuple[float, ...] | None:
+    """"1,2" / [1, 2] -> (1.0, 2.0); None stays None (the model's default)."""
+    if value is None:
+        return None
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        out = tuple(float(v) for v in parts)
+    except ValueError:
+        raise ConfigError(f"--scales takes numbers such as 1,2, got {value!r}") from None
+    if not out or any(not 1 <= v <= 4 for v in out):
+        raise ConfigError(f"--scales must be between 1 and 4 (enlargements for small faces), got {value!r}")
+    return out
+
+
 def check_schema(model, data: KeypointData) -> None:
     k, mk = data.num_keypoints, len(model.schema)
     if k != mk:
@@ -37,7 +51,9 @@ class KeypointSpec(TaskSpec):
                     CliOption("box_conf", float, 0.0, "minimum box score (file or detector)"),
                     CliOption("whole_image", bool, False, "one instance per image: the whole frame (webcams, "
                                                           "single-person shots)"),
-                    CliOption("flip_test", bool, False, "average with the mirrored crop (left/right swapped)")),
+                    CliOption("flip_test", bool, False, "average with the mirrored crop (left/right swapped)"),
+                    CliOption("scales", str, None, "face detector: test-time scales, e.g. 1,2 to find faces "
+                                                   "under ~20 px (5x the compute)")),
         "train": (CliOption("head", str, "heatmap", "heatmap (deconvolution, stride 4) or regression (direct)",
                             dest="kind"),
                   CliOption("loss", str, None, "regression: wing | l1 | l2 (default wing faces, l1 pose)"),
@@ -51,6 +67,7 @@ class KeypointSpec(TaskSpec):
     box_label: ClassVar[str] = "person"  # the detector class whose boxes are cropped
     instance: ClassVar[str] = "person"  # category name in pseudo-label files
     default_detector: ClassVar[str | None] = None  # a pretrained detector for boxes when none are given
+    named_box_sources: ClassVar[dict] = {}  # --boxes NAME: a built-in box source instead of a file
 
     def make_config(self, backbone, weights, kind, img_size, head, schema=None) -> dict:
         """Crop size [H, W] (default per task), the schema (names, flip pairs, skeleton, eyes,
@@ -125,21 +142,37 @@ class KeypointSpec(TaskSpec):
         """A boxes file, a cvapps detector, or None (the model's default box source)."""
         if boxes and detector is not None:
             raise ConfigError("give either a boxes file or a detector, not both")
+        if boxes in self.named_box_sources:
+            return self.named_box_sources[boxes]()
         if boxes:
             return FileBoxes(boxes, min_score=box_conf)
         if detector is not None:
-            return DetectorBoxes(detector, detector_label or self.box_label, conf=box_conf or 0.3)
+            own = getattr(detector, "finds_instances", False)  # a face detector keeps its own threshold
+            return DetectorBoxes(detector, detector_label or self.box_label, conf=box_conf or (None if own else 0.3))
         return None
 
     def predict_setup(self, model, load, items=(), boxes=None, detector=None, detector_label=None,
-                      box_conf: float = 0.0, whole_image: bool = False, flip_test: bool = False):
+                      box_conf: float = 0.0, whole_image: bool = False, flip_test: bool = False, scales=None):
         if whole_image and (boxes or detector):
             raise ConfigError("--whole-image takes no boxes file or detector")
+        if getattr(model, "finds_instances", False):  # a single-stage model: its own boxes
+            if boxes or detector or whole_image:
+                raise ConfigError(f"{model.config.get('weights') or 'this model'} finds the {self.instance}s itself: "
+                                  "--boxes / --detector / --whole-image are for top-down models")
+            return model.preprocessor(), {"conf": box_conf or None, "scales": parse_scales(scales)}
         if detector is None and not boxes and not whole_image:
             detector = self.default_detector
         if detector is not None:
-            detector = load(detector, "detect")
+            detector = load(detector, None)
+            if detector.task != "detect" and not getattr(detector, "finds_instances", False):
+                raise ConfigError(f"--detector needs a detection model (or a face detector), got a {detector.task} "
+                                  "model")
         source = whole_image_boxes if whole_image else self.box_source(boxes, detector, detector_label, box_conf)
+        if scales is not None:
+            if not isinstance(source, DetectorBoxes) or not getattr(source.det, "finds_instances", False):
+                raise ConfigError("--scales is an option of the face detector (the default landmark model and "
+                                  "face-box source)")
+            source.options["scales"] = parse_scales(scales)
         if isinstance(source, FileBoxes):
             named = [str(it) for it in items if isinstance(it, Path)]
             if named and not any(source.covers(n) for n in named):
@@ -151,8 +184,9 @@ class KeypointSpec(TaskSpec):
 
     # active learning ------------------------------------------------------------------
     def strategies(self, model) -> list[str]:
-        heat = model.config["head"]["kind"] == "heatmap"
-        return super().strategies(model) + (["least_confidence"] if heat else []) + ["variance", "hybrid"]
+        kind = model.config["head"]["kind"]  # heatmap | regression | a single-stage detector (scores, no dropout)
+        return super().strategies(model) + (["least_confidence"] if kind != "regression" else []) + \
+            (["variance", "hybrid"] if kind in ("heatmap", "regression") else [])
 
     def scores(self, model, x, metas, strategy, mc_passes) -> torch.Tensor:
         """Per crop; select reduces them per image (the most uncertain instance)."""

@@ -106,21 +106,21 @@ class HaarFaces:
 
 
 class DetectorBoxes:
-    """Boxes from a cvapps detection model; ``label`` keeps one class (e.g. person/face)
-    when the detector knows it."""
+    """Boxes from a cvapps model that finds instances: a detection model (``label`` keeps one
+    class, e.g. person / face, when the detector knows it) or a face detector."""
 
-    def __init__(self, detector, label: str | None = None, conf: float = 0.3):
-        self.det, self.conf = detector.eval(), conf
-        self.keep = None
-        if label is not None and label in detector.labels:
-            self.keep = detector.labels.index(label)
+    def __init__(self, detector, label: str | None = None, conf: float | None = 0.3, **options):
+        self.det, self.label = detector.eval(), label
+        self.options = {"conf": conf, **options}  # the detector's predict options
         self._lock = threading.Lock()
 
     def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            d = self.det.predict(image, conf=self.conf)[0]
-        keep = np.ones(len(d.boxes), bool) if self.keep is None else d.labels == self.keep
-        return np.asarray(d.boxes, np.float64)[keep].reshape(-1, 4), np.asarray(d.scores, np.float64)[keep]
+            t = self.det.predict(image, **self.options)[0].track_boxes()
+        keep = np.ones(len(t.boxes), bool)
+        if self.label is not None and self.label in t.names:
+            keep = t.labels == t.names.index(self.label)
+        return np.asarray(t.boxes, np.float64)[keep].reshape(-1, 4), np.asarray(t.scores, np.float64)[keep]
 
 
 class FileBoxes:

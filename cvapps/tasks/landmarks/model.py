@@ -7,6 +7,7 @@ from ..base import register_task
 from ..keypoints.model import KeypointModel
 from ..keypoints.topdown import HaarFaces
 from ..keypoints.workflow import KeypointCollector
+from .retinaface import FaceDetectorModel, face_detector_class
 from .metrics import landmark_metrics, nme, normaliser
 from .spec import LandmarkSpec
 
@@ -15,6 +16,13 @@ from .spec import LandmarkSpec
 class LandmarkModel(KeypointModel):
     default_loss = "wing"
     default_size = [256, 256]
+
+    @classmethod
+    def from_config(cls, config: dict) -> "LandmarkModel":
+        """Head kind "retinaface" makes the single-stage face detector (whole images in)."""
+        if (config.get("head") or {}).get("kind") == "retinaface" and not issubclass(cls, FaceDetectorModel):
+            return face_detector_class(cls).from_config(config)
+        return super().from_config(config)
 
     def primary_metric(self) -> tuple[str, str]:
         return "NME", "min"

@@ -1,0 +1,171 @@
+"""Pretrained faces (and, later, people) with no training, on the annotated data we have.
+
+Prints one JSON object:
+- ``faces``: for OpenCV's Haar cascade and the converted RetinaFace, on every image of the
+  face sets (300-W, WFLW, COFW, AFLW) and the COCO keypoint images: labelled faces found
+  (recall) and detections that match no labelled face. A labelled face is found by a
+  detection box that contains its two eye centres and its nose tip (box conventions differ
+  between detectors and datasets, so no IoU); each detection finds at most one face. COCO
+  faces: people whose eyes and nose are labelled visible. Caveat: the WIDER-FACE images of
+  WFLW label only some faces of a crowd, so their unmatched detections include real faces
+  (``unmatched_by_image`` shows where).
+- ``nme5``: the default landmark model's 5 points against 5 points derived from the dense
+  annotations (``FIVE``: eye centres = mean of each eye's contour points, nose tip, mouth
+  corners), normalised by the distance between the two derived eye centres, per set.
+- ``fps``: end-to-end `predict landmarks` (decode, detect, draw nothing) on a 640x480 video
+  of a real 300-W face sliding across the frame, with the default (contention-safe) threads.
+
+Needs ../shared/data (or $CVAPPS_DATA) and the converted model (fetched from PyPI once)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import data_root, require  # noqa: E402
+
+import cvapps  # noqa: E402
+from cvapps.data.io import read_image  # noqa: E402
+from cvapps.tasks.keypoints.topdown import HaarFaces  # noqa: E402
+
+# dense annotation -> (left eye centre, right eye centre, nose tip, mouth left, mouth right);
+# "left" = image left, the order RetinaFace predicts. Lists are averaged.
+FIVE = {
+    "300w": ([36, 37, 38, 39, 40, 41], [42, 43, 44, 45, 46, 47], [30], [48], [54]),
+    "wflw": (list(range(60, 68)), list(range(68, 76)), [54], [76], [82]),
+    "cofw": ([8, 10, 12, 13], [9, 11, 14, 15], [20], [22], [23]),
+}
+SETS = ["300w", "wflw", "cofw", "aflw"]
+COCO_FACE = (1, 2, 0)  # left eye, right eye, nose in COCO-17
+
+
+def five_points(kp: np.ndarray, name: str) -> np.ndarray:
+    return np.stack([kp[idx, :2].mean(0) for idx in FIVE[name]])
+
+
+def labelled_faces(root: Path) -> dict[str, list[np.ndarray]]:
+    """image path -> list of (3, 2) reference points (eye centre, eye centre, nose) per face."""
+    out: dict[str, list[np.ndarray]] = {}
+    for name in SETS:
+        d = json.loads(next((root / "keypoints" / name).glob("test_*.json")).read_text())
+        files = {im["id"]: root / "keypoints" / name / im["file_name"] for im in d["images"]}
+        for a in d["annotations"]:
+            kp = np.asarray(a["keypoints"], float).reshape(-1, 3)
+            if name == "aflw":  # AFLW-19: eye centres 7 and 10, nose tip 13
+                ref = kp[[7, 10, 13], :2]
+            else:
+                ref = five_points(kp, name)[:3]
+            out.setdefault(str(files[a["image_id"]]), []).append(ref)
+    d = json.loads((root / "keypoints" / "coco" / "test_coco.json").read_text())
+    files = {im["id"]: root / "keypoints" / "coco" / im["file_name"] for im in d["images"]}
+    for im in d["images"]:
+        out.setdefault(str(files[im["id"]]), [])
+    for a in d["annotations"]:
+        kp = np.asarray(a["keypoints"], float).reshape(-1, 3)
+        if (kp[list(COCO_FACE), 2] > 0).all():
+            out[str(files[a["image_id"]])].append(kp[list(COCO_FACE), :2])
+    return out
+
+
+def match(boxes: np.ndarray, scores: np.ndarray, refs: list[np.ndarray]) -> tuple[int, int, list[int]]:
+    """-> (faces found, unmatched detections, index of the detection per face or -1)."""
+    used, hit = set(), []
+    order = np.argsort(-scores)
+    for ref in refs:
+        j = next((int(k) for k in order if k not in used and (ref[:, 0] >= boxes[k, 0]).all()
+                  and (ref[:, 0] <= boxes[k, 2]).all() and (ref[:, 1] >= boxes[k, 1]).all()
+                  and (ref[:, 1] <= boxes[k, 3]).all()), -1)
+        if j >= 0:
+            used.add(j)
+        hit.append(j)
+    return sum(h >= 0 for h in hit), len(boxes) - len(used), hit
+
+
+def face_detection(faces: dict, model) -> dict:
+    haar = HaarFaces()
+    rows = {}
+    for det in ("haar", "retinaface"):
+        found = labelled = unmatched = 0
+        by_image = {}
+        for path, refs in faces.items():
+            img = read_image(path)
+            if det == "haar":
+                boxes, scores = haar(img)
+            else:
+                p = model.predict(img)[0]
+                boxes, scores = p.boxes, p.box_scores
+            f, u, _ = match(np.asarray(boxes).reshape(-1, 4), np.asarray(scores), refs)
+            found, labelled, unmatched = found + f, labelled + len(refs), unmatched + u
+            by_image[Path(path).parent.name + "/" + Path(path).name] = {"labelled": len(refs), "found": f,
+                                                                         "unmatched": u}
+        rows[det] = {"images": len(faces), "labelled": labelled, "found": found,
+                     "recall": round(found / max(labelled, 1), 4), "unmatched": unmatched,
+                     "unmatched_per_image": round(unmatched / len(faces), 3), "unmatched_by_image": by_image}
+    return rows
+
+
+def nme5(root: Path, model) -> dict:
+    out = {}
+    all_nme = []
+    for name in FIVE:
+        d = json.loads(next((root / "keypoints" / name).glob("test_*.json")).read_text())
+        files = {im["id"]: root / "keypoints" / name / im["file_name"] for im in d["images"]}
+        nmes, missed = [], 0
+        for image_id, path in files.items():
+            p = model.predict(read_image(path))[0]
+            for a in (a for a in d["annotations"] if a["image_id"] == image_id):
+                gt = five_points(np.asarray(a["keypoints"], float).reshape(-1, 3), name)
+                _, _, (j,) = match(p.boxes, p.box_scores, [gt[:3]])
+                if j < 0:
+                    missed += 1
+                    continue
+                iod = np.linalg.norm(gt[0] - gt[1])
+                nmes.append(float(np.linalg.norm(p.points[j] - gt, axis=1).mean() / iod))
+        all_nme += nmes
+        out[name] = {"faces": len(nmes), "missed": missed, "NME": round(float(np.mean(nmes)), 4) if nmes else None,
+                     "max": round(max(nmes), 4) if nmes else None}
+    out["all"] = {"faces": len(all_nme), "NME": round(float(np.mean(all_nme)), 4)}
+    return out
+
+
+def make_video(path: Path, face: np.ndarray, frames: int) -> None:
+    """640x480 @ 25 fps: the face image scaled to 300 px high, sliding left to right."""
+    h = 300
+    f = cv2.resize(face, (int(face.shape[1] * h / face.shape[0]), h))
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
+    for i in range(frames):
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        x0 = int((640 - f.shape[1]) * i / max(frames - 1, 1)) if f.shape[1] < 640 else 0
+        canvas[90 : 90 + h, x0 : x0 + min(f.shape[1], 640)] = f[:, : 640 - x0]
+        w.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    w.release()
+
+
+def video_fps(root: Path, frames: int) -> dict:
+    face = read_image(root / "keypoints" / "300w" / "indoor_029.png")
+    with tempfile.TemporaryDirectory() as d:
+        video = Path(d) / "face.mp4"
+        make_video(video, face, frames)
+        t = time.perf_counter()
+        found = sum(len(r.prediction) > 0 for r in cvapps.predict(None, [video], task="landmarks", stream=True))
+        dt = time.perf_counter() - t
+    return {"landmarks_default": {"frames": frames, "frames_with_a_face": found, "fps": round(frames / dt, 1)}}
+
+
+def main() -> None:
+    root = require(data_root() / "keypoints", "keypoint data").parent
+    model = cvapps.load("retinaface.face5")
+    out = {"model": "retinaface.face5", "faces": face_detection(labelled_faces(root), model),
+           "nme5": nme5(root, model), "fps": video_fps(root, 150)}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
