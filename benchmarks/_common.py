@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 
@@ -97,3 +99,16 @@ def per_second(fn, x: torch.Tensor, reps: int = 6, precision: str = "fp32") -> f
             fn(x)
             best = min(best, time.perf_counter() - t)
     return x.shape[0] / best
+
+
+def make_face_video(path: Path, face: np.ndarray, frames: int = 150) -> None:
+    """640x480 @ 25 fps: the face image scaled to 300 px high, sliding left to right."""
+    h = 300
+    f = cv2.resize(face, (int(face.shape[1] * h / face.shape[0]), h))
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
+    for i in range(frames):
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        x0 = int((640 - f.shape[1]) * i / max(frames - 1, 1)) if f.shape[1] < 640 else 0
+        canvas[90 : 90 + h, x0 : x0 + min(f.shape[1], 640)] = f[:, : 640 - x0]
+        w.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    w.release()

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
-from _common import data_root, matmul_peak_gflops, per_second, require
+from _common import data_root, make_face_video, matmul_peak_gflops, per_second, require
 from torch.utils.flop_counter import FlopCounterMode
 
 import cvapps
@@ -25,19 +24,6 @@ def gflops(model, hw) -> float:
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         model(torch.randn(1, 3, *hw))
     return fc.get_total_flops() / 1e9
-
-
-def make_video(path: Path, face: np.ndarray, frames: int = 150) -> None:
-    """640x480 @ 25 fps: the face image scaled to 300 px high, sliding left to right."""
-    h = 300
-    f = cv2.resize(face, (int(face.shape[1] * h / face.shape[0]), h))
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
-    for i in range(frames):
-        canvas = np.full((480, 640, 3), 90, np.uint8)
-        x0 = int((640 - f.shape[1]) * i / max(frames - 1, 1)) if f.shape[1] < 640 else 0
-        canvas[90 : 90 + h, x0 : x0 + min(f.shape[1], 640)] = f[:, : 640 - x0]
-        w.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-    w.release()
 
 
 def main() -> None:
@@ -62,7 +48,7 @@ def main() -> None:
     model = cvapps.create_model("landmarks", "mobilenet_v2", weights="mobilenet_v2.imagenet1k")
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "face.mp4"
-        make_video(video, face)
+        make_face_video(video, face)
         for prec in ("fp32", "bf16"):
             t = time.perf_counter()
             s = cvapps.predict_keypoints(model, [str(video)], save_json=str(Path(tmp) / "p.jsonl"), precision=prec,

@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_root, require  # noqa: E402
+from _common import data_root, make_face_video, require  # noqa: E402
 
 import cvapps  # noqa: E402
 from cvapps.data.io import read_image  # noqa: E402
@@ -136,24 +135,11 @@ def nme5(root: Path, model, scales=None) -> dict:
     return out
 
 
-def make_video(path: Path, face: np.ndarray, frames: int) -> None:
-    """640x480 @ 25 fps: the face image scaled to 300 px high, sliding left to right."""
-    h = 300
-    f = cv2.resize(face, (int(face.shape[1] * h / face.shape[0]), h))
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
-    for i in range(frames):
-        canvas = np.full((480, 640, 3), 90, np.uint8)
-        x0 = int((640 - f.shape[1]) * i / max(frames - 1, 1)) if f.shape[1] < 640 else 0
-        canvas[90 : 90 + h, x0 : x0 + min(f.shape[1], 640)] = f[:, : 640 - x0]
-        w.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-    w.release()
-
-
 def video_fps(root: Path, frames: int) -> dict:
     face = read_image(root / "keypoints" / "300w" / "indoor_029.png")
     with tempfile.TemporaryDirectory() as d:
         video = Path(d) / "face.mp4"
-        make_video(video, face, frames)
+        make_face_video(video, face, frames)
         t = time.perf_counter()
         found = sum(len(r.prediction) > 0 for r in cvapps.predict(None, [video], task="landmarks", stream=True))
         dt = time.perf_counter() - t
