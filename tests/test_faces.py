@@ -105,7 +105,7 @@ def test_anchor_box_and_landmark_decoding_by_hand(face_detector):
     loc = torch.tensor([[[1.0, -2.0, np.log(2) / 0.2, 0.0]]])  # centre +1.6 / -3.2 px, width x2
     pts = torch.arange(10, dtype=torch.float32).reshape(1, 1, 10) - 5
     raw = FaceRaw(loc, torch.tensor([[[0.0, np.log(3.0)]]]), pts, a)
-    boxes, scores, points = decode(raw, [0.1, 0.2])
+    boxes, scores, points = decode(raw, face_detector.coder)
     np.testing.assert_allclose(boxes[0, 0].numpy(), [41.6 - 16, 26.8 - 8, 41.6 + 16, 26.8 + 8], atol=1e-5)
     np.testing.assert_allclose(scores[0, 0].item(), 0.75, atol=1e-6)  # softmax(0, ln 3)
     np.testing.assert_allclose(points[0, 0, 0].numpy(), [40 - 5 * 1.6, 30 - 4 * 1.6], atol=1e-5)

@@ -138,17 +138,23 @@ class KeypointSpec(TaskSpec):
 
     # predict --------------------------------------------------------------------------
     def box_source(self, boxes: str | None = None, detector=None, detector_label: str | None = None,
-                   box_conf: float = 0.0):
-        """A boxes file, a cvapps detector, or None (the model's default box source)."""
+                   box_conf: float = 0.0, scales=None):
+        """A named source (e.g. haar), a boxes file, a cvapps detector, or None (the model's
+        default box source). ``scales``: the face detector's test-time scales."""
         if boxes and detector is not None:
             raise ConfigError("give either a boxes file or a detector, not both")
+        own = getattr(detector, "finds_instances", False)  # a face detector: own threshold, test-time scales
+        if scales is not None and not own:
+            raise ConfigError("--scales is an option of the face detector (the default landmark model and "
+                              "face-box source)")
         if boxes in self.named_box_sources:
             return self.named_box_sources[boxes]()
         if boxes:
             return FileBoxes(boxes, min_score=box_conf)
         if detector is not None:
-            own = getattr(detector, "finds_instances", False)  # a face detector keeps its own threshold
-            return DetectorBoxes(detector, detector_label or self.box_label, conf=box_conf or (None if own else 0.3))
+            extra = {"scales": parse_scales(scales)} if own else {}
+            return DetectorBoxes(detector, detector_label or self.box_label, conf=box_conf or (None if own else 0.3),
+                                 **extra)
         return None
 
     def predict_setup(self, model, load, items=(), boxes=None, detector=None, detector_label=None,
@@ -156,9 +162,9 @@ class KeypointSpec(TaskSpec):
         if whole_image and (boxes or detector):
             raise ConfigError("--whole-image takes no boxes file or detector")
         if getattr(model, "finds_instances", False):  # a single-stage model: its own boxes
-            if boxes or detector or whole_image:
+            if boxes or detector or whole_image or flip_test:
                 raise ConfigError(f"{model.config.get('weights') or 'this model'} finds the {self.instance}s itself: "
-                                  "--boxes / --detector / --whole-image are for top-down models")
+                                  "--boxes / --detector / --whole-image / --flip-test are for top-down models")
             return model.preprocessor(), {"conf": box_conf or None, "scales": parse_scales(scales)}
         if detector is None and not boxes and not whole_image:
             detector = self.default_detector
@@ -167,12 +173,10 @@ class KeypointSpec(TaskSpec):
             if detector.task != "detect" and not getattr(detector, "finds_instances", False):
                 raise ConfigError(f"--detector needs a detection model (or a face detector), got a {detector.task} "
                                   "model")
-        source = whole_image_boxes if whole_image else self.box_source(boxes, detector, detector_label, box_conf)
-        if scales is not None:
-            if not isinstance(source, DetectorBoxes) or not getattr(source.det, "finds_instances", False):
-                raise ConfigError("--scales is an option of the face detector (the default landmark model and "
-                                  "face-box source)")
-            source.options["scales"] = parse_scales(scales)
+        if whole_image and scales is not None:
+            raise ConfigError("--whole-image takes no --scales (they are the face detector's)")
+        source = whole_image_boxes if whole_image else \
+            self.box_source(boxes, detector, detector_label, box_conf, scales)
         if isinstance(source, FileBoxes):
             named = [str(it) for it in items if isinstance(it, Path)]
             if named and not any(source.covers(n) for n in named):

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import box_convert, nms
 
 from ...backbones.mobilenet_v1 import conv_bn
 from ...data.transforms import Letterbox, meta_scale
@@ -102,12 +103,19 @@ class RetinaFaceHead(nn.Module):
         self.box = nn.ModuleList(nn.Conv2d(c, a * 4, 1) for _ in cins)
         self.points = nn.ModuleList(nn.Conv2d(c, a * 10, 1) for _ in cins)
         self.min_sizes, self.steps = h.min_sizes, h.steps
+        self._anchors: dict[tuple, torch.Tensor] = {}  # per (feature sizes, device): a video reuses one
 
     @staticmethod
     def _flat(t: torch.Tensor, k: int) -> torch.Tensor:
         return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1, k)  # (B, h*w*A, k): cell-major, then anchor
 
     def anchors(self, sizes: list[tuple[int, int]], device) -> torch.Tensor:
+        key = (tuple(sizes), str(device))
+        if key not in self._anchors:
+            self._anchors[key] = self._make_anchors(sizes, device)
+        return self._anchors[key]
+
+    def _make_anchors(self, sizes: list[tuple[int, int]], device) -> torch.Tensor:
         out = []
         for (fh, fw), step, mins in zip(sizes, self.steps, self.min_sizes):
             ys, xs = torch.meshgrid(torch.arange(fh, device=device), torch.arange(fw, device=device), indexing="ij")
@@ -123,14 +131,16 @@ class RetinaFaceHead(nn.Module):
                        self.anchors([tuple(f.shape[-2:]) for f in levels], levels[0].device))
 
 
-def decode(raw: FaceRaw, variances: list[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> boxes (B, A, 4) xyxy, scores (B, A), points (B, A, 5, 2), input pixels."""
+def decode(raw: FaceRaw, coder: BoxCoder) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> boxes (B, A, 4) xyxy, scores (B, A), points (B, A, 5, 2), input pixels. Boxes use
+    torchvision's coder (variances v = weights 1/v); points are centre offsets scaled like
+    the box centre."""
     a = raw.anchors.float()
-    loc, pts = raw.loc.float(), raw.landmarks.float().reshape(*raw.landmarks.shape[:2], 5, 2)
-    c = a[:, :2] + loc[..., :2] * variances[0] * a[:, 2:]
-    wh = a[:, 2:] * torch.exp(loc[..., 2:] * variances[1])
-    points = a[:, None, :2] + pts * variances[0] * a[:, None, 2:]
-    return torch.cat([c - wh / 2, c + wh / 2], -1), raw.logits.float().softmax(-1)[..., 1], points
+    b, n = raw.loc.shape[:2]
+    boxes = coder.decode_single(raw.loc.float().reshape(-1, 4), box_convert(a, "cxcywh", "xyxy").repeat(b, 1))
+    pts = raw.landmarks.float().reshape(b, n, 5, 2)
+    points = a[:, None, :2] + pts / coder.weights[0] * a[:, None, 2:]
+    return boxes.reshape(b, n, 4), raw.logits.float().softmax(-1)[..., 1], points
 
 
 class FaceDetectorModel:
@@ -161,6 +171,8 @@ class FaceDetectorModel:
         self.schema = Schema.from_dict(config["schema"])
         self.perm = self.schema.flip_perm
         self.refine_index = None
+        v = config["head"]["variances"]
+        self.coder = BoxCoder((1 / v[0], 1 / v[0], 1 / v[1], 1 / v[1]))
 
     def forward(self, x: torch.Tensor) -> FaceRaw:
         """x: (B, 3, H, W) normalised whole images -> FaceRaw."""
@@ -188,6 +200,8 @@ class FaceDetectorModel:
         input. ``conf`` / ``iou``: score threshold and NMS overlap (default: the config's);
         ``scales``: test-time scales, e.g. (1, 2) for tiny faces (see ``infer``)."""
         self.preprocessor(boxes)  # refuses boxes
+        if flip_test:
+            raise ConfigError("flip test averages a top-down model's crops; the face detector has none")
         return TaskModel.predict(self, inputs, batch_size, precision, conf=conf, iou=iou, scales=scales)
 
     def loss(self, raw, targets):
@@ -212,12 +226,12 @@ class FaceDetectorModel:
                                   names, sk, "face")
         if raw is None:
             return [empty() for _ in metas]
-        boxes, scores, points = decode(raw, h["variances"])
+        boxes, scores, points = decode(raw, self.coder)
         out = []
         for b, s, p, m in zip(boxes, scores, points, metas):
             keep = torch.nonzero(s > conf).flatten()
             keep = keep[s[keep].argsort(descending=True)[: h["top_k"]]]
-            keep = keep[batched_nms(b[keep], s[keep], torch.zeros_like(keep), iou)[: h["max_det"]]]
+            keep = keep[nms(b[keep], s[keep], iou)[: h["max_det"]]]
             if not len(keep):
                 out.append(empty())
                 continue
