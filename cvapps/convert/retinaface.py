@@ -15,6 +15,7 @@ import torch
 
 from ..errors import WeightsError
 from . import MAPPINGS
+from .state import complete_state
 
 HEADS = {"cls": "class_head.class_head", "box": "bbox_head.bbox_head", "points": "landmark_head.landmark_head"}
 
@@ -47,16 +48,10 @@ def convert(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: di
         out[f"{conv}.weight"] = torch.from_numpy(np.ascontiguousarray(w))
         b = torch.from_numpy(c[f"{src}.bias"].astype(np.float32))
         bn = conv[: conv.rindex(".")] + "." + str(int(conv.rsplit(".", 1)[1]) + 1)
-        if f"{bn}.running_var" in state:  # a folded conv: the bias lives in its BatchNorm
-            eps = 1e-5
+        if f"{bn}.running_var" in state:  # a folded conv: its bias goes to an identity BatchNorm
+            eps = 1e-5  # nn.BatchNorm2d's default, what our modules use
             out.update({f"{bn}.weight": torch.ones_like(b), f"{bn}.bias": b, f"{bn}.running_mean": torch.zeros_like(b),
-                        f"{bn}.running_var": torch.full_like(b, 1 - eps), f"{bn}.num_batches_tracked": state[f"{bn}.num_batches_tracked"]})
+                        f"{bn}.running_var": torch.full_like(b, 1 - eps)})
         else:
             out[f"{conv}.bias"] = b
-    missing = sorted(set(state) - set(out))
-    if missing:
-        raise WeightsError(f"the conversion gives no tensor for {missing[:3]}")
-    for k, v in out.items():
-        if v.shape != state[k].shape:
-            raise WeightsError(f"{k}: the model file's tensor is {tuple(v.shape)}, the model's {tuple(state[k].shape)}")
-    return out
+    return complete_state(out, state)

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import WeightsError
 from . import MAPPINGS
+from .state import complete_state
 
 TF = "FeatureExtractor/MobilenetV2"
 
@@ -80,18 +81,4 @@ def convert(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: di
         order = np.array([k * 4 + j for k in range(a) for j in (1, 0, 3, 2)])  # (ty, tx, th, tw) -> (tx, ty, tw, th)
         out[f"head.reg.{level}.0.weight"] = _conv(box_w[..., order])
         out[f"head.reg.{level}.0.bias"] = box_b[order]
-    result = {}
-    for k, v in state.items():
-        if k.endswith("num_batches_tracked"):
-            result[k] = v
-            continue
-        if k not in out:
-            raise WeightsError(f"the conversion gives no tensor for {k}")
-        t = torch.from_numpy(np.ascontiguousarray(out[k], dtype=np.float32))
-        if t.shape != v.shape:
-            raise WeightsError(f"{k}: the graph's tensor is {tuple(t.shape)}, the model's {tuple(v.shape)}")
-        result[k] = t
-    extra = set(out) - set(state)
-    if extra:
-        raise WeightsError(f"the conversion made tensors the model does not have: {sorted(extra)[:3]}")
-    return result
+    return complete_state(out, state)
