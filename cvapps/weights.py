@@ -67,8 +67,13 @@ class WeightsSpec:
         return (cvapps_home() / "weights" / self.filename).is_file()
 
     def preprocessing(self) -> dict:
-        return {"mean": list(self.mean), "std": list(self.std), "input_size": self.input_size,
-                "resize_size": self.resize_size, "interpolation": self.interpolation}
+        """The input normalisation the weights were trained with (a converted task model's is
+        in its config: the TF detector saw [-1, 1], RetinaFace 0-255 minus a mean)."""
+        pre = {"mean": list(self.mean), "std": list(self.std), "input_size": self.input_size,
+               "resize_size": self.resize_size, "interpolation": self.interpolation}
+        if self.kind == "model":
+            pre.update({k: list(self.config["preprocessing"][k]) for k in ("mean", "std")})
+        return pre
 
     def label_names(self) -> list[str]:
         if self.labels == "imagenet1k":

@@ -198,3 +198,13 @@ def test_test_time_scales_add_the_small_anchors_of_the_enlarged_pass(tmp_path, c
     assert code == 2 and "--scales takes numbers" in err
     code, _, _ = run_cli(capsys, "predict", "landmarks", img, "--scales", "1,2")
     assert code == 0
+
+
+def test_a_model_started_from_the_face_detector_keeps_its_input_normalisation(face_detector):
+    """A top-down landmark model on RetinaFace's backbone must feed it what it was trained on."""
+    m = cvapps.create_model("landmarks", weights="retinaface.face5", schema="ibug68", img_size=[64, 64])
+    assert m.config["backbone"] == "mobilenet_v1_025"
+    assert m.config["preprocessing"]["mean"] == face_detector.config["preprocessing"]["mean"]
+    assert m.config["preprocessing"]["std"] == face_detector.config["preprocessing"]["std"]
+    torch.testing.assert_close(m.state_dict()["backbone.body.stage2.3.1.0.weight"],
+                               face_detector.state_dict()["backbone.body.stage2.3.1.0.weight"])
