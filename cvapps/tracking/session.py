@@ -121,13 +121,14 @@ class SequenceTracker:
             c.update(kept_ids, centres, names)
         for z in self.zones:
             z.update(kept_ids, centres, names)
+        line_counts, zone_counts = [c.to_dict() for c in self.lines], [z.to_dict() for z in self.zones]
         counts = None
         if self.lines or self.zones:
-            counts = {**{f"line{i + 1}": c.to_dict() for i, c in enumerate(self.lines)},
-                      **{f"zone{i + 1}": z.to_dict() for i, z in enumerate(self.zones)}}
+            counts = {**{f"line{i + 1}": d for i, d in enumerate(line_counts)},
+                      **{f"zone{i + 1}": d for i, d in enumerate(zone_counts)}}
         overlay = Overlay([(k, np.array(self.trails[k])) for k in kept_ids.tolist()],
-                          [(c.p1, c.p2, c.to_dict()) for c in self.lines],
-                          [(z.poly, z.to_dict()) for z in self.zones])
+                          [(c.p1, c.p2, d) for c, d in zip(self.lines, line_counts)],
+                          [(z.poly, d) for z, d in zip(self.zones, zone_counts)])
         return tracked, overlay, counts
 
 
