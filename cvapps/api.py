@@ -127,6 +127,8 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
     data_args = {k: v for k, v in kwargs.items() if k in data_names}
     head = {k: v for k, v in kwargs.items() if k not in data_names}
     config = spec.make_config(backbone, wspec, kind, img_size, head, **data_args)
+    if backbone_options is None and wspec is not None and wspec.kind == "model":
+        backbone_options = wspec.config.get("backbone_options")  # e.g. TF "SAME" padding: part of the weights
     if backbone_options:
         config["backbone_options"] = dict(backbone_options)
     model = spec.model.from_config(config)

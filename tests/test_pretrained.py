@@ -240,3 +240,13 @@ def test_save_coco_uses_the_ground_truths_ids_by_name(tmp_path, capsys, coco_det
     labels = [p["label"] for p in json.loads((tmp_path / "p.jsonl").read_text())["predictions"]]
     expected = sorted({"airplane": 1, "person": 2}[n] for n in labels if n in ("airplane", "person"))
     assert rows and sorted(r["category_id"] for r in rows) == expected and {r["image_id"] for r in rows} == {7}
+
+
+def test_other_tasks_on_the_detectors_backbone_keep_its_padding_and_normalisation(coco_detector):
+    pose = cvapps.create_model("pose", weights=NAME, img_size=[64, 64])
+    assert pose.config["backbone_options"] == coco_detector.config["backbone_options"]
+    assert pose.config["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+    assert any(isinstance(m, Conv2dSame) for m in pose.backbone.modules())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(pose.backbone(x)[-1], coco_detector.backbone(x)[-1])
