@@ -346,7 +346,7 @@ def evaluate(model, data: str | None = None, *, task: str | None = None, val_dat
     va = val_data if val_data is not None else spec.read_eval(model, opts)
     ds = spec.eval_dataset(model, va, opts.skip_bad)
     ev = model.make_evaluator(ds)
-    metrics = evaluate_dataset(model, ds, eopts.batch_size, eopts.precision, evaluator=ev)
+    metrics = evaluate_dataset(model, ds, eopts.batch_size, eopts.precision, evaluator=ev, workers=eopts.workers)
     metrics = spec.finish_eval(model, va, ev, metrics, eopts)
     if va.skipped:
         metrics["skipped"] = sorted(set(va.skipped))

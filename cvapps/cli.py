@@ -83,6 +83,8 @@ SMOOTH = {
     "smooth_cutoff": (Optional[float], Opt(None, help="One-Euro min cutoff, Hz (default 1.0; lower: steadier)")),
     "smooth_beta": (Optional[float], Opt(None, help="One-Euro speed coefficient (default 20; higher: less lag)")),
 }
+WORKERS = {"workers": (Optional[int], Opt(None, help="data-loading processes (default: one per core but one, at "
+                                                   "most 8; 0: load in the main process; env CVAPPS_WORKERS)"))}
 DATA = {
     "data": (Optional[str], Opt(None, help="annotations, or a dataset root")),
     "images": (Optional[str], Opt(None, help="image folder")),
@@ -112,13 +114,13 @@ TRAIN = {
     "clip_grad": (Optional[float], Opt(5.0, help="gradient norm clip (0: off)")),
     "time_limit": (Optional[float], Opt(None, help="stop after the epoch that crosses this many minutes")),
     "seed": (int, Opt(0)), "resume": (bool, Opt(False, help="continue from OUT/checkpoint.pt")),
-    **DEVICE, **PRECISION,
+    **WORKERS, **DEVICE, **PRECISION,
 }
 EVAL = {
     **DATA,
     "model": (Optional[str], Opt(None, help="model file or weights name")),
     "results": (Optional[str], Opt(None, help="evaluate this results file / folder instead of a model")),
-    "batch_size": (int, Opt(16)), **DEVICE, **PRECISION,
+    "batch_size": (int, Opt(16)), **WORKERS, **DEVICE, **PRECISION,
 }
 def command(target: typer.Typer, name: str, *groups: dict, help: str, hidden: bool = False):
     """Register ``fn(task-free **kwargs)`` as ``name`` with the parameters of ``groups``
@@ -299,7 +301,7 @@ def _train(task, own, data, img_size, out_dir, val_data, time_limit, clip_grad, 
 def _evaluate(task, own, model, results, data, **kw):
     args = {**_own_args(own, kw), **{k: v for k, v in kw.items() if v is not None}}
     if results:
-        for k in ("batch_size", "precision", "device", "skip_bad", "save_results", "out"):
+        for k in ("batch_size", "precision", "device", "skip_bad", "save_results", "out", "workers"):
             args.pop(k, None)
         m = _api().evaluate_results(results, data, task=task, **args)
     elif model:

@@ -166,6 +166,7 @@ class EvalOptions(Options):
     out: str | None = None
     batch_size: int = opt(32, low=1)
     precision: str = opt("fp32", choices=("fp32", "bf16"))
+    workers: int | None = opt(None, low=0)  # data-loading processes (None: cvapps.data.loader.default_workers)
 
 
 @dataclasses.dataclass(frozen=True)

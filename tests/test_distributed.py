@@ -1,4 +1,5 @@
-"""DDP under torchrun (2 gloo processes on CPU) matches one process with the same global batch."""
+"""DDP under torchrun (2 gloo processes on CPU, one loader worker each, random augmentation)
+matches one process with the same global batch and two loader workers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from safetensors.torch import load_file
 SCRIPT = """
 import sys, cvapps
 r = cvapps.train("classify", sys.argv[1], backbone="resnet18", img_size=32, epochs=2, batch_size=6, lr=1e-2,
-                 freeze="backbone", head={"dropout": 0.0}, warmup_epochs=0, out=sys.argv[2])
+                 freeze="backbone", augment=True, head={"dropout": 0.0}, warmup_epochs=0, out=sys.argv[2],
+                 workers=int(sys.argv[3]))
 print("RESULT", r["rank"], r["world_size"])
 """
 
@@ -31,8 +33,8 @@ def test_two_process_gloo_matches_one_process(tmp_path, colour_folder):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     out2 = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                 str(script), str(colour_folder), str(tmp_path / "ddp")], tmp_path)
-    out1 = _run([sys.executable, str(script), str(colour_folder), str(tmp_path / "one")], tmp_path)
+                 str(script), str(colour_folder), str(tmp_path / "ddp"), "1"], tmp_path)
+    out1 = _run([sys.executable, str(script), str(colour_folder), str(tmp_path / "one"), "2"], tmp_path)
     assert sorted(out2.split("RESULT")[1:]) == [" 0 2\n", " 1 2\n"] and "RESULT 0 1" in out1
     # one set of outputs, written by rank 0
     files = sorted(p.name for p in (tmp_path / "ddp").iterdir())

@@ -205,7 +205,7 @@ def _overfit(task, tmp_path, steps, **head):
     from cvapps.training.trainer import evaluate_dataset
 
     make, val = m.spec.datasets(m, data, data)
-    x, t = collate([make(False)[i] for i in range(4)])
+    x, t, _ = collate([make(False)[i] for i in range(4)])
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     before = evaluate_dataset(m, val)
     m.eval()

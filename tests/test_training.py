@@ -79,8 +79,23 @@ def test_skip_bad_counts_unreadable_images(tmp_path, colour_folder):
     (colour_folder / "train" / "red" / "broken.png").write_bytes(b"garbage")
     with pytest.raises(cvapps.DataError, match="broken.png"):
         cvapps.train("classify", str(colour_folder), out=str(tmp_path / "a"), **{**FAST, "epochs": 1})
-    r = cvapps.train("classify", str(colour_folder), out=str(tmp_path / "b"), skip_bad=True, **{**FAST, "epochs": 1})
+    # the worker process that meets the bad file reports it to the main process
+    r = cvapps.train("classify", str(colour_folder), out=str(tmp_path / "b"), skip_bad=True, workers=2,
+                     **{**FAST, "epochs": 1})
     assert [p.split(": ")[0].endswith("broken.png") and "not a decodable image" in p for p in r["skipped"]] == [True]
+
+
+def test_worker_processes_do_not_change_the_run(tmp_path, colour_folder):
+    """Each sample's augmentation is seeded by (epoch, index): 0 and 2 loader processes train
+    the same weights, and differently seeded runs differ (the augmentation is random)."""
+    runs = {}
+    for name, workers, seed in (("main", 0, 1), ("two", 2, 1), ("other_seed", 2, 2)):
+        cvapps.train("classify", str(colour_folder), out=str(tmp_path / name), augment=True, workers=workers,
+                     **{**FAST, "epochs": 2, "seed": seed})
+        runs[name] = load_file(tmp_path / name / "last.safetensors")
+    for k in runs["main"]:
+        assert torch.equal(runs["main"][k], runs["two"][k]), k
+    assert any(not torch.equal(runs["two"][k], runs["other_seed"][k]) for k in runs["two"])
 
 
 @pytest.mark.parametrize("kind,rows,metric", [

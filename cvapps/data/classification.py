@@ -161,15 +161,20 @@ class ImageDataset(TaskDataset):
     """Items: (image tensor (3, S, S) float32, target tensor). ``transform`` is an
     EvalTransform or an albumentations Compose. ``skip_bad``: see TaskDataset.
     ``cache_side``: keep decoded images in memory, downsized so the short side is
-    ``cache_side`` (small datasets trained for many epochs decode each file once)."""
+    ``cache_side`` (small datasets trained for many epochs decode each file once), at most
+    ``cache_images`` of them over all loader processes."""
 
     def __init__(self, data: ClassificationData, transform: Callable, skip_bad: bool = False,
-                 cache_side: int | None = None):
+                 cache_side: int | None = None, cache_images: int = 10_000):
         super().__init__(data, skip_bad)
         self.transform = transform
         self.targets = data.target_tensor()
-        self.cache_side = cache_side
+        self.cache_side, self.cache_images = cache_side, cache_images
         self._cache: dict[int, np.ndarray] = {}
+
+    def on_worker(self, workers: int) -> None:
+        """In each of ``workers`` loader processes (each holds its own cache)."""
+        self.cache_images //= workers
 
     def image(self, i: int) -> np.ndarray:
         if i in self._cache:
@@ -180,7 +185,8 @@ class ImageDataset(TaskDataset):
             s = self.cache_side / min(h, w)
             if s < 1:
                 img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-            self._cache[i] = img
+            if len(self._cache) < self.cache_images:
+                self._cache[i] = img
         return img
 
     def load(self, i: int):

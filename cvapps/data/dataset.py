@@ -1,6 +1,7 @@
 """The one dataset base and collate function every task's training data uses: items are
 (x (3, H, W) float32, target), a bad sample (DataError) stops the run naming the file, or
-with ``skip_bad`` is recorded in ``data.skipped`` and dropped by ``collate``."""
+with ``skip_bad`` is dropped by ``collate`` and recorded in ``data.skipped`` by the loader
+(cvapps.data.loader, also when a worker process met it)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,14 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 
 
+class Skipped(str):
+    """The one-line reason a sample was skipped (what ``__getitem__`` returns instead)."""
+
+
 class TaskDataset(Dataset):
-    """Subclasses implement ``load(i) -> (x, target)``; ``data`` has a ``skipped`` list."""
+    """Subclasses implement ``load(i) -> (x, target)``; ``data`` has a ``skipped`` list.
+    Items are indexed by ``i`` or by ``(i, seed)``: the seed fixes the sample's random
+    augmentation (``reseed``), whichever process loads it and in whichever order."""
 
     def __init__(self, data, skip_bad: bool = False):
         self.data, self.skip_bad = data, skip_bad
@@ -22,7 +29,19 @@ class TaskDataset(Dataset):
     def load(self, i: int):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __getitem__(self, i: int):
+    def reseed(self, seed: int) -> None:
+        """Seed the augmentation: the albumentations pipelines (``transform`` / ``augment``)
+        keep their own generators. The global RNGs are left alone: in the main process they
+        drive the model's randomness (dropout), which must not depend on the worker count."""
+        for name in ("transform", "augment"):
+            pipeline = getattr(self, name, None)
+            if hasattr(pipeline, "set_random_seed"):
+                pipeline.set_random_seed(seed)
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is not None:
+            self.reseed(seed)
         try:
             return self.load(i)
         except DataError as e:
@@ -30,17 +49,17 @@ class TaskDataset(Dataset):
                 skip = "pass --skip-bad to skip bad samples (counted)"
                 e.hint = f"{e.hint}; or {skip}" if e.hint else f"fix or remove the file, or {skip}"
                 raise
-            self.data.skipped.append(str(e))
-            return None
+            return Skipped(str(e))
 
 
 def collate(batch: list):
-    """[(x, target) | None] -> (x (B, ...), targets): tensors are stacked, other targets
-    (per-image dicts) kept as a list; None items (skipped samples) are dropped; an all-None
-    batch gives None (the loops skip it)."""
-    batch = [b for b in batch if b is not None]
+    """[(x, target) | Skipped] -> (x (B, ...) | None, targets, [skipped messages]): tensors
+    are stacked, other targets (per-image dicts) kept as a list; x is None when every sample
+    was skipped (the loader drops such batches)."""
+    skipped = [b for b in batch if isinstance(b, Skipped)]
+    batch = [b for b in batch if not isinstance(b, Skipped)]
     if not batch:
-        return None
+        return None, None, skipped
     targets = [b[1] for b in batch]
-    return torch.stack([b[0] for b in batch]), (torch.stack(targets) if isinstance(targets[0], torch.Tensor)
-                                                else targets)
+    return (torch.stack([b[0] for b in batch]),
+            torch.stack(targets) if isinstance(targets[0], torch.Tensor) else targets, skipped)

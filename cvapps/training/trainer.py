@@ -13,9 +13,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import TensorDataset
 
-from ..data.dataset import collate
+from ..data.loader import make_loader
 from ..errors import ConfigError, CvappsError, DataError
 from ..modelfile import save_model
 from ..options import Options, opt
@@ -48,6 +48,7 @@ class TrainConfig(Options):
     precision: str = opt("fp32", choices=PRECISIONS)
     clip_grad: float | None = opt(5.0, low=0.0, low_open=True)
     seed: int = 0
+    workers: int | None = opt(None, low=0)  # data-loading processes; None: cvapps.data.loader.default_workers
     augment: bool | None = None  # None: on unless the backbone is frozen
     out_dir: str = opt("runs/train", cli="--out")
     resume: bool = False
@@ -66,18 +67,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loader(ds, batch_size: int, shuffle: bool = False, seed: int = 0, rank: int = 0, world: int = 1) -> DataLoader:
-    """Training loaders (``shuffle``) permute with seed ``seed`` and give this rank every
-    world-th sample, so N ranks x batch B see exactly the samples one process sees with
-    batch N x B (DistributedSampler's order, also in a single process)."""
-    sampler = DistributedSampler(ds, world, rank, shuffle=True, seed=seed) if shuffle else None
-    n = len(sampler) if sampler is not None else len(ds)
-    # a training batch of one breaks BatchNorm: drop such a remainder
-    drop_last = shuffle and n > batch_size and n % batch_size == 1
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=None if isinstance(ds, TensorDataset)
-                      else collate, drop_last=drop_last)
-
-
 def to_device(t, device: torch.device):
     """Targets: a tensor, or a list of per-image dicts of tensors (detection, keypoints)."""
     if isinstance(t, torch.Tensor):
@@ -85,18 +74,17 @@ def to_device(t, device: torch.device):
     return [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()} for d in t]
 
 
-def evaluate_dataset(model, ds, batch_size: int = 32, precision: str = "fp32", forward=None, evaluator=None) -> dict:
+def evaluate_dataset(model, ds, batch_size: int = 32, precision: str = "fp32", forward=None, evaluator=None,
+                     workers: int | None = None, loader=None) -> dict:
     """Loss and task metrics of ``model`` over ``ds`` (items (x, target)); the task's
-    evaluator (``model.make_evaluator``) accumulates raw outputs and computes the metrics."""
+    evaluator (``model.make_evaluator``) accumulates raw outputs and computes the metrics.
+    ``loader``: reuse one (its worker processes) across calls; else one with ``workers``."""
     model.eval()
     forward = forward or model
     ev = evaluator or model.make_evaluator(ds)
     loss_sum, n = 0.0, 0
     with torch.inference_mode():
-        for batch in make_loader(ds, batch_size):
-            if batch is None:
-                continue
-            x, t = batch
+        for x, t in loader or make_loader(ds, batch_size, workers=workers, device=model.device):
             with autocast(model.device, precision):
                 raw = forward(x.to(model.device))
             if model.has_eval_loss:
@@ -147,11 +135,12 @@ class Trainer:
         self.records: list[dict] = []
 
     # ------------------------------------------------------------------------------------
-    def _loader(self, ds, shuffle: bool, epoch: int) -> DataLoader:
+    def _loader(self, ds, shuffle: bool):
+        """Made once per dataset and run: the worker processes persist across epochs."""
         if not shuffle:
-            return make_loader(ds, self.cfg.batch_size)
-        return make_loader(ds, self.cfg.batch_size // self.dist.world, True, self.cfg.seed * 1000 + epoch,
-                           self.dist.rank, self.dist.world)
+            return make_loader(ds, self.cfg.batch_size, workers=self.cfg.workers, device=self.device)
+        return make_loader(ds, self.cfg.batch_size // self.dist.world, True, self.cfg.seed * 1000,
+                           self.dist.rank, self.dist.world, self.cfg.workers, self.device)
 
     @torch.inference_mode()
     def _cache_features(self, ds, what: str) -> TensorDataset:
@@ -159,10 +148,7 @@ class Trainer:
         self.model.eval()
         feats, targets = [], []
         with Phase(self.console, f"caching {what} features", len(ds)) as bar:
-            for batch in self._loader(ds, False, 0):
-                if batch is None:
-                    continue
-                x, t = batch
+            for x, t in self._loader(ds, False):
                 with autocast(self.device, self.cfg.precision):
                     f = self.model.cache_features(self.model.forward_features(x.to(self.device)))
                 feats.append(f.float().cpu())
@@ -173,8 +159,9 @@ class Trainer:
     def _forward(self, x: torch.Tensor):
         return self.model.forward_cached(x) if self.cache else self.model(x)
 
-    def evaluate(self, ds) -> dict:
-        return evaluate_dataset(self.model, ds, self.cfg.batch_size, self.cfg.precision, self._forward)
+    def evaluate(self, ds, loader=None) -> dict:
+        return evaluate_dataset(self.model, ds, self.cfg.batch_size, self.cfg.precision, self._forward,
+                                loader=loader or self._loader(ds, False))
 
     # ------------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -222,7 +209,9 @@ class Trainer:
                            + (f"; DDP over {self.dist.world} processes, {cfg.batch_size // self.dist.world} "
                               f"images per process per step" if self.dist.enabled else ""))
         opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.backbone_lr_ratio, cfg.weight_decay), lr=cfg.lr)
-        steps_per_epoch = max(1, len(self._loader(train_ds, True, 0)))  # this rank's batches per epoch
+        train_loader = self._loader(train_ds, True)
+        val_loader = self._loader(val_ds, False) if val_ds is not None and self.dist.main else None
+        steps_per_epoch = max(1, len(train_loader))  # this rank's batches per epoch
         total, warm = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
 
         def lr_lambda(step: int) -> float:
@@ -253,15 +242,11 @@ class Trainer:
                 self.console.print(f"epoch {epoch}: unfroze a backbone stage -> {t:,} trainable, {f:,} frozen")
                 step_fn = distributed.wrap(model, self.dist, self.device)  # DDP fixes its parameter set
             seed_everything(cfg.seed * 1000 + epoch)  # each epoch's randomness is fixed: exact resume
-            if hasattr(train_ds, "transform") and hasattr(train_ds.transform, "set_random_seed"):
-                train_ds.transform.set_random_seed(cfg.seed * 1000 + epoch)
+            train_loader.sampler.set_epoch(epoch)  # the order and each sample's augmentation seed
             model.train()
             t0, loss_sum, n_seen = time.time(), 0.0, 0
             with Phase(self.console, f"epoch {epoch + 1}/{cfg.epochs}", len(train_ds)) as bar:
-                for step, batch in enumerate(self._loader(train_ds, True, epoch)):
-                    if batch is None:
-                        continue
-                    x, t = batch
+                for step, (x, t) in enumerate(train_loader):
                     x, t = x.to(self.device), to_device(t, self.device)
                     with autocast(self.device, cfg.precision):
                         loss = step_fn(x, t, self.cache)["loss"]
@@ -284,7 +269,7 @@ class Trainer:
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": head_lr,
                    "train_time_s": round(elapsed, 2), "images_per_s": round(n_seen / elapsed, 1)}
             if val_ds is not None and self.dist.main:  # rank 0 evaluates the whole set: exact metrics
-                m = self.evaluate(val_ds)
+                m = self.evaluate(val_ds, val_loader)
                 rec.update({f"val_{k}" if k == "loss" else k: v for k, v in m.items()
                             if not isinstance(v, (list, dict))})
             rec = distributed.from_main(self.dist, rec)
