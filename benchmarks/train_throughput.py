@@ -39,7 +39,7 @@ def cases(root: Path, n: int) -> dict:
         "detect": dict(data=dict(data=str(voc / "annotations" / "instances_coco.json"), images=str(voc / "images")),
                        model=dict(backbone="mobilenet_v2", img_size=320), batch_size=16),
         "segment": dict(data=dict(data=str(camvid)), model=dict(backbone="mobilenet_v2", img_size=[360, 480],
-                                                                  head={"kind": "fcn8s"}), batch_size=8),
+                                                                  kind="fcn8s"), batch_size=8),
     }
 
 

@@ -309,7 +309,7 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     result = trainer.fit()
     if result["rank"] != 0:  # other DDP ranks: rank 0 reports and evaluates
         return result
-    dropped = getattr(trainer.train_ds, "dropped_boxes", 0)
+    dropped = trainer.train_ds.counts.get("dropped_boxes", 0)
     if dropped:
         console.print(f"augmentation dropped {dropped} boxes that became too small or left the image")
         result["dropped_boxes"] = dropped
@@ -374,9 +374,10 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
 
 
 @torch.inference_mode()
-def embed(model: TaskModel, images, batch_size: int = 64, console: Console | None = None) -> torch.Tensor:
+def embed(model: TaskModel, images, batch_size: int = 64, console: Console | None = None,
+          workers: int | None = None) -> torch.Tensor:
     """Pooled last-stage backbone features (N, D) float32 of paths or RGB arrays (in order;
-    an unreadable image raises)."""
+    an unreadable image raises). ``workers``: threads reading images ahead."""
     model.eval()
     pre = model.preprocessor()
     out = []
@@ -385,7 +386,7 @@ def embed(model: TaskModel, images, batch_size: int = 64, console: Console | Non
         raise frame.error
 
     with Phase(console or Console(stderr=True, markup=False), "embedding", len(images)) as bar:
-        for good in frame_batches(list(images), pre, batch_size, on_error=fail):
+        for good in frame_batches(list(images), pre, batch_size, on_error=fail, threads=workers):
             x, _ = to_batch(pre, [f.payload[0] for f in good], model.device)
             out.append(model.embed(x).cpu())
             bar.advance(len(good))
@@ -395,10 +396,12 @@ def embed(model: TaskModel, images, batch_size: int = 64, console: Console | Non
 def simulate(task: str = "classify", data: str | None = None, *, backbone: str | None = None,
              weights: str | None = None, img_size=None, initial: int = 100, step: int = 100, rounds: int = 5,
              strategies: list[str] | None = None, seeds: int = 3, out: str = "runs/al-simulate", epochs: int = 5,
-             batch_size: int = 8, lr: float = 2e-3, console: Console | None = None, **options) -> dict:
+             batch_size: int = 8, lr: float = 2e-3, console: Console | None = None, workers: int | None = None,
+             **options) -> dict:
     """Replay active learning on a fully labelled set; writes out/curves.json and
     out/learning_curves.png. Returns the curves. ``options``: data options as for ``train``
-    (``val_fraction`` defaults to 0.2 when there is no validation split).
+    (``val_fraction`` defaults to 0.2 when there is no validation split). ``workers``: data
+    loading processes / threads (default: the machine's; 0 or 1: in the main process).
 
     Classification (the spec's feature recipe): the backbone's features are computed once and
     each round trains a fresh MLP head (cvapps.active.simulate). Other tasks: each round
@@ -418,7 +421,7 @@ def simulate(task: str = "classify", data: str | None = None, *, backbone: str |
                           f"{max(0, (len(tr) - initial) // max(step, 1))} rounds of {step} fit)")
     if spec.feature_simulation:
         model = create_model(task, backbone, weights, labels=tr.labels, img_size=img_size)
-        x, xv = embed(model, tr.paths, console=console), embed(model, va.paths, console=console)
+        x, xv = (embed(model, p, console=console, workers=workers) for p in (tr.paths, va.paths))
         curves = sim.simulate_features(x, tr.target_tensor(), xv, va.target_tensor(), len(tr.labels), initial, step,
                                        rounds, strategies or ["random", "entropy", "margin", "bald", "coreset"], seeds)
         curves["metric"] = model.primary_metric()[0]
@@ -428,6 +431,6 @@ def simulate(task: str = "classify", data: str | None = None, *, backbone: str |
     args.pop("class_weights", None)
     curves = simulate_task(lambda: create_model(task, backbone, weights, img_size=img_size, **args), tr, va, initial,
                            step, rounds, strategies or ["random", "least_confidence", "coreset"], seeds, epochs,
-                           batch_size, lr)
+                           batch_size, lr, workers=workers)
     sim.save(curves, Path(out), curves["metric"])
     return curves

@@ -416,6 +416,7 @@ def select(
     pseudo_label: Optional[float] = typer.Option(None, help="also write confident predictions (>= this) as labels"),
     vid_stride: int = typer.Option(10, help="videos in the pool: score every N-th frame"),
     min_gap: int = typer.Option(30, help="videos: picked frames of one video are at least this many frames apart"),
+    workers: Optional[int] = typer.Option(None, help="threads reading images ahead (default: one per core, at most 4)"),
     device: str = DEVICE["device"][1],
 ) -> None:
     """Rank unlabelled images and video frames by how much labelling them should teach the
@@ -423,7 +424,7 @@ def select(
     same arguments skips what was already scored."""
     sel = _api().select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
                         batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
-                        vid_stride=vid_stride, min_gap=min_gap, device=device, console=err)
+                        vid_stride=vid_stride, min_gap=min_gap, workers=workers, device=device, console=err)
     for row in sel:
         print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)
@@ -444,13 +445,14 @@ def al_simulate(
     batch_size: int = typer.Option(8), lr: float = typer.Option(2e-3),
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
     img_size: Optional[str] = TRAIN["img_size"][1], out_dir: str = typer.Option("runs/al-simulate", "--out"),
+    workers: Optional[int] = WORKERS["workers"][1],
 ) -> None:
     """Replay active learning on a labelled set; writes curves.json and learning_curves.png."""
     opts = {k: v for k, v in dict(images=images, fmt=fmt, val=val_data, val_images=val_images).items() if v}
     c = _api().simulate(task, data, backbone=backbone, weights=weights, img_size=_size(img_size), initial=initial,
                         step=step, rounds=rounds, strategies=strategies.split(",") if strategies else None, seeds=seeds,
                         out=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, console=err,
-                        val_fraction=val_fraction, **opts)
+                        val_fraction=val_fraction, workers=workers, **opts)
     last = {k: round(v["mean"][-1], 4) for k, v in c["strategies"].items()}
     print(_json({"labels": c["labels"][-1], "metric": c["metric"], "final": last, "out_dir": out_dir}))
 

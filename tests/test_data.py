@@ -96,3 +96,28 @@ def test_csv_unknown_class_names_file_and_row(tmp_path):
     with pytest.raises(DataError) as e:
         read_csv(tmp_path / "val.csv", labels=["cat", "dog"])
     assert "val.csv" in str(e.value) and "row 2" in str(e.value) and "'horse'" in str(e.value)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_prefetch_threads_keep_source_order_and_errors(tmp_path, threads):
+    """Still images are read and prepared by several threads; frames still come out in the
+    sources' order, a corrupt file as an error frame in its place."""
+    from cvapps.data.sources import iter_frames, prefetch
+
+    paths = []
+    for i in range(12):
+        p = tmp_path / f"{i:02d}.png"
+        if i == 5:
+            p.write_bytes(b"not a png")
+        else:
+            write_image(p, np.full((8 + i, 10, 3), i * 20, np.uint8))
+        paths.append(p)
+
+    class Pre:  # the hook sees the decoded image: its payload is the image's height
+        def prepare(self, image, source, frame):
+            return image.shape[0]
+
+    frames = list(prefetch(iter_frames(paths), Pre(), maxsize=4, threads=threads))
+    assert [f.source for f in frames] == [str(p) for p in paths]
+    assert [f.payload for f in frames] == [8 + i if i != 5 else None for i in range(12)]
+    assert frames[5].error is not None and "05.png" in frames[5].error.one_line()

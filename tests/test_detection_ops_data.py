@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -166,14 +167,42 @@ def test_augmentation_keeps_boxes_valid_and_counts_drops(tmp_path):
     aug = detection_augment()
     aug.set_random_seed(0)
     ds = DetectionDataset(data, Letterbox.from_config(pre), aug)
-    total = 0
+    total = dropped = 0
     for _ in range(5):
         for i in range(len(ds)):
             x, t = ds[i]
+            dropped += t.pop("counts")["dropped_boxes"]
             assert x.shape == (3, 96, 96)
             b = t["boxes"]
             assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all()
             assert (b >= 0).all() and (b <= 96 + 1e-3).all()
             assert len(t["labels"]) == len(b) == len(t["iscrowd"])
             total += len(b)
-    assert total + ds.dropped_boxes == 5 * sum(len(r.boxes) for r in data.records)
+    assert total + dropped == 5 * sum(len(r.boxes) for r in data.records)
+
+
+def test_loader_workers_report_the_same_drops_and_batches(tmp_path):
+    """The augmentation's dropped-box tally, counted in worker processes, reaches the main
+    process's dataset; 0 and 2 workers load the same (seeded) batches."""
+    from cvapps.data.detection import DetectionDataset
+    from cvapps.data.loader import make_loader
+    from cvapps.data.transforms import Letterbox, detection_augment
+
+    make_detection_set(tmp_path)
+    data = read_coco(tmp_path / "coco.json", tmp_path / "images")
+    pre = {"mean": [0.5] * 3, "std": [0.5] * 3, "input_size": 96}
+    aug = detection_augment()  # its box rules, with a random shift large enough to push boxes out
+    aug = A.Compose([A.Affine(translate_percent=(-0.45, 0.45), p=1.0), *aug.transforms],
+                    bbox_params=aug.processors["bboxes"].params)
+    seen = {}
+    for workers in (0, 2):
+        ds = DetectionDataset(data, Letterbox.from_config(pre), aug)
+        loader = make_loader(ds, 2, shuffle=True, seed=3, workers=workers)
+        batches = []
+        for epoch in range(4):
+            loader.sampler.set_epoch(epoch)
+            batches += [(x, [t["boxes"] for t in ts]) for x, ts in loader]
+        seen[workers] = (ds.counts["dropped_boxes"], batches)
+    assert seen[0][0] == seen[2][0] > 0
+    for (xa, ba), (xb, bb) in zip(seen[0][1], seen[2][1], strict=True):
+        assert torch.equal(xa, xb) and all(torch.equal(a, b) for a, b in zip(ba, bb))

@@ -134,7 +134,8 @@ def default_strategy(model) -> str:
 def select(model, pool, budget: int, strategy: str | None = None, exclude: str | None = None,
            out: str = "runs/select", batch_size: int = 16, mc_passes: int = 10, k: int = 5, seed: int = 0,
            copy_to: str | None = None, link: bool = False, pseudo_label: float | None = None,
-           vid_stride: int = 10, min_gap: int = 30, console: Console | None = None) -> list[dict]:
+           vid_stride: int = 10, min_gap: int = 30, workers: int | None = None,
+           console: Console | None = None) -> list[dict]:
     """Rank the images and video frames of ``pool`` (folders, globs, list files, paths,
     videos) and pick ``budget``. Videos are sampled every ``vid_stride``-th frame; two picks
     from one video are at least ``min_gap`` frames apart (neighbouring frames are nearly the
@@ -145,7 +146,9 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     out/contact_sheet.png; with ``copy_to`` copies the picks there (``link=True``: symbolic
     links to the originals, for pools too large to duplicate); with ``pseudo_label`` (a
     confidence threshold) also writes the confident predictions on the rest of the pool's
-    images as training labels (cvapps.active.pseudo). Returns the selection rows."""
+    images as training labels (cvapps.active.pseudo). ``workers``: threads reading and
+    preparing images ahead of the model (default: cvapps.data.sources.decode_threads).
+    Returns the selection rows."""
     console = console or Console(stderr=True, markup=False)
     strategy = strategy or default_strategy(model)
     if strategy not in STRATEGIES:
@@ -195,7 +198,7 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
                 note(console, "skipped", fr.error.one_line())
                 bar.advance(1)
 
-            for batch in frame_batches(todo, pre, batch_size, vid_stride, on_error=skipped):
+            for batch in frame_batches(todo, pre, batch_size, vid_stride, on_error=skipped, threads=workers):
                 good = [fr for fr in batch if (fr.source, fr.frame) not in done]  # a resumed video's scored frames
                 bar.advance(len(batch) - len(good))
                 if not good:

@@ -23,10 +23,11 @@ from .simulate import summarise
 
 def simulate_task(make_model, pool, val, initial: int, step: int, rounds: int, strategies: list[str],
                   seeds: int = 3, epochs: int = 5, batch_size: int = 8, lr: float = 2e-3, mc_passes: int = 10,
-                  progress=None) -> dict:
+                  progress=None, workers: int | None = None) -> dict:
     """``make_model()`` -> a fresh TaskModel (called after seeding); ``pool`` / ``val``: the
     task's data (as its spec reads it). Returns the curves {"labels", "metric", "strategies":
-    {name: {"mean", "std", "runs"}}}."""
+    {name: {"mean", "std", "runs"}}}. ``workers``: data-loading processes for each round's
+    training and threads for its scoring (default: the machine's)."""
     probe = make_model()
     spec = probe.spec
     metric, _ = probe.primary_metric()
@@ -53,14 +54,14 @@ def simulate_task(make_model, pool, val, initial: int, step: int, rounds: int, s
                 make_train, val_ds = spec.datasets(model, pool.subset(sorted(labelled.tolist())), val)
                 with tempfile.TemporaryDirectory() as tmp:
                     cfg = TrainConfig(out_dir=tmp, epochs=epochs, batch_size=batch_size, lr=lr, freeze="backbone",
-                                      augment=False, warmup_epochs=0, seed=seed)
+                                      augment=False, warmup_epochs=0, seed=seed, workers=workers)
                     trainer = Trainer(model, cfg, make_train, val_ds, quiet)
                     trainer.fit()
                     scores.append(float(trainer.records[-1][metric]))
                     if r < rounds:
                         rest = [paths[i] for i in np.setdiff1d(np.arange(n), labelled)]
                         sel = select(model, rest, step, s, out=str(Path(tmp) / "select"), seed=seed * 100 + r,
-                                     mc_passes=mc_passes, console=quiet)
+                                     mc_passes=mc_passes, workers=workers, console=quiet)
                         labelled = np.concatenate([labelled, [index[row["path"]] for row in sel]])
                 if progress:
                     progress()

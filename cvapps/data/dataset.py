@@ -1,9 +1,12 @@
 """The one dataset base and collate function every task's training data uses: items are
 (x (3, H, W) float32, target), a bad sample (DataError) stops the run naming the file, or
 with ``skip_bad`` is dropped by ``collate`` and recorded in ``data.skipped`` by the loader
-(cvapps.data.loader, also when a worker process met it)."""
+(cvapps.data.loader, also when a worker process met it). Per-sample tallies (e.g. boxes the
+augmentation dropped) travel the same way into ``dataset.counts``."""
 
 from __future__ import annotations
+
+from collections import Counter
 
 import torch
 from torch.utils.data import Dataset
@@ -22,6 +25,7 @@ class TaskDataset(Dataset):
 
     def __init__(self, data, skip_bad: bool = False):
         self.data, self.skip_bad = data, skip_bad
+        self.counts: Counter = Counter()  # tallies of the samples loaded so far (by the loader)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -53,13 +57,17 @@ class TaskDataset(Dataset):
 
 
 def collate(batch: list):
-    """[(x, target) | Skipped] -> (x (B, ...) | None, targets, [skipped messages]): tensors
-    are stacked, other targets (per-image dicts) kept as a list; x is None when every sample
-    was skipped (the loader drops such batches)."""
-    skipped = [b for b in batch if isinstance(b, Skipped)]
+    """[(x, target) | Skipped] -> (x (B, ...) | None, targets, notes): tensors are stacked,
+    other targets (per-image dicts) kept as a list; x is None when every sample was skipped
+    (the loader drops such batches). notes: {"skipped": [messages], "counts": Counter} (the
+    "counts" a dict target carries are taken out of it)."""
+    notes = {"skipped": [b for b in batch if isinstance(b, Skipped)], "counts": Counter()}
     batch = [b for b in batch if not isinstance(b, Skipped)]
     if not batch:
-        return None, None, skipped
+        return None, None, notes
     targets = [b[1] for b in batch]
+    for t in targets:
+        if isinstance(t, dict) and "counts" in t:
+            notes["counts"].update(t.pop("counts"))
     return (torch.stack([b[0] for b in batch]),
-            torch.stack(targets) if isinstance(targets[0], torch.Tensor) else targets, skipped)
+            torch.stack(targets) if isinstance(targets[0], torch.Tensor) else targets, notes)

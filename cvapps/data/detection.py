@@ -255,21 +255,22 @@ def read_detection(data: str | Path, images: str | Path, fmt: str | None = None,
 
 class DetectionDataset(TaskDataset):
     """Items: (x (3, S, S) float32 normalised, target {"boxes" (N, 4) xyxy input pixels,
-    "labels" (N,), "iscrowd" (N,), "index": int, "meta": {...}}). ``augment``: an
-    albumentations Compose with bbox_params, applied before the letterbox."""
+    "labels" (N,), "iscrowd" (N,), "index": int, "meta": {...}, "counts": {"dropped_boxes":
+    n}}). ``augment``: an albumentations Compose with bbox_params, applied before the
+    letterbox; the boxes it drops are tallied in ``counts["dropped_boxes"]`` by the loader."""
 
     def __init__(self, data: DetectionData, letterbox, augment=None, skip_bad: bool = False):
         super().__init__(data, skip_bad)
         self.letterbox, self.augment = letterbox, augment
-        self.dropped_boxes = 0
 
     def load(self, i: int):
         r = self.data.records[i]
         img = read_image(r.path)
         boxes, labels, crowd = r.boxes, r.labels, r.iscrowd
+        dropped = 0
         if self.augment is not None:
             out = self.augment(image=img, bboxes=boxes, labels=labels, crowd=crowd.astype(np.int64))
-            self.dropped_boxes += len(boxes) - len(out["bboxes"])
+            dropped = len(boxes) - len(out["bboxes"])
             img = out["image"]
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels, crowd = np.asarray(out["labels"], np.int64), np.asarray(out["crowd"], bool)
@@ -277,5 +278,5 @@ class DetectionDataset(TaskDataset):
         x = self.letterbox.normalize(u8[None])[0]
         sx, sy = meta_scale(meta)
         target = {"boxes": torch.from_numpy(boxes * np.array([sx, sy, sx, sy], np.float32)).float(), "labels": torch.from_numpy(labels).long(),
-                  "iscrowd": torch.from_numpy(crowd), "index": i, "meta": meta}
+                  "iscrowd": torch.from_numpy(crowd), "index": i, "meta": meta, "counts": {"dropped_boxes": dropped}}
         return x, target

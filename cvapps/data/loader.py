@@ -70,15 +70,17 @@ def _worker_init(_: int) -> None:
 
 class Loader(DataLoader):
     """A DataLoader yielding (x (B, ...), targets) batches with skipped samples dropped and
-    recorded in ``dataset.data.skipped`` (in the main process, whichever worker met them)."""
+    recorded in ``dataset.data.skipped``, and the samples' tallies added to ``dataset.counts``
+    (in the main process, whichever worker loaded them)."""
 
     def __iter__(self):
         skipped = getattr(getattr(self.dataset, "data", None), "skipped", None)
         for b in super().__iter__():
-            if len(b) == 3:  # TaskDataset batches: (x, targets, messages of skipped samples)
-                x, t, msgs = b
+            if len(b) == 3:  # TaskDataset batches: (x, targets, notes)
+                x, t, notes = b
                 if skipped is not None:
-                    skipped.extend(m for m in msgs if m not in skipped)
+                    skipped.extend(m for m in notes["skipped"] if m not in skipped)
+                self.dataset.counts.update(notes["counts"])
                 if x is None:
                     continue
                 b = (x, t)

@@ -1,13 +1,17 @@
 """Input sources: paths, folders, globs, text files of paths, videos, camera indices,
-numpy arrays -> a stream of decoded frames. Decoding runs ahead in a thread."""
+numpy arrays -> a stream of decoded frames. Decoding runs ahead in threads."""
 
 from __future__ import annotations
 
+import collections
+import functools
 import glob
+import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -30,6 +34,7 @@ class Frame:
     error: DataError | None = None
     payload: Any = None
     fps: float | None = None
+    load: Callable[[], np.ndarray] | None = field(default=None, repr=False)  # a still image, read when prefetched
 
 
 def is_url(text: str) -> bool:
@@ -177,40 +182,64 @@ def iter_frames(items: list[Any], vid_stride: int = 1, reconnect: int = 0) -> It
         elif is_stream(it) or is_video(it):
             yield from iter_video(it, vid_stride, reconnect)
         else:
-            try:
-                yield Frame(str(it), None, read_image(it))
-            except DataError as e:
-                yield Frame(str(it), None, error=e)
+            yield Frame(str(it), None, load=functools.partial(read_image, it))
 
 
 _END = object()
 
 
-def prefetch(frames: Iterator[Frame], pre=None, maxsize: int = 32) -> Iterator[Frame]:
-    """Run ``frames`` and the preprocessing of each image in a daemon thread, handing results
-    over a bounded queue so memory stays flat on long videos. ``pre``: a preprocessor; its
-    ``prepare(image, source, frame)`` (the source name lets box sources look boxes up by
-    file name) becomes the frame's payload."""
+def decode_threads() -> int:
+    """Threads decoding and preparing images ahead of the model (OpenCV and torch release
+    the GIL while they work): one per core, at most 4."""
+    return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _ready(f: Frame, hook: Callable[[Frame], Any] | None) -> Frame:
+    """Read a still image (``f.load``) and run the preprocess hook; failures become ``f.error``."""
+    try:
+        if f.load is not None:
+            f.image, f.load = f.load(), None
+        if hook is not None and f.image is not None:
+            f.payload = hook(f)
+    except DataError as e:
+        f.error = e
+    return f
+
+
+def prefetch(frames: Iterator[Frame], pre=None, maxsize: int = 32, threads: int | None = None) -> Iterator[Frame]:
+    """Run ``frames`` and the preprocessing of each image in daemon threads, handing results
+    over in order on a bounded queue so memory stays flat on long videos. Still images are
+    read and prepared by ``threads`` threads at once (default ``decode_threads``); video
+    frames are decoded in order by one. ``pre``: a preprocessor; its ``prepare(image,
+    source, frame)`` (the source name lets box sources look boxes up by file name) becomes
+    the frame's payload."""
     hook: Callable[[Frame], Any] | None = None
     if pre is not None:
         hook = lambda f: pre.prepare(f.image, f.source, f.frame)  # noqa: E731
+    threads = threads or decode_threads()
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
 
     def work():
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="cvapps-prepare") if threads > 1 else None
+        ahead: collections.deque = collections.deque()  # futures in source order
         try:
             for f in frames:
                 if stop.is_set():
                     return
-                if hook is not None and f.image is not None:
-                    try:
-                        f.payload = hook(f)
-                    except DataError as e:
-                        f.error = e
-                q.put(f)
+                if pool is None:
+                    q.put(_ready(f, hook))
+                    continue
+                ahead.append(pool.submit(_ready, f, hook))
+                while len(ahead) > 2 * threads or (ahead and ahead[0].done()):
+                    q.put(ahead.popleft().result())
+            while ahead:
+                q.put(ahead.popleft().result())
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
             q.put(e)
         finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
             q.put(_END)
 
     t = threading.Thread(target=work, daemon=True, name="cvapps-decode")
@@ -244,11 +273,11 @@ def batched(it: Iterator[Frame], n: int) -> Iterator[list[Frame]]:
 
 
 def frame_batches(items: list, pre, batch_size: int, vid_stride: int = 1,
-                  on_error=None, reconnect: int = 0) -> Iterator[list[Frame]]:
+                  on_error=None, reconnect: int = 0, threads: int | None = None) -> Iterator[list[Frame]]:
     """The decoded, prepared frames of ``items`` in batches (decoding and ``pre.prepare`` run
     ahead in a thread). Frames that failed go to ``on_error(frame)`` and are left out; an
     all-bad batch yields nothing."""
-    frames = prefetch(iter_frames(items, vid_stride, reconnect), pre, maxsize=max(8, 2 * batch_size))
+    frames = prefetch(iter_frames(items, vid_stride, reconnect), pre, max(8, 2 * batch_size), threads)
     for batch in batched(frames, batch_size):
         good = []
         for f in batch:
