@@ -48,15 +48,18 @@ def subset(data, n: int):
     return data.subset(list(range(min(n, len(data)))))
 
 
-def pipeline_rate(ds, batch_size: int, workers: int) -> float:
+def pipeline_rate(ds, batch_size: int, workers: int, epochs: int = 4) -> float:
+    """Images/s of the loader alone over ``epochs`` epochs after a warm-up one (workers
+    started, files in the page cache)."""
     loader = make_loader(ds, batch_size, shuffle=True, seed=0, workers=workers)
     loader.sampler.set_epoch(0)
-    for _ in loader:  # warm: workers started, files in the page cache
+    for _ in loader:
         pass
-    loader.sampler.set_epoch(1)
     t, n = time.perf_counter(), 0
-    for x, _ in loader:
-        n += x.shape[0]
+    for epoch in range(1, epochs + 1):
+        loader.sampler.set_epoch(epoch)
+        for x, _ in loader:
+            n += x.shape[0]
     return n / (time.perf_counter() - t)
 
 

@@ -128,6 +128,7 @@ def test_two_stage_goes_through_the_same_paths(det_set, tmp_path):
     _, val_ds = m.spec.datasets(m, *[m.spec.read_eval(m, cvapps.options.DataOptions(
         data=str(det_set / "coco.json"), images=str(det_set / "images")))] * 2)
     x, t, _ = collate([val_ds[i] for i in range(4)])
+    x = val_ds.normalize(x)  # items are uint8; the loader normalises batches
     torch.manual_seed(0)
     m.train()
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=5e-3)

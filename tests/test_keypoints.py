@@ -137,7 +137,7 @@ def test_flip_augmentation_swaps_left_and_right(tmp_path):
     # the new left eye is the mirrored old right eye (and vice versa); the nose stays the nose
     np.testing.assert_allclose(k1[0], [64 - k0[1, 0], k0[1, 1]], atol=1e-4)
     np.testing.assert_allclose(k1[2], [64 - k0[2, 0], k0[2, 1]], atol=1e-4)
-    img = (x.permute(1, 2, 0).numpy() * 255).round()
+    img = x.permute(1, 2, 0).numpy().astype(float)  # items are uint8 images
     assert np.abs(img[int(k1[0, 1]), int(k1[0, 0])] - DOTS[1]).max() < 60  # right eye's colour at "left_eye"
 
 
@@ -206,6 +206,7 @@ def _overfit(task, tmp_path, steps, **head):
 
     make, val = m.spec.datasets(m, data, data)
     x, t, _ = collate([make(False)[i] for i in range(4)])
+    x = val.normalize(x)  # items are uint8; the loader normalises batches
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     before = evaluate_dataset(m, val)
     m.eval()

@@ -158,16 +158,18 @@ def resolve_dataset(data: str | None = None, train: str | None = None, val: str 
 
 
 class ImageDataset(TaskDataset):
-    """Items: (image tensor (3, S, S) float32, target tensor). ``transform`` is an
-    EvalTransform or an albumentations Compose. ``skip_bad``: see TaskDataset.
+    """Items: (image tensor (3, S, S) uint8, target tensor). ``pre``: the model's
+    EvalTransform (resize + centre crop, and the normalisation); ``augment``: an
+    albumentations Compose producing (S, S, 3) uint8 instead of the resize and crop.
+    ``skip_bad``: see TaskDataset.
     ``cache_side``: keep decoded images in memory, downsized so the short side is
     ``cache_side`` (small datasets trained for many epochs decode each file once), at most
     ``cache_images`` of them over all loader processes."""
 
-    def __init__(self, data: ClassificationData, transform: Callable, skip_bad: bool = False,
+    def __init__(self, data: ClassificationData, pre, augment: Callable | None = None, skip_bad: bool = False,
                  cache_side: int | None = None, cache_images: int = 10_000):
         super().__init__(data, skip_bad)
-        self.transform = transform
+        self.normalizer, self.augment = pre, augment
         self.targets = data.target_tensor()
         self.cache_side, self.cache_images = cache_side, cache_images
         self._cache: dict[int, np.ndarray] = {}
@@ -191,8 +193,6 @@ class ImageDataset(TaskDataset):
 
     def load(self, i: int):
         img = self.image(i)
-        if hasattr(self.transform, "resize_crop"):
-            x, _ = self.transform(img)
-        else:
-            x = torch.from_numpy(self.transform(image=img)["image"]).permute(2, 0, 1)  # (3, S, S)
-        return x, self.targets[i]
+        if self.augment is None:
+            return self.normalizer.resize_crop(img), self.targets[i]
+        return torch.from_numpy(self.augment(image=img)["image"]).permute(2, 0, 1), self.targets[i]  # (3, S, S)

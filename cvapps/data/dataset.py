@@ -1,5 +1,6 @@
 """The one dataset base and collate function every task's training data uses: items are
-(x (3, H, W) float32, target), a bad sample (DataError) stops the run naming the file, or
+(x (3, H, W) uint8, target) — a quarter of float32's bytes between loader processes; the
+loader normalises whole batches (``dataset.normalize``) — a bad sample (DataError) stops the run naming the file, or
 with ``skip_bad`` is dropped by ``collate`` and recorded in ``data.skipped`` by the loader
 (cvapps.data.loader, also when a worker process met it). Per-sample tallies (e.g. boxes the
 augmentation dropped) travel the same way into ``dataset.counts``."""
@@ -19,7 +20,8 @@ class Skipped(str):
 
 
 class TaskDataset(Dataset):
-    """Subclasses implement ``load(i) -> (x, target)``; ``data`` has a ``skipped`` list.
+    """Subclasses implement ``load(i) -> (x (3, H, W) uint8, target)`` and set ``normalizer``
+    (a preprocessor with ``normalize(batch_u8)``); ``data`` has a ``skipped`` list.
     Items are indexed by ``i`` or by ``(i, seed)``: the seed fixes the sample's random
     augmentation (``reseed``), whichever process loads it and in whichever order."""
 
@@ -30,8 +32,14 @@ class TaskDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
+    normalizer = None
+
     def load(self, i: int):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 -> float32 normalised the way the model's weights expect."""
+        return self.normalizer.normalize(batch_u8)
 
     def reseed(self, seed: int) -> None:
         """Seed the augmentation: the albumentations pipelines (``transform`` / ``augment``)

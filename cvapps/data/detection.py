@@ -254,7 +254,7 @@ def read_detection(data: str | Path, images: str | Path, fmt: str | None = None,
 
 
 class DetectionDataset(TaskDataset):
-    """Items: (x (3, S, S) float32 normalised, target {"boxes" (N, 4) xyxy input pixels,
+    """Items: (x (3, S, S) uint8, target {"boxes" (N, 4) xyxy input pixels,
     "labels" (N,), "iscrowd" (N,), "index": int, "meta": {...}, "counts": {"dropped_boxes":
     n}}). ``augment``: an albumentations Compose with bbox_params, applied before the
     letterbox; the boxes it drops are tallied in ``counts["dropped_boxes"]`` by the loader."""
@@ -262,6 +262,7 @@ class DetectionDataset(TaskDataset):
     def __init__(self, data: DetectionData, letterbox, augment=None, skip_bad: bool = False):
         super().__init__(data, skip_bad)
         self.letterbox, self.augment = letterbox, augment
+        self.normalizer = letterbox
 
     def load(self, i: int):
         r = self.data.records[i]
@@ -274,8 +275,7 @@ class DetectionDataset(TaskDataset):
             img = out["image"]
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
             labels, crowd = np.asarray(out["labels"], np.int64), np.asarray(out["crowd"], bool)
-        u8, meta = self.letterbox.prepare(img)
-        x = self.letterbox.normalize(u8[None])[0]
+        x, meta = self.letterbox.prepare(img)
         sx, sy = meta_scale(meta)
         target = {"boxes": torch.from_numpy(boxes * np.array([sx, sy, sx, sy], np.float32)).float(), "labels": torch.from_numpy(labels).long(),
                   "iscrowd": torch.from_numpy(crowd), "index": i, "meta": meta, "counts": {"dropped_boxes": dropped}}

@@ -69,9 +69,10 @@ def _worker_init(_: int) -> None:
 
 
 class Loader(DataLoader):
-    """A DataLoader yielding (x (B, ...), targets) batches with skipped samples dropped and
-    recorded in ``dataset.data.skipped``, and the samples' tallies added to ``dataset.counts``
-    (in the main process, whichever worker loaded them)."""
+    """A DataLoader yielding (x (B, ...) float32, targets) batches: TaskDataset images arrive
+    as uint8 and are normalised here, skipped samples are dropped and recorded in
+    ``dataset.data.skipped``, and the samples' tallies added to ``dataset.counts`` (in the
+    main process, whichever worker loaded them)."""
 
     def __iter__(self):
         skipped = getattr(getattr(self.dataset, "data", None), "skipped", None)
@@ -83,7 +84,7 @@ class Loader(DataLoader):
                 self.dataset.counts.update(notes["counts"])
                 if x is None:
                     continue
-                b = (x, t)
+                b = (self.dataset.normalize(x) if x.dtype == torch.uint8 else x, t)
             yield b
 
 

@@ -193,12 +193,13 @@ def median_frequency_weights(data: SegData, limit: int | None = None) -> list[fl
 
 
 class SegDataset(TaskDataset):
-    """Items: (x (3, S, S) normalised, {"mask": (S, S) int64 with ignore in the padding,
+    """Items: (x (3, S, S) uint8, {"mask": (S, S) int64 with ignore in the padding,
     "index", "meta"}). ``augment``: albumentations with image + mask (nearest for labels)."""
 
     def __init__(self, data: SegData, letterbox, augment=None, skip_bad: bool = False):
         super().__init__(data, skip_bad)
         self.letterbox, self.augment = letterbox, augment
+        self.normalizer = letterbox
 
     def load(self, i: int):
         img = read_image(self.data.images[i])
@@ -213,5 +214,4 @@ class SegDataset(TaskDataset):
                            interpolation=cv2.INTER_NEAREST)
         full = np.full((th, tw), self.data.ignore_index, np.int64)
         full[: small.shape[0], : small.shape[1]] = small
-        x = self.letterbox.normalize(u8[None])[0]
-        return x, {"mask": torch.from_numpy(full), "index": i, "meta": meta}
+        return u8, {"mask": torch.from_numpy(full), "index": i, "meta": meta}

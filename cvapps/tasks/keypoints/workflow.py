@@ -16,6 +16,7 @@ from torchvision.ops import box_iou
 from ...data.dataset import TaskDataset
 from ...data.io import read_image, read_jsonl
 from ...data.keypoints import KeypointData
+from ...data.transforms import colour_shift
 from ...errors import DataError
 from ...ops.keypoints import apply_affine, box_from_points, invert_affine
 from .topdown import TopDown
@@ -29,12 +30,12 @@ def augment(rotate: float = 30.0) -> A.Compose:
                  border_mode=cv2.BORDER_CONSTANT, fill=0),
         A.HorizontalFlip(p=0.5),
         A.RandomBrightnessContrast(p=0.5),
-        A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=20, val_shift_limit=10, p=0.3),
+        colour_shift(hue=0.03, saturation=0.2, p=0.3),
     ], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), save_applied_params=True)
 
 
 class KeypointDataset(TaskDataset):
-    """One item per labelled instance: (x (3, H, W) float32 normalised, target {"keypoints"
+    """One item per labelled instance: (x (3, H, W) uint8, target {"keypoints"
     (K, 2) crop pixels, "weights" (K,) 1 labelled / 0 not (or pushed out of the crop),
     "gt" (K, 3) image pixels, "inv" (2, 3) crop -> image, "box" (4,), "image_id", "area"}).
     ``perm``: the left/right flip permutation (default: the data's schema's)."""
@@ -43,6 +44,7 @@ class KeypointDataset(TaskDataset):
                  perm: list[int] | None = None, skip_bad: bool = False):
         super().__init__(data, skip_bad)
         self.td, self.augment = topdown, augment
+        self.normalizer = topdown
         self.items = data.instances()
         self.perm = perm if perm is not None else data.schema.flip_perm
 
@@ -68,7 +70,7 @@ class KeypointDataset(TaskDataset):
             h, wd = self.td.hw
             inside = (pts[:, 0] >= 0) & (pts[:, 0] < wd) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
             w = w * inside
-        x = self.td.normalize(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None])[0]
+        x = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)  # (3, H, W) uint8
         target = {"keypoints": torch.from_numpy(pts).float(), "weights": torch.from_numpy(w).float(),
                   "gt": torch.from_numpy(inst.keypoints).float(), "inv": torch.from_numpy(invert_affine(m)),
                   "box": torch.from_numpy(inst.box), "image_id": rec.image_id, "area": inst.area, "index": i}

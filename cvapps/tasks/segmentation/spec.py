@@ -13,7 +13,7 @@ import torch
 
 from ...data.segmentation import (SegData, SegDataset, default_colors, median_frequency_weights, read_camvid,
                                   read_coco_semantic, read_mask_folder)
-from ...data.transforms import Letterbox
+from ...data.transforms import Letterbox, colour_shift
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
@@ -48,7 +48,7 @@ def augment(ignore: int) -> A.Compose:
         A.HorizontalFlip(p=0.5),
         A.Affine(scale=(0.75, 1.5), p=0.7, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore),
         A.RandomBrightnessContrast(p=0.5),
-        A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=15, val_shift_limit=10, p=0.3),
+        colour_shift(hue=0.03, saturation=0.15, p=0.3),
     ])
 
 
