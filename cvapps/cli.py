@@ -84,7 +84,8 @@ SMOOTH = {
     "smooth_beta": (Optional[float], Opt(None, help="One-Euro speed coefficient (default 20; higher: less lag)")),
 }
 WORKERS = {"workers": (Optional[int], Opt(None, help="data-loading processes (default: one per core but one, at "
-                                                   "most 8; 0: load in the main process; env CVAPPS_WORKERS)"))}
+                                                   "most 8, none on 1-2 cores; 0: in the main process; env "
+                                                   "CVAPPS_WORKERS)"))}
 DATA = {
     "data": (Optional[str], Opt(None, help="annotations, or a dataset root")),
     "images": (Optional[str], Opt(None, help="image folder")),

@@ -121,3 +121,18 @@ def test_prefetch_threads_keep_source_order_and_errors(tmp_path, threads):
     assert [f.source for f in frames] == [str(p) for p in paths]
     assert [f.payload for f in frames] == [8 + i if i != 5 else None for i in range(12)]
     assert frames[5].error is not None and "05.png" in frames[5].error.one_line()
+
+
+def test_default_workers_follow_the_cores_and_the_environment(monkeypatch):
+    from cvapps.data import loader
+    from cvapps.errors import ConfigError
+
+    monkeypatch.delenv(loader.WORKERS_ENV, raising=False)
+    for n, world, want in ((1, 1, 0), (2, 1, 0), (4, 1, 3), (16, 1, 8), (8, 2, 3), (4, 2, 0)):
+        monkeypatch.setattr(loader, "cores", lambda n=n: n)
+        assert loader.default_workers(world) == want, (n, world)
+    monkeypatch.setenv(loader.WORKERS_ENV, "5")
+    assert loader.default_workers() == 5
+    monkeypatch.setenv(loader.WORKERS_ENV, "many")
+    with pytest.raises(ConfigError, match="CVAPPS_WORKERS"):
+        loader.default_workers()

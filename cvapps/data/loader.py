@@ -25,13 +25,16 @@ def cores() -> int:
 
 def default_workers(world: int = 1) -> int:
     """Worker processes per training process: the cores this process may use (``cores /
-    world`` under DDP) but one, which runs the model; at most 8. ``CVAPPS_WORKERS`` overrides."""
+    world`` under DDP) but one, which runs the model; at most 8; none with fewer than 2 to
+    give (on 2 cores OpenCV's own threads already load both, and a worker only competes with
+    the model: benchmarks/train_throughput.py). ``CVAPPS_WORKERS`` overrides."""
     env = os.environ.get(WORKERS_ENV, "").strip()
     if env:
         if not env.isdigit():
             raise ConfigError(f"{WORKERS_ENV}={env!r} is not a number of worker processes (0, 1, 2, ...)")
         return int(env)
-    return min(MAX_WORKERS, max(0, cores() // max(1, world) - 1))
+    spare = cores() // max(1, world) - 1
+    return min(MAX_WORKERS, spare) if spare >= 2 else 0
 
 
 def sample_seed(epoch_seed: int, index: int) -> int:
