@@ -18,6 +18,7 @@ from PIL import Image
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 import cvapps
+from cvapps.exporting import fastest
 from cvapps.weights import pull
 
 from _common import data_root, flops_per_image, matmul_peak_gflops, require
@@ -62,6 +63,9 @@ def main() -> None:
     ref.eval()
     tf = w.transforms()
     ours = cvapps.load("mobilenet_v2.imagenet1k")
+    # the default `cvapps predict classify` path: ONNX Runtime when installed (exported once, cached)
+    auto = fastest(cvapps.load("mobilenet_v2.imagenet1k").eval().fold_batchnorm())
+    backend = type(auto).__name__
 
     def best(fn, *a):
         runs = [fn(*a) for _ in range(args.repeats)]
@@ -73,6 +77,7 @@ def main() -> None:
         tv[f"b{b}"], preds[f"torchvision_b{b}"] = best(torchvision_loop, files, b, ref, tf)
         for prec in ("fp32", "bf16"):
             cv[f"{prec}_b{b}"], preds[f"cvapps_{prec}_b{b}"] = best(cvapps_path, files, b, ours, prec)
+        cv[f"default_b{b}"], preds[f"cvapps_default_b{b}"] = best(cvapps_path, files, b, auto, "fp32")
 
     acc = {k: round(sum(p == t for p, t in zip(v, truth)) / len(truth), 4) for k, v in preds.items()}
     agree = {k: round(sum(a == b for a, b in zip(v, preds["torchvision_b16"])) / len(truth), 4)
@@ -86,7 +91,9 @@ def main() -> None:
         "torchvision_images_per_s": {k: round(v, 2) for k, v in tv.items()},
         "cvapps_images_per_s": {k: round(v, 2) for k, v in cv.items()},
         "speedup_vs_torchvision": round(best_cv / max(tv.values()), 3),
-        "speedup_same_batch": {f"b{b}": round(max(cv[f"fp32_b{b}"], cv[f"bf16_b{b}"]) / tv[f"b{b}"], 3)
+        "default_path": backend,
+        "default_speedup_vs_torchvision": round(max(cv["default_b1"], cv["default_b16"]) / max(tv.values()), 3),
+        "speedup_same_batch": {f"b{b}": round(max(cv[f"fp32_b{b}"], cv[f"bf16_b{b}"], cv[f"default_b{b}"]) / tv[f"b{b}"], 3)
                                for b in (1, 16)},
         "gflops_per_image": round(flops / 1e9, 3), "gflops": round(gflops, 2),
         "matmul_peak_gflops_fp32": round(peak, 1), "peak_fraction": round(gflops / peak, 4),

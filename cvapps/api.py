@@ -20,7 +20,7 @@ from .data.io import load_json
 from .active.select import select as _select
 from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
-from .exporting import OnnxModel
+from .exporting import BACKENDS, OnnxModel, fastest
 from .exporting import export as _export
 from .inference.bundle import Bundle
 from .data.sources import expand_sources, frame_batches
@@ -141,10 +141,11 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
 
 def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu", backend: str = "torch"):
     """A model file path, or a weights name such as ``mobilenet_v2.imagenet1k``. An exported
-    ``.onnx`` file (or ``backend="onnxruntime"``) loads as an ONNX Runtime model."""
+    ``.onnx`` file (or ``backend="onnxruntime"``) loads as an ONNX Runtime model; "auto"
+    loads like "torch" (``predict`` then picks the runtime: cvapps.exporting.fastest)."""
     text = str(name_or_path)
-    if backend not in ("torch", "onnxruntime"):
-        raise ConfigError(f"unknown backend {backend!r}", hint="torch or onnxruntime")
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}", hint=" | ".join(BACKENDS))
     device = str(resolve_device(device))
     if text.endswith(".onnx") or backend == "onnxruntime":
         if not text.endswith(".onnx"):
@@ -191,10 +192,13 @@ def default_model(task: str) -> str:
     return spec.default_weights
 
 
-def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu", backend: str = "torch",
+def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu", backend: str = "auto",
             coco_gt: str | None = None, stream: bool = False, **options):
     """Stream sources through a model (a TaskModel, a model file, an exported .onnx file, a
-    weights name, or None for the task's default). ``options``: the streaming options of
+    weights name, or None for the task's default). ``backend``: "auto" runs a model named
+    by file or weights name on ONNX Runtime when it is installed and can run it (exported
+    once to a cache; cvapps.exporting.fastest), else PyTorch; "torch"; "onnxruntime" for
+    .onnx files. A TaskModel object passed in runs as it is. ``options``: the streaming options of
     cvapps.inference.runner.iter_predict (batch_size, out_dir, save_json, precision,
     vid_stride, save_coco, console, threads, reconnect), tracking (see ``tracking_options``:
     track, line, zone, track_*, smooth, smooth_*) and the task's predict options (classify:
@@ -221,6 +225,8 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
         run["coco_ids"] = {i["file_name"]: i["id"] for i in gt.get("images", [])}
         run["coco_categories"] = model.spec.category_ids(model, gt)
     pre, post = model.spec.predict_setup(model, lambda m, t: _model(m, t, device), items, **task_options)
+    if backend == "auto" and loaded_here and isinstance(model, TaskModel):
+        model = fastest(model, device, run.get("precision", "fp32"), post, run.get("console"), run.get("threads"))
     if tracking is not None:
         post = model.spec.track_post(post, tracking.track.low)
     if stream:
@@ -228,7 +234,7 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     return run_predict(model, items, pre=pre, tracking=tracking, **run, **post)
 
 
-def track(model=None, sources: Iterable = (), device: str = "cpu", backend: str = "torch", **options):
+def track(model=None, sources: Iterable = (), device: str = "cpu", backend: str = "auto", **options):
     """``cvapps track``: detection with identities over each video (and over the images of a
     folder, taken as a sequence in name order); see ``predict`` for the options."""
     return predict(model, sources, task="detect", device=device, backend=backend,

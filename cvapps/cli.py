@@ -56,7 +56,8 @@ PREDICT = {
     "batch_size": (int, Opt(8, help="images per forward pass")),
     "vid_stride": (int, Opt(1, help="use every N-th video frame")),
     **DEVICE, **PRECISION,
-    "backend": (str, Opt("torch", help="torch, or onnxruntime for an exported --model FILE.onnx (extra: onnx)")),
+    "backend": (str, Opt("auto", help="auto: ONNX Runtime when installed and able (the model exported once to "
+                                      "a cache), else PyTorch; torch; onnxruntime for --model FILE.onnx")),
     "threads": (Optional[int], Opt(None, help="CPU threads for the model (default: one per core; idle threads "
                                               "sleep, see OMP_WAIT_POLICY in the README)")),
     "reconnect": (int, Opt(3, help="camera / stream URL: reconnect attempts when the stream drops")),

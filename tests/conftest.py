@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,8 @@ import pytest
 import torch
 
 os.environ.setdefault("CVAPPS_OFFLINE", "1")  # tests never touch the network
+# nothing the tests make (e.g. the ONNX graphs predict caches) lands in the user's ~/.cache/cvapps
+os.environ["CVAPPS_HOME"] = tempfile.mkdtemp(prefix="cvapps-test-home-")
 torch.set_num_threads(2)
 
 

@@ -166,3 +166,49 @@ def test_export_does_not_print_the_tracers_constant_warnings(tmp_path, tiny_mode
         warnings.simplefilter("always")
         export(tiny_model, tmp_path / "m.onnx")
     assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+
+
+def test_auto_backend_exports_once_and_equals_pytorch(tmp_path, capsys, monkeypatch):
+    """`predict` without --backend runs a model file on ONNX Runtime: exported once into
+    $CVAPPS_HOME/onnx, reused by the next run, the JSON equal to --backend torch."""
+    monkeypatch.setenv("CVAPPS_HOME", str(tmp_path / "home"))
+    task, kw = CASES["detect"]
+    model = cvapps.save(calibrated(task, **kw), tmp_path / "m.safetensors")
+    rng = np.random.default_rng(1)
+    imgs = [write_image(tmp_path / "in" / f"i{i}.png", rng.integers(0, 255, (70, 90, 3), dtype=np.uint8))
+            for i in range(3)]
+    errs = []
+    for name, backend in (("auto1", []), ("auto2", []), ("torch", ["--backend", "torch"])):
+        code, _, err = run_cli(capsys, "predict", "detect", *imgs, "--model", model, "--conf", "0.0", "--max-det", "5",
+                               "--save-json", tmp_path / f"{name}.jsonl", *backend)
+        assert code == 0, err
+        errs.append(" ".join(err.split()))
+    cached = list((tmp_path / "home" / "onnx").glob("*.onnx"))
+    assert len(cached) == 1 and OnnxModel(cached[0]).task == "detect"
+    assert "exported the model for ONNX Runtime once" in errs[0] and "exported" not in errs[1] + errs[2]
+    a, b, t = (_jsonl(tmp_path / f"{n}.jsonl") for n in ("auto1", "auto2", "torch"))
+    assert any(r["predictions"] for r in t) and a == b and _close(a, t), (a[0], t[0])
+
+
+def test_auto_backend_stays_on_pytorch_when_the_graph_cannot_run_it(tmp_path, face_detector, monkeypatch):
+    """Faster R-CNN (no fixed graph) and RetinaFace at extra test-time scales (other input
+    sizes) run on PyTorch, saying why once; a TaskModel object passed in runs as it is."""
+    from rich.console import Console
+
+    from cvapps.exporting import fastest
+
+    rcnn = cvapps.create_model("detect", "mobilenet_v2", labels=["a"], kind="fasterrcnn", img_size=128).eval()
+    out = Console(file=__import__("io").StringIO(), width=300)
+    assert fastest(rcnn, console=out) is rcnn
+    assert fastest(face_detector, post={"scales": [1.0, 2.0]}, console=out) is face_detector
+    said = out.file.getvalue()
+    assert "Faster R-CNN cannot be exported" in said and "--scales" in said
+    assert isinstance(fastest(face_detector, post={"scales": [1.0]}), OnnxModel)
+    from cvapps import api
+
+    def refuse(*a, **k):
+        raise AssertionError("a TaskModel object was handed to another runtime")
+
+    monkeypatch.setattr(api, "fastest", refuse)
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    assert cvapps.predict(face_detector, [img], task="landmarks", progress=False).processed == 1

@@ -139,6 +139,11 @@ class TaskModel(nn.Module):
         """Why this model cannot be exported to ONNX / TorchScript (None: it can)."""
         return None
 
+    def runtime_blocker(self, post: dict) -> str | None:
+        """Why predicting with options ``post`` needs PyTorch rather than the model's exported
+        graph (None: the graph can run them), e.g. inputs of another size than exported."""
+        return self.export_blocker
+
     def load_pretrained(self, state: dict[str, torch.Tensor], source_labels: list[str] | None = None,
                         name: str = "weights") -> dict:
         """Start from pretrained ``state``: every backbone tensor must fit; head tensors load

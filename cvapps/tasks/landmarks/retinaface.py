@@ -181,6 +181,11 @@ class FaceDetectorModel:
     def forward_head(self, feats, input_hw=None) -> FaceRaw:
         return self.head(feats)
 
+    def runtime_blocker(self, post: dict) -> str | None:
+        if set(post.get("scales") or self.config["head"].get("scales", (1,))) - {1}:
+            return "test-time --scales run the network at other input sizes than an exported graph's"
+        return None
+
     def infer(self, x: torch.Tensor, scales=None, **_) -> FaceRaw:
         """``scales`` (test-time, e.g. (1, 2)): also run on the input enlarged s times and
         keep that pass's anchors up to SMALL_FACE input pixels, for faces too small for the
