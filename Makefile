@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,onnx]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,onnx,serve]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -432,6 +432,27 @@ def select(
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)
 
 
+@app.command()
+def serve(
+    model: List[str] = typer.Option(..., help="model file or weights name (repeatable; the first is the default; "
+                                              "others by POST /predict?model=NAME)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8000),
+    max_bytes: int = typer.Option(20_000_000, help="largest request body; larger ones get 413"),
+    max_pending: int = typer.Option(64, help="requests in the server at once; more get 503"),
+    max_batch: int = typer.Option(8, help="concurrent requests batched into one forward pass"),
+    batch_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
+    backend: str = typer.Option("auto", help="auto (ONNX Runtime when it can) or torch"),
+    device: str = DEVICE["device"][1],
+) -> None:
+    """Serve models over HTTP: POST /predict (raw image bytes or a multipart upload -> the
+    JSON Lines record of `predict --save-json`), GET /health, GET /models. Extra: [serve]."""
+    from .serving import serve as run
+
+    run(list(model), host=host, port=port, max_bytes=max_bytes, max_pending=max_pending, max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms, backend=backend, device=device)
+
+
 @app.command("al-simulate")
 def al_simulate(
     task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
