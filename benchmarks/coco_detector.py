@@ -121,7 +121,7 @@ torch.set_num_threads(int(sys.argv[1]))
 import cvapps
 from rich.console import Console
 q = Console(quiet=True)
-kw = dict(task="detect", batch_size=1, console=q, progress=False, save_json=sys.argv[3])
+kw = dict(task="detect", batch_size=1, console=q, progress=False, save_json=sys.argv[3], threads=int(sys.argv[1]))
 cvapps.predict("ssd_mobilenet_v2.coco", [sys.argv[2]], **kw)
 t = time.perf_counter()
 s = cvapps.predict("ssd_mobilenet_v2.coco", [sys.argv[2]], **kw)

@@ -179,10 +179,13 @@ def _model(model, task: str | None, device: str = "cpu", backend: str = "torch")
     return load(model, task=task, device=device, backend=backend)
 
 
-def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False, img_size=None) -> Path:
+def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False, img_size=None,
+           nms: dict | bool | None = None) -> Path:
     """Write a model (TaskModel, model file or weights name) as ONNX or TorchScript with its
-    config in the metadata; see cvapps.exporting."""
-    return _export(_model(model, None, "cpu"), out, fmt, dynamic_batch, img_size)
+    config in the metadata; ``nms`` (detection): True or {"conf", "iou", "max_det"} puts box
+    decoding and NMS into the graph; see cvapps.exporting."""
+    return _export(_model(model, None, "cpu"), out, fmt, dynamic_batch, img_size,
+                   nms={} if nms is True else (nms or None))
 
 
 def default_model(task: str) -> str:

@@ -394,10 +394,17 @@ def export(
     out_file: str = typer.Option(..., "--out", help="output file (.onnx / .pt)"),
     dynamic_batch: bool = typer.Option(False, help="a variable batch dimension (default: batch 1)"),
     img_size: Optional[str] = TRAIN["img_size"][1],
+    nms: bool = typer.Option(False, help="detection: box decoding + NMS in the graph (final boxes, scores, labels "
+                                         "for one image, for runtimes without cvapps)"),
+    conf: Optional[float] = typer.Option(None, help="with --nms: score threshold (default: the model's)"),
+    iou: Optional[float] = typer.Option(None, help="with --nms: NMS overlap (default: the model's)"),
+    max_det: Optional[int] = typer.Option(None, help="with --nms: detections kept (default: the model's)"),
 ) -> None:
     """Export the network up to its raw outputs; postprocessing (NMS, un-letterboxing, crop
-    inverse) stays in Python. The config (labels, preprocessing) goes into the metadata."""
-    print(str(_api().export(model, out_file, fmt, dynamic_batch, _size(img_size))))
+    inverse) stays in Python — or, for SSD-style detectors with --nms, up to the final
+    detections. The config (labels, preprocessing) goes into the metadata."""
+    post = {"conf": conf, "iou": iou, "max_det": max_det} if nms else None
+    print(str(_api().export(model, out_file, fmt, dynamic_batch, _size(img_size), nms=post)))
 
 
 @app.command()

@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +34,7 @@ from .tasks import model_class
 from .weights import cvapps_home
 
 META_CONFIG, META_RAW, META_OUTPUTS = "cvapps_config", "cvapps_raw", "cvapps_outputs"
+META_NMS = "cvapps_nms"
 
 
 class _RawOutputs(nn.Module):
@@ -47,14 +49,31 @@ class _RawOutputs(nn.Module):
         return tuple(getattr(raw, n) for n in self.names)
 
 
+class _FinalDetections(nn.Module):
+    """Wraps a detection model so forward returns its final detections (box decoding and
+    NMS in the graph) for a batch of one image."""
+
+    def __init__(self, model, post: dict):
+        super().__init__()
+        self.model, self.post = model, post
+
+    def forward(self, x: torch.Tensor):
+        return self.model.final_detections(self.model(x), **self.post)
+
+
 def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False,
-           img_size: int | list | None = None, opset: int = 17) -> Path:
+           img_size: int | list | None = None, opset: int = 17, nms: dict | None = None) -> Path:
     """Write ``model`` as ``fmt`` (onnx | torchscript) to ``out``; returns the path.
-    ``img_size`` overrides the input size recorded in the config (int or [H, W])."""
+    ``img_size`` overrides the input size recorded in the config (int or [H, W]). ``nms``
+    (detection, ONNX): end the graph in box decoding + NMS for one image instead of the raw
+    outputs — {"conf", "iou", "max_det"} (None values: the head's); outputs "boxes" (M, 4)
+    xyxy in input pixels, "scores" (M,), "labels" (M,) indices into the config's labels."""
     if fmt not in ("onnx", "torchscript"):
         raise ConfigError(f"unknown export format {fmt!r}", hint="onnx or torchscript")
     if model.export_blocker:
         raise ConfigError(model.export_blocker, hint="export a model whose head has a fixed graph (e.g. --head ssd)")
+    if nms is not None:
+        return _export_nms(model, Path(out), fmt, dynamic_batch, img_size, opset, nms)
     config = json.loads(json.dumps(model.config))
     if img_size is not None:
         config = type(model).with_input_size(config, parse_size(img_size))
@@ -94,6 +113,42 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     return out
 
 
+def _export_nms(model, out: Path, fmt: str, dynamic_batch: bool, img_size, opset: int, nms: dict) -> Path:
+    if not hasattr(model, "final_detections"):
+        raise ConfigError(f"--nms is for detection models, this is a {model.task} model")
+    if fmt != "onnx" or dynamic_batch:
+        raise ConfigError("--nms writes an ONNX graph for one image at a time",
+                          hint="drop --format torchscript / --dynamic-batch")
+    config = json.loads(json.dumps(model.config))
+    if img_size is not None:
+        config = type(model).with_input_size(config, parse_size(img_size))
+    h, w = size_hw(config["preprocessing"]["input_size"])
+    model = model.eval().cpu()
+    head = model.head.h
+    post = {k: (getattr(head, k) if nms.get(k) is None else nms[k]) for k in ("conf", "iou", "max_det")}
+    model.final_detections(model(torch.zeros(1, 3, h, w)), **post)  # refuses non-SSD heads before tracing
+    wrapper = _FinalDetections(model, post).eval()
+    names = ["boxes", "scores", "labels"]
+    meta = {META_CONFIG: json.dumps(config), META_OUTPUTS: json.dumps(names), META_NMS: json.dumps(
+        {**post, "boxes": "xyxy input pixels (clipped); original pixels = input / preprocessing scale"})}
+    import onnx
+
+    def write(tmp: Path) -> None:
+        with torch.no_grad(), quiet_tracing():
+            torch.onnx.export(wrapper, (torch.zeros(1, 3, h, w),), str(tmp), input_names=["image"],
+                              output_names=names, opset_version=opset, dynamo=False,
+                              dynamic_axes={n: {0: "detections"} for n in names})
+        proto = onnx.load(str(tmp))
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.save(proto, str(tmp))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, write)
+    return out
+
+
 @contextlib.contextmanager
 def quiet_tracing():
     """The tracer's warnings say that shapes and Python numbers become constants — true and
@@ -101,6 +156,8 @@ def quiet_tracing():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        # torchvision's ONNX symbolic for nms is registered through the deprecated torch.jit.script
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
         yield
 
 
@@ -123,6 +180,10 @@ class OnnxModel:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+            # the CLI's contention-safe default for torch's OpenMP pool, applied to ORT's own pool:
+            # spinning idle threads fight the decode thread and any busy neighbour for the cores
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else \
             ["CPUExecutionProvider"]
         try:
@@ -130,6 +191,9 @@ class OnnxModel:
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise DataError(f"not a loadable ONNX model: {str(e).splitlines()[0]}", path=str(path)) from None
         meta = self.session.get_modelmeta().custom_metadata_map
+        if META_NMS in meta:
+            raise DataError("this graph ends in NMS (final boxes, for other runtimes); cvapps predicts with the "
+                            "raw-output export", path=str(path), hint="export again without --nms for cvapps")
         if META_CONFIG not in meta:
             raise DataError("ONNX file has no cvapps metadata", path=str(path),
                             hint="export it with `cvapps export --format onnx`")

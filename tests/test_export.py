@@ -212,3 +212,43 @@ def test_auto_backend_stays_on_pytorch_when_the_graph_cannot_run_it(tmp_path, fa
     monkeypatch.setattr(api, "fastest", refuse)
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     assert cvapps.predict(face_detector, [img], task="landmarks", progress=False).processed == 1
+
+
+@pytest.mark.parametrize("conf,expect_some", [(0.05, True), (0.9999, False)])
+def test_nms_in_graph_equals_the_python_postprocess(tmp_path, conf, expect_some):
+    """`export --nms`: ONNX Runtime returns the same final detections (boxes, scores, labels)
+    as cvapps's Python selection on the same raw outputs; none above the threshold is an
+    empty result, not an error."""
+    import onnxruntime as ort
+
+    from cvapps.ops import decode_boxes
+    from cvapps.tasks.detection.postprocess import select
+    from torchvision.ops import clip_boxes_to_image
+
+    task, kw = CASES["detect"]
+    m = calibrated(task, **kw)
+    path = cvapps.export(m, tmp_path / "nms.onnx", nms={"conf": conf, "iou": 0.5, "max_det": 20})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["boxes", "scores", "labels"]
+    for seed in range(3):
+        x = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+        boxes, scores, labels = sess.run(None, {"image": x.numpy()})
+        with torch.no_grad():
+            raw = m(x)
+        ref = select(m.head.probs(raw)[0], clip_boxes_to_image(decode_boxes(raw.deltas[:1], raw.anchors)[0], (128, 128)),
+                     conf, 0.5, 20)
+        assert (len(boxes) > 0) == expect_some and len(boxes) == len(ref[0])
+        np.testing.assert_allclose(boxes, ref[0].numpy(), atol=1e-3)
+        np.testing.assert_allclose(scores, ref[1].numpy(), atol=1e-4)
+        np.testing.assert_array_equal(labels, ref[2].numpy())
+    with pytest.raises(cvapps.DataError, match="ends in NMS"):
+        OnnxModel(path)
+
+
+def test_nms_export_refuses_what_it_cannot_do(tmp_path):
+    cls = cvapps.create_model(*CASES["classify"][:1], **CASES["classify"][1])
+    with pytest.raises(cvapps.ConfigError, match="--nms is for detection models"):
+        cvapps.export(cls, tmp_path / "c.onnx", nms=True)
+    det = cvapps.create_model(*CASES["detect"][:1], **CASES["detect"][1])
+    with pytest.raises(cvapps.ConfigError, match="one image at a time"):
+        cvapps.export(det, tmp_path / "d.onnx", nms=True, dynamic_batch=True)

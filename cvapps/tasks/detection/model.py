@@ -4,14 +4,17 @@ fasterrcnn, see head.py / fasterrcnn.py), letterboxed input, COCO metrics."""
 from __future__ import annotations
 
 import torch
+from torchvision.ops import clip_boxes_to_image
 
 from ...backbones import Backbone
+from ...errors import ConfigError
+from ...ops import decode_boxes
 from ...data.transforms import Letterbox, size_hw
 from ..base import TaskModel, register_task
 from . import fasterrcnn  # noqa: F401  (registers the two-stage head kind)
 from .head import DETECTION_HEADS
 from .metrics import coco_metrics, results_from
-from .postprocess import Detections
+from .postprocess import Detections, select_in_graph
 from .spec import DetectionSpec, class_mapping
 
 EVAL_CONF = 0.01  # mAP needs the low-score tail of the ranking
@@ -68,6 +71,18 @@ class DetectionModel(TaskModel):
             kw = {**kw, "classes": self.spec.class_indices(self, classes)}
         return self.head.postprocess(raw, metas, self.input_hw, self.labels, self.config.get("category_ids") or [],
                                      **kw)
+
+    def final_detections(self, raw, conf: float | None = None, iou: float | None = None,
+                         max_det: int | None = None):
+        """The first image's final detections computed in graph-traceable torch (export
+        ``--nms``): (boxes (M, 4) xyxy input pixels, clipped; scores (M,); labels (M,) indices
+        into ``labels``). Defaults: the head's conf / iou / max_det."""
+        if not hasattr(self.head, "probs"):
+            raise ConfigError(f"--nms is for SSD-style heads, not {self.config['head']['kind']!r}")
+        h = self.head.h
+        boxes = clip_boxes_to_image(decode_boxes(raw.deltas[:1].float(), raw.anchors)[0], tuple(self.input_hw))
+        return select_in_graph(self.head.probs(raw)[0], boxes, h.conf if conf is None else conf,
+                               h.iou if iou is None else iou, h.max_det if max_det is None else max_det)
 
     def adapt_head(self, state: dict[str, torch.Tensor], source_labels: list[str] | None) -> dict:
         """Equal-shape tensors, plus a pretrained detector's class rows for the classes this

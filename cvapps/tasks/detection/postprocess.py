@@ -111,6 +111,21 @@ def to_original(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor, meta: dict,
                       lab.cpu().numpy().astype(np.int64), names, category_ids)
 
 
+def select_in_graph(probs: torch.Tensor, boxes: torch.Tensor, conf: float, iou: float, max_det: int,
+                    pre_nms: int = 1000):
+    """``select`` for one image written without data-dependent Python, so that it traces into
+    an ONNX graph (TopK, NonZero, NonMaxSuppression): the top ``pre_nms`` (class, anchor)
+    scores overall, then the threshold — the same set as threshold-then-top-k. probs (N, K),
+    boxes (N, 4) -> (boxes (M, 4), scores (M,), labels (M,)), by decreasing score."""
+    n, k = probs.shape
+    scores, idx = probs.reshape(-1).topk(min(pre_nms, n * k))
+    keep = scores > conf
+    scores, idx = scores[keep], idx[keep]
+    b, labels = boxes[idx // k], idx % k
+    kept = batched_nms(b, scores, labels, iou)[:max_det]
+    return b[kept], scores[kept], labels[kept]
+
+
 def postprocess(probs: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, metas: list[dict],
                 input_hw: tuple[int, int], names: list[str], category_ids: list[int], conf: float, iou: float,
                 max_det: int, classes: list[int] | None = None) -> list[Detections]:
