@@ -399,10 +399,23 @@ def export(
     conf: Optional[float] = typer.Option(None, help="with --nms: score threshold (default: the model's)"),
     iou: Optional[float] = typer.Option(None, help="with --nms: NMS overlap (default: the model's)"),
     max_det: Optional[int] = typer.Option(None, help="with --nms: detections kept (default: the model's)"),
+    int8: bool = typer.Option(False, help="write a statically quantised int8 ONNX model (QDQ) calibrated on --calib, "
+                                          "and report its speed and metric change"),
+    calib: Optional[List[str]] = typer.Option(None, help="with --int8: calibration images (folder, glob, list)"),
+    data: Optional[str] = typer.Option(None, help="with --int8: a labelled set to measure the metric change on "
+                                                  "(as for `cvapps eval`)"),
+    images: Optional[str] = DATA["images"][1],
 ) -> None:
     """Export the network up to its raw outputs; postprocessing (NMS, un-letterboxing, crop
     inverse) stays in Python — or, for SSD-style detectors with --nms, up to the final
     detections. The config (labels, preprocessing) goes into the metadata."""
+    if int8:
+        if fmt != "onnx" or nms or dynamic_batch or img_size:
+            raise CvappsError("--int8 quantises the plain ONNX export", hint="drop --format / --nms / "
+                                                                              "--dynamic-batch / --img-size")
+        extra = {"images": images} if images else {}
+        print(_json(_api().export_int8(model, out_file, list(calib or []), data, console=err, **extra)))
+        return
     post = {"conf": conf, "iou": iou, "max_det": max_det} if nms else None
     print(str(_api().export(model, out_file, fmt, dynamic_batch, _size(img_size), nms=post)))
 

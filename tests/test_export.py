@@ -252,3 +252,25 @@ def test_nms_export_refuses_what_it_cannot_do(tmp_path):
     det = cvapps.create_model(*CASES["detect"][:1], **CASES["detect"][1])
     with pytest.raises(cvapps.ConfigError, match="one image at a time"):
         cvapps.export(det, tmp_path / "d.onnx", nms=True, dynamic_batch=True)
+
+
+def test_int8_export_is_quantised_keeps_its_config_and_reports_the_change(tmp_path, colour_folder):
+    """`export --int8`: a QDQ graph (int8 weights) that `predict` can load like any export,
+    close to the fp32 graph; the report has both speeds and, with labelled data, the metric
+    of each graph as `evaluate` computes it and their difference."""
+    import onnx
+
+    torch.manual_seed(0)
+    m = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=64)
+    calib = str(colour_folder / "train")
+    r = cvapps.api.export_int8(m, tmp_path / "q.onnx", [calib], data=str(colour_folder / "val"))
+    ops = {n.op_type for n in onnx.load(r["int8"]).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    q, f = OnnxModel(r["int8"]), OnnxModel(r["fp32"])
+    assert q.labels == ["blue", "green", "red"] and r["calibration_images"] == 18
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    a, b = q(x).logits.numpy(), f(x).logits.numpy()
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9 and not np.array_equal(a, b)
+    assert set(r["images_per_s"]) == {"fp32", "int8"} and r["metric"] == "top1"
+    assert r["metrics"]["int8"]["top1"] == pytest.approx(cvapps.evaluate(q, str(colour_folder / "val"))["top1"])
+    assert r["metric_change"] == pytest.approx(r["metrics"]["int8"]["top1"] - r["metrics"]["fp32"]["top1"], abs=1e-4)
