@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .data.io import atomic_write
+from .data.io import atomic_write, read_image
 from .data.transforms import size_hw
 from .errors import ConfigError, DataError
 from .options import parse_size
@@ -312,8 +312,6 @@ def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, co
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .data.io import read_image
 
     if model.export_blocker:
         raise ConfigError(model.export_blocker)
