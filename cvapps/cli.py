@@ -10,6 +10,7 @@ import functools
 import inspect
 import os
 import sys
+from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
@@ -471,6 +472,30 @@ def serve(
 
     run(list(model), host=host, port=port, max_bytes=max_bytes, max_pending=max_pending, max_batch=max_batch,
         batch_wait_ms=batch_wait_ms, backend=backend, device=device)
+
+
+@app.command()
+def benchmark(
+    model: str = typer.Option(..., help="model file or weights name"),
+    data: Optional[str] = typer.Option(None, help="labelled data for the task's metrics (as for `cvapps eval`)"),
+    images: Optional[str] = DATA["images"][1],
+    sample: Optional[List[str]] = typer.Option(None, help="images to time on (default: --images, else 64 "
+                                                          "synthetic 640x480 images)"),
+    variants: Optional[str] = typer.Option(None, help="comma-separated subset of torch_fp32, torch_channels_last, "
+                                                      "torch_bf16, onnxruntime_fp32, onnxruntime_int8"),
+    out_file: Optional[str] = typer.Option(None, "--out", help="also write the JSON here"),
+) -> None:
+    """Speed (images/s at batch 1 and 16, video fps) and, with --data, accuracy of a model
+    per backend and precision on this machine: a table on stderr, JSON on stdout."""
+    from .benchmarking import VARIANTS, benchmark as run, table
+
+    extra = {"images": images} if images else {}
+    r = run(model, list(sample or []) or ([images] if images else None), data,
+            tuple(variants.split(",")) if variants else VARIANTS, console=err, **extra)
+    err.print(table(r))
+    if out_file:
+        Path(out_file).write_text(_json(r) + "\n")
+    print(_json(r))
 
 
 @app.command("al-simulate")

@@ -274,3 +274,24 @@ def test_int8_export_is_quantised_keeps_its_config_and_reports_the_change(tmp_pa
     assert set(r["images_per_s"]) == {"fp32", "int8"} and r["metric"] == "top1"
     assert r["metrics"]["int8"]["top1"] == pytest.approx(cvapps.evaluate(q, str(colour_folder / "val"))["top1"])
     assert r["metric_change"] == pytest.approx(r["metrics"]["int8"]["top1"] - r["metrics"]["fp32"]["top1"], abs=1e-4)
+
+
+def test_benchmark_command_measures_each_variant_and_its_metric(tmp_path, colour_folder, capsys):
+    """`cvapps benchmark`: a row per variant with speeds, the metrics `evaluate` gives for
+    that variant, the table on stderr and the JSON on stdout."""
+    m = cvapps.save(cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"],
+                                        img_size=64), tmp_path / "m.safetensors")
+    from cvapps.benchmarking import benchmark
+
+    r = benchmark(str(m), [str(colour_folder / "train")], str(colour_folder / "val"),
+                  ("torch_fp32", "onnxruntime_fp32"), max_images=6, video_frames=6)
+    assert list(r["variants"]) == ["torch_fp32", "onnxruntime_fp32"] and r["images"] == 6 and r["metric"] == "top1"
+    want = cvapps.evaluate(str(m), str(colour_folder / "val"))["top1"]
+    for row in r["variants"].values():
+        assert row["images_per_s_b1"] > 0 and row["images_per_s_b16"] > 0 and row["video_fps"] > 0
+        assert row["metrics"]["top1"] == pytest.approx(want, abs=1e-4)
+    code, out, err = run_cli(capsys, "benchmark", "--model", m, "--variants", "torch_fp32,torch_bf16",
+                             "--sample", str(colour_folder / "val"))
+    assert code == 0 and "torch_bf16" in err and json.loads(out.strip().splitlines()[-1])["task"] == "classify"
+    code, _, err = run_cli(capsys, "benchmark", "--model", m, "--variants", "torch_fp64")
+    assert code == 2 and "unknown benchmark variants ['torch_fp64']" in err

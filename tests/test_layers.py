@@ -21,7 +21,7 @@ LAYERS = [
     ["cvapps.training", "cvapps.inference", "cvapps.exporting"],
     ["cvapps.active"],
     ["cvapps.api"],
-    ["cvapps.serving"],
+    ["cvapps.serving", "cvapps.benchmarking"],
     ["cvapps.cli"],
     ["cvapps.__main__", "cvapps.__init__"],
 ]

@@ -1,0 +1,146 @@
+"""``cvapps benchmark``: how fast (and how accurate) a model is on this machine, per backend
+and precision, on the user's own images and data.
+
+Variants: PyTorch fp32 (the model as ``predict`` runs it: BatchNorm folded, channels-last
+input), PyTorch with channels-last weights, PyTorch bf16 autocast, ONNX Runtime fp32 (the
+default backend's graph) and ONNX Runtime int8 (static QDQ, calibrated on the images). For
+each: images/s of ``predict`` on the images (decode thread, prepare, normalise, forward,
+postprocess, JSON Lines written: the path `cvapps predict` takes) at batch 1 and 16, end-to-end fps of ``predict`` on a video made of the
+images (decode thread, JSON Lines not written), and with labelled data the task's metrics.
+Timings are best-of-two passes; run it on an otherwise idle machine."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from rich.console import Console
+
+from .api import _model, evaluate, predict
+from .data.io import read_image
+from .data.sources import expand_sources
+from .errors import ConfigError
+from .exporting import OnnxModel, export, quantize_int8, runtime_available
+from .progress import Phase
+from .tasks.batch import predict_inputs
+
+VARIANTS = ("torch_fp32", "torch_channels_last", "torch_bf16", "onnxruntime_fp32", "onnxruntime_int8")
+
+
+def _video(images: list[np.ndarray], path: Path, frames: int) -> Path:
+    """A 640x480 video cycling through ``images`` (letterboxed), ``frames`` long."""
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
+    for i in range(frames):
+        img = images[i % len(images)]
+        s = min(640 / img.shape[1], 480 / img.shape[0])
+        small = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))))
+        canvas = np.zeros((480, 640, 3), np.uint8)
+        canvas[: small.shape[0], : small.shape[1]] = small
+        out.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    out.release()
+    return path
+
+
+def _rate(fn, n: int) -> float:
+    best = float("inf")
+    for _ in range(2):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return round(n / best, 1)
+
+
+def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, max_images: int = 64,
+              video_frames: int = 100, console=None, **data_options) -> dict:
+    """``model``: a model file, weights name or TaskModel; ``sample``: sources to time on
+    (default: 64 synthetic 640x480 images); ``data``: labelled data for the metrics (as for
+    ``evaluate``). Returns {"variants": {name: {...}}, "images", ...}; variants that cannot
+    run here (bf16 without CPU support is still run; ONNX without onnxruntime, or a model
+    that cannot export) are listed under "skipped" with the reason."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ConfigError(f"unknown benchmark variants {unknown}", hint=f"known: {', '.join(VARIANTS)}")
+    base = _model(model, None, "cpu").eval()
+    paths = [p for p in expand_sources(sample) if isinstance(p, (str, Path))][:max_images] if sample else []
+    if paths:
+        arrays = [read_image(p) for p in paths]
+    else:
+        rng = np.random.default_rng(0)
+        arrays = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(max_images)]
+    result: dict = {"model": str(model) if not hasattr(model, "task") else model.task, "task": base.task,
+                    "metric": base.primary_metric()[0],
+                    "images": len(arrays), "synthetic_images": not paths, "variants": {}, "skipped": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        video = _video(arrays, tmp / "clip.mp4", video_frames)
+        runs = {}
+        folded = copy.deepcopy(base).fold_batchnorm()
+        for name in variants:
+            if name.startswith("onnxruntime") and not runtime_available():
+                result["skipped"][name] = "onnxruntime is not installed (pip install 'cvapps[onnx]')"
+            elif name.startswith("onnxruntime") and base.export_blocker:
+                result["skipped"][name] = base.export_blocker
+            elif name == "torch_fp32":
+                runs[name] = (folded, "fp32")
+            elif name == "torch_channels_last":
+                runs[name] = (copy.deepcopy(folded).to(memory_format=torch.channels_last), "fp32")
+            elif name == "torch_bf16":
+                runs[name] = (folded, "bf16")
+            elif name == "onnxruntime_fp32":
+                runs[name] = (OnnxModel(export(base, tmp / "fp32.onnx", dynamic_batch=True)), "fp32")
+            else:
+                runs[name] = (OnnxModel(quantize_int8(base, tmp / "int8.onnx", paths or [], console=console)
+                                        if paths else _quantize_arrays(base, arrays, tmp)), "fp32")
+        inputs = [str(p) for p in paths] or arrays
+        with Phase(console or Console(stderr=True, markup=False), "benchmarking", len(runs)) as bar:
+            for name, (m, precision) in runs.items():
+                row = {}
+                for b in (1, 16):
+                    predict_inputs(m, inputs[:b], batch_size=b, precision=precision)  # warm
+                    row[f"images_per_s_b{b}"] = _rate(
+                        lambda m=m, b=b, p=precision: predict(m, inputs, task=base.task, batch_size=b, precision=p,
+                                                              progress=False, save_json=tmp / "p.jsonl"), len(inputs))
+                row["video_fps"] = _rate(lambda m=m, p=precision: predict(m, [str(video)], task=base.task, precision=p,
+                                                                        progress=False), video_frames)
+                if data is not None:
+                    metrics = evaluate(m, data, precision=precision, **data_options)
+                    row["metrics"] = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+                result["variants"][name] = row
+                bar.advance(1)
+    fastest = max(result["variants"], key=lambda k: result["variants"][k]["images_per_s_b16"], default=None)
+    result["fastest_b16"] = fastest
+    return result
+
+
+def _quantize_arrays(model, arrays: list[np.ndarray], tmp: Path) -> Path:
+    """int8 calibration needs image files: the synthetic images written as PNGs."""
+    files = []
+    for i, a in enumerate(arrays[:32]):
+        f = tmp / f"calib{i}.png"
+        cv2.imwrite(str(f), cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+        files.append(f)
+    return quantize_int8(model, tmp / "int8.onnx", files)
+
+
+def table(result: dict):
+    """A rich Table of ``benchmark``'s result."""
+    from rich.table import Table
+
+    shown = any("metrics" in r for r in result["variants"].values())
+    metric_names = [result["metric"]] if shown else []
+    t = Table(title=f"{result['model']} ({result['task']}) on {result['images']} "
+                    f"{'synthetic ' if result['synthetic_images'] else ''}images")
+    for col in ("variant", "img/s b1", "img/s b16", "video fps", *metric_names):
+        t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+    for name, r in result["variants"].items():
+        t.add_row(name + (" *" if name == result["fastest_b16"] else ""), str(r["images_per_s_b1"]),
+                  str(r["images_per_s_b16"]), str(r["video_fps"]),
+                  *[str(r.get("metrics", {}).get(k, "")) for k in metric_names])
+    for name, why in result["skipped"].items():
+        t.add_row(name, "-", "-", "-", *["" for _ in metric_names], style="dim")
+    return t
