@@ -94,8 +94,6 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
         atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={k + ".json": v for k, v in
                                                                                       meta.items()}))
         return out
-    import onnx
-
     batch_axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names if getattr(raw, n).dim() > 0
                                             and getattr(raw, n).shape[0] == x.shape[0] and n != "anchors"}}
 
@@ -103,11 +101,7 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
         with torch.no_grad(), quiet_tracing():
             torch.onnx.export(wrapper, (x,), str(tmp), input_names=["image"], output_names=names, opset_version=opset,
                               dynamic_axes=batch_axes if dynamic_batch else None, dynamo=False)
-        proto = onnx.load(str(tmp))
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        onnx.save(proto, str(tmp))
+        add_metadata(tmp, meta)
 
     atomic_write(out, write)
     return out
@@ -131,22 +125,28 @@ def _export_nms(model, out: Path, fmt: str, dynamic_batch: bool, img_size, opset
     names = ["boxes", "scores", "labels"]
     meta = {META_CONFIG: json.dumps(config), META_OUTPUTS: json.dumps(names), META_NMS: json.dumps(
         {**post, "boxes": "xyxy input pixels (clipped); original pixels = input / preprocessing scale"})}
-    import onnx
 
     def write(tmp: Path) -> None:
         with torch.no_grad(), quiet_tracing():
             torch.onnx.export(wrapper, (torch.zeros(1, 3, h, w),), str(tmp), input_names=["image"],
                               output_names=names, opset_version=opset, dynamo=False,
                               dynamic_axes={n: {0: "detections"} for n in names})
-        proto = onnx.load(str(tmp))
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        onnx.save(proto, str(tmp))
+        add_metadata(tmp, meta)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, write)
     return out
+
+
+def add_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Write ``meta`` into the ONNX file's metadata_props (where the cvapps config travels)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(proto, str(path))
 
 
 @contextlib.contextmanager
@@ -344,11 +344,7 @@ def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, co
         def write(tmp: Path) -> None:
             quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-            proto = onnx.load(str(tmp))
-            for k, v in meta.items():
-                entry = proto.metadata_props.add()
-                entry.key, entry.value = k, v
-            onnx.save(proto, str(tmp))
+            add_metadata(tmp, meta)
 
         atomic_write(out, write)
     finally:
