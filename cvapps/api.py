@@ -17,7 +17,9 @@ from . import backbones as _bb
 from . import pretrained
 from .active import simulate as sim
 from .data.io import load_json
+from .active.select import default_strategy
 from .active.select import select as _select
+from .active.strategies import STRATEGIES
 from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
 from .exporting import BACKENDS, OnnxModel, fastest, quantize_int8
@@ -410,9 +412,19 @@ def evaluate_keypoint_results(results: str, data: str, images: str | None = None
     return evaluate_results(results, data, task=task, images=images, fmt=fmt)
 
 
-def select(model, pool, budget: int, strategy: str | None = None, device: str = "cpu", **kwargs) -> list[dict]:
-    """Pick the ``budget`` images of ``pool`` most worth labelling; see cvapps.active.select."""
-    return _select(_model(model, None, device), pool, budget, strategy, **kwargs)
+def select(model, pool, budget: int, strategy: str | None = None, device: str = "cpu", backend: str = "auto",
+           **kwargs) -> list[dict]:
+    """Pick the ``budget`` images of ``pool`` most worth labelling; see cvapps.active.select.
+    ``backend`` "auto": a model file or weights name scores on ONNX Runtime (as ``predict``)
+    when the strategy needs only the model's outputs — not MC-dropout passes or backbone
+    embeddings (bald, variance, coreset, hybrid), which stay on PyTorch."""
+    loaded_here = not isinstance(model, (TaskModel, OnnxModel))
+    m = _model(model, None, device)
+    if backend == "auto" and loaded_here and isinstance(m, TaskModel):
+        name = strategy or default_strategy(m)
+        if name in STRATEGIES and STRATEGIES[name].needs in ("probs", "none"):
+            m = fastest(m, device, "fp32", {}, kwargs.get("console"))
+    return _select(m, pool, budget, strategy, **kwargs)
 
 
 @torch.inference_mode()

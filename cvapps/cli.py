@@ -440,6 +440,7 @@ def select(
     vid_stride: int = typer.Option(10, help="videos in the pool: score every N-th frame"),
     min_gap: int = typer.Option(30, help="videos: picked frames of one video are at least this many frames apart"),
     workers: Optional[int] = typer.Option(None, help="threads reading images ahead (default: one per core, at most 4)"),
+    backend: str = typer.Option("auto", help="auto: ONNX Runtime for strategies that need only the outputs; torch"),
     device: str = DEVICE["device"][1],
 ) -> None:
     """Rank unlabelled images and video frames by how much labelling them should teach the
@@ -447,7 +448,8 @@ def select(
     same arguments skips what was already scored."""
     sel = _api().select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
                         batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
-                        vid_stride=vid_stride, min_gap=min_gap, workers=workers, device=device, console=err)
+                        vid_stride=vid_stride, min_gap=min_gap, workers=workers, device=device, backend=backend,
+                        console=err)
     for row in sel:
         print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)

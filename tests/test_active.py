@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -272,3 +273,20 @@ def test_default_strategy_follows_the_model_and_a_short_selection_is_explained(t
     frames = sorted(r["frame"] for r in json.loads((tmp_path / "v" / "selection.json").read_text()))
     assert 1 <= len(frames) <= 2 and all(b - a >= 12 for a, b in zip(frames, frames[1:]))  # of 0, 5, 10, 15
     assert f"selected {len(frames)} of the 5 asked" in err
+
+
+def test_select_scores_on_onnx_runtime_like_pytorch(tmp_path, pool, capsys):
+    """A model file scored with an output-only strategy runs on ONNX Runtime by default (said
+    once); its picks and scores equal --backend torch's. MC-dropout strategies stay on torch."""
+    torch.manual_seed(0)
+    model = cvapps.save(cvapps.create_model("detect", "mobilenet_v2", labels=["a", "b"], img_size=64),
+                        tmp_path / "m.safetensors")
+    rows = {}
+    for backend in ("auto", "torch"):
+        code, _, err = run_cli(capsys, "select", "--model", model, "--pool", pool, "--budget", 4, "--strategy",
+                               "entropy", "--out", tmp_path / backend, "--backend", backend)
+        assert code == 0, err
+        assert ("exported the model for ONNX Runtime" in " ".join(err.split())) == (backend == "auto")
+        rows[backend] = json.loads((tmp_path / backend / "selection.json").read_text())
+    assert [r["path"] for r in rows["auto"]] == [r["path"] for r in rows["torch"]]
+    np.testing.assert_allclose([r["score"] for r in rows["auto"]], [r["score"] for r in rows["torch"]], rtol=1e-4)
