@@ -19,6 +19,7 @@ import json
 import os
 import time
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -257,12 +258,13 @@ class OnnxModel:
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-_said: set[str] = set()
+_said: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # console -> what it was told
 
 
 def _say_once(console, text: str) -> None:
-    if console is not None and text not in _said:
-        _said.add(text)
+    """Tell ``console`` once (a CLI run has its own console: each run is told)."""
+    if console is not None and text not in _said.setdefault(console, set()):
+        _said[console].add(text)
         console.print(text, highlight=False, markup=False)
 
 

@@ -275,9 +275,10 @@ def test_default_strategy_follows_the_model_and_a_short_selection_is_explained(t
     assert f"selected {len(frames)} of the 5 asked" in err
 
 
-def test_select_scores_on_onnx_runtime_like_pytorch(tmp_path, pool, capsys):
+def test_select_scores_on_onnx_runtime_like_pytorch(tmp_path, pool, capsys, monkeypatch):
     """A model file scored with an output-only strategy runs on ONNX Runtime by default (said
-    once); its picks and scores equal --backend torch's. MC-dropout strategies stay on torch."""
+    once); its picks and scores equal --backend torch's."""
+    monkeypatch.setenv("CVAPPS_HOME", str(tmp_path / "home"))  # an empty export cache: this run exports
     torch.manual_seed(0)
     model = cvapps.save(cvapps.create_model("detect", "mobilenet_v2", labels=["a", "b"], img_size=64),
                         tmp_path / "m.safetensors")
@@ -288,5 +289,6 @@ def test_select_scores_on_onnx_runtime_like_pytorch(tmp_path, pool, capsys):
         assert code == 0, err
         assert ("exported the model for ONNX Runtime" in " ".join(err.split())) == (backend == "auto")
         rows[backend] = json.loads((tmp_path / backend / "selection.json").read_text())
+    assert len(list((tmp_path / "home" / "onnx").glob("*.onnx"))) == 1
     assert [r["path"] for r in rows["auto"]] == [r["path"] for r in rows["torch"]]
     np.testing.assert_allclose([r["score"] for r in rows["auto"]], [r["score"] for r in rows["torch"]], rtol=1e-4)
