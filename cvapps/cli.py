@@ -500,6 +500,34 @@ def benchmark(
     print(_json(r))
 
 
+@app.command()
+def distill(
+    task: str = typer.Argument("classify", help="classify (other tasks: not yet)"),
+    teacher: str = typer.Option(..., help="the teacher: model file or weights name"),
+    data: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
+    labels: Optional[str] = typer.Option(None, help="labelled images too: class folders or a CSV (teacher's classes)"),
+    val_data: Optional[str] = TRAIN["val_data"][1],
+    backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
+    img_size: Optional[str] = TRAIN["img_size"][1],
+    temperature: float = typer.Option(4.0, help="softening temperature T of both distributions"),
+    alpha: float = typer.Option(0.5, help="weight of the cross-entropy on labelled images (KL: 1 - alpha)"),
+    epochs: int = typer.Option(10), batch_size: int = typer.Option(32), lr: float = typer.Option(1e-3),
+    freeze: Optional[str] = TRAIN["freeze"][1],
+    augment: bool = typer.Option(False, "--augment/--no-augment", help="augment the student's view (the "
+                                                                       "teacher's outputs stay those of the image)"),
+    out_dir: str = typer.Option("runs/distill", "--out"), workers: Optional[int] = WORKERS["workers"][1],
+    device: str = DEVICE["device"][1],
+) -> None:
+    """Train a student on unlabelled images from a teacher's outputs (knowledge distillation),
+    with labelled images mixed in if given; writes OUT/ like `train`."""
+    from .distilling import distill as run
+
+    r = run(task, teacher, list(data), labels=labels, val=val_data, backbone=backbone, weights=weights,
+            img_size=_size(img_size), temperature=temperature, alpha=alpha, out=out_dir, console=err, epochs=epochs,
+            batch_size=batch_size, lr=lr, freeze=freeze, augment=augment, workers=workers, device=device)
+    _print_train_result(r)
+
+
 @app.command("al-simulate")
 def al_simulate(
     task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),

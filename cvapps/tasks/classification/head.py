@@ -31,6 +31,10 @@ class ClassifyHeadOptions(Options):
     label_smoothing: float = opt(0.0, low=0.0, high=0.95)
     loss: str = opt("mse", choices=("mse", "l1"))
     bins: list | None = None
+    # distillation (targets that are a teacher's logits, cvapps distill): softening temperature
+    # and the weight of the cross-entropy on the images that also have a label
+    kd_temperature: float = opt(4.0, low=0.0, low_open=True)
+    kd_alpha: float = opt(0.5, low=0.0, high=1.0)
 
     def validate(self) -> None:
         if self.label_smoothing is None:
