@@ -21,6 +21,7 @@ from .data.sources import expand_sources, frame_batches
 from .data.transforms import EvalTransform, train_augment
 from .errors import ConfigError, DataError
 from .progress import Phase
+from .tasks import TASKS
 from .tasks.batch import to_batch
 from .training.trainer import TrainConfig, Trainer, seed_everything
 
@@ -55,10 +56,11 @@ def distill(task: str, teacher, data, *, labels: str | None = None, val: str | N
     Writes out/ like ``train``; returns its summary with the teacher's and student's
     agreement on ``val`` when given."""
     console = console or Console(stderr=True, markup=False)
-    if task != "classify":
-        raise ConfigError(f"distillation is built for classify so far, not {task}",
+    if not TASKS.get(task).distillation:
+        built = ", ".join(n for n in TASKS.names() if TASKS.get(n).distillation)
+        raise ConfigError(f"distillation is built for {built} so far, not {task}",
                           hint="detection / segmentation / keypoint distillation are planned (issue #16)")
-    t_model = _model(teacher, "classify", train_options.get("device", "cpu"))
+    t_model = _model(teacher, task, train_options.get("device", "cpu"))
     if t_model.config["head"].get("kind", "multiclass") != "multiclass":
         raise ConfigError("the teacher must be a multiclass classifier (softmax over its labels)")
     names = list(t_model.labels)
@@ -80,7 +82,7 @@ def distill(task: str, teacher, data, *, labels: str | None = None, val: str | N
     cfg = TrainConfig.parse({"epochs": 10, "batch_size": 32, "lr": 1e-3, "augment": False, **train_options},
                             out_dir=str(out))
     seed_everything(cfg.seed)
-    student = create_model("classify", backbone, weights, labels=names, img_size=img_size,
+    student = create_model(task, backbone, weights, labels=names, img_size=img_size,
                            **{"kd_temperature": temperature, "kd_alpha": alpha, **(head or {})})
     pre = student.config["preprocessing"]
     evalt = EvalTransform.from_config(pre)

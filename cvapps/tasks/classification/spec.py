@@ -23,6 +23,7 @@ class ClassificationSpec(TaskSpec):
     default_weights = "mobilenet_v2.imagenet1k"
     default_kind = "multiclass"
     feature_simulation = True
+    distillation = True
     train_defaults = {"epochs": 10, "batch_size": 32, "lr": 1e-3}
     cli_options = {
         "predict": (CliOption("top_k", int, 5, "labels per prediction"),),
