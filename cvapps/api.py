@@ -428,10 +428,11 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
 
 
 @torch.inference_mode()
-def embed(model: TaskModel, images, batch_size: int = 64, console: Console | None = None,
-          workers: int | None = None) -> torch.Tensor:
-    """Pooled last-stage backbone features (N, D) float32 of paths or RGB arrays (in order;
-    an unreadable image raises). ``workers``: threads reading images ahead."""
+def map_images(model, images, fn, what: str, batch_size: int = 64, console: Console | None = None,
+               workers: int | None = None) -> torch.Tensor:
+    """``fn(x)`` of every image (paths or RGB arrays, prepared and normalised as ``model``
+    expects, in batches) concatenated in order, on the CPU; an unreadable image raises.
+    ``what``: the progress label; ``workers``: threads reading images ahead."""
     model.eval()
     pre = model.preprocessor()
     out = []
@@ -439,12 +440,19 @@ def embed(model: TaskModel, images, batch_size: int = 64, console: Console | Non
     def fail(frame):
         raise frame.error
 
-    with Phase(console or Console(stderr=True, markup=False), "embedding", len(images)) as bar:
+    with Phase(console or Console(stderr=True, markup=False), what, len(images)) as bar:
         for good in frame_batches(list(images), pre, batch_size, on_error=fail, threads=workers):
             x, _ = to_batch(pre, [f.payload[0] for f in good], model.device)
-            out.append(model.embed(x).cpu())
+            out.append(fn(x).cpu())
             bar.advance(len(good))
     return torch.cat(out)
+
+
+def embed(model: TaskModel, images, batch_size: int = 64, console: Console | None = None,
+          workers: int | None = None) -> torch.Tensor:
+    """Pooled last-stage backbone features (N, D) float32 of paths or RGB arrays (in order;
+    an unreadable image raises). ``workers``: threads reading images ahead."""
+    return map_images(model, images, model.embed, "embedding", batch_size, console, workers)
 
 
 def simulate(task: str = "classify", data: str | None = None, *, backbone: str | None = None,

@@ -14,34 +14,19 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from .api import _model, create_model, evaluate, load
+from .api import _model, create_model, evaluate, load, map_images
 from .data.classification import ClassificationData, ImageDataset, load_split
 from .data.io import is_image
-from .data.sources import expand_sources, frame_batches
+from .data.sources import expand_sources
 from .data.transforms import EvalTransform, train_augment
 from .errors import ConfigError, DataError
-from .progress import Phase
 from .tasks import TASKS
-from .tasks.batch import to_batch
 from .training.trainer import TrainConfig, Trainer, seed_everything
 
 
-@torch.inference_mode()
 def teacher_logits(teacher, paths: list[Path], batch_size: int = 32, console: Console | None = None) -> torch.Tensor:
     """(N, C) float32 logits of ``teacher`` on ``paths`` (in order; an unreadable image raises)."""
-    teacher.eval()
-    pre = teacher.preprocessor()
-    out = []
-
-    def fail(frame):
-        raise frame.error
-
-    with Phase(console or Console(stderr=True, markup=False), "teacher outputs", len(paths)) as bar:
-        for good in frame_batches(list(paths), pre, batch_size, on_error=fail):
-            x, _ = to_batch(pre, [f.payload[0] for f in good], teacher.device)
-            out.append(teacher(x).logits.float().cpu())
-            bar.advance(len(good))
-    return torch.cat(out)
+    return map_images(teacher, paths, lambda x: teacher(x).logits.float(), "teacher outputs", batch_size, console)
 
 
 def distill(task: str, teacher, data, *, labels: str | None = None, val: str | None = None,
