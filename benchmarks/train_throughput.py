@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import data_root, require  # noqa: E402
 
 import cvapps  # noqa: E402
-from cvapps.data.loader import cores, make_loader  # noqa: E402
+from cvapps.data.loader import make_loader  # noqa: E402
+from cvapps.runtime import cores  # noqa: E402
 from cvapps.options import DataOptions  # noqa: E402
 from cvapps.tasks import TASKS  # noqa: E402
 from cvapps.training.trainer import TrainConfig, Trainer  # noqa: E402

@@ -4,6 +4,7 @@ task models, the Trainer and the predict loop all use it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 import torch
@@ -11,6 +12,11 @@ import torch
 from .errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16")
+
+
+def cores() -> int:
+    """CPU cores this process may use (its affinity mask, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def check_precision(precision: str) -> str:

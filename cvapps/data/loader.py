@@ -8,19 +8,17 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, TensorDataset, get_worker_info
 
 from ..errors import ConfigError
+from ..runtime import cores
 from .dataset import TaskDataset, collate
 
 WORKERS_ENV = "CVAPPS_WORKERS"
 MAX_WORKERS = 8
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_workers(world: int = 1) -> int:
@@ -61,8 +59,6 @@ class SeededSampler(Sampler):
 
 
 def _worker_init(_: int) -> None:
-    import cv2
-
     # one worker, one core: OpenCV's own pool would oversubscribe. 0 (no pool), not 1: resizing the
     # pool a forked child inherited from a parent that used it deadlocks
     cv2.setNumThreads(0)

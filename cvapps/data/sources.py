@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import functools
 import glob
-import os
 import queue
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
+from ..runtime import cores
 from .io import is_image, is_video, list_images, read_image
 from ..errors import DataError
 
@@ -191,7 +191,7 @@ _END = object()
 def decode_threads() -> int:
     """Threads decoding and preparing images ahead of the model (OpenCV and torch release
     the GIL while they work): one per core, at most 4."""
-    return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return min(4, cores())
 
 
 def _ready(f: Frame, hook: Callable[[Frame], Any] | None) -> Frame:
