@@ -80,6 +80,7 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
         video = _video(arrays, tmp / "clip.mp4", video_frames)
         runs = {}
         folded = copy.deepcopy(base).fold_batchnorm()
+        fp32_file = None  # one dynamic-batch export serves both ONNX Runtime variants
         for name in variants:
             if name.startswith("onnxruntime") and not runtime_available():
                 result["skipped"][name] = "onnxruntime is not installed (pip install 'cvapps[onnx]')"
@@ -91,11 +92,14 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
                 runs[name] = (copy.deepcopy(folded).to(memory_format=torch.channels_last), "fp32")
             elif name == "torch_bf16":
                 runs[name] = (folded, "bf16")
-            elif name == "onnxruntime_fp32":
-                runs[name] = (OnnxModel(export(base, tmp / "fp32.onnx", dynamic_batch=True)), "fp32")
             else:
-                runs[name] = (OnnxModel(quantize_int8(base, tmp / "int8.onnx", paths or [], console=console)
-                                        if paths else _quantize_arrays(base, arrays, tmp)), "fp32")
+                fp32_file = fp32_file or export(base, tmp / "fp32.onnx", dynamic_batch=True)
+                if name == "onnxruntime_fp32":
+                    runs[name] = (OnnxModel(fp32_file), "fp32")
+                else:
+                    calib = paths or _calibration_files(arrays, tmp)
+                    runs[name] = (OnnxModel(quantize_int8(base, tmp / "int8.onnx", calib, console=console,
+                                                          fp32=fp32_file)), "fp32")
         inputs = [str(p) for p in paths] or arrays
         with Phase(console or Console(stderr=True, markup=False), "benchmarking", len(runs)) as bar:
             for name, (m, precision) in runs.items():
@@ -117,14 +121,14 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
     return result
 
 
-def _quantize_arrays(model, arrays: list[np.ndarray], tmp: Path) -> Path:
-    """int8 calibration needs image files: the synthetic images written as PNGs."""
+def _calibration_files(arrays: list[np.ndarray], tmp: Path) -> list[Path]:
+    """int8 calibration reads image files: the synthetic images written as PNGs."""
     files = []
     for i, a in enumerate(arrays[:32]):
         f = tmp / f"calib{i}.png"
         cv2.imwrite(str(f), cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
         files.append(f)
-    return quantize_int8(model, tmp / "int8.onnx", files)
+    return files
 
 
 def table(result: dict):

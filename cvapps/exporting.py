@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import json
 import os
+import tempfile
 import time
 import warnings
 import weakref
@@ -75,10 +76,7 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
         raise ConfigError(model.export_blocker, hint="export a model whose head has a fixed graph (e.g. --head ssd)")
     if nms is not None:
         return _export_nms(model, Path(out), fmt, dynamic_batch, img_size, opset, nms)
-    config = json.loads(json.dumps(model.config))
-    if img_size is not None:
-        config = type(model).with_input_size(config, parse_size(img_size))
-    h, w = size_hw(config["preprocessing"]["input_size"])
+    config, (h, w) = _input_config(model, img_size)
     model = model.eval().cpu()
     x = torch.zeros(2 if dynamic_batch else 1, 3, h, w)
     with torch.no_grad():
@@ -88,8 +86,8 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     meta = {META_CONFIG: json.dumps(config), META_RAW: f"{type(raw).__module__}.{type(raw).__qualname__}",
             META_OUTPUTS: json.dumps(names)}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
+        out.parent.mkdir(parents=True, exist_ok=True)
         with torch.no_grad(), quiet_tracing():
             traced = torch.jit.trace(wrapper, x, check_trace=False)
         atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={k + ".json": v for k, v in
@@ -97,13 +95,27 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
         return out
     batch_axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names if getattr(raw, n).dim() > 0
                                             and getattr(raw, n).shape[0] == x.shape[0] and n != "anchors"}}
+    return _write_onnx(wrapper, x, out, names, meta, opset, batch_axes if dynamic_batch else None)
 
+
+def _input_config(model, img_size) -> tuple[dict, tuple[int, int]]:
+    """The config the exported file records (input size overridden by ``img_size``) and its (H, W)."""
+    config = json.loads(json.dumps(model.config))
+    if img_size is not None:
+        config = type(model).with_input_size(config, parse_size(img_size))
+    return config, size_hw(config["preprocessing"]["input_size"])
+
+
+def _write_onnx(wrapper: nn.Module, x: torch.Tensor, out: Path, names: list[str], meta: dict, opset: int,
+                dynamic_axes: dict | None) -> Path:
+    """Trace ``wrapper`` on ``x`` into ``out`` (atomically) with ``meta`` in its metadata."""
     def write(tmp: Path) -> None:
         with torch.no_grad(), quiet_tracing():
             torch.onnx.export(wrapper, (x,), str(tmp), input_names=["image"], output_names=names, opset_version=opset,
-                              dynamic_axes=batch_axes if dynamic_batch else None, dynamo=False)
+                              dynamic_axes=dynamic_axes, dynamo=False)
         add_metadata(tmp, meta)
 
+    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, write)
     return out
 
@@ -114,10 +126,7 @@ def _export_nms(model, out: Path, fmt: str, dynamic_batch: bool, img_size, opset
     if fmt != "onnx" or dynamic_batch:
         raise ConfigError("--nms writes an ONNX graph for one image at a time",
                           hint="drop --format torchscript / --dynamic-batch")
-    config = json.loads(json.dumps(model.config))
-    if img_size is not None:
-        config = type(model).with_input_size(config, parse_size(img_size))
-    h, w = size_hw(config["preprocessing"]["input_size"])
+    config, (h, w) = _input_config(model, img_size)
     model = model.eval().cpu()
     head = model.head.h
     post = {k: (getattr(head, k) if nms.get(k) is None else nms[k]) for k in ("conf", "iou", "max_det")}
@@ -126,17 +135,8 @@ def _export_nms(model, out: Path, fmt: str, dynamic_batch: bool, img_size, opset
     names = ["boxes", "scores", "labels"]
     meta = {META_CONFIG: json.dumps(config), META_OUTPUTS: json.dumps(names), META_NMS: json.dumps(
         {**post, "boxes": "xyxy input pixels (clipped); original pixels = input / preprocessing scale"})}
-
-    def write(tmp: Path) -> None:
-        with torch.no_grad(), quiet_tracing():
-            torch.onnx.export(wrapper, (torch.zeros(1, 3, h, w),), str(tmp), input_names=["image"],
-                              output_names=names, opset_version=opset, dynamo=False,
-                              dynamic_axes={n: {0: "detections"} for n in names})
-        add_metadata(tmp, meta)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, write)
-    return out
+    return _write_onnx(wrapper, torch.zeros(1, 3, h, w), out, names, meta, opset,
+                       {n: {0: "detections"} for n in names})
 
 
 def add_metadata(path: Path, meta: dict[str, str]) -> None:
@@ -307,11 +307,13 @@ def fastest(model, device: str = "cpu", precision: str = "fp32", post: dict | No
     return OnnxModel(path, device="cpu", threads=threads)
 
 
-def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, console=None) -> Path:
+def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, console=None,
+                  fp32: Path | None = None) -> Path:
     """A statically quantised (int8 QDQ: int8 weights per channel, uint8 activations) ONNX
     model of ``model`` at ``out``, its activation ranges calibrated on up to ``max_images``
     of ``calib`` (image paths, prepared like the model's inputs). The cvapps metadata is kept,
-    so `predict --model out.onnx` runs it like any export."""
+    so `predict --model out.onnx` runs it like any export. ``fp32``: the model's plain ONNX
+    export when the caller has one (else it is exported here)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -335,11 +337,10 @@ def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, co
             return {"image": pre.normalize(u8[None]).numpy()}
 
     out = Path(out)
-    tmp_dir = out.parent / f".{out.name}.work"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fp32 = export(model, tmp_dir / "fp32.onnx")
-        prepared = tmp_dir / "prepared.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as work:
+        fp32 = fp32 or export(model, Path(work) / "fp32.onnx")
+        prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
         meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
 
@@ -349,9 +350,5 @@ def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, co
             add_metadata(tmp, meta)
 
         atomic_write(out, write)
-    finally:
-        for f in tmp_dir.glob("*"):
-            f.unlink()
-        tmp_dir.rmdir()
     _say_once(console, f"int8: calibrated on {len(paths)} images")
     return out
