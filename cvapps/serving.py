@@ -84,12 +84,13 @@ class Served:
 
     async def batches(self) -> None:
         """Gather queued requests into batches and run them, one batch at a time."""
-        wait = self.opts.batch_wait_ms / 1000
+        loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
+            deadline = loop.time() + self.opts.batch_wait_ms / 1000  # the first request waits at most this
             with contextlib.suppress(asyncio.TimeoutError):
                 while len(items) < self.opts.max_batch:
-                    items.append(await asyncio.wait_for(self.queue.get(), wait))
+                    items.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
             self.requests += len(items)
             self.batches_run += 1
             try:
