@@ -38,8 +38,8 @@ def distill(task: str, teacher, data, *, labels: str | None = None, val: str | N
     ``labels`` (a classification root / CSV whose classes are the teacher's) if given;
     ``val``: a labelled validation set. ``train_options``: TrainConfig fields (epochs, lr,
     freeze, augment — off by default: the teacher's outputs are for the unaugmented image).
-    Writes out/ like ``train``; returns its summary with the teacher's and student's
-    agreement on ``val`` when given."""
+    Writes out/ like ``train``; returns its summary, with ``val`` given also the best
+    student's metrics ("val") and the teacher's ("teacher_val") on it."""
     console = console or Console(stderr=True, markup=False)
     if not TASKS.get(task).distillation:
         built = ", ".join(n for n in TASKS.names() if TASKS.get(n).distillation)
