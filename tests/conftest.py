@@ -115,6 +115,14 @@ def coco_detector(fixture_home):
 
 
 @pytest.fixture(scope="session")
+def pose_model(fixture_home):
+    """The default pose model (movenet_lightning.coco17), weights from a fixture."""
+    (model,), mp = _converted_fixture(fixture_home, ["movenet_lightning.coco17"])
+    yield model
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
 def face_detector(fixture_home):
     """The default landmark model / face-box source (retinaface.face5), weights from a fixture."""
     (model,), mp = _converted_fixture(fixture_home, ["retinaface.face5"])

@@ -10,12 +10,14 @@ from __future__ import annotations
 from ..registry import Registry
 from .graphdef import read_constants
 from .onnx_file import read_onnx
+from .tflite_file import read_tflite
 
 READERS: Registry = Registry("model-file reader")
 MAPPINGS: Registry = Registry("weights mapping")
 READERS.register("tf_graphdef", read_constants)
 READERS.register("onnx", read_onnx)
+READERS.register("tflite", read_tflite)
 
-from . import retinaface, tf_ssd  # noqa: E402,F401  (register their mappings)
+from . import movenet, retinaface, tf_ssd  # noqa: E402,F401  (register their mappings)
 
 __all__ = ["MAPPINGS", "READERS"]

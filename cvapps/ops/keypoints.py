@@ -110,3 +110,46 @@ def warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int]) -> np.ndarra
     m_idx = np.concatenate([a, (t + a @ [0.5, 0.5] - 0.5)[:, None]], 1)
     return cv2.warpAffine(image, m_idx, (int(out_hw[1]), int(out_hw[0])), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+MOVENET_DIST_BIAS = 1.8  # cells added to the distances in MoveNet's two weightings
+
+
+def _grid(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    ys = torch.arange(h, device=device, dtype=torch.float32)
+    xs = torch.arange(w, device=device, dtype=torch.float32)
+    return ys[:, None].expand(h, w), xs[None, :].expand(h, w)
+
+
+def movenet_centre_weights(h: int, w: int, device=None) -> torch.Tensor:
+    """(h, w) 1 / (distance to the map's centre cell (h//2, w//2) + 1.8): prefers the person
+    in the middle of the crop."""
+    gy, gx = _grid(h, w, device)
+    return 1 / (((gy - h // 2) ** 2 + (gx - w // 2) ** 2).sqrt() + MOVENET_DIST_BIAS)
+
+
+def _at(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """t (B, C, h, w), idx (B, N) flat cell indices -> (B, C, N) values there."""
+    return t.flatten(2).gather(2, idx[:, None, :].expand(-1, t.shape[1], -1))
+
+
+def decode_movenet(centre: torch.Tensor, regress: torch.Tensor, heatmap: torch.Tensor,
+           offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MoveNet's decoding of the head's raw maps (B, 1 | 2K | K | 2K, h, w) -> points (B, K, 2)
+    x, y in map cells (continuous), scores (B, K) heatmap probabilities, heatmaps (B, K, h, w)
+    probabilities."""
+    b, k, h, w = heatmap.shape
+    hm = heatmap.float().sigmoid()
+    c = centre.float().sigmoid()[:, 0] * movenet_centre_weights(h, w, centre.device)  # (B, h, w)
+    ci = c.flatten(1).argmax(1)  # (B,)
+    cy, cx = (ci // w).float(), (ci % w).float()
+    reg = _at(regress.float(), ci[:, None])[..., 0].view(b, k, 2)  # (B, K, (dy, dx))
+    ry, rx = cy[:, None] + reg[..., 0], cx[:, None] + reg[..., 1]  # (B, K)
+    gy, gx = _grid(h, w, heatmap.device)
+    dist = ((gy - ry[..., None, None]) ** 2 + (gx - rx[..., None, None]) ** 2).sqrt()  # (B, K, h, w)
+    ki = (hm / (dist + MOVENET_DIST_BIAS)).flatten(2).argmax(2)  # (B, K)
+    ky, kx = (ki // w).float(), (ki % w).float()
+    off = offset.float().flatten(2).view(b, k, 2, h * w).gather(3, ki[:, :, None, None].expand(-1, -1, 2, 1))[..., 0]
+    points = torch.stack([kx + off[..., 1], ky + off[..., 0]], -1)  # (B, K, (x, y))
+    scores = hm.flatten(2).gather(2, ki[..., None])[..., 0]
+    return points, scores, hm

@@ -14,13 +14,14 @@ from torch import nn
 from ...backbones import Backbone
 from ...data.transforms import size_hw
 from ...errors import ConfigError, ShapeError
-from ...ops.keypoints import apply_affine, decode_heatmaps, flip_heatmaps, flip_points, gaussian_heatmaps
+from ...ops.keypoints import apply_affine, decode_heatmaps, decode_movenet, flip_heatmaps, flip_points, gaussian_heatmaps
 from ...ops.uncertainty import variance
 from ...options import Options, opt
 from ...schema import Schema
 from ..base import TaskModel
 from ..spec import mc_dropout
 from .heads import CascadeRefiner, HeatmapHead, RegressionHead, cascade_feature_index
+from .movenet import MoveNetHead
 from .postprocess import Keypoints
 from .topdown import FixedBoxes, TopDown
 
@@ -29,13 +30,14 @@ WING_W, WING_EPS, WING_SCALE = 10.0, 2.0, 64.0  # Feng et al.; errors measured o
 
 @dataclass
 class KeypointHeadOptions(Options):
-    """``kind``: heatmap (deconvolutions to stride 4, Gaussian targets of ``sigma``) or
-    regression (pooled features -> K x 2); ``loss`` (regression): wing | l1 | l2 (default per
-    task), heatmaps use mse; ``cascade``: a second stage refining each point from a
+    """``kind``: heatmap (deconvolutions to stride 4, Gaussian targets of ``sigma``),
+    regression (pooled features -> K x 2) or movenet (a CenterNet-style FPN head on 4 feature
+    maps, MoveNet's decoding; cvapps.tasks.keypoints.movenet); ``loss`` (regression): wing |
+    l1 | l2 (default per task), heatmaps use mse; ``cascade``: a second stage refining each point from a
     ``cascade_window``-wide patch; ``mc_passes``: MC-dropout passes for uncertainty."""
 
     what: ClassVar[str] = "keypoint head"
-    kind: str = opt("heatmap", choices=("heatmap", "regression"))
+    kind: str = opt("heatmap", choices=("heatmap", "regression", "movenet"))
     num_keypoints: int | None = opt(None, low=1)
     loss: str | None = opt(None, choices=("mse", "l2", "l1", "wing"))
     sigma: float = opt(2.0, low=0.0, low_open=True)
@@ -89,7 +91,9 @@ class KeypointModel(TaskModel):
     def build_head(cls, config: dict, backbone: Backbone) -> nn.Module:
         h = KeypointHeadOptions.parse(config["head"])
         last = backbone.feature_info[-1]
-        if h.kind == "heatmap":
+        if h.kind == "movenet":
+            main = MoveNetHead([f.channels for f in backbone.feature_info], h.num_keypoints)
+        elif h.kind == "heatmap":
             main = HeatmapHead(last.channels, last.stride, h.num_keypoints, h.channels, dropout=h.dropout)
         else:
             main = RegressionHead(last.channels, h.num_keypoints, h.dropout)
@@ -121,7 +125,11 @@ class KeypointModel(TaskModel):
     def forward_head(self, feats: list[torch.Tensor], input_hw: tuple[int, int] | None = None) -> KeypointRaw:
         hw = input_hw or self.input_hw
         main = self.head["main"]
-        if isinstance(main, HeatmapHead):
+        if isinstance(main, MoveNetHead):
+            cells, scores, hm = decode_movenet(*main(feats))  # points in map cells
+            stride = torch.tensor([hw[1] / hm.shape[-1], hw[0] / hm.shape[-2]], device=cells.device)
+            raw = KeypointRaw(cells * stride, scores, hm)
+        elif isinstance(main, HeatmapHead):
             hm = main(feats[-1])  # (B, K, h, w)
             points, scores = decode_heatmaps(hm.detach(), main.out_stride)
             points = points * torch.tensor([hw[1] / (hm.shape[-1] * main.out_stride),
@@ -143,7 +151,7 @@ class KeypointModel(TaskModel):
             return raw
         f = self(x.flip(-1))
         w = x.shape[-1]
-        if raw.heatmaps is not None and raw.coarse is None:
+        if raw.heatmaps is not None and raw.coarse is None and self.hcfg["kind"] == "heatmap":
             stride = w / raw.heatmaps.shape[-1]
             hm = (raw.heatmaps.float() + flip_heatmaps(f.heatmaps.float(), self.perm)) / 2
             pts, scores = decode_heatmaps(hm, stride)

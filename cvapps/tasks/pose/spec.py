@@ -14,6 +14,7 @@ class PoseSpec(KeypointSpec):
     rotate = 30.0
     box_label = "person"
     instance = "person"
+    default_weights = "movenet_lightning.coco17"  # 17 COCO points per person, no training
     default_detector = "ssd_mobilenet_v2.coco"  # people boxes; --whole-image for one person per frame
 
     def results_metrics(self, gt, by_name, pairs, missed) -> dict:

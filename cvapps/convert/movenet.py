@@ -1,0 +1,82 @@
+"""MoveNet SinglePose Lightning (TFLite, fp16) -> a cvapps pose model: torchvision's
+MobileNetV2 (TF "SAME" padding, taps at features 3 / 6 / 10 / 18) + the MoveNet head
+(cvapps.tasks.keypoints.movenet).
+
+The TFLite file has BatchNorm folded into the convs: a folded conv's bias goes to an identity
+BatchNorm (weight 1, mean 0, var 1 - eps), so the model keeps torchvision's module layout.
+Convs are matched by position (the reader's ``CONV_2D.{n}`` / ``DEPTHWISE_CONV_2D.{n}``,
+execution order), which is fixed by the file's sha256; shapes are checked for every tensor.
+The decoding constants in the file (input scaling, centre weights, the 1.8-cell distance bias,
+the 1/48 output scale) are checked against what cvapps.tasks.keypoints.movenet assumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import WeightsError
+from ..ops.keypoints import MOVENET_DIST_BIAS, movenet_centre_weights
+from . import MAPPINGS
+from .state import complete_state
+
+HEADS = ("centre", "heatmap", "offset", "regress")  # the file's order
+
+
+def conv_order() -> tuple[list[str], list[str]]:
+    """Our conv modules in the file's execution order: (1x1 / full convs, depthwise convs).
+    The file computes each FPN lateral right after the backbone block it taps."""
+    b = "backbone.body"
+    convs, dws = [f"{b}.0.0", f"{b}.1.conv.1"], [f"{b}.1.conv.0.0"]
+    lateral_after = {2: 0, 5: 1, 9: 2}  # TF block k (= features.k+1) -> lateral index
+    for k in range(1, 17):
+        convs += [f"{b}.{k + 1}.conv.0.0", f"{b}.{k + 1}.conv.2"]
+        dws.append(f"{b}.{k + 1}.conv.1.0")
+        if k in lateral_after:
+            convs.append(f"head.main.lateral.{lateral_after[k]}")
+    convs += [f"{b}.18.0", "head.main.lateral.3"]
+    for i in range(3):
+        dws.append(f"head.main.fpn.{i}.0")
+        convs.append(f"head.main.fpn.{i}.1")
+    for name in HEADS:
+        dws.append(f"head.main.heads.{name}.0")
+        convs += [f"head.main.heads.{name}.1", f"head.main.heads.{name}.3"]
+    return convs, dws
+
+
+def _check_constants(c: dict[str, np.ndarray]) -> None:
+    def near(key: str, want, tol=2e-3) -> None:
+        got = c.get(key)
+        if got is None or got.shape != np.shape(want) and got.size != np.size(want) or \
+                not np.allclose(np.asarray(got, np.float32).reshape(np.shape(want)), want, atol=tol, rtol=tol):
+            raise WeightsError(f"the model file's constant {key!r} is not the MoveNet decoding cvapps implements")
+    near("truediv_1;truediv_1/y", 2 / 255)  # input: x * 2/255 - 1
+    near("sub_1/y", 1.0)
+    near("add_1/y", MOVENET_DIST_BIAS)
+    near("Reshape_13", [[[[1 / 48, 1 / 48]]]])
+    near("truediv_2;add_1", movenet_centre_weights(48, 48).numpy()[..., None])
+
+
+@MAPPINGS.decorator("movenet")
+def convert(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    _check_constants(c)
+    convs, dws = conv_order()
+    out: dict[str, np.ndarray] = {}
+    for op, ours in [("CONV_2D", convs), ("DEPTHWISE_CONV_2D", dws)]:
+        n = sum(1 for k in c if k.startswith(f"{op}.") and k.endswith(".weight"))
+        if n != len(ours):
+            raise WeightsError(f"the model file has {n} {op} ops, MoveNet Lightning {len(ours)}")
+        for i, conv in enumerate(ours):
+            w, b = c[f"{op}.{i}.weight"], c.get(f"{op}.{i}.bias")
+            if f"{conv}.weight" not in state or tuple(state[f"{conv}.weight"].shape) != w.shape:
+                raise WeightsError(f"{op} op {i} has weights {w.shape}, our {conv} "
+                                   f"{tuple(state[f'{conv}.weight'].shape) if f'{conv}.weight' in state else 'none'}")
+            out[f"{conv}.weight"] = w
+            parent, idx = conv.rsplit(".", 1)
+            bn = f"{parent}.{int(idx) + 1}"
+            if f"{bn}.running_var" in state:  # folded: the bias goes to an identity BatchNorm
+                eps = 1e-5
+                out.update({f"{bn}.weight": np.ones_like(b), f"{bn}.bias": b, f"{bn}.running_mean": np.zeros_like(b),
+                            f"{bn}.running_var": np.full_like(b, 1 - eps)})
+            else:
+                out[f"{conv}.bias"] = b
+    return complete_state(out, state)

@@ -1,0 +1,202 @@
+"""The converted default pose model (MoveNet Lightning): the TFLite reader on a model the test
+writes with the flatbuffer builder, the key mapping on a folded model, MoveNet's decoding on
+hand-made maps, and the defaults of `predict pose` (weights from a fixture, never the network)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli, write_image
+
+import cvapps
+from cvapps.convert import MAPPINGS, READERS
+from cvapps.convert.movenet import conv_order
+from cvapps.errors import WeightsError
+from cvapps.ops.keypoints import decode_movenet, movenet_centre_weights
+
+tflite = pytest.importorskip("tflite")
+import flatbuffers  # noqa: E402
+
+NAME = "movenet_lightning.coco17"
+
+
+def write_tflite(path, tensors: list[tuple[str, list[int], int, np.ndarray | None]],
+                 ops: list[tuple[str, list[int], list[int]]]) -> None:
+    """A one-subgraph TFLite file: tensors (name, shape, TensorType, constant or None), ops
+    (builtin name, input tensor indices, output tensor indices)."""
+    b = flatbuffers.Builder(1024)
+
+    def vec(start, items, prepend):
+        start(b, len(items))
+        for it in reversed(items):
+            prepend(it)
+        return b.EndVector()
+
+    buffers = []
+    for data in [None] + [t[3] for t in tensors if t[3] is not None]:
+        raw = None if data is None else b.CreateNumpyVector(np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8))
+        tflite.BufferStart(b)
+        if raw is not None:
+            tflite.BufferAddData(b, raw)
+        buffers.append(tflite.BufferEnd(b))
+    tens, k = [], 0
+    for name, shape, ttype, data in tensors:
+        n, s = b.CreateString(name), vec(lambda bb, m: tflite.TensorStartShapeVector(bb, m), shape, b.PrependInt32)
+        if data is not None:
+            k += 1
+        tflite.TensorStart(b)
+        tflite.TensorAddShape(b, s), tflite.TensorAddType(b, ttype), tflite.TensorAddName(b, n)
+        tflite.TensorAddBuffer(b, k if data is not None else 0)
+        tens.append(tflite.TensorEnd(b))
+    kinds = sorted({op for op, _, _ in ops})
+    codes = []
+    for kind in kinds:
+        tflite.OperatorCodeStart(b)
+        code = getattr(tflite.BuiltinOperator, kind)
+        tflite.OperatorCodeAddBuiltinCode(b, code), tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
+        codes.append(tflite.OperatorCodeEnd(b))
+    operators = []
+    for kind, ins, outs in ops:
+        i = vec(tflite.OperatorStartInputsVector, ins, b.PrependInt32)
+        o = vec(tflite.OperatorStartOutputsVector, outs, b.PrependInt32)
+        tflite.OperatorStart(b)
+        tflite.OperatorAddOpcodeIndex(b, kinds.index(kind)), tflite.OperatorAddInputs(b, i), tflite.OperatorAddOutputs(b, o)
+        operators.append(tflite.OperatorEnd(b))
+    t_vec = vec(tflite.SubGraphStartTensorsVector, tens, b.PrependUOffsetTRelative)
+    o_vec = vec(tflite.SubGraphStartOperatorsVector, operators, b.PrependUOffsetTRelative)
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, t_vec), tflite.SubGraphAddOperators(b, o_vec)
+    graph = tflite.SubGraphEnd(b)
+    g_vec = vec(tflite.ModelStartSubgraphsVector, [graph], b.PrependUOffsetTRelative)
+    c_vec = vec(tflite.ModelStartOperatorCodesVector, codes, b.PrependUOffsetTRelative)
+    b_vec = vec(tflite.ModelStartBuffersVector, buffers, b.PrependUOffsetTRelative)
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3), tflite.ModelAddSubgraphs(b, g_vec), tflite.ModelAddOperatorCodes(b, c_vec)
+    tflite.ModelAddBuffers(b, b_vec)
+    b.Finish(tflite.ModelEnd(b), file_identifier=b"TFL3")
+    path.write_bytes(bytes(b.Output()))
+
+
+def test_tflite_reader_gives_torch_layouts_through_dequantize(tmp_path):
+    f16, f32 = tflite.TensorType.FLOAT16, tflite.TensorType.FLOAT32
+    conv = (np.arange(2 * 3 * 3 * 4) / 8 - 4).astype(np.float16).reshape(2, 3, 3, 4)  # OHWI, fp16
+    dw = np.arange(3 * 3 * 2, dtype=np.float32).reshape(1, 3, 3, 2)  # 1HWC
+    bias, dw_bias, scale = np.array([0.5, -1.5], np.float32), np.array([2.0, 3.0], np.float32), np.float32(0.25)
+    tensors = [("input", [1, 5, 5, 4], f32, None), ("w_fp16", [2, 3, 3, 4], f16, conv),
+               ("w_dequantize", [2, 3, 3, 4], f32, None), ("b", [2], f32, bias), ("y", [1, 5, 5, 2], f32, None),
+               ("dw;fused;other_layer/depthwise", [1, 3, 3, 2], f32, dw), ("dwb", [2], f32, dw_bias),
+               ("z", [1, 5, 5, 2], f32, None), ("scale", [], f32, scale)]
+    write_tflite(tmp_path / "m.tflite", tensors, [("DEQUANTIZE", [1], [2]), ("CONV_2D", [0, 2, 3], [4]),
+                                                   ("DEPTHWISE_CONV_2D", [4, 5, 6], [7])])
+    c = READERS.get("tflite")(tmp_path / "m.tflite")
+    np.testing.assert_array_equal(c["CONV_2D.0.weight"], conv.astype(np.float32).transpose(0, 3, 1, 2))
+    assert c["CONV_2D.0.weight"].dtype == np.float32 and c["CONV_2D.0.weight"].shape == (2, 4, 3, 3)
+    np.testing.assert_array_equal(c["CONV_2D.0.bias"], bias)
+    np.testing.assert_array_equal(c["DEPTHWISE_CONV_2D.0.weight"], dw.transpose(3, 0, 1, 2))  # (C, 1, kh, kw)
+    np.testing.assert_array_equal(c["DEPTHWISE_CONV_2D.0.bias"], dw_bias)
+    assert c["scale"] == np.float32(0.25) and c["w_fp16"].dtype == np.float16  # constants keep their names
+    np.testing.assert_array_equal(c["w_dequantize"], conv.astype(np.float32))
+    data = (tmp_path / "m.tflite").read_bytes()
+    (tmp_path / "cut.tflite").write_bytes(data[: len(data) // 3])
+    with pytest.raises(WeightsError, match="TFLite"):
+        READERS.get("tflite")(tmp_path / "cut.tflite")
+    (tmp_path / "x.onnx").write_bytes(b"\x08\x07" + data[8:])
+    with pytest.raises(WeightsError, match="no TFL3 identifier"):
+        READERS.get("tflite")(tmp_path / "x.onnx")
+
+
+def _constants() -> dict[str, np.ndarray]:
+    """The decoding constants of the MoveNet file (values as the file stores them, fp16)."""
+    return {"truediv_1;truediv_1/y": np.float16(2 / 255), "sub_1/y": np.float16(1.0), "add_1/y": np.float16(1.8),
+            "Reshape_13": np.full((1, 1, 1, 2), 1 / 48, np.float16),
+            "truediv_2;add_1": movenet_centre_weights(48, 48).numpy().astype(np.float16)[..., None]}
+
+
+@torch.no_grad()
+def test_mapping_reproduces_a_folded_model_by_position(pose_model):
+    """A file made the way the original was (BatchNorm folded, convs in the file's execution
+    order) converts into a model with the same outputs; every conv is mapped exactly once."""
+    cls = cvapps.tasks.model_class("pose")
+    ref = cls.from_config(pose_model.config).eval()
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 1.5)
+    folded = cls.from_config(ref.config).eval()
+    folded.load_state_dict(ref.state_dict())
+    folded.fold_batchnorm()
+    mods = dict(folded.named_modules())
+    convs, dws = conv_order()
+    assert sorted(convs + dws) == sorted(n for n, m in mods.items() if isinstance(m, torch.nn.Conv2d))
+    assert all(mods[n].groups > 1 for n in dws) and all(mods[n].groups == 1 for n in convs)
+    c = _constants()
+    for op, names in (("CONV_2D", convs), ("DEPTHWISE_CONV_2D", dws)):
+        for i, n in enumerate(names):
+            c[f"{op}.{i}.weight"], c[f"{op}.{i}.bias"] = mods[n].weight.numpy(), mods[n].bias.numpy()
+    fresh = cls.from_config(ref.config)
+    fresh.load_state_dict(MAPPINGS.get("movenet")(c, fresh.state_dict(), fresh.config), strict=True)
+    x = torch.rand(2, 3, 192, 192) * 2 - 1
+    a, b = ref(x), fresh.eval()(x)
+    torch.testing.assert_close(b.heatmaps, a.heatmaps, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.points, a.points, rtol=1e-4, atol=1e-3)
+    bad = {**c, "add_1/y": np.float16(2.5)}
+    with pytest.raises(WeightsError, match="add_1/y"):
+        MAPPINGS.get("movenet")(bad, fresh.state_dict(), fresh.config)
+    short = {k: v for k, v in c.items() if not k.startswith("CONV_2D.49.")}
+    with pytest.raises(WeightsError, match="49 CONV_2D ops, MoveNet Lightning 50"):
+        MAPPINGS.get("movenet")(short, fresh.state_dict(), fresh.config)
+
+
+def test_movenet_decoding_on_hand_made_maps():
+    """Two people: the centre weighting picks the one nearer the middle; each keypoint is the
+    heatmap peak nearest the point regressed from that centre, moved by its offset."""
+    h = w = 8
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    centre = torch.full((1, 1, h, w), -20.0)
+    centre[0, 0, 1, 1] = logit(0.9)  # a clearer person at the corner ...
+    centre[0, 0, 4, 3] = logit(0.8)  # ... loses to the one near the centre cell (4, 4)
+    assert 0.9 * movenet_centre_weights(h, w)[1, 1] < 0.8 * movenet_centre_weights(h, w)[4, 3]
+    regress = torch.zeros(1, 4, h, w)
+    regress[0, :, 4, 3] = torch.tensor([-2.0, 1.0, 2.0, 0.5])  # point 0 at (y, x) = (2, 4), point 1 at (6, 3.5)
+    heat = torch.full((1, 2, h, w), -20.0)
+    heat[0, 0, 2, 4], heat[0, 0, 7, 7] = logit(0.6), logit(0.95)  # the far, stronger peak belongs to no one here
+    heat[0, 1, 6, 3] = logit(0.7)
+    offset = torch.zeros(1, 4, h, w)
+    offset[0, 0:2, 2, 4] = torch.tensor([0.25, -0.5])  # (dy, dx) of point 0 at its cell
+    offset[0, 2:4, 6, 3] = torch.tensor([-0.125, 0.375])
+    points, scores, hm = decode_movenet(centre, regress, heat, offset)
+    np.testing.assert_allclose(points[0].numpy(), [[3.5, 2.25], [3.375, 5.875]])  # (x, y) cells
+    np.testing.assert_allclose(scores[0].numpy(), [0.6, 0.7], rtol=1e-6)
+    assert hm.shape == (1, 2, h, w) and torch.allclose(hm[0, 0, 7, 7], torch.tensor(0.95))
+
+
+def test_predict_pose_without_model_uses_movenet_on_the_detectors_people(tmp_path, capsys, pose_model,
+                                                                         coco_detector):
+    img = write_image(tmp_path / "street.png", np.random.default_rng(4).integers(0, 255, (120, 160, 3), np.uint8))
+    code, out, err = run_cli(capsys, "predict", "pose", img, "--whole-image", "--save-json", tmp_path / "p.jsonl",
+                             "--out", tmp_path / "drawn", "--backend", "torch")
+    assert code == 0, err
+    (rec,) = json.loads((tmp_path / "p.jsonl").read_text())["predictions"]
+    assert len(rec["keypoints"]) == 17 * 3 and rec["bbox"] == [0, 0, 160, 120]
+    want = pose_model.predict(img)[0]  # the whole image is the API's default box source
+    np.testing.assert_allclose(np.asarray(rec["keypoints"]).reshape(17, 3)[:, :2], want.points[0], atol=0.01)
+    assert (tmp_path / "drawn" / "street.png").is_file()
+    m = cvapps.load(NAME)
+    pre, _ = m.spec.predict_setup(m, lambda name, t: cvapps.load(name, task=t))
+    assert pre.boxes.det.config["weights"] == "ssd_mobilenet_v2.coco" and pre.boxes.label == "person"
+    assert m.config["head"]["kind"] == "movenet" and m.schema.name == "coco17"
+
+
+def test_movenet_exports_to_onnx_runtime(tmp_path, pose_model):
+    pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(5)
+    imgs = [rng.integers(0, 255, (150, 100, 3), np.uint8) for _ in range(3)]
+    path = cvapps.export(pose_model, tmp_path / "pose.onnx", dynamic_batch=True)
+    ort = cvapps.load(path, backend="onnxruntime")
+    a = pose_model.predict(imgs)
+    b = [r.prediction for r in cvapps.predict(ort, imgs, task="pose", stream=True, whole_image=True)]
+    for p, q in zip(a, b):
+        np.testing.assert_allclose(q.points, p.points, atol=1e-3)  # the argmax / gather decoding in the graph
+        np.testing.assert_allclose(q.scores, p.scores, atol=1e-5)
