@@ -133,6 +133,8 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
         backbone_options = wspec.config.get("backbone_options")  # e.g. TF "SAME" padding: part of the weights
     if backbone_options:
         config["backbone_options"] = dict(backbone_options)
+    if wspec is not None and wspec.kind == "model" and wspec.config.get("fixed_norms"):
+        config["fixed_norms"] = True  # BatchNorm folded in the source file (see TaskModel.train)
     model = spec.model.from_config(config)
     if wspec is not None and wspec.kind == "model":  # a whole pretrained task model: start from all of it
         model.load_pretrained(load_file(str(pretrained.model_file(weights))), wspec.config.get("labels"), weights)
@@ -335,7 +337,8 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
             check_value("kind", kind, field.metadata, group.what)
     data_kw, train_kw, head_kw = split_options(options, DataOptions, TrainConfig, _head_group(spec, kind))
     opts = DataOptions.parse(data_kw, data=data)
-    cfg = TrainConfig.parse({**spec.train_defaults, **train_kw}, out_dir=str(out), skip_bad=opts.skip_bad)
+    tuned = get_spec(weights).fine_tune if weights and weights in all_weights() else {}
+    cfg = TrainConfig.parse({**spec.train_defaults, **tuned, **train_kw}, out_dir=str(out), skip_bad=opts.skip_bad)
     seed_everything(cfg.seed)  # before building: head init is part of a seeded run
     tr, va = spec.read_train(opts, kind)
     args = spec.model_args(tr, opts, console)

@@ -61,6 +61,9 @@ class WeightsSpec:
     key_map: tuple[tuple[str, str], ...] = ()
     head: dict = field(default_factory=dict)  # classifier shape in the file, e.g. {"hidden": 1280}
     metrics: dict = field(default_factory=dict)
+    # training options that fit these weights when the user gives none (e.g. a small lr for a
+    # converted model whose layers have no BatchNorm statistics to absorb large steps)
+    fine_tune: dict = field(default_factory=dict)
 
     def cached(self) -> bool:
         """Whether the file is already in the local cache (verified when it is used)."""

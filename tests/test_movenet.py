@@ -200,3 +200,66 @@ def test_movenet_exports_to_onnx_runtime(tmp_path, pose_model):
     for p, q in zip(a, b):
         np.testing.assert_allclose(q.points, p.points, atol=1e-3)  # the argmax / gather decoding in the graph
         np.testing.assert_allclose(q.scores, p.scores, atol=1e-5)
+
+
+def test_movenet_loss_by_hand():
+    """One keypoint on a 4x4 map, all maps zero (p = 0.5): focal terms, offset and regression
+    L1 computed independently here."""
+    from cvapps.tasks.keypoints.movenet import movenet_loss
+
+    h = w = 4
+    sigma = 1.0
+    maps = (torch.zeros(1, 1, h, w), torch.zeros(1, 2, h, w), torch.zeros(1, 1, h, w), torch.zeros(1, 2, h, w))
+    cells = torch.tensor([[[1.25, 2.5]]])  # x, y: cell (iy, ix) = (2, 1), the centre too (one point)
+    out = movenet_loss(maps, cells, torch.ones(1, 1), sigma)
+    ys, xs = np.mgrid[0:h, 0:w]
+    y = np.exp(-((xs - 1) ** 2 + (ys - 2) ** 2) / (2 * sigma**2))
+    log_half = np.log(0.5)
+    pos = y == 1
+    focal = -(0.25 * log_half * pos + (1 - y) ** 4 * 0.25 * log_half * ~pos).sum()
+    np.testing.assert_allclose(float(out["main"]), focal, rtol=1e-5)
+    np.testing.assert_allclose(float(out["centre"]), focal, rtol=1e-5)  # the centre is the point itself
+    np.testing.assert_allclose(float(out["offset"]), (0.5 + 0.25) / 2, rtol=1e-6)  # |(0.5, 0.25) - 0| / 2
+    np.testing.assert_allclose(float(out["regress"]), (0.5 + 0.25) / 2, rtol=1e-6)  # from the centre cell
+    np.testing.assert_allclose(float(out["loss"]), 2 * focal + 0.75, rtol=1e-5)
+    none = movenet_loss(maps, cells, torch.zeros(1, 1), sigma)  # nothing labelled: nothing to learn
+    assert float(none["loss"]) == 0.0
+
+
+def test_fine_tuning_from_movenet_keeps_its_head_and_its_norm_statistics(tmp_path, pose_model):
+    m = cvapps.create_model("pose", weights=NAME)
+    assert m.config["head"]["kind"] == "movenet" and m.config["preprocessing"]["input_size"] == [192, 192]
+    src = pose_model.state_dict()
+    assert all(torch.equal(v, src[k]) for k, v in m.state_dict().items())  # every tensor, head included
+    m.train()
+    norms = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert norms and not any(n.training for n in norms)  # folded file: identity statistics stay
+    before = {k: v.clone() for k, v in m.state_dict().items() if "running" in k}
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 192, 192) * 2 - 1
+    gt = torch.rand(2, 17, 2) * 120 + 36
+    targets = [{"keypoints": g, "weights": torch.ones(17)} for g in gt]
+    opt = torch.optim.AdamW(m.parameters(), 1e-4)
+    losses = []
+    for _ in range(4):
+        loss = m.loss(m(x), targets)["loss"]
+        opt.zero_grad(), loss.backward(), opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+    # `train` uses the weights' own fine-tuning lr (a converted model without BN statistics)
+    rng = np.random.default_rng(6)
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person",
+                                                             "keypoints": list(m.schema.keypoints), "skeleton": []}]}
+    for i in range(2):
+        write_image(tmp_path / f"p{i}.png", rng.integers(0, 255, (96, 80, 3), np.uint8))
+        coco["images"].append({"id": i + 1, "file_name": f"p{i}.png", "width": 80, "height": 96})
+        kp = np.concatenate([rng.uniform(20, 60, (17, 2)), np.full((17, 1), 2)], 1)
+        coco["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [15, 15, 50, 50],
+                                    "area": 2500, "iscrowd": 0, "keypoints": kp.reshape(-1).tolist(),
+                                    "num_keypoints": 17})
+    (tmp_path / "kp.json").write_text(json.dumps(coco))
+    cvapps.train("pose", str(tmp_path / "kp.json"), images=str(tmp_path), weights=NAME, epochs=1,
+                 out=str(tmp_path / "run"), batch_size=2)
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["lr"] == pytest.approx(1e-5)

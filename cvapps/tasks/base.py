@@ -190,12 +190,16 @@ class TaskModel(nn.Module):
 
     def train(self, mode: bool = True) -> "TaskModel":
         """Frozen norm layers (see cvapps.training.freezing) stay in eval mode: their running
-        statistics are part of what was frozen. A method, not a patched attribute, so copies
-        (``copy.deepcopy``), DDP wrappers and reloaded models behave the same."""
+        statistics are part of what was frozen. So do all norm layers of a model whose config
+        says ``fixed_norms`` (converted from a file with BatchNorm folded into the convs: its
+        identity statistics must not become batch statistics; the affine parameters still
+        train). A method, not a patched attribute, so copies (``copy.deepcopy``), DDP wrappers
+        and reloaded models behave the same."""
         super().train(mode)
         if mode:
+            fixed = bool(self.config.get("fixed_norms"))
             for m in self.modules():
-                if getattr(m, "_cvapps_frozen", False) and isinstance(m, NORMS):
+                if (fixed or getattr(m, "_cvapps_frozen", False)) and isinstance(m, NORMS):
                     m.eval()
         return self
 

@@ -12,6 +12,8 @@ from torchvision.ops import roi_align
 from ...backbones import Backbone
 from ...errors import ConfigError
 
+TOP_DOWN_KINDS = ("heatmap", "regression", "movenet")  # keypoint heads on crops (movenet: .movenet)
+
 
 class RegressionHead(nn.Module):
     """Pooled last features (B, C) -> dropout -> Linear -> (B, K, 2) points as fractions of

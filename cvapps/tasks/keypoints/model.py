@@ -20,8 +20,8 @@ from ...options import Options, opt
 from ...schema import Schema
 from ..base import TaskModel
 from ..spec import mc_dropout
-from .heads import CascadeRefiner, HeatmapHead, RegressionHead, cascade_feature_index
-from .movenet import MoveNetHead
+from .heads import TOP_DOWN_KINDS, CascadeRefiner, HeatmapHead, RegressionHead, cascade_feature_index
+from .movenet import MoveNetHead, movenet_loss
 from .postprocess import Keypoints
 from .topdown import FixedBoxes, TopDown
 
@@ -37,7 +37,7 @@ class KeypointHeadOptions(Options):
     ``cascade_window``-wide patch; ``mc_passes``: MC-dropout passes for uncertainty."""
 
     what: ClassVar[str] = "keypoint head"
-    kind: str = opt("heatmap", choices=("heatmap", "regression", "movenet"))
+    kind: str = opt("heatmap", choices=TOP_DOWN_KINDS)
     num_keypoints: int | None = opt(None, low=1)
     loss: str | None = opt(None, choices=("mse", "l2", "l1", "wing"))
     sigma: float = opt(2.0, low=0.0, low_open=True)
@@ -52,12 +52,14 @@ class KeypointHeadOptions(Options):
 class KeypointRaw:
     """points (B, K, 2) input pixels (after the cascade when there is one); scores (B, K)
     in [0, 1] (heatmap peaks; 1 for regression); heatmaps (B, K, H/4, W/4) or None;
-    coarse (B, K, 2) first-stage points of a cascade, else None."""
+    coarse (B, K, 2) first-stage points of a cascade, else None; maps: a MoveNet head's raw
+    (centre, regress, heatmap, offset) maps for its loss (not exported), else None."""
 
     points: torch.Tensor
     scores: torch.Tensor
     heatmaps: torch.Tensor | None = None
     coarse: torch.Tensor | None = None
+    maps: tuple | None = None
 
 
 def wing(d: torch.Tensor) -> torch.Tensor:
@@ -92,7 +94,7 @@ class KeypointModel(TaskModel):
         h = KeypointHeadOptions.parse(config["head"])
         last = backbone.feature_info[-1]
         if h.kind == "movenet":
-            main = MoveNetHead([f.channels for f in backbone.feature_info], h.num_keypoints)
+            main = MoveNetHead(backbone.feature_info, h.num_keypoints)
         elif h.kind == "heatmap":
             main = HeatmapHead(last.channels, last.stride, h.num_keypoints, h.channels, dropout=h.dropout)
         else:
@@ -126,9 +128,10 @@ class KeypointModel(TaskModel):
         hw = input_hw or self.input_hw
         main = self.head["main"]
         if isinstance(main, MoveNetHead):
-            cells, scores, hm = decode_movenet(*main(feats))  # points in map cells
+            maps = main(feats)
+            cells, scores, hm = decode_movenet(*maps)  # points in map cells
             stride = torch.tensor([hw[1] / hm.shape[-1], hw[0] / hm.shape[-2]], device=cells.device)
-            raw = KeypointRaw(cells * stride, scores, hm)
+            raw = KeypointRaw(cells * stride, scores, hm, maps=maps)
         elif isinstance(main, HeatmapHead):
             hm = main(feats[-1])  # (B, K, h, w)
             points, scores = decode_heatmaps(hm.detach(), main.out_stride)
@@ -175,6 +178,11 @@ class KeypointModel(TaskModel):
         w = torch.stack([t["weights"] for t in targets]).float().to(raw.points.device)  # (B, K)
         if gt.shape[1:] != raw.points.shape[1:]:
             raise ShapeError(f"targets have {gt.shape[1]} keypoints, the model {raw.points.shape[1]}")
+        if raw.maps is not None:
+            hw = self.input_hw
+            cells = gt / torch.tensor([hw[1] / raw.heatmaps.shape[-1], hw[0] / raw.heatmaps.shape[-2]],
+                                      device=gt.device)
+            return movenet_loss(raw.maps, cells, w, float(self.hcfg["sigma"]))
         out: dict[str, torch.Tensor] = {}
         if raw.heatmaps is not None:
             hm = raw.heatmaps.float()

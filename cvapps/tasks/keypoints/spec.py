@@ -16,6 +16,7 @@ from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
 from ...schema import resolve
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
+from .heads import TOP_DOWN_KINDS
 from .topdown import DetectorBoxes, FileBoxes, TopDown
 from .topdown import whole_image as whole_image_boxes
 from .workflow import KeypointDataset, augment, load_results, match_results
@@ -54,7 +55,8 @@ class KeypointSpec(TaskSpec):
                     CliOption("flip_test", bool, False, "average with the mirrored crop (left/right swapped)"),
                     CliOption("scales", str, None, "face detector: test-time scales, e.g. 1,2 to find faces "
                                                    "under ~20 px (5x the compute)")),
-        "train": (CliOption("head", str, "heatmap", "heatmap (deconvolution, stride 4) or regression (direct)",
+        "train": (CliOption("head", str, None, "heatmap (deconvolution, stride 4), regression (direct) or movenet "
+                                               "(CenterNet-style); default: the --weights model's head, else heatmap",
                             dest="kind"),
                   CliOption("loss", str, None, "regression: wing | l1 | l2 (default wing faces, l1 pose)"),
                   CliOption("cascade", bool, False, "add a stage refining each point from a patch around it"),
@@ -73,14 +75,20 @@ class KeypointSpec(TaskSpec):
         """Crop size [H, W] (default per task), the schema (names, flip pairs, skeleton, eyes,
         OKS sigmas) and the crop ``margin`` around boxes (a head option here)."""
         schema = resolve(schema if schema is not None else self.default_schema)
-        size = parse_size(img_size) or self.model.default_size
+        # a pretrained top-down model of this task (e.g. MoveNet): its head kind, crop size and margin
+        # (a single-stage face detector's weights only lend their backbone)
+        same = weights is not None and weights.kind == "model" and weights.task == self.name and \
+            weights.config["head"].get("kind") in TOP_DOWN_KINDS
+        base = weights.config if same else {"head": {}, "preprocessing": {}}
+        size = parse_size(img_size) or base["preprocessing"].get("input_size") or self.model.default_size
         size = [size, size] if isinstance(size, int) else list(size)
         if any(v % 32 for v in size):
             raise ConfigError(f"keypoint input size {size} must be multiples of 32 (the heatmap head's stride)")
         head = dict(head)
-        margin = head.pop("margin", None) or 1.25
+        margin = head.pop("margin", None) or base["preprocessing"].get("margin") or 1.25
         pre = self.preprocessing(weights)
-        head_cfg = {"kind": kind or self.default_kind, **{k: v for k, v in head.items() if v is not None}}
+        head_cfg = {"kind": kind or base["head"].get("kind") or self.default_kind,
+                    **{k: v for k, v in head.items() if v is not None}}
         return {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": list(schema.keypoints),
                 "schema": schema.to_dict(), "preprocessing": {"mean": pre["mean"], "std": pre["std"],
                                                               "input_size": size, "margin": float(margin),
