@@ -112,3 +112,18 @@ def make_face_video(path: Path, face: np.ndarray, frames: int = 150) -> None:
         canvas[90 : 90 + h, x0 : x0 + min(f.shape[1], 640)] = f[:, : 640 - x0]
         w.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
     w.release()
+
+
+def make_pan_video(path: Path, image: np.ndarray, frames: int = 150) -> None:
+    """640x480 @ 25 fps: a real photo seen by a slowly panning and zooming camera (the view
+    covers 85-95% of the photo and drifts across it), so the scene's people move in frame."""
+    h, w = image.shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 480))
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        s = 0.95 - 0.1 * t  # fraction of the photo in view
+        vw, vh = w * s, h * s
+        x0, y0 = (w - vw) * t, (h - vh) * (1 - t)
+        m = np.array([[640 / vw, 0, -x0 * 640 / vw], [0, 480 / vh, -y0 * 480 / vh]])
+        out.write(cv2.cvtColor(cv2.warpAffine(image, m, (640, 480), flags=cv2.INTER_LINEAR), cv2.COLOR_RGB2BGR))
+    out.release()

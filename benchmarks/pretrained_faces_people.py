@@ -1,4 +1,4 @@
-"""Pretrained faces (and, later, people) with no training, on the annotated data we have.
+"""Pretrained faces and people with no training, on the annotated data we have.
 
 Prints one JSON object:
 - ``faces``: for OpenCV's Haar cascade and the converted RetinaFace, on every image of the
@@ -12,10 +12,17 @@ Prints one JSON object:
 - ``nme5``: the default landmark model's 5 points against 5 points derived from the dense
   annotations (``FIVE``: eye centres = mean of each eye's contour points, nose tip, mouth
   corners), normalised by the distance between the two derived eye centres, per set.
-- ``fps``: end-to-end `predict landmarks` (decode, detect, draw nothing) on a 640x480 video
-  of a real 300-W face sliding across the frame, with the default (contention-safe) threads.
+- ``pose``: the default pose model (MoveNet Lightning, converted from TFLite): parity with
+  LiteRT running the wheel's own .tflite on the same 192x192 person crops (when
+  ``ai-edge-litert`` is installed: ``pip install -e .[bench]``), and COCO OKS AP / PCK@0.2 on
+  ``keypoints/coco`` with ground-truth boxes and with the default COCO detector's person boxes.
+- ``fps``: end to end (decode, model(s), JSON Lines; nothing drawn), default (contention-safe)
+  threads and backend: `predict landmarks` on a 640x480 video of a real 300-W face sliding
+  across the frame; `predict pose` (COCO detector + MoveNet per person, and --whole-image) on a
+  640x480 video of a real single-person COCO photo seen by a panning camera.
+- ``person_segmentation``: not built yet (selfie segmentation), reported as such.
 
-Needs ../shared/data (or $CVAPPS_DATA) and the converted model (fetched from PyPI once)."""
+Needs ../shared/data (or $CVAPPS_DATA) and the converted models (fetched from PyPI once)."""
 
 from __future__ import annotations
 
@@ -29,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import data_root, make_face_video, require  # noqa: E402
+from _common import data_root, make_face_video, make_pan_video, require  # noqa: E402
 
 import cvapps  # noqa: E402
 from cvapps.data.io import read_image  # noqa: E402
@@ -135,15 +142,80 @@ def nme5(root: Path, model, scales=None) -> dict:
     return out
 
 
+def _fps(video: Path, task: str, frames: int, **options) -> dict:
+    t = time.perf_counter()
+    found = sum(len(r.prediction) > 0 for r in cvapps.predict(None, [video], task=task, stream=True, **options))
+    dt = time.perf_counter() - t
+    return {"frames": frames, "frames_with_an_instance": found, "fps": round(frames / dt, 1)}
+
+
 def video_fps(root: Path, frames: int) -> dict:
     face = read_image(root / "keypoints" / "300w" / "indoor_029.png")
+    person = read_image(root / "keypoints" / "coco" / "000000000785.jpg")  # one skier
     with tempfile.TemporaryDirectory() as d:
-        video = Path(d) / "face.mp4"
-        make_face_video(video, face, frames)
-        t = time.perf_counter()
-        found = sum(len(r.prediction) > 0 for r in cvapps.predict(None, [video], task="landmarks", stream=True))
-        dt = time.perf_counter() - t
-    return {"landmarks_default": {"frames": frames, "frames_with_a_face": found, "fps": round(frames / dt, 1)}}
+        make_face_video(Path(d) / "face.mp4", face, frames)
+        make_pan_video(Path(d) / "person.mp4", person, frames)
+        cvapps.predict(None, [person], task="pose")  # convert / export once, outside the timing
+        return {"landmarks_default": _fps(Path(d) / "face.mp4", "landmarks", frames),
+                "pose_default_detector_boxes": _fps(Path(d) / "person.mp4", "pose", frames),
+                "pose_whole_image": _fps(Path(d) / "person.mp4", "pose", frames, whole_image=True)}
+
+
+def person_crops(root: Path, pose) -> list[np.ndarray]:
+    """The model's 192x192 crops of every labelled person: VOC detection boxes and the COCO
+    keypoint people."""
+    pre = pose.preprocessor()
+    crops = []
+    for folder, ann in (("voc-detection/images", "voc-detection/annotations/instances_coco.json"),
+                        ("keypoints/coco", "keypoints/coco/test_coco.json")):
+        d = json.loads((root / ann).read_text())
+        person = next(c["id"] for c in d["categories"] if c["name"] == "person")
+        files = {im["id"]: root / folder / im["file_name"] for im in d["images"]}
+        for a in (a for a in d["annotations"] if a["category_id"] == person):
+            x, y, w, h = a["bbox"]
+            crops.append(pre.crop(read_image(files[a["image_id"]]), np.array([x, y, x + w, y + h]))[0])
+    return crops
+
+
+def pose_parity(root: Path, pose) -> dict:
+    """Our MoveNet against LiteRT running the wheel's .tflite on the same uint8 crops."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return {"skipped": "ai-edge-litert is not installed (pip install -e .[bench])"}
+    from cvapps.weights import cvapps_home, get_spec
+
+    it = Interpreter(model_path=str(cvapps_home() / "sources" / get_spec("movenet_lightning.coco17").source["filename"]),
+                     num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    crops = person_crops(root, pose)
+    worst_px = worst_score = 0.0
+    for c in crops:
+        it.set_tensor(inp["index"], c[None])
+        it.invoke()
+        ref = it.get_tensor(out["index"])[0, 0]  # (17, (y, x, score)), normalised
+        with torch.inference_mode():
+            raw = pose(pose.preprocessor().normalize(torch.from_numpy(c).permute(2, 0, 1)[None]))
+        ours = raw.points[0].numpy()[:, ::-1] / np.array(c.shape[:2])
+        worst_px = max(worst_px, float(np.abs(ours - ref[:, :2]).max() * c.shape[0]))
+        worst_score = max(worst_score, float(np.abs(raw.scores[0].numpy() - ref[:, 2]).max()))
+    return {"crops": len(crops), "points": len(crops) * 17, "max_point_diff_px_on_192": round(worst_px, 4),
+            "max_score_diff": float(f"{worst_score:.2e}")}
+
+
+def pose_accuracy(root: Path, pose) -> dict:
+    coco = root / "keypoints" / "coco"
+    keep = ("AP", "AP50", "AP75", "AR", "PCK", "count", "unmatched")
+    gt = cvapps.evaluate(pose, str(coco / "test_coco.json"), images=str(coco))
+    with tempfile.TemporaryDirectory() as d:
+        cvapps.predict(pose, sorted(coco.glob("*.jpg")), task="pose", save_json=f"{d}/p.jsonl",
+                       detector="ssd_mobilenet_v2.coco")
+        det = cvapps.evaluate_results(f"{d}/p.jsonl", str(coco / "test_coco.json"), task="pose", images=str(coco))
+    people = len(json.loads((coco / "test_coco.json").read_text())["annotations"])
+    return {"images": 4, "people": people,
+            "ground_truth_boxes": {k: round(v, 4) if isinstance(v, float) else v for k, v in gt.items() if k in keep},
+            "detector_boxes": {k: round(v, 4) if isinstance(v, float) else v for k, v in det.items() if k in keep}}
 
 
 def parity(paths: list[str], model) -> dict:
@@ -179,9 +251,13 @@ def main() -> None:
     root = require(data_root() / "keypoints", "keypoint data").parent
     model = cvapps.load("retinaface.face5")
     faces = labelled_faces(root)
+    pose = cvapps.load("movenet_lightning.coco17")
     out = {"model": "retinaface.face5", "parity_onnxruntime": parity(sorted(faces), model),
            "faces": face_detection(faces, model),
            "nme5": {"scales_1": nme5(root, model), "scales_1_2": nme5(root, model, (1, 2))},
+           "pose": {"model": "movenet_lightning.coco17", "parity_litert": pose_parity(root, pose),
+                    "coco_keypoints": pose_accuracy(root, pose)},
+           "person_segmentation": {"built": False, "why": "selfie segmentation is not converted yet (issue #14 item 4)"},
            "fps": video_fps(root, 150)}
     print(json.dumps(out, indent=1))
 
