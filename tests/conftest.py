@@ -123,6 +123,14 @@ def pose_model(fixture_home):
 
 
 @pytest.fixture(scope="session")
+def facemesh_model(fixture_home):
+    """The dense face landmark model (facemesh.mediapipe), weights from a fixture."""
+    (model,), mp = _converted_fixture(fixture_home, ["facemesh.mediapipe"])
+    yield model
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
 def face_detector(fixture_home):
     """The default landmark model / face-box source (retinaface.face5), weights from a fixture."""
     (model,), mp = _converted_fixture(fixture_home, ["retinaface.face5"])

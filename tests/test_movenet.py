@@ -54,9 +54,12 @@ def write_tflite(path, tensors: list[tuple[str, list[int], int, np.ndarray | Non
     kinds = sorted({op for op, _, _ in ops})
     codes = []
     for kind in kinds:
+        custom = b.CreateString(kind[len("CUSTOM:"):]) if kind.startswith("CUSTOM:") else None
         tflite.OperatorCodeStart(b)
-        code = getattr(tflite.BuiltinOperator, kind)
+        code = tflite.BuiltinOperator.CUSTOM if custom else getattr(tflite.BuiltinOperator, kind)
         tflite.OperatorCodeAddBuiltinCode(b, code), tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
+        if custom:
+            tflite.OperatorCodeAddCustomCode(b, custom)
         codes.append(tflite.OperatorCodeEnd(b))
     operators = []
     for kind, ins, outs in ops:
@@ -80,23 +83,31 @@ def write_tflite(path, tensors: list[tuple[str, list[int], int, np.ndarray | Non
     path.write_bytes(bytes(b.Output()))
 
 
-def test_tflite_reader_gives_torch_layouts_through_dequantize(tmp_path):
+def test_tflite_reader_gives_torch_layouts_by_op_position(tmp_path):
     f16, f32 = tflite.TensorType.FLOAT16, tflite.TensorType.FLOAT32
     conv = (np.arange(2 * 3 * 3 * 4) / 8 - 4).astype(np.float16).reshape(2, 3, 3, 4)  # OHWI, fp16
     dw = np.arange(3 * 3 * 2, dtype=np.float32).reshape(1, 3, 3, 2)  # 1HWC
     bias, dw_bias, scale = np.array([0.5, -1.5], np.float32), np.array([2.0, 3.0], np.float32), np.float32(0.25)
+    up = np.arange(3 * 2 * 2 * 2, dtype=np.float32).reshape(3, 2, 2, 2)  # OHWI, MediaPipe's transposed conv
     tensors = [("input", [1, 5, 5, 4], f32, None), ("w_fp16", [2, 3, 3, 4], f16, conv),
                ("w_dequantize", [2, 3, 3, 4], f32, None), ("b", [2], f32, bias), ("y", [1, 5, 5, 2], f32, None),
                ("dw;fused;other_layer/depthwise", [1, 3, 3, 2], f32, dw), ("dwb", [2], f32, dw_bias),
-               ("z", [1, 5, 5, 2], f32, None), ("scale", [], f32, scale)]
+               ("z", [1, 5, 5, 2], f32, None), ("scale", [], f32, scale),
+               ("slopes", [1, 1, 2], f32, np.array([[[0.25, -0.5]]], np.float32)), ("a", [1, 5, 5, 2], f32, None),
+               ("up_w", [3, 2, 2, 2], f32, up), ("up_b", [3], f32, np.array([1.0, 2.0, 3.0], np.float32)),
+               ("u", [1, 10, 10, 3], f32, None)]
     write_tflite(tmp_path / "m.tflite", tensors, [("DEQUANTIZE", [1], [2]), ("CONV_2D", [0, 2, 3], [4]),
-                                                   ("DEPTHWISE_CONV_2D", [4, 5, 6], [7])])
+                                                   ("DEPTHWISE_CONV_2D", [4, 5, 6], [7]), ("PRELU", [7, 9], [10]),
+                                                   ("CUSTOM:Convolution2DTransposeBias", [10, 11, 12], [13])])
     c = READERS.get("tflite")(tmp_path / "m.tflite")
     np.testing.assert_array_equal(c["CONV_2D.0.weight"], conv.astype(np.float32).transpose(0, 3, 1, 2))
     assert c["CONV_2D.0.weight"].dtype == np.float32 and c["CONV_2D.0.weight"].shape == (2, 4, 3, 3)
     np.testing.assert_array_equal(c["CONV_2D.0.bias"], bias)
     np.testing.assert_array_equal(c["DEPTHWISE_CONV_2D.0.weight"], dw.transpose(3, 0, 1, 2))  # (C, 1, kh, kw)
     np.testing.assert_array_equal(c["DEPTHWISE_CONV_2D.0.bias"], dw_bias)
+    np.testing.assert_array_equal(c["PRELU.0.weight"], [0.25, -0.5])
+    np.testing.assert_array_equal(c["Convolution2DTransposeBias.0.weight"], up.transpose(3, 0, 1, 2))  # IOHW
+    np.testing.assert_array_equal(c["Convolution2DTransposeBias.0.bias"], [1.0, 2.0, 3.0])
     assert c["scale"] == np.float32(0.25) and c["w_fp16"].dtype == np.float16  # constants keep their names
     np.testing.assert_array_equal(c["w_dequantize"], conv.astype(np.float32))
     data = (tmp_path / "m.tflite").read_bytes()
@@ -145,7 +156,7 @@ def test_mapping_reproduces_a_folded_model_by_position(pose_model):
     with pytest.raises(WeightsError, match="add_1/y"):
         MAPPINGS.get("movenet")(bad, fresh.state_dict(), fresh.config)
     short = {k: v for k, v in c.items() if not k.startswith("CONV_2D.49.")}
-    with pytest.raises(WeightsError, match="49 CONV_2D ops, MoveNet Lightning 50"):
+    with pytest.raises(WeightsError, match="49 CONV_2D ops, the model 50"):
         MAPPINGS.get("movenet")(short, fresh.state_dict(), fresh.config)
 
 

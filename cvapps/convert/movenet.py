@@ -17,7 +17,7 @@ import torch
 from ..errors import WeightsError
 from ..ops.keypoints import MOVENET_DIST_BIAS, movenet_centre_weights
 from . import MAPPINGS
-from .state import complete_state
+from .state import by_position, complete_state
 
 HEADS = ("centre", "heatmap", "offset", "regress")  # the file's order
 
@@ -60,23 +60,4 @@ def _check_constants(c: dict[str, np.ndarray]) -> None:
 def convert(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
     _check_constants(c)
     convs, dws = conv_order()
-    out: dict[str, np.ndarray] = {}
-    for op, ours in [("CONV_2D", convs), ("DEPTHWISE_CONV_2D", dws)]:
-        n = sum(1 for k in c if k.startswith(f"{op}.") and k.endswith(".weight"))
-        if n != len(ours):
-            raise WeightsError(f"the model file has {n} {op} ops, MoveNet Lightning {len(ours)}")
-        for i, conv in enumerate(ours):
-            w, b = c[f"{op}.{i}.weight"], c.get(f"{op}.{i}.bias")
-            if f"{conv}.weight" not in state or tuple(state[f"{conv}.weight"].shape) != w.shape:
-                raise WeightsError(f"{op} op {i} has weights {w.shape}, our {conv} "
-                                   f"{tuple(state[f'{conv}.weight'].shape) if f'{conv}.weight' in state else 'none'}")
-            out[f"{conv}.weight"] = w
-            parent, idx = conv.rsplit(".", 1)
-            bn = f"{parent}.{int(idx) + 1}"
-            if f"{bn}.running_var" in state:  # folded: the bias goes to an identity BatchNorm
-                eps = 1e-5
-                out.update({f"{bn}.weight": np.ones_like(b), f"{bn}.bias": b, f"{bn}.running_mean": np.zeros_like(b),
-                            f"{bn}.running_var": np.full_like(b, 1 - eps)})
-            else:
-                out[f"{conv}.bias"] = b
-    return complete_state(out, state)
+    return complete_state(by_position(c, state, {"CONV_2D": convs, "DEPTHWISE_CONV_2D": dws}), state)

@@ -28,3 +28,33 @@ def complete_state(out: dict, state: dict[str, torch.Tensor]) -> dict[str, torch
     if extra:
         raise WeightsError(f"the conversion made tensors the model does not have: {sorted(extra)[:3]}")
     return result
+
+
+def by_position(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], order: dict[str, list[str]]) -> dict:
+    """TFLite weights keyed by op position (cvapps.convert.tflite_file) onto our modules:
+    ``order`` lists, per op type, our module for each op in the file's execution order. A
+    conv whose next module is a BatchNorm (the file folded it) gets its bias through an
+    identity BatchNorm (weight 1, mean 0, var 1 - eps); PReLU slopes go to ``.weight``.
+    Returns name -> array, to finish with ``complete_state``."""
+    out: dict[str, np.ndarray] = {}
+    for op, ours in order.items():
+        n = sum(1 for k in c if k.startswith(f"{op}.") and k.endswith(".weight"))
+        if n != len(ours):
+            raise WeightsError(f"the model file has {n} {op} ops, the model {len(ours)}")
+        for i, mod in enumerate(ours):
+            w, b = c[f"{op}.{i}.weight"], c.get(f"{op}.{i}.bias")
+            have = tuple(state[f"{mod}.weight"].shape) if f"{mod}.weight" in state else None
+            if have != w.shape:
+                raise WeightsError(f"{op} op {i} has weights {w.shape}, our {mod} {have or 'none'}")
+            out[f"{mod}.weight"] = w
+            if b is None:
+                continue
+            parent, idx = mod.rsplit(".", 1)
+            bn = f"{parent}.{int(idx) + 1}" if idx.isdigit() else None
+            if bn is not None and f"{bn}.running_var" in state:
+                eps = 1e-5  # nn.BatchNorm2d's default, what our modules use
+                out.update({f"{bn}.weight": np.ones_like(b), f"{bn}.bias": b, f"{bn}.running_mean": np.zeros_like(b),
+                            f"{bn}.running_var": np.full_like(b, 1 - eps)})
+            else:
+                out[f"{mod}.bias"] = b
+    return out

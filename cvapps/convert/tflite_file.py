@@ -2,11 +2,13 @@
 generated bindings (pure Python, Apache-2.0): no TensorFlow, nothing executed.
 
 TFLite fuses tensor names when it folds BatchNorm and shares constants (a depthwise kernel can
-be named after another layer), so names are no reliable key. Conv weights are keyed by their
-op's position instead: ``CONV_2D.{n}`` / ``DEPTHWISE_CONV_2D.{n}`` (n counts that op type in
-the file's execution order) with ``.weight`` in torch's layout (conv OHWI -> OIHW, depthwise
-1HWC -> C1HW) and ``.bias``. Every other constant tensor is kept under its own name in its own
-layout. fp16 weights behind ``DEQUANTIZE`` ops come out as float32."""
+be named after another layer), so names are no reliable key. Weights are keyed by their op's
+position instead: ``{OP}.{n}`` (n counts that op type in the file's execution order) with, in
+torch's layout, ``CONV_2D`` (OHWI -> OIHW) and ``DEPTHWISE_CONV_2D`` (1HWC -> C1HW) ``.weight``
+/ ``.bias``; ``PRELU`` ``.weight`` (per-channel slopes); MediaPipe's custom
+``Convolution2DTransposeBias`` ``.weight`` (OHWI -> ConvTranspose2d's IOHW) / ``.bias``. Every
+other constant tensor is kept under its own name in its own layout. fp16 weights behind
+``DEQUANTIZE`` ops come out as float32."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from ..errors import WeightsError
 
 # tflite.TensorType -> numpy dtype (the types constant tensors use)
 DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16, 9: np.int8}
-CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+# op -> layout of its constant weight input: OHWI -> OIHW, 1HWC -> C1HW, OHWI -> IOHW, flat
+LAYOUTS = {"CONV_2D": (0, 3, 1, 2), "DEPTHWISE_CONV_2D": (3, 0, 1, 2), "Convolution2DTransposeBias": (3, 0, 1, 2),
+           "PRELU": None}
 
 
 def _op_names() -> dict[int, str]:
@@ -69,15 +73,17 @@ def read_tflite(path: str | Path) -> dict[str, np.ndarray]:
                 consts[i] = a
         dequantized: dict[int, np.ndarray] = {}  # DEQUANTIZE output -> its float32 input
         out: dict[str, np.ndarray] = {}
-        counts = {op: 0 for op in CONV_OPS}
+        counts = {op: 0 for op in LAYOUTS}
         for k in range(graph.OperatorsLength()):
             op = graph.Operators(k)
             code = model.OperatorCodes(op.OpcodeIndex())
             name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
+            if name == "CUSTOM":
+                name = code.CustomCode().decode(errors="replace")
             ins = [int(i) for i in op.InputsAsNumpy()]
             if name == "DEQUANTIZE" and ins[0] in consts:
                 dequantized[int(op.OutputsAsNumpy()[0])] = consts[ins[0]].astype(np.float32)
-            elif name in CONV_OPS:
+            elif name in LAYOUTS:
                 w = dequantized.get(ins[1], consts.get(ins[1]))
                 b = dequantized.get(ins[2], consts.get(ins[2])) if len(ins) > 2 and ins[2] >= 0 else None
                 if w is None:
@@ -85,7 +91,7 @@ def read_tflite(path: str | Path) -> dict[str, np.ndarray]:
                 w = w.astype(np.float32)
                 key = f"{name}.{counts[name]}"
                 counts[name] += 1
-                out[f"{key}.weight"] = w.transpose(0, 3, 1, 2) if name == "CONV_2D" else w.transpose(3, 0, 1, 2)
+                out[f"{key}.weight"] = w.reshape(-1) if LAYOUTS[name] is None else w.transpose(LAYOUTS[name])
                 if b is not None:
                     out[f"{key}.bias"] = b.astype(np.float32)
         for i, a in consts.items():

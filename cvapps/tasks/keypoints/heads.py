@@ -1,9 +1,14 @@
 """Keypoint heads on backbone features: direct regression, deconvolution heatmaps, and a
-cascade stage that refines each point from a local feature patch around it."""
+cascade stage that refines each point from a local feature patch around it.
+
+Every main head is registered by its kind (``KEYPOINT_HEADS``; MoveNet and FaceMesh heads in
+their own modules) and has ``build(backbone, options)`` and ``keypoints(feats, input_hw) ->
+KeypointRaw``: a new head kind is one class in one place."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -11,10 +16,27 @@ from torchvision.ops import roi_align
 
 from ...backbones import Backbone
 from ...errors import ConfigError
+from ...ops.keypoints import decode_heatmaps
+from ...registry import Registry
 
-TOP_DOWN_KINDS = ("heatmap", "regression", "movenet")  # keypoint heads on crops (movenet: .movenet)
+KEYPOINT_HEADS: Registry = Registry("keypoint head kind")
 
 
+@dataclass
+class KeypointRaw:
+    """points (B, K, 2) input pixels (after the cascade when there is one); scores (B, K)
+    in [0, 1] (heatmap peaks; 1 for regression); heatmaps (B, K, H/4, W/4) or None;
+    coarse (B, K, 2) first-stage points of a cascade, else None; maps: a head's raw maps its
+    loss needs (MoveNet; not exported), else None."""
+
+    points: torch.Tensor
+    scores: torch.Tensor
+    heatmaps: torch.Tensor | None = None
+    coarse: torch.Tensor | None = None
+    maps: tuple | None = None
+
+
+@KEYPOINT_HEADS.decorator("regression")
 class RegressionHead(nn.Module):
     """Pooled last features (B, C) -> dropout -> Linear -> (B, K, 2) points as fractions of
     the crop (0..1, x then y). DeepPose / Sun et al.: no spatial decoding, just numbers.
@@ -28,11 +50,21 @@ class RegressionHead(nn.Module):
         nn.init.normal_(self.fc.weight, std=1e-3)
         nn.init.zeros_(self.fc.bias)
 
+    @classmethod
+    def build(cls, backbone: Backbone, h) -> "RegressionHead":
+        return cls(backbone.feature_info[-1].channels, h.num_keypoints, h.dropout)
+
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         emb = feat.mean((2, 3))  # (B, C)
         return (self.fc(self.dropout(emb)) + 0.5).view(-1, self.k, 2)  # (B, K, 2)
 
+    def keypoints(self, feats: list[torch.Tensor], hw: tuple[int, int]) -> KeypointRaw:
+        frac = self(feats[-1])  # (B, K, 2) fractions of the crop
+        pts = frac * torch.tensor([hw[1], hw[0]], dtype=frac.dtype, device=frac.device)
+        return KeypointRaw(pts, torch.ones(pts.shape[:2], device=pts.device))
 
+
+@KEYPOINT_HEADS.decorator("heatmap")
 class HeatmapHead(nn.Module):
     """SimpleBaseline-style: 1x1 reduce, then k4/s2 deconvolutions (+BN+ReLU) from the last
     stride up to stride 4, then a 1x1 conv to K heatmaps (B, K, H/4, W/4)."""
@@ -56,8 +88,20 @@ class HeatmapHead(nn.Module):
         nn.init.normal_(self.final.weight, std=1e-3)
         nn.init.zeros_(self.final.bias)
 
+    @classmethod
+    def build(cls, backbone: Backbone, h) -> "HeatmapHead":
+        last = backbone.feature_info[-1]
+        return cls(last.channels, last.stride, h.num_keypoints, h.channels, dropout=h.dropout)
+
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         return self.final(self.dropout(self.up(feat)))  # (B, K, h, w)
+
+    def keypoints(self, feats: list[torch.Tensor], hw: tuple[int, int]) -> KeypointRaw:
+        hm = self(feats[-1])  # (B, K, h, w)
+        points, scores = decode_heatmaps(hm.detach(), self.out_stride)
+        points = points * torch.tensor([hw[1] / (hm.shape[-1] * self.out_stride),
+                                        hw[0] / (hm.shape[-2] * self.out_stride)], device=points.device)
+        return KeypointRaw(points, scores.clamp(0, 1), hm)
 
 
 class CascadeRefiner(nn.Module):

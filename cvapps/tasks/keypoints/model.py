@@ -14,14 +14,15 @@ from torch import nn
 from ...backbones import Backbone
 from ...data.transforms import size_hw
 from ...errors import ConfigError, ShapeError
-from ...ops.keypoints import apply_affine, decode_heatmaps, decode_movenet, flip_heatmaps, flip_points, gaussian_heatmaps
+from ...ops.keypoints import apply_affine, decode_heatmaps, flip_heatmaps, flip_points, gaussian_heatmaps
 from ...ops.uncertainty import variance
 from ...options import Options, opt
 from ...schema import Schema
 from ..base import TaskModel
 from ..spec import mc_dropout
-from .heads import TOP_DOWN_KINDS, CascadeRefiner, HeatmapHead, RegressionHead, cascade_feature_index
-from .movenet import MoveNetHead, movenet_loss
+from . import facemesh, movenet  # noqa: F401  (register their head kinds)
+from .heads import KEYPOINT_HEADS, CascadeRefiner, KeypointRaw, cascade_feature_index
+from .movenet import movenet_loss
 from .postprocess import Keypoints
 from .topdown import FixedBoxes, TopDown
 
@@ -37,7 +38,7 @@ class KeypointHeadOptions(Options):
     ``cascade_window``-wide patch; ``mc_passes``: MC-dropout passes for uncertainty."""
 
     what: ClassVar[str] = "keypoint head"
-    kind: str = opt("heatmap", choices=TOP_DOWN_KINDS)
+    kind: str = opt("heatmap", choices=tuple(KEYPOINT_HEADS.names()))
     num_keypoints: int | None = opt(None, low=1)
     loss: str | None = opt(None, choices=("mse", "l2", "l1", "wing"))
     sigma: float = opt(2.0, low=0.0, low_open=True)
@@ -46,20 +47,6 @@ class KeypointHeadOptions(Options):
     cascade: bool = False
     cascade_window: float = opt(0.2, low=0.0, high=1.0, low_open=True)
     mc_passes: int = opt(8, low=1)
-
-
-@dataclass
-class KeypointRaw:
-    """points (B, K, 2) input pixels (after the cascade when there is one); scores (B, K)
-    in [0, 1] (heatmap peaks; 1 for regression); heatmaps (B, K, H/4, W/4) or None;
-    coarse (B, K, 2) first-stage points of a cascade, else None; maps: a MoveNet head's raw
-    (centre, regress, heatmap, offset) maps for its loss (not exported), else None."""
-
-    points: torch.Tensor
-    scores: torch.Tensor
-    heatmaps: torch.Tensor | None = None
-    coarse: torch.Tensor | None = None
-    maps: tuple | None = None
 
 
 def wing(d: torch.Tensor) -> torch.Tensor:
@@ -92,13 +79,7 @@ class KeypointModel(TaskModel):
     @classmethod
     def build_head(cls, config: dict, backbone: Backbone) -> nn.Module:
         h = KeypointHeadOptions.parse(config["head"])
-        last = backbone.feature_info[-1]
-        if h.kind == "movenet":
-            main = MoveNetHead(backbone.feature_info, h.num_keypoints)
-        elif h.kind == "heatmap":
-            main = HeatmapHead(last.channels, last.stride, h.num_keypoints, h.channels, dropout=h.dropout)
-        else:
-            main = RegressionHead(last.channels, h.num_keypoints, h.dropout)
+        main = KEYPOINT_HEADS.get(h.kind).build(backbone, h)
         head = nn.ModuleDict({"main": main})
         if h.cascade:
             f = backbone.feature_info[cascade_feature_index(backbone)]
@@ -126,22 +107,7 @@ class KeypointModel(TaskModel):
 
     def forward_head(self, feats: list[torch.Tensor], input_hw: tuple[int, int] | None = None) -> KeypointRaw:
         hw = input_hw or self.input_hw
-        main = self.head["main"]
-        if isinstance(main, MoveNetHead):
-            maps = main(feats)
-            cells, scores, hm = decode_movenet(*maps)  # points in map cells
-            stride = torch.tensor([hw[1] / hm.shape[-1], hw[0] / hm.shape[-2]], device=cells.device)
-            raw = KeypointRaw(cells * stride, scores, hm, maps=maps)
-        elif isinstance(main, HeatmapHead):
-            hm = main(feats[-1])  # (B, K, h, w)
-            points, scores = decode_heatmaps(hm.detach(), main.out_stride)
-            points = points * torch.tensor([hw[1] / (hm.shape[-1] * main.out_stride),
-                                            hw[0] / (hm.shape[-2] * main.out_stride)], device=points.device)
-            raw = KeypointRaw(points, scores.clamp(0, 1), hm)
-        else:
-            frac = main(feats[-1])  # (B, K, 2) fractions of the crop
-            pts = frac * torch.tensor([hw[1], hw[0]], dtype=frac.dtype, device=frac.device)
-            raw = KeypointRaw(pts, torch.ones(pts.shape[:2], device=pts.device))
+        raw = self.head["main"].keypoints(feats, hw)
         if "refine" in self.head:
             raw.coarse = raw.points
             raw.points = self.head["refine"](feats[self.refine_index], raw.points, hw)
@@ -226,7 +192,7 @@ class KeypointModel(TaskModel):
     def uncertainty(self, raw: KeypointRaw, metas=None, kind: str = "confidence") -> torch.Tensor:
         """(B,) per crop: 1 - mean heatmap peak confidence. Regression heads have no
         confidence: use ``mc_variance`` (MC dropout) instead."""
-        if raw.heatmaps is None:
+        if self.hcfg["kind"] == "regression":
             raise ConfigError("a regression keypoint head has no confidence; use the 'variance' strategy "
                               "(MC dropout)")
         return 1 - raw.scores.float().mean(1)

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
+from ...ops.keypoints import decode_movenet
+from .heads import KEYPOINT_HEADS, KeypointRaw
 
 
 def separable(cin: int, cout: int) -> nn.Sequential:
@@ -25,6 +27,7 @@ def separable(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1, groups=cin), nn.Conv2d(cin, cout, 1), nn.ReLU(inplace=True))
 
 
+@KEYPOINT_HEADS.decorator("movenet")
 class MoveNetHead(nn.Module):
     """feats: the backbone's maps; the last one at each of strides 4, 8, 16, 32 is used ->
     (centre (B, 1, H/4, W/4), regress (B, 2K, ..), heatmaps (B, K, ..), offsets (B, 2K, ..)),
@@ -48,6 +51,16 @@ class MoveNetHead(nn.Module):
                                                     ("regress", 2 * k))})
         for name in ("centre", "heatmap"):  # start at p = 0.1 (CenterNet): the focal loss is sane from step one
             nn.init.constant_(self.heads[name][-1].bias, -2.19)
+
+    @classmethod
+    def build(cls, backbone, h) -> "MoveNetHead":
+        return cls(backbone.feature_info, h.num_keypoints)
+
+    def keypoints(self, feats: list[torch.Tensor], hw: tuple[int, int]) -> KeypointRaw:
+        maps = self(feats)
+        cells, scores, hm = decode_movenet(*maps)  # points in map cells
+        stride = torch.tensor([hw[1] / hm.shape[-1], hw[0] / hm.shape[-2]], device=cells.device)
+        return KeypointRaw(cells * stride, scores, hm, maps=maps)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         f4, f8, f16, f32 = (feats[i] for i in self.index)

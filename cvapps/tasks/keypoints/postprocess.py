@@ -66,7 +66,7 @@ class Keypoints(Prediction):
             cv2.rectangle(out, (x1, y1), (x2, y2), box_colour, t)
             if tid is not None:
                 tags.append((f"#{tid}", x1, y1, box_colour))
-            r = max(1, round((0.03 if len(p) <= 17 else 0.012) * max(x2 - x1, y2 - y1)))  # sparse points: larger
+            r = max(1, round((0.03 if len(p) <= 17 else 0.012 if len(p) <= 100 else 0.005) * max(x2 - x1, y2 - y1)))
             for a, c in self.skeleton:
                 if s[a] > POINT_THR and s[c] > POINT_THR:
                     cv2.line(out, tuple(int(v) for v in p[a]), tuple(int(v) for v in p[c]), (0, 200, 255), t,

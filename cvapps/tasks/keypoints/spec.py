@@ -16,7 +16,7 @@ from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
 from ...schema import resolve
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
-from .heads import TOP_DOWN_KINDS
+from .heads import KEYPOINT_HEADS
 from .topdown import DetectorBoxes, FileBoxes, TopDown
 from .topdown import whole_image as whole_image_boxes
 from .workflow import KeypointDataset, augment, load_results, match_results
@@ -74,12 +74,12 @@ class KeypointSpec(TaskSpec):
     def make_config(self, backbone, weights, kind, img_size, head, schema=None) -> dict:
         """Crop size [H, W] (default per task), the schema (names, flip pairs, skeleton, eyes,
         OKS sigmas) and the crop ``margin`` around boxes (a head option here)."""
-        schema = resolve(schema if schema is not None else self.default_schema)
-        # a pretrained top-down model of this task (e.g. MoveNet): its head kind, crop size and margin
-        # (a single-stage face detector's weights only lend their backbone)
+        # a pretrained top-down model of this task (e.g. MoveNet): its head kind, crop size, margin and
+        # (unless the data has its own) schema; a single-stage face detector's weights lend their backbone
         same = weights is not None and weights.kind == "model" and weights.task == self.name and \
-            weights.config["head"].get("kind") in TOP_DOWN_KINDS
+            weights.config["head"].get("kind") in KEYPOINT_HEADS
         base = weights.config if same else {"head": {}, "preprocessing": {}}
+        schema = resolve(schema if schema is not None else base.get("schema", self.default_schema))
         size = parse_size(img_size) or base["preprocessing"].get("input_size") or self.model.default_size
         size = [size, size] if isinstance(size, int) else list(size)
         if any(v % 32 for v in size):
@@ -196,9 +196,9 @@ class KeypointSpec(TaskSpec):
 
     # active learning ------------------------------------------------------------------
     def strategies(self, model) -> list[str]:
-        kind = model.config["head"]["kind"]  # heatmap | regression | a single-stage detector (scores, no dropout)
+        kind = model.config["head"]["kind"]  # a top-down head kind | a single-stage detector (scores, no dropout)
         return super().strategies(model) + (["least_confidence"] if kind != "regression" else []) + \
-            (["variance", "hybrid"] if kind in ("heatmap", "regression") else [])
+            (["variance", "hybrid"] if kind in ("heatmap", "regression", "facemesh") else [])
 
     def scores(self, model, x, metas, strategy, mc_passes) -> torch.Tensor:
         """Per crop; select reduces them per image (the most uncertain instance)."""

@@ -1,0 +1,59 @@
+"""BlazeBlocks (Bazarevsky et al. 2019, BlazeFace / MediaPipe FaceMesh): depthwise 3x3 ->
+pointwise 1x1 with a residual, PReLU after the sum; a strided block's shortcut is a 2x2
+max-pool with its channels zero-padded. ``blazemesh``: the FaceMesh encoder (192x192 face
+crop -> 6x6x128 at stride 32); the two output branches are the ``facemesh`` keypoint head.
+Convs have biases and no BatchNorm (the TFLite models are trained that way); stride-2 convs
+use TensorFlow "SAME" padding."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Backbone
+from .layers import Conv2dSame
+from .registry import register_backbone
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return (Conv2dSame(cin, cout, k, stride, 0, groups=groups) if stride > 1
+            else nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups))
+
+
+class BlazeBlock(nn.Module):
+    """x (B, cin, H, W) -> (B, cout, H/s, W/s): PReLU(shortcut + pw(dw(x)))."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.dw = conv(cin, cin, 3, stride, groups=cin)
+        self.pw = nn.Conv2d(cin, cout, 1)
+        self.act = nn.PReLU(cout)
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.max_pool2d(x, 2) if self.stride > 1 else x
+        if self.pad:
+            skip = F.pad(skip, (0, 0, 0, 0, 0, self.pad))
+        return self.act(skip + self.pw(self.dw(x)))
+
+
+def stem(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(conv(cin, cout, 3, 2), nn.PReLU(cout))
+
+
+def blaze_stage(cin: int, cout: int, residual: int = 2) -> list[nn.Module]:
+    """A strided block to ``cout``, then ``residual`` blocks."""
+    return [BlazeBlock(cin, cout, 2)] + [BlazeBlock(cout, cout) for _ in range(residual)]
+
+
+@register_backbone("blazemesh")
+def blazemesh() -> Backbone:
+    blocks = [stem(3, 16), BlazeBlock(16, 16), BlazeBlock(16, 16)]
+    for cin, cout in ((16, 32), (32, 64), (64, 128), (128, 128)):
+        blocks += blaze_stage(cin, cout)
+    body = nn.Sequential(OrderedDict((str(i), b) for i, b in enumerate(blocks)))
+    return Backbone("blazemesh", body, ["14"], [["0", "1", "2"], ["3", "4", "5"], ["6", "7", "8"], ["9", "10", "11"],
+                                               ["12", "13", "14"]])
