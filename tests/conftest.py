@@ -131,6 +131,14 @@ def facemesh_model(fixture_home):
 
 
 @pytest.fixture(scope="session")
+def selfie_model(fixture_home):
+    """Person segmentation by name (selfie.mediapipe), weights from a fixture."""
+    (model,), mp = _converted_fixture(fixture_home, ["selfie.mediapipe"])
+    yield model
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
 def face_detector(fixture_home):
     """The default landmark model / face-box source (retinaface.face5), weights from a fixture."""
     (model,), mp = _converted_fixture(fixture_home, ["retinaface.face5"])

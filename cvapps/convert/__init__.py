@@ -18,6 +18,6 @@ READERS.register("tf_graphdef", read_constants)
 READERS.register("onnx", read_onnx)
 READERS.register("tflite", read_tflite)
 
-from . import facemesh, movenet, retinaface, tf_ssd  # noqa: E402,F401  (register their mappings)
+from . import facemesh, movenet, retinaface, selfie, tf_ssd  # noqa: E402,F401  (register their mappings)
 
 __all__ = ["MAPPINGS", "READERS"]

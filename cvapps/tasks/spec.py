@@ -76,6 +76,11 @@ class TaskSpec:
         the data says — labels, category ids, colours, schema)."""
         raise NotImplementedError  # pragma: no cover
 
+    def pretrained_config(self, weights) -> dict:
+        """The config of a whole pretrained model of this task (a model started from it keeps
+        its head kind, input size, ... unless told otherwise), else {}."""
+        return weights.config if weights is not None and weights.kind == "model" and weights.task == self.name else {}
+
     def preprocessing(self, weights) -> dict:
         """Normalisation of the pretrained weights (ImageNet statistics without weights)."""
         return dict(weights.preprocessing()) if weights is not None else dict(IMAGENET_PRE)

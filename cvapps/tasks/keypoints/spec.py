@@ -76,9 +76,9 @@ class KeypointSpec(TaskSpec):
         OKS sigmas) and the crop ``margin`` around boxes (a head option here)."""
         # a pretrained top-down model of this task (e.g. MoveNet): its head kind, crop size, margin and
         # (unless the data has its own) schema; a single-stage face detector's weights lend their backbone
-        same = weights is not None and weights.kind == "model" and weights.task == self.name and \
-            weights.config["head"].get("kind") in KEYPOINT_HEADS
-        base = weights.config if same else {"head": {}, "preprocessing": {}}
+        base = self.pretrained_config(weights)
+        if base.get("head", {}).get("kind") not in KEYPOINT_HEADS:
+            base = {"head": {}, "preprocessing": {}}
         schema = resolve(schema if schema is not None else base.get("schema", self.default_schema))
         size = parse_size(img_size) or base["preprocessing"].get("input_size") or self.model.default_size
         size = [size, size] if isinstance(size, int) else list(size)

@@ -20,17 +20,19 @@ from .fcn import FCNHead
 from .metrics import confusion, seg_metrics
 from .postprocess import SegMask
 from .segnet import SegNetDecoder
+from .selfie import SelfieDecoder
 from .spec import SegmentationSpec
 
 
 @dataclass
 class SegHeadOptions(Options):
-    """``kind``: fcn32s | fcn16s | fcn8s (skip fusion; learned or fixed bilinear upsampling)
-    or segnet (pool-index unpooling); loss: CE with ``ignore_index`` and optional
+    """``kind``: fcn32s | fcn16s | fcn8s (skip fusion; learned or fixed bilinear upsampling),
+    segnet (pool-index unpooling) or selfie (MediaPipe's person / background decoder on the
+    selfie_encoder backbone); loss: CE with ``ignore_index`` and optional
     ``class_weights``, plus ``dice`` x soft Dice."""
 
     what: ClassVar[str] = "segmentation head"
-    kind: str = opt("fcn8s", choices=("fcn32s", "fcn16s", "fcn8s", "segnet"))
+    kind: str = opt("fcn8s", choices=("fcn32s", "fcn16s", "fcn8s", "segnet", "selfie"))
     num_classes: int = opt(2, low=1)
     learned_upsampling: bool = True
     ignore_index: int = opt(255, low=0, high=65535)
@@ -84,6 +86,8 @@ class SegmentationModel(TaskModel):
     @classmethod
     def build_head(cls, config: dict, backbone: Backbone):
         h = SegHeadOptions.parse(config["head"])
+        if h.kind == "selfie":
+            return SelfieDecoder([f.channels for f in backbone.feature_info], h.num_classes)
         if h.kind == "segnet":
             # SegNet-Basic's decoder: 7x7 convs without ReLU (paper); full SegNet: VGG mirror
             basic = backbone.name == "segnet_basic"

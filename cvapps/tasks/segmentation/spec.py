@@ -81,7 +81,8 @@ class SegmentationSpec(TaskSpec):
                   CliOption("classes", str, None, "class names, comma-separated (label-map masks)", convert=split_list),
                   CliOption("palette", str, None, 'JSON {"classes": [{"name", "color": [r,g,b]}]}'),
                   CliOption("ignore_index", int, None, "void label (default: CamVid 11, else 255)"),
-                  CliOption("head", str, "fcn8s", "fcn32s | fcn16s | fcn8s | segnet", dest="kind"),
+                  CliOption("head", str, None, "fcn32s | fcn16s | fcn8s | segnet | selfie (default: the --weights "
+                                               "model's head, else fcn8s)", dest="kind"),
                   CliOption("bilinear", bool, False, "FCN: fixed bilinear upsampling instead of learned",
                             dest="learned_upsampling", convert=lambda v: not v),
                   CliOption("class_weights", str, "none", "none | median (median-frequency balancing, SegNet "
@@ -96,14 +97,20 @@ class SegmentationSpec(TaskSpec):
 
     def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None,
                     colors=None) -> dict:
-        labels = list(labels) if labels is not None else [str(i) for i in range(num_classes or 2)]
+        base = self.pretrained_config(weights)  # e.g. selfie.mediapipe: its decoder, 256 px, stretched
+        labels = list(labels) if labels is not None else base.get("labels") or [str(i) for i in range(num_classes or 2)]
         pre = self.preprocessing(weights)
-        head_cfg = {"kind": kind or self.default_kind, "num_classes": len(labels),
+        head_cfg = {"kind": kind or base.get("head", {}).get("kind") or self.default_kind, "num_classes": len(labels),
                     **{k: v for k, v in head.items() if v is not None}}
+        if head_cfg["kind"] == "selfie" and len(labels) != 2:
+            raise ConfigError(f"the selfie decoder segments person / background (2 classes), the data has "
+                              f"{len(labels)}", hint="pass --head fcn8s (or another head) for more classes")
+        base_pre = base.get("preprocessing", {})
         return {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": labels,
-                "colors": colors or default_colors(len(labels)),
-                "preprocessing": {"mean": pre["mean"], "std": pre["std"], "input_size": parse_size(img_size) or 512,
-                                  "resize": "letterbox"},
+                "colors": colors or base.get("colors") or default_colors(len(labels)),
+                "preprocessing": {"mean": pre["mean"], "std": pre["std"],
+                                  "input_size": parse_size(img_size) or base_pre.get("input_size") or 512,
+                                  "resize": base_pre.get("resize", "letterbox")},
                 "weights": weights.name if weights is not None else None}
 
     # data -----------------------------------------------------------------------------
