@@ -20,7 +20,13 @@ Prints one JSON object:
   threads and backend: `predict landmarks` on a 640x480 video of a real 300-W face sliding
   across the frame; `predict pose` (COCO detector + MoveNet per person, and --whole-image) on a
   640x480 video of a real single-person COCO photo seen by a panning camera.
-- ``person_segmentation``: not built yet (selfie segmentation), reported as such.
+- ``faces.*.face_sets`` / ``every_face_labelled``: recall on the four face sets alone, and
+  unmatched detections per image on the sets whose images have every face labelled (300-W,
+  COFW, AFLW: one face each) — there an unmatched detection is a false positive.
+- ``facemesh``: the dense model (facemesh.mediapipe) on the face detector's boxes: 5-point NME
+  of points derived from the mesh (``MESH5``), parity with LiteRT on the same crops.
+- ``person_segmentation``: person.mediapipe's person IoU against the COCO keypoint images'
+  person polygons (union per image, pooled), and parity with LiteRT.
 
 Needs ../shared/data (or $CVAPPS_DATA) and the converted models (fetched from PyPI once)."""
 
@@ -50,6 +56,8 @@ FIVE = {
     "cofw": ([8, 10, 12, 13], [9, 11, 14, 15], [20], [22], [23]),
 }
 SETS = ["300w", "wflw", "cofw", "aflw"]
+EXHAUSTIVE = ["300w", "cofw", "aflw"]  # one face per image, labelled: an unmatched detection there is a false positive
+MESH5 = ([33, 133], [362, 263], [1], [61], [291])  # FaceMesh: eye corners (-> centres), nose tip, mouth corners
 COCO_FACE = (1, 2, 0)  # left eye, right eye, nose in COCO-17
 
 
@@ -112,9 +120,19 @@ def face_detection(faces: dict, model) -> dict:
             found, labelled, unmatched = found + f, labelled + len(refs), unmatched + u
             by_image[Path(path).parent.name + "/" + Path(path).name] = {"labelled": len(refs), "found": f,
                                                                          "unmatched": u}
+        sets = {k: v for k, v in by_image.items() if k.split("/")[0] in SETS}
+        full = {k: v for k, v in by_image.items() if k.split("/")[0] in EXHAUSTIVE}
         rows[det] = {"images": len(faces), "labelled": labelled, "found": found,
                      "recall": round(found / max(labelled, 1), 4), "unmatched": unmatched,
-                     "unmatched_per_image": round(unmatched / len(faces), 3), "unmatched_by_image": by_image}
+                     "unmatched_per_image": round(unmatched / len(faces), 3),
+                     "face_sets": {"images": len(sets), "labelled": sum(v["labelled"] for v in sets.values()),
+                                   "found": sum(v["found"] for v in sets.values()),
+                                   "recall": round(sum(v["found"] for v in sets.values())
+                                                   / max(sum(v["labelled"] for v in sets.values()), 1), 4)},
+                     "every_face_labelled": {"images": len(full),
+                                             "unmatched_per_image": round(sum(v["unmatched"] for v in full.values())
+                                                                          / max(len(full), 1), 3)},
+                     "unmatched_by_image": by_image}
     return rows
 
 
@@ -161,6 +179,92 @@ def video_fps(root: Path, frames: int) -> dict:
                 "pose_whole_image": _fps(Path(d) / "person.mp4", "pose", frames, whole_image=True)}
 
 
+def facemesh(root: Path, mesh, faces) -> dict:
+    """FaceMesh on the face detector's box of each labelled face: parity with LiteRT on those
+    crops, and the 5-point NME of points derived from the mesh (MESH5) as for ``nme5``."""
+    pre = mesh.preprocessor(boxes=None)
+    crops, nmes = [], {}
+    for name in FIVE:
+        d = json.loads(next((root / "keypoints" / name).glob("test_*.json")).read_text())
+        files = {im["id"]: root / "keypoints" / name / im["file_name"] for im in d["images"]}
+        out = []
+        for a in d["annotations"]:
+            img = read_image(files[a["image_id"]])
+            gt = five_points(np.asarray(a["keypoints"], float).reshape(-1, 3), name)
+            det = faces.predict(img)[0]
+            _, _, (j,) = match(det.boxes, det.box_scores, [gt[:3]])
+            if j < 0:
+                continue
+            crops.append(pre.crop(img, det.boxes[j])[0])
+            p = mesh.predict(img, boxes=[det.boxes[j : j + 1]])[0].points[0]
+            five = np.stack([p[idx].mean(0) for idx in MESH5])
+            out.append(float(np.linalg.norm(five - gt, axis=1).mean() / np.linalg.norm(gt[0] - gt[1])))
+        nmes[name] = {"faces": len(out), "NME": round(float(np.mean(out)), 4)}
+    everything = [v["NME"] for v in nmes.values() for _ in range(v["faces"])]
+    nmes["all"] = {"faces": len(everything), "NME": round(float(np.mean(everything)), 4)}
+    return {"nme5_from_mesh": nmes, "parity_litert": litert_parity(
+        "facemesh.mediapipe", crops, lambda c: c.astype(np.float32) / 255,
+        lambda outs: outs["conv2d_21"].reshape(468, 3)[:, :2], lambda c: _points(mesh, c))}
+
+
+def _points(model, crop: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model(model.preprocessor(boxes=None).normalize(torch.from_numpy(crop).permute(2, 0, 1)[None])).points[0].numpy()
+
+
+def litert_parity(name: str, inputs: list[np.ndarray], prepare, theirs, ours) -> dict:
+    """max |ours - LiteRT running the wheel's own .tflite| over ``inputs``."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return {"skipped": "ai-edge-litert is not installed (pip install -e .[bench])"}
+    from cvapps.weights import cvapps_home, get_spec
+
+    it = Interpreter(model_path=str(cvapps_home() / "sources" / get_spec(name).source["filename"]), num_threads=1)
+    it.allocate_tensors()
+    inp = it.get_input_details()[0]
+    worst = 0.0
+    for x in inputs:
+        it.set_tensor(inp["index"], prepare(x)[None])
+        it.invoke()
+        outs = {o["name"]: it.get_tensor(o["index"]) for o in it.get_output_details()}
+        worst = max(worst, float(np.abs(ours(x) - theirs(outs)).max()))
+    return {"inputs": len(inputs), "max_abs_diff": float(f"{worst:.3e}")}
+
+
+def person_segmentation(root: Path) -> dict:
+    """person.mediapipe: person IoU against the union of the COCO keypoint images' person
+    polygons, and parity with LiteRT on the model's own 256x256 inputs."""
+    from pycocotools import mask as mask_utils
+
+    seg = cvapps.load("person.mediapipe")
+    coco = root / "keypoints" / "coco"
+    d = json.loads((coco / "test_coco.json").read_text())
+    inter = union = 0
+    per, inputs = {}, []
+    for im in d["images"]:
+        h, w = im["height"], im["width"]
+        gt = np.zeros((h, w), bool)
+        for a in (a for a in d["annotations"] if a["image_id"] == im["id"]):
+            rle = mask_utils.frPyObjects(a["segmentation"], h, w)
+            gt |= mask_utils.decode(mask_utils.merge(rle) if isinstance(rle, list) else rle).astype(bool)
+        img = read_image(coco / im["file_name"])
+        pred = seg.predict(img)[0].mask == seg.labels.index("person")
+        i, u = int((pred & gt).sum()), int((pred | gt).sum())
+        inter, union = inter + i, union + u
+        per[im["file_name"]] = round(i / max(u, 1), 4)
+        inputs.append(seg.preprocessor().prepare(img)[0].permute(1, 2, 0).numpy())
+
+    def ours(x):
+        with torch.inference_mode():
+            z = seg(seg.preprocessor().normalize(torch.from_numpy(x).permute(2, 0, 1)[None])).logits[0, 1]
+        return z.sigmoid().numpy()
+
+    return {"model": "person.mediapipe", "person_IoU": round(inter / max(union, 1), 4), "per_image": per,
+            "parity_litert": litert_parity("person.mediapipe", inputs, lambda x: x.astype(np.float32) / 255,
+                                           lambda outs: next(iter(outs.values()))[0, ..., 0], ours)}
+
+
 def person_crops(root: Path, pose) -> list[np.ndarray]:
     """The model's 192x192 crops of every labelled person: VOC detection boxes and the COCO
     keypoint people."""
@@ -178,30 +282,23 @@ def person_crops(root: Path, pose) -> list[np.ndarray]:
 
 
 def pose_parity(root: Path, pose) -> dict:
-    """Our MoveNet against LiteRT running the wheel's .tflite on the same uint8 crops."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        return {"skipped": "ai-edge-litert is not installed (pip install -e .[bench])"}
-    from cvapps.weights import cvapps_home, get_spec
-
-    it = Interpreter(model_path=str(cvapps_home() / "sources" / get_spec("movenet_lightning.coco17").source["filename"]),
-                     num_threads=1)
-    it.allocate_tensors()
-    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    """Our MoveNet against LiteRT running the wheel's .tflite on the same uint8 crops: points
+    in crop pixels (192) and scores."""
     crops = person_crops(root, pose)
-    worst_px = worst_score = 0.0
-    for c in crops:
-        it.set_tensor(inp["index"], c[None])
-        it.invoke()
-        ref = it.get_tensor(out["index"])[0, 0]  # (17, (y, x, score)), normalised
+
+    def ours(c):
         with torch.inference_mode():
             raw = pose(pose.preprocessor().normalize(torch.from_numpy(c).permute(2, 0, 1)[None]))
-        ours = raw.points[0].numpy()[:, ::-1] / np.array(c.shape[:2])
-        worst_px = max(worst_px, float(np.abs(ours - ref[:, :2]).max() * c.shape[0]))
-        worst_score = max(worst_score, float(np.abs(raw.scores[0].numpy() - ref[:, 2]).max()))
-    return {"crops": len(crops), "points": len(crops) * 17, "max_point_diff_px_on_192": round(worst_px, 4),
-            "max_score_diff": float(f"{worst_score:.2e}")}
+        return np.concatenate([raw.points[0].numpy()[:, ::-1], raw.scores[0].numpy()[:, None]], 1)  # (y, x, score)
+
+    keep = lambda c: c  # noqa: E731  (MoveNet takes the uint8 crop)
+    points = litert_parity("movenet_lightning.coco17", crops, keep,
+                           lambda o: next(iter(o.values()))[0, 0][:, :2] * np.array(crops[0].shape[:2]),
+                           lambda c: ours(c)[:, :2])
+    scores = litert_parity("movenet_lightning.coco17", crops, keep, lambda o: next(iter(o.values()))[0, 0][:, 2],
+                           lambda c: ours(c)[:, 2])
+    return {"crops": len(crops), "max_point_diff_px_on_192": points.get("max_abs_diff"),
+            "max_score_diff": scores.get("max_abs_diff"), **({"skipped": points["skipped"]} if "skipped" in points else {})}
 
 
 def pose_accuracy(root: Path, pose) -> dict:
@@ -257,7 +354,8 @@ def main() -> None:
            "nme5": {"scales_1": nme5(root, model), "scales_1_2": nme5(root, model, (1, 2))},
            "pose": {"model": "movenet_lightning.coco17", "parity_litert": pose_parity(root, pose),
                     "coco_keypoints": pose_accuracy(root, pose)},
-           "person_segmentation": {"built": False, "why": "selfie segmentation is not converted yet (issue #14 item 4)"},
+           "facemesh": facemesh(root, cvapps.load("facemesh.mediapipe"), model),
+           "person_segmentation": person_segmentation(root),
            "fps": video_fps(root, 150)}
     print(json.dumps(out, indent=1))
 

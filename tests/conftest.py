@@ -132,8 +132,8 @@ def facemesh_model(fixture_home):
 
 @pytest.fixture(scope="session")
 def selfie_model(fixture_home):
-    """Person segmentation by name (selfie.mediapipe), weights from a fixture."""
-    (model,), mp = _converted_fixture(fixture_home, ["selfie.mediapipe"])
+    """Person segmentation by name (person.mediapipe), weights from a fixture."""
+    (model,), mp = _converted_fixture(fixture_home, ["person.mediapipe"])
     yield model
     mp.undo()
 

@@ -1,6 +1,6 @@
 """Person segmentation converted from MediaPipe's selfie segmentation TFLite file: the
 mapping by op position (its custom transposed conv included), `predict segment --model
-selfie.mediapipe`, export, fine-tuning and bundles (weights from fixtures, never the network)."""
+person.mediapipe`, export, fine-tuning and bundles (weights from fixtures, never the network)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import cvapps
 from cvapps.convert import MAPPINGS
 from cvapps.convert.selfie import op_order
 
-NAME = "selfie.mediapipe"
+NAME = "person.mediapipe"
 
 
 @torch.no_grad()

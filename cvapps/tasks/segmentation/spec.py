@@ -97,7 +97,7 @@ class SegmentationSpec(TaskSpec):
 
     def make_config(self, backbone, weights, kind, img_size, head, labels=None, num_classes=None,
                     colors=None) -> dict:
-        base = self.pretrained_config(weights)  # e.g. selfie.mediapipe: its decoder, 256 px, stretched
+        base = self.pretrained_config(weights)  # e.g. person.mediapipe: its decoder, 256 px, stretched
         labels = list(labels) if labels is not None else base.get("labels") or [str(i) for i in range(num_classes or 2)]
         pre = self.preprocessing(weights)
         head_cfg = {"kind": kind or base.get("head", {}).get("kind") or self.default_kind, "num_classes": len(labels),
