@@ -135,11 +135,14 @@ def test_predict_landmarks_without_model_uses_the_face_detector(tmp_path, capsys
                              "--out", tmp_path / "drawn")
     assert code == 0, err
     recs = json.loads((tmp_path / "p.jsonl").read_text())["predictions"]
-    want = face_detector.predict(img)[0]
+    want = face_detector.predict(img, scales=(1, 2))[0]  # a photo: the enlarged pass too, by default
     assert len(recs) == len(want) > 0  # random weights find "faces" in noise: all of them reported
     assert all(len(r["keypoints"]) == 15 for r in recs)
     np.testing.assert_allclose([r["bbox"][0] for r in recs], want.boxes[:, 0], atol=0.01)
     assert (tmp_path / "drawn" / "group.png").is_file()
+    code, _, err = run_cli(capsys, "predict", "landmarks", img, "--scales", "1", "--save-json", tmp_path / "one.jsonl")
+    one = json.loads((tmp_path / "one.jsonl").read_text())["predictions"]
+    np.testing.assert_allclose([r["bbox"][0] for r in one], face_detector.predict(img)[0].boxes[:, 0], atol=0.01)
     code, _, err = run_cli(capsys, "predict", "landmarks", img, "--faces", "haar")
     assert code == 2 and "finds the faces itself" in err
 
@@ -148,7 +151,7 @@ def test_top_down_landmarks_crop_the_face_detectors_boxes(tmp_path, face_detecto
     lm = cvapps.create_model("landmarks", "mobilenet_v3_small", img_size=[64, 64], schema="face5")
     img = np.random.default_rng(2).integers(0, 255, (120, 160, 3), np.uint8)
     (res,) = list(cvapps.predict(lm, [img], task="landmarks", stream=True))
-    want = face_detector.predict(img)[0]
+    want = face_detector.predict(img, scales=(1, 2))[0]  # an array is a still image: the enlarged pass too
     assert len(want) > 0  # the fixture's random weights do find "faces" in this noise
     np.testing.assert_allclose(res.prediction.boxes, want.boxes)
     (haar,) = list(cvapps.predict(lm, [img], task="landmarks", stream=True, boxes="haar"))
@@ -169,6 +172,8 @@ def test_face_detector_exports_to_onnx_runtime(tmp_path, face_detector):
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(b.boxes[:20], a.boxes[:20], atol=0.05)
     np.testing.assert_allclose(b.points[:20], a.points[:20], atol=0.05)
+    with pytest.raises(cvapps.ConfigError, match="needs the PyTorch face detector"):
+        cvapps.predict(ort, [img], task="landmarks", scales="1,2")  # an exported graph has one input size
     u = face_detector.uncertainty(face_detector(torch.zeros(2, 3, 64, 64)))
     assert u.shape == (2,) and (u >= 0).all() and (u <= 1).all()
 
@@ -209,3 +214,11 @@ def test_a_model_started_from_the_face_detector_keeps_its_input_normalisation(fa
     assert m.config["preprocessing"]["std"] == face_detector.config["preprocessing"]["std"]
     torch.testing.assert_close(m.state_dict()["backbone.body.stage2.3.1.0.weight"],
                                face_detector.state_dict()["backbone.body.stage2.3.1.0.weight"])
+
+
+def test_photos_get_the_enlarged_pass_and_video_one_pass(tmp_path):
+    from cvapps.tasks.keypoints.spec import PHOTO_SCALES, photo_scales
+
+    assert photo_scales([tmp_path / "a.jpg", np.zeros((4, 4, 3), np.uint8)]) == PHOTO_SCALES == (1.0, 2.0)
+    assert photo_scales([tmp_path / "a.jpg", tmp_path / "clip.mp4"]) is None  # a video among them: speed
+    assert photo_scales(["0"]) is None and photo_scales([]) is None  # a camera; nothing

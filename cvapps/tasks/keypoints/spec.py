@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ...data.io import atomic_write
+from ...data.io import atomic_write, is_image
 from ...data.keypoints import KeypointData, read_keypoints
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
@@ -36,6 +36,31 @@ def parse_scales(value) -> tuple[float, ...] | None:
     return out
 
 
+PHOTO_SCALES = (1.0, 2.0)  # the face detector's default test-time scales when every input is a still image
+
+
+def photo_scales(items) -> tuple[float, ...] | None:
+    """PHOTO_SCALES when every input is a still image (files or arrays): photos get the extra
+    enlarged pass for small faces (~5x the compute); video, cameras and streams keep one pass."""
+    items = list(items)
+    still = bool(items) and all(isinstance(it, np.ndarray) or (isinstance(it, (str, Path)) and is_image(it))
+                                for it in items)
+    return PHOTO_SCALES if still else None
+
+
+def detector_scales(detector, scales, items) -> tuple[float, ...] | None:
+    """The face detector's test-time scales: ``scales`` when given, else ``photo_scales``. An
+    exported graph (ONNX Runtime) has one input size: one pass, and a clear error if asked
+    for more."""
+    asked = parse_scales(scales)
+    if isinstance(detector, torch.nn.Module):
+        return asked or photo_scales(items)
+    if asked and set(asked) - {1.0}:
+        raise ConfigError("--scales needs the PyTorch face detector: an exported graph has one input size",
+                          hint="use --backend torch (or the model file instead of its .onnx export)")
+    return None
+
+
 def check_schema(model, data: KeypointData) -> None:
     k, mk = data.num_keypoints, len(model.schema)
     if k != mk:
@@ -54,7 +79,8 @@ class KeypointSpec(TaskSpec):
                                                           "single-person shots)"),
                     CliOption("flip_test", bool, False, "average with the mirrored crop (left/right swapped)"),
                     CliOption("scales", str, None, "face detector: test-time scales, e.g. 1,2 to find faces "
-                                                   "under ~20 px (5x the compute)")),
+                                                   "under ~20 px (5x the compute); default 1,2 for still images, 1 "
+                                                   "for video and cameras")),
         "train": (CliOption("head", str, None, "heatmap (deconvolution, stride 4), regression (direct) or movenet "
                                                "(CenterNet-style); default: the --weights model's head, else heatmap",
                             dest="kind"),
@@ -146,9 +172,10 @@ class KeypointSpec(TaskSpec):
 
     # predict --------------------------------------------------------------------------
     def box_source(self, boxes: str | None = None, detector=None, detector_label: str | None = None,
-                   box_conf: float = 0.0, scales=None):
+                   box_conf: float = 0.0, scales=None, items=()):
         """A named source (e.g. haar), a boxes file, a cvapps detector, or None (the model's
-        default box source). ``scales``: the face detector's test-time scales."""
+        default box source). ``scales``: the face detector's test-time scales (default: see
+        ``detector_scales`` for ``items``)."""
         if boxes and detector is not None:
             raise ConfigError("give either a boxes file or a detector, not both")
         own = getattr(detector, "finds_instances", False)  # a face detector: own threshold, test-time scales
@@ -160,7 +187,7 @@ class KeypointSpec(TaskSpec):
         if boxes:
             return FileBoxes(boxes, min_score=box_conf)
         if detector is not None:
-            extra = {"scales": parse_scales(scales)} if own else {}
+            extra = {"scales": detector_scales(detector, scales, items)} if own else {}
             return DetectorBoxes(detector, detector_label or self.box_label, conf=box_conf or (None if own else 0.3),
                                  **extra)
         return None
@@ -173,7 +200,7 @@ class KeypointSpec(TaskSpec):
             if boxes or detector or whole_image or flip_test:
                 raise ConfigError(f"{model.config.get('weights') or 'this model'} finds the {self.instance}s itself: "
                                   "--boxes / --detector / --whole-image / --flip-test are for top-down models")
-            return model.preprocessor(), {"conf": box_conf or None, "scales": parse_scales(scales)}
+            return model.preprocessor(), {"conf": box_conf or None, "scales": detector_scales(model, scales, items)}
         if detector is None and not boxes and not whole_image:
             detector = self.default_detector
         if detector is not None:
@@ -184,7 +211,7 @@ class KeypointSpec(TaskSpec):
         if whole_image and scales is not None:
             raise ConfigError("--whole-image takes no --scales (they are the face detector's)")
         source = whole_image_boxes if whole_image else \
-            self.box_source(boxes, detector, detector_label, box_conf, scales)
+            self.box_source(boxes, detector, detector_label, box_conf, scales, items)
         if isinstance(source, FileBoxes):
             named = [str(it) for it in items if isinstance(it, Path)]
             if named and not any(source.covers(n) for n in named):

@@ -183,7 +183,8 @@ class FaceDetectorModel:
 
     def runtime_blocker(self, post: dict) -> str | None:
         if set(post.get("scales") or self.config["head"].get("scales", (1,))) - {1}:
-            return "test-time --scales run the network at other input sizes than an exported graph's"
+            return ("test-time scales (the default for still images; --scales 1 for one pass) run the network at "
+                    "other input sizes than an exported graph's")
         return None
 
     def infer(self, x: torch.Tensor, scales=None, **_) -> FaceRaw:
