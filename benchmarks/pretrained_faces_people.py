@@ -25,6 +25,8 @@ Prints one JSON object:
 - ``faces.*.face_sets`` / ``every_face_labelled``: recall on the four face sets alone, and
   unmatched detections per image on the sets whose images have every face labelled (300-W,
   COFW, AFLW: one face each) — there an unmatched detection is a false positive.
+  ``false_positives``: on those images and the COCO ones, detections that are surely no face
+  (see ``false_positives``); the WFLW crowd images, with unlabelled faces, are left out.
 - ``facemesh``: the dense model (facemesh.mediapipe) on the face detector's boxes: 5-point NME
   of points derived from the mesh (``MESH5``), parity with LiteRT on the same crops.
 - ``person_segmentation``: person.mediapipe's person IoU against the COCO keypoint images'
@@ -105,7 +107,31 @@ def match(boxes: np.ndarray, scores: np.ndarray, refs: list[np.ndarray]) -> tupl
     return sum(h >= 0 for h in hit), len(boxes) - len(used), hit
 
 
-def face_detection(faces: dict, model) -> dict:
+def person_boxes(root: Path) -> dict[str, np.ndarray]:
+    """COCO keypoint image path -> (N, 4) xyxy boxes of every labelled person."""
+    d = json.loads((root / "keypoints" / "coco" / "test_coco.json").read_text())
+    files = {im["id"]: str(root / "keypoints" / "coco" / im["file_name"]) for im in d["images"]}
+    out: dict[str, list] = {f: [] for f in files.values()}
+    for a in d["annotations"]:
+        x, y, w, h = a["bbox"]
+        out[files[a["image_id"]]].append([x, y, x + w, y + h])
+    return {k: np.asarray(v, float).reshape(-1, 4) for k, v in out.items()}
+
+
+def false_positives(boxes: np.ndarray, hit: list[int], people: np.ndarray | None) -> int:
+    """Unmatched detections that are surely no face: any, where every face is labelled
+    (``people`` None); in a COCO image, those whose centre is in no labelled person's box
+    (COCO labels every person, not every face)."""
+    extra = [k for k in range(len(boxes)) if k not in set(hit)]
+    if people is None:
+        return len(extra)
+    c = (boxes[extra, :2] + boxes[extra, 2:]) / 2
+    inside = ((c[:, None, 0] >= people[None, :, 0]) & (c[:, None, 0] <= people[None, :, 2])
+              & (c[:, None, 1] >= people[None, :, 1]) & (c[:, None, 1] <= people[None, :, 3])).any(1)
+    return int((~inside).sum())
+
+
+def face_detection(faces: dict, model, people: dict[str, np.ndarray]) -> dict:
     haar = HaarFaces()
     rows = {}
     # retinaface_one_pass: the default for video and cameras; retinaface_scales_1_2: for still images
@@ -119,10 +145,13 @@ def face_detection(faces: dict, model) -> dict:
             else:
                 p = model.predict(img, scales=(1, 2) if det.endswith("1_2") else None)[0]
                 boxes, scores = p.boxes, p.box_scores
-            f, u, _ = match(np.asarray(boxes).reshape(-1, 4), np.asarray(scores), refs)
+            boxes = np.asarray(boxes, float).reshape(-1, 4)
+            f, u, hit = match(boxes, np.asarray(scores), refs)
             found, labelled, unmatched = found + f, labelled + len(refs), unmatched + u
-            by_image[Path(path).parent.name + "/" + Path(path).name] = {"labelled": len(refs), "found": f,
-                                                                         "unmatched": u}
+            key = Path(path).parent.name + "/" + Path(path).name
+            by_image[key] = {"labelled": len(refs), "found": f, "unmatched": u}
+            if key.split("/")[0] in EXHAUSTIVE or path in people:
+                by_image[key]["false_positives"] = false_positives(boxes, hit, people.get(path))
         sets = {k: v for k, v in by_image.items() if k.split("/")[0] in SETS}
         full = {k: v for k, v in by_image.items() if k.split("/")[0] in EXHAUSTIVE}
         rows[det] = {"images": len(faces), "labelled": labelled, "found": found,
@@ -132,6 +161,11 @@ def face_detection(faces: dict, model) -> dict:
                                    "found": sum(v["found"] for v in sets.values()),
                                    "recall": round(sum(v["found"] for v in sets.values())
                                                    / max(sum(v["labelled"] for v in sets.values()), 1), 4)},
+                     "false_positives": {"images": sum("false_positives" in v for v in by_image.values()),
+                                         "count": sum(v.get("false_positives", 0) for v in by_image.values()),
+                                         "per_image": round(sum(v.get("false_positives", 0) for v in by_image.values())
+                                                            / max(sum("false_positives" in v
+                                                                      for v in by_image.values()), 1), 3)},
                      "every_face_labelled": {"images": len(full),
                                              "unmatched_per_image": round(sum(v["unmatched"] for v in full.values())
                                                                           / max(len(full), 1), 3)},
@@ -183,8 +217,9 @@ def video_fps(root: Path, frames: int) -> dict:
 
 
 def facemesh(root: Path, mesh, faces) -> dict:
-    """FaceMesh on the face detector's box of each labelled face: parity with LiteRT on those
-    crops, and the 5-point NME of points derived from the mesh (MESH5) as for ``nme5``."""
+    """FaceMesh as `predict` runs it (on the face detector's faces, crops rotated upright by
+    each face's roll): the 5-point NME of points derived from the mesh (MESH5) as for
+    ``nme5``, and parity with LiteRT on the (axis-aligned) crops of the labelled faces."""
     pre = mesh.preprocessor(boxes=None)
     crops, nmes = [], {}
     for name in FIVE:
@@ -199,8 +234,10 @@ def facemesh(root: Path, mesh, faces) -> dict:
             if j < 0:
                 continue
             crops.append(pre.crop(img, det.boxes[j])[0])
-            p = mesh.predict(img, boxes=[det.boxes[j : j + 1]])[0].points[0]
-            five = np.stack([p[idx].mean(0) for idx in MESH5])
+            # as `predict landmarks --model facemesh.mediapipe` runs: the face detector's boxes and rolls
+            mp = next(iter(cvapps.predict(mesh, [img], task="landmarks", stream=True))).prediction
+            _, _, (k,) = match(mp.boxes, mp.box_scores, [gt[:3]])
+            five = np.stack([mp.points[k][idx].mean(0) for idx in MESH5])
             out.append(float(np.linalg.norm(five - gt, axis=1).mean() / np.linalg.norm(gt[0] - gt[1])))
         nmes[name] = {"faces": len(out), "NME": round(float(np.mean(out)), 4)}
     everything = [v["NME"] for v in nmes.values() for _ in range(v["faces"])]
@@ -353,7 +390,7 @@ def main() -> None:
     faces = labelled_faces(root)
     pose = cvapps.load("movenet_lightning.coco17")
     out = {"model": "retinaface.face5", "parity_onnxruntime": parity(sorted(faces), model),
-           "faces": face_detection(faces, model),
+           "faces": face_detection(faces, model, person_boxes(root)),
            "nme5": {"one_pass_video_default": nme5(root, model),
                     "scales_1_2_photo_default": nme5(root, model, (1, 2))},
            "pose": {"model": "movenet_lightning.coco17", "parity_litert": pose_parity(root, pose),

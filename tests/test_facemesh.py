@@ -97,3 +97,42 @@ def test_facemesh_exports_and_fine_tunes(tmp_path, facemesh_model):
         losses.append(float(loss))
     assert losses[-1] < losses[0]
     assert set(m.spec.strategies(m)) >= {"least_confidence", "variance"}
+
+
+def test_crops_are_rotated_upright_by_the_face_detectors_eyes():
+    """A face rolled by 30 degrees: its eyes lie on a horizontal line in the aligned crop, and
+    points predicted in the crop map back onto the image."""
+    from cvapps.ops.keypoints import apply_affine, crop_affine, invert_affine
+    from cvapps.tasks.keypoints.postprocess import Keypoints
+    from cvapps.tasks.keypoints.topdown import DetectorBoxes, TopDown
+
+    a = np.deg2rad(30)
+    centre = np.array([60.0, 50.0])
+    eyes = centre + 15 * np.array([[-np.cos(a), -np.sin(a)], [np.cos(a), np.sin(a)]])  # left, right eye
+    m = crop_affine(np.array([30, 20, 90, 80]), (64, 64), 1.25, a)
+    e = apply_affine(eyes, m)
+    assert abs(e[0, 1] - e[1, 1]) < 1e-9 and e[1, 0] > e[0, 0]  # level, left eye on the left
+    np.testing.assert_allclose(apply_affine(e, invert_affine(m)), eyes)
+    np.testing.assert_allclose(apply_affine(centre[None], m), [[32, 32]])  # the box centre stays the crop centre
+
+    class Faces:  # a face detector's output: boxes and 5 points (eyes first)
+        finds_instances = True
+        schema = type("S", (), {"eyes": (0, 1)})()
+
+        def eval(self):
+            return self
+
+        def predict(self, image, **_):
+            pts = np.concatenate([eyes, np.tile(centre, (3, 1))])[None]
+            return [Keypoints(pts, np.ones((1, 5)), np.array([[30.0, 20, 90, 80]]), np.ones(1), list("abcde"), [],
+                              "face")]
+
+    boxes, scores, rolls = DetectorBoxes(Faces(), None, conf=None)(np.zeros((100, 120, 3), np.uint8))
+    np.testing.assert_allclose(rolls, [a])
+    img = np.zeros((100, 120, 3), np.uint8)
+    aligned = TopDown((0, 0, 0), (1, 1, 1), 64, align=True, boxes=DetectorBoxes(Faces(), None, conf=None))
+    upright = TopDown((0, 0, 0), (1, 1, 1), 64, boxes=DetectorBoxes(Faces(), None, conf=None))
+    _, meta = aligned.prepare(img)
+    np.testing.assert_allclose(meta["inv"][0], invert_affine(m))
+    _, meta = upright.prepare(img)
+    np.testing.assert_allclose(meta["inv"][0], invert_affine(crop_affine(np.array([30, 20, 90, 80]), (64, 64))))

@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 
 
-def crop_affine(box: np.ndarray, out_hw: tuple[int, int], margin: float = 1.25) -> np.ndarray:
+def crop_affine(box: np.ndarray, out_hw: tuple[int, int], margin: float = 1.25, angle: float = 0.0) -> np.ndarray:
     """The (2, 3) matrix mapping image pixels into an ``out_hw`` crop of ``box`` (xyxy).
 
     The box is grown to the crop's aspect ratio around its centre (never squashed), then
-    by ``margin``; the mapping is a pure scale + translation, so distances scale uniformly."""
+    by ``margin``; the mapping is a scale + translation, so distances scale uniformly, and
+    with ``angle`` (radians, the instance's roll in the image) also a rotation about the
+    box centre that makes the instance upright in the crop."""
     x1, y1, x2, y2 = (float(v) for v in box)
     h_out, w_out = out_hw
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
@@ -24,8 +26,9 @@ def crop_affine(box: np.ndarray, out_hw: tuple[int, int], margin: float = 1.25) 
     else:
         w = h * aspect
     s = w_out / (w * margin)  # output pixels per image pixel
+    c, n = s * np.cos(-angle), s * np.sin(-angle)
     # pixel centres: image point (cx, cy) lands on the crop's centre (w_out/2, h_out/2)
-    return np.array([[s, 0, w_out / 2 - s * cx], [0, s, h_out / 2 - s * cy]], np.float64)
+    return np.array([[c, -n, w_out / 2 - c * cx + n * cy], [n, c, h_out / 2 - n * cx - c * cy]], np.float64)
 
 
 def invert_affine(m: np.ndarray) -> np.ndarray:

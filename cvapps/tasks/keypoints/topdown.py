@@ -17,33 +17,40 @@ from ...data.transforms import normalize_u8, size_hw
 from ...errors import ConfigError, DataError
 from ...ops.keypoints import crop_affine, invert_affine, warp
 
-BoxFn = Callable[[np.ndarray, str, "int | None"], tuple[np.ndarray, np.ndarray]]
+BoxFn = Callable[[np.ndarray, str, "int | None"], tuple[np.ndarray, ...]]  # boxes, scores[, rolls]
 
 
 class TopDown:
     """prepare(image, source, frame) -> (crops (N, 3, H, W) uint8, meta {"width", "height",
     "boxes" (N, 4) xyxy, "box_scores" (N,), "inv" (N, 2, 3) crop -> image}); N may be 0.
-    ``boxes(image, source, frame) -> (boxes (N, 4), scores (N,))`` finds the instances."""
+    ``boxes(image, source, frame) -> (boxes (N, 4), scores (N,)[, rolls (N,) radians])``
+    finds the instances; with ``align`` (a model trained on upright crops, e.g. FaceMesh)
+    each crop is rotated by its instance's roll when the box source knows it (the face
+    detector's eyes), else it stays axis-aligned."""
 
-    def __init__(self, mean, std, input_size, margin: float = 1.25, boxes: BoxFn | None = None):
+    def __init__(self, mean, std, input_size, margin: float = 1.25, boxes: BoxFn | None = None, align: bool = False):
         self.mean, self.std = tuple(mean), tuple(std)
         self.hw = size_hw(input_size)
         self.margin = float(margin)
         self.boxes = boxes or whole_image
+        self.align = bool(align)
 
     @classmethod
     def from_config(cls, pre: dict, boxes: BoxFn | None = None) -> "TopDown":
-        return cls(pre["mean"], pre["std"], pre["input_size"], pre.get("margin", 1.25), boxes)
+        return cls(pre["mean"], pre["std"], pre["input_size"], pre.get("margin", 1.25), boxes,
+                   pre.get("align") == "roll")
 
-    def crop(self, image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def crop(self, image: np.ndarray, box: np.ndarray, angle: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """-> (crop (H, W, 3) uint8, m (2, 3) image -> crop)."""
-        m = crop_affine(box, self.hw, self.margin)
+        m = crop_affine(box, self.hw, self.margin, angle)
         return warp(image, m, self.hw), m
 
-    def prepare_boxes(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> tuple[torch.Tensor, dict]:
+    def prepare_boxes(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                      rolls: np.ndarray | None = None) -> tuple[torch.Tensor, dict]:
         crops, inv = [], []
-        for b in boxes:
-            c, m = self.crop(image, b)
+        rolls = rolls if rolls is not None and self.align else np.zeros(len(boxes))
+        for b, roll in zip(boxes, rolls):
+            c, m = self.crop(image, b, float(roll))
             crops.append(torch.from_numpy(c).permute(2, 0, 1))
             inv.append(invert_affine(m))
         x = torch.stack(crops) if crops else torch.zeros((0, 3, *self.hw), dtype=torch.uint8)
@@ -53,8 +60,8 @@ class TopDown:
         return x, meta
 
     def prepare(self, image: np.ndarray, source: str = "", frame: int | None = None) -> tuple[torch.Tensor, dict]:
-        boxes, scores = self.boxes(image, source, frame)
-        return self.prepare_boxes(image, boxes, scores)
+        found = self.boxes(image, source, frame)
+        return self.prepare_boxes(image, *found[:3])
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         return normalize_u8(batch_u8, self.mean, self.std)
@@ -114,13 +121,21 @@ class DetectorBoxes:
         self.options = {"conf": conf, **options}  # the detector's predict options
         self._lock = threading.Lock()
 
-    def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, ...]:
+        """-> boxes (N, 4), scores (N,) and, from a face detector, each face's roll (N,)
+        (radians, the angle of the line from its left to its right eye)."""
         with self._lock:
-            t = self.det.predict(image, **self.options)[0].track_boxes()
+            pred = self.det.predict(image, **self.options)[0]
+        t = pred.track_boxes()
         keep = np.ones(len(t.boxes), bool)
         if self.label is not None and self.label in t.names:
             keep = t.labels == t.names.index(self.label)
-        return np.asarray(t.boxes, np.float64)[keep].reshape(-1, 4), np.asarray(t.scores, np.float64)[keep]
+        boxes, scores = np.asarray(t.boxes, np.float64)[keep].reshape(-1, 4), np.asarray(t.scores, np.float64)[keep]
+        eyes = getattr(getattr(self.det, "schema", None), "eyes", None)
+        if not getattr(self.det, "finds_instances", False) or not eyes:
+            return boxes, scores
+        d = np.asarray(pred.points, np.float64)[keep][:, eyes[1]] - np.asarray(pred.points, np.float64)[keep][:, eyes[0]]
+        return boxes, scores, np.arctan2(d[:, 1], d[:, 0])
 
 
 class FileBoxes:
