@@ -34,7 +34,7 @@ class BlazeBlock(nn.Module):
         self.stride, self.pad = stride, cout - cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = F.max_pool2d(x, 2) if self.stride > 1 else x
+        skip = F.max_pool2d(x, 2, ceil_mode=True) if self.stride > 1 else x  # odd sizes: as the SAME conv
         if self.pad:
             skip = F.pad(skip, (0, 0, 0, 0, 0, self.pad))
         return self.act(skip + self.pw(self.dw(x)))
