@@ -106,41 +106,33 @@ def _converted_fixture(home, names: list[str]):
     return models, mp
 
 
-@pytest.fixture(scope="session")
-def coco_detector(fixture_home):
-    """The default COCO detector (ssd_mobilenet_v2.coco), weights from a fixture."""
-    (model,), mp = _converted_fixture(fixture_home, ["ssd_mobilenet_v2.coco"])
-    yield model
-    mp.undo()
+def converted_model(name: str, doc: str):
+    """A session fixture: the converted pretrained model ``name``, weights from a fixture."""
+
+    @pytest.fixture(scope="session")
+    def fixture(fixture_home):
+        (model,), mp = _converted_fixture(fixture_home, [name])
+        yield model
+        mp.undo()
+
+    fixture.__doc__ = doc
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def pose_model(fixture_home):
-    """The default pose model (movenet_lightning.coco17), weights from a fixture."""
-    (model,), mp = _converted_fixture(fixture_home, ["movenet_lightning.coco17"])
-    yield model
-    mp.undo()
+coco_detector = converted_model("ssd_mobilenet_v2.coco", "The default COCO detector.")
+pose_model = converted_model("movenet_lightning.coco17", "The default pose model (MoveNet).")
+facemesh_model = converted_model("facemesh.mediapipe", "The dense face landmark model (FaceMesh).")
+selfie_model = converted_model("person.mediapipe", "Person segmentation by name (MediaPipe selfie segmentation).")
+face_detector = converted_model("retinaface.face5", "The default landmark model / face-box source (RetinaFace).")
 
 
-@pytest.fixture(scope="session")
-def facemesh_model(fixture_home):
-    """The dense face landmark model (facemesh.mediapipe), weights from a fixture."""
-    (model,), mp = _converted_fixture(fixture_home, ["facemesh.mediapipe"])
-    yield model
-    mp.undo()
-
-
-@pytest.fixture(scope="session")
-def selfie_model(fixture_home):
-    """Person segmentation by name (person.mediapipe), weights from a fixture."""
-    (model,), mp = _converted_fixture(fixture_home, ["person.mediapipe"])
-    yield model
-    mp.undo()
-
-
-@pytest.fixture(scope="session")
-def face_detector(fixture_home):
-    """The default landmark model / face-box source (retinaface.face5), weights from a fixture."""
-    (model,), mp = _converted_fixture(fixture_home, ["retinaface.face5"])
-    yield model
-    mp.undo()
+def train_steps(model, x, targets, lr: float, steps: int = 4) -> list[float]:
+    """The losses of ``steps`` AdamW steps of ``model`` (in train mode) on one batch."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr)
+    losses = []
+    for _ in range(steps):
+        loss = model.loss(model(x), targets)["loss"]
+        opt.zero_grad(), loss.backward(), opt.step()
+        losses.append(float(loss))
+    return losses

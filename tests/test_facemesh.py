@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_image
+from conftest import run_cli, train_steps, write_image
 
 import cvapps
 from cvapps.convert import MAPPINGS
@@ -85,16 +85,9 @@ def test_facemesh_exports_and_fine_tunes(tmp_path, facemesh_model):
         np.testing.assert_allclose(q.points, p.points, atol=1e-3)
     m = cvapps.create_model("landmarks", weights=NAME)
     assert m.config["head"]["kind"] == "facemesh" and m.config["preprocessing"]["input_size"] == [192, 192]
-    m.train()
     torch.manual_seed(0)
     x, gt = torch.rand(2, 3, 192, 192), torch.rand(2, 468, 2) * 150 + 20
-    targets = [{"keypoints": g, "weights": torch.ones(468)} for g in gt]
-    opt = torch.optim.AdamW(m.parameters(), 1e-3)
-    losses = []
-    for _ in range(4):
-        loss = m.loss(m(x), targets)["loss"]
-        opt.zero_grad(), loss.backward(), opt.step()
-        losses.append(float(loss))
+    losses = train_steps(m, x, [{"keypoints": g, "weights": torch.ones(468)} for g in gt], 1e-3)
     assert losses[-1] < losses[0]
     assert set(m.spec.strategies(m)) >= {"least_confidence", "variance"}
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_image
+from conftest import run_cli, train_steps, write_image
 
 import cvapps
 from cvapps.convert import MAPPINGS, READERS
@@ -249,13 +249,7 @@ def test_fine_tuning_from_movenet_keeps_its_head_and_its_norm_statistics(tmp_pat
     torch.manual_seed(0)
     x = torch.rand(2, 3, 192, 192) * 2 - 1
     gt = torch.rand(2, 17, 2) * 120 + 36
-    targets = [{"keypoints": g, "weights": torch.ones(17)} for g in gt]
-    opt = torch.optim.AdamW(m.parameters(), 1e-4)
-    losses = []
-    for _ in range(4):
-        loss = m.loss(m(x), targets)["loss"]
-        opt.zero_grad(), loss.backward(), opt.step()
-        losses.append(float(loss))
+    losses = train_steps(m, x, [{"keypoints": g, "weights": torch.ones(17)} for g in gt], 1e-4)
     assert losses[-1] < losses[0]
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
     # `train` uses the weights' own fine-tuning lr (a converted model without BN statistics)

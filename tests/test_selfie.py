@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, write_image
+from conftest import run_cli, train_steps, write_image
 
 import cvapps
 from cvapps.convert import MAPPINGS
@@ -62,16 +62,10 @@ def test_selfie_exports_fine_tunes_and_bundles_with_the_detector(tmp_path, selfi
     assert m.config["head"]["kind"] == "selfie" and m.config["backbone"] == "selfie_encoder"
     src = selfie_model.state_dict()
     assert all(torch.equal(v, src[k]) for k, v in m.state_dict().items())
-    m.train()
     torch.manual_seed(0)
     x = torch.rand(2, 3, 128, 128)
     gt = (torch.rand(2, 128, 128) > 0.5).long()
-    opt = torch.optim.AdamW(m.parameters(), 1e-3)
-    losses = []
-    for _ in range(4):
-        loss = m.loss(m(x), [{"mask": g} for g in gt])["loss"]
-        opt.zero_grad(), loss.backward(), opt.step()
-        losses.append(float(loss))
+    losses = train_steps(m, x, [{"mask": g} for g in gt], 1e-3)
     assert losses[-1] < losses[0]
     bundle = cvapps.load_bundle([coco_detector, selfie_model])
     assert "segment runs its own selfie_encoder pass" in bundle.describe()
