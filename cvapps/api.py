@@ -341,9 +341,17 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     cfg = TrainConfig.parse({**spec.train_defaults, **tuned, **train_kw}, out_dir=str(out), skip_bad=opts.skip_bad)
     seed_everything(cfg.seed)  # before building: head init is part of a seeded run
     tr, va = spec.read_train(opts, kind)
+    if cfg.keep_classes:
+        old = len(tr.labels)
+        tr, va, from_teacher = spec.keep_classes(get_spec(weights) if weights else None, tr, va)
     args = spec.model_args(tr, opts, console)
     kind = args.pop("kind", kind)
     model = create_model(task, backbone, weights, kind=kind, img_size=img_size, **args, **head, **head_kw)
+    if cfg.keep_classes:  # learning without forgetting: the frozen original supervises what the data does not label
+        model.keep_classes(load(weights, task=task, device=cfg.device), from_teacher)
+        console.print(f"keep-classes: {len(tr.labels) - old} of the data's {old} classes are new; "
+                      f"{len(from_teacher)} of {weights}'s classes learn from its predictions",
+                      highlight=False, markup=False)
     make_train, val_ds = spec.datasets(model, tr, va, opts.skip_bad)
     trainer = Trainer(model, cfg, make_train, val_ds, console)  # checks the run folder and checkpoint first
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, "

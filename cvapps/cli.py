@@ -117,6 +117,8 @@ TRAIN = {
     "clip_grad": (Optional[float], Opt(5.0, help="gradient norm clip (0: off)")),
     "time_limit": (Optional[float], Opt(None, help="stop after the epoch that crosses this many minutes")),
     "seed": (int, Opt(0)), "resume": (bool, Opt(False, help="continue from OUT/checkpoint.pt")),
+    "keep_classes": (bool, Opt(False, help="with --weights of a pretrained detector: keep all its classes and add "
+                                           "the data's; those the data does not label learn from its predictions")),
     **WORKERS, **DEVICE, **PRECISION,
 }
 EVAL = {

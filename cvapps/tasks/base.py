@@ -237,6 +237,12 @@ class TaskModel(nn.Module):
         raise NotImplementedError
 
     # training hooks -------------------------------------------------------------------
+    def keep_classes(self, teacher: "TaskModel", columns: list[int]) -> None:
+        """Train with ``teacher`` (frozen, not part of this model's state) supervising the
+        classes ``columns`` from its predictions (``--keep-classes``); tasks that support it
+        override this."""
+        raise ConfigError(f"--keep-classes is not available for {self.task} models")
+
     def training_step(self, x: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
         """Loss dict for one batch; two-stage models whose forward needs targets override it."""
         return self.loss(self(x), targets)

@@ -81,6 +81,13 @@ class TaskSpec:
         its head kind, input size, ... unless told otherwise), else {}."""
         return weights.config if weights is not None and weights.kind == "model" and weights.task == self.name else {}
 
+    def keep_classes(self, weights, train, val):
+        """``--keep-classes``: (train, val over the pretrained model's classes + the data's new
+        ones, the model's classes the data does not label — learnt from the frozen original's
+        predictions)."""
+        raise ConfigError(f"--keep-classes is not available for {self.name} models",
+                          hint="it is for detection: cvapps train detect --weights ssd_mobilenet_v2.coco --keep-classes")
+
     def preprocessing(self, weights) -> dict:
         """Normalisation of the pretrained weights (ImageNet statistics without weights)."""
         return dict(weights.preprocessing()) if weights is not None else dict(IMAGENET_PRE)

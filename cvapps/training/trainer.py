@@ -54,6 +54,7 @@ class TrainConfig(Options):
     resume: bool = False
     overwrite: bool = False  # train into an out_dir that already holds a trained model
     skip_bad: bool = False
+    keep_classes: bool = False  # learning without forgetting (see cvapps.api.train)
     time_limit_min: float | None = opt(None, low=0.0, low_open=True)  # stop after the epoch crossing it
     device: str = "cpu"
 

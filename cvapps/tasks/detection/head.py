@@ -23,7 +23,7 @@ from ...errors import ConfigError
 from ...ops import ANCHORS
 from ...options import Options, opt
 from ...registry import Registry
-from .loss import detection_loss
+from .loss import detection_loss, detection_terms, distill_columns
 from .postprocess import Detections, postprocess
 
 DETECTION_HEADS: Registry[type["DetectionHead"]] = Registry("detection head")
@@ -202,6 +202,14 @@ class SSDHead(DetectionHead):
 
     def loss(self, raw: DetRaw, targets: list[dict]) -> dict[str, torch.Tensor]:
         return detection_loss(raw.cls, raw.deltas, raw.anchors, targets, self.h)
+
+    def lwf_loss(self, raw: DetRaw, teacher: DetRaw, targets: list[dict], columns: torch.Tensor) -> dict:
+        """The label loss without the foreground ``columns`` + their distillation from the
+        teacher's raw output (see cvapps.tasks.detection.loss.distill_columns)."""
+        bg = 1 if self.h.background else 0
+        out, positives = detection_terms(raw.cls, raw.deltas, raw.anchors, targets, self.h, ignore_columns=columns)
+        kd = distill_columns(raw.cls[..., bg:], raw.deltas, teacher.cls[..., bg:], teacher.deltas, columns, positives)
+        return {**out, **kd, "loss": out["loss"] + kd["kd_cls"] + kd["kd_box"]}
 
     def class_rows(self, src: dict, own: dict, mapping: dict[int, int], n_src: int) -> dict:
         """Class predictor tensors that start from a pretrained head's rows: ``mapping`` takes

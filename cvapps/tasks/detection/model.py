@@ -54,8 +54,28 @@ class DetectionModel(TaskModel):
     def forward_from_features(self, feats, x, pools=None):
         return self.head(feats, x)
 
+    def keep_classes(self, teacher: "DetectionModel", columns: list[int]) -> None:
+        """Learning without forgetting (Li & Hoiem 2016) for a sigmoid (focal) SSD head whose
+        first classes are ``teacher``'s: the classes ``columns`` take no loss from the labels
+        (an unlabelled person in a photo of cats is not background for them) and learn the
+        frozen teacher's scores and boxes on the same augmented batch instead."""
+        if self.hcfg.get("kind", "ssd") != "ssd" or self.hcfg.get("cls_loss") != "focal":
+            raise ConfigError("--keep-classes needs an SSD head with sigmoid (focal) scores, like "
+                              "ssd_mobilenet_v2.coco's", hint="softmax heads make the classes compete")
+        if teacher.config["preprocessing"].get("input_size") != self.config["preprocessing"].get("input_size"):
+            raise ConfigError("--keep-classes trains at the pretrained detector's input size (its anchors must "
+                              "match the teacher's)", hint="leave out --img-size")
+        teacher = teacher.eval().requires_grad_(False)
+        self.__dict__["_lwf"] = (teacher, torch.as_tensor(columns, dtype=torch.long))  # not a submodule: not saved
+
     def training_step(self, x: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
-        return self.head.training_step(self.forward_features(x), x, targets)
+        lwf = self.__dict__.get("_lwf")
+        if lwf is None:
+            return self.head.training_step(self.forward_features(x), x, targets)
+        teacher, columns = lwf
+        with torch.no_grad():
+            old = teacher.to(x.device)(x)
+        return self.head.lwf_loss(self(x), old, targets, columns.to(x.device))
 
     def loss(self, raw, targets: list[dict]) -> dict[str, torch.Tensor]:
         return self.head.loss(raw, targets)

@@ -145,6 +145,22 @@ class DetectionSpec(TaskSpec):
             check_boxes(va, "validation")
         return tr, va
 
+    def keep_classes(self, weights, train, val):
+        """Labels = the pretrained detector's (same rows) + the data's classes it does not know
+        (by name / synonym; new category ids after its own); a data class equal to one of its
+        classes reuses that row and is learnt from the labels. -> (train, val remapped, the
+        detector's classes the data does not label)."""
+        if weights is None or weights.kind != "model" or weights.task != self.name:
+            raise ConfigError("--keep-classes needs --weights of a pretrained detector (e.g. ssd_mobilenet_v2.coco)")
+        base, ids = list(weights.config["labels"]), list(weights.config.get("category_ids") or [])
+        ids = ids or list(range(1, len(base) + 1))
+        mapping, new = class_mapping(train.labels, base)
+        labels = base + new
+        ids = ids + list(range(max(ids) + 1, max(ids) + 1 + len(new)))
+        train, _ = remap(train, labels, ids)
+        val = remap(val, labels, ids)[0] if val is not None else None
+        return train, val, sorted(set(range(len(base))) - set(mapping.values()))
+
     def model_args(self, data, opts, console=None) -> dict:
         return {"labels": data.labels, "category_ids": data.category_ids}
 
