@@ -7,9 +7,11 @@ training labels (every 5th image) and the rest unlabelled.
   labelled 20% alone;
 - student B: the same student recipe distilled from the teacher on all training images
   (its outputs on the unlabelled 80%, its outputs and the labels on the 20%).
-Prints one JSON object with the validation top-1 of each (153 val images) and B - A.
+Prints one JSON object with the validation top-1 of each (153 val images) and B - A, and
+(``--case all`` or ``forgetting``) the new-classes-without-forgetting case of
+benchmarks/keep_classes.py under "forgetting".
 
-    python benchmarks/distill.py [--epochs 30] [--student-size 112]
+    python benchmarks/distill.py [--case classify|forgetting|all] [--epochs 30] [--student-size 112]
 """
 
 from __future__ import annotations
@@ -36,7 +38,17 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=5, help="label every k-th training image")
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--case", choices=("classify", "forgetting", "all"), default="all")
     args = ap.parse_args()
+    out = classification(args) if args.case in ("classify", "all") else {}
+    if args.case in ("forgetting", "all"):
+        from keep_classes import run
+
+        out["forgetting"] = run()
+    print(json.dumps(out))
+
+
+def classification(args) -> dict:
     root = require(data_root() / "hymenoptera", "hymenoptera")
     train = sorted(p for p in (root / "train").rglob("*.jpg"))
     labelled = train[:: args.every]
@@ -60,7 +72,7 @@ def main() -> None:
            "teacher_top1": round(teacher["val"]["top1"], 4), "student_labels_only_top1": round(plain["val"]["top1"], 4),
            "student_distilled_top1": round(kd["val"]["top1"], 4)}
     out["distillation_gain_points"] = round(100 * (out["student_distilled_top1"] - out["student_labels_only_top1"]), 2)
-    print(json.dumps(out))
+    return out
 
 
 if __name__ == "__main__":
