@@ -293,4 +293,5 @@ def load_into(model, name: str, local_file: str | os.PathLike | None = None) -> 
     spec = get_spec(name)
     if spec.backbone != model.config["backbone"]:
         raise ConfigError(f"weights {name!r} are for backbone {spec.backbone!r}, model has {model.config['backbone']!r}")
-    return model.load_pretrained(read_state_dict(spec, pull(name, local_file)), name=name)
+    names = spec.label_names() if spec.task == model.task and spec.labels else None  # output rows by class name
+    return model.load_pretrained(read_state_dict(spec, pull(name, local_file)), names, name=name)

@@ -94,3 +94,44 @@ def test_train_keep_classes_adds_the_datas_classes(tmp_path, coco_detector):
     with pytest.raises(cvapps.ConfigError, match="keep-classes"):
         cvapps.train("detect", str(tmp_path / "ann.json"), images=str(tmp_path), weights="mobilenet_v2.imagenet1k",
                      keep_classes=True, epochs=1, out=str(tmp_path / "run2"))
+
+
+def test_classify_keep_classes_keeps_imagenet_rows_and_distils_them(tmp_path, monkeypatch):
+    """ImageNet's 1000 classes + a new one: a labelled ImageNet name is that class, every old
+    row starts from the pretrained classifier's, and the KL term is zero while the student
+    still equals the teacher (ImageNet weights from a fixture file, never the network)."""
+    import dataclasses
+    import hashlib
+
+    from torchvision import models as tvm
+
+    from cvapps.data.classification import ClassificationData
+    from cvapps.weights import all_weights
+
+    spec = cvapps.tasks.TASKS.get("classify")
+    w = get_spec("mobilenet_v2.imagenet1k")
+    names = w.label_names()
+    data = ClassificationData([Path("a.jpg"), Path("b.jpg")], [0, 1], ["kayak", names[1].upper()], "multiclass", "t")
+    train, _, teach = spec.keep_classes(w, data, None)
+    assert train.labels == names + ["kayak"] and train.targets == [1000, 1] and teach == list(range(1000))
+
+    monkeypatch.setenv("CVAPPS_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    f = tmp_path / "mv2.pth"
+    torch.save(tvm.mobilenet_v2(weights=None).state_dict(), f)
+    monkeypatch.setitem(all_weights(), w.name, dataclasses.replace(
+        w, sha256=hashlib.sha256(f.read_bytes()).hexdigest(), sha256_prefix=""))
+    cvapps.pull_weights(w.name, str(f))
+    teacher = cvapps.load(w.name)
+    m = cvapps.create_model("classify", weights=w.name, labels=train.labels)
+    fc, tfc = m.state_dict()["head.fc.weight"], teacher.state_dict()["head.fc.weight"]
+    assert fc.shape[0] == 1001 and torch.equal(fc[:1000], tfc)
+    m.eval()
+    m.keep_classes(teacher, teach)
+    x, y = torch.rand(2, 3, 96, 96), torch.tensor([1000, 1])
+    with torch.no_grad():
+        out = m.training_step(x, y)
+    assert float(out["kd"]) == pytest.approx(0.0, abs=1e-5) and float(out["ce"]) > 0
+    with torch.no_grad():
+        m.head.fc.bias[3] += 0.5  # an old row moves: the teacher notices
+        assert float(m.training_step(x, y)["kd"]) > 1e-4
