@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ...backbones import Backbone
 from ...data.transforms import EvalTransform
@@ -78,28 +77,6 @@ class ClassificationModel(TaskModel):
                 new[list(mine)] = v[list(theirs)]
                 out[key] = new
         return out
-
-    def keep_classes(self, teacher: "ClassificationModel", columns: list[int]) -> None:
-        """Learning without forgetting (Li & Hoiem 2016): cross-entropy on the labels over all
-        classes plus T² · KL between the frozen ``teacher``'s and this model's softened
-        distributions over the ``columns`` (the teacher's classes, T = 2), on the same batch."""
-        if self.kind != "multiclass":
-            raise ConfigError("--keep-classes is for multiclass classifiers")
-        self.__dict__["_lwf"] = (teacher.eval().requires_grad_(False), torch.as_tensor(columns, dtype=torch.long))
-
-    def training_step(self, x: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        lwf = self.__dict__.get("_lwf")
-        if lwf is None:
-            return super().training_step(x, targets)
-        teacher, columns = lwf
-        with torch.no_grad():
-            old = teacher.to(x.device)(x).logits
-        logits = self(x).logits
-        ce = F.cross_entropy(logits.float(), targets.long())
-        t = 2.0
-        kd = F.kl_div(F.log_softmax(logits[:, columns.to(x.device)].float() / t, -1),
-                      F.log_softmax(old.float() / t, -1), log_target=True, reduction="batchmean") * t * t
-        return {"loss": ce + kd, "ce": ce.detach(), "kd": kd.detach()}
 
     def postprocess(self, raw: ClassRaw, metas: list[dict], top_k: int = 5) -> list[ClassPrediction]:
         return postprocess(raw.logits, self.config["head"], self.labels, top_k=top_k)

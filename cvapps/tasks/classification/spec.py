@@ -65,24 +65,10 @@ class ClassificationSpec(TaskSpec):
         return tr, va
 
     def keep_classes(self, weights, train, val):
-        """Labels = the pretrained classifier's (e.g. ImageNet's 1000) + the data's new ones; a
-        data class with one of its names (case-insensitive) is that class. -> (train, val over
-        those labels, the pretrained classes: all of them learn from the frozen original)."""
-        if weights is None or weights.task != self.name:
-            raise ConfigError("--keep-classes needs --weights of a pretrained classifier (e.g. mobilenet_v2.imagenet1k)")
-        if train.kind != "multiclass":
-            raise ConfigError(f"--keep-classes is for multiclass data, not {train.kind}")
-        base = list(weights.config["labels"]) if weights.kind == "model" else weights.label_names()
-        by_name = {n.lower(): i for i, n in enumerate(base)}
-        new = [n for n in train.labels if n.lower() not in by_name]
-        labels = base + new
-        index = {n.lower(): i for i, n in enumerate(labels)}
-
-        def over(data):
-            lut = [index[n.lower()] for n in data.labels]
-            return type(data)(data.paths, [lut[t] for t in data.targets], labels, data.kind, data.source, data.skipped)
-
-        return over(train), over(val) if val is not None else None, list(range(len(base)))
+        raise ConfigError("--keep-classes is for detection: a classifier trained only on images of its new classes "
+                          "calls everything by their names (an ImageNet classifier taught ants and bees this way "
+                          "named 94 of 100 unrelated VOC photos ants or bees)",
+                          hint="train on images of the old classes too, or use a separate model for the new ones")
 
     def model_args(self, data, opts, console=None) -> dict:
         return {"labels": data.labels, "kind": data.kind}
