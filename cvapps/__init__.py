@@ -22,7 +22,7 @@ _LAZY = {
                                 "predict_bundle", "predict_keypoints", "pull_weights", "save", "select", "simulate",
                                 "track", "train", "weights_table")},
     **{name: "training.freezing" for name in ("count_parameters", "freeze", "param_groups", "unfreeze")},
-    "list_weights": "weights", "pull": "weights", "distill": "distilling",
+    "list_weights": "weights", "pull": "weights", "distill": "distilling", "self_train": "selftraining",
 }
 __all__ = ["ConfigError", "CvappsError", "DataError", "ShapeError", "WeightsError", *sorted(_LAZY)]
 

@@ -530,6 +530,31 @@ def distill(
     _print_train_result(r)
 
 
+@app.command("self-train")
+def self_train(
+    task: str = typer.Argument("classify", help="classify (other tasks: not yet)"),
+    data: str = typer.Option(..., help="the labelled images: class folders or a CSV"),
+    pool: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
+    val_data: str = typer.Option(..., "--val-data", "--val", help="the validation set every round is scored on"),
+    rounds: int = typer.Option(3, help="pseudo-labelling rounds after the labelled-only round 0"),
+    threshold: float = typer.Option(0.9, help="keep pool predictions at least this confident"),
+    backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
+    img_size: Optional[str] = TRAIN["img_size"][1],
+    epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = TRAIN["batch_size"][1],
+    lr: Optional[float] = TRAIN["lr"][1], freeze: Optional[str] = TRAIN["freeze"][1],
+    out_dir: str = typer.Option("runs/self-train", "--out"), workers: Optional[int] = WORKERS["workers"][1],
+    device: str = DEVICE["device"][1],
+) -> None:
+    """Self-training: train on the labelled images, pseudo-label the pool with the model's
+    confident predictions, retrain on both; per round the validation metric (OUT/self_training.png)."""
+    from .selftraining import self_train as run
+
+    opts = {k: v for k, v in dict(backbone=backbone, weights=weights, img_size=_size(img_size), epochs=epochs,
+                                  batch_size=batch_size, lr=lr, freeze=freeze, workers=workers).items() if v is not None}
+    print(_json(run(task, data, list(pool), val=val_data, rounds=rounds, threshold=threshold, out=out_dir,
+                    console=err, device=device, **opts)))
+
+
 @app.command("al-simulate")
 def al_simulate(
     task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),

@@ -1,10 +1,12 @@
 """Knowledge distillation (classification): the loss by hand, and a student that learns a
-fixed teacher's predictions from unlabelled images."""
+fixed teacher's predictions from unlabelled images; self-training rounds."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,3 +49,38 @@ def test_student_learns_a_fixed_teachers_predictions(tmp_path, colour_folder):
     assert sum(agree) / len(agree) >= 0.8, agree
     with pytest.raises(cvapps.ConfigError, match="built for classify so far"):
         cvapps.distill("detect", str(teacher), [str(colour_folder / "train")])
+
+
+def test_self_training_adds_only_confident_pseudo_labels(tmp_path, colour_folder, capsys):
+    """Round 0 on 2 labelled images per class; round 1 adds exactly the pool images the round-0
+    model labels with at least the threshold's confidence; curve and records written."""
+    import csv
+
+    train = sorted((colour_folder / "train").rglob("*.png"))
+    labelled = [p for p in train if p.stem[-1] in "01"]
+    (tmp_path / "labelled.csv").write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in labelled))
+    fast = dict(backbone="resnet18", img_size=32, epochs=8, batch_size=6, lr=3e-3, warmup_epochs=0.5, seed=1,
+                augment=False)
+    pool = [p for p in train if p not in labelled]
+    # the round-0 model, trained alone first (seeded: self_train's round 0 is the same model), sets a
+    # threshold between its pool scores, so the filter keeps some images and drops others
+    cvapps.train("classify", train=str(tmp_path / "labelled.csv"), val=str(colour_folder / "val"),
+                 out=str(tmp_path / "alone"), **fast)
+    scores = [pred.topk[0][2] for pred in cvapps.load(tmp_path / "alone" / "best.safetensors").predict(pool)]
+    threshold = float(np.median(scores))
+    r = cvapps.self_train("classify", str(tmp_path / "labelled.csv"), [str(colour_folder / "train")],
+                          val=str(colour_folder / "val"), rounds=1, threshold=threshold, out=str(tmp_path / "st"), **fast)
+    assert [x["round"] for x in r["rounds"]] == [0, 1] and r["pool"] == len(pool)
+    first = cvapps.load(tmp_path / "st" / "round0" / "best.safetensors")
+    again = [pred.topk[0][2] for pred in first.predict(pool)]
+    np.testing.assert_allclose(again, scores, atol=1e-6)
+    confident = [p for p, s in zip(pool, again) if s >= threshold]
+    assert 0 < len(confident) < len(pool), again  # the threshold keeps some and drops some
+    assert r["rounds"][1]["pseudo"] == len(confident)
+    with open(tmp_path / "st" / "round1" / "train.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(labelled) + len(confident)
+    assert {Path(row["path"]) for row in rows[len(labelled):]} == set(confident)
+    assert (tmp_path / "st" / "self_training.png").is_file() and (tmp_path / "st" / "self_training.jsonl").is_file()
+    with pytest.raises(cvapps.ConfigError, match="built for classify so far"):
+        cvapps.self_train("detect", str(tmp_path / "labelled.csv"), [str(colour_folder)], val=str(colour_folder))

@@ -21,7 +21,7 @@ LAYERS = [
     ["cvapps.training", "cvapps.inference", "cvapps.exporting"],
     ["cvapps.active"],
     ["cvapps.api"],
-    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling"],
+    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.selftraining"],
     ["cvapps.cli"],
     ["cvapps.__main__", "cvapps.__init__"],
 ]
