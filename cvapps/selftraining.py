@@ -49,6 +49,7 @@ def plot_rounds(records: list[dict], metric: str, path: Path) -> None:
     ax.set_xlabel("round")
     ax.set_ylabel(f"val {metric}")
     ax.set_xticks(rounds)
+    ax.set_xlim(-0.3, rounds[-1] + 0.7)  # room for the last annotation
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
