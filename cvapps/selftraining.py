@@ -23,6 +23,7 @@ from .data.classification import load_split
 from .data.io import is_image
 from .data.sources import expand_sources
 from .errors import ConfigError
+from .tasks import TASKS
 
 
 def _write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
@@ -63,8 +64,9 @@ def self_train(task: str, data: str, pool, *, val: str, rounds: int = 3, thresho
     ``train_options``: `train`'s options (weights, backbone, epochs, lr, freeze, ...), the same
     for every round. Returns {"rounds": [{"round", "labelled", "pseudo", metric, ...}], ...}."""
     console = console or Console(stderr=True, markup=False)
-    if task != "classify":
-        raise ConfigError(f"self-training is built for classify so far, not {task}",
+    if not TASKS.get(task).self_training:
+        built = ", ".join(n for n in TASKS.names() if TASKS.get(n).self_training)
+        raise ConfigError(f"self-training is built for {built} so far, not {task}",
                           hint="the pseudo-label writers exist for every task (cvapps select --pseudo-label); "
                                "combining them with your labels per round is planned (issue #16)")
     if not 0.0 < threshold <= 1.0 or rounds < 1:

@@ -56,6 +56,7 @@ class TaskSpec:
     train_defaults: ClassVar[dict] = {"epochs": 30, "batch_size": 16, "lr": 2e-3}
     feature_simulation: ClassVar[bool] = False  # al-simulate on cached pooled features (fast recipe)
     distillation: ClassVar[bool] = False  # cvapps distill: a student learns a teacher's logits (cvapps.distilling)
+    self_training: ClassVar[bool] = False  # cvapps self-train: labels + pseudo-labels combine (cvapps.selftraining)
     # task-specific CLI options of `cvapps predict|train|eval TASK` (see cvapps.options.CliOption)
     cli_options: ClassVar[dict[str, tuple]] = {}
     # video: predictions have boxes tracking can follow (Prediction.track_boxes); videos are

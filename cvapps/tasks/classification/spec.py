@@ -24,6 +24,7 @@ class ClassificationSpec(TaskSpec):
     default_kind = "multiclass"
     feature_simulation = True
     distillation = True
+    self_training = True  # labels and pseudo-labels are both path,label CSV rows
     train_defaults = {"epochs": 10, "batch_size": 32, "lr": 1e-3}
     cli_options = {
         "predict": (CliOption("top_k", int, 5, "labels per prediction"),),
