@@ -72,10 +72,11 @@ def self_train(task: str, data: str, pool, *, val: str, rounds: int = 3, thresho
     if not 0.0 < threshold <= 1.0 or rounds < 1:
         raise ConfigError(f"--threshold must be in (0, 1] and --rounds at least 1, got {threshold} / {rounds}")
     labelled = load_split(Path(data), None, "multiclass", None)
-    rows = [(str(p), labelled.labels[t]) for p, t in zip(labelled.paths, labelled.targets)]
-    mine = {Path(p).resolve() for p, _ in rows}
-    pool_paths = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
-                  if isinstance(p, Path) and is_image(p) and p.resolve() not in mine]
+    # absolute paths: the round's CSV lives elsewhere than the caller's (relative paths resolve from a CSV's folder)
+    rows = [(str(Path(p).resolve()), labelled.labels[t]) for p, t in zip(labelled.paths, labelled.targets)]
+    mine = {p for p, _ in rows}
+    pool_paths = [p.resolve() for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
+                  if isinstance(p, Path) and is_image(p) and str(p.resolve()) not in mine]
     if not pool_paths:
         raise ConfigError("the unlabelled pool has no images (other than the labelled ones)")
     out_dir = Path(out)

@@ -51,14 +51,16 @@ def test_student_learns_a_fixed_teachers_predictions(tmp_path, colour_folder):
         cvapps.distill("detect", str(teacher), [str(colour_folder / "train")])
 
 
-def test_self_training_adds_only_confident_pseudo_labels(tmp_path, colour_folder, capsys):
+def test_self_training_adds_only_confident_pseudo_labels(tmp_path, colour_folder, monkeypatch):
     """Round 0 on 2 labelled images per class; round 1 adds exactly the pool images the round-0
     model labels with at least the threshold's confidence; curve and records written."""
     import csv
 
     train = sorted((colour_folder / "train").rglob("*.png"))
     labelled = [p for p in train if p.stem[-1] in "01"]
-    (tmp_path / "labelled.csv").write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in labelled))
+    # paths relative to the CSV (as users write them): the rounds' own CSVs live elsewhere
+    (tmp_path / "labelled.csv").write_text("path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n"
+                                                                   for p in labelled))
     fast = dict(backbone="resnet18", img_size=32, epochs=8, batch_size=6, lr=3e-3, warmup_epochs=0.5, seed=1,
                 augment=False)
     pool = [p for p in train if p not in labelled]
@@ -68,7 +70,8 @@ def test_self_training_adds_only_confident_pseudo_labels(tmp_path, colour_folder
                  out=str(tmp_path / "alone"), **fast)
     scores = [pred.topk[0][2] for pred in cvapps.load(tmp_path / "alone" / "best.safetensors").predict(pool)]
     threshold = float(np.median(scores))
-    r = cvapps.self_train("classify", str(tmp_path / "labelled.csv"), [str(colour_folder / "train")],
+    monkeypatch.chdir(tmp_path)  # a relative CSV with relative paths, as from a shell in its folder
+    r = cvapps.self_train("classify", "labelled.csv", [str(colour_folder / "train")],
                           val=str(colour_folder / "val"), rounds=1, threshold=threshold, out=str(tmp_path / "st"), **fast)
     assert [x["round"] for x in r["rounds"]] == [0, 1] and r["pool"] == len(pool)
     first = cvapps.load(tmp_path / "st" / "round0" / "best.safetensors")
