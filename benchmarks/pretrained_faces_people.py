@@ -25,8 +25,10 @@ Prints one JSON object:
 - ``faces.*.face_sets`` / ``every_face_labelled``: recall on the four face sets alone, and
   unmatched detections per image on the sets whose images have every face labelled (300-W,
   COFW, AFLW: one face each) — there an unmatched detection is a false positive.
-  ``false_positives``: on those images and the COCO ones, detections that are surely no face
-  (see ``false_positives``); the WFLW crowd images, with unlabelled faces, are left out.
+  ``false_positives``: on those images, the COCO ones and the 100 voc-detection photos
+  (COCO and VOC box every person), detections that are surely no face — unmatched, and in
+  COCO / VOC centred in no person's box (see ``false_positives``); the WFLW crowd images,
+  with unlabelled faces, are left out.
 - ``facemesh``: the dense model (facemesh.mediapipe) on the face detector's boxes: 5-point NME
   of points derived from the mesh (``MESH5``), parity with LiteRT on the same crops.
 - ``person_segmentation``: person.mediapipe's person IoU against the COCO keypoint images'
@@ -108,13 +110,19 @@ def match(boxes: np.ndarray, scores: np.ndarray, refs: list[np.ndarray]) -> tupl
 
 
 def person_boxes(root: Path) -> dict[str, np.ndarray]:
-    """COCO keypoint image path -> (N, 4) xyxy boxes of every labelled person."""
-    d = json.loads((root / "keypoints" / "coco" / "test_coco.json").read_text())
-    files = {im["id"]: str(root / "keypoints" / "coco" / im["file_name"]) for im in d["images"]}
-    out: dict[str, list] = {f: [] for f in files.values()}
-    for a in d["annotations"]:
-        x, y, w, h = a["bbox"]
-        out[files[a["image_id"]]].append([x, y, x + w, y + h])
+    """Image path -> (N, 4) xyxy boxes of every labelled person, for the COCO keypoint images
+    and the voc-detection images (both datasets box every person; VOC images without people
+    get none)."""
+    out: dict[str, list] = {}
+    for folder, ann in (("keypoints/coco", "keypoints/coco/test_coco.json"),
+                        ("voc-detection/images", "voc-detection/annotations/instances_coco.json")):
+        d = json.loads((root / ann).read_text())
+        person = next(c["id"] for c in d["categories"] if c["name"] == "person")
+        files = {im["id"]: str(root / folder / im["file_name"]) for im in d["images"]}
+        out.update({f: [] for f in files.values()})
+        for a in (a for a in d["annotations"] if a["category_id"] == person):
+            x, y, w, h = a["bbox"]
+            out[files[a["image_id"]]].append([x, y, x + w, y + h])
     return {k: np.asarray(v, float).reshape(-1, 4) for k, v in out.items()}
 
 
@@ -131,27 +139,33 @@ def false_positives(boxes: np.ndarray, hit: list[int], people: np.ndarray | None
     return int((~inside).sum())
 
 
+def _detect(det: str, haar, model, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if det == "haar":
+        boxes, scores = haar(img)
+    else:
+        p = model.predict(img, scales=(1, 2) if det.endswith("1_2") else None)[0]
+        boxes, scores = p.boxes, p.box_scores
+    return np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores, float)
+
+
 def face_detection(faces: dict, model, people: dict[str, np.ndarray]) -> dict:
     haar = HaarFaces()
     rows = {}
     # retinaface_one_pass: the default for video and cameras; retinaface_scales_1_2: for still images
     for det in ("haar", "retinaface_one_pass", "retinaface_scales_1_2"):
-        found = labelled = unmatched = 0
-        by_image = {}
+        by_image, fp = {}, {}
         for path, refs in faces.items():
-            img = read_image(path)
-            if det == "haar":
-                boxes, scores = haar(img)
-            else:
-                p = model.predict(img, scales=(1, 2) if det.endswith("1_2") else None)[0]
-                boxes, scores = p.boxes, p.box_scores
-            boxes = np.asarray(boxes, float).reshape(-1, 4)
-            f, u, hit = match(boxes, np.asarray(scores), refs)
-            found, labelled, unmatched = found + f, labelled + len(refs), unmatched + u
+            boxes, scores = _detect(det, haar, model, read_image(path))
+            f, u, hit = match(boxes, scores, refs)
             key = Path(path).parent.name + "/" + Path(path).name
             by_image[key] = {"labelled": len(refs), "found": f, "unmatched": u}
             if key.split("/")[0] in EXHAUSTIVE or path in people:
-                by_image[key]["false_positives"] = false_positives(boxes, hit, people.get(path))
+                fp[key] = by_image[key]["false_positives"] = false_positives(boxes, hit, people.get(path))
+        for path in sorted(set(people) - set(faces)):  # the VOC photos: false positives only
+            boxes, _ = _detect(det, haar, model, read_image(path))
+            fp["voc/" + Path(path).name] = false_positives(boxes, [], people[path])
+        labelled, found = sum(v["labelled"] for v in by_image.values()), sum(v["found"] for v in by_image.values())
+        unmatched = sum(v["unmatched"] for v in by_image.values())
         sets = {k: v for k, v in by_image.items() if k.split("/")[0] in SETS}
         full = {k: v for k, v in by_image.items() if k.split("/")[0] in EXHAUSTIVE}
         rows[det] = {"images": len(faces), "labelled": labelled, "found": found,
@@ -161,11 +175,9 @@ def face_detection(faces: dict, model, people: dict[str, np.ndarray]) -> dict:
                                    "found": sum(v["found"] for v in sets.values()),
                                    "recall": round(sum(v["found"] for v in sets.values())
                                                    / max(sum(v["labelled"] for v in sets.values()), 1), 4)},
-                     "false_positives": {"images": sum("false_positives" in v for v in by_image.values()),
-                                         "count": sum(v.get("false_positives", 0) for v in by_image.values()),
-                                         "per_image": round(sum(v.get("false_positives", 0) for v in by_image.values())
-                                                            / max(sum("false_positives" in v
-                                                                      for v in by_image.values()), 1), 3)},
+                     "false_positives": {"images": len(fp), "count": sum(fp.values()),
+                                         "per_image": round(sum(fp.values()) / max(len(fp), 1), 3),
+                                         "where": {k: v for k, v in fp.items() if v}},
                      "every_face_labelled": {"images": len(full),
                                              "unmatched_per_image": round(sum(v["unmatched"] for v in full.values())
                                                                           / max(len(full), 1), 3)},
