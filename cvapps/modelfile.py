@@ -20,13 +20,14 @@ FORMAT_VERSION = 1
 _META_KEY = "cvapps"
 
 
-def save_model(model, path: str | os.PathLike) -> Path:
-    """Write ``model`` (a TaskModel) to ``path``."""
+def save_model(model, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
+    """Write ``model`` (a TaskModel) to ``path``; ``extra``: more metadata strings (see
+    ``read_metadata``)."""
     if getattr(model, "folded", False):
         raise ConfigError("this model's BatchNorm layers were folded for inference: it cannot be saved",
                           hint="save the model before calling fold_batchnorm()")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {_META_KEY: json.dumps({"format_version": FORMAT_VERSION, "config": model.config})}
+    meta = {**(extra or {}), _META_KEY: json.dumps({"format_version": FORMAT_VERSION, "config": model.config})}
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return Path(path)
 
@@ -40,6 +41,15 @@ def tensor_digest(state: dict[str, torch.Tensor]) -> str:
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """A safetensors file's metadata strings ({} when it has none or cannot be read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return {}
 
 
 def read_config(path: str | os.PathLike) -> dict:

@@ -259,3 +259,26 @@ def test_other_tasks_on_the_detectors_backbone_keep_its_padding_and_normalisatio
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         torch.testing.assert_close(pose.backbone(x)[-1], coco_detector.backbone(x)[-1])
+
+
+def test_a_cached_model_converted_under_an_older_manifest_config_gets_the_current_one(tmp_path, monkeypatch):
+    """Same tensors, changed config (a newer cvapps): the cached file is rewritten with the
+    manifest's config, without converting or downloading anything."""
+    import dataclasses
+
+    from cvapps import pretrained
+    from cvapps.modelfile import read_config, save_model, tensor_digest
+    from cvapps.weights import all_weights
+
+    monkeypatch.setenv("CVAPPS_HOME", str(tmp_path))
+    spec = get_spec("movenet_lightning.coco17")
+    torch.manual_seed(0)
+    old_config = {**spec.config, "fixed_norms": False}
+    model = cvapps.tasks.model_class("pose").from_config(old_config)
+    save_model(model, tmp_path / "weights" / spec.filename)  # as an older cvapps left it
+    monkeypatch.setitem(all_weights(), spec.name, dataclasses.replace(spec, sha256=tensor_digest(model.state_dict())))
+    monkeypatch.setattr(pretrained, "pull_source", lambda *a, **k: pytest.fail("nothing to download"))
+    path = pretrained.model_file(spec.name)
+    assert read_config(path)["fixed_norms"] is True  # the manifest's current config
+    assert tensor_digest(cvapps.load(path).state_dict()) == tensor_digest(model.state_dict())
+    assert pretrained.model_file(spec.name) == path  # now current: served as is
