@@ -22,7 +22,7 @@ from .active.select import select as _select
 from .active.strategies import STRATEGIES
 from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
-from .exporting import BACKENDS, OnnxModel, fastest, quantize_int8
+from .exporting import BACKENDS, OnnxModel, fastest, fastest_group, quantize_int8
 from .exporting import export as _export
 from .inference.bundle import Bundle
 from .data.sources import expand_sources, frame_batches
@@ -293,9 +293,15 @@ def load_bundle(models: list, device: str = "cpu") -> Bundle:
 
 
 def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, device: str = "cpu",
-                   console: Console | None = None, **kwargs):
+                   console: Console | None = None, backend: str = "auto", **kwargs):
     """Predict with several models at once (see load_bundle); each JSON Lines record holds
-    every task's output under its task name. ``tasks``, when given, must match the models."""
+    every task's output under its task name. ``tasks``, when given, must match the models.
+    ``backend`` "auto": models given by file or weights name run each shared pass on ONNX
+    Runtime when it can run all its heads (exported once, cached; cvapps.exporting.
+    fastest_group), else PyTorch; "torch" keeps PyTorch."""
+    if backend not in ("auto", "torch"):
+        raise ConfigError(f"bundles run with backend auto or torch, not {backend!r}")
+    loaded_here = not isinstance(models, Bundle) and not any(isinstance(m, (TaskModel, OnnxModel)) for m in models)
     bundle = models if isinstance(models, Bundle) else load_bundle(models, device)
     if tasks is not None and sorted(tasks) != sorted(m.task for m in bundle.models):
         raise ConfigError(f"tasks {','.join(tasks)} do not match the models' tasks {bundle.task}")
@@ -307,6 +313,11 @@ def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, de
         for spec in specs:
             kwargs = spec.track_post(kwargs, tracking.track.low)
     console.print(bundle.describe())
+    if backend == "auto" and loaded_here and str(device) == "cpu" and kwargs.get("precision", "fp32") == "fp32":
+        for gi, g in enumerate(bundle.groups):
+            group = [bundle.models[i] for i in g]
+            post = {k: v for k, v in kwargs.items() if k not in _RUN_OPTIONS and k not in _TRACK_KEYS}
+            bundle.runners[gi] = fastest_group(group, post, console, kwargs.get("threads"))
     return run_predict(bundle, sources, console=console, tracking=tracking, **kwargs)
 
 

@@ -374,6 +374,8 @@ MULTI = {
     "model": (List[str], Opt(..., help="one model file per task (repeat --model)")),
     **{k: PREDICT[k] for k in ("out_dir", "save_json", "batch_size", "vid_stride", "device", "precision", "threads",
                                "reconnect")},
+    "backend": (str, Opt("auto", help="auto: each shared pass on ONNX Runtime when it can run all its heads "
+                                      "(exported once to a cache), else PyTorch; torch")),
     **TRACK,
 }
 

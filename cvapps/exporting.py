@@ -162,6 +162,26 @@ def quiet_tracing():
         yield
 
 
+def ort_session(path: Path, device: str = "cpu", threads: int | None = None):
+    """An ONNX Runtime session for ``path`` (CUDA first on a CUDA device; idle threads sleep)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "ACTIVE":
+        # idle ORT threads spinning fight predict's decode / writer threads and any busy
+        # neighbour for the cores: measured 96 -> 208 images/s at batch 1 (classify_speed.py)
+        # when they sleep instead; OMP_WAIT_POLICY=ACTIVE asks for spinning
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device).startswith("cuda") else \
+        ["CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise DataError(f"not a loadable ONNX model: {str(e).splitlines()[0]}", path=str(path)) from None
+
+
 class OnnxModel:
     """An exported ONNX model run by ONNX Runtime, usable wherever the predict pipeline takes
     a TaskModel: the task's preprocessing, postprocessing and drawing come from a TaskModel
@@ -170,28 +190,12 @@ class OnnxModel:
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ConfigError("the onnxruntime backend needs the [onnx] extra",
-                              hint="pip install 'cvapps[onnx]'") from None
+        if not runtime_available():
+            raise ConfigError("the onnxruntime backend needs the [onnx] extra", hint="pip install 'cvapps[onnx]'")
         path = Path(path)
         if not path.is_file():
             raise DataError("no such ONNX file", path=str(path))
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        if os.environ.get("OMP_WAIT_POLICY", "").upper() != "ACTIVE":
-            # idle ORT threads spinning fight predict's decode / writer threads and any busy
-            # neighbour for the cores: measured 96 -> 208 images/s at batch 1 (classify_speed.py)
-            # when they sleep instead; OMP_WAIT_POLICY=ACTIVE asks for spinning
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else \
-            ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise DataError(f"not a loadable ONNX model: {str(e).splitlines()[0]}", path=str(path)) from None
+        self.session = ort_session(path, device, threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_NMS in meta:
             raise DataError("this graph ends in NMS (final boxes, for other runtimes); cvapps predicts with the "
@@ -305,6 +309,65 @@ def fastest(model, device: str = "cpu", precision: str = "fp32", post: dict | No
         _say_once(console, f"exported the model for ONNX Runtime once ({time.perf_counter() - t:.1f} s): {path}; "
                            f"--backend torch runs PyTorch")
     return OnnxModel(path, device="cpu", threads=threads)
+
+
+class _GroupOutputs(nn.Module):
+    """Models sharing one backbone (a bundle's group): one backbone pass, every head's raw
+    tensor fields in order."""
+
+    def __init__(self, models: list, names: list[list[str]]):
+        super().__init__()
+        self.models, self.names = nn.ModuleList(models), names
+
+    def forward(self, x: torch.Tensor):
+        feats = self.models[0].backbone(x)
+        out = []
+        for m, names in zip(self.models, self.names):
+            raw = m.forward_from_features(feats, x, None)
+            out += [getattr(raw, n) for n in names]
+        return tuple(out)
+
+
+class GroupRunner:
+    """``runner(x) -> [raw per model]``: a bundle group's heads on one ONNX Runtime pass."""
+
+    def __init__(self, path: Path, names: list[list[str]], raw_types: list[type], threads: int | None = None):
+        self.session, self.names, self.raw_types = ort_session(path, "cpu", threads), names, raw_types
+        self.flat = [f"m{i}.{n}" for i, ns in enumerate(names) for n in ns]
+
+    def __call__(self, x: torch.Tensor) -> list:
+        arrays = iter(self.session.run(self.flat, {"image": x.detach().float().contiguous().cpu().numpy()}))
+        return [t(**{n: torch.from_numpy(next(arrays)) for n in ns}) for t, ns in zip(self.raw_types, self.names)]
+
+
+def fastest_group(models: list, post: dict | None = None, console=None, threads: int | None = None):
+    """A GroupRunner for ``models`` (sharing one backbone; CPU fp32) when ONNX Runtime can run
+    every head, else None (the group stays on PyTorch, said once). The graph is exported once
+    to $CVAPPS_HOME/onnx/group-<digest>.onnx."""
+    if not runtime_available():
+        return None
+    for m in models:
+        reason = m.export_blocker or m.runtime_blocker(post or {}) or \
+            ("SegNet unpools with the backbone's pool indices" if m.needs_pool_indices else None)
+        if reason:
+            _say_once(console, f"bundle: {m.task} runs on PyTorch: {reason}")
+            return None
+    digest = hashlib.sha256("".join(model_digest(m) for m in models).encode()).hexdigest()[:24]
+    path = cvapps_home() / "onnx" / f"group-{digest}.onnx"
+    _, (h, w) = _input_config(models[0], None)
+    x = torch.zeros(2, 3, h, w)
+    with torch.no_grad():
+        feats = models[0].eval().backbone(x)
+        raws = [m.eval().forward_from_features(feats, x, None) for m in models]
+    names = [[f.name for f in dataclasses.fields(r) if isinstance(getattr(r, f.name), torch.Tensor)] for r in raws]
+    if not path.is_file():
+        flat = [f"m{i}.{n}" for i, ns in enumerate(names) for n in ns]
+        batch = {"image": {0: "batch"}, **{f"m{i}.{n}": {0: "batch"} for i, (r, ns) in enumerate(zip(raws, names))
+                                         for n in ns if n != "anchors" and getattr(r, n).dim() > 0
+                                         and getattr(r, n).shape[0] == 2}}
+        _write_onnx(_GroupOutputs([m.cpu() for m in models], names).eval(), x, path, flat, {}, 17, batch)
+        _say_once(console, f"exported the bundle's shared pass for ONNX Runtime once: {path}")
+    return GroupRunner(path, names, [type(r) for r in raws], threads)
 
 
 def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, console=None,

@@ -65,3 +65,33 @@ def test_bundle_rejects_top_down_tasks():
     m = cvapps.create_model("pose", "mobilenet_v3_small", img_size=[64, 64])
     with pytest.raises(cvapps.ConfigError, match="whole-image tasks"):
         Bundle([m])
+
+
+def test_a_shared_pass_runs_on_onnx_runtime_like_pytorch(tmp_path, capsys, monkeypatch):
+    """Models given by file: the shared backbone pass and both heads run as one ONNX Runtime
+    graph (exported once), with the same predictions as PyTorch."""
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("CVAPPS_HOME", str(tmp_path / "home"))  # its own export cache
+    det, seg = _pair(share=True)
+    files = [str(cvapps.save(det, tmp_path / "det.safetensors")), str(cvapps.save(seg, tmp_path / "seg.safetensors"))]
+    rng = np.random.default_rng(2)
+    imgs = [write_image(tmp_path / "in" / f"{i}.png", rng.integers(0, 255, (50, 70, 3), dtype=np.uint8))
+            for i in range(3)]
+    from rich.console import Console
+
+    for backend in ("auto", "torch"):
+        out = Console(file=__import__("io").StringIO())
+        cvapps.predict_bundle(files, imgs, backend=backend, console=out, save_json=str(tmp_path / f"{backend}.jsonl"),
+                              conf=0.0)
+        said = out.file.getvalue()
+        assert ("exported the bundle's shared pass" in said) == (backend == "auto")
+    assert len(list((tmp_path / "home" / "onnx").glob("group-*.onnx"))) == 1
+    a = [json.loads(ln)["predictions"] for ln in (tmp_path / "auto.jsonl").read_text().splitlines()]
+    t = [json.loads(ln)["predictions"] for ln in (tmp_path / "torch.jsonl").read_text().splitlines()]
+    for pa, pt in zip(a, t):
+        assert len(pa["detect"]) == len(pt["detect"]) > 0
+        np.testing.assert_allclose([d["score"] for d in pa["detect"]], [d["score"] for d in pt["detect"]], atol=1e-4)
+        np.testing.assert_allclose([d["bbox"] for d in pa["detect"]], [d["bbox"] for d in pt["detect"]], atol=1e-2)
+        assert pa["segment"][0]["pixels"] == pt["segment"][0]["pixels"]

@@ -108,6 +108,8 @@ class Bundle:
             else:
                 self.groups.append([i])
         self.task = ",".join(tasks)
+        # per group: None (PyTorch) or a callable x -> [raw per model] (e.g. ONNX Runtime, set by the caller)
+        self.runners: list = [None] * len(self.groups)
         # which predict options each model's postprocess takes (None: all of them)
         self._post_keys = [None if any(p.kind == p.VAR_KEYWORD for p in ps.values()) else set(ps)
                            for ps in (inspect.signature(m.postprocess).parameters for m in self.models)]
@@ -134,6 +136,15 @@ class Bundle:
     def preprocessor(self) -> _BundlePre:
         return _BundlePre([self.models[g[0]].preprocessor() for g in self.groups])
 
+    def _torch_pass(self, g: list[int], x: torch.Tensor, precision: str) -> list:
+        lead = self.models[g[0]]
+        with autocast(x.device, precision):
+            if any(self.models[i].needs_pool_indices for i in g):
+                feats, pools = lead.backbone.forward_with_pool_indices(x)
+            else:
+                feats, pools = lead.backbone(x), None
+            return [(i, self.models[i].forward_from_features(feats, x, pools)) for i in g]
+
     @torch.inference_mode()
     def run_batch(self, inputs: list, metas: list, precision: str = "fp32", **post) -> list[BundlePrediction]:
         """inputs/metas: per image, a list with one entry per group."""
@@ -142,12 +153,10 @@ class Bundle:
             lead = self.models[g[0]]
             x, _ = to_batch(lead.preprocessor(), [u[gi] for u in inputs], lead.device)
             gm = [m[gi] for m in metas]
-            with autocast(x.device, precision):
-                if any(self.models[i].needs_pool_indices for i in g):
-                    feats, pools = lead.backbone.forward_with_pool_indices(x)
-                else:
-                    feats, pools = lead.backbone(x), None
-                raws = [(i, self.models[i].forward_from_features(feats, x, pools)) for i in g]
+            if self.runners[gi] is not None:
+                raws = list(zip(g, self.runners[gi](x)))
+            else:
+                raws = self._torch_pass(g, x, precision)
             for i, raw in raws:
                 m, keys = self.models[i], self._post_keys[i]
                 kw = post if keys is None else {k: v for k, v in post.items() if k in keys}
