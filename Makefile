@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(BIN)/cvapps weights pull ssd_mobilenet_v2.coco
 	$(BIN)/python examples/make_clip.py runs/demo/clip.mp4
 	$(BIN)/cvapps predict detect examples/ runs/demo/clip.mp4 --out runs/demo/detect --save-json runs/demo/detect/predictions.jsonl
+	$(BIN)/cvapps predict pose examples/astronaut.jpg --out runs/demo/pose --save-json runs/demo/pose/predictions.jsonl
+	$(BIN)/cvapps predict landmarks examples/astronaut.jpg --out runs/demo/faces --save-json runs/demo/faces/predictions.jsonl
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
