@@ -3,7 +3,8 @@ cascade stage that refines each point from a local feature patch around it.
 
 Every main head is registered by its kind (``KEYPOINT_HEADS``; MoveNet and FaceMesh heads in
 their own modules) and has ``build(backbone, options)`` and ``keypoints(feats, input_hw) ->
-KeypointRaw``: a new head kind is one class in one place."""
+KeypointRaw``, and may bring its own ``loss(raw, gt, weights, options, input_hw)``: a new head
+kind is one class in one place."""
 
 from __future__ import annotations
 

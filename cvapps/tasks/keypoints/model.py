@@ -22,7 +22,6 @@ from ..base import TaskModel
 from ..spec import mc_dropout
 from . import facemesh, movenet  # noqa: F401  (register their head kinds)
 from .heads import KEYPOINT_HEADS, CascadeRefiner, KeypointRaw, cascade_feature_index
-from .movenet import movenet_loss
 from .postprocess import Keypoints
 from .topdown import FixedBoxes, TopDown
 
@@ -33,9 +32,10 @@ WING_W, WING_EPS, WING_SCALE = 10.0, 2.0, 64.0  # Feng et al.; errors measured o
 class KeypointHeadOptions(Options):
     """``kind``: heatmap (deconvolutions to stride 4, Gaussian targets of ``sigma``),
     regression (pooled features -> K x 2) or movenet (a CenterNet-style FPN head on 4 feature
-    maps, MoveNet's decoding; cvapps.tasks.keypoints.movenet); ``loss`` (regression): wing |
-    l1 | l2 (default per task), heatmaps use mse; ``cascade``: a second stage refining each point from a
-    ``cascade_window``-wide patch; ``mc_passes``: MC-dropout passes for uncertainty."""
+    maps, MoveNet's decoding; cvapps.tasks.keypoints.movenet) or facemesh; ``loss``
+    (regression): wing | l1 | l2 (default per task), heatmaps use mse; ``cascade``: a second
+    stage refining each point from a ``cascade_window``-wide patch; ``mc_passes``:
+    MC-dropout passes for uncertainty."""
 
     what: ClassVar[str] = "keypoint head"
     kind: str = opt("heatmap", choices=tuple(KEYPOINT_HEADS.names()))
@@ -144,11 +144,9 @@ class KeypointModel(TaskModel):
         w = torch.stack([t["weights"] for t in targets]).float().to(raw.points.device)  # (B, K)
         if gt.shape[1:] != raw.points.shape[1:]:
             raise ShapeError(f"targets have {gt.shape[1]} keypoints, the model {raw.points.shape[1]}")
-        if raw.maps is not None:
-            hw = self.input_hw
-            cells = gt / torch.tensor([hw[1] / raw.heatmaps.shape[-1], hw[0] / raw.heatmaps.shape[-2]],
-                                      device=gt.device)
-            return movenet_loss(raw.maps, cells, w, float(self.hcfg["sigma"]))
+        own = getattr(self.head["main"], "loss", None)  # a head kind with its own targets (MoveNet)
+        if own is not None and raw.coarse is None:
+            return own(raw, gt, w, self.hcfg, self.input_hw)
         out: dict[str, torch.Tensor] = {}
         if raw.heatmaps is not None:
             hm = raw.heatmaps.float()

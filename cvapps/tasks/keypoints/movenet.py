@@ -62,6 +62,12 @@ class MoveNetHead(nn.Module):
         stride = torch.tensor([hw[1] / hm.shape[-1], hw[0] / hm.shape[-2]], device=cells.device)
         return KeypointRaw(cells * stride, scores, hm, maps=maps)
 
+    def loss(self, raw: KeypointRaw, gt: torch.Tensor, weights: torch.Tensor, options: dict,
+             hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """gt (B, K, 2) crop pixels, weights (B, K) -> ``movenet_loss`` in map cells."""
+        stride = torch.tensor([hw[1] / raw.heatmaps.shape[-1], hw[0] / raw.heatmaps.shape[-2]], device=gt.device)
+        return movenet_loss(raw.maps, gt / stride, weights, float(options["sigma"]))
+
     def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         f4, f8, f16, f32 = (feats[i] for i in self.index)
         up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
