@@ -46,7 +46,7 @@ def conv_order() -> tuple[list[str], list[str]]:
 def _check_constants(c: dict[str, np.ndarray]) -> None:
     def near(key: str, want, tol=2e-3) -> None:
         got = c.get(key)
-        if got is None or got.shape != np.shape(want) and got.size != np.size(want) or \
+        if got is None or got.size != np.size(want) or \
                 not np.allclose(np.asarray(got, np.float32).reshape(np.shape(want)), want, atol=tol, rtol=tol):
             raise WeightsError(f"the model file's constant {key!r} is not the MoveNet decoding cvapps implements")
     near("truediv_1;truediv_1/y", 2 / 255)  # input: x * 2/255 - 1

@@ -2,8 +2,8 @@
 folded into the convs) -> cvapps's face detector (cvapps.tasks.landmarks.retinaface).
 
 Our convs keep their BatchNorm (so the model stays a normal, fine-tunable module layout):
-a folded conv's weight goes to the conv, its bias to an identity BatchNorm (weight 1,
-mean 0, running_var 1 - eps: exactly y + bias). The first conv's input channels are
+a folded conv's weight goes to the conv, its bias to an identity BatchNorm
+(cvapps.convert.state.conv_bias). The first conv's input channels are
 reversed: the original takes BGR, cvapps feeds RGB."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from ..errors import WeightsError
 from . import MAPPINGS
-from .state import complete_state
+from .state import complete_state, conv_bias
 
 HEADS = {"cls": "class_head.class_head", "box": "bbox_head.bbox_head", "points": "landmark_head.landmark_head"}
 
@@ -46,12 +46,5 @@ def convert(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: di
         if conv == "backbone.body.stage1.0.0":
             w = w[:, ::-1]  # BGR -> RGB input
         out[f"{conv}.weight"] = torch.from_numpy(np.ascontiguousarray(w))
-        b = torch.from_numpy(c[f"{src}.bias"].astype(np.float32))
-        bn = conv[: conv.rindex(".")] + "." + str(int(conv.rsplit(".", 1)[1]) + 1)
-        if f"{bn}.running_var" in state:  # a folded conv: its bias goes to an identity BatchNorm
-            eps = 1e-5  # nn.BatchNorm2d's default, what our modules use
-            out.update({f"{bn}.weight": torch.ones_like(b), f"{bn}.bias": b, f"{bn}.running_mean": torch.zeros_like(b),
-                        f"{bn}.running_var": torch.full_like(b, 1 - eps)})
-        else:
-            out[f"{conv}.bias"] = b
+        out.update(conv_bias(conv, c[f"{src}.bias"].astype(np.float32), state))
     return complete_state(out, state)

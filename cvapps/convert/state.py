@@ -47,14 +47,20 @@ def by_position(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], order:
             if have != w.shape:
                 raise WeightsError(f"{op} op {i} has weights {w.shape}, our {mod} {have or 'none'}")
             out[f"{mod}.weight"] = w
-            if b is None:
-                continue
-            parent, idx = mod.rsplit(".", 1)
-            bn = f"{parent}.{int(idx) + 1}" if idx.isdigit() else None
-            if bn is not None and f"{bn}.running_var" in state:
-                eps = 1e-5  # nn.BatchNorm2d's default, what our modules use
-                out.update({f"{bn}.weight": np.ones_like(b), f"{bn}.bias": b, f"{bn}.running_mean": np.zeros_like(b),
-                            f"{bn}.running_var": np.full_like(b, 1 - eps)})
-            else:
-                out[f"{mod}.bias"] = b
+            if b is not None:
+                out.update(conv_bias(mod, b, state))
     return out
+
+
+def conv_bias(conv: str, bias: np.ndarray, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The tensors that give our ``conv`` the ``bias`` of a file that folded BatchNorm into
+    its convs: the conv's own bias, or — when our layout has a BatchNorm right after the conv
+    (``a.b.3`` after ``a.b.2``), to stay a normal fine-tunable module — an identity BatchNorm
+    carrying it (weight 1, mean 0, var 1 - eps: exactly y + bias)."""
+    parent, idx = conv.rsplit(".", 1)
+    bn = f"{parent}.{int(idx) + 1}" if idx.isdigit() else None
+    if bn is None or f"{bn}.running_var" not in state:
+        return {f"{conv}.bias": bias}
+    eps = 1e-5  # nn.BatchNorm2d's default, what our modules use
+    return {f"{bn}.weight": np.ones_like(bias), f"{bn}.bias": bias, f"{bn}.running_mean": np.zeros_like(bias),
+            f"{bn}.running_var": np.full_like(bias, 1 - eps)}
