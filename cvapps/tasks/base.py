@@ -240,8 +240,15 @@ class TaskModel(nn.Module):
     def keep_classes(self, teacher: "TaskModel", columns: list[int]) -> None:
         """Train with ``teacher`` (frozen, not part of this model's state) supervising the
         classes ``columns`` from its predictions (``--keep-classes``); tasks that support it
-        override this."""
+        override this and keep the pair in ``self.__dict__["_lwf"]`` (see ``teacher``)."""
         raise ConfigError(f"--keep-classes is not available for {self.task} models")
+
+    @property
+    def teacher(self) -> "TaskModel | None":
+        """The frozen model supervising training (``keep_classes``), else None. Held outside
+        the module tree: not saved, not trained, not moved by ``.to()``."""
+        lwf = self.__dict__.get("_lwf")
+        return lwf[0] if lwf is not None else None
 
     def training_step(self, x: torch.Tensor, targets: Any) -> dict[str, torch.Tensor]:
         """Loss dict for one batch; two-stage models whose forward needs targets override it."""

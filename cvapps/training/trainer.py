@@ -131,7 +131,7 @@ class Trainer:
         # process only: under DDP every rank runs its shard through the frozen backbone)
         self.cache = (cfg.freeze == "backbone" and not self.augment and cfg.unfreeze_at is None
                       and model.supports_feature_cache and not self.dist.enabled
-                      and "_lwf" not in model.__dict__)  # --keep-classes: the teacher sees the images
+                      and model.teacher is None)  # --keep-classes: the teacher sees the images
         self.train_ds = make_train_ds(self.augment)
         self.metric, self.mode = model.primary_metric()
         self.records: list[dict] = []
