@@ -134,7 +134,8 @@ class DetectorBoxes:
         eyes = getattr(getattr(self.det, "schema", None), "eyes", None)
         if not getattr(self.det, "finds_instances", False) or not eyes:
             return boxes, scores
-        d = np.asarray(pred.points, np.float64)[keep][:, eyes[1]] - np.asarray(pred.points, np.float64)[keep][:, eyes[0]]
+        pts = np.asarray(pred.points, np.float64)[keep]
+        d = pts[:, eyes[1]] - pts[:, eyes[0]]
         return boxes, scores, np.arctan2(d[:, 1], d[:, 0])
 
 

@@ -87,7 +87,7 @@ class SegmentationModel(TaskModel):
     def build_head(cls, config: dict, backbone: Backbone):
         h = SegHeadOptions.parse(config["head"])
         if h.kind == "selfie":
-            return SelfieDecoder([f.channels for f in backbone.feature_info], h.num_classes)
+            return SelfieDecoder(backbone.feature_info, h.num_classes)
         if h.kind == "segnet":
             # SegNet-Basic's decoder: 7x7 convs without ReLU (paper); full SegNet: VGG mirror
             basic = backbone.name == "segnet_basic"

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backbones.selfie import SqueezeExcite
+from ...errors import ConfigError
 
 
 class Fuse(nn.Module):
@@ -31,13 +32,20 @@ class Fuse(nn.Module):
 
 
 class SelfieDecoder(nn.Module):
-    """feats: 4 maps at strides 2, 4, 8, 16 -> logits (B, 2, H, W) at ``size``."""
+    """feats: the backbone's maps; the last one at each of strides 2, 4, 8, 16 is used ->
+    logits (B, 2, H, W) at ``size``."""
 
-    def __init__(self, channels: list[int], num_classes: int = 2, width: int = 128):
+    def __init__(self, feature_info, num_classes: int = 2, width: int = 128):
         super().__init__()
         if num_classes != 2:
-            raise ValueError("the selfie decoder predicts person / background (2 classes)")
-        c2, c4, c8, c16 = channels
+            raise ConfigError(f"the selfie decoder segments person / background (2 classes), not {num_classes}")
+        strides = [f.stride for f in feature_info]
+        missing = [s for s in (2, 4, 8, 16) if s not in strides]
+        if missing:
+            raise ConfigError(f"the selfie decoder needs backbone features at strides 2, 4, 8 and 16; the backbone "
+                              f"has none at {missing}", hint="use the selfie_encoder backbone")
+        self.index = [max(i for i, t in enumerate(strides) if t == s) for s in (2, 4, 8, 16)]
+        c2, c4, c8, c16 = (feature_info[i].channels for i in self.index)
         self.aspp = nn.Sequential(nn.Conv2d(c16, width, 1), nn.ReLU())
         self.aspp_gate = nn.Conv2d(c16, width, 1)
         self.up = nn.ModuleList([nn.Conv2d(width, c8, 1), nn.Conv2d(c8, c4, 1), nn.Conv2d(c4, c2, 1)])
@@ -45,7 +53,7 @@ class SelfieDecoder(nn.Module):
         self.out = nn.ConvTranspose2d(c2, 1, 2, 2)
 
     def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        f2, f4, f8, f16 = feats
+        f2, f4, f8, f16 = (feats[i] for i in self.index)
         x = self.aspp(f16) * self.aspp_gate(f16.mean((2, 3), keepdim=True)).sigmoid()
         for skip, up, fuse in zip((f8, f4, f2), self.up, self.fuse):
             x = fuse(skip, up(F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)))
