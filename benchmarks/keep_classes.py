@@ -78,7 +78,8 @@ def run(epochs: int = 15, lr: float = 5e-4) -> dict:
     new = sorted((n for n in held if n != "person"), key=lambda n: (-held[n], -seen[n], n))[:5]
     coco_names = list(get_spec(WEIGHTS).config["labels"])
     # the 5 classes under their COCO names, so "labels only, all classes" declares each once
-    as_coco = {n: coco_names[j] for n, j in zip(new, (class_mapping(new, coco_names)[0][i] for i in range(5)))}
+    to_coco, _ = class_mapping(new, coco_names)
+    as_coco = {n: coco_names[to_coco[i]] for i, n in enumerate(new)}
     quiet = Console(file=io.StringIO())
     before = per_class_ap50(cvapps.load(WEIGHTS), val)
     out = {"trained_classes": new, "epochs": epochs, "lr": lr, "held_out_images": len(val),

@@ -254,18 +254,23 @@ def facemesh(root: Path, mesh, faces) -> dict:
         nmes[name] = {"faces": len(out), "NME": round(float(np.mean(out)), 4)}
     everything = [v["NME"] for v in nmes.values() for _ in range(v["faces"])]
     nmes["all"] = {"faces": len(everything), "NME": round(float(np.mean(everything)), 4)}
+    pre = mesh.preprocessor(boxes=None)
     return {"nme5_from_mesh": nmes, "parity_litert": litert_parity(
         "facemesh.mediapipe", crops, lambda c: c.astype(np.float32) / 255,
-        lambda outs: outs["conv2d_21"].reshape(468, 3)[:, :2], lambda c: _points(mesh, c))}
+        lambda outs: {"points_px": outs["conv2d_21"].reshape(468, 3)[:, :2]},
+        lambda c: {"points_px": _raw(mesh, c, pre).points[0].numpy()})}
 
 
-def _points(model, crop: np.ndarray) -> np.ndarray:
+def _raw(model, u8: np.ndarray, pre=None):
+    """``model``'s raw output on one (H, W, 3) uint8 input already at its input size."""
+    pre = pre or model.preprocessor()
     with torch.inference_mode():
-        return model(model.preprocessor(boxes=None).normalize(torch.from_numpy(crop).permute(2, 0, 1)[None])).points[0].numpy()
+        return model(pre.normalize(torch.from_numpy(u8).permute(2, 0, 1)[None]))
 
 
 def litert_parity(name: str, inputs: list[np.ndarray], prepare, theirs, ours) -> dict:
-    """max |ours - LiteRT running the wheel's own .tflite| over ``inputs``."""
+    """max |ours - LiteRT running the wheel's own .tflite| over ``inputs``, per part:
+    ``theirs(LiteRT outputs by name)`` and ``ours(input)`` return {part: array}."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -275,13 +280,14 @@ def litert_parity(name: str, inputs: list[np.ndarray], prepare, theirs, ours) ->
     it = Interpreter(model_path=str(cvapps_home() / "sources" / get_spec(name).source["filename"]), num_threads=1)
     it.allocate_tensors()
     inp = it.get_input_details()[0]
-    worst = 0.0
+    worst: dict[str, float] = {}
     for x in inputs:
         it.set_tensor(inp["index"], prepare(x)[None])
         it.invoke()
-        outs = {o["name"]: it.get_tensor(o["index"]) for o in it.get_output_details()}
-        worst = max(worst, float(np.abs(ours(x) - theirs(outs)).max()))
-    return {"inputs": len(inputs), "max_abs_diff": float(f"{worst:.3e}")}
+        ref = theirs({o["name"]: it.get_tensor(o["index"]) for o in it.get_output_details()})
+        for part, a in ours(x).items():
+            worst[part] = max(worst.get(part, 0.0), float(np.abs(a - ref[part]).max()))
+    return {"inputs": len(inputs), **{f"max_abs_diff_{k}": float(f"{v:.3e}") for k, v in worst.items()}}
 
 
 def person_segmentation(root: Path) -> dict:
@@ -307,50 +313,35 @@ def person_segmentation(root: Path) -> dict:
         per[im["file_name"]] = round(i / max(u, 1), 4)
         inputs.append(seg.preprocessor().prepare(img)[0].permute(1, 2, 0).numpy())
 
-    def ours(x):
-        with torch.inference_mode():
-            z = seg(seg.preprocessor().normalize(torch.from_numpy(x).permute(2, 0, 1)[None])).logits[0, 1]
-        return z.sigmoid().numpy()
-
     return {"model": "person.mediapipe", "person_IoU": round(inter / max(union, 1), 4), "per_image": per,
-            "parity_litert": litert_parity("person.mediapipe", inputs, lambda x: x.astype(np.float32) / 255,
-                                           lambda outs: next(iter(outs.values()))[0, ..., 0], ours)}
+            "parity_litert": litert_parity(
+                "person.mediapipe", inputs, lambda x: x.astype(np.float32) / 255,
+                lambda outs: {"prob": next(iter(outs.values()))[0, ..., 0]},
+                lambda x: {"prob": _raw(seg, x).logits[0, 1].sigmoid().numpy()})}
 
 
 def person_crops(root: Path, pose) -> list[np.ndarray]:
-    """The model's 192x192 crops of every labelled person: VOC detection boxes and the COCO
-    keypoint people."""
+    """The model's 192x192 crops of every labelled person (VOC detection boxes and the COCO
+    keypoint people)."""
     pre = pose.preprocessor()
-    crops = []
-    for folder, ann in (("voc-detection/images", "voc-detection/annotations/instances_coco.json"),
-                        ("keypoints/coco", "keypoints/coco/test_coco.json")):
-        d = json.loads((root / ann).read_text())
-        person = next(c["id"] for c in d["categories"] if c["name"] == "person")
-        files = {im["id"]: root / folder / im["file_name"] for im in d["images"]}
-        for a in (a for a in d["annotations"] if a["category_id"] == person):
-            x, y, w, h = a["bbox"]
-            crops.append(pre.crop(read_image(files[a["image_id"]]), np.array([x, y, x + w, y + h]))[0])
-    return crops
+    return [pre.crop(read_image(path), box)[0] for path, boxes in person_boxes(root).items() for box in boxes]
 
 
 def pose_parity(root: Path, pose) -> dict:
     """Our MoveNet against LiteRT running the wheel's .tflite on the same uint8 crops: points
     in crop pixels (192) and scores."""
     crops = person_crops(root, pose)
+    side = np.array(crops[0].shape[:2])
 
     def ours(c):
-        with torch.inference_mode():
-            raw = pose(pose.preprocessor().normalize(torch.from_numpy(c).permute(2, 0, 1)[None]))
-        return np.concatenate([raw.points[0].numpy()[:, ::-1], raw.scores[0].numpy()[:, None]], 1)  # (y, x, score)
+        raw = _raw(pose, c)
+        return {"points_px_on_192": raw.points[0].numpy()[:, ::-1], "score": raw.scores[0].numpy()}  # (y, x)
 
-    keep = lambda c: c  # noqa: E731  (MoveNet takes the uint8 crop)
-    points = litert_parity("movenet_lightning.coco17", crops, keep,
-                           lambda o: next(iter(o.values()))[0, 0][:, :2] * np.array(crops[0].shape[:2]),
-                           lambda c: ours(c)[:, :2])
-    scores = litert_parity("movenet_lightning.coco17", crops, keep, lambda o: next(iter(o.values()))[0, 0][:, 2],
-                           lambda c: ours(c)[:, 2])
-    return {"crops": len(crops), "max_point_diff_px_on_192": points.get("max_abs_diff"),
-            "max_score_diff": scores.get("max_abs_diff"), **({"skipped": points["skipped"]} if "skipped" in points else {})}
+    def theirs(outs):
+        out = next(iter(outs.values()))[0, 0]  # (17, (y, x, score)), normalised
+        return {"points_px_on_192": out[:, :2] * side, "score": out[:, 2]}
+
+    return {"crops": len(crops), **litert_parity("movenet_lightning.coco17", crops, lambda c: c, theirs, ours)}
 
 
 def pose_accuracy(root: Path, pose) -> dict:

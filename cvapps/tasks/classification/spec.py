@@ -85,8 +85,8 @@ class ClassificationSpec(TaskSpec):
             # small sets: decode each file once and keep a copy with short side ~1.15x resize (enough
             # for the crops); ~0.3 MB per image, so only up to CACHE_IMAGES images
             cache = augment and len(train) <= CACHE_IMAGES
-            return ImageDataset(train, evalt, train_augment(pre) if augment else None, skip_bad, cache_side=int(pre["resize_size"] * 1.15) if cache else None,
-                                cache_images=CACHE_IMAGES)
+            return ImageDataset(train, evalt, train_augment(pre) if augment else None, skip_bad,
+                                cache_side=int(pre["resize_size"] * 1.15) if cache else None, cache_images=CACHE_IMAGES)
 
         return make_train, ImageDataset(val, evalt, None, skip_bad) if val is not None else None
 
