@@ -113,7 +113,8 @@ def _write_onnx(wrapper: nn.Module, x: torch.Tensor, out: Path, names: list[str]
         with torch.no_grad(), quiet_tracing():
             torch.onnx.export(wrapper, (x,), str(tmp), input_names=["image"], output_names=names, opset_version=opset,
                               dynamic_axes=dynamic_axes, dynamo=False)
-        add_metadata(tmp, meta)
+        if meta:  # (a bundle group's graph has none: no reload and rewrite of the file)
+            add_metadata(tmp, meta)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, write)
