@@ -34,7 +34,7 @@ from _common import data_root, require  # noqa: E402
 
 import cvapps  # noqa: E402
 from cvapps.data.detection import read_coco  # noqa: E402
-from cvapps.tasks.detection.spec import class_mapping, remap  # noqa: E402
+from cvapps.tasks.detection.classes import class_mapping, remap  # noqa: E402
 from cvapps.tasks.spec import split_every_kth  # noqa: E402
 from cvapps.weights import get_spec  # noqa: E402
 

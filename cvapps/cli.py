@@ -506,19 +506,34 @@ def benchmark(
 
 @app.command()
 def distill(
-    task: str = typer.Argument("classify", help="classify (other tasks: not yet)"),
+    task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
     teacher: str = typer.Option(..., help="the teacher: model file or weights name"),
     data: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
-    labels: Optional[str] = typer.Option(None, help="labelled images too: class folders or a CSV (teacher's classes)"),
+    labels: Optional[str] = typer.Option(None, help="labelled images too: class folders or a CSV (classify), "
+                                                     "annotations with --label-images (detect)"),
+    label_images: Optional[str] = typer.Option(None, help="detect: the image folder of --labels"),
     val_data: Optional[str] = TRAIN["val_data"][1],
+    val_images: Optional[str] = TRAIN["val_images"][1],
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
     img_size: Optional[str] = TRAIN["img_size"][1],
-    temperature: float = typer.Option(4.0, help="softening temperature T of both distributions"),
-    alpha: float = typer.Option(0.5, help="weight of the cross-entropy on labelled images (KL: 1 - alpha)"),
-    epochs: int = typer.Option(10), batch_size: int = typer.Option(32), lr: float = typer.Option(1e-3),
-    freeze: Optional[str] = TRAIN["freeze"][1],
-    augment: bool = typer.Option(False, "--augment/--no-augment", help="augment the student's view (the "
-                                                                       "teacher's outputs stay those of the image)"),
+    init: str = typer.Option("auto", help="teacher: start from the teacher's feature layers (its backbone); "
+                                          "weights: from --weights; auto: teacher when the backbones agree"),
+    temperature: float = typer.Option(4.0, help="classify: softening temperature T of both distributions"),
+    alpha: float = typer.Option(0.5, help="classify: weight of the cross-entropy on labelled images (KL: 1 - alpha)"),
+    conf: Optional[float] = typer.Option(None, help="detect: teacher score that makes a box (default: the "
+                                                    "teacher's threshold; from half of it boxes are ignored); "
+                                                    "segment: pixels less sure are ignored; landmarks / pose: "
+                                                    "instances kept (default 0.3)"),
+    classes: Optional[str] = typer.Option(None, help="detect: the student's classes, a subset of the teacher's "
+                                                     "(comma-separated or a names file; VOC/COCO synonyms map)"),
+    boxes: Optional[str] = typer.Option(None, help="landmarks / pose: the teacher's boxes (COCO JSON) instead "
+                                                   "of its default detector"),
+    detector: Optional[str] = typer.Option(None, help="landmarks / pose: the detector giving the teacher its boxes"),
+    whole_image: bool = typer.Option(False, help="landmarks / pose: one instance per image, the whole frame"),
+    epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = TRAIN["batch_size"][1],
+    lr: Optional[float] = TRAIN["lr"][1], freeze: Optional[str] = TRAIN["freeze"][1],
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="augment the student's view "
+                                           "(default: on for detect; classify's targets stay those of the image)"),
     out_dir: str = typer.Option("runs/distill", "--out"), workers: Optional[int] = WORKERS["workers"][1],
     device: str = DEVICE["device"][1],
 ) -> None:
@@ -526,9 +541,13 @@ def distill(
     with labelled images mixed in if given; writes OUT/ like `train`."""
     from .distilling import distill as run
 
-    r = run(task, teacher, list(data), labels=labels, val=val_data, backbone=backbone, weights=weights,
-            img_size=_size(img_size), temperature=temperature, alpha=alpha, out=out_dir, console=err, epochs=epochs,
-            batch_size=batch_size, lr=lr, freeze=freeze, augment=augment, workers=workers, device=device)
+    opts = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, freeze=freeze, augment=augment,
+                                  workers=workers).items() if v is not None}
+    r = run(task, teacher, list(data), labels=labels, label_images=label_images, val=val_data, val_images=val_images,
+            backbone=backbone, weights=weights, img_size=_size(img_size), init=init, temperature=temperature,
+            alpha=alpha, conf=conf, classes=classes, out=out_dir, console=err, device=device,
+            teacher_options={k: v for k, v in dict(boxes=boxes, detector=detector, whole_image=whole_image or None)
+                             .items() if v is not None}, **opts)
     _print_train_result(r)
 
 

@@ -1,90 +1,124 @@
 """``cvapps distill``: train a student from a teacher's outputs on unlabelled images
 (knowledge distillation), optionally mixed with labelled ones.
 
-Classification: the teacher's logits on every image are computed once (the teacher is frozen
-and sees each image as it was trained to: its own preprocessing) and kept in memory (N x C
-floats); the student — any backbone, input size or head — learns the temperature-softened
-distribution (KL, times T²) and, where an image also has a label, the label (cross-entropy,
-weight ``alpha``). Other tasks are not built yet and say so."""
+The teacher is frozen; its outputs on every image are computed once, seeing each image as it
+was trained to (its own preprocessing), and kept in memory. What the student learns from
+them is the task's (TaskSpec.distill_data): classification the temperature-softened logits
+(KL times T², plus cross-entropy on labelled images), detection the teacher's detections as
+boxes with its class probabilities as soft targets. A student of the teacher's backbone starts
+from the teacher's feature layers (``init="auto"``); its head, classes, input size and
+anchors are its own."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
-from .api import _model, create_model, evaluate, load, map_images
-from .data.classification import ClassificationData, ImageDataset, load_split
+from .api import _model, create_model, evaluate, load, map_images, predict
 from .data.io import is_image
 from .data.sources import expand_sources
-from .data.transforms import EvalTransform, train_augment
 from .errors import ConfigError, DataError
+from .options import DataOptions
 from .tasks import TASKS
 from .training.trainer import TrainConfig, Trainer, seed_everything
 
-
-def teacher_logits(teacher, paths: list[Path], batch_size: int = 32, console: Console | None = None) -> torch.Tensor:
-    """(N, C) float32 logits of ``teacher`` on ``paths`` (in order; an unreadable image raises)."""
-    return map_images(teacher, paths, lambda x: teacher(x).logits.float(), "teacher outputs", batch_size, console)
+INIT = ("auto", "teacher", "weights")
+INHERIT_LR = 0.1  # the default lr of a student that starts from the teacher: this times the task's
 
 
-def distill(task: str, teacher, data, *, labels: str | None = None, val: str | None = None,
-            backbone: str | None = None, weights: str | None = None, img_size=None, head: dict | None = None,
-            temperature: float = 4.0, alpha: float = 0.5, out: str = "runs/distill",
-            console: Console | None = None, **train_options) -> dict:
+class TeacherRunner:
+    """How a task's distill_data runs the teacher (TaskSpec.distill_data)."""
+
+    def __init__(self, teacher, out: Path, console: Console):
+        self.teacher, self.out, self.console = teacher, out, console
+
+    def outputs(self, paths: list[Path], fn):
+        """``fn(x)`` of every image (x normalised for the teacher; (B, ...) a fixed size per
+        image) concatenated in order."""
+        return map_images(self.teacher, paths, fn, "teacher outputs", 16, self.console)
+
+    def predictions(self, paths: list[Path], **options) -> list:
+        """The teacher's predictions of every image as ``cvapps predict`` makes them (top-down
+        keypoint models on their default detector's boxes), in order."""
+        return [r.prediction for r in predict(self.teacher, paths, task=self.teacher.task, backend="torch",
+                                              stream=True, console=self.console, **options)]
+
+
+def distill(task: str, teacher, data, *, labels: str | None = None, label_images: str | None = None,
+            val: str | None = None, val_images: str | None = None, backbone: str | None = None,
+            weights: str | None = None, img_size=None, head: dict | None = None, init: str = "auto",
+            temperature: float = 4.0, alpha: float = 0.5, conf: float | None = None, classes=None,
+            teacher_options: dict | None = None, out: str = "runs/distill", console: Console | None = None,
+            **train_options) -> dict:
     """Train a ``task`` student on the images of ``data`` (folders, globs, lists: no labels
-    needed) from ``teacher`` (a model file, weights name or model), plus the labelled set
-    ``labels`` (a classification root / CSV whose classes are the teacher's) if given;
-    ``val``: a labelled validation set. ``train_options``: TrainConfig fields (epochs, lr,
-    freeze, augment — off by default: the teacher's outputs are for the unaugmented image).
-    Writes out/ like ``train``; returns its summary, with ``val`` given also the best
-    student's metrics ("val") and the teacher's ("teacher_val") on it."""
+    needed) from ``teacher`` (a model file, weights name or model).
+
+    ``labels``: labelled images too (classification: a root / CSV of the teacher's classes;
+    detection: annotations, with ``label_images``; not for segmentation and keypoints yet).
+    ``val`` (+ ``val_images``): a labelled validation set. ``init``: "teacher" — the student
+    has the teacher's backbone and feature layers (detection: also its extra levels, anchors
+    and class scoring), normalisation and norm statistics, and starts from its weights
+    (predictors where they fit); "weights" — from ``weights`` (e.g. ImageNet), like
+    ``train``; "auto" — "teacher" when the student's backbone is the teacher's and no
+    ``weights`` are given. Classification: ``temperature``, ``alpha`` (weight of the labels'
+    cross-entropy). Detection: ``conf`` the teacher's score that makes a box (default: its
+    own threshold), ``classes`` the student's classes (a subset of the teacher's, by name;
+    VOC / COCO synonyms map). Segmentation: the teacher's per-pixel probabilities (``conf``:
+    pixels less sure are ignored). Landmarks / pose: the teacher's points on its instances
+    scored >= ``conf`` (default 0.3) are the labels; ``teacher_options``: its predict
+    options (boxes, detector, whole_image, ...; default: its default detector).
+    ``train_options``: TrainConfig fields (epochs, lr, freeze, augment — on by default where
+    the targets move with the image: detection, segmentation, keypoints; off for
+    classification, whose targets are the teacher's outputs for the unaugmented image).
+    Writes out/ like ``train``; returns its summary, with ``val`` also the best student's
+    metrics ("val") and the teacher's ("teacher_val")."""
     console = console or Console(stderr=True, markup=False)
-    if not TASKS.get(task).distillation:
+    spec = TASKS.get(task)
+    if not spec.distillation:
         built = ", ".join(n for n in TASKS.names() if TASKS.get(n).distillation)
         raise ConfigError(f"distillation is built for {built} so far, not {task}",
-                          hint="detection / segmentation / keypoint distillation are planned (issue #16)")
+                          hint="a task without it takes no teacher")
+    if init not in INIT:
+        raise ConfigError(f"init {init!r} is not one of {', '.join(INIT)}")
     t_model = _model(teacher, task, train_options.get("device", "cpu"))
-    if t_model.config["head"].get("kind", "multiclass") != "multiclass":
-        raise ConfigError("the teacher must be a multiclass classifier (softmax over its labels)")
-    names = list(t_model.labels)
     paths = [p for p in expand_sources(data if isinstance(data, (list, tuple)) else [data])
              if isinstance(p, Path) and is_image(p)]
-    hard: list[int] = [-1] * len(paths)
-    if labels:
-        lab = load_split(Path(labels), None, "multiclass", None)
-        unknown = sorted(set(lab.labels) - set(names))
-        if unknown:
-            raise DataError(f"labelled classes {unknown} are not among the teacher's", path=labels,
-                            hint="distillation trains the teacher's classes")
-        paths += list(lab.paths)
-        hard += [names.index(lab.labels[t]) for t in lab.targets]
     if not paths:
         raise DataError("no images to distil on", path=str(data))
-    logits = teacher_logits(t_model, paths, console=console)
-    targets = torch.cat([logits, torch.tensor(hard, dtype=torch.float32)[:, None]], 1)  # (N, C + 1)
-    cfg = TrainConfig.parse({"epochs": 10, "batch_size": 32, "lr": 1e-3, "augment": False, **train_options},
-                            out_dir=str(out))
+    opts = {"labels": labels, "label_images": label_images, "temperature": temperature, "alpha": alpha,
+            "conf": conf, "classes": classes, "out": Path(out), "teacher_options": dict(teacher_options or {})}
+    train_data, model_args = spec.distill_data(t_model, paths, TeacherRunner(t_model, Path(out), console), opts)
+    backbone = backbone or t_model.config["backbone"]
+    inherit = init == "teacher" or (init == "auto" and not weights and backbone == t_model.config["backbone"])
+    if inherit and backbone != t_model.config["backbone"]:
+        raise ConfigError(f"a student that starts from the teacher has its backbone {t_model.config['backbone']!r}",
+                          hint="leave out --backbone, or --init weights")
+    defaults = {**spec.train_defaults, "augment": spec.distill_augment}
+    if inherit:  # a student that starts from the teacher is fine-tuned (detection: at the task's 2e-3 the
+        defaults["lr"] = defaults["lr"] * INHERIT_LR  # student from the COCO detector fell from AP50 0.74 to 0.41 in one epoch)
+    cfg = TrainConfig.parse({**defaults, **train_options}, out_dir=str(out))
     seed_everything(cfg.seed)
-    student = create_model(task, backbone, weights, labels=names, img_size=img_size,
-                           **{"kd_temperature": temperature, "kd_alpha": alpha, **(head or {})})
-    pre = student.config["preprocessing"]
-    evalt = EvalTransform.from_config(pre)
-    pool = ClassificationData(paths, [0] * len(paths), names, "multiclass", str(data))
-
-    def make_train(augment: bool) -> ImageDataset:
-        ds = ImageDataset(pool, evalt, train_augment(pre) if augment else None)
-        ds.targets = targets
-        return ds
-
-    val_ds = ImageDataset(load_split(Path(val), names, "multiclass", None), evalt) if val else None
-    console.print(f"distilling {len(paths)} images ({sum(h >= 0 for h in hard)} labelled) from the teacher "
-                  f"({t_model.config['backbone']}) into {student.config['backbone']}, T={temperature}, "
-                  f"alpha={alpha}", highlight=False, markup=False)
+    student = create_model(task, backbone, None if inherit else weights, img_size=img_size,
+                           **{**(spec.inherit_args(t_model) if inherit else {}), **model_args, **(head or {})})
+    if inherit:  # the normalisation and resizing the teacher's layers expect
+        t_pre, pre = t_model.config["preprocessing"], student.config["preprocessing"]
+        pre.update({k: t_pre[k] for k in ("mean", "std", "resize") if k in t_pre})
+        # norm layers keep the teacher's statistics (their affine parameters train): batch
+        # statistics of a small pool would move the features the student starts from
+        student.config["fixed_norms"] = True
+        loaded = student.load_pretrained(t_model.state_dict(), list(t_model.labels), "the teacher's weights")
+        student.config["weights"] = t_model.config.get("weights")
+        console.print(f"the student starts from the teacher: {loaded['backbone']} backbone and {loaded['head']} "
+                      f"head tensors", highlight=False, markup=False)
+    val_data = spec.read_eval(student, DataOptions.parse({"images": val_images}, data=val)) if val else None
+    make_train, val_ds = spec.datasets(student, train_data, val_data)
+    console.print(f"distilling {len(train_data)} images from the teacher ({t_model.config['backbone']}, "
+                  f"{len(t_model.labels)} classes) into {student.config['backbone']} "
+                  f"({len(student.labels)} classes)", highlight=False, markup=False)
     result = Trainer(student, cfg, make_train, val_ds, console).fit()
-    if val_ds is not None:
-        best = load(Path(out) / "best.safetensors")
-        result["val"] = evaluate(best, val)
-        result["teacher_val"] = evaluate(t_model, val)
+    if val:
+        kw = {"images": val_images} if val_images else {}
+        result["val"] = evaluate(load(Path(out) / "best.safetensors"), val, **kw)
+        result["teacher_val"] = evaluate(t_model, val, **kw)
     return result

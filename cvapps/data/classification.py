@@ -40,7 +40,7 @@ class ClassificationData:
             for i, idx in enumerate(self.targets):
                 t[i, idx] = 1.0
             return t
-        if self.kind in ("regression", "binned"):
+        if self.kind in ("regression", "binned", "distill"):  # distill: (C + 1) rows, see ClassificationSpec
             return torch.tensor(self.targets, dtype=torch.float32)
         return torch.tensor(self.targets, dtype=torch.int64)
 

@@ -22,7 +22,8 @@ YOLO_LABEL_DIRS = ("obj_train_data", "obj_valid_data", "labels")  # where YOLO /
 
 @dataclass
 class DetRecord:
-    """One image: boxes (N, 4) float32 xyxy pixels, labels (N,) int64, iscrowd (N,) bool."""
+    """One image: boxes (N, 4) float32 xyxy pixels, labels (N,) int64, iscrowd (N,) bool;
+    ``soft`` (N, K) float32: a teacher's class probabilities per box (distillation), else None."""
 
     path: Path
     width: int
@@ -31,6 +32,7 @@ class DetRecord:
     labels: np.ndarray
     iscrowd: np.ndarray
     image_id: int
+    soft: np.ndarray | None = None
 
 
 @dataclass
@@ -267,16 +269,17 @@ class DetectionDataset(TaskDataset):
     def load(self, i: int):
         r = self.data.records[i]
         img = read_image(r.path)
-        boxes, labels, crowd = r.boxes, r.labels, r.iscrowd
-        dropped = 0
-        if self.augment is not None:
-            out = self.augment(image=img, bboxes=boxes, labels=labels, crowd=crowd.astype(np.int64))
-            dropped = len(boxes) - len(out["bboxes"])
+        boxes, kept = r.boxes, np.arange(len(r.boxes))
+        if self.augment is not None:  # the box indices ride as labels: every per-box field follows
+            out = self.augment(image=img, bboxes=boxes, labels=kept, crowd=r.iscrowd.astype(np.int64))
             img = out["image"]
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
-            labels, crowd = np.asarray(out["labels"], np.int64), np.asarray(out["crowd"], bool)
+            kept = np.asarray(out["labels"], np.int64)
         x, meta = self.letterbox.prepare(img)
         sx, sy = meta_scale(meta)
-        target = {"boxes": torch.from_numpy(boxes * np.array([sx, sy, sx, sy], np.float32)).float(), "labels": torch.from_numpy(labels).long(),
-                  "iscrowd": torch.from_numpy(crowd), "index": i, "meta": meta, "counts": {"dropped_boxes": dropped}}
+        target = {"boxes": torch.from_numpy(boxes * np.array([sx, sy, sx, sy], np.float32)).float(),
+                  "labels": torch.from_numpy(r.labels[kept]).long(), "iscrowd": torch.from_numpy(r.iscrowd[kept]),
+                  "index": i, "meta": meta, "counts": {"dropped_boxes": len(r.boxes) - len(kept)}}
+        if r.soft is not None:
+            target["soft"] = torch.from_numpy(r.soft[kept]).float()  # (N, K)
         return x, target

@@ -38,6 +38,8 @@ class SegData:
     palette: dict | None = None  # (r, g, b) -> class index for colour masks
     source: str = ""
     skipped: list[str] = field(default_factory=list)
+    # distillation: per image a callable -> (H, W, C) uint8 class probabilities x 255 (a teacher's)
+    soft: list | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -47,7 +49,8 @@ class SegData:
         return list(self.images)
 
     def subset(self, idx: list[int]) -> "SegData":
-        return replace(self, images=[self.images[i] for i in idx], masks=[self.masks[i] for i in idx])
+        return replace(self, images=[self.images[i] for i in idx], masks=[self.masks[i] for i in idx],
+                       soft=[self.soft[i] for i in idx] if self.soft is not None else None)
 
     def load_mask(self, i: int, shape: tuple[int, int] | None = None) -> np.ndarray:
         """(H, W) int64 label map, validated against the image ``shape`` and the classes."""
@@ -194,7 +197,8 @@ def median_frequency_weights(data: SegData, limit: int | None = None) -> list[fl
 
 class SegDataset(TaskDataset):
     """Items: (x (3, S, S) uint8, {"mask": (S, S) int64 with ignore in the padding,
-    "index", "meta"}). ``augment``: albumentations with image + mask (nearest for labels)."""
+    "index", "meta"}; with ``data.soft`` also "soft" (C, S, S) float32 probabilities, 0 in the
+    padding). ``augment``: albumentations with image + mask (nearest for labels)."""
 
     def __init__(self, data: SegData, letterbox, augment=None, skip_bad: bool = False):
         super().__init__(data, skip_bad)
@@ -204,14 +208,22 @@ class SegDataset(TaskDataset):
     def load(self, i: int):
         img = read_image(self.data.images[i])
         mask = self.data.load_mask(i, img.shape[:2])
+        soft = self.data.soft[i]() if self.data.soft is not None else None
         if self.augment is not None:
-            out = self.augment(image=img, mask=mask)
+            out = self.augment(image=img, mask=mask, **({"masks": [soft]} if soft is not None else {}))
             img, mask = out["image"], out["mask"]
+            soft = out["masks"][0] if soft is not None else None
         u8, meta = self.letterbox.prepare(img)
         (sx, sy), (th, tw) = meta_scale(meta), self.letterbox.hw
-        small = cv2.resize(mask.astype(np.int32), (min(tw, max(1, round(img.shape[1] * sx))),
-                                                   min(th, max(1, round(img.shape[0] * sy)))),
-                           interpolation=cv2.INTER_NEAREST)
+        size = (min(tw, max(1, round(img.shape[1] * sx))), min(th, max(1, round(img.shape[0] * sy))))
+        small = cv2.resize(mask.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
         full = np.full((th, tw), self.data.ignore_index, np.int64)
         full[: small.shape[0], : small.shape[1]] = small
-        return u8, {"mask": torch.from_numpy(full), "index": i, "meta": meta}
+        target = {"mask": torch.from_numpy(full), "index": i, "meta": meta}
+        if soft is not None:  # no target where the mask is void: augmentation padding, low teacher confidence
+            soft = np.where((mask == self.data.ignore_index)[..., None], 0, soft).astype(np.uint8)
+            probs = np.zeros((th, tw, soft.shape[-1]), np.float32)
+            probs[: size[1], : size[0]] = cv2.resize(soft, size, interpolation=cv2.INTER_LINEAR).reshape(
+                size[1], size[0], -1) / 255.0
+            target["soft"] = torch.from_numpy(probs).permute(2, 0, 1)  # (C, S, S)
+        return u8, target

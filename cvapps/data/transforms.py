@@ -102,12 +102,20 @@ class Letterbox:
         if self.mode == "stretch":
             out = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
             return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1), \
-                {"width": w, "height": h, "scale_xy": (tw / w, th / h)}  # (3, H, W)
-        s = min(th / h, tw / w)
+                {"width": w, "height": h, "scale_xy": self.scale_xy(w, h)}  # (3, H, W)
+        s = self.scale_xy(w, h)[0]
         nw, nh = min(tw, max(1, round(w * s))), min(th, max(1, round(h * s)))
         out = np.full((th, tw, 3), self.fill, np.uint8)
         out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
         return torch.from_numpy(out).permute(2, 0, 1), {"width": w, "height": h, "scale": s, "scale_xy": (s, s)}
+
+    def scale_xy(self, w: int, h: int) -> tuple[float, float]:
+        """(sx, sy) input pixels per original pixel of a w x h image (the meta's "scale_xy")."""
+        th, tw = self.hw
+        if self.mode == "stretch":
+            return tw / w, th / h
+        s = min(th / h, tw / w)
+        return s, s
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         return normalize_u8(batch_u8, self.mean, self.std)

@@ -55,7 +55,8 @@ class TaskSpec:
     # the task's training recipe where it differs from TrainConfig's defaults (API and CLI alike)
     train_defaults: ClassVar[dict] = {"epochs": 30, "batch_size": 16, "lr": 2e-3}
     feature_simulation: ClassVar[bool] = False  # al-simulate on cached pooled features (fast recipe)
-    distillation: ClassVar[bool] = False  # cvapps distill: a student learns a teacher's logits (cvapps.distilling)
+    distillation: ClassVar[bool] = False  # cvapps distill: a student learns a teacher's outputs (distill_data)
+    distill_augment: ClassVar[bool] = False  # the targets stay right under augmentation (boxes move with it)
     self_training: ClassVar[bool] = False  # cvapps self-train: labels + pseudo-labels combine (cvapps.selftraining)
     # task-specific CLI options of `cvapps predict|train|eval TASK` (see cvapps.options.CliOption)
     cli_options: ClassVar[dict[str, tuple]] = {}
@@ -88,6 +89,20 @@ class TaskSpec:
         predictions)."""
         raise ConfigError(f"--keep-classes is not available for {self.name} models",
                           hint="it is for detection: cvapps train detect --weights ssd_mobilenet_v2.coco --keep-classes")
+
+    # distillation (cvapps.distilling) --------------------------------------------------------
+    def distill_data(self, teacher, paths: list[Path], run, opts: dict):
+        """(the student's training data — ``paths`` with the teacher's outputs as targets, plus
+        the labelled images ``opts["labels"]`` if given —, create_model keyword arguments the
+        teacher determines: labels, loss options). ``run``: runs the teacher once over images
+        (cvapps.distilling.TeacherRunner: ``outputs(paths, fn)`` per batch, ``predictions(paths)``
+        as predict makes them). ``opts``: the options of cvapps.distilling.distill, with "out"."""
+        raise ConfigError(f"distillation is not built for {self.name}")  # pragma: no cover
+
+    def inherit_args(self, teacher) -> dict:
+        """create_model keyword arguments under which a student of the teacher's backbone has
+        the teacher's feature layers (so they can start from its weights)."""
+        return {"backbone_options": teacher.config.get("backbone_options")}
 
     def preprocessing(self, weights) -> dict:
         """Normalisation of the pretrained weights (ImageNet statistics without weights)."""

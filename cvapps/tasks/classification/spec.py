@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ...data.classification import ImageDataset, load_split, resolve_dataset
+from ...data.classification import ClassificationData, ImageDataset, load_split, resolve_dataset
 from ...data.transforms import EvalTransform, train_augment
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 from ...ops.uncertainty import bald, entropy, least_confidence, margin, variance
 from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
 from ..spec import PseudoLabelWriter, TaskSpec, mc_dropout, split_every_kth
@@ -73,6 +73,24 @@ class ClassificationSpec(TaskSpec):
 
     def model_args(self, data, opts, console=None) -> dict:
         return {"labels": data.labels, "kind": data.kind}
+
+    # distillation: the teacher's logits (N, C) + the label or -1 as (N, C + 1) rows -----------
+    def distill_data(self, teacher, paths, run, opts):
+        if teacher.config["head"].get("kind", "multiclass") != "multiclass":
+            raise ConfigError("the teacher must be a multiclass classifier (softmax over its labels)")
+        names, paths, hard = list(teacher.labels), list(paths), [-1] * len(paths)
+        if opts.get("labels"):
+            lab = load_split(Path(opts["labels"]), None, "multiclass", None)
+            unknown = sorted(set(lab.labels) - set(names))
+            if unknown:
+                raise DataError(f"labelled classes {unknown} are not among the teacher's", path=opts["labels"],
+                                hint="distillation trains the teacher's classes")
+            paths += list(lab.paths)
+            hard += [names.index(lab.labels[t]) for t in lab.targets]
+        logits = run.outputs(paths, lambda x: teacher(x).logits.float())
+        rows = torch.cat([logits, torch.tensor(hard, dtype=torch.float32)[:, None]], 1).tolist()
+        return (ClassificationData(paths, rows, names, "distill", "distillation"),
+                {"labels": names, "kd_temperature": opts.get("temperature", 4.0), "kd_alpha": opts.get("alpha", 0.5)})
 
     def describe(self, data) -> str:
         return f"{len(data.labels)} {'classes' if data.kind != 'regression' else 'target'} ({data.kind})"

@@ -21,6 +21,7 @@ from ...backbones import Backbone
 from ...backbones.layers import same_padding
 from ...errors import ConfigError
 from ...ops import ANCHORS
+from ...ops.factorize import separable_from_full
 from ...options import Options, opt
 from ...registry import Registry
 from .loss import detection_loss, detection_terms, distill_columns
@@ -233,6 +234,42 @@ class SSDHead(DetectionHead):
                     for mine, theirs in mapping.items():
                         o[anchor * self.K + bg + mine] = s[anchor * k_src + src_bg + theirs]
                 out[key] = o
+        return out
+
+    def separable_rows(self, src: dict, mapping: dict[int, int], n_src: int) -> dict:
+        """SSDLite predictors that start from a pretrained head's plain 3x3 conv predictors
+        (the COCO detector's), each factorised into depthwise + 1x1 (cvapps.ops.factorize;
+        the BatchNorm between them set to that affine at identity statistics). Class rows by
+        ``mapping`` (this model's class -> the source's; unmapped classes start at zero
+        weights and the fresh bias); box rows all. Needs the same anchors per level."""
+        if self.h.predictor != "ssdlite":
+            return {}
+        bg, out = 1 if self.h.background else 0, {}
+        for part, preds, k in (("cls", self.cls, self.K), ("reg", self.reg, 4)):
+            for level, a in enumerate(self.A):
+                w, b = src.get(f"head.{part}.{level}.0.weight"), src.get(f"head.{part}.{level}.0.bias")
+                dw, bn, pw = preds[level][0][0], preds[level][0][1], preds[level][1]
+                if w is None or b is None or w.dim() != 4 or w.shape[1] != dw.weight.shape[0] or w.shape[0] % a:
+                    continue
+                k_src = w.shape[0] // a
+                if part == "cls" and k_src not in (n_src, n_src + bg):
+                    continue
+                if part == "cls":  # own row -> source row, per anchor
+                    src_bg = k_src - n_src
+                    per = ({0: 0} if bg and src_bg else {}) | {bg + i: src_bg + j for i, j in mapping.items()}
+                elif k_src == 4:
+                    per = {i: i for i in range(4)}
+                else:
+                    continue
+                rows = {an * k + r: an * k_src + q for an in range(a) for r, q in per.items()}
+                f = separable_from_full(w[list(rows.values())], b[list(rows.values())])
+                weight, bias = torch.zeros_like(pw.weight), pw.bias.detach().clone()
+                weight[list(rows)], bias[list(rows)] = f["pointwise"], f["bias"]
+                pre = f"head.{part}.{level}"
+                out.update({f"{pre}.0.0.weight": f["depthwise"], f"{pre}.0.1.weight": f["scale"],
+                            f"{pre}.0.1.bias": f["shift"], f"{pre}.0.1.running_mean": torch.zeros_like(f["shift"]),
+                            f"{pre}.0.1.running_var": torch.full_like(f["shift"], 1.0 - bn.eps),
+                            f"{pre}.1.weight": weight, f"{pre}.1.bias": bias})
         return out
 
     def probs(self, raw: DetRaw) -> torch.Tensor:

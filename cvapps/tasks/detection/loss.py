@@ -19,7 +19,10 @@ def detection_loss(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tenso
 def detection_terms(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tensor, targets: list[dict],
                     h, ignore_columns: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """cls (B, N, K'), deltas (B, N, 4), anchors (N, 4) xyxy; targets[i]["boxes"] (G, 4) xyxy
-    input pixels, ["labels"] (G,), ["iscrowd"] (G,). ``h``: the head's SSDOptions (losses,
+    input pixels, ["labels"] (G,), ["iscrowd"] (G,), optionally ["soft"] (G, K) a teacher's
+    class probabilities per box (distillation: the class target of the anchors matched to a
+    box — ce: the distribution over the classes, focal: the per-class scores — instead of its
+    one-hot label). ``h``: the head's SSDOptions (losses,
     matching thresholds). Normalised by the number of positives. ``ignore_columns``: focal
     only, foreground columns that take no loss from the labels (--keep-classes). -> (losses,
     positives (B, N) bool: anchors matched to a labelled box)."""
@@ -39,18 +42,26 @@ def detection_terms(cls: torch.Tensor, deltas: torch.Tensor, anchors: torch.Tens
         if npos:
             labels[pos] = t["labels"][matched[pos]] + 1
         valid = matched != IGNORE
+        soft = t.get("soft")
         if cls_kind == "ce":
             ce = F.cross_entropy(cls[b].float(), labels, reduction="none")  # (N,)
             neg = (matched == BACKGROUND)
             k = min(int(neg.sum()), int(neg_ratio * max(npos, 1)))
             neg_ce = torch.where(neg, ce, torch.zeros_like(ce))
             hard = neg_ce.topk(k).indices if k else neg_ce.new_zeros(0, dtype=torch.long)
-            cls_losses.append(ce[pos].sum() + ce[hard].sum())
+            pos_ce = ce[pos].sum()
+            if soft is not None and npos:  # (P, K + 1) targets: the teacher's class distribution, no background
+                q = soft[matched[pos]].float().clamp(min=0)
+                q = F.pad(q / q.sum(1, keepdim=True).clamp(min=1e-8), (1, 0))
+                pos_ce = F.cross_entropy(cls[b][pos].float(), q, reduction="sum")
+            cls_losses.append(pos_ce + ce[hard].sum())
         else:  # focal, on the foreground columns (a TF-style background column 0 takes no loss)
             logits = cls[b][:, 1:] if h.background else cls[b]
             onehot = torch.zeros_like(logits, dtype=torch.float32)
             if npos:
                 onehot[pos, labels[pos] - 1] = 1.0
+                if soft is not None:
+                    onehot[pos] = soft[matched[pos]].float()
             focal = sigmoid_focal_loss(logits[valid].float(), onehot[valid], reduction="none")
             if ignore_columns is not None:
                 focal[:, ignore_columns] = 0

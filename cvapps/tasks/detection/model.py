@@ -15,7 +15,8 @@ from . import fasterrcnn  # noqa: F401  (registers the two-stage head kind)
 from .head import DETECTION_HEADS
 from .metrics import coco_metrics, results_from
 from .postprocess import Detections, select_in_graph
-from .spec import DetectionSpec, class_mapping
+from .classes import class_mapping
+from .spec import DetectionSpec
 
 EVAL_CONF = 0.01  # mAP needs the low-score tail of the ranking
 
@@ -106,12 +107,14 @@ class DetectionModel(TaskModel):
 
     def adapt_head(self, state: dict[str, torch.Tensor], source_labels: list[str] | None) -> dict:
         """Equal-shape tensors, plus a pretrained detector's class rows for the classes this
-        model shares with it by name (VOC/COCO synonyms included); new classes stay fresh."""
+        model shares with it by name (VOC/COCO synonyms included); new classes stay fresh. An
+        SSDLite head from a plain-conv SSD head (same anchors): predictors factorised from its."""
         out = super().adapt_head(state, source_labels)
         if source_labels is None or not hasattr(self.head, "class_rows"):
             return out
         mapping, _ = class_mapping(list(self.labels), list(source_labels))
         out.update(self.head.class_rows(state, self.state_dict(), mapping, len(source_labels)))
+        out.update(self.head.separable_rows(state, mapping, len(source_labels)))
         return out
 
     def uncertainty(self, raw, kind: str | None = None) -> torch.Tensor:

@@ -81,9 +81,10 @@ class Detections(Prediction):
 
 
 def select(probs: torch.Tensor, boxes: torch.Tensor, conf: float, iou: float, max_det: int,
-           classes: list[int] | None = None, pre_nms: int = 1000):
+           classes: list[int] | None = None, pre_nms: int = 1000, with_anchors: bool = False):
     """probs (N, K), boxes (N, 4) -> (boxes (M, 4), scores (M,), labels (M,)) after a score
-    threshold, top ``pre_nms`` candidates and per-class NMS."""
+    threshold, top ``pre_nms`` candidates and per-class NMS (``with_anchors``: + the (M,)
+    anchor index of each, whose probs row is its class distribution)."""
     scores, labels = probs, torch.arange(probs.shape[1], device=probs.device).expand_as(probs)
     keep = scores > conf
     if classes is not None:
@@ -95,7 +96,7 @@ def select(probs: torch.Tensor, boxes: torch.Tensor, conf: float, iou: float, ma
         scores, labels, anchor_idx = scores[top], labels[top], anchor_idx[top]
     b = boxes[anchor_idx]
     k = batched_nms(b, scores, labels, iou)[:max_det]
-    return b[k], scores[k], labels[k]
+    return (b[k], scores[k], labels[k], anchor_idx[k]) if with_anchors else (b[k], scores[k], labels[k])
 
 
 def to_original(b: torch.Tensor, s: torch.Tensor, lab: torch.Tensor, meta: dict, names: list[str],

@@ -1,14 +1,13 @@
 """What the API, CLI and active learning need to know about object detection: reading
-COCO / VOC / YOLO data, mapping dataset classes onto a model's by name, COCO or VOC metrics,
-results files, predict options, selection scores and COCO pseudo-labels."""
+COCO / VOC / YOLO data, classes mapped onto a model's by name (classes.py), COCO or VOC
+metrics, results files, predict options, selection scores, COCO pseudo-labels and
+distillation (distill.py)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ...data.detection import DetectionData, DetectionDataset, read_detection
@@ -17,55 +16,9 @@ from ...data.transforms import Letterbox, detection_augment
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
+from . import distill
+from .classes import class_mapping, read_class_map, remap
 from .metrics import coco_metrics, voc_metrics
-
-# the same class under the names of PASCAL VOC and COCO (all 20 VOC classes exist in COCO)
-SYNONYMS = [("aeroplane", "airplane"), ("diningtable", "dining table"), ("motorbike", "motorcycle"),
-            ("pottedplant", "potted plant"), ("sofa", "couch"), ("tvmonitor", "tv")]
-
-
-def class_mapping(data_labels: list[str], model_labels: list[str], class_map: dict | None = None):
-    """Dataset class index -> model class index, by name: ``class_map`` (dataset name -> model
-    name) first, then the same name (case-insensitive), then SYNONYMS. -> (mapping, names
-    the model does not know)."""
-    by_name = {n.lower(): i for i, n in enumerate(model_labels)}
-    syn = {a: b for a, b in SYNONYMS} | {b: a for a, b in SYNONYMS}
-    mapping, unknown = {}, []
-    for i, name in enumerate(data_labels):
-        target = (class_map or {}).get(name, name).lower()
-        j = by_name.get(target, by_name.get(syn.get(target, ""), None))
-        if j is None:
-            unknown.append(name)
-        else:
-            mapping[i] = j
-    return mapping, unknown
-
-
-def remap(data: DetectionData, model_labels: list[str], model_ids: list[int], class_map: dict | None = None):
-    """``data`` with its classes renamed to the model's (boxes of classes the model does not
-    know dropped) -> (DetectionData over the model's labels, unknown class names)."""
-    mapping, unknown = class_mapping(data.labels, model_labels, class_map)
-    if not mapping:
-        raise DataError(f"none of the data's classes {data.labels[:6]} is a class of the model "
-                        f"({', '.join(model_labels[:6])}...)", path=data.source,
-                        hint="pass --class-map FILE.json mapping dataset names to the model's")
-    lut = np.array([mapping.get(i, -1) for i in range(len(data.labels))], np.int64)
-    records = []
-    for r in data.records:
-        new = lut[r.labels] if len(r.labels) else r.labels
-        keep = new >= 0
-        records.append(replace(r, boxes=r.boxes[keep], labels=new[keep], iscrowd=r.iscrowd[keep]))
-    return DetectionData(records, list(model_labels), list(model_ids), data.source, data.skipped), unknown
-
-
-def read_class_map(path: str | None) -> dict | None:
-    if not path:
-        return None
-    m = load_json(path, "class map")
-    if not isinstance(m, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()):
-        raise DataError('a class map is a JSON object {"dataset class": "model class", ...}', path=path)
-    return m
-
 
 def check_boxes(data: DetectionData, what: str) -> None:
     """Refuse data a detector cannot learn from (no images, or no box at all)."""
@@ -80,6 +33,8 @@ def check_boxes(data: DetectionData, what: str) -> None:
 class DetectionSpec(TaskSpec):
     default_kind = "ssd"
     default_weights = "ssd_mobilenet_v2.coco"
+    distillation = True
+    distill_augment = True
     tracks = True
     cli_options = {
         "predict": (CliOption("save_coco", str, None, "write one COCO results file for all still images"),
@@ -144,6 +99,12 @@ class DetectionSpec(TaskSpec):
         if va is not None:
             check_boxes(va, "validation")
         return tr, va
+
+    def distill_data(self, teacher, paths, run, opts):
+        return distill.distill_data(teacher, paths, run, opts)
+
+    def inherit_args(self, teacher) -> dict:
+        return distill.inherit_args(teacher)
 
     def keep_classes(self, weights, train, val):
         """Labels = the pretrained detector's (same rows) + the data's classes it does not know

@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ...data.io import atomic_write, is_image
+from ...data.io import atomic_write, image_size, is_image
 from ...data.keypoints import KeypointData, read_keypoints
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
@@ -69,6 +69,8 @@ def check_schema(model, data: KeypointData) -> None:
 
 
 class KeypointSpec(TaskSpec):
+    distillation = True
+    distill_augment = True  # the teacher's points move with the image like labels
     cli_options = {
         "predict": (CliOption("boxes", str, None, "COCO-style boxes: a dataset JSON or a detection results list",
                               ("--boxes", "--faces")),
@@ -236,13 +238,34 @@ class KeypointSpec(TaskSpec):
     def pseudo_labels(self, model, out_dir: Path, threshold: float) -> PseudoLabelWriter:
         return _CocoKeypoints(out_dir / "pseudo_labels_keypoints.json", model, threshold, self.instance)
 
+    def distill_data(self, teacher, paths, run, opts):
+        """The teacher's points as labels: its predictions (a top-down teacher on its default
+        detector's boxes) written as COCO keypoints (OUT/teacher_keypoints.json: instances
+        scored >= ``opts["conf"]``, default 0.3; points under 0.2 unlabelled) and read back as
+        training data — the student trains on them like on hand labels (crops, augmentation)."""
+        if opts.get("labels"):
+            raise ConfigError(f"labelled images are mixed in for classify and detect distillation, not {self.name} yet",
+                              hint="distil on the images alone, then fine-tune on the labels with cvapps train")
+        out = Path(opts["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        writer = _CocoKeypoints(out / "teacher_keypoints.json", teacher, opts.get("conf") or 0.3, self.instance,
+                                absolute=True)
+        for path, pred in zip(paths, run.predictions(paths, **opts.get("teacher_options", {}))):
+            w, h = image_size(path)
+            writer.add(str(path), pred, {"width": w, "height": h})
+        writer.close()
+        if not writer.written:
+            raise DataError(f"the teacher found no {self.instance} scored >= {writer.threshold} in {len(paths)} images",
+                            path=str(writer.file), hint="lower --conf, or give images with what the teacher finds")
+        return read_keypoints(writer.file, "/", "coco"), {"schema": teacher.config["schema"]}  # absolute names
+
 
 class _CocoKeypoints(PseudoLabelWriter):
     """COCO keypoints (the model's schema in the category): confident instances; their
     points below 0.2 confidence or outside the image become unlabelled."""
 
-    def __init__(self, file: Path, model, threshold: float, name: str):
-        self.file, self.threshold, self.written = file, threshold, 0
+    def __init__(self, file: Path, model, threshold: float, name: str, absolute: bool = False):
+        self.file, self.threshold, self.written, self.absolute = file, threshold, 0, absolute
         sch = model.schema
         self.coco = {"images": [], "annotations": [], "categories": [
             {"id": 1, "name": name, "keypoints": list(sch.keypoints),
@@ -253,7 +276,8 @@ class _CocoKeypoints(PseudoLabelWriter):
         if not keep:
             return
         img_id = len(self.coco["images"]) + 1
-        self.coco["images"].append({"id": img_id, "file_name": Path(source).name, "width": meta["width"],
+        name = str(Path(source).resolve()) if self.absolute else Path(source).name
+        self.coco["images"].append({"id": img_id, "file_name": name, "width": meta["width"],
                                     "height": meta["height"]})
         for r in keep:
             kp = np.asarray(r["keypoints"]).reshape(-1, 3)

@@ -24,6 +24,17 @@ from .selfie import SelfieDecoder
 from .spec import SegmentationSpec
 
 
+def pixel_kl(logits: torch.Tensor, soft: torch.Tensor) -> dict[str, torch.Tensor]:
+    """logits (B, C, H, W), soft (B, C, H, W) a teacher's probabilities (all 0 where no image
+    is: letterbox padding) -> {"loss": mean over image pixels of sum_c q log(q / p), "kl"}."""
+    logp = logits.float().log_softmax(1)
+    q = soft.float()
+    kl = (q * (q.clamp_min(1e-8).log() - logp)).sum(1)  # (B, H, W)
+    valid = q.sum(1) > 0.5
+    loss = (kl * valid).sum() / valid.sum().clamp_min(1)
+    return {"loss": loss, "kl": loss.detach()}
+
+
 @dataclass
 class SegHeadOptions(Options):
     """``kind``: fcn32s | fcn16s | fcn8s (skip fusion; learned or fixed bilinear upsampling),
@@ -115,6 +126,10 @@ class SegmentationModel(TaskModel):
         return self.hcfg["kind"] == "segnet"
 
     def loss(self, raw: SegRaw, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """Cross-entropy (+ dice) on the masks; on a teacher's probabilities ("soft",
+        distillation) the per-pixel KL(teacher || student) averaged over the image pixels."""
+        if all("soft" in t for t in targets):
+            return pixel_kl(raw.logits, torch.stack([t["soft"] for t in targets]).to(raw.logits.device))
         gt = torch.stack([t["mask"] for t in targets]).to(raw.logits.device)
         h = self.hcfg
         w = torch.tensor(h["class_weights"], dtype=torch.float32, device=gt.device) if h["class_weights"] else None

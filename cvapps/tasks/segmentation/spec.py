@@ -17,6 +17,7 @@ from ...data.transforms import Letterbox, colour_shift
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
+from . import distill
 from .metrics import confusion, seg_metrics
 
 
@@ -74,6 +75,8 @@ def evaluate_results_dir(results: str | Path, gt: SegData) -> dict:
 
 class SegmentationSpec(TaskSpec):
     default_kind = "fcn8s"
+    distillation = True
+    distill_augment = True
     train_defaults = {"epochs": 30, "batch_size": 8, "lr": 2e-3}
     cli_options = {
         "train": (CliOption("masks", str, None, "mask folder: label PNGs (or colour PNGs with --palette)"),
@@ -149,6 +152,9 @@ class SegmentationSpec(TaskSpec):
             return SegDataset(train, box, augment(ignore) if aug else None, skip_bad)
 
         return make_train, SegDataset(val, box, None, skip_bad) if val is not None else None
+
+    def distill_data(self, teacher, paths, run, opts):
+        return distill.distill_data(teacher, paths, run, opts)
 
     def read_eval(self, model, opts: DataOptions):
         return load(opts.data, opts.images, opts.masks, opts.split, model.labels if opts.masks else None, None,

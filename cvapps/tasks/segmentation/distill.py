@@ -1,0 +1,64 @@
+"""Segmentation distillation (``cvapps distill segment``): the student learns the teacher's
+per-pixel class distribution (KL(teacher || student) over the image's pixels). The teacher's
+probabilities are kept per image on a grid of a quarter of its input resolution as uint8
+(C x H/4 x W/4 bytes: ~120 KB for 11 classes at 360 x 480), mapped back to the original image
+and resampled to whatever input the student has; the hard label map (their argmax, ignored
+below ``conf``) travels with them, so the usual augmentation and metrics work."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...data.io import image_size
+from ...data.segmentation import SegData
+from ...data.transforms import Letterbox
+from ...errors import ConfigError
+
+GRID = 4  # teacher probabilities kept at 1 / GRID of its input resolution
+
+
+def teacher_fn(teacher):
+    """fn(x) -> (B, C, H / GRID, W / GRID) uint8 softmax probabilities x 255 of ``teacher``."""
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        p = teacher(x).logits.float().softmax(1)
+        return (F.avg_pool2d(p, GRID, ceil_mode=True) * 255).round().to(torch.uint8).cpu()
+    return fn
+
+
+def original_probs(grid: np.ndarray, box: Letterbox, w: int, h: int) -> np.ndarray:
+    """(C, h', w') uint8 grid of the teacher's input -> (H, W, C) uint8 on the original image
+    (the letterbox padding cropped, bilinear)."""
+    sx, sy = box.scale_xy(w, h)
+    gh, gw = max(1, round(h * sy / GRID)), max(1, round(w * sx / GRID))
+    valid = np.ascontiguousarray(grid[:, :gh, :gw].transpose(1, 2, 0))
+    out = cv2.resize(valid, (w, h), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(h, w, -1)
+
+
+def hard_mask(soft, conf: float, ignore: int) -> np.ndarray:
+    probs = soft()
+    mask = probs.argmax(-1).astype(np.int64)
+    mask[probs.max(-1) < conf * 255] = ignore
+    return mask
+
+
+def distill_data(teacher, paths, run, opts: dict):
+    """SegmentationSpec.distill_data: the images with the teacher's probabilities as
+    ``soft`` targets (their argmax, at ``opts["conf"]`` (default 0) or above, as the mask)."""
+    if opts.get("labels"):
+        raise ConfigError("labelled images are mixed in for classify and detect distillation, not segment yet",
+                          hint="distil on the images alone, then fine-tune on the labels with cvapps train")
+    outputs = run.outputs(paths, teacher_fn(teacher)).numpy()
+    box = Letterbox.from_config(teacher.config["preprocessing"])
+    ignore = 255
+    softs = [partial(original_probs, grid, box, *image_size(p)) for grid, p in zip(outputs, paths)]
+    masks = [partial(hard_mask, s, opts.get("conf") or 0.0, ignore) for s in softs]
+    labels = list(teacher.labels)
+    colors = teacher.config.get("colors")
+    data = SegData(list(paths), masks, labels, colors, ignore, source="distillation", soft=softs)
+    return data, {"labels": labels, "colors": colors, "ignore_index": ignore}
