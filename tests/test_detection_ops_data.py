@@ -206,3 +206,20 @@ def test_loader_workers_report_the_same_drops_and_batches(tmp_path):
     assert seen[0][0] == seen[2][0] > 0
     for (xa, ba), (xb, bb) in zip(seen[0][1], seen[2][1], strict=True):
         assert torch.equal(xa, xb) and all(torch.equal(a, b) for a, b in zip(ba, bb))
+
+
+def test_coco_image_ids_are_kept_so_results_files_evaluate_against_the_file(tmp_path):
+    """Ids 7 and 3 (not 1..N): the records, the ground truth they rebuild and therefore results
+    written from them (`cvapps eval --save-results`) carry the file's ids."""
+    coco = make_detection_set(tmp_path)
+    remap = {1: 7, 2: 3, 3: 12, 4: 5}
+    coco["images"] = [{**im, "id": remap[im["id"]]} for im in coco["images"]]
+    coco["annotations"] = [{**a, "image_id": remap[a["image_id"]]} for a in coco["annotations"]]
+    (tmp_path / "ids.json").write_text(json.dumps(coco))
+    d = read_coco(tmp_path / "ids.json", tmp_path / "images")
+    assert [r.image_id for r in d.records] == [3, 5, 7, 12]
+    assert [r.path.name for r in d.records] == ["img1.png", "img3.png", "img0.png", "img2.png"]
+    rebuilt = d.to_coco()
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in rebuilt["annotations"]]
+    assert coco_metrics(coco, perfect)["AP"] == pytest.approx(1.0)

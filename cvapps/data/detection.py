@@ -84,7 +84,8 @@ class _Builder(RecordCheck):
             return False
         return True
 
-    def add(self, path: Path, w: int, h: int, objs: list[tuple[list[float], int, bool]]) -> None:
+    def add(self, path: Path, w: int, h: int, objs: list[tuple[list[float], int, bool]], image_id=None) -> None:
+        """``image_id``: the annotation file's (COCO), so results files evaluate against it; else 1, 2, ..."""
         if not path.is_file():
             self.bad(f"image {path.name}", f"named in the annotations but missing on disk: {path}")
             return
@@ -92,7 +93,8 @@ class _Builder(RecordCheck):
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         self.records.append(DetRecord(path, w, h, boxes, np.array([o[1] for o in objs], np.int64),
-                                      np.array([o[2] for o in objs], bool), len(self.records) + 1))
+                                      np.array([o[2] for o in objs], bool),
+                                      len(self.records) + 1 if image_id is None else image_id))
 
 
 def read_coco(ann_file: str | Path, images: str | Path, skip_bad: bool = False) -> DetectionData:
@@ -122,7 +124,7 @@ def read_coco(ann_file: str | Path, images: str | Path, skip_bad: bool = False) 
             x, y, bw, bh = map(float, bbox)
             if b.box_ok(where, [x, y, x + bw, y + bh], w, h):
                 objs.append(([x, y, x + bw, y + bh], index[a["category_id"]], bool(a.get("iscrowd", 0))))
-        b.add(Path(images) / info["file_name"], w, h, objs)
+        b.add(Path(images) / info["file_name"], w, h, objs, img_id)
     return DetectionData(b.records, names, cat_ids, str(ann_file), b.skipped)
 
 
