@@ -6,7 +6,9 @@ training labels (every 5th image) and the rest unlabelled.
 - student A: the same at --student-size px (default 112: ~4x fewer FLOPs), trained on the
   labelled 20% alone;
 - student B: the same student recipe distilled from the teacher on all training images
-  (its outputs on the unlabelled 80%, its outputs and the labels on the 20%).
+  (its outputs on the unlabelled 80%, its outputs and the labels on the 20%);
+- student C: B started from the teacher's weights (``init="teacher"``: its backbone and head)
+  instead of ImageNet's.
 Prints one JSON object with the validation top-1 of each (153 val images) and B - A;
 (``--case all`` or ``self_training``) self-training at the same label budget: MobileNetV2 at
 224 on the labelled 20%, then 3 rounds of pseudo-labelling the other 80% at confidence >= 0.9
@@ -93,10 +95,18 @@ def classification(args) -> dict:
         kd = cvapps.distill("classify", str(d / "teacher" / "best.safetensors"), [str(d / "unlabelled.txt")],
                             labels=str(d / "labelled.csv"), val=str(root / "val"), out=str(d / "kd"),
                             temperature=args.temperature, alpha=args.alpha, console=quiet, **student)
+        # the same student started from the teacher (its backbone and head) instead of ImageNet
+        from_teacher = {k: v for k, v in student.items() if k != "weights"}
+        kd_t = cvapps.distill("classify", str(d / "teacher" / "best.safetensors"), [str(d / "unlabelled.txt")],
+                              labels=str(d / "labelled.csv"), val=str(root / "val"), out=str(d / "kd_t"), init="teacher",
+                              temperature=args.temperature, alpha=args.alpha, console=quiet, **from_teacher)
     out = {"temperature": args.temperature, "alpha": args.alpha, "labelled": len(labelled), "unlabelled": len(unlabelled), "val_images": int(plain["val"]["count"]),
            "teacher_top1": round(teacher["val"]["top1"], 4), "student_labels_only_top1": round(plain["val"]["top1"], 4),
            "student_distilled_top1": round(kd["val"]["top1"], 4)}
     out["distillation_gain_points"] = round(100 * (out["student_distilled_top1"] - out["student_labels_only_top1"]), 2)
+    out["student_distilled_from_teacher_top1"] = round(kd_t["val"]["top1"], 4)
+    out["distillation_from_teacher_gain_points"] = round(
+        100 * (out["student_distilled_from_teacher_top1"] - out["student_labels_only_top1"]), 2)
     return out
 
 
