@@ -13,10 +13,11 @@ Prints one JSON object with the validation top-1 of each (153 val images) and B 
 (``--case all`` or ``self_training``) self-training at the same label budget: MobileNetV2 at
 224 on the labelled 20%, then 3 rounds of pseudo-labelling the other 80% at confidence >= 0.9
 (with the pseudo-labels' accuracy against the true folders) — the curve against round 0, the
-labelled-only baseline; and (``all`` or ``forgetting``) the new-classes-without-forgetting
+labelled-only baseline; (``all`` or ``detect``) detection distillation, see
+benchmarks/distill_detect.py; and (``all`` or ``forgetting``) the new-classes-without-forgetting
 case of benchmarks/keep_classes.py.
 
-    python benchmarks/distill.py [--case classify|self_training|forgetting|all] [--epochs 30] [--student-size 112]
+    python benchmarks/distill.py [--case classify|detect|self_training|forgetting|all] [--epochs 30] [--student-size 112]
 """
 
 from __future__ import annotations
@@ -43,11 +44,15 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=5, help="label every k-th training image")
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.5)
-    ap.add_argument("--case", choices=("classify", "self_training", "forgetting", "all"), default="all")
+    ap.add_argument("--case", choices=("classify", "detect", "self_training", "forgetting", "all"), default="all")
     args = ap.parse_args()
     out = classification(args) if args.case in ("classify", "all") else {}
     if args.case in ("self_training", "all"):
         out["self_training"] = self_training(args)
+    if args.case in ("detect", "all"):
+        from distill_detect import run as detect
+
+        out["detection"] = detect()
     if args.case in ("forgetting", "all"):
         from keep_classes import run
 
