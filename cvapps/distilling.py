@@ -5,9 +5,10 @@ The teacher is frozen; its outputs on every image are computed once, seeing each
 was trained to (its own preprocessing), and kept in memory. What the student learns from
 them is the task's (TaskSpec.distill_data): classification the temperature-softened logits
 (KL times T², plus cross-entropy on labelled images), detection the teacher's detections as
-boxes with its class probabilities as soft targets. A student of the teacher's backbone starts
-from the teacher's feature layers (``init="auto"``); its head, classes, input size and
-anchors are its own."""
+boxes with its class probabilities as soft targets, segmentation its per-pixel distribution,
+landmarks / pose its points. A student of the teacher's backbone starts from the teacher
+(``init="auto"``: its feature layers and, where they fit, its predictors); its head kind,
+classes and input size are its own."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ INHERIT_LR = 0.1  # the default lr of a student that starts from the teacher: th
 class TeacherRunner:
     """How a task's distill_data runs the teacher (TaskSpec.distill_data)."""
 
-    def __init__(self, teacher, out: Path, console: Console):
-        self.teacher, self.out, self.console = teacher, out, console
+    def __init__(self, teacher, console: Console):
+        self.teacher, self.console = teacher, console
 
     def outputs(self, paths: list[Path], fn):
         """``fn(x)`` of every image (x normalised for the teacher; (B, ...) a fixed size per
@@ -88,15 +89,17 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
         raise DataError("no images to distil on", path=str(data))
     opts = {"labels": labels, "label_images": label_images, "temperature": temperature, "alpha": alpha,
             "conf": conf, "classes": classes, "out": Path(out), "teacher_options": dict(teacher_options or {})}
-    train_data, model_args = spec.distill_data(t_model, paths, TeacherRunner(t_model, Path(out), console), opts)
-    backbone = backbone or t_model.config["backbone"]
-    inherit = init == "teacher" or (init == "auto" and not weights and backbone == t_model.config["backbone"])
-    if inherit and backbone != t_model.config["backbone"]:
-        raise ConfigError(f"a student that starts from the teacher has its backbone {t_model.config['backbone']!r}",
-                          hint="leave out --backbone, or --init weights")
+    t_backbone = t_model.config["backbone"]
+    if backbone is None and not weights:
+        backbone = t_backbone
+    inherit = init == "teacher" or (init == "auto" and not weights and backbone == t_backbone)
+    if inherit and (backbone not in (None, t_backbone) or weights):
+        raise ConfigError(f"a student that starts from the teacher has its backbone {t_backbone!r} and weights",
+                          hint="leave out --backbone / --weights, or pass --init weights")
+    train_data, model_args = spec.distill_data(t_model, paths, TeacherRunner(t_model, console), opts)
     defaults = {**spec.train_defaults, "augment": spec.distill_augment}
-    if inherit:  # a student that starts from the teacher is fine-tuned (detection: at the task's 2e-3 the
-        defaults["lr"] = defaults["lr"] * INHERIT_LR  # student from the COCO detector fell from AP50 0.74 to 0.41 in one epoch)
+    if inherit:  # fine-tuning: at detection's 2e-3 the student from the COCO detector fell from AP50 0.74 to 0.41
+        defaults["lr"] = defaults["lr"] * INHERIT_LR
     cfg = TrainConfig.parse({**defaults, **train_options}, out_dir=str(out))
     seed_everything(cfg.seed)
     student = create_model(task, backbone, None if inherit else weights, img_size=img_size,

@@ -47,8 +47,8 @@ def test_student_learns_a_fixed_teachers_predictions(tmp_path, colour_folder):
     val = sorted((colour_folder / "val").rglob("*.png"))
     agree = [a.topk[0][0] == b.topk[0][0] for a, b in zip(cvapps.load(teacher).predict(val), student.predict(val))]
     assert sum(agree) / len(agree) >= 0.8, agree
-    with pytest.raises(cvapps.ConfigError, match="built for classify, detect so far, not segment"):
-        cvapps.distill("segment", str(teacher), [str(colour_folder / "train")])
+    with pytest.raises(cvapps.ConfigError, match="is a classify model, not a segment model"):
+        cvapps.distill("segment", str(teacher), [str(colour_folder / "train")])  # the wrong teacher, in one line
 
 
 def test_self_training_adds_only_confident_pseudo_labels(tmp_path, colour_folder, monkeypatch):
