@@ -195,3 +195,21 @@ def test_an_ssdlite_student_starts_from_a_plain_conv_teachers_predictors(coco_de
     cols = [0, 1 + teacher.labels.index("airplane"), 1 + teacher.labels.index("person")]
     torch.testing.assert_close(s.cls[..., :3], t.cls[..., cols], atol=2e-3, rtol=1e-3)
     torch.testing.assert_close(s.deltas, t.deltas, atol=2e-3, rtol=1e-3)
+
+
+def test_labelled_images_mix_in_with_their_own_boxes(teacher, tmp_path):
+    """--labels / --label-images: the labelled images join the pseudo-labelled pool with their
+    own boxes (no soft targets); labelled classes the student lacks are refused."""
+    from cvapps.distilling import TeacherRunner
+    from cvapps.tasks import TASKS
+
+    t_model = cvapps.load(teacher / "teacher" / "best.safetensors")
+    images = sorted(teacher / "images" / f"img{k}.png" for k in range(2))
+    opts = {"labels": str(teacher / "coco.json"), "label_images": str(teacher / "images"), "conf": 0.5}
+    data, args = TASKS.get("detect").distill_data(t_model, images, TeacherRunner(t_model, QUIET), opts)
+    assert len(data) == 2 + 4 and args["labels"] == ["red", "blue"]
+    labelled = data.records[2:]
+    assert all(r.soft is None for r in labelled) and all(r.soft is not None for r in data.records[:2])
+    assert sum(len(r.boxes) for r in labelled) == 5  # the synthetic set's five boxes
+    with pytest.raises(cvapps.DataError, match=r"labelled classes \['blue'\] are not among the student's"):
+        TASKS.get("detect").distill_data(t_model, images, TeacherRunner(t_model, QUIET), {**opts, "classes": "red"})
