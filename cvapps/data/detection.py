@@ -135,7 +135,7 @@ def _names_file(folder: Path) -> Path | None:
     return None
 
 
-def _read_names(path: Path) -> list[str]:
+def read_names(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
 
@@ -157,7 +157,7 @@ def read_voc(xml_dir: str | Path, images: str | Path, labels: list[str] | None =
         parsed.append((f, root))
     if labels is None:
         nf = _names_file(xml_dir)
-        labels = _read_names(nf) if nf else sorted({o.findtext("name", "").strip()
+        labels = read_names(nf) if nf else sorted({o.findtext("name", "").strip()
                                                    for _, r in parsed for o in r.iter("object")})
     b = _Builder(str(xml_dir), skip_bad)
     for f, root in parsed:
@@ -197,7 +197,7 @@ def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None 
         nf = _names_file(txt_dir)
         if nf is None:
             raise DataError("no class names file (classes.txt or *.names) found", path=str(txt_dir))
-        labels = _read_names(nf)
+        labels = read_names(nf)
     image_files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTS) if images.is_dir() else []
     if not image_files:
         raise DataError("no images found", path=str(images))

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 from torchvision.ops import clip_boxes_to_image
 
-from ...data.detection import DetectionData, DetRecord, read_detection
+from ...data.detection import DetectionData, DetRecord, read_detection, read_names
 from ...data.io import image_size
 from ...data.transforms import Letterbox
 from ...errors import ConfigError, DataError
 from ...ops import decode_boxes
+from ...options import split_list
 from .classes import class_mapping, remap
 from .postprocess import select
 
@@ -34,9 +35,8 @@ def student_classes(teacher, classes) -> tuple[list[str], list[int], list[int]]:
     if not classes:
         return t_names, list(t_ids), list(range(len(t_names)))
     if isinstance(classes, str):
-        path = Path(classes)
-        classes = [n.strip() for n in (path.read_text().splitlines() if path.is_file() else classes.split(","))]
-    names = [n for n in classes if n]
+        classes = read_names(Path(classes)) if Path(classes).is_file() else split_list(classes)
+    names = [n.strip() for n in classes if n.strip()]
     mapping, unknown = class_mapping(names, t_names)
     if unknown:
         raise ConfigError(f"--classes {unknown} are not classes of the teacher",

@@ -2,8 +2,8 @@
 per-pixel class distribution (KL(teacher || student) over the image's pixels). The teacher's
 probabilities are kept per image on a grid of a quarter of its input resolution as uint8
 (C x H/4 x W/4 bytes: ~120 KB for 11 classes at 360 x 480), mapped back to the original image
-and resampled to whatever input the student has; the hard label map (their argmax, ignored
-below ``conf``) travels with them, so the usual augmentation and metrics work."""
+and resampled to whatever input the student has; a hard label map (the argmax per grid cell,
+void below ``conf``) travels with them, so the usual augmentation and padding rules apply."""
 
 from __future__ import annotations
 
@@ -30,21 +30,27 @@ def teacher_fn(teacher):
     return fn
 
 
-def original_probs(grid: np.ndarray, box: Letterbox, w: int, h: int) -> np.ndarray:
-    """(C, h', w') uint8 grid of the teacher's input -> (H, W, C) uint8 on the original image
-    (the letterbox padding cropped, bilinear)."""
+def _valid(grid: np.ndarray, box: Letterbox, w: int, h: int) -> np.ndarray:
+    """(C, h', w') grid of the teacher's input -> (gh, gw, C): the cells over the image (the
+    letterbox padding cropped)."""
     sx, sy = box.scale_xy(w, h)
     gh, gw = max(1, round(h * sy / GRID)), max(1, round(w * sx / GRID))
-    valid = np.ascontiguousarray(grid[:, :gh, :gw].transpose(1, 2, 0))
-    out = cv2.resize(valid, (w, h), interpolation=cv2.INTER_LINEAR)
-    return out.reshape(h, w, -1)
+    return np.ascontiguousarray(grid[:, :gh, :gw].transpose(1, 2, 0))
 
 
-def hard_mask(soft, conf: float, ignore: int) -> np.ndarray:
-    probs = soft()
-    mask = probs.argmax(-1).astype(np.int64)
-    mask[probs.max(-1) < conf * 255] = ignore
-    return mask
+def original_probs(grid: np.ndarray, box: Letterbox, w: int, h: int) -> np.ndarray:
+    """(C, h', w') uint8 grid of the teacher's input -> (H, W, C) uint8 on the original image
+    (bilinear)."""
+    return cv2.resize(_valid(grid, box, w, h), (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+
+
+def hard_mask(grid: np.ndarray, box: Letterbox, w: int, h: int, conf: float, ignore: int) -> np.ndarray:
+    """(H, W) int64: the teacher's argmax per grid cell (``ignore`` under ``conf``), nearest
+    to the original size — the cheap companion of original_probs (the loss uses those)."""
+    cells = _valid(grid, box, w, h)
+    mask = cells.argmax(-1).astype(np.int32)
+    mask[cells.max(-1) < conf * 255] = ignore
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
 
 
 def distill_data(teacher, paths, run, opts: dict):
@@ -56,8 +62,9 @@ def distill_data(teacher, paths, run, opts: dict):
     outputs = run.outputs(paths, teacher_fn(teacher)).numpy()
     box = Letterbox.from_config(teacher.config["preprocessing"])
     ignore = 255
-    softs = [partial(original_probs, grid, box, *image_size(p)) for grid, p in zip(outputs, paths)]
-    masks = [partial(hard_mask, s, opts.get("conf") or 0.0, ignore) for s in softs]
+    sizes = [image_size(p) for p in paths]
+    softs = [partial(original_probs, grid, box, *wh) for grid, wh in zip(outputs, sizes)]
+    masks = [partial(hard_mask, grid, box, *wh, opts.get("conf") or 0.0, ignore) for grid, wh in zip(outputs, sizes)]
     labels = list(teacher.labels)
     colors = teacher.config.get("colors")
     data = SegData(list(paths), masks, labels, colors, ignore, source="distillation", soft=softs)
