@@ -19,8 +19,8 @@ from typer.core import TyperCommand, TyperGroup
 from rich.table import Column, Table
 from rich.text import Text
 
-from .errors import CvappsError
-from .options import parse_size
+from .errors import ConfigError, CvappsError
+from .options import parse_size, split_list
 
 
 out = Console(markup=False)
@@ -509,9 +509,10 @@ def distill(
     task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
     teacher: str = typer.Option(..., help="the teacher: model file or weights name"),
     data: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
-    labels: Optional[str] = typer.Option(None, help="labelled images too: class folders or a CSV (classify), "
-                                                     "annotations with --label-images (detect)"),
-    label_images: Optional[str] = typer.Option(None, help="detect: the image folder of --labels"),
+    labels: Optional[str] = typer.Option(None, help="labelled images too: class folders or a CSV (classify); "
+                                                     "annotations with --label-images (detect, landmarks, pose); "
+                                                     "a CamVid root, COCO JSON or mask folder (segment)"),
+    label_images: Optional[str] = typer.Option(None, help="the image folder of --labels"),
     val_data: Optional[str] = TRAIN["val_data"][1],
     val_images: Optional[str] = TRAIN["val_images"][1],
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
@@ -553,12 +554,19 @@ def distill(
 
 @app.command("self-train")
 def self_train(
-    task: str = typer.Argument("classify", help="classify (other tasks: not yet)"),
-    data: str = typer.Option(..., help="the labelled images: class folders or a CSV"),
+    task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
+    data: Optional[str] = typer.Option(None, help="the labelled images: class folders or a CSV (classify); "
+                                                  "annotations with --images (detect, landmarks, pose); a "
+                                                  "CamVid-style root or COCO JSON (segment)"),
+    images: Optional[str] = DATA["images"][1],
+    masks: Optional[str] = typer.Option(None, help="segment: index-PNG masks beside --images (with --classes)"),
+    classes: Optional[str] = typer.Option(None, help="segment: class names of --masks, comma-separated"),
     pool: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
     val_data: str = typer.Option(..., "--val-data", "--val", help="the validation set every round is scored on"),
+    val_images: Optional[str] = TRAIN["val_images"][1],
     rounds: int = typer.Option(3, help="pseudo-labelling rounds after the labelled-only round 0"),
-    threshold: float = typer.Option(0.9, help="keep pool predictions at least this confident"),
+    threshold: float = typer.Option(0.9, help="keep pool predictions at least this confident (detect: box "
+                                              "score; segment: pixel; landmarks / pose: instance)"),
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
     img_size: Optional[str] = TRAIN["img_size"][1],
     epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = TRAIN["batch_size"][1],
@@ -570,10 +578,13 @@ def self_train(
     confident predictions, retrain on both; per round the validation metric (OUT/self_training.png)."""
     from .selftraining import self_train as run
 
+    if data is None and masks is None:
+        raise ConfigError("self-train needs the labelled images: --data (or --images with --masks for segment)")
     opts = {k: v for k, v in dict(backbone=backbone, weights=weights, img_size=_size(img_size), epochs=epochs,
-                                  batch_size=batch_size, lr=lr, freeze=freeze, workers=workers).items() if v is not None}
-    print(_json(run(task, data, list(pool), val=val_data, rounds=rounds, threshold=threshold, out=out_dir,
-                    console=err, device=device, **opts)))
+                                  batch_size=batch_size, lr=lr, freeze=freeze, workers=workers, masks=masks,
+                                  classes=split_list(classes) if classes else None).items() if v is not None}
+    print(_json(run(task, data, list(pool), val=val_data, val_images=val_images, images=images, rounds=rounds,
+                    threshold=threshold, out=out_dir, console=err, device=device, **opts)))
 
 
 @app.command("al-simulate")

@@ -56,7 +56,8 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
     needed) from ``teacher`` (a model file, weights name or model).
 
     ``labels``: labelled images too (classification: a root / CSV of the teacher's classes;
-    detection: annotations, with ``label_images``; not for segmentation and keypoints yet).
+    detection, landmarks, pose: annotations, with ``label_images``; segmentation: a
+    CamVid-style root, a COCO JSON or a mask folder with ``label_images``).
     ``val`` (+ ``val_images``): a labelled validation set. ``init``: "teacher" — the student
     has the teacher's backbone and feature layers (detection: also its extra levels, anchors
     and class scoring), normalisation and norm statistics, and starts from its weights

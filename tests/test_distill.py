@@ -85,5 +85,5 @@ def test_self_training_adds_only_confident_pseudo_labels(tmp_path, colour_folder
     assert len(rows) == len(labelled) + len(confident)
     assert {Path(row["path"]) for row in rows[len(labelled):]} == set(confident)
     assert (tmp_path / "st" / "self_training.png").is_file() and (tmp_path / "st" / "self_training.jsonl").is_file()
-    with pytest.raises(cvapps.ConfigError, match="built for classify so far"):
-        cvapps.self_train("detect", str(tmp_path / "labelled.csv"), [str(colour_folder)], val=str(colour_folder))
+    with pytest.raises(cvapps.ConfigError, match=r"--threshold must be in \(0, 1\]"):
+        cvapps.self_train("classify", "labelled.csv", [str(colour_folder)], val=str(colour_folder), threshold=0)

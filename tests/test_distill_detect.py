@@ -213,3 +213,25 @@ def test_labelled_images_mix_in_with_their_own_boxes(teacher, tmp_path):
     assert sum(len(r.boxes) for r in labelled) == 5  # the synthetic set's five boxes
     with pytest.raises(cvapps.DataError, match=r"labelled classes \['blue'\] are not among the student's"):
         TASKS.get("detect").distill_data(t_model, images, TeacherRunner(t_model, QUIET), {**opts, "classes": "red"})
+
+
+def test_self_training_detects_through_the_previous_rounds_model(teacher, tmp_path):
+    """Two labelled images; the pool is every image (the labelled two are left out of it);
+    round 1 trains on the labels + the two others as boxed by round 0's model; each round's
+    figure is its model's AP50 on the validation set."""
+    coco = json.loads((teacher / "coco.json").read_text())
+    keep = {1, 2}
+    part = {**coco, "images": [i for i in coco["images"] if i["id"] in keep],
+            "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
+    (tmp_path / "two.json").write_text(json.dumps(part))
+    fast = dict(backbone="mobilenet_v2", img_size=128, epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0.5,
+                augment=False)
+    r = cvapps.self_train("detect", str(tmp_path / "two.json"), [str(teacher / "images")], images=str(teacher / "images"),
+                          val=str(teacher / "coco.json"), rounds=1, threshold=0.3, out=str(tmp_path / "st"),
+                          console=QUIET, **fast)
+    assert [(x["round"], x["labelled"], x["pseudo"]) for x in r["rounds"]] == [(0, 2, 0), (1, 2, 2)]
+    for x in r["rounds"]:
+        best = cvapps.load(tmp_path / "st" / f"round{x['round']}" / "best.safetensors")
+        assert best.labels == ["red", "blue"]
+        got = cvapps.evaluate(best, str(teacher / "coco.json"), images=str(teacher / "images"))["AP50"]
+        assert got == pytest.approx(x["AP50"], abs=1e-4)

@@ -4,6 +4,7 @@ from trained teachers on unlabelled images reproducing their masks and points.""
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,89 @@ def test_landmark_student_learns_the_teachers_points(tmp_path):
     s_pts = np.stack([p.points[0] for p in student.predict(images, boxes=boxes)])
     gap = float(np.linalg.norm(t_pts - s_pts, axis=-1).mean())
     assert gap < 1.5, gap
+
+
+def test_labelled_masks_join_in_the_teachers_class_order():
+    """Labelled masks whose classes are the teacher's in another order (void 11) are mapped by
+    name (void -> the student's 255); classes the teacher lacks are refused in one line."""
+    from functools import partial
+
+    from cvapps.data.segmentation import SegData
+    from cvapps.tasks.segmentation.distill import labelled
+
+    raw = np.array([[0, 1, 2, 11]], np.int64)  # disc, bg, bar, void in the labelled set's order
+    theirs = SegData([Path("a.png")], [partial(raw.copy)], ["disc", "bg", "bar"], [[0, 0, 0]] * 3, 11)
+    images, masks = labelled(lambda *a: theirs, {"labels": "masks", "label_images": "imgs"}, CLASSES, 255)
+    assert images == [Path("a.png")] and masks[0]().tolist() == [[2, 0, 1, 255]]  # CLASSES = bg, bar, disc
+    other = SegData([Path("a.png")], [partial(raw.copy)], ["disc", "sky", "bar"], [[0, 0, 0]] * 3, 11)
+    with pytest.raises(cvapps.DataError, match=r"labelled classes \['sky'\] are not among the teacher's"):
+        labelled(lambda *a: other, {"labels": "masks", "label_images": "imgs"}, CLASSES, 255)
+
+
+def test_a_labelled_image_among_the_teachers_learns_its_mask_by_cross_entropy(tmp_path):
+    """In a distillation set, an image without teacher probabilities gets its mask one-hot as
+    the target, so the per-pixel KL on it equals the cross-entropy (void pixels left out)."""
+    import torch.nn.functional as F
+
+    from cvapps.data.segmentation import SegData, SegDataset
+    from segdata import make_sample
+    from conftest import write_image
+
+    img, mask = make_sample(0)
+    write_image(tmp_path / "s.png", img)
+    data = SegData([tmp_path / "s.png"], [lambda: mask.astype(np.int64)], CLASSES, [[0, 0, 0]] * 3, 255, soft=[None])
+    _, target = SegDataset(data, Letterbox((0.5,) * 3, (0.5,) * 3, (48, 64)))[0]
+    gt = target["mask"]
+    assert target["soft"].shape == (3, 48, 64) and (target["soft"].argmax(0)[gt != 255] == gt[gt != 255]).all()
+    assert (target["soft"].sum(0) == (gt != 255).float()).all()  # void and padding: no target
+    logits = torch.randn(1, 3, 48, 64)
+    kl = pixel_kl(logits, target["soft"][None])["loss"]
+    assert float(kl) == pytest.approx(float(F.cross_entropy(logits, gt[None], ignore_index=255)), rel=1e-5)
+
+
+def test_self_training_segments_through_the_previous_rounds_model(seg_teacher, tmp_path):
+    """Round 0 on the labelled masks; round 1 trains on them + the pool labelled by round 0's
+    model; the curve's figures are the rounds' models scored on the validation set."""
+    from segdata import make_sample
+    from conftest import write_image
+
+    root = seg_teacher
+    for k in range(3):
+        write_image(tmp_path / "pool" / f"p{k}.png", make_sample(k + 7)[0])
+    fast = dict(backbone="mobilenet_v2", kind="fcn8s", img_size=64, epochs=2, batch_size=4, lr=1e-2, augment=False)
+    r = cvapps.self_train("segment", None, [str(tmp_path / "pool"), str(root / "train")], images=str(root / "train"),
+                          masks=str(root / "trainannot"), classes=CLASSES, val=str(root), rounds=1, threshold=0.5,
+                          out=str(tmp_path / "st"), console=QUIET, **fast)
+    assert [(x["round"], x["labelled"], x["pseudo"]) for x in r["rounds"]] == [(0, 4, 0), (1, 4, 3)]  # labelled left out of the pool
+    for x in r["rounds"]:
+        best = cvapps.load(tmp_path / "st" / f"round{x['round']}" / "best.safetensors")
+        assert cvapps.evaluate(best, str(root))["mIoU"] == pytest.approx(x["mIoU"], abs=1e-4)
+    assert (tmp_path / "st" / "self_training.png").is_file()
+
+
+def test_labelled_points_join_keypoint_distillation_reordered_by_name(tmp_path):
+    """A labelled COCO keypoints file with the teacher's point names in another order joins
+    with its points put in the teacher's order; other names are refused."""
+    from cvapps.data.keypoints import read_keypoints
+    from cvapps.tasks.keypoints.spec import _labelled
+
+    from kpdata import write_faces
+
+    ann = write_faces(tmp_path, 2)
+    teacher = read_keypoints(ann, tmp_path)
+    d = json.loads(ann.read_text())
+    names = d["categories"][0]["keypoints"]
+    order = [4, 2, 0, 1, 3]  # the labelled file lists point order[j] of the teacher at j
+    d["categories"][0]["keypoints"] = [names[i] for i in order]
+    for a in d["annotations"]:
+        kp = np.array(a["keypoints"]).reshape(-1, 3)
+        a["keypoints"] = kp[order].reshape(-1).tolist()
+    (tmp_path / "perm.json").write_text(json.dumps(d))
+    recs = _labelled(str(tmp_path / "perm.json"), str(tmp_path), teacher.schema, 10)
+    assert [r.image_id for r in recs] == [11, 12]
+    for mine, theirs in zip(recs, teacher.records):
+        np.testing.assert_allclose(mine.instances[0].keypoints, theirs.instances[0].keypoints)
+    d["categories"][0]["keypoints"][0] = "chin"
+    (tmp_path / "other.json").write_text(json.dumps(d))
+    with pytest.raises(cvapps.DataError, match="the labelled points lack"):
+        _labelled(str(tmp_path / "other.json"), str(tmp_path), teacher.schema, 10)

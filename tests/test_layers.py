@@ -21,7 +21,8 @@ LAYERS = [
     ["cvapps.training", "cvapps.inference", "cvapps.exporting"],
     ["cvapps.active"],
     ["cvapps.api"],
-    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.selftraining"],
+    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling"],
+    ["cvapps.selftraining"],  # rounds of training, or of distilling from the previous round's model
     ["cvapps.cli"],
     ["cvapps.__main__", "cvapps.__init__"],
 ]

@@ -208,7 +208,8 @@ class SegDataset(TaskDataset):
     def load(self, i: int):
         img = read_image(self.data.images[i])
         mask = self.data.load_mask(i, img.shape[:2])
-        soft = self.data.soft[i]() if self.data.soft is not None else None
+        mixed = self.data.soft is not None
+        soft = self.data.soft[i]() if mixed and self.data.soft[i] is not None else None
         if self.augment is not None:
             out = self.augment(image=img, mask=mask, **({"masks": [soft]} if soft is not None else {}))
             img, mask = out["image"], out["mask"]
@@ -226,4 +227,9 @@ class SegDataset(TaskDataset):
             probs[: size[1], : size[0]] = cv2.resize(soft, size, interpolation=cv2.INTER_LINEAR).reshape(
                 size[1], size[0], -1) / 255.0
             target["soft"] = torch.from_numpy(probs).permute(2, 0, 1)  # (C, S, S)
+        elif mixed:  # a labelled image among a teacher's: its mask one-hot (the KL is then its cross-entropy)
+            valid = torch.from_numpy(full != self.data.ignore_index)
+            onehot = torch.nn.functional.one_hot(torch.from_numpy(full).clamp(0, len(self.data.labels) - 1),
+                                                 len(self.data.labels))
+            target["soft"] = (onehot * valid[..., None]).permute(2, 0, 1).float()
         return u8, target

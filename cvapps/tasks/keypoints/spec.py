@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -242,10 +243,9 @@ class KeypointSpec(TaskSpec):
         """The teacher's points as labels: its predictions (a top-down teacher on its default
         detector's boxes) written as COCO keypoints (OUT/teacher_keypoints.json: instances
         scored >= ``opts["conf"]``, default 0.3; points under 0.2 unlabelled) and read back as
-        training data — the student trains on them like on hand labels (crops, augmentation)."""
-        if opts.get("labels"):
-            raise ConfigError(f"labelled images are mixed in for classify and detect distillation, not {self.name} yet",
-                              hint="distil on the images alone, then fine-tune on the labels with cvapps train")
+        training data — the student trains on them like on hand labels (crops, augmentation).
+        Labelled images (``opts["labels"]`` + ``label_images``, any keypoint format whose
+        point names are the teacher's) join with their own points."""
         out = Path(opts["out"])
         out.mkdir(parents=True, exist_ok=True)
         writer = _CocoKeypoints(out / "teacher_keypoints.json", teacher, opts.get("conf") or 0.3, self.instance,
@@ -257,7 +257,28 @@ class KeypointSpec(TaskSpec):
         if not writer.written:
             raise DataError(f"the teacher found no {self.instance} scored >= {writer.threshold} in {len(paths)} images",
                             path=str(writer.file), hint="lower --conf, or give images with what the teacher finds")
-        return read_keypoints(writer.file, "/", "coco"), {"schema": teacher.config["schema"]}  # absolute names
+        data = read_keypoints(writer.file, "/", "coco")  # absolute names
+        if opts.get("labels"):
+            data.records += _labelled(opts["labels"], opts.get("label_images"), data.schema, len(data.records))
+        return data, {"schema": teacher.config["schema"]}
+
+
+def _labelled(ann: str, images: str | None, schema, first_id: int) -> list:
+    """The records of a labelled keypoint set, points reordered to ``schema`` by name."""
+    if images is None:
+        raise ConfigError("labelled keypoint images need --label-images DIR beside --labels ANNOTATIONS")
+    lab = read_keypoints(ann, images)
+    names = list(lab.schema.keypoints)
+    missing = [n for n in schema.keypoints if n not in names]
+    if missing:
+        raise DataError(f"the labelled points lack {missing[:5]} of the teacher's schema {schema.name!r}", path=ann,
+                        hint="label with the teacher's point names (cvapps weights list shows its schema)")
+    order = [names.index(n) for n in schema.keypoints]
+    out = []
+    for k, r in enumerate(lab.records):
+        inst = [dataclasses.replace(i, keypoints=i.keypoints[order]) for i in r.instances]
+        out.append(dataclasses.replace(r, image_id=first_id + k + 1, instances=inst))
+    return out
 
 
 class _CocoKeypoints(PseudoLabelWriter):

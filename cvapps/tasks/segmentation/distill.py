@@ -3,7 +3,9 @@ per-pixel class distribution (KL(teacher || student) over the image's pixels). T
 probabilities are kept per image on a grid of a quarter of its input resolution as uint8
 (C x H/4 x W/4 bytes: ~120 KB for 11 classes at 360 x 480), mapped back to the original image
 and resampled to whatever input the student has; a hard label map (the argmax per grid cell,
-void below ``conf``) travels with them, so the usual augmentation and padding rules apply."""
+void below ``conf``) travels with them, so the usual augmentation and padding rules apply.
+Labelled images join with their own masks (classes matched to the teacher's by name); the
+dataset gives them one-hot targets, so the same KL is their cross-entropy."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from ...data.io import image_size
 from ...data.segmentation import SegData
 from ...data.transforms import Letterbox
-from ...errors import ConfigError
+from ...errors import ConfigError, DataError
 
 GRID = 4  # teacher probabilities kept at 1 / GRID of its input resolution
 
@@ -53,12 +55,34 @@ def hard_mask(grid: np.ndarray, box: Letterbox, w: int, h: int, conf: float, ign
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST).astype(np.int64)
 
 
-def distill_data(teacher, paths, run, opts: dict):
+def _mapped(data: SegData, i: int, lut: np.ndarray) -> np.ndarray:
+    """The labelled mask ``i`` in the student's class indices (void: the last ``lut`` entry)."""
+    m = data.load_mask(i)
+    return lut[np.where(m == data.ignore_index, len(lut) - 1, np.clip(m, 0, len(lut) - 2))]
+
+
+def labelled(read, opts: dict, labels: list[str], ignore: int) -> tuple[list, list]:
+    """The labelled images of ``opts`` (read by ``read(data, images, masks, classes)``): (images,
+    mask callables in ``labels``' indices, void ``ignore``). ``opts["labels"]``: a CamVid-style
+    root, a COCO JSON with ``label_images``, or a folder of index-PNG masks (the teacher's class
+    order) with ``label_images``."""
+    ann, images = opts["labels"], opts.get("label_images")
+    if str(ann).lower().endswith(".json") or not images:
+        data = read(ann, images, None, None)
+    else:
+        data = read(None, images, ann, labels)
+    unknown = [n for n in data.labels if n not in labels]
+    if unknown:
+        raise DataError(f"labelled classes {unknown[:5]} are not among the teacher's ({', '.join(labels[:8])}...)",
+                        path=str(ann), hint="label with the teacher's class names")
+    lut = np.array([labels.index(n) for n in data.labels] + [ignore], np.int64)
+    return list(data.images), [partial(_mapped, data, i, lut) for i in range(len(data))]
+
+
+def distill_data(teacher, paths, run, opts: dict, read=None):
     """SegmentationSpec.distill_data: the images with the teacher's probabilities as
-    ``soft`` targets (their argmax, at ``opts["conf"]`` (default 0) or above, as the mask)."""
-    if opts.get("labels"):
-        raise ConfigError("labelled images are mixed in for classify and detect distillation, not segment yet",
-                          hint="distil on the images alone, then fine-tune on the labels with cvapps train")
+    ``soft`` targets (their argmax, at ``opts["conf"]`` (default 0) or above, as the mask);
+    labelled images (``opts["labels"]``, read by ``read``) with their own masks."""
     outputs = run.outputs(paths, teacher_fn(teacher)).numpy()
     box = Letterbox.from_config(teacher.config["preprocessing"])
     ignore = 255
@@ -67,5 +91,9 @@ def distill_data(teacher, paths, run, opts: dict):
     masks = [partial(hard_mask, grid, box, *wh, opts.get("conf") or 0.0, ignore) for grid, wh in zip(outputs, sizes)]
     labels = list(teacher.labels)
     colors = teacher.config.get("colors")
-    data = SegData(list(paths), masks, labels, colors, ignore, source="distillation", soft=softs)
+    images = list(paths)
+    if opts.get("labels"):
+        more, their = labelled(read, opts, labels, ignore)
+        images, masks, softs = images + more, masks + their, softs + [None] * len(more)
+    data = SegData(images, masks, labels, colors, ignore, source="distillation", soft=softs)
     return data, {"labels": labels, "colors": colors, "ignore_index": ignore}
