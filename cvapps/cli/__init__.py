@@ -19,8 +19,8 @@ from typer.core import TyperCommand, TyperGroup
 from rich.table import Column, Table
 from rich.text import Text
 
-from .errors import ConfigError, CvappsError
-from .options import parse_size, split_list
+from ..errors import CvappsError
+from ..options import parse_size
 
 
 out = Console(markup=False)
@@ -29,13 +29,13 @@ err = Console(stderr=True, markup=False)
 
 def _api():
     """cvapps.api, imported on first use: it loads torch, which `--help` does not need."""
-    from . import api
+    from .. import api
 
     return api
 
 
 def _json(obj) -> str:
-    from .data.io import json_dumps  # light: no torch
+    from ..data.io import json_dumps  # light: no torch
 
     return json_dumps(obj)
 
@@ -174,7 +174,7 @@ def _print_train_result(result: dict) -> None:
 # per-task commands ---------------------------------------------------------------------
 def _tasks():
     """The task registry (importing it loads torch: only when a task command is asked for)."""
-    from .tasks import TASKS
+    from ..tasks import TASKS
 
     return TASKS
 
@@ -319,7 +319,7 @@ def _evaluate(task, own, model, results, data, **kw):
 # other commands ------------------------------------------------------------------------
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .. import __version__
 
         print(f"cvapps {__version__}")
         raise typer.Exit()
@@ -474,7 +474,7 @@ def serve(
 ) -> None:
     """Serve models over HTTP: POST /predict (raw image bytes or a multipart upload -> the
     JSON Lines record of `predict --save-json`), GET /health, GET /models. Extra: [serve]."""
-    from .serving import serve as run
+    from ..serving import serve as run
 
     run(list(model), host=host, port=port, max_bytes=max_bytes, max_pending=max_pending, max_batch=max_batch,
         batch_wait_ms=batch_wait_ms, backend=backend, device=device)
@@ -493,7 +493,7 @@ def benchmark(
 ) -> None:
     """Speed (images/s at batch 1 and 16, video fps) and, with --data, accuracy of a model
     per backend and precision on this machine: a table on stderr, JSON on stdout."""
-    from .benchmarking import VARIANTS, benchmark as run, table
+    from ..benchmarking import VARIANTS, benchmark as run, table
 
     extra = {"images": images} if images else {}
     r = run(model, list(sample or []) or ([images] if images else None), data,
@@ -502,116 +502,6 @@ def benchmark(
     if out_file:
         Path(out_file).write_text(_json(r) + "\n")
     print(_json(r))
-
-
-@app.command()
-def distill(
-    task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
-    teacher: str = typer.Option(..., help="the teacher: model file or weights name"),
-    data: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
-    labels: Optional[str] = typer.Option(None, help="labelled images too: class folders or a CSV (classify); "
-                                                     "annotations with --label-images (detect, landmarks, pose); "
-                                                     "a CamVid root, COCO JSON or mask folder (segment)"),
-    label_images: Optional[str] = typer.Option(None, help="the image folder of --labels"),
-    val_data: Optional[str] = TRAIN["val_data"][1],
-    val_images: Optional[str] = TRAIN["val_images"][1],
-    backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
-    img_size: Optional[str] = TRAIN["img_size"][1],
-    init: str = typer.Option("auto", help="teacher: start from the teacher's feature layers (its backbone); "
-                                          "weights: from --weights; auto: teacher when the backbones agree"),
-    temperature: float = typer.Option(4.0, help="classify: softening temperature T of both distributions"),
-    alpha: float = typer.Option(0.5, help="classify: weight of the cross-entropy on labelled images (KL: 1 - alpha)"),
-    conf: Optional[float] = typer.Option(None, help="detect: teacher score that makes a box (default: the "
-                                                    "teacher's threshold; from half of it boxes are ignored); "
-                                                    "segment: pixels less sure are ignored; landmarks / pose: "
-                                                    "instances kept (default 0.3)"),
-    classes: Optional[str] = typer.Option(None, help="detect: the student's classes, a subset of the teacher's "
-                                                     "(comma-separated or a names file; VOC/COCO synonyms map)"),
-    boxes: Optional[str] = typer.Option(None, help="landmarks / pose: the teacher's boxes (COCO JSON) instead "
-                                                   "of its default detector"),
-    detector: Optional[str] = typer.Option(None, help="landmarks / pose: the detector giving the teacher its boxes"),
-    whole_image: bool = typer.Option(False, help="landmarks / pose: one instance per image, the whole frame"),
-    epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = TRAIN["batch_size"][1],
-    lr: Optional[float] = TRAIN["lr"][1], freeze: Optional[str] = TRAIN["freeze"][1],
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="augment the student's view "
-                                           "(default: on for detect; classify's targets stay those of the image)"),
-    out_dir: str = typer.Option("runs/distill", "--out"), workers: Optional[int] = WORKERS["workers"][1],
-    device: str = DEVICE["device"][1],
-) -> None:
-    """Train a student on unlabelled images from a teacher's outputs (knowledge distillation),
-    with labelled images mixed in if given; writes OUT/ like `train`."""
-    from .distilling import distill as run
-
-    opts = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, freeze=freeze, augment=augment,
-                                  workers=workers).items() if v is not None}
-    r = run(task, teacher, list(data), labels=labels, label_images=label_images, val=val_data, val_images=val_images,
-            backbone=backbone, weights=weights, img_size=_size(img_size), init=init, temperature=temperature,
-            alpha=alpha, conf=conf, classes=classes, out=out_dir, console=err, device=device,
-            teacher_options={k: v for k, v in dict(boxes=boxes, detector=detector, whole_image=whole_image or None)
-                             .items() if v is not None}, **opts)
-    _print_train_result(r)
-
-
-@app.command("self-train")
-def self_train(
-    task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
-    data: Optional[str] = typer.Option(None, help="the labelled images: class folders or a CSV (classify); "
-                                                  "annotations with --images (detect, landmarks, pose); a "
-                                                  "CamVid-style root or COCO JSON (segment)"),
-    images: Optional[str] = DATA["images"][1],
-    masks: Optional[str] = typer.Option(None, help="segment: index-PNG masks beside --images (with --classes)"),
-    classes: Optional[str] = typer.Option(None, help="segment: class names of --masks, comma-separated"),
-    pool: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
-    val_data: str = typer.Option(..., "--val-data", "--val", help="the validation set every round is scored on"),
-    val_images: Optional[str] = TRAIN["val_images"][1],
-    rounds: int = typer.Option(3, help="pseudo-labelling rounds after the labelled-only round 0"),
-    threshold: float = typer.Option(0.9, help="keep pool predictions at least this confident (detect: box "
-                                              "score; segment: pixel; landmarks / pose: instance)"),
-    backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
-    img_size: Optional[str] = TRAIN["img_size"][1],
-    epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = TRAIN["batch_size"][1],
-    lr: Optional[float] = TRAIN["lr"][1], freeze: Optional[str] = TRAIN["freeze"][1],
-    out_dir: str = typer.Option("runs/self-train", "--out"), workers: Optional[int] = WORKERS["workers"][1],
-    device: str = DEVICE["device"][1],
-) -> None:
-    """Self-training: train on the labelled images, pseudo-label the pool with the model's
-    confident predictions, retrain on both; per round the validation metric (OUT/self_training.png)."""
-    from .selftraining import self_train as run
-
-    if data is None and masks is None:
-        raise ConfigError("self-train needs the labelled images: --data (or --images with --masks for segment)")
-    opts = {k: v for k, v in dict(backbone=backbone, weights=weights, img_size=_size(img_size), epochs=epochs,
-                                  batch_size=batch_size, lr=lr, freeze=freeze, workers=workers, masks=masks,
-                                  classes=split_list(classes) if classes else None).items() if v is not None}
-    print(_json(run(task, data, list(pool), val=val_data, val_images=val_images, images=images, rounds=rounds,
-                    threshold=threshold, out=out_dir, console=err, device=device, **opts)))
-
-
-@app.command("al-simulate")
-def al_simulate(
-    task: str = typer.Argument("classify", help="classify | detect | segment | landmarks | pose"),
-    data: str = typer.Option(..., help="classify: a root with train/ (and val/); segment: a root with train/ "
-                                       "(and val/); others: annotations"),
-    images: Optional[str] = DATA["images"][1], fmt: Optional[str] = DATA["fmt"][1],
-    val_data: Optional[str] = TRAIN["val_data"][1], val_images: Optional[str] = TRAIN["val_images"][1],
-    val_fraction: float = typer.Option(0.2, help="without a validation split: hold out every k-th image"),
-    initial: int = typer.Option(100), step: int = typer.Option(100), rounds: int = typer.Option(5),
-    strategies: Optional[str] = typer.Option(None, help="default classify: random,entropy,margin,bald,coreset; "
-                                                        "others: random,least_confidence,coreset"),
-    seeds: int = typer.Option(3), epochs: int = typer.Option(5, help="non-classify: head epochs per round"),
-    batch_size: int = typer.Option(8), lr: float = typer.Option(2e-3),
-    backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
-    img_size: Optional[str] = TRAIN["img_size"][1], out_dir: str = typer.Option("runs/al-simulate", "--out"),
-    workers: Optional[int] = WORKERS["workers"][1],
-) -> None:
-    """Replay active learning on a labelled set; writes curves.json and learning_curves.png."""
-    opts = {k: v for k, v in dict(images=images, fmt=fmt, val=val_data, val_images=val_images).items() if v}
-    c = _api().simulate(task, data, backbone=backbone, weights=weights, img_size=_size(img_size), initial=initial,
-                        step=step, rounds=rounds, strategies=strategies.split(",") if strategies else None, seeds=seeds,
-                        out=out_dir, epochs=epochs, batch_size=batch_size, lr=lr, console=err,
-                        val_fraction=val_fraction, workers=workers, **opts)
-    last = {k: round(v["mean"][-1], 4) for k, v in c["strategies"].items()}
-    print(_json({"labels": c["labels"][-1], "metric": c["metric"], "final": last, "out_dir": out_dir}))
 
 
 # entry ---------------------------------------------------------------------------------
@@ -633,6 +523,9 @@ def _sources_as_arguments(argv: list[str]) -> list[str]:
     if not moved:
         return moved_args
     return moved_args + moved if "--" in moved_args else moved_args + ["--", *moved]
+
+
+from . import learning  # noqa: E402,F401  (registers distill, self-train, al-simulate on `app`)
 
 
 def main(argv: list[str] | None = None) -> None:
