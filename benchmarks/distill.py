@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=5, help="label every k-th training image")
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0, help="the training seed of teacher and students")
+    ap.add_argument("--student-freeze", default="backbone",
+                    help="the students' --freeze (none: the whole student trains; the teacher stays frozen)")
     ap.add_argument("--case", choices=("classify", "detect", "self_training", "self_training_detect", "forgetting",
                                        "all"), default="all")
     args = ap.parse_args()
@@ -131,9 +134,10 @@ def classification(args) -> dict:
         (d / "unlabelled.txt").write_text("".join(f"{p}\n" for p in unlabelled))
         common = dict(val=str(root / "val"), console=quiet, overwrite=True)
         recipe = dict(backbone="mobilenet_v2", weights=weights, freeze="backbone", epochs=args.epochs, batch_size=32,
-                      lr=2e-3)
+                      lr=2e-3, seed=args.seed)
         teacher = cvapps.train("classify", train=str(d / "labelled.csv"), out=str(d / "teacher"), **recipe, **common)
-        student = {**recipe, "img_size": args.student_size}
+        student = {**recipe, "img_size": args.student_size,
+                   "freeze": None if args.student_freeze == "none" else args.student_freeze}
         plain = cvapps.train("classify", train=str(d / "labelled.csv"), out=str(d / "plain"), **student, **common)
         kd = cvapps.distill("classify", str(d / "teacher" / "best.safetensors"), [str(d / "unlabelled.txt")],
                             labels=str(d / "labelled.csv"), val=str(root / "val"), out=str(d / "kd"),
@@ -143,7 +147,7 @@ def classification(args) -> dict:
         kd_t = cvapps.distill("classify", str(d / "teacher" / "best.safetensors"), [str(d / "unlabelled.txt")],
                               labels=str(d / "labelled.csv"), val=str(root / "val"), out=str(d / "kd_t"), init="teacher",
                               temperature=args.temperature, alpha=args.alpha, console=quiet, **from_teacher)
-    out = {"temperature": args.temperature, "alpha": args.alpha, "labelled": len(labelled), "unlabelled": len(unlabelled), "val_images": int(plain["val"]["count"]),
+    out = {"temperature": args.temperature, "alpha": args.alpha, "student_freeze": args.student_freeze, "seed": args.seed, "labelled": len(labelled), "unlabelled": len(unlabelled), "val_images": int(plain["val"]["count"]),
            "teacher_top1": round(teacher["val"]["top1"], 4), "student_labels_only_top1": round(plain["val"]["top1"], 4),
            "student_distilled_top1": round(kd["val"]["top1"], 4)}
     out["distillation_gain_points"] = round(100 * (out["student_distilled_top1"] - out["student_labels_only_top1"]), 2)

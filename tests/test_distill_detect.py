@@ -235,3 +235,28 @@ def test_self_training_detects_through_the_previous_rounds_model(teacher, tmp_pa
         assert best.labels == ["red", "blue"]
         got = cvapps.evaluate(best, str(teacher / "coco.json"), images=str(teacher / "images"))["AP50"]
         assert got == pytest.approx(x["AP50"], abs=1e-4)
+
+
+def test_self_train_detect_on_the_command_line(teacher, tmp_path, capsys):
+    """`cvapps self-train detect` reads annotations + --images, prints the rounds as JSON; with
+    neither --data nor --masks it stops in one line."""
+    from conftest import run_cli
+
+    code, out, err = run_cli(capsys, "self-train", "detect", "--data", teacher / "coco.json", "--images",
+                             teacher / "images", "--pool", teacher / "images", "--val", teacher / "coco.json",
+                             "--rounds", "1", "--epochs", "1", "--batch-size", "4", "--img-size", "128",
+                             "--backbone", "mobilenet_v2", "--threshold", "0.3", "--out", tmp_path / "st")
+    assert code == 2 and "the unlabelled pool has no images (other than the labelled ones)" in err
+    more = tmp_path / "more"
+    more.mkdir()
+    for p in sorted((teacher / "images").glob("*.png"))[:2]:
+        (more / f"copy_{p.name}").write_bytes(p.read_bytes())
+    code, out, err = run_cli(capsys, "self-train", "detect", "--data", teacher / "coco.json", "--images",
+                             teacher / "images", "--pool", more, "--val", teacher / "coco.json", "--rounds", "1",
+                             "--epochs", "1", "--batch-size", "4", "--img-size", "128", "--backbone", "mobilenet_v2",
+                             "--threshold", "0.3", "--out", tmp_path / "st")
+    assert code == 0, err
+    r = json.loads(out)
+    assert [(x["round"], x["labelled"], x["pseudo"]) for x in r["rounds"]] == [(0, 4, 0), (1, 4, 2)]
+    code, _, err = run_cli(capsys, "self-train", "segment", "--pool", more, "--val", teacher)
+    assert code == 2 and "self-train needs the labelled images" in err
