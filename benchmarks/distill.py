@@ -4,7 +4,7 @@ training labels (every 5th image) and the rest unlabelled.
 - teacher: MobileNetV2 (ImageNet weights, frozen) + a head trained on the labelled 20%, at
   224 px;
 - student A: the same at --student-size px (default 112: ~4x fewer FLOPs), trained on the
-  labelled 20% alone;
+  labelled 20% alone (backbone frozen, or with --student-freeze none trained too);
 - student B: the same student recipe distilled from the teacher on all training images
   (its outputs on the unlabelled 80%, its outputs and the labels on the 20%);
 - student C: B started from the teacher's weights (``init="teacher"``: its backbone and head)
@@ -20,7 +20,8 @@ images (never in the pool), rounds against round 0; (``all`` or ``detect``) dete
 benchmarks/distill_detect.py; and (``all`` or ``forgetting``) the new-classes-without-forgetting
 case of benchmarks/keep_classes.py.
 
-    python benchmarks/distill.py [--case classify|detect|self_training|forgetting|all] [--epochs 30] [--student-size 112]
+    python benchmarks/distill.py [--case classify|detect|self_training|self_training_detect|forgetting|all]
+        [--epochs 30] [--student-size 112] [--student-freeze backbone|none] [--seed 0]
 """
 
 from __future__ import annotations
