@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ...data.io import image_size
 from ...data.segmentation import SegData
 from ...data.transforms import Letterbox
-from ...errors import ConfigError, DataError
+from ...errors import DataError
 
 GRID = 4  # teacher probabilities kept at 1 / GRID of its input resolution
 
