@@ -32,7 +32,7 @@ from .options import DataOptions, EvalOptions, Options, check_value, split_optio
 from .progress import Phase, note
 from .runtime import check_precision, resolve_device
 from .tasks import TASKS, TaskModel
-from .tasks.batch import predict_inputs, to_batch
+from .tasks.batch import memory_format, predict_inputs, to_batch
 from .tracking import SmoothOptions, TrackingOptions, TrackOptions
 from .training.trainer import TrainConfig, Trainer, evaluate_dataset, seed_everything
 from .weights import all_weights, get_spec, list_weights, load_into, pull
@@ -463,7 +463,7 @@ def map_images(model, images, fn, what: str, batch_size: int = 64, console: Cons
 
     with Phase(console or Console(stderr=True, markup=False), what, len(images)) as bar:
         for good in frame_batches(list(images), pre, batch_size, on_error=fail, threads=workers):
-            x, _ = to_batch(pre, [f.payload[0] for f in good], model.device)
+            x, _ = to_batch(pre, [f.payload[0] for f in good], model.device, memory_format(model))
             out.append(fn(x).cpu())
             bar.advance(len(good))
     return torch.cat(out)

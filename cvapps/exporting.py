@@ -189,6 +189,7 @@ class OnnxModel:
     rebuilt from the file's config (its weights are never used)."""
 
     backend = "onnxruntime"
+    memory_format = torch.contiguous_format  # what the session reads (NCHW): batches made so need no copy
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         if not runtime_available():
@@ -331,6 +332,8 @@ class _GroupOutputs(nn.Module):
 
 class GroupRunner:
     """``runner(x) -> [raw per model]``: a bundle group's heads on one ONNX Runtime pass."""
+
+    memory_format = torch.contiguous_format
 
     def __init__(self, path: Path, names: list[list[str]], raw_types: list[type], threads: int | None = None):
         self.session, self.names, self.raw_types = ort_session(path, "cpu", threads), names, raw_types

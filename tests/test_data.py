@@ -136,3 +136,50 @@ def test_default_workers_follow_the_cores_and_the_environment(monkeypatch):
     monkeypatch.setenv(loader.WORKERS_ENV, "many")
     with pytest.raises(ConfigError, match="CVAPPS_WORKERS"):
         loader.default_workers()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_decode_threads_use_one_torch_thread_for_a_torch_model_only(tmp_path, threads):
+    """The prepare threads run torch ops on one thread when asked (the model computes on
+    torch's pool), torch's default otherwise; the caller's own count does not change."""
+    import torch
+
+    from cvapps.data.sources import iter_frames, prefetch
+
+    paths = [write_image(tmp_path / f"{i}.png", np.zeros((8, 8, 3), np.uint8)) for i in range(4)]
+
+    class Pre:
+        def prepare(self, image, source, frame):
+            return torch.get_num_threads()
+
+    mine = torch.get_num_threads()
+    one = [f.payload for f in prefetch(iter_frames(paths), Pre(), threads=threads, torch_threads=1)]
+    default = [f.payload for f in prefetch(iter_frames(paths), Pre(), threads=threads, torch_threads=None)]
+    assert one == [1] * 4 and torch.get_num_threads() == mine
+    if mine > 1:
+        assert default == [mine] * 4
+
+
+def test_batches_are_laid_out_for_their_model():
+    """Prepared inputs are contiguous (made in the decode threads); a PyTorch model gets
+    channels_last batches, ONNX Runtime NCHW ones, each needing no further copy."""
+    import torch
+
+    from cvapps.data.transforms import EvalTransform, Letterbox
+    from cvapps.exporting import OnnxModel
+    from cvapps.tasks.batch import memory_format, prepare_threads, to_batch
+
+    img = np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)
+    ev = EvalTransform((0.5,) * 3, (0.5,) * 3, 16, 20)
+    lb = Letterbox((0.5,) * 3, (0.5,) * 3, (24, 24))
+    for pre in (ev, lb):
+        u8 = pre.prepare(img)[0]
+        assert u8.shape[0] == 3 and u8.is_contiguous()
+        x, _ = to_batch(pre, [u8, u8], torch.device("cpu"), torch.contiguous_format)
+        assert x.is_contiguous()
+        x, _ = to_batch(pre, [u8, u8], torch.device("cpu"))
+        assert x.is_contiguous(memory_format=torch.channels_last)
+    ort = object.__new__(OnnxModel)
+    assert memory_format(ort) == torch.contiguous_format and prepare_threads(ort) is None
+    torch_model = type("M", (), {"device": torch.device("cpu")})()
+    assert memory_format(torch_model) == torch.channels_last and prepare_threads(torch_model) == 1

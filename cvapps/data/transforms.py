@@ -36,7 +36,8 @@ class EvalTransform:
         """(H, W, 3) uint8 -> (3, S, S) uint8."""
         t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)  # (3, H, W)
         t = TF.resize(t, [self.resize_size], interpolation=_INTERP[self.interpolation], antialias=True)
-        return TF.center_crop(t, [self.input_size, self.input_size])
+        # contiguous here, in a decode thread: the main thread's batch stacking is then a plain copy
+        return TF.center_crop(t, [self.input_size, self.input_size]).contiguous()
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) uint8 -> float32 normalised (done once per batch, not per image)."""
@@ -101,13 +102,14 @@ class Letterbox:
         th, tw = self.hw
         if self.mode == "stretch":
             out = cv2.resize(image, (tw, th), interpolation=cv2.INTER_LINEAR)
-            return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1), \
+            return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), \
                 {"width": w, "height": h, "scale_xy": self.scale_xy(w, h)}  # (3, H, W)
         s = self.scale_xy(w, h)[0]
         nw, nh = min(tw, max(1, round(w * s))), min(th, max(1, round(h * s)))
         out = np.full((th, tw, 3), self.fill, np.uint8)
         out[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-        return torch.from_numpy(out).permute(2, 0, 1), {"width": w, "height": h, "scale": s, "scale_xy": (s, s)}
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))), {"width": w, "height": h, "scale": s,
+                                                                                "scale_xy": (s, s)}
 
     def scale_xy(self, w: int, h: int) -> tuple[float, float]:
         """(sx, sy) input pixels per original pixel of a w x h image (the meta's "scale_xy")."""

@@ -15,7 +15,7 @@ import torch
 from ..errors import ConfigError
 from ..runtime import autocast
 from ..tasks.base import Prediction, TaskModel
-from ..tasks.batch import to_batch
+from ..tasks.batch import memory_format, to_batch
 
 
 def same_backbone(a: TaskModel, b: TaskModel) -> bool:
@@ -151,7 +151,8 @@ class Bundle:
         preds: list[dict] = [{} for _ in inputs]
         for gi, g in enumerate(self.groups):
             lead = self.models[g[0]]
-            x, _ = to_batch(lead.preprocessor(), [u[gi] for u in inputs], lead.device)
+            x, _ = to_batch(lead.preprocessor(), [u[gi] for u in inputs], lead.device,
+                            memory_format(self.runners[gi] if self.runners[gi] is not None else lead))
             gm = [m[gi] for m in metas]
             if self.runners[gi] is not None:
                 raws = list(zip(g, self.runners[gi](x)))

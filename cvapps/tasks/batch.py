@@ -28,11 +28,26 @@ def stack_inputs(u8: list[torch.Tensor]) -> tuple[torch.Tensor, list[int] | None
     return torch.stack(u8), None
 
 
-def to_batch(pre, u8: list[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, list[int] | None]:
-    """Prepared inputs -> (normalised (B, 3, H, W) float batch on ``device`` in channels_last,
-    crops per image for top-down inputs else None)."""
+def memory_format(model) -> torch.memory_format:
+    """The batch layout ``model`` reads fastest: its ``memory_format`` (ONNX Runtime: NCHW
+    contiguous), else channels_last (PyTorch's CPU convolutions)."""
+    return getattr(model, "memory_format", torch.channels_last)
+
+
+def prepare_threads(model) -> int | None:
+    """Torch threads of each decode thread feeding ``model``: one when the model computes on
+    torch's CPU pool (a second pool would fight it), torch's default otherwise (ONNX Runtime
+    has its own threads; CUDA models leave the CPU to decoding)."""
+    return 1 if getattr(model, "backend", "torch") == "torch" and model.device.type == "cpu" else None
+
+
+def to_batch(pre, u8: list[torch.Tensor], device: torch.device,
+             memory_format: torch.memory_format = torch.channels_last) -> tuple[torch.Tensor, list[int] | None]:
+    """Prepared inputs -> (normalised (B, 3, H, W) float batch on ``device`` in ``memory_format``
+    (the model's: channels_last for PyTorch's convolutions, contiguous for ONNX Runtime), crops
+    per image for top-down inputs else None)."""
     x, counts = stack_inputs(u8)
-    return pre.normalize(x.to(device)).contiguous(memory_format=torch.channels_last), counts
+    return pre.normalize(x.to(device)).contiguous(memory_format=memory_format), counts
 
 
 @torch.inference_mode()
@@ -44,7 +59,7 @@ def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str =
     pre = pre or model.preprocessor()
     if sum(len(u) if u.dim() == 4 else 1 for u in u8) == 0:  # no instance in any image of the batch
         return model.postprocess(None, metas, **post)
-    x, _ = to_batch(pre, u8, model.device)
+    x, _ = to_batch(pre, u8, model.device, memory_format(model))
     with autocast(x.device, precision):
         raw = model.infer(x, **post)
     return model.postprocess(raw, metas, **post)
@@ -117,7 +132,8 @@ def stream_predictions(model, items: list, pre=None, batch_size: int = 16, vid_s
     def fail(f: Frame) -> None:
         raise f.error
 
-    for good in frame_batches(items, pre, batch_size, vid_stride, on_error or fail, reconnect):
+    for good in frame_batches(items, pre, batch_size, vid_stride, on_error or fail, reconnect,
+                              torch_threads=prepare_threads(model)):
         preds = run_batch(model, [f.payload[0] for f in good], [f.payload[1] for f in good], precision, pre, **post)
         for f, p in zip(good, preds):
             overlay = counts = None
