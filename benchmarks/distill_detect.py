@@ -70,8 +70,6 @@ def run(epochs: int = 10, protocol: str = "both") -> dict:
     gt = load_json(ann)
     files = sorted(im["file_name"] for im in gt["images"])
     extra = pool(root)
-    names = (voc / "annotations" / "voc.names").read_text().split()
-    gt_id = {c["name"]: c["id"] for c in gt["categories"]}
     quiet = Console(file=io.StringIO())
     recipe = dict(classes=str(voc / "annotations" / "voc.names"), img_size=320, freeze="backbone", epochs=epochs,
                   batch_size=16, console=quiet, overwrite=True)
@@ -92,8 +90,7 @@ def run(epochs: int = 10, protocol: str = "both") -> dict:
                 # the last epoch's student: the scored half chose nothing (best.safetensors is chosen on it)
                 last = cvapps.evaluate(str(d / f"fold{k}" / "last.safetensors"), str(d / f"gt{k}.json"),
                                        images=str(images), save_results=str(d / f"res{k}.json"))
-                results += [{**x, "category_id": gt_id[names[x["category_id"] - 1]]}  # the student's ids are 1..20
-                            for x in json.loads((d / f"res{k}.json").read_text())]
+                results += json.loads((d / f"res{k}.json").read_text())  # in the VOC file's category ids
                 out[f"fold{k}"] = {"images": len(extra) + len(seen), "student_AP50": round(last["AP50"], 4),
                                    "teacher_AP50": round(r["teacher_val"]["AP50"], 4)}
                 student = str(d / f"fold{k}" / "last.safetensors")

@@ -260,3 +260,22 @@ def test_self_train_detect_on_the_command_line(teacher, tmp_path, capsys):
     assert [(x["round"], x["labelled"], x["pseudo"]) for x in r["rounds"]] == [(0, 4, 0), (1, 4, 2)]
     code, _, err = run_cli(capsys, "self-train", "segment", "--pool", more, "--val", teacher)
     assert code == 2 and "self-train needs the labelled images" in err
+
+
+def test_saved_results_carry_the_data_files_category_ids(teacher, tmp_path):
+    """Evaluated against a file whose ids for red / blue are 7 / 3 (the model's are 1 / 2),
+    `--save-results` writes the file's ids, so the results evaluate against that file to the
+    model's own figures."""
+    coco = json.loads((teacher / "coco.json").read_text())
+    ids = {1: 7, 2: 3}
+    coco["categories"] = [{"id": ids[c["id"]], "name": c["name"]} for c in coco["categories"]] + \
+        [{"id": 9, "name": "green"}]
+    coco["annotations"] = [{**a, "category_id": ids[a["category_id"]]} for a in coco["annotations"]]
+    (tmp_path / "ids.json").write_text(json.dumps(coco))
+    model = teacher / "teacher" / "best.safetensors"
+    m = cvapps.evaluate(str(model), str(tmp_path / "ids.json"), images=str(teacher / "images"),
+                        save_results=str(tmp_path / "res.json"))
+    rows = json.loads((tmp_path / "res.json").read_text())
+    assert {r["category_id"] for r in rows} == {3, 7} and m["AP50"] >= 0.9
+    again = cvapps.evaluate_results(str(tmp_path / "res.json"), str(tmp_path / "ids.json"), task="detect")
+    assert again["AP50"] == pytest.approx(m["AP50"], abs=1e-6) and again["AP"] == pytest.approx(m["AP"], abs=1e-6)

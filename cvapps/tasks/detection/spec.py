@@ -50,7 +50,8 @@ class DetectionSpec(TaskSpec):
         "eval": (CliOption("metric", str, "coco", "coco (pycocotools COCOeval) or voc"),
                  CliOption("iou", float, 0.5, "voc: IoU threshold"),
                  CliOption("eleven_point", bool, False, "voc: VOC2007 11-point interpolation (default all-point)"),
-                 CliOption("save_results", str, None, "write the model's COCO results file"),
+                 CliOption("save_results", str, None, "write the model's COCO results file (the data's classes, "
+                                                      "in its category ids: it evaluates against --data)"),
                  CliOption("class_map", str, None, "JSON {dataset class: model class} for names the built-in "
                                                    "VOC/COCO synonyms do not cover")),
     }
@@ -142,16 +143,25 @@ class DetectionSpec(TaskSpec):
             raise ConfigError("detection evaluation needs --data ANNOTATIONS")
         if opts.images is None:
             raise ConfigError("evaluating a model needs --images DIR", hint="or evaluate a results file: --results")
-        d = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad)
-        d, d.unknown_classes = remap(d, model.labels, model.config.get("category_ids") or
-                                     list(range(1, len(model.labels) + 1)), read_class_map(opts.class_map))
+        raw = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad)
+        ids = model.config.get("category_ids") or list(range(1, len(model.labels) + 1))
+        cmap = read_class_map(opts.class_map)
+        d, d.unknown_classes = remap(raw, model.labels, ids, cmap)
+        # the model's category id -> the file's (the first dataset class of a shared name), so a
+        # saved results file evaluates against the user's own annotations
+        mapping = class_mapping(raw.labels, model.labels, cmap)[0]
+        d.file_ids = {ids[j]: raw.category_ids[i] for i, j in sorted(mapping.items(), reverse=True)}
         return d
 
     def finish_eval(self, model, data, evaluator, metrics: dict, opts: EvalOptions) -> dict:
         if opts.metric != "coco":
             metrics = voc_metrics(data.to_coco(), evaluator.results(), opts.iou, opts.eleven_point)
         if opts.save_results:
-            atomic_write(Path(opts.save_results), lambda tmp: tmp.write_text(json.dumps(evaluator.results())))
+            rows = evaluator.results()
+            file_ids = getattr(data, "file_ids", None)
+            if file_ids is not None:  # the data's classes, in the data's ids
+                rows = [{**r, "category_id": file_ids[r["category_id"]]} for r in rows if r["category_id"] in file_ids]
+            atomic_write(Path(opts.save_results), lambda tmp: tmp.write_text(json.dumps(rows)))
         if data.unknown_classes:
             metrics["not_evaluated_classes"] = data.unknown_classes
         return metrics
