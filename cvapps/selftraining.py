@@ -82,14 +82,16 @@ def _split(options: dict, spec) -> tuple[dict, dict]:
 
 def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, threshold: float = 0.9,
                out: str = "runs/self-train", images: str | None = None, val_images: str | None = None,
-               console: Console | None = None, **train_options) -> dict:
+               teacher_options: dict | None = None, console: Console | None = None, **train_options) -> dict:
     """``data``: the labelled set as `train` takes it (classification: class folders or a CSV;
     detection / landmarks / pose: annotations with ``images``; segmentation: a CamVid-style
     root, a COCO JSON with ``images``, or ``images`` with ``masks`` (a folder of index PNGs,
     ``data`` None)); ``pool``: unlabelled
     images (folders, globs, lists); ``val`` (+ ``val_images``): the fixed validation set.
     ``train_options``: `train`'s options (weights, backbone, img_size, epochs, lr, freeze, head
-    options, ...), the same for every round. Returns {"rounds": [{"round", "labelled",
+    options, ...), the same for every round. ``teacher_options``: landmarks / pose — how the
+    previous round's model finds the pool's instances (``boxes`` a COCO file, ``detector``,
+    ``whole_image``; default: its default detector). Returns {"rounds": [{"round", "labelled",
     "pseudo", metric, ...}], ...}; "pseudo": the pool images trained on."""
     console = console or Console(stderr=True, markup=False)
     spec = TASKS.get(task)
@@ -141,7 +143,8 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
                           f"{r - 1}'s model", highlight=False)
             res = distill(task, out_dir / f"round{r - 1}" / "best.safetensors", [str(p) for p in pool_paths],
                           labels=masks or data, label_images=images, val=val, val_images=val_images, init="weights",
-                          conf=threshold, out=str(folder), console=quiet, **student, **cfg)
+                          conf=threshold, teacher_options=teacher_options, out=str(folder), console=quiet,
+                          **student, **cfg)
             n_pseudo = len(pool_paths)
         best = load(folder / "best.safetensors")
         metric = metric or best.primary_metric()[0]

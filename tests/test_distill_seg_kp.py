@@ -179,3 +179,25 @@ def test_labelled_points_join_keypoint_distillation_reordered_by_name(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(d))
     with pytest.raises(cvapps.DataError, match="the labelled points lack"):
         _labelled(str(tmp_path / "other.json"), str(tmp_path), teacher.schema, 10)
+
+
+def test_self_training_landmarks_boxes_the_pool_as_told(tmp_path):
+    """Round 1 of landmark self-training: round 0's model puts points on the pool's faces
+    (boxed by a COCO file: teacher_options; a barely trained model, so every instance is kept),
+    written as COCO keypoints, and trains on them +
+    the labelled faces; each round's NME is its saved model's."""
+    from kpdata import write_faces
+
+    ann = write_faces(tmp_path / "lab", 4)
+    pool = write_faces(tmp_path / "pool", 3, seed=10)
+    fast = dict(backbone="mobilenet_v3_small", img_size=[64, 64], epochs=2, batch_size=4, lr=1e-3, augment=False)
+    r = cvapps.self_train("landmarks", str(ann), [str(tmp_path / "pool")], images=str(tmp_path / "lab"), val=str(ann),
+                          rounds=1, threshold=1e-4, teacher_options={"boxes": str(pool)}, out=str(tmp_path / "st"),
+                          console=QUIET, **fast)
+    assert [(x["round"], x["labelled"], x["pseudo"]) for x in r["rounds"]] == [(0, 4, 0), (1, 4, 3)]
+    written = json.loads((tmp_path / "st" / "round1" / "teacher_keypoints.json").read_text())
+    assert len(written["images"]) == 3 and {Path(i["file_name"]).parent for i in written["images"]} == {tmp_path / "pool"}
+    for x in r["rounds"]:
+        best = cvapps.load(tmp_path / "st" / f"round{x['round']}" / "best.safetensors")
+        got = cvapps.evaluate(best, str(ann), images=str(tmp_path / "lab"))["NME"]
+        assert got == pytest.approx(x["NME"], abs=1e-4)

@@ -76,6 +76,10 @@ def self_train(
     rounds: int = typer.Option(3, help="pseudo-labelling rounds after the labelled-only round 0"),
     threshold: float = typer.Option(0.9, help="keep pool predictions at least this confident (detect: box "
                                               "score; segment: pixel; landmarks / pose: instance)"),
+    boxes: Optional[str] = typer.Option(None, help="landmarks / pose: the pool's boxes (COCO JSON) instead of "
+                                                   "the model's default detector"),
+    detector: Optional[str] = typer.Option(None, help="landmarks / pose: the detector boxing the pool"),
+    whole_image: bool = typer.Option(False, help="landmarks / pose: one instance per pool image, the whole frame"),
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
     img_size: Optional[str] = TRAIN["img_size"][1],
     epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = TRAIN["batch_size"][1],
@@ -92,8 +96,10 @@ def self_train(
     opts = {k: v for k, v in dict(backbone=backbone, weights=weights, img_size=_size(img_size), epochs=epochs,
                                   batch_size=batch_size, lr=lr, freeze=freeze, workers=workers, masks=masks,
                                   classes=split_list(classes) if classes else None).items() if v is not None}
+    seen = {k: v for k, v in dict(boxes=boxes, detector=detector, whole_image=whole_image or None).items()
+            if v is not None}
     print(_json(run(task, data, list(pool), val=val_data, val_images=val_images, images=images, rounds=rounds,
-                    threshold=threshold, out=out_dir, console=err, device=device, **opts)))
+                    threshold=threshold, teacher_options=seen, out=out_dir, console=err, device=device, **opts)))
 
 
 @app.command("al-simulate")
