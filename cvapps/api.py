@@ -39,7 +39,7 @@ from .weights import all_weights, get_spec, list_weights, load_into, pull
 
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
                 "coco_categories", "console", "progress", "threads", "reconnect"}
-_TRACK_KEYS = {"track", "line", "zone", "smooth", "sequences"} | {f"track_{f}" for f in TrackOptions.names()} \
+_TRACK_KEYS = {"track", "line", "zone", "count_at", "smooth", "sequences"} | {f"track_{f}" for f in TrackOptions.names()} \
     | {f"smooth_{f}" for f in ("cutoff", "beta", "d_cutoff")}
 
 
@@ -49,7 +49,8 @@ def _as_list(v) -> list[str]:
 
 def tracking_options(specs: list, options: dict) -> TrackingOptions | None:
     """The tracking settings in ``options`` (popped): track (None: the task's default for
-    video), line / zone (imply track), track_high|low|new|buffer|iou, smooth (False: off),
+    video), line / zone (imply track), count_at ("centre" | "bottom": the box point that
+    counts), track_high|low|new|buffer|iou, smooth (False: off),
     smooth_cutoff|beta|d_cutoff, sequences (still images of a folder form a sequence)."""
     kw = {k: options.pop(k) for k in list(options) if k in _TRACK_KEYS}
     lines, zones = _as_list(kw.pop("line", None)), _as_list(kw.pop("zone", None))
@@ -68,7 +69,7 @@ def tracking_options(specs: list, options: dict) -> TrackingOptions | None:
     if kw.pop("smooth", True) is not False:
         smooth = SmoothOptions.parse({{"smooth_cutoff": "min_cutoff"}.get(k, k[7:]): v for k, v in kw.items()
                                       if k.startswith("smooth_") and v is not None})
-    return TrackingOptions(t, smooth, lines, zones, bool(kw.get("sequences")))
+    return TrackingOptions(t, smooth, lines, zones, bool(kw.get("sequences")), kw.get("count_at") or "centre")
 
 
 def list_backbones() -> list[str]:

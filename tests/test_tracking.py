@@ -308,3 +308,35 @@ def test_tracking_through_a_bundle_and_onnxruntime(tmp_path, capsys, tiny_detect
     ort_recs = [json.loads(ln) for ln in (tmp_path / "ort.jsonl").read_text().splitlines()]
     ids = lambda rs: [[p["track_id"] for p in r["predictions"]] for r in rs]  # noqa: E731
     assert ids(ort_recs) == ids(torch_recs) and ids(torch_recs)[0]
+
+
+def test_count_at_the_bottom_counts_where_an_object_stands():
+    """A box moving down whose bottom edge crosses the line y = 100 while its centre stays
+    above it: counted with count_at="bottom", not at the centre; other points are refused."""
+    from cvapps.tracking.session import SequenceTracker, Trackable, TrackingOptions
+
+    class Boxes:  # the two methods tracking asks of a prediction
+        def __init__(self, box):
+            self.boxes = np.array([box], float)
+
+        def track_boxes(self):
+            return Trackable(self.boxes, np.array([0.9]), np.array([0]), ["person"])
+
+        def with_tracks(self, keep, ids, smooth=None):
+            return self
+
+    path = [[50, 20 + 4 * t, 80, 90 + 4 * t] for t in range(6)]  # bottom 90 -> 110, centre 55 -> 75
+    counts = {}
+    for at in ("centre", "bottom"):
+        seq = SequenceTracker(TrackingOptions(lines=["0,100,200,100"], count_at=at))
+        for t, box in enumerate(path):
+            _, _, c = seq.step(Boxes(box), t, t / 25)
+        counts[at] = c["line1"]
+    assert counts == {"centre": {"in": {}, "out": {}}, "bottom": {"in": {"person": 1}, "out": {}}}
+    with pytest.raises(ConfigError, match="--count-at 'feet' is not one of centre, bottom"):
+        TrackingOptions(count_at="feet")
+    from cvapps.api import tracking_options
+    from cvapps.tasks import TASKS
+
+    opts = {"line": "0,100,200,100", "count_at": "bottom"}
+    assert tracking_options([TASKS.get("detect")], opts).count_at == "bottom" and opts == {}  # the API's keyword

@@ -71,6 +71,8 @@ TRACK = {
                                                  "(repeatable; implies --track)")),
     "zone": (Optional[List[str]], Opt(None, help="count tracks inside polygon x1,y1,x2,y2,x3,y3,... per frame "
                                                  "(repeatable; implies --track)")),
+    "count_at": (Optional[str], Opt(None, help="the box point --line / --zone count: centre (default) or bottom "
+                                               "(where people and cars stand; for lines on the ground)")),
     "track_high": (Optional[float], Opt(None, help="score to match first and start tracks (default 0.5)")),
     "track_low": (Optional[float], Opt(None, help="lower scores only continue tracks (default 0.1)")),
     "track_new": (Optional[float], Opt(None, help="score a new track needs (default 0.6)")),

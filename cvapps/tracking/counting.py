@@ -1,5 +1,8 @@
 """Counting tracked objects: crossings of a line (per direction and class) and occupancy of
-a polygon zone (per frame and class). An object's position is its box centre.
+a polygon zone (per frame and class). An object's position is its box centre, or with
+``count_at="bottom"`` (``--count-at bottom``) the middle of its box's bottom edge — where a
+person or a car stands on the ground, which is what a line painted on the ground means in a
+perspective view.
 
 Direction: walking along the line from (x1, y1) to (x2, y2), ``in`` is a crossing from the
 left-hand side to the right-hand side (on screen, y pointing down): for a horizontal line

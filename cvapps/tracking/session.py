@@ -17,11 +17,13 @@ import cv2
 import numpy as np
 
 from .. import draw
+from ..errors import ConfigError
 from .appearance import colour_features
 from .bytetrack import ByteTracker, TrackOptions
 from .counting import LineCounter, ZoneCounter, parse_points
 from .smoothing import SmoothOptions, TrackSmoother
 
+COUNT_AT = ("centre", "bottom")
 TRAIL = 30  # centres kept per track for the drawn trail
 DEFAULT_FPS = 30.0  # image sequences and streams that do not state a frame rate
 
@@ -49,8 +51,11 @@ class TrackingOptions:
     lines: list[str] = field(default_factory=list)  # 'x1,y1,x2,y2'
     zones: list[str] = field(default_factory=list)  # 'x1,y1,x2,y2,x3,y3,...'
     sequences: bool = False  # still images of one folder form a sequence (MOT-style image folders)
+    count_at: str = "centre"  # the point of a box that counts: centre, or bottom (feet / wheels on the ground)
 
     def __post_init__(self):
+        if self.count_at not in COUNT_AT:
+            raise ConfigError(f"--count-at {self.count_at!r} is not one of {', '.join(COUNT_AT)}")
         for i, t in enumerate(self.lines):
             parse_points(t, f"--line {i + 1}", 2)
         for i, t in enumerate(self.zones):
@@ -117,10 +122,13 @@ class SequenceTracker:
             self.trails.setdefault(tid, deque(maxlen=TRAIL)).append(c)
         alive = {tr.id for tr in self.tracker.tracks}
         self.trails = {k: v for k, v in self.trails.items() if k in alive}
+        points = centres
+        if self.o.count_at == "bottom" and len(keep):  # in perspective, where an object stands is its box's bottom
+            points = np.stack([centres[:, 0], boxes[:, 3]], 1)
         for c in self.lines:
-            c.update(kept_ids, centres, names)
+            c.update(kept_ids, points, names)
         for z in self.zones:
-            z.update(kept_ids, centres, names)
+            z.update(kept_ids, points, names)
         line_counts, zone_counts = [c.to_dict() for c in self.lines], [z.to_dict() for z in self.zones]
         counts = None
         if self.lines or self.zones:
