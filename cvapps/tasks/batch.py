@@ -36,8 +36,8 @@ def memory_format(model) -> torch.memory_format:
 
 def prepare_threads(model) -> int | None:
     """Torch threads of each decode thread feeding ``model``: one when the model computes on
-    torch's CPU pool (a second pool would fight it), torch's default otherwise (ONNX Runtime
-    has its own threads; CUDA models leave the CPU to decoding)."""
+    torch's CPU pool (a second pool would fight it), else None — the caller's count (ONNX
+    Runtime has its own threads; CUDA models leave the CPU to decoding)."""
     return 1 if getattr(model, "backend", "torch") == "torch" and model.device.type == "cpu" else None
 
 
