@@ -292,3 +292,20 @@ def test_select_scores_on_onnx_runtime_like_pytorch(tmp_path, pool, capsys, monk
     assert len(list((tmp_path / "home" / "onnx").glob("*.onnx"))) == 1
     assert [r["path"] for r in rows["auto"]] == [r["path"] for r in rows["torch"]]
     np.testing.assert_allclose([r["score"] for r in rows["auto"]], [r["score"] for r in rows["torch"]], rtol=1e-4)
+
+
+def test_pseudo_labels_cover_the_videos_other_sampled_frames(tmp_path, pool, tiny_model):
+    """With a video in the pool, --pseudo-label labels the sampled frames that were not picked,
+    written as images beside the picked ones' folder; the picked frames are not labelled."""
+    import csv
+
+    video = _colour_video(tmp_path / "drive.mp4")
+    sel = cvapps.select(tiny_model, [str(video), str(pool)], 3, "entropy", out=str(tmp_path / "s"), vid_stride=4,
+                        min_gap=8, pseudo_label=0.0)
+    picked = {r["frame"] for r in sel if r["frame"] is not None}
+    with open(tmp_path / "s" / "pseudo_labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    frames = sorted(int(Path(r["path"]).stem.split("_f")[1]) for r in rows if "pseudo_frames" in r["path"])
+    assert frames == sorted(set(range(0, 40, 4)) - picked) and all(Path(r["path"]).is_file() for r in rows)
+    stills = {r["path"] for r in rows if "pseudo_frames" not in r["path"]}
+    assert stills == {str(p) for p in sorted(pool.rglob("*.png"))} - {r["source"] for r in sel}

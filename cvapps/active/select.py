@@ -145,8 +145,9 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     Writes out/selection.csv + .json (rank, path, source, frame, score, strategy) and
     out/contact_sheet.png; with ``copy_to`` copies the picks there (``link=True``: symbolic
     links to the originals, for pools too large to duplicate); with ``pseudo_label`` (a
-    confidence threshold) also writes the confident predictions on the rest of the pool's
-    images as training labels (cvapps.active.pseudo). ``workers``: threads reading and
+    confidence threshold) also writes the confident predictions on the rest of the pool as
+    training labels (cvapps.active.pseudo): its images, and the videos' other sampled frames,
+    written to out/pseudo_frames/ like the picked ones. ``workers``: threads reading and
     preparing images ahead of the model (default: cvapps.data.sources.decode_threads).
     Returns the selection rows."""
     console = console or Console(stderr=True, markup=False)
@@ -234,11 +235,14 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
             "strategy": strategy} for r, i in enumerate(local)]
     save_frames(sel, out_dir / "frames")
     _write(sel, out_dir, copy_to, model, link)
-    if pseudo_label is not None:
-        chosen = {r["source"] for r in sel}
-        info = write_pseudo_labels(model, [p for p in items if is_image(p) and str(p) not in chosen], pseudo_label,
-                                   out_dir, batch_size)
-        console.print(f"pseudo-labels for {info['written']} images (confidence >= {pseudo_label}) in {info['file']}")
+    if pseudo_label is not None:  # the rest of the pool: its images, and the videos' other sampled frames as images
+        chosen = {(r["source"], r["frame"]) for r in sel}
+        rest = [{"source": src, "frame": fr} for src, fr in keys if fr is not None and (src, fr) not in chosen]
+        save_frames(rest, out_dir / "pseudo_frames")
+        paths = [p for p in items if is_image(p) and (str(p), None) not in chosen] + [Path(r["path"]) for r in rest]
+        info = write_pseudo_labels(model, paths, pseudo_label, out_dir, batch_size)
+        console.print(f"pseudo-labels for {info['written']} images and video frames (confidence >= {pseudo_label}) "
+                      f"in {info['file']}" + (f"; the frames in {out_dir / 'pseudo_frames'}" if rest else ""))
     return sel
 
 
