@@ -12,6 +12,19 @@ from ..errors import ConfigError
 from ..options import split_list
 from . import DATA, DEVICE, TRAIN, WORKERS, _api, _json, _print_train_result, _size, app, err
 
+# how a landmark / pose teacher (distill) or the previous round's model (self-train) finds its instances
+INSTANCES = {
+    "boxes": typer.Option(None, help="landmarks / pose: boxes of the unlabelled images (COCO JSON) instead of "
+                                     "the teacher's default detector"),
+    "detector": typer.Option(None, help="landmarks / pose: the detector boxing the unlabelled images"),
+    "whole_image": typer.Option(False, help="landmarks / pose: one instance per image, the whole frame"),
+}
+
+
+def _instances(boxes, detector, whole_image) -> dict:
+    return {k: v for k, v in dict(boxes=boxes, detector=detector, whole_image=whole_image or None).items()
+            if v is not None}
+
 
 @app.command()
 def distill(
@@ -36,10 +49,8 @@ def distill(
                                                     "instances kept (default 0.3)"),
     classes: Optional[str] = typer.Option(None, help="detect: the student's classes, a subset of the teacher's "
                                                      "(comma-separated or a names file; VOC/COCO synonyms map)"),
-    boxes: Optional[str] = typer.Option(None, help="landmarks / pose: the teacher's boxes (COCO JSON) instead "
-                                                   "of its default detector"),
-    detector: Optional[str] = typer.Option(None, help="landmarks / pose: the detector giving the teacher its boxes"),
-    whole_image: bool = typer.Option(False, help="landmarks / pose: one instance per image, the whole frame"),
+    boxes: Optional[str] = INSTANCES["boxes"], detector: Optional[str] = INSTANCES["detector"],
+    whole_image: bool = INSTANCES["whole_image"],
     epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = TRAIN["batch_size"][1],
     lr: Optional[float] = TRAIN["lr"][1], freeze: Optional[str] = TRAIN["freeze"][1],
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="augment the student's view "
@@ -56,8 +67,7 @@ def distill(
     r = run(task, teacher, list(data), labels=labels, label_images=label_images, val=val_data, val_images=val_images,
             backbone=backbone, weights=weights, img_size=_size(img_size), init=init, temperature=temperature,
             alpha=alpha, conf=conf, classes=classes, out=out_dir, console=err, device=device,
-            teacher_options={k: v for k, v in dict(boxes=boxes, detector=detector, whole_image=whole_image or None)
-                             .items() if v is not None}, **opts)
+            teacher_options=_instances(boxes, detector, whole_image), **opts)
     _print_train_result(r)
 
 
@@ -76,10 +86,8 @@ def self_train(
     rounds: int = typer.Option(3, help="pseudo-labelling rounds after the labelled-only round 0"),
     threshold: float = typer.Option(0.9, help="keep pool predictions at least this confident (detect: box "
                                               "score; segment: pixel; landmarks / pose: instance)"),
-    boxes: Optional[str] = typer.Option(None, help="landmarks / pose: the pool's boxes (COCO JSON) instead of "
-                                                   "the model's default detector"),
-    detector: Optional[str] = typer.Option(None, help="landmarks / pose: the detector boxing the pool"),
-    whole_image: bool = typer.Option(False, help="landmarks / pose: one instance per pool image, the whole frame"),
+    boxes: Optional[str] = INSTANCES["boxes"], detector: Optional[str] = INSTANCES["detector"],
+    whole_image: bool = INSTANCES["whole_image"],
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
     img_size: Optional[str] = TRAIN["img_size"][1],
     epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = TRAIN["batch_size"][1],
@@ -96,10 +104,8 @@ def self_train(
     opts = {k: v for k, v in dict(backbone=backbone, weights=weights, img_size=_size(img_size), epochs=epochs,
                                   batch_size=batch_size, lr=lr, freeze=freeze, workers=workers, masks=masks,
                                   classes=split_list(classes) if classes else None).items() if v is not None}
-    seen = {k: v for k, v in dict(boxes=boxes, detector=detector, whole_image=whole_image or None).items()
-            if v is not None}
     print(_json(run(task, data, list(pool), val=val_data, val_images=val_images, images=images, rounds=rounds,
-                    threshold=threshold, teacher_options=seen, out=out_dir, console=err, device=device, **opts)))
+                    threshold=threshold, teacher_options=_instances(boxes, detector, whole_image), out=out_dir, console=err, device=device, **opts)))
 
 
 @app.command("al-simulate")
