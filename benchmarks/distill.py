@@ -91,6 +91,8 @@ def self_training(args) -> dict:
 
 
 def self_training_detect(rounds: int = 2, threshold: float = 0.5, epochs: int = 15) -> dict:
+    from distill_detect import subset_gt
+
     root = data_root()
     voc = require(root / "voc-detection", "voc-detection")
     gt = json.loads((voc / "annotations" / "instances_coco.json").read_text())
@@ -98,20 +100,13 @@ def self_training_detect(rounds: int = 2, threshold: float = 0.5, epochs: int = 
     side, val = files[::2], set(files[1::2])
     labelled = set(side[::5])
 
-    def part(names: set[str], path: Path) -> str:
-        ims = [im for im in gt["images"] if im["file_name"] in names]
-        ids = {im["id"] for im in ims}
-        path.write_text(json.dumps({**gt, "images": ims, "annotations": [a for a in gt["annotations"]
-                                                                       if a["image_id"] in ids]}))
-        return str(path)
-
     extra = sorted((root / "camvid" / "train").glob("*.jpg"))[::10] + sorted((root / "keypoints" / "coco").glob("*.jpg"))
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         pool = [str(voc / "images" / f) for f in side if f not in labelled] + [str(p) for p in extra]
         (d / "pool.txt").write_text("\n".join(pool) + "\n")
-        r = cvapps.self_train("detect", part(labelled, d / "labelled.json"), [str(d / "pool.txt")],
-                              images=str(voc / "images"), val=part(val, d / "val.json"), rounds=rounds,
+        r = cvapps.self_train("detect", subset_gt(gt, labelled, d / "labelled.json"), [str(d / "pool.txt")],
+                              images=str(voc / "images"), val=subset_gt(gt, val, d / "val.json"), rounds=rounds,
                               threshold=threshold, out=str(d / "st"), console=Console(file=io.StringIO()),
                               weights="ssd_mobilenet_v2.coco", freeze="backbone", epochs=epochs, batch_size=16,
                               lr=5e-4)

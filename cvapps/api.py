@@ -39,8 +39,8 @@ from .weights import all_weights, get_spec, list_weights, load_into, pull
 
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
                 "coco_categories", "console", "progress", "threads", "reconnect"}
-_TRACK_KEYS = {"track", "line", "zone", "count_at", "smooth", "sequences"} | {f"track_{f}" for f in TrackOptions.names()} \
-    | {f"smooth_{f}" for f in ("cutoff", "beta", "d_cutoff")}
+_TRACK_KEYS = {"track", "line", "zone", "count_at", "smooth", "sequences"} \
+    | {f"track_{f}" for f in TrackOptions.names()} | {f"smooth_{f}" for f in ("cutoff", "beta", "d_cutoff")}
 
 
 def _as_list(v) -> list[str]:

@@ -114,7 +114,7 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
         tr, va = spec.read_train(DataOptions.parse({**reading, **data_kw, "val_fraction": 0}, data=data),
                                  train_options.get("kind"))
         mine = {str(Path(p).resolve()) for p in tr.paths + (va.paths if va else [])}
-        n_labelled = len(mine)
+        n_labelled = len(tr)  # a root's val/ split is kept out of the pool but not counted as labelled
         student, cfg = _split(dict(train_options), spec)
     pool_paths = [p.resolve() for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
                   if isinstance(p, Path) and is_image(p) and str(p.resolve()) not in mine]

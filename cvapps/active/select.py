@@ -22,7 +22,7 @@ from ..data.io import is_image, is_video, read_image
 from ..errors import ConfigError, DataError
 from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
-from ..tasks.batch import memory_format, to_batch
+from ..tasks.batch import memory_format, prepare_threads, to_batch
 from .pseudo import write_pseudo_labels
 from .strategies import STRATEGIES, hybrid, k_center_greedy, rank, random_order
 
@@ -199,12 +199,14 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
                 note(console, "skipped", fr.error.one_line())
                 bar.advance(1)
 
-            for batch in frame_batches(todo, pre, batch_size, vid_stride, on_error=skipped, threads=workers):
+            for batch in frame_batches(todo, pre, batch_size, vid_stride, on_error=skipped, threads=workers,
+                                       torch_threads=prepare_threads(model)):
                 good = [fr for fr in batch if (fr.source, fr.frame) not in done]  # a resumed video's scored frames
                 bar.advance(len(batch) - len(good))
                 if not good:
                     continue
-                x, counts = to_batch(pre, [fr.payload[0] for fr in good], model.device, memory_format(model))  # counts: crops per image
+                # counts: crops per image
+                x, counts = to_batch(pre, [fr.payload[0] for fr in good], model.device, memory_format(model))
                 metas = [fr.payload[1] for fr in good]
                 s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
                     torch.zeros(len(good))

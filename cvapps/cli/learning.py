@@ -105,7 +105,8 @@ def self_train(
                                   batch_size=batch_size, lr=lr, freeze=freeze, workers=workers, masks=masks,
                                   classes=split_list(classes) if classes else None).items() if v is not None}
     print(_json(run(task, data, list(pool), val=val_data, val_images=val_images, images=images, rounds=rounds,
-                    threshold=threshold, teacher_options=_instances(boxes, detector, whole_image), out=out_dir, console=err, device=device, **opts)))
+                    threshold=threshold, teacher_options=_instances(boxes, detector, whole_image), out=out_dir,
+                    console=err, device=device, **opts)))
 
 
 @app.command("al-simulate")

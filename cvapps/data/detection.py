@@ -43,6 +43,8 @@ class DetectionData:
     source: str
     skipped: list[str] = field(default_factory=list)
     unknown_classes: list[str] = field(default_factory=list)  # dataset classes a model did not know
+    # renamed to a model's classes (classes.remap): its category id -> the annotation file's
+    file_ids: dict[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.records)

@@ -207,17 +207,6 @@ def _ready(f: Frame, hook: Callable[[Frame], Any] | None) -> Frame:
     return f
 
 
-def _torch_threads(n: int) -> Callable[[], None]:
-    """A decode thread's start: its torch ops (resizing) use ``n`` threads (the count is per
-    thread). One keeps a second OpenMP pool from fighting a PyTorch model's for the cores
-    (measured: a PyTorch classifier at batch 1 fell from 102 to 61 images/s), while a model
-    on ONNX Runtime (its own threads) gains from the pool (the default classify path: 233 ->
-    263 images/s)."""
-    def start() -> None:
-        torch.set_num_threads(n)
-    return start
-
-
 def prefetch(frames: Iterator[Frame], pre=None, maxsize: int = 32, threads: int | None = None,
              torch_threads: int | None = 1) -> Iterator[Frame]:
     """Run ``frames`` and the preprocessing of each image in daemon threads, handing results
@@ -226,12 +215,15 @@ def prefetch(frames: Iterator[Frame], pre=None, maxsize: int = 32, threads: int 
     frames are decoded in order by one. ``pre``: a preprocessor; its ``prepare(image,
     source, frame)`` (the source name lets box sources look boxes up by file name) becomes
     the frame's payload. ``torch_threads``: each thread's torch thread count (None: the
-    caller's; see ``_torch_threads``)."""
+    caller's). The count is per thread: one keeps a second OpenMP pool from fighting a PyTorch
+    model's for the cores (measured: a PyTorch classifier at batch 1 fell from 102 to 61
+    images/s), while a model on ONNX Runtime (its own threads) gains from the pool (the
+    default classify path: 233 -> 263 images/s)."""
     hook: Callable[[Frame], Any] | None = None
     if pre is not None:
         hook = lambda f: pre.prepare(f.image, f.source, f.frame)  # noqa: E731
     threads = threads or decode_threads()
-    start = _torch_threads(torch_threads or torch.get_num_threads())
+    start = functools.partial(torch.set_num_threads, torch_threads or torch.get_num_threads())
     q: queue.Queue = queue.Queue(maxsize=maxsize)
     stop = threading.Event()
 

@@ -47,7 +47,10 @@ def remap(data: DetectionData, model_labels: list[str], model_ids: list[int], cl
         new = lut[r.labels] if len(r.labels) else r.labels
         keep = new >= 0
         records.append(replace(r, boxes=r.boxes[keep], labels=new[keep], iscrowd=r.iscrowd[keep]))
-    return DetectionData(records, list(model_labels), list(model_ids), data.source, data.skipped), unknown
+    # the first dataset class of a shared name keeps its id: results can be written in the file's ids
+    file_ids = {model_ids[j]: data.category_ids[i] for i, j in sorted(mapping.items(), reverse=True)}
+    return DetectionData(records, list(model_labels), list(model_ids), data.source, data.skipped,
+                         file_ids=file_ids), unknown
 
 
 def read_class_map(path: str | None) -> dict | None:

@@ -143,14 +143,9 @@ class DetectionSpec(TaskSpec):
             raise ConfigError("detection evaluation needs --data ANNOTATIONS")
         if opts.images is None:
             raise ConfigError("evaluating a model needs --images DIR", hint="or evaluate a results file: --results")
-        raw = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad)
-        ids = model.config.get("category_ids") or list(range(1, len(model.labels) + 1))
-        cmap = read_class_map(opts.class_map)
-        d, d.unknown_classes = remap(raw, model.labels, ids, cmap)
-        # the model's category id -> the file's (the first dataset class of a shared name), so a
-        # saved results file evaluates against the user's own annotations
-        mapping = class_mapping(raw.labels, model.labels, cmap)[0]
-        d.file_ids = {ids[j]: raw.category_ids[i] for i, j in sorted(mapping.items(), reverse=True)}
+        d = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad)
+        d, d.unknown_classes = remap(d, model.labels, model.config.get("category_ids") or
+                                     list(range(1, len(model.labels) + 1)), read_class_map(opts.class_map))
         return d
 
     def finish_eval(self, model, data, evaluator, metrics: dict, opts: EvalOptions) -> dict:
@@ -158,9 +153,9 @@ class DetectionSpec(TaskSpec):
             metrics = voc_metrics(data.to_coco(), evaluator.results(), opts.iou, opts.eleven_point)
         if opts.save_results:
             rows = evaluator.results()
-            file_ids = getattr(data, "file_ids", None)
-            if file_ids is not None:  # the data's classes, in the data's ids
-                rows = [{**r, "category_id": file_ids[r["category_id"]]} for r in rows if r["category_id"] in file_ids]
+            if data.file_ids is not None:  # the data's classes, in the annotation file's ids
+                rows = [{**r, "category_id": data.file_ids[r["category_id"]]} for r in rows
+                        if r["category_id"] in data.file_ids]
             atomic_write(Path(opts.save_results), lambda tmp: tmp.write_text(json.dumps(rows)))
         if data.unknown_classes:
             metrics["not_evaluated_classes"] = data.unknown_classes

@@ -79,7 +79,7 @@ def labelled(read, opts: dict, labels: list[str], ignore: int) -> tuple[list, li
     return list(data.images), [partial(_mapped, data, i, lut) for i in range(len(data))]
 
 
-def distill_data(teacher, paths, run, opts: dict, read=None):
+def distill_data(teacher, paths, run, opts: dict, read):
     """SegmentationSpec.distill_data: the images with the teacher's probabilities as
     ``soft`` targets (their argmax, at ``opts["conf"]`` (default 0) or above, as the mask);
     labelled images (``opts["labels"]``, read by ``read``) with their own masks."""
