@@ -278,10 +278,14 @@ def runtime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+GRAPH_REVISION = 2  # raised when the same model exports to a different graph (2: constant TF pads)
+
+
 def model_digest(model) -> str:
     """sha256 of what an exported graph depends on: the weights, the config and the code
-    (cvapps, torch versions); the cache key of ``fastest``."""
-    h = hashlib.sha256(json.dumps([model.config, __version__, torch.__version__], sort_keys=True).encode())
+    (cvapps, torch versions, GRAPH_REVISION); the cache key of ``fastest``."""
+    h = hashlib.sha256(json.dumps([model.config, __version__, torch.__version__, GRAPH_REVISION],
+                                  sort_keys=True).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())

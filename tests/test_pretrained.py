@@ -152,6 +152,28 @@ def test_tf_same_padding_sizes(size, pads):
     assert torch.equal(y, ref)
 
 
+def test_tf_same_padding_folds_into_the_conv_in_onnx_runtime(tmp_path):
+    """Exported with constant pads and an explicit zero value, ONNX Runtime's PadFusion
+    removes every Pad (a Pad before each strided conv cost the SSD graphs a third of their time)."""
+    ort, onnx = pytest.importorskip("onnxruntime"), pytest.importorskip("onnx")
+    from cvapps.exporting import quiet_tracing
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(Conv2dSame(3, 4, 3, 2), torch.nn.ReLU(), Conv2dSame(4, 4, 3, 2, groups=4)).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(), quiet_tracing():
+        torch.onnx.export(net, (x,), str(tmp_path / "m.onnx"), input_names=["image"], opset_version=17,
+                          dynamic_axes={"image": {0: "batch"}}, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("Conv") == 2 and "Pad" not in ops, ops
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"image": x.numpy()})[0], net(x).numpy(), atol=1e-5)
+
+
 # the default detector, from a fixture -------------------------------------------------
 def test_predict_detect_without_model_uses_the_coco_detector(tmp_path, capsys, coco_detector):
     img = write_image(tmp_path / "a.png", np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8))
