@@ -17,10 +17,12 @@ labelled-only baseline; (``all`` or ``self_training_detect``) self-training of t
 detector fine-tuned on 10 labelled VOC images (every 5th of the even-numbered half), its pool
 the other 40 of that half + CamVid frames + the COCO photos, scored on the 50 odd-numbered VOC
 images (never in the pool), rounds against round 0; (``all`` or ``detect``) detection distillation, see
-benchmarks/distill_detect.py; and (``all`` or ``forgetting``) the new-classes-without-forgetting
-case of benchmarks/keep_classes.py.
+benchmarks/distill_detect.py; (``all`` or ``forgetting``) the new-classes-without-forgetting
+case of benchmarks/keep_classes.py, and (``all`` or ``forgetting_classify``) its classifier
+case, benchmarks/keep_classes_classify.py.
 
-    python benchmarks/distill.py [--case classify|detect|self_training|self_training_detect|forgetting|all]
+    python benchmarks/distill.py [--case classify|detect|self_training|self_training_detect|forgetting|
+        forgetting_classify|all]
         [--epochs 30] [--student-size 112] [--student-freeze backbone|none] [--seed 0]
 """
 
@@ -52,7 +54,7 @@ def main() -> None:
     ap.add_argument("--student-freeze", default="backbone",
                     help="the students' --freeze (none: the whole student trains; the teacher stays frozen)")
     ap.add_argument("--case", choices=("classify", "detect", "self_training", "self_training_detect", "forgetting",
-                                       "all"), default="all")
+                                       "forgetting_classify", "all"), default="all")
     args = ap.parse_args()
     out = classification(args) if args.case in ("classify", "all") else {}
     if args.case in ("self_training", "all"):
@@ -67,6 +69,10 @@ def main() -> None:
         from keep_classes import run
 
         out["forgetting"] = run()
+    if args.case in ("forgetting_classify", "all"):
+        from keep_classes_classify import run as keep_classify
+
+        out["forgetting_classify"] = keep_classify()
     print(json.dumps(out))
 
 

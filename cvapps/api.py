@@ -353,9 +353,11 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     cfg = TrainConfig.parse({**spec.train_defaults, **tuned, **train_kw}, out_dir=str(out), skip_bad=opts.skip_bad)
     seed_everything(cfg.seed)  # before building: head init is part of a seeded run
     tr, va = spec.read_train(opts, kind)
+    if opts.negatives and not cfg.keep_classes:
+        raise ConfigError("--negatives is for --keep-classes (images the pretrained model's classes explain)")
     if cfg.keep_classes:
         old = len(tr.labels)
-        tr, va, from_teacher = spec.keep_classes(get_spec(weights) if weights else None, tr, va)
+        tr, va, from_teacher = spec.keep_classes(get_spec(weights) if weights else None, tr, va, opts)
     args = spec.model_args(tr, opts, console)
     kind = args.pop("kind", kind)
     model = create_model(task, backbone, weights, kind=kind, img_size=img_size, **args, **head, **head_kw)

@@ -127,7 +127,8 @@ class DataOptions(Options):
     annotation format (default: guessed); ``val`` / ``val_images``: a validation set, else
     ``val_fraction`` holds out every k-th image; segmentation: ``masks`` / ``val_masks``,
     ``classes``, ``palette``, ``ignore_index``, ``median_frequency``; classification: explicit
-    ``train`` / ``val`` trees or CSVs; evaluation: ``split``, detection's ``class_map`` (a JSON
+    ``train`` / ``val`` trees or CSVs, ``negatives`` (images of none of the classes, for
+    ``--keep-classes``); evaluation: ``split``, detection's ``class_map`` (a JSON
     file mapping dataset class names onto a model's)."""
 
     what: ClassVar[str] = "data"
@@ -145,6 +146,7 @@ class DataOptions(Options):
     ignore_index: int | None = opt(None, low=0, high=65535)
     median_frequency: bool = False
     class_map: str | None = None
+    negatives: str | None = None
     split: str = "val"
     skip_bad: bool = False
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_image
+from conftest import run_cli, write_image
 
 import cvapps
 from cvapps.data.detection import DetectionData, DetRecord
@@ -96,23 +96,16 @@ def test_train_keep_classes_adds_the_datas_classes(tmp_path, coco_detector):
                      keep_classes=True, epochs=1, out=str(tmp_path / "run2"))
 
 
-def test_classifiers_refuse_keep_classes_but_start_known_rows_from_imagenet(tmp_path, monkeypatch):
-    """--keep-classes is refused for classification (with the measured reason); fine-tuning an
-    ImageNet classifier on classes with ImageNet names starts those output rows from ImageNet's
-    (in place when the label lists agree there: ImageNet repeats a few names), others fresh
-    (ImageNet weights from a fixture file, never the network)."""
+def _imagenet_fixture(tmp_path, monkeypatch):
+    """mobilenet_v2.imagenet1k as a random-weight fixture file (never the network)."""
     import dataclasses
     import hashlib
 
     from torchvision import models as tvm
 
-    from cvapps.data.classification import ClassificationData
     from cvapps.weights import all_weights
 
     w = get_spec("mobilenet_v2.imagenet1k")
-    data = ClassificationData([Path("a.jpg")], [0], ["kayak"], "multiclass", "t")
-    with pytest.raises(cvapps.ConfigError, match="for detection"):
-        cvapps.tasks.TASKS.get("classify").keep_classes(w, data, None)
     monkeypatch.setenv("CVAPPS_HOME", str(tmp_path / "home"))
     torch.manual_seed(0)
     f = tmp_path / "mv2.pth"
@@ -120,6 +113,122 @@ def test_classifiers_refuse_keep_classes_but_start_known_rows_from_imagenet(tmp_
     monkeypatch.setitem(all_weights(), w.name, dataclasses.replace(
         w, sha256=hashlib.sha256(f.read_bytes()).hexdigest(), sha256_prefix=""))
     cvapps.pull_weights(w.name, str(f))
+    return w
+
+
+def test_classify_keep_classes_data_adds_new_classes_and_negatives(tmp_path):
+    """ImageNet's 1000 + the data's new classes (an ImageNet name is that class), the negatives
+    appended with target -1 (labelled images left out of them); without negatives the
+    classifier refuses, saying why; a detector refuses negatives."""
+    from cvapps.data.classification import ClassificationData
+    from cvapps.options import DataOptions
+
+    w = get_spec("mobilenet_v2.imagenet1k")
+    names = w.label_names()
+    for i in range(3):
+        write_image(tmp_path / "neg" / f"n{i}.png", np.zeros((8, 8, 3), np.uint8))
+    data = ClassificationData([tmp_path / "neg" / "n0.png", Path("b.jpg")], [0, 1], ["kayak", names[1].upper()],
+                              "multiclass", "t")
+    spec = cvapps.tasks.TASKS.get("classify")
+    train, val, teach = spec.keep_classes(w, data, None, DataOptions(negatives=str(tmp_path / "neg")))
+    assert train.labels == names + ["kayak"] and teach == list(range(1000)) and val is None
+    assert train.targets == [1000, 1, -1, -1]  # n0 is labelled: not a negative too
+    assert train.paths[2:] == [tmp_path / "neg" / "n1.png", tmp_path / "neg" / "n2.png"]
+    with pytest.raises(cvapps.ConfigError, match="needs --negatives"):
+        spec.keep_classes(w, data, None, DataOptions())
+    with pytest.raises(cvapps.ConfigError, match="--negatives is for classifiers"):
+        cvapps.tasks.TASKS.get("detect").keep_classes(get_spec(NAME), _data(["kayak"]), None,
+                                                      DataOptions(negatives=str(tmp_path / "neg")))
+
+
+def test_keep_classes_loss_by_hand():
+    """Labelled row: CE over all classes + T² KL over the old columns; negative row: T² KL with
+    the teacher's distribution over every column (0 on the new one), which pushes the new
+    logit down."""
+    from cvapps.tasks.classification.loss import keep_classes_loss
+
+    logits = torch.tensor([[1.0, 0.0, 2.0], [0.5, -0.5, 1.5]], requires_grad=True)  # old, old, new
+    teacher = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    out = keep_classes_loss(logits, teacher, torch.tensor([2, -1]), torch.tensor([0, 1]), temperature=2.0)
+    lg = logits.detach()
+    ce = -(lg[0, 2] - torch.logsumexp(lg[0], 0))
+    q0, q1 = torch.softmax(teacher[0] / 2, 0), torch.softmax(teacher[1] / 2, 0)
+    kl0 = (q0 * (q0.log() - torch.log_softmax(lg[0, :2] / 2, 0))).sum()
+    kl1 = (q1 * (q1.log() - torch.log_softmax(lg[1] / 2, 0)[:2])).sum()
+    assert torch.isclose(out["ce"], ce) and torch.isclose(out["kd"], (kl0 + kl1) / 2 * 4)
+    assert torch.isclose(out["loss"], ce + (kl0 + kl1) / 2 * 4)
+    out["loss"].backward()
+    assert logits.grad[1, 2] > 0  # the negative row's new-class logit is pushed down
+
+
+def test_negatives_teach_the_new_class_where_it_ends():
+    """The failure measured with labels alone, on a toy feature space: a linear head taught a
+    new class from its images only calls most unrelated inputs by it; with negatives it calls
+    almost none, and keeps the teacher's answer on them."""
+    from cvapps.tasks.classification.loss import keep_classes_loss
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.nn.Linear(8, 4)
+    new_x = torch.randn(64, 8, generator=g) * 0.5 + 2.0  # images of the new class: one cluster
+    other = torch.randn(256, 8, generator=g) * 1.5  # unrelated images
+    train_neg, test_neg = other[:128], other[128:]
+
+    def fit(negatives: bool) -> torch.nn.Linear:
+        torch.manual_seed(0)
+        head = torch.nn.Linear(8, 5)
+        with torch.no_grad():
+            head.weight[:4], head.bias[:4] = teacher.weight, teacher.bias  # old rows start as the teacher's
+        x = torch.cat([new_x, train_neg]) if negatives else new_x
+        y = torch.cat([torch.full((64,), 4), torch.full((128,), -1)]) if negatives else torch.full((64,), 4)
+        opt = torch.optim.Adam(head.parameters(), lr=0.05)
+        for _ in range(200):
+            opt.zero_grad()
+            with torch.no_grad():
+                old = teacher(x)
+            keep_classes_loss(head(x), old, y, torch.arange(4))["loss"].backward()
+            opt.step()
+        return head
+
+    plain, kept = fit(False), fit(True)
+    with torch.no_grad():
+        called_new = lambda h: float((h(test_neg).argmax(1) == 4).float().mean())  # noqa: E731
+        assert called_new(plain) > 0.3 and called_new(kept) < 0.05
+        assert float((kept(new_x).argmax(1) == 4).float().mean()) > 0.9
+        assert float((kept(test_neg).argmax(1) == teacher(test_neg).argmax(1)).float().mean()) > 0.8
+
+
+def test_classify_keep_classes_trains_old_plus_new(tmp_path, monkeypatch, capsys):
+    """train classify --keep-classes --negatives: the saved model's labels are ImageNet's + the
+    new class, and the teacher is not inside it; without --negatives the CLI says what is
+    missing in one line."""
+    w = _imagenet_fixture(tmp_path, monkeypatch)
+    rng = np.random.default_rng(0)
+    for c in ("kayak", "canoe"):  # canoe is an ImageNet name: it reuses that row
+        for i in range(4):
+            write_image(tmp_path / "d" / "train" / c / f"{i}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+            write_image(tmp_path / "d" / "val" / c / f"{i}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    for i in range(4):
+        write_image(tmp_path / "neg" / f"{i}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    r = cvapps.train("classify", str(tmp_path / "d"), weights=w.name, keep_classes=True,
+                     negatives=str(tmp_path / "neg"),
+                     epochs=1, batch_size=4, img_size=64, out=str(tmp_path / "run"))
+    m = cvapps.load(str(tmp_path / "run" / "last.safetensors"))
+    rec = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert m.labels == w.label_names() + ["kayak"] and m.teacher is None and len(rec) == 1 and "val" in r
+    with pytest.raises(cvapps.ConfigError, match="--negatives is for --keep-classes"):
+        cvapps.train("classify", str(tmp_path / "d"), weights=w.name, negatives=str(tmp_path / "neg"), epochs=1,
+                     out=str(tmp_path / "run2"))
+    code, _, err = run_cli(capsys, "train", "classify", "--data", tmp_path / "d", "--weights", w.name,
+                           "--keep-classes", "--out", tmp_path / "run3")
+    assert code != 0 and "needs --negatives" in err and not (tmp_path / "run3" / "last.safetensors").exists()
+
+
+def test_classifiers_start_known_rows_from_imagenet(tmp_path, monkeypatch):
+    """Fine-tuning an ImageNet classifier on classes with ImageNet names starts those output
+    rows from ImageNet's (in place when the label lists agree there: ImageNet repeats a few
+    names), others fresh (ImageNet weights from a fixture file, never the network)."""
+    w = _imagenet_fixture(tmp_path, monkeypatch)
     names = w.label_names()
     src = cvapps.load(w.name).state_dict()["head.fc.weight"]
     full = cvapps.create_model("classify", weights=w.name, labels=names + ["kayak"]).state_dict()["head.fc.weight"]

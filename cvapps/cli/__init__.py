@@ -119,8 +119,9 @@ TRAIN = {
     "clip_grad": (Optional[float], Opt(5.0, help="gradient norm clip (0: off)")),
     "time_limit": (Optional[float], Opt(None, help="stop after the epoch that crosses this many minutes")),
     "seed": (int, Opt(0)), "resume": (bool, Opt(False, help="continue from OUT/checkpoint.pt")),
-    "keep_classes": (bool, Opt(False, help="with --weights of a pretrained detector: keep all its classes and add "
-                                           "the data's; those the data does not label learn from its predictions")),
+    "keep_classes": (bool, Opt(False, help="with --weights of a pretrained detector or classifier: keep all its "
+                                           "classes and add the data's; the frozen original supervises its own "
+                                           "(classifiers also need --negatives)")),
     **WORKERS, **DEVICE, **PRECISION,
 }
 EVAL = {

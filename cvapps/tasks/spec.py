@@ -83,12 +83,12 @@ class TaskSpec:
         its head kind, input size, ... unless told otherwise), else {}."""
         return weights.config if weights is not None and weights.kind == "model" and weights.task == self.name else {}
 
-    def keep_classes(self, weights, train, val):
+    def keep_classes(self, weights, train, val, opts=None):
         """``--keep-classes``: (train, val over the pretrained model's classes + the data's new
-        ones, the model's classes the data does not label — learnt from the frozen original's
-        predictions)."""
+        ones, the model's classes that learn from the frozen original's predictions). ``opts``:
+        the DataOptions (e.g. classification's ``negatives``)."""
         raise ConfigError(f"--keep-classes is not available for {self.name} models",
-                          hint="it is for detection: cvapps train detect --weights ssd_mobilenet_v2.coco --keep-classes")
+                          hint="it is for detection and classification, e.g. cvapps train detect --weights ssd_mobilenet_v2.coco --keep-classes")
 
     # distillation (cvapps.distilling) --------------------------------------------------------
     def distill_data(self, teacher, paths: list[Path], run, opts: dict):

@@ -42,6 +42,30 @@ def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, labels: torch
     return {"loss": (1 - alpha) * soft + alpha * hard, "kd": soft.detach(), "ce": hard.detach()}
 
 
+def keep_classes_loss(logits: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, columns: torch.Tensor,
+                      temperature: float = 2.0) -> dict[str, torch.Tensor]:
+    """Learning without forgetting (Li & Hoiem 2016) for one softmax over old + new classes.
+    logits (B, C) over old + new; teacher (B, K): the frozen original's logits over its K
+    classes, which are the student's ``columns`` (K,); targets (B,) a class index, or -1 for a
+    negative image (none of the data's classes). Labelled rows: cross-entropy over all C plus
+    T² · KL(teacher ‖ student over ``columns``); negative rows: T² · KL against the teacher's
+    distribution placed in ``columns`` and 0 on the new classes — the only thing that teaches
+    the new classes where they end. The KL term is the mean over all rows."""
+    t = float(temperature)
+    q = F.softmax(teacher.float() / t, -1)
+    log_q = F.log_softmax(teacher.float() / t, -1)
+    known = targets >= 0
+    # labelled: KL over the old columns only (the new ones are the labels' business)
+    kl_old = (q * (log_q - F.log_softmax(logits[:, columns].float() / t, -1))).sum(-1)
+    # negative: the same distribution over every column, new ones 0 (0 · log 0 terms vanish)
+    kl_all = (q * (log_q - F.log_softmax(logits.float() / t, -1)[:, columns])).sum(-1)
+    kd = torch.where(known, kl_old, kl_all).mean() * t * t
+    if not bool(known.any()):
+        return {"loss": kd, "kd": kd.detach()}
+    ce = F.cross_entropy(logits[known].float(), targets[known].long())
+    return {"loss": ce + kd, "ce": ce.detach(), "kd": kd.detach()}
+
+
 def classification_loss(logits: torch.Tensor, targets: torch.Tensor, head: dict) -> dict[str, torch.Tensor]:
     kind = head.get("kind", "multiclass")
     if kind == "multiclass" and targets.dim() == 2:

@@ -11,7 +11,7 @@ from ...data.transforms import EvalTransform
 from ...errors import ConfigError
 from ..base import TaskModel, register_task
 from .head import ClassificationHead, ClassifyHeadOptions
-from .loss import classification_loss
+from .loss import classification_loss, keep_classes_loss
 from .metrics import classification_metrics, primary_metric
 from .postprocess import ClassPrediction, postprocess
 from .spec import ClassificationSpec
@@ -77,6 +77,22 @@ class ClassificationModel(TaskModel):
                 new[list(mine)] = v[list(theirs)]
                 out[key] = new
         return out
+
+    def keep_classes(self, teacher: "ClassificationModel", columns: list[int]) -> None:
+        """Train with the frozen ``teacher`` (the pretrained classifier whose classes are this
+        model's ``columns``) supervising every batch: keep_classes_loss."""
+        if self.kind != "multiclass" or teacher.config["head"].get("kind", "multiclass") != "multiclass":
+            raise ConfigError("--keep-classes is for multiclass classifiers")
+        self.__dict__["_lwf"] = (teacher.eval().requires_grad_(False), torch.as_tensor(columns, dtype=torch.long))
+
+    def training_step(self, x: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        lwf = self.__dict__.get("_lwf")
+        if lwf is None:
+            return super().training_step(x, targets)
+        teacher, columns = lwf
+        with torch.no_grad():
+            old = teacher.to(x.device)(x).logits
+        return keep_classes_loss(self(x).logits, old, targets, columns.to(x.device))
 
     def postprocess(self, raw: ClassRaw, metas: list[dict], top_k: int = 5) -> list[ClassPrediction]:
         return postprocess(raw.logits, self.config["head"], self.labels, top_k=top_k)

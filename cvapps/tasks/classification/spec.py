@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from ...data.classification import ClassificationData, ImageDataset, load_split, resolve_dataset
+from ...data.io import is_image
+from ...data.sources import expand_sources
 from ...data.transforms import EvalTransform, train_augment
 from ...errors import ConfigError, DataError
 from ...ops.uncertainty import bald, entropy, least_confidence, margin, variance
@@ -29,6 +31,8 @@ class ClassificationSpec(TaskSpec):
     cli_options = {
         "predict": (CliOption("top_k", int, 5, "labels per prediction"),),
         "train": (CliOption("train", str, None, "training class-folder tree or CSV (instead of --data ROOT)"),
+                  CliOption("negatives", str, None, "with --keep-classes: images showing none of the data's "
+                                                    "classes (folder, .txt list or glob)"),
                   CliOption("kind", str, None, "multiclass | multilabel | regression | binned (default: from the "
                                                "data)"),
                   CliOption("bins", str, None, "binned regression: LOW,HIGH,N", convert=split_list),
@@ -65,11 +69,41 @@ class ClassificationSpec(TaskSpec):
             tr, va = split_every_kth(tr, opts.val_fraction)
         return tr, va
 
-    def keep_classes(self, weights, train, val):
-        raise ConfigError("--keep-classes is for detection: a classifier trained only on images of its new classes "
-                          "calls everything by their names (an ImageNet classifier taught ants and bees this way "
-                          "named 94 of 100 unrelated VOC photos ants or bees)",
-                          hint="train on images of the old classes too, or use a separate model for the new ones")
+    def keep_classes(self, weights, train, val, opts=None):
+        """Labels = the pretrained classifier's (e.g. ImageNet's 1000) + the data's new ones; a
+        data class with one of its names (case-insensitive) is that class. The training set
+        gains ``opts.negatives`` — images showing none of the data's classes — with target -1:
+        with one softmax and images of the new classes only, nothing teaches the model where the
+        new classes end (without them an ImageNet classifier taught ants and bees named 94 of
+        100 unrelated VOC photos ants or bees). -> (train, val over those labels, the pretrained
+        classes: all of them learn from the frozen original)."""
+        if weights is None or weights.task != self.name:
+            raise ConfigError("--keep-classes needs --weights of a pretrained classifier "
+                              "(e.g. mobilenet_v2.imagenet1k)")
+        if train.kind != "multiclass":
+            raise ConfigError(f"--keep-classes is for multiclass data, not {train.kind}")
+        if opts is None or not opts.negatives:
+            raise ConfigError("--keep-classes for a classifier needs --negatives: images that show none of the "
+                              "data's classes, so the model learns where the new classes end",
+                              hint="a folder, .txt list or glob of ordinary photos (100 or more) from where the "
+                                   "model will be used")
+        labelled = {Path(p).resolve() for p in list(train.paths) + list(val.paths if val is not None else [])}
+        negatives = [p for p in expand_sources([opts.negatives])
+                     if isinstance(p, Path) and is_image(p) and p.resolve() not in labelled]
+        if not negatives:
+            raise DataError("no images among the negatives (other than the labelled ones)", path=opts.negatives)
+        base = list(weights.config["labels"]) if weights.kind == "model" else weights.label_names()
+        by_name = {n.lower(): i for i, n in enumerate(base)}
+        labels = base + [n for n in train.labels if n.lower() not in by_name]
+        index = {n.lower(): i for i, n in enumerate(labels)}
+
+        def over(data, extra=()):
+            lut = [index[n.lower()] for n in data.labels]
+            targets = [lut[t] for t in data.targets] + [-1] * len(extra)
+            return ClassificationData(list(data.paths) + list(extra), targets, labels, data.kind, data.source,
+                                      data.skipped)
+
+        return over(train, negatives), over(val) if val is not None else None, list(range(len(base)))
 
     def model_args(self, data, opts, console=None) -> dict:
         return {"labels": data.labels, "kind": data.kind}

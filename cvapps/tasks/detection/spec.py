@@ -107,13 +107,16 @@ class DetectionSpec(TaskSpec):
     def inherit_args(self, teacher) -> dict:
         return distill.inherit_args(teacher)
 
-    def keep_classes(self, weights, train, val):
+    def keep_classes(self, weights, train, val, opts=None):
         """Labels = the pretrained detector's (same rows) + the data's classes it does not know
         (by name / synonym; new category ids after its own); a data class equal to one of its
         classes reuses that row and is learnt from the labels. -> (train, val remapped, the
         detector's classes the data does not label)."""
         if weights is None or weights.kind != "model" or weights.task != self.name:
             raise ConfigError("--keep-classes needs --weights of a pretrained detector (e.g. ssd_mobilenet_v2.coco)")
+        if opts is not None and opts.negatives:
+            raise ConfigError("--negatives is for classifiers: a detector learns where its classes end from "
+                              "every unlabelled part of its images")
         base, ids = list(weights.config["labels"]), list(weights.config.get("category_ids") or [])
         ids = ids or list(range(1, len(base) + 1))
         mapping, new = class_mapping(train.labels, base)
