@@ -50,14 +50,15 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
             val: str | None = None, val_images: str | None = None, backbone: str | None = None,
             weights: str | None = None, img_size=None, head: dict | None = None, init: str = "auto",
             temperature: float = 4.0, alpha: float = 0.5, conf: float | None = None, classes=None,
-            teacher_options: dict | None = None, out: str = "runs/distill", console: Console | None = None,
+            palette: str | None = None, teacher_options: dict | None = None, out: str = "runs/distill", console: Console | None = None,
             **train_options) -> dict:
     """Train a ``task`` student on the images of ``data`` (folders, globs, lists: no labels
     needed) from ``teacher`` (a model file, weights name or model).
 
     ``labels``: labelled images too (classification: a root / CSV of the teacher's classes;
     detection, landmarks, pose: annotations, with ``label_images``; segmentation: a
-    CamVid-style root, a COCO JSON or a mask folder with ``label_images``).
+    CamVid-style root, a COCO JSON or a mask folder with ``label_images``; colour masks with
+    ``palette``, the JSON colour table).
     ``val`` (+ ``val_images``): a labelled validation set. ``init``: "teacher" — the student
     has the teacher's backbone and feature layers (detection: also its extra levels, anchors
     and class scoring), normalisation and norm statistics, and starts from its weights
@@ -89,7 +90,7 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
     if not paths:
         raise DataError("no images to distil on", path=str(data))
     opts = {"labels": labels, "label_images": label_images, "temperature": temperature, "alpha": alpha,
-            "conf": conf, "classes": classes, "out": Path(out), "teacher_options": dict(teacher_options or {})}
+            "conf": conf, "classes": classes, "palette": palette, "out": Path(out), "teacher_options": dict(teacher_options or {})}
     t_backbone = t_model.config["backbone"]
     if backbone is None and not weights:
         backbone = t_backbone

@@ -85,8 +85,8 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
                teacher_options: dict | None = None, console: Console | None = None, **train_options) -> dict:
     """``data``: the labelled set as `train` takes it (classification: class folders or a CSV;
     detection / landmarks / pose: annotations with ``images``; segmentation: a CamVid-style
-    root, a COCO JSON with ``images``, or ``images`` with ``masks`` (a folder of index PNGs,
-    ``data`` None)); ``pool``: unlabelled
+    root, a COCO JSON with ``images``, or ``images`` with ``masks`` (a folder of index PNGs, or
+    colour PNGs with ``palette``; ``data`` None)); ``pool``: unlabelled
     images (folders, globs, lists); ``val`` (+ ``val_images``): the fixed validation set.
     ``train_options``: `train`'s options (weights, backbone, img_size, epochs, lr, freeze, head
     options, ...), the same for every round. ``teacher_options``: landmarks / pose — how the
@@ -143,7 +143,8 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
                           f"{r - 1}'s model", highlight=False)
             res = distill(task, out_dir / f"round{r - 1}" / "best.safetensors", [str(p) for p in pool_paths],
                           labels=masks or data, label_images=images, val=val, val_images=val_images, init="weights",
-                          conf=threshold, teacher_options=teacher_options, out=str(folder), console=quiet,
+                          conf=threshold, palette=train_options.get("palette"), teacher_options=teacher_options,
+                          out=str(folder), console=quiet,
                           **student, **cfg)
             n_pseudo = len(pool_paths)
         best = load(folder / "best.safetensors")

@@ -112,6 +112,31 @@ def test_labelled_masks_join_in_the_teachers_class_order():
         labelled(lambda *a: other, {"labels": "masks", "label_images": "imgs"}, CLASSES, 255)
 
 
+def test_labelled_colour_masks_join_through_their_palette(seg_teacher, tmp_path):
+    """Colour masks with a palette (its classes in another order than the teacher's) are read
+    through the palette and mapped by name, as `distill segment --palette` / `self-train
+    --palette` pass them to the segmentation task's distillation data."""
+    from cvapps.tasks import TASKS
+    from conftest import write_image
+    from segdata import COLORS, make_sample
+
+    img, mask = make_sample(1, void=0)
+    write_image(tmp_path / "im" / "a.png", img)
+    write_image(tmp_path / "m" / "a.png", np.array(COLORS, np.uint8)[mask])
+    order = [2, 0, 1]  # the palette lists the classes as disc, bg, bar
+    (tmp_path / "pal.json").write_text(json.dumps({"classes": [{"name": CLASSES[i], "color": COLORS[i]} for i in order]}))
+
+    class NoPool:  # the teacher's outputs on the (empty) unlabelled pool
+        def outputs(self, paths, fn):
+            return torch.zeros(0, 3, 8, 8)
+
+    teacher = cvapps.load(seg_teacher / "teacher" / "best.safetensors")
+    data, _ = TASKS.get("segment").distill_data(teacher, [], NoPool(), {
+        "labels": str(tmp_path / "m"), "label_images": str(tmp_path / "im"), "palette": str(tmp_path / "pal.json")})
+    assert data.images == [tmp_path / "im" / "a.png"] and data.labels == CLASSES
+    np.testing.assert_array_equal(data.load_mask(0), mask)
+
+
 def test_a_labelled_image_among_the_teachers_learns_its_mask_by_cross_entropy(tmp_path):
     """In a distillation set, an image without teacher probabilities gets its mask one-hot as
     the target, so the per-pixel KL on it equals the cross-entropy (void pixels left out)."""

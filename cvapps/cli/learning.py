@@ -35,6 +35,7 @@ def distill(
                                                      "annotations with --label-images (detect, landmarks, pose); "
                                                      "a CamVid root, COCO JSON or mask folder (segment)"),
     label_images: Optional[str] = typer.Option(None, help="the image folder of --labels"),
+    palette: Optional[str] = typer.Option(None, help="segment: colour table (JSON) of colour masks in --labels"),
     val_data: Optional[str] = TRAIN["val_data"][1],
     val_images: Optional[str] = TRAIN["val_images"][1],
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
@@ -66,7 +67,7 @@ def distill(
                                   workers=workers).items() if v is not None}
     r = run(task, teacher, list(data), labels=labels, label_images=label_images, val=val_data, val_images=val_images,
             backbone=backbone, weights=weights, img_size=_size(img_size), init=init, temperature=temperature,
-            alpha=alpha, conf=conf, classes=classes, out=out_dir, console=err, device=device,
+            alpha=alpha, conf=conf, classes=classes, palette=palette, out=out_dir, console=err, device=device,
             teacher_options=_instances(boxes, detector, whole_image), **opts)
     _print_train_result(r)
 
@@ -78,8 +79,10 @@ def self_train(
                                                   "annotations with --images (detect, landmarks, pose); a "
                                                   "CamVid-style root or COCO JSON (segment)"),
     images: Optional[str] = DATA["images"][1],
-    masks: Optional[str] = typer.Option(None, help="segment: index-PNG masks beside --images (with --classes)"),
+    masks: Optional[str] = typer.Option(None, help="segment: index-PNG masks beside --images (with --classes), "
+                                                   "or colour PNGs (with --palette)"),
     classes: Optional[str] = typer.Option(None, help="segment: class names of --masks, comma-separated"),
+    palette: Optional[str] = typer.Option(None, help="segment: colour table (JSON) of colour --masks"),
     pool: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
     val_data: str = typer.Option(..., "--val-data", "--val", help="the validation set every round is scored on"),
     val_images: Optional[str] = TRAIN["val_images"][1],
@@ -103,7 +106,8 @@ def self_train(
         raise ConfigError("self-train needs the labelled images: --data (or --images with --masks for segment)")
     opts = {k: v for k, v in dict(backbone=backbone, weights=weights, img_size=_size(img_size), epochs=epochs,
                                   batch_size=batch_size, lr=lr, freeze=freeze, workers=workers, masks=masks,
-                                  classes=split_list(classes) if classes else None).items() if v is not None}
+                                  classes=split_list(classes) if classes else None, palette=palette).items()
+            if v is not None}
     print(_json(run(task, data, list(pool), val=val_data, val_images=val_images, images=images, rounds=rounds,
                     threshold=threshold, teacher_options=_instances(boxes, detector, whole_image), out=out_dir,
                     console=err, device=device, **opts)))

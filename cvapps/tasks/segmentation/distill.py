@@ -62,15 +62,16 @@ def _mapped(data: SegData, i: int, lut: np.ndarray) -> np.ndarray:
 
 
 def labelled(read, opts: dict, labels: list[str], ignore: int) -> tuple[list, list]:
-    """The labelled images of ``opts`` (read by ``read(data, images, masks, classes)``): (images,
-    mask callables in ``labels``' indices, void ``ignore``). ``opts["labels"]``: a CamVid-style
-    root, a COCO JSON with ``label_images``, or a folder of index-PNG masks (the teacher's class
-    order) with ``label_images``."""
-    ann, images = opts["labels"], opts.get("label_images")
+    """The labelled images of ``opts`` (read by ``read(data, images, masks, classes, palette)``):
+    (images, mask callables in ``labels``' indices, void ``ignore``). ``opts["labels"]``: a
+    CamVid-style root, a COCO JSON with ``label_images``, or a folder of masks with
+    ``label_images`` — index PNGs in the teacher's class order, or colour PNGs with
+    ``opts["palette"]`` (its classes matched by name)."""
+    ann, images, palette = opts["labels"], opts.get("label_images"), opts.get("palette")
     if str(ann).lower().endswith(".json") or not images:
-        data = read(ann, images, None, None)
+        data = read(ann, images, None, None, palette)
     else:
-        data = read(None, images, ann, labels)
+        data = read(None, images, ann, None if palette else labels, palette)
     unknown = [n for n in data.labels if n not in labels]
     if unknown:
         raise DataError(f"labelled classes {unknown[:5]} are not among the teacher's ({', '.join(labels[:8])}...)",

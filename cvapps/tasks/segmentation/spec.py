@@ -155,7 +155,8 @@ class SegmentationSpec(TaskSpec):
 
     def distill_data(self, teacher, paths, run, opts):
         return distill.distill_data(teacher, paths, run, opts,
-                                    read=lambda data, images, masks, classes: load(data, images, masks, "train", classes))
+                                    read=lambda data, images, masks, classes, palette: load(data, images, masks, "train",
+                                                                                      classes, palette))
 
     def read_eval(self, model, opts: DataOptions):
         return load(opts.data, opts.images, opts.masks, opts.split, model.labels if opts.masks else None, None,
