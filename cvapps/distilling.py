@@ -50,7 +50,8 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
             val: str | None = None, val_images: str | None = None, backbone: str | None = None,
             weights: str | None = None, img_size=None, head: dict | None = None, init: str = "auto",
             temperature: float = 4.0, alpha: float = 0.5, conf: float | None = None, classes=None,
-            palette: str | None = None, teacher_options: dict | None = None, out: str = "runs/distill", console: Console | None = None,
+            palette: str | None = None, teacher_options: dict | None = None, out: str = "runs/distill",
+            console: Console | None = None,
             **train_options) -> dict:
     """Train a ``task`` student on the images of ``data`` (folders, globs, lists: no labels
     needed) from ``teacher`` (a model file, weights name or model).
@@ -90,7 +91,8 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
     if not paths:
         raise DataError("no images to distil on", path=str(data))
     opts = {"labels": labels, "label_images": label_images, "temperature": temperature, "alpha": alpha,
-            "conf": conf, "classes": classes, "palette": palette, "out": Path(out), "teacher_options": dict(teacher_options or {})}
+            "conf": conf, "classes": classes, "palette": palette, "out": Path(out),
+            "teacher_options": dict(teacher_options or {})}
     t_backbone = t_model.config["backbone"]
     if backbone is None and not weights:
         backbone = t_backbone

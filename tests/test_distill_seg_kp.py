@@ -124,7 +124,8 @@ def test_labelled_colour_masks_join_through_their_palette(seg_teacher, tmp_path)
     write_image(tmp_path / "im" / "a.png", img)
     write_image(tmp_path / "m" / "a.png", np.array(COLORS, np.uint8)[mask])
     order = [2, 0, 1]  # the palette lists the classes as disc, bg, bar
-    (tmp_path / "pal.json").write_text(json.dumps({"classes": [{"name": CLASSES[i], "color": COLORS[i]} for i in order]}))
+    table = {"classes": [{"name": CLASSES[i], "color": COLORS[i]} for i in order]}
+    (tmp_path / "pal.json").write_text(json.dumps(table))
 
     class NoPool:  # the teacher's outputs on the (empty) unlabelled pool
         def outputs(self, paths, fn):

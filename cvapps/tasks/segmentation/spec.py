@@ -154,9 +154,10 @@ class SegmentationSpec(TaskSpec):
         return make_train, SegDataset(val, box, None, skip_bad) if val is not None else None
 
     def distill_data(self, teacher, paths, run, opts):
-        return distill.distill_data(teacher, paths, run, opts,
-                                    read=lambda data, images, masks, classes, palette: load(data, images, masks, "train",
-                                                                                      classes, palette))
+        def read(data, images, masks, classes, palette):
+            return load(data, images, masks, "train", classes, palette)
+
+        return distill.distill_data(teacher, paths, run, opts, read=read)
 
     def read_eval(self, model, opts: DataOptions):
         return load(opts.data, opts.images, opts.masks, opts.split, model.labels if opts.masks else None, None,
