@@ -2,11 +2,13 @@
 mobilenet_v2.imagenet1k --keep-classes --negatives PHOTOS`.
 
 The ImageNet MobileNetV2 learns hymenoptera's `ants` and `bees` (new rows: ImageNet's own
-classes are `ant` and `bee`). Negatives: the first 50 of the 100 voc-detection photos (sorted
-by name); the other 50 are held out. Models, same recipe (backbone frozen, head trained):
+classes are `ant` and `bee`). Negatives, as a user would collect them: the first 50 of the 100
+voc-detection photos (sorted by name), every 4th CamVid training frame and the face / COCO
+photos under keypoints/; the other 50 VOC photos are held out. Models, same recipe (backbone
+frozen, head trained):
 - original: the ImageNet classifier as it is;
 - plain: fine-tuned on ants and bees (a 2-class model; the reference for the new classes);
-- keep_classes: ImageNet's 1000 + ants and bees, with the 50 negatives.
+- keep_classes: ImageNet's 1000 + ants and bees, with the negatives.
 Reported: hymenoptera val top-1 (for keep_classes the argmax over all 1002 classes must be the
 right one of the two); on the 50 held-out photos, the share called ants or bees and the share
 whose top-1 is still the original's ImageNet class (overall argmax, and over the 1000 old
@@ -52,6 +54,7 @@ def run(epochs: int = 5) -> dict:
     hym = require(root / "hymenoptera", "hymenoptera")
     voc = sorted((require(root / "voc-detection", "voc-detection") / "images").glob("*.jpg"))
     negatives, held = voc[:50], voc[50:]
+    negatives += sorted((root / "camvid" / "train").glob("*.jpg"))[::4] + sorted((root / "keypoints").rglob("*.jpg"))
     val = sorted((hym / "val").rglob("*.jpg"))
     truth = torch.tensor([["ants", "bees"].index(p.parent.name) for p in val])
     original = cvapps.load(WEIGHTS).eval()
