@@ -354,7 +354,7 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     seed_everything(cfg.seed)  # before building: head init is part of a seeded run
     tr, va = spec.read_train(opts, kind)
     if opts.negatives and not cfg.keep_classes:
-        raise ConfigError("--negatives is for --keep-classes (images the pretrained model's classes explain)")
+        raise ConfigError("--negatives is for --keep-classes (images that show none of the data's classes)")
     if cfg.keep_classes:
         old = len(tr.labels)
         tr, va, from_teacher = spec.keep_classes(get_spec(weights) if weights else None, tr, va, opts)
