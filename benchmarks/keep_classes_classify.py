@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import data_root, require  # noqa: E402
 
 import cvapps  # noqa: E402
-from cvapps.data.io import read_image  # noqa: E402
+from cvapps.api import map_images  # noqa: E402
 
 WEIGHTS = "mobilenet_v2.imagenet1k"
 
@@ -41,12 +41,7 @@ WEIGHTS = "mobilenet_v2.imagenet1k"
 @torch.no_grad()
 def logits(model, paths: list[Path]) -> torch.Tensor:
     """(N, C) logits of ``model`` on the images, through its own eval preprocessing."""
-    pre = model.preprocessor()
-    out = []
-    for i in range(0, len(paths), 16):
-        batch = torch.stack([torch.as_tensor(pre.prepare(read_image(p))[0]) for p in paths[i:i + 16]])
-        out.append(model(pre.normalize(batch)).logits.float())
-    return torch.cat(out)
+    return map_images(model, paths, lambda x: model(x).logits.float(), "logits", console=Console(file=io.StringIO()))
 
 
 def run(epochs: int = 5) -> dict:

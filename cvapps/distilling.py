@@ -17,8 +17,7 @@ from pathlib import Path
 from rich.console import Console
 
 from .api import _model, create_model, evaluate, load, map_images, predict
-from .data.io import is_image
-from .data.sources import expand_sources
+from .data.sources import image_files
 from .errors import ConfigError, DataError
 from .options import DataOptions
 from .tasks import TASKS
@@ -86,8 +85,7 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
     if init not in INIT:
         raise ConfigError(f"init {init!r} is not one of {', '.join(INIT)}")
     t_model = _model(teacher, task, train_options.get("device", "cpu"))
-    paths = [p for p in expand_sources(data if isinstance(data, (list, tuple)) else [data])
-             if isinstance(p, Path) and is_image(p)]
+    paths = image_files(data)
     if not paths:
         raise DataError("no images to distil on", path=str(data))
     opts = {"labels": labels, "label_images": label_images, "temperature": temperature, "alpha": alpha,

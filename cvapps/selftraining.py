@@ -26,8 +26,7 @@ from rich.console import Console
 from .active.pseudo import write_pseudo_labels
 from .api import load, train
 from .data.classification import load_split
-from .data.io import is_image
-from .data.sources import expand_sources
+from .data.sources import image_files
 from .distilling import distill
 from .errors import ConfigError
 from .options import DataOptions, split_options
@@ -116,8 +115,7 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
         mine = {str(Path(p).resolve()) for p in tr.paths + (va.paths if va else [])}
         n_labelled = len(tr)  # a root's val/ split is kept out of the pool but not counted as labelled
         student, cfg = _split(dict(train_options), spec)
-    pool_paths = [p.resolve() for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
-                  if isinstance(p, Path) and is_image(p) and str(p.resolve()) not in mine]
+    pool_paths = [p.resolve() for p in image_files(pool) if str(p.resolve()) not in mine]
     if not pool_paths:
         raise ConfigError("the unlabelled pool has no images (other than the labelled ones)")
     out_dir = Path(out)

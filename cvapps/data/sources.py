@@ -84,6 +84,13 @@ def expand_sources(sources: Iterable[str | Path | np.ndarray]) -> list[Any]:
     return items
 
 
+def image_files(sources) -> list[Path]:
+    """The still images among ``sources`` (one source or a list of files, folders, globs, .txt
+    lists; resolved and checked as ``expand_sources`` does); videos and streams are left out."""
+    items = expand_sources(sources if isinstance(sources, (list, tuple)) else [sources])
+    return [p for p in items if isinstance(p, Path) and is_image(p)]
+
+
 def is_stream(item: Any) -> bool:
     """A camera or a URL: no known length, worth reconnecting to."""
     return isinstance(item, int) or isinstance(item, str)

@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 
 from ...data.classification import ClassificationData, ImageDataset, load_split, resolve_dataset
-from ...data.io import is_image
-from ...data.sources import expand_sources
+from ...data.sources import image_files
 from ...data.transforms import EvalTransform, train_augment
 from ...errors import ConfigError, DataError
 from ...ops.uncertainty import bald, entropy, least_confidence, margin, variance
@@ -88,8 +87,7 @@ class ClassificationSpec(TaskSpec):
                               hint="a folder, .txt list or glob of ordinary photos (100 or more) from where the "
                                    "model will be used")
         labelled = {Path(p).resolve() for p in list(train.paths) + list(val.paths if val is not None else [])}
-        negatives = [p for p in expand_sources([opts.negatives])
-                     if isinstance(p, Path) and is_image(p) and p.resolve() not in labelled]
+        negatives = [p for p in image_files(opts.negatives) if p.resolve() not in labelled]
         if not negatives:
             raise DataError("no images among the negatives (other than the labelled ones)", path=opts.negatives)
         base = list(weights.config["labels"]) if weights.kind == "model" else weights.label_names()
