@@ -9,11 +9,13 @@ Prints one JSON object:
   faces: people whose eyes and nose are labelled visible. Caveat: the WIDER-FACE images of
   WFLW label only some faces of a crowd, so their unmatched detections include real faces
   (``unmatched_by_image`` shows where). RetinaFace runs as `predict` does by default: one
-  pass for video and cameras, test-time scales 1,2 for still images.
+  pass for video and cameras, test-time scales 1,2 for still images, then the face check
+  (FaceMesh's face presence >= 0.5 on each face's crop); "_unchecked" rows without it.
 - ``nme5``: the default landmark model's 5 points against 5 points derived from the dense
   annotations (``FIVE``: eye centres = mean of each eye's contour points, nose tip, mouth
   corners), normalised by the distance between the two derived eye centres, per set; with
-  one pass (the video default) and scales 1,2 (the photo default).
+  one pass (the video default) and scales 1,2 (the photo default), both face-checked, and
+  scales 1,2 unchecked.
 - ``pose``: the default pose model (MoveNet Lightning, converted from TFLite): parity with
   LiteRT running the wheel's own .tflite on the same 192x192 person crops (when
   ``ai-edge-litert`` is installed: ``pip install -e .[bench]``), and COCO OKS AP / PCK@0.2 on
@@ -53,6 +55,7 @@ from _common import data_root, make_face_video, make_pan_video, require  # noqa:
 import cvapps  # noqa: E402
 from cvapps.data.io import read_image  # noqa: E402
 from cvapps.tasks.keypoints.topdown import HaarFaces  # noqa: E402
+from cvapps.tasks.landmarks.verify import VERIFIER, CheckedFaces, FaceCheck  # noqa: E402
 
 # dense annotation -> (left eye centre, right eye centre, nose tip, mouth left, mouth right);
 # "left" = image left, the order RetinaFace predicts. Lists are averaged.
@@ -139,30 +142,50 @@ def false_positives(boxes: np.ndarray, hit: list[int], people: np.ndarray | None
     return int((~inside).sum())
 
 
-def _detect(det: str, haar, model, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    if det == "haar":
-        boxes, scores = haar(img)
-    else:
-        p = model.predict(img, scales=(1, 2) if det.endswith("1_2") else None)[0]
-        boxes, scores = p.boxes, p.box_scores
-    return np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores, float)
+# retinaface_one_pass: the default for video and cameras; retinaface_scales_1_2: for still images;
+# "_unchecked": without the face check (--face-check none)
+DETECTORS = ("haar", "retinaface_one_pass", "retinaface_scales_1_2", "retinaface_one_pass_unchecked",
+             "retinaface_scales_1_2_unchecked")
+
+
+def face_predictor(model, det: str):
+    """The face detector as `predict landmarks` runs it: ``det`` (see DETECTORS) -> predict(image)
+    -> Keypoints, after the face check unless ``det`` is unchecked."""
+    scales = (1, 2) if "1_2" in det else None
+    check = None if det.endswith("unchecked") else CheckedFaces(None, FaceCheck(cvapps.load(VERIFIER)),
+                                                                 model.schema.eyes)
+
+    def predict(img: np.ndarray):
+        p = model.predict(img, scales=scales)[0]
+        return p if check is None else check.refine(p, img)
+
+    return predict
 
 
 def face_detection(faces: dict, model, people: dict[str, np.ndarray]) -> dict:
     haar = HaarFaces()
     rows = {}
-    # retinaface_one_pass: the default for video and cameras; retinaface_scales_1_2: for still images
-    for det in ("haar", "retinaface_one_pass", "retinaface_scales_1_2"):
+    for det in DETECTORS:
+        predict = face_predictor(model, det) if det != "haar" else None
+
+        def _detect(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            if predict is None:
+                boxes, scores = haar(img)
+            else:
+                p = predict(img)
+                boxes, scores = p.boxes, p.box_scores
+            return np.asarray(boxes, float).reshape(-1, 4), np.asarray(scores, float)
+
         by_image, fp = {}, {}
         for path, refs in faces.items():
-            boxes, scores = _detect(det, haar, model, read_image(path))
+            boxes, scores = _detect(read_image(path))
             f, u, hit = match(boxes, scores, refs)
             key = Path(path).parent.name + "/" + Path(path).name
             by_image[key] = {"labelled": len(refs), "found": f, "unmatched": u}
             if key.split("/")[0] in EXHAUSTIVE or path in people:
                 fp[key] = by_image[key]["false_positives"] = false_positives(boxes, hit, people.get(path))
         for path in sorted(set(people) - set(faces)):  # the VOC photos: false positives only
-            boxes, _ = _detect(det, haar, model, read_image(path))
+            boxes, _ = _detect(read_image(path))
             fp["voc/" + Path(path).name] = false_positives(boxes, [], people[path])
         labelled, found = sum(v["labelled"] for v in by_image.values()), sum(v["found"] for v in by_image.values())
         unmatched = sum(v["unmatched"] for v in by_image.values())
@@ -185,15 +208,16 @@ def face_detection(faces: dict, model, people: dict[str, np.ndarray]) -> dict:
     return rows
 
 
-def nme5(root: Path, model, scales=None) -> dict:
+def nme5(root: Path, model, det: str) -> dict:
     out = {}
     all_nme = []
+    predict = face_predictor(model, det)
     for name in FIVE:
         d = json.loads(next((root / "keypoints" / name).glob("test_*.json")).read_text())
         files = {im["id"]: root / "keypoints" / name / im["file_name"] for im in d["images"]}
         nmes, missed = [], 0
         for image_id, path in files.items():
-            p = model.predict(read_image(path), scales=scales)[0]
+            p = predict(read_image(path))
             for a in (a for a in d["annotations"] if a["image_id"] == image_id):
                 gt = five_points(np.asarray(a["keypoints"], float).reshape(-1, 3), name)
                 _, _, (j,) = match(p.boxes, p.box_scores, [gt[:3]])
@@ -394,8 +418,9 @@ def main() -> None:
     pose = cvapps.load("movenet_lightning.coco17")
     out = {"model": "retinaface.face5", "parity_onnxruntime": parity(sorted(faces), model),
            "faces": face_detection(faces, model, person_boxes(root)),
-           "nme5": {"one_pass_video_default": nme5(root, model),
-                    "scales_1_2_photo_default": nme5(root, model, (1, 2))},
+           "nme5": {"one_pass_video_default": nme5(root, model, "retinaface_one_pass"),
+                    "scales_1_2_photo_default": nme5(root, model, "retinaface_scales_1_2"),
+                    "scales_1_2_unchecked": nme5(root, model, "retinaface_scales_1_2_unchecked")},
            "pose": {"model": "movenet_lightning.coco17", "parity_litert": pose_parity(root, pose),
                     "coco_keypoints": pose_accuracy(root, pose)},
            "facemesh": facemesh(root, cvapps.load("facemesh.mediapipe"), model),

@@ -132,7 +132,7 @@ def test_postprocess_maps_back_to_image_pixels(face_detector):
 def test_predict_landmarks_without_model_uses_the_face_detector(tmp_path, capsys, face_detector):
     img = write_image(tmp_path / "group.png", np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8))
     code, out, err = run_cli(capsys, "predict", "landmarks", img, "--save-json", tmp_path / "p.jsonl",
-                             "--out", tmp_path / "drawn")
+                             "--out", tmp_path / "drawn", "--face-check", "none")  # the check: test_face_check.py
     assert code == 0, err
     recs = json.loads((tmp_path / "p.jsonl").read_text())["predictions"]
     want = face_detector.predict(img, scales=(1, 2))[0]  # a photo: the enlarged pass too, by default
@@ -140,7 +140,8 @@ def test_predict_landmarks_without_model_uses_the_face_detector(tmp_path, capsys
     assert all(len(r["keypoints"]) == 15 for r in recs)
     np.testing.assert_allclose([r["bbox"][0] for r in recs], want.boxes[:, 0], atol=0.01)
     assert (tmp_path / "drawn" / "group.png").is_file()
-    code, _, err = run_cli(capsys, "predict", "landmarks", img, "--scales", "1", "--save-json", tmp_path / "one.jsonl")
+    code, _, err = run_cli(capsys, "predict", "landmarks", img, "--scales", "1", "--save-json", tmp_path / "one.jsonl",
+                           "--face-check", "none")
     one = json.loads((tmp_path / "one.jsonl").read_text())["predictions"]
     np.testing.assert_allclose([r["bbox"][0] for r in one], face_detector.predict(img)[0].boxes[:, 0], atol=0.01)
     code, _, err = run_cli(capsys, "predict", "landmarks", img, "--faces", "haar")
@@ -150,7 +151,7 @@ def test_predict_landmarks_without_model_uses_the_face_detector(tmp_path, capsys
 def test_top_down_landmarks_crop_the_face_detectors_boxes(tmp_path, face_detector):
     lm = cvapps.create_model("landmarks", "mobilenet_v3_small", img_size=[64, 64], schema="face5")
     img = np.random.default_rng(2).integers(0, 255, (120, 160, 3), np.uint8)
-    (res,) = list(cvapps.predict(lm, [img], task="landmarks", stream=True))
+    (res,) = list(cvapps.predict(lm, [img], task="landmarks", stream=True, face_check="none"))
     want = face_detector.predict(img, scales=(1, 2))[0]  # an array is a still image: the enlarged pass too
     assert len(want) > 0  # the fixture's random weights do find "faces" in this noise
     np.testing.assert_allclose(res.prediction.boxes, want.boxes)
@@ -168,7 +169,7 @@ def test_face_detector_exports_to_onnx_runtime(tmp_path, face_detector):
     ref = cvapps.tasks.model_class("landmarks").from_config(ort.config)  # the exported 160-px input
     ref.load_state_dict(face_detector.state_dict())
     a = ref.eval().predict(img)[0]
-    b = next(iter(cvapps.predict(ort, [img], task="landmarks", stream=True))).prediction
+    b = next(iter(cvapps.predict(ort, [img], task="landmarks", stream=True, face_check="none"))).prediction
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(b.boxes[:20], a.boxes[:20], atol=0.05)
     np.testing.assert_allclose(b.points[:20], a.points[:20], atol=0.05)
@@ -202,7 +203,7 @@ def test_test_time_scales_add_the_small_anchors_of_the_enlarged_pass(tmp_path, c
     img = write_image(tmp_path / "a.png", np.random.default_rng(4).integers(0, 255, (64, 96, 3), np.uint8))
     code, _, err = run_cli(capsys, "predict", "landmarks", img, "--scales", "1,two")
     assert code == 2 and "--scales takes numbers" in err
-    code, _, _ = run_cli(capsys, "predict", "landmarks", img, "--scales", "1,2")
+    code, _, _ = run_cli(capsys, "predict", "landmarks", img, "--scales", "1,2", "--face-check", "none")
     assert code == 0
 
 

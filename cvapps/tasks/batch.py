@@ -4,7 +4,9 @@ pseudo-labelling and embeddings all go through ``to_batch`` / ``run_batch``.
 
 A preprocessor has ``prepare(image, source="", frame=None) -> (uint8 input, meta)`` (run
 in the decode thread; ``source``/``frame`` let top-down box sources look boxes up) and
-``normalize(batch_u8) -> float batch``."""
+``normalize(batch_u8) -> float batch``, and optionally ``refine(prediction, image) ->
+prediction``: a second look at each image's prediction with its pixels (e.g. the face
+check of cvapps.tasks.landmarks.verify)."""
 
 from __future__ import annotations
 
@@ -82,12 +84,20 @@ def predict_inputs(model, inputs, batch_size: int = 16, precision: str = "fp32",
     pre = pre or model.preprocessor()
     out: list = []
     for i in range(0, len(inputs), batch_size):
-        prepared = []
+        prepared, images = [], []
         for k, item in enumerate(inputs[i : i + batch_size], start=i):
             image, source = load_input(item, k)
             prepared.append(pre.prepare(image, source, k))
-        out.extend(run_batch(model, [p[0] for p in prepared], [p[1] for p in prepared], precision, pre, **post))
+            images.append(image)
+        preds = run_batch(model, [p[0] for p in prepared], [p[1] for p in prepared], precision, pre, **post)
+        out.extend(refined(pre, preds, images))
     return out
+
+
+def refined(pre, preds: list, images: list[np.ndarray]) -> list:
+    """The predictions after the preprocessor's ``refine`` (when it has one)."""
+    refine = getattr(pre, "refine", None)
+    return preds if refine is None else [refine(p, im) for p, im in zip(preds, images)]
 
 
 @dataclass
@@ -135,7 +145,7 @@ def stream_predictions(model, items: list, pre=None, batch_size: int = 16, vid_s
     for good in frame_batches(items, pre, batch_size, vid_stride, on_error or fail, reconnect,
                               torch_threads=prepare_threads(model)):
         preds = run_batch(model, [f.payload[0] for f in good], [f.payload[1] for f in good], precision, pre, **post)
-        for f, p in zip(good, preds):
+        for f, p in zip(good, refined(pre, preds, [f.image for f in good])):
             overlay = counts = None
             if tracker is not None:
                 p, overlay, counts = tracker.step(p, f.source, f.frame, f.fps, f.image)

@@ -86,6 +86,12 @@ class Keypoints(Prediction):
         return replace(self, points=points, scores=self.scores[keep], boxes=self.boxes[keep],
                        box_scores=self.box_scores[keep], track_ids=np.asarray(ids, np.int64))
 
+    def take(self, keep: np.ndarray) -> "Keypoints":
+        """The instances ``keep`` (indices or an (N,) bool mask) selects."""
+        ids = self.track_ids[keep] if self.track_ids is not None else None
+        return replace(self, points=self.points[keep], scores=self.scores[keep], boxes=self.boxes[keep],
+                       box_scores=self.box_scores[keep], track_ids=ids)
+
     def resized(self, sx: float, sy: float) -> "Keypoints":
         return replace(self, points=self.points * np.array([sx, sy]), boxes=self.boxes * np.array([sx, sy, sx, sy]))
 

@@ -114,10 +114,12 @@ class HaarFaces:
 
 class DetectorBoxes:
     """Boxes from a cvapps model that finds instances: a detection model (``label`` keeps one
-    class, e.g. person / face, when the detector knows it) or a face detector."""
+    class, e.g. person / face, when the detector knows it) or a face detector. ``check``
+    (face detectors): ``check(image, boxes, rolls) -> (N,) bool``, the faces to keep (see
+    cvapps.tasks.landmarks.verify)."""
 
-    def __init__(self, detector, label: str | None = None, conf: float | None = 0.3, **options):
-        self.det, self.label = detector.eval(), label
+    def __init__(self, detector, label: str | None = None, conf: float | None = 0.3, check=None, **options):
+        self.det, self.label, self.check = detector.eval(), label, check
         self.options = {"conf": conf, **options}  # the detector's predict options
         self._lock = threading.Lock()
 
@@ -134,9 +136,18 @@ class DetectorBoxes:
         eyes = getattr(getattr(self.det, "schema", None), "eyes", None)
         if not getattr(self.det, "finds_instances", False) or not eyes:
             return boxes, scores
-        pts = np.asarray(pred.points, np.float64)[keep]
-        d = pts[:, eyes[1]] - pts[:, eyes[0]]
-        return boxes, scores, np.arctan2(d[:, 1], d[:, 0])
+        rolls = eye_roll(np.asarray(pred.points, np.float64)[keep], eyes)
+        if self.check is not None and len(boxes):
+            ok = self.check(image, boxes, rolls)
+            boxes, scores, rolls = boxes[ok], scores[ok], rolls[ok]
+        return boxes, scores, rolls
+
+
+def eye_roll(points: np.ndarray, eyes) -> np.ndarray:
+    """points (N, K, 2), eyes (left, right) indices -> (N,) roll in radians: the angle of the
+    line from the left to the right eye (0 for an upright face)."""
+    d = points[:, eyes[1]] - points[:, eyes[0]]
+    return np.arctan2(d[:, 1], d[:, 0])
 
 
 class FileBoxes:

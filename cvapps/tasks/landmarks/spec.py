@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from ...errors import ConfigError
+from ...options import CliOption
 from ..keypoints.spec import KeypointSpec
-from ..keypoints.topdown import HaarFaces
+from ..keypoints.topdown import DetectorBoxes, HaarFaces
 from .metrics import evaluate_pairs
+from .verify import MIN_PRESENCE, VERIFIER, CheckedFaces, FaceCheck
 
 
 class LandmarkSpec(KeypointSpec):
+    cli_options = {**KeypointSpec.cli_options,
+                   "predict": KeypointSpec.cli_options["predict"] + (
+                       CliOption("face_check", str, None, f"a second look at each face the face detector finds: "
+                                                          f"{VERIFIER} (default) drops faces its face-presence "
+                                                          f"score rejects (animal faces, patterns); 'none' keeps "
+                                                          f"every face"),
+                       CliOption("min_presence", float, MIN_PRESENCE, "face check: the presence score a face needs")),
+                   }
     default_schema = "ibug68"
     rotate = 20.0
     box_label = "face"
@@ -15,6 +26,28 @@ class LandmarkSpec(KeypointSpec):
     default_weights = "retinaface.face5"  # boxes + 5 points of every face, no training
     default_detector = "retinaface.face5"  # faces for the top-down landmark models
     named_box_sources = {"haar": HaarFaces}  # --faces haar: OpenCV's frontal-face cascade
+
+    def predict_setup(self, model, load, items=(), face_check: str | None = None,
+                      min_presence: float = MIN_PRESENCE, **options):
+        """The keypoint setup; faces from a face detector (the model itself or the box source of
+        a top-down model) get a second look (``face_check``: a FaceMesh model name / file,
+        default VERIFIER; "none" turns it off; see cvapps.tasks.landmarks.verify)."""
+        pre, post = super().predict_setup(model, load, items, **options)
+        source = getattr(pre, "boxes", None)
+        own = getattr(model, "finds_instances", False)
+        from_detector = isinstance(source, DetectorBoxes) and getattr(source.det, "finds_instances", False)
+        if face_check is not None and str(face_check).lower() == "none":
+            return pre, post
+        if not (own or from_detector):
+            if face_check is not None:
+                raise ConfigError("--face-check looks again at a face detector's faces; these boxes come from "
+                                  f"{'a boxes file or Haar' if options.get('boxes') else 'no face detector'}")
+            return pre, post
+        check = FaceCheck(load(face_check or VERIFIER, "landmarks"), min_presence)
+        if own:
+            return CheckedFaces(pre, check, model.schema.eyes), post
+        source.check = check
+        return pre, post
 
     def results_metrics(self, gt, by_name, pairs, missed) -> dict:
         """NME / FR / AUC over IoU-matched faces; unmatched faces count as failures."""
