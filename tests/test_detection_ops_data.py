@@ -206,6 +206,9 @@ def test_loader_workers_report_the_same_drops_and_batches(tmp_path):
     assert seen[0][0] == seen[2][0] > 0
     for (xa, ba), (xb, bb) in zip(seen[0][1], seen[2][1], strict=True):
         assert torch.equal(xa, xb) and all(torch.equal(a, b) for a, b in zip(ba, bb))
+    # images travel to the training device as uint8 and are normalised there ("meta": no data, any device)
+    x, _ = next(iter(make_loader(DetectionDataset(data, Letterbox.from_config(pre)), 2, device="meta")))
+    assert x.device.type == "meta" and x.dtype == torch.float32 and x.shape == (2, 3, 96, 96)
 
 
 def test_coco_image_ids_are_kept_so_results_files_evaluate_against_the_file(tmp_path):
