@@ -90,9 +90,10 @@ def test_select_cli_for_each_task(tmp_path, pool, capsys, task, kwargs, strategy
     torch.manual_seed(0)
     model = cvapps.save(cvapps.create_model(task, **kwargs), tmp_path / "m.safetensors")
     (tmp_path / "labelled.txt").write_text(str(pool / "p0.png") + "\n")
+    whole = ["--whole-image"] if task in ("pose", "landmarks") else []  # colour tiles: no people or faces to find
     code, out, err = run_cli(capsys, "select", "--model", model, "--pool", pool, "--budget", 3, "--strategy", strategy,
                              "--exclude", tmp_path / "labelled.txt", "--out", tmp_path / "sel", "--copy-to",
-                             tmp_path / "to_label")
+                             tmp_path / "to_label", *whole)
     assert code == 0, err
     sel = json.loads((tmp_path / "sel" / "selection.json").read_text())
     assert [r["rank"] for r in sel] == [1, 2, 3] and all(r["strategy"] == strategy for r in sel)
@@ -172,7 +173,7 @@ def test_keypoint_pseudo_labels_are_coco_keypoints(tmp_path, pool):
     from cvapps.data.keypoints import read_coco_keypoints
 
     m = cvapps.create_model("pose", "mobilenet_v3_small", img_size=[64, 64])
-    cvapps.select(m, str(pool), 2, "least_confidence", out=str(tmp_path / "k"), pseudo_label=0.0)
+    cvapps.select(m, str(pool), 2, "least_confidence", out=str(tmp_path / "k"), pseudo_label=0.0, whole_image=True)
     d = read_coco_keypoints(tmp_path / "k" / "pseudo_labels_keypoints.json", pool)
     assert len(d) == 4 and d.schema.name == "coco17"  # the 4 unselected images, the model's schema
 
@@ -263,12 +264,13 @@ def test_select_on_a_video_spaces_its_frames_and_writes_them(tmp_path, pool, tin
 def test_default_strategy_follows_the_model_and_a_short_selection_is_explained(tmp_path, pool, capsys):
     torch.manual_seed(0)
     pose = cvapps.save(cvapps.create_model("pose", "mobilenet_v3_small", img_size=[64, 64]), tmp_path / "p.safetensors")
-    code, _, err = run_cli(capsys, "select", "--model", pose, "--pool", pool, "--budget", 2, "--out", tmp_path / "s")
+    code, _, err = run_cli(capsys, "select", "--model", pose, "--pool", pool, "--budget", 2, "--out", tmp_path / "s",
+                           "--whole-image")
     assert code == 0, err
     assert {r["strategy"] for r in json.loads((tmp_path / "s" / "selection.json").read_text())} == {"least_confidence"}
     video = _colour_video(tmp_path / "short.mp4", n=20)
     code, _, err = run_cli(capsys, "select", "--model", pose, "--pool", video, "--budget", 5, "--vid-stride", 5,
-                           "--min-gap", 12, "--out", tmp_path / "v")
+                           "--min-gap", 12, "--out", tmp_path / "v", "--whole-image")
     assert code == 0, err
     frames = sorted(r["frame"] for r in json.loads((tmp_path / "v" / "selection.json").read_text()))
     assert 1 <= len(frames) <= 2 and all(b - a >= 12 for a, b in zip(frames, frames[1:]))  # of 0, 5, 10, 15

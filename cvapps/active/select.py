@@ -22,7 +22,7 @@ from ..data.io import is_image, is_video, read_image
 from ..errors import ConfigError, DataError
 from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
-from ..tasks.batch import memory_format, prepare_threads, to_batch
+from ..tasks.batch import memory_format, predict_inputs, prepare_threads, to_batch
 from .pseudo import write_pseudo_labels
 from .strategies import STRATEGIES, hybrid, k_center_greedy, rank, random_order
 
@@ -135,7 +135,7 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
            out: str = "runs/select", batch_size: int = 16, mc_passes: int = 10, k: int = 5, seed: int = 0,
            copy_to: str | None = None, link: bool = False, pseudo_label: float | None = None,
            vid_stride: int = 10, min_gap: int = 30, workers: int | None = None,
-           console: Console | None = None) -> list[dict]:
+           console: Console | None = None, pre=None) -> list[dict]:
     """Rank the images and video frames of ``pool`` (folders, globs, list files, paths,
     videos) and pick ``budget``. Videos are sampled every ``vid_stride``-th frame; two picks
     from one video are at least ``min_gap`` frames apart (neighbouring frames are nearly the
@@ -148,7 +148,9 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     confidence threshold) also writes the confident predictions on the rest of the pool as
     training labels (cvapps.active.pseudo): its images, and the videos' other sampled frames,
     written to out/pseudo_frames/ like the picked ones. ``workers``: threads reading and
-    preparing images ahead of the model (default: cvapps.data.sources.decode_threads).
+    preparing images ahead of the model (default: cvapps.data.sources.decode_threads). ``pre``:
+    a configured preprocessor (``TaskSpec.predict_setup``'s: top-down keypoint models with the
+    box source ``predict`` would use, so each instance crop is scored; default the model's).
     Returns the selection rows."""
     console = console or Console(stderr=True, markup=False)
     strategy = strategy or default_strategy(model)
@@ -187,7 +189,7 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     if done:
         console.print(f"resuming: {len(done)} images / frames already scored in {scores_csv}")
     model.eval()
-    pre = model.preprocessor()
+    pre = pre or model.preprocessor()
     new_file = not scores_csv.exists()
     with open(scores_csv, "a", newline="") as f, open(emb_file, "ab") as ef:
         w = csv.writer(f)
@@ -236,13 +238,13 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
             "score": shown.get(i, float(scores[i])) if strategy != "random" else None, "rank": r + 1,
             "strategy": strategy} for r, i in enumerate(local)]
     save_frames(sel, out_dir / "frames")
-    _write(sel, out_dir, copy_to, model, link)
+    _write(sel, out_dir, copy_to, model, link, pre)
     if pseudo_label is not None:  # the rest of the pool: its images, and the videos' other sampled frames as images
         chosen = {(r["source"], r["frame"]) for r in sel}
         rest = [{"source": src, "frame": fr} for src, fr in keys if fr is not None and (src, fr) not in chosen]
         save_frames(rest, out_dir / "pseudo_frames")
         paths = [p for p in items if is_image(p) and (str(p), None) not in chosen] + [Path(r["path"]) for r in rest]
-        info = write_pseudo_labels(model, paths, pseudo_label, out_dir, batch_size)
+        info = write_pseudo_labels(model, paths, pseudo_label, out_dir, batch_size, pre)
         console.print(f"pseudo-labels for {info['written']} images and video frames (confidence >= {pseudo_label}) "
                       f"in {info['file']}" + (f"; the frames in {out_dir / 'pseudo_frames'}" if rest else ""))
     return sel
@@ -274,13 +276,13 @@ def save_frames(sel: list[dict], folder: Path) -> None:
             cap.release()
 
 
-def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link: bool = False) -> None:
+def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link: bool = False, pre=None) -> None:
     with open(out_dir / "selection.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["rank", "path", "source", "frame", "score", "strategy"])
         w.writeheader()
         w.writerows(sel)
     (out_dir / "selection.json").write_text(json.dumps(sel, indent=1))
-    contact_sheet(sel, out_dir / "contact_sheet.png", model)
+    contact_sheet(sel, out_dir / "contact_sheet.png", model, pre)
     if copy_to:
         dest = Path(copy_to)
         dest.mkdir(parents=True, exist_ok=True)
@@ -293,9 +295,11 @@ def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link
                 shutil.copy2(row["path"], target)
 
 
-def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 5, tile: int = 256, limit: int = 60) -> None:
+def contact_sheet(sel: list[dict], path: Path, model=None, pre=None, cols: int = 5, tile: int = 256,
+                  limit: int = 60) -> None:
     """Grid of the selected images with rank and score under each, the model's predictions
-    drawn on the tiles at tile resolution (so labels stay readable)."""
+    (with preprocessor ``pre``, default the model's) drawn on the tiles at tile resolution (so
+    labels stay readable)."""
     rows = sel[:limit]
     if not rows:
         return
@@ -311,8 +315,8 @@ def contact_sheet(sel: list[dict], path: Path, model=None, cols: int = 5, tile: 
         small = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
                            interpolation=cv2.INTER_AREA)
         if model is not None:
-            small = model.predict(img)[0].resized(small.shape[1] / img.shape[1], small.shape[0] / img.shape[0]) \
-                .draw(small)
+            small = predict_inputs(model, [img], pre=pre)[0].resized(small.shape[1] / img.shape[1],
+                                                                     small.shape[0] / img.shape[0]).draw(small)
         y, x = (i // cols) * (tile + band), (i % cols) * tile
         sheet[y : y + small.shape[0], x : x + small.shape[1]] = small
         score = "-" if row["score"] is None else f"{row['score']:.3g}"

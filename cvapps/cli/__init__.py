@@ -448,6 +448,11 @@ def select(
     min_gap: int = typer.Option(30, help="videos: picked frames of one video are at least this many frames apart"),
     workers: Optional[int] = typer.Option(None, help="threads reading images ahead (default: one per core, at most 4)"),
     backend: str = typer.Option("auto", help="auto: ONNX Runtime for strategies that need only the outputs; torch"),
+    boxes: Optional[str] = typer.Option(None, "--boxes", "--faces", help="top-down keypoint models: instance boxes "
+                                        "(COCO-style file, or haar for faces); default as predict: the default "
+                                        "detector's"),
+    detector: Optional[str] = typer.Option(None, help="top-down keypoint models: a detection model for the boxes"),
+    whole_image: bool = typer.Option(False, help="top-down keypoint models: one instance per image, the whole frame"),
     device: str = DEVICE["device"][1],
 ) -> None:
     """Rank unlabelled images and video frames by how much labelling them should teach the
@@ -456,7 +461,7 @@ def select(
     sel = _api().select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
                         batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
                         vid_stride=vid_stride, min_gap=min_gap, workers=workers, device=device, backend=backend,
-                        console=err)
+                        boxes=boxes, detector=detector, whole_image=whole_image, console=err)
     for row in sel:
         print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)
