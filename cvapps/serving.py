@@ -26,7 +26,7 @@ from .data.io import decode_image
 from .errors import ConfigError, DataError
 from .exporting import fastest
 from .options import Options, opt
-from .tasks.batch import FrameResult, run_batch
+from .tasks.batch import FrameResult, refined, run_batch
 
 
 @dataclass
@@ -78,9 +78,15 @@ class Served:
         except DataError as e:
             raise HTTPError(400, e.one_line()) from None
         done = asyncio.get_running_loop().create_future()
-        await self.queue.put((u8, meta, done))
+        await self.queue.put((u8, meta, image, done))
         pred = await done
         return FrameResult(source, None, pred, image).to_dict(self.model.task)
+
+    def run(self, items: list) -> list:
+        """(u8, meta, image, future) requests -> their predictions (the preprocessor's
+        ``refine`` too, e.g. the face check)."""
+        preds = run_batch(self.model, [i[0] for i in items], [i[1] for i in items], "fp32", self.pre, **self.post)
+        return refined(self.pre, preds, [i[2] for i in items])
 
     async def batches(self) -> None:
         """Gather queued requests into batches and run them, one batch at a time."""
@@ -94,13 +100,12 @@ class Served:
             self.requests += len(items)
             self.batches_run += 1
             try:
-                preds = await asyncio.to_thread(run_batch, self.model, [i[0] for i in items], [i[1] for i in items],
-                                                "fp32", self.pre, **self.post)
-                for (_, _, fut), p in zip(items, preds):
+                preds = await asyncio.to_thread(self.run, items)
+                for (*_, fut), p in zip(items, preds):
                     if not fut.done():
                         fut.set_result(p)
             except Exception as e:  # noqa: BLE001 - handed to the requests, the batcher lives on
-                for _, _, fut in items:
+                for *_, fut in items:
                     if not fut.done():
                         fut.set_exception(e)
 

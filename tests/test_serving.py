@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -26,6 +27,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(models: list, **options):
+    """A uvicorn server for ``models`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(make_app(models, ServeOptions(port=port, **options)), host="127.0.0.1",
+                                        port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    for _ in range(200):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+    assert not t.is_alive()  # stopped gracefully
+
+
 @pytest.fixture
 def server(tmp_path, tiny_model):
     """A server for a classifier file and a detector file; yields (base URL, files)."""
@@ -35,21 +55,8 @@ def server(tmp_path, tiny_model):
     det = cvapps.create_model("detect", "mobilenet_v2", labels=["a", "b"], img_size=128)
     files = {"tiny": cvapps.save(tiny_model, tmp_path / "tiny.safetensors"),
              "det": cvapps.save(det, tmp_path / "det.safetensors")}
-    port = free_port()
-    opts = ServeOptions(port=port, max_bytes=200_000, max_batch=4, batch_wait_ms=300)
-    srv = uvicorn.Server(uvicorn.Config(make_app([str(files["tiny"]), str(files["det"])], opts), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started
-    yield f"http://127.0.0.1:{port}", files
-    srv.should_exit = True
-    t.join(10)
-    assert not t.is_alive()  # stopped gracefully
+    with serving([str(files["tiny"]), str(files["det"])], max_bytes=200_000, max_batch=4, batch_wait_ms=300) as base:
+        yield base, files
 
 
 def call(url: str, data: bytes | None = None, headers: dict | None = None) -> tuple[int, dict]:
@@ -110,3 +117,16 @@ def test_serve_refuses_an_empty_model_list_and_name_clashes(tmp_path, tiny_model
     b = cvapps.save(tiny_model, tmp_path / "b" / "m.safetensors")
     with pytest.raises(cvapps.ConfigError, match="both be served as 'm'"):
         make_app([str(a), str(b)])
+
+
+def test_served_face_detector_gives_the_faces_predict_gives(tmp_path, face_detector, facemesh_model):
+    """The server predicts as `cvapps predict` does, the face check included."""
+    img = write_image(tmp_path / "g.png", np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8))
+    want = next(iter(cvapps.predict(None, [img], task="landmarks", stream=True, scales="1"))).prediction
+    bare = face_detector.predict(img)[0]
+    assert len(want) < len(bare)  # the check drops faces of the fixture detector (random weights)
+    with serving(["retinaface.face5"], backend="torch") as base:
+        code, rec = call(base + "/predict", img.read_bytes())
+    assert code == 200 and len(rec["predictions"]) == len(want)
+    np.testing.assert_allclose(np.reshape([p["bbox"] for p in rec["predictions"]], (-1, 4)),
+                               np.reshape([p["bbox"] for p in want.to_dict()], (-1, 4)), atol=0.01)
