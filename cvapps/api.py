@@ -184,6 +184,23 @@ def _model(model, task: str | None, device: str = "cpu", backend: str = "torch")
     return load(model, task=task, device=device, backend=backend)
 
 
+def helper_loader(device: str = "cpu", backend: str = "auto", console: Console | None = None,
+                  threads: int | None = None):
+    """``load(name, task)`` for the models a task's setup needs beside the main one (a top-down
+    model's box detector, the face check). With ``backend`` "auto" they run on ONNX Runtime
+    when it can (the default pose pipeline's person detector: 21 -> 45 fps end to end), except
+    models that find their own instances (the face detector): their test-time scales for
+    photos are decided later and need PyTorch."""
+
+    def load_helper(name, task):
+        m = _model(name, task, device)
+        if backend == "auto" and isinstance(m, TaskModel) and not getattr(m, "finds_instances", False):
+            return fastest(m.eval().fold_batchnorm(), device, "fp32", {}, console, threads)
+        return m
+
+    return load_helper
+
+
 def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False, img_size=None,
            nms: dict | bool | None = None) -> Path:
     """Write a model (TaskModel, model file or weights name) as ONNX or TorchScript with its
@@ -264,7 +281,8 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
         gt = load_json(coco_gt)
         run["coco_ids"] = {i["file_name"]: i["id"] for i in gt.get("images", [])}
         run["coco_categories"] = model.spec.category_ids(model, gt)
-    pre, post = model.spec.predict_setup(model, lambda m, t: _model(m, t, device), items, **task_options)
+    pre, post = model.spec.predict_setup(model, helper_loader(device, backend, run.get("console"), run.get("threads")),
+                                         items, **task_options)
     if backend == "auto" and loaded_here and isinstance(model, TaskModel):
         model = fastest(model, device, run.get("precision", "fp32"), post, run.get("console"), run.get("threads"))
     if tracking is not None:
@@ -459,7 +477,7 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
         raise ConfigError(f"--{sorted(set(asked) - known)[0].replace('_', '-')} chooses the instances of top-down "
                           f"keypoint models; a {m.task} model has none to choose")
     items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool]) if isinstance(p, Path)]
-    pre, _ = m.spec.predict_setup(m, lambda n, t: _model(n, t, device), items, **asked)
+    pre, _ = m.spec.predict_setup(m, helper_loader(device, backend, kwargs.get("console")), items, **asked)
     if backend == "auto" and loaded_here and isinstance(m, TaskModel):
         name = strategy or default_strategy(m)
         if name in STRATEGIES and STRATEGIES[name].needs in ("probs", "none"):

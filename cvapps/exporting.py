@@ -33,6 +33,7 @@ from .data.transforms import size_hw
 from .errors import ConfigError, DataError
 from .options import parse_size
 from .tasks import model_class
+from .tasks.batch import predict_inputs
 from .weights import cvapps_home
 
 META_CONFIG, META_RAW, META_OUTPUTS = "cvapps_config", "cvapps_raw", "cvapps_outputs"
@@ -258,6 +259,10 @@ class OnnxModel:
 
     def preprocessor(self, *args, **kwargs):
         return self.task_model.preprocessor(*args, **kwargs)
+
+    def predict(self, inputs, batch_size: int = 16, precision: str = "fp32", **post) -> list:
+        """TaskModel.predict on ONNX Runtime (box sources call it for their boxes)."""
+        return predict_inputs(self, inputs, batch_size, precision, **post)
 
     def postprocess(self, raw, metas, **post):
         return self.task_model.postprocess(raw, metas, **post)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from .api import _model
+from .api import _model, helper_loader
 from .data.io import decode_image
 from .errors import ConfigError, DataError
 from .exporting import fastest
@@ -54,7 +54,7 @@ class Served:
     """One model with its preprocessing, postprocessing options and request batcher."""
 
     def __init__(self, name: str, model, opts: ServeOptions):
-        pre, post = model.spec.predict_setup(model, lambda m, t: _model(m, t, opts.device), [])
+        pre, post = model.spec.predict_setup(model, helper_loader(opts.device, opts.backend), [])
         if opts.backend == "auto":
             model = fastest(model, opts.device, "fp32", post)
         self.name, self.model, self.pre, self.post, self.opts = name, model, pre, post, opts

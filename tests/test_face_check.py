@@ -30,9 +30,10 @@ def _presence(mesh, detector, img, scales=(1, 2)) -> tuple[np.ndarray, np.ndarra
 
 def _between(presence: np.ndarray) -> float:
     """A threshold that keeps some faces and drops others (the check's work is visible)."""
-    v = np.unique(np.round(presence, 6))
+    v = np.unique(np.round(presence, 4))
     assert len(v) >= 2, "the fixtures should give faces of different presence"
-    return float(v[len(v) // 2])
+    k = len(v) // 2
+    return float(v[k - 1] + v[k]) / 2  # midway: runtimes' rounding cannot move a face across it
 
 
 def test_default_landmarks_keep_the_faces_facemesh_calls_faces(tmp_path, capsys, face_detector, facemesh_model):

@@ -268,3 +268,25 @@ def test_fine_tuning_from_movenet_keeps_its_head_and_its_norm_statistics(tmp_pat
                  out=str(tmp_path / "run"), batch_size=2)
     first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["lr"] == pytest.approx(1e-5)
+
+
+def test_the_pose_pipelines_person_detector_runs_on_onnx_runtime_by_default(tmp_path, pose_model, coco_detector):
+    """Box-source detectors are helpers loaded by the task's setup: with backend "auto" they
+    run on ONNX Runtime (exported once), and the people and points equal PyTorch's."""
+    pytest.importorskip("onnxruntime")
+    from cvapps.api import helper_loader
+    from cvapps.exporting import OnnxModel
+
+    det = cvapps.tasks.model_class("detect").from_config(coco_detector.config)
+    det.load_state_dict(coco_detector.state_dict())
+    with torch.no_grad():  # a detector that sees people in noise: its finest level's "person" logits raised
+        det.head.cls[0][0].bias.view(-1, 81)[:, 1] += 10
+    path = str(cvapps.save(det, tmp_path / "people.safetensors"))
+    assert isinstance(helper_loader()(path, None), OnnxModel)
+    assert not isinstance(helper_loader(backend="torch")(path, None), OnnxModel)
+    img = np.random.default_rng(6).integers(0, 255, (120, 160, 3), np.uint8)
+    fast, slow = (next(iter(cvapps.predict(NAME, [img], task="pose", detector=path, backend=b, stream=True)))
+                  .prediction for b in ("auto", "torch"))
+    assert len(fast) == len(slow) > 1
+    np.testing.assert_allclose(fast.boxes, slow.boxes, atol=1e-3)
+    np.testing.assert_allclose(fast.points, slow.points, atol=0.05)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError
+from ..batch import predict_inputs
 from ..keypoints.postprocess import Keypoints
 from ..keypoints.topdown import eye_roll
 
@@ -39,7 +40,7 @@ class FaceCheck:
         if not len(boxes):
             return np.zeros(0)
         fixed = (np.asarray(boxes, np.float64), np.ones(len(boxes)), np.asarray(rolls, np.float64))
-        pred = self.model.predict(image, boxes=lambda *_: fixed)[0]
+        (pred,) = predict_inputs(self.model, [image], pre=self.model.preprocessor(lambda *_: fixed))
         return np.asarray(pred.scores, np.float64)[:, 0]
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, rolls: np.ndarray) -> np.ndarray:
