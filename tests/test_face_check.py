@@ -96,3 +96,15 @@ def test_face_check_refuses_what_it_cannot_use(tmp_path, capsys, face_detector, 
     with pytest.raises(cvapps.ConfigError, match="looks again at a face detector's faces"):
         cvapps.predict(lm, [img], task="landmarks", boxes="haar", face_check="facemesh.mediapipe")
     assert len(cvapps.predict(lm, [img], task="landmarks", boxes="haar").failed) == 0  # Haar: nothing to check
+
+
+def test_without_the_check_weights_the_error_says_how_to_go_on(face_detector):
+    def offline(name, task):
+        raise cvapps.errors.WeightsError(f"could not obtain {name!r}", hint="cvapps weights pull ...")
+
+    with pytest.raises(cvapps.errors.WeightsError) as e:
+        face_detector.spec.predict_setup(face_detector, offline, [])
+    assert "the face check needs facemesh.mediapipe" in e.value.one_line()
+    assert "--face-check none" in e.value.one_line()
+    pre, _ = face_detector.spec.predict_setup(face_detector, offline, [], face_check="none")  # nothing to load
+    assert not hasattr(pre, "refine")

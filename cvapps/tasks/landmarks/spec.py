@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...errors import ConfigError
+from ...errors import ConfigError, WeightsError
 from ...options import CliOption
 from ..keypoints.spec import KeypointSpec
 from ..keypoints.topdown import DetectorBoxes, HaarFaces
@@ -43,7 +43,13 @@ class LandmarkSpec(KeypointSpec):
                 raise ConfigError("--face-check looks again at a face detector's faces; these boxes come from "
                                   f"{'a boxes file or Haar' if options.get('boxes') else 'no face detector'}")
             return pre, post
-        check = FaceCheck(load(face_check or VERIFIER, "landmarks"), min_presence)
+        try:
+            check = FaceCheck(load(face_check or VERIFIER, "landmarks"), min_presence)
+        except WeightsError as e:
+            if face_check is not None:
+                raise
+            raise WeightsError(f"the face check needs {VERIFIER}: {e}",
+                               hint=f"{e.hint}; or --face-check none to keep every face unchecked") from None
         if own:
             return CheckedFaces(pre, check, model.schema.eyes), post
         source.check = check
