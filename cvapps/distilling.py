@@ -50,7 +50,7 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
             weights: str | None = None, img_size=None, head: dict | None = None, init: str = "auto",
             temperature: float = 4.0, alpha: float = 0.5, conf: float | None = None, classes=None,
             palette: str | None = None, teacher_options: dict | None = None, out: str = "runs/distill",
-            console: Console | None = None,
+            console: Console | None = None, evaluate_teacher: bool = True,
             **train_options) -> dict:
     """Train a ``task`` student on the images of ``data`` (folders, globs, lists: no labels
     needed) from ``teacher`` (a model file, weights name or model).
@@ -75,7 +75,7 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
     the targets move with the image: detection, segmentation, keypoints; off for
     classification, whose targets are the teacher's outputs for the unaugmented image).
     Writes out/ like ``train``; returns its summary, with ``val`` also the best student's
-    metrics ("val") and the teacher's ("teacher_val")."""
+    metrics ("val") and, unless ``evaluate_teacher`` is False, the teacher's ("teacher_val")."""
     console = console or Console(stderr=True, markup=False)
     spec = TASKS.get(task)
     if not spec.distillation:
@@ -125,5 +125,6 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
     if val:
         kw = {"images": val_images} if val_images else {}
         result["val"] = evaluate(load(Path(out) / "best.safetensors"), val, **kw)
-        result["teacher_val"] = evaluate(t_model, val, **kw)
+        if evaluate_teacher:  # self-training's rounds know their teacher's figures already
+            result["teacher_val"] = evaluate(t_model, val, **kw)
     return result

@@ -142,7 +142,7 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
             res = distill(task, out_dir / f"round{r - 1}" / "best.safetensors", [str(p) for p in pool_paths],
                           labels=masks or data, label_images=images, val=val, val_images=val_images, init="weights",
                           conf=threshold, palette=train_options.get("palette"), teacher_options=teacher_options,
-                          out=str(folder), console=quiet,
+                          out=str(folder), console=quiet, evaluate_teacher=False,
                           **student, **cfg)
             n_pseudo = len(pool_paths)
         best = load(folder / "best.safetensors")

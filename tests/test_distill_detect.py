@@ -215,7 +215,7 @@ def test_labelled_images_mix_in_with_their_own_boxes(teacher, tmp_path):
         TASKS.get("detect").distill_data(t_model, images, TeacherRunner(t_model, QUIET), {**opts, "classes": "red"})
 
 
-def test_self_training_detects_through_the_previous_rounds_model(teacher, tmp_path):
+def test_self_training_detects_through_the_previous_rounds_model(teacher, tmp_path, monkeypatch):
     """Two labelled images; the pool is every image (the labelled two are left out of it);
     round 1 trains on the labels + the two others as boxed by round 0's model; each round's
     figure is its model's AP50 on the validation set."""
@@ -226,10 +226,16 @@ def test_self_training_detects_through_the_previous_rounds_model(teacher, tmp_pa
     (tmp_path / "two.json").write_text(json.dumps(part))
     fast = dict(backbone="mobilenet_v2", img_size=128, epochs=2, batch_size=4, lr=3e-3, warmup_epochs=0.5,
                 augment=False)
+    import cvapps.distilling as distilling
+
+    evaluated = []  # models distill evaluates on the validation set
+    real = distilling.evaluate
+    monkeypatch.setattr(distilling, "evaluate", lambda m, *a, **k: evaluated.append(m) or real(m, *a, **k))
     r = cvapps.self_train("detect", str(tmp_path / "two.json"), [str(teacher / "images")], images=str(teacher / "images"),
                           val=str(teacher / "coco.json"), rounds=1, threshold=0.3, out=str(tmp_path / "st"),
                           console=QUIET, **fast)
     assert [(x["round"], x["labelled"], x["pseudo"]) for x in r["rounds"]] == [(0, 2, 0), (1, 2, 2)]
+    assert len(evaluated) == 1  # round 1's student only: its teacher, round 0's model, was scored in round 0
     for x in r["rounds"]:
         best = cvapps.load(tmp_path / "st" / f"round{x['round']}" / "best.safetensors")
         assert best.labels == ["red", "blue"]
