@@ -38,11 +38,13 @@ class TeacherRunner:
         image) concatenated in order."""
         return map_images(self.teacher, paths, fn, "teacher outputs", 16, self.console)
 
-    def predictions(self, paths: list[Path], **options) -> list:
-        """The teacher's predictions of every image as ``cvapps predict`` makes them (top-down
-        keypoint models on their default detector's boxes), in order."""
-        return [r.prediction for r in predict(self.teacher, paths, task=self.teacher.task, backend="torch",
-                                              stream=True, console=self.console, **options)]
+    def predictions(self, paths: list[Path], **options):
+        """The teacher's predictions as ``cvapps predict`` makes them (top-down keypoint models
+        on their default detector's boxes): one FrameResult (source, prediction, image) per
+        readable image, in order, made as they are consumed; unreadable images are reported
+        and left out."""
+        return predict(self.teacher, paths, task=self.teacher.task, backend="torch", stream=True,
+                       console=self.console, **options)
 
 
 def distill(task: str, teacher, data, *, labels: str | None = None, label_images: str | None = None,

@@ -16,6 +16,7 @@ from cvapps.data.transforms import Letterbox
 from cvapps.tasks.segmentation.distill import original_probs
 from cvapps.tasks.segmentation.model import pixel_kl
 
+from conftest import write_image
 from segdata import CLASSES, make_seg_set
 
 QUIET = Console(file=io.StringIO())
@@ -227,3 +228,26 @@ def test_self_training_landmarks_boxes_the_pool_as_told(tmp_path):
         best = cvapps.load(tmp_path / "st" / f"round{x['round']}" / "best.safetensors")
         got = cvapps.evaluate(best, str(ann), images=str(tmp_path / "lab"))["NME"]
         assert got == pytest.approx(x["NME"], abs=1e-4)
+
+
+def test_keypoint_teacher_labels_stay_with_their_images_past_an_unreadable_one(tmp_path):
+    """The teacher's instances are written under the image they came from: a corrupt image in
+    the pool is reported and left out, and the images after it keep their own boxes."""
+    from cvapps.distilling import TeacherRunner
+    from cvapps.tasks import TASKS
+
+    torch.manual_seed(0)
+    teacher = cvapps.create_model("landmarks", "mobilenet_v3_small", img_size=[64, 64], schema="face5").eval()
+    with torch.no_grad():  # heatmap peaks of 0.5: every instance is confident enough to be written
+        teacher.head["main"].final.bias.fill_(0.5)
+    rng = np.random.default_rng(0)
+    paths = [write_image(tmp_path / f"f{i}.png", rng.integers(0, 255, (80, 100, 3), np.uint8)) for i in range(4)]
+    (tmp_path / "f1.png").write_bytes(b"not an image")
+    boxes = {f"f{i}.png": [5 + 10 * i, 6, 40, 50] for i in range(4)}  # a box of its own per image
+    (tmp_path / "boxes.json").write_text(json.dumps([{"file_name": k, "bbox": v} for k, v in boxes.items()]))
+    opts = {"out": str(tmp_path / "d"), "conf": 1e-9, "teacher_options": {"boxes": str(tmp_path / "boxes.json")}}
+    TASKS.get("landmarks").distill_data(teacher, paths, TeacherRunner(teacher, QUIET), opts)
+    written = json.loads((tmp_path / "d" / "teacher_keypoints.json").read_text())
+    names = {im["id"]: Path(im["file_name"]).name for im in written["images"]}
+    got = {names[a["image_id"]]: [round(v) for v in a["bbox"]] for a in written["annotations"]}
+    assert got == {k: v for k, v in boxes.items() if k != "f1.png"}

@@ -11,7 +11,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ...data.io import atomic_write, image_size, is_image
+from ...data.io import atomic_write, is_image
 from ...data.keypoints import KeypointData, read_keypoints
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
@@ -250,9 +250,9 @@ class KeypointSpec(TaskSpec):
         out.mkdir(parents=True, exist_ok=True)
         writer = _CocoKeypoints(out / "teacher_keypoints.json", teacher, opts.get("conf") or 0.3, self.instance,
                                 absolute=True)
-        for path, pred in zip(paths, run.predictions(paths, **opts.get("teacher_options", {}))):
-            w, h = image_size(path)
-            writer.add(str(path), pred, {"width": w, "height": h})
+        for r in run.predictions(paths, **opts.get("teacher_options", {})):
+            h, w = r.image.shape[:2]
+            writer.add(r.source, r.prediction, {"width": w, "height": h})
         writer.close()
         if not writer.written:
             raise DataError(f"the teacher found no {self.instance} scored >= {writer.threshold} in {len(paths)} images",
