@@ -196,7 +196,7 @@ def median_frequency_weights(data: SegData, limit: int | None = None) -> list[fl
 
 
 class SegDataset(TaskDataset):
-    """Items: (x (3, S, S) uint8, {"mask": (S, S) int64 with ignore in the padding,
+    """Items: (x (3, S, S) uint8, {"mask": (S, S) int16 (int64 past 32767 classes) with ignore in the padding,
     "index", "meta"}; with ``data.soft`` also "soft" (C, S, S) float32 probabilities, 0 in the
     padding). ``augment``: albumentations with image + mask (nearest for labels)."""
 
@@ -218,7 +218,11 @@ class SegDataset(TaskDataset):
         (sx, sy), (th, tw) = meta_scale(meta), self.letterbox.hw
         size = (min(tw, max(1, round(img.shape[1] * sx))), min(th, max(1, round(img.shape[0] * sy))))
         small = cv2.resize(mask.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
-        full = np.full((th, tw), self.data.ignore_index, np.int64)
+        # int16 (classes and the ignore label fit): a quarter of int64's bytes cross from worker
+        # processes and to the GPU; the loss widens it there
+        ignore = self.data.ignore_index
+        fits = max(len(self.data.labels), ignore + 1) <= 2 ** 15 and ignore >= -2 ** 15
+        full = np.full((th, tw), ignore, np.int16 if fits else np.int64)
         full[: small.shape[0], : small.shape[1]] = small
         target = {"mask": torch.from_numpy(full), "index": i, "meta": meta}
         if soft is not None:  # no target where the mask is void: augmentation padding, low teacher confidence
@@ -229,7 +233,7 @@ class SegDataset(TaskDataset):
             target["soft"] = torch.from_numpy(probs).permute(2, 0, 1)  # (C, S, S)
         elif mixed:  # a labelled image among a teacher's: its mask one-hot (the KL is then its cross-entropy)
             valid = torch.from_numpy(full != self.data.ignore_index)
-            onehot = torch.nn.functional.one_hot(torch.from_numpy(full).clamp(0, len(self.data.labels) - 1),
+            onehot = torch.nn.functional.one_hot(torch.from_numpy(full).long().clamp(0, len(self.data.labels) - 1),
                                                  len(self.data.labels))
             target["soft"] = (onehot * valid[..., None]).permute(2, 0, 1).float()
         return u8, target

@@ -130,7 +130,7 @@ class SegmentationModel(TaskModel):
         distillation) the per-pixel KL(teacher || student) averaged over the image pixels."""
         if all("soft" in t for t in targets):
             return pixel_kl(raw.logits, torch.stack([t["soft"] for t in targets]).to(raw.logits.device))
-        gt = torch.stack([t["mask"] for t in targets]).to(raw.logits.device)
+        gt = torch.stack([t["mask"] for t in targets]).to(raw.logits.device).long()
         h = self.hcfg
         w = torch.tensor(h["class_weights"], dtype=torch.float32, device=gt.device) if h["class_weights"] else None
         ce = F.cross_entropy(raw.logits.float(), gt, weight=w, ignore_index=int(h["ignore_index"]))
