@@ -221,7 +221,8 @@ def export_int8(model, out: str | Path, calib, data: str | None = None, console:
     m = _model(model, None, "cpu").eval()
     paths = [p for p in expand_sources(calib) if isinstance(p, (str, Path))]
     fp32_path = _export(m, Path(out).with_name(Path(out).stem + ".fp32.onnx"))
-    out = quantize_int8(m, out, paths, console=console, fp32=fp32_path)
+    pre, _ = m.spec.predict_setup(m, helper_loader("cpu", "auto", console), paths)
+    out = quantize_int8(m, out, paths, console=console, fp32=fp32_path, pre=pre)
     graphs = {"fp32": OnnxModel(fp32_path), "int8": OnnxModel(out)}
     report: dict = {"int8": str(out), "fp32": str(fp32_path), "calibration_images": min(len(paths), 100),
                     "images_per_s": {}}

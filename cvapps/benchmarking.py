@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from .api import _model, evaluate, predict
+from .api import _model, evaluate, helper_loader, predict
 from .data.io import read_image
 from .data.sources import expand_sources
 from .errors import ConfigError
@@ -98,8 +98,9 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
                     runs[name] = (OnnxModel(fp32_file), "fp32")
                 else:
                     calib = paths or _calibration_files(arrays, tmp)
+                    pre, _ = base.spec.predict_setup(base, helper_loader("cpu", "auto", console), calib)
                     runs[name] = (OnnxModel(quantize_int8(base, tmp / "int8.onnx", calib, console=console,
-                                                          fp32=fp32_file)), "fp32")
+                                                          fp32=fp32_file, pre=pre)), "fp32")
         inputs = [str(p) for p in paths] or arrays
         with Phase(console or Console(stderr=True, markup=False), "benchmarking", len(runs)) as bar:
             for name, (m, precision) in runs.items():

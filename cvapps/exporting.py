@@ -191,6 +191,8 @@ class OnnxModel:
 
     backend = "onnxruntime"
     memory_format = torch.contiguous_format  # what the session reads (NCHW): batches made so need no copy
+    # evaluated by its metrics alone: a loss may need raw outputs predict does not (MoveNet's maps)
+    has_eval_loss = False
 
     def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
         if not runtime_available():
@@ -384,12 +386,14 @@ def fastest_group(models: list, post: dict | None = None, console=None, threads:
 
 
 def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, console=None,
-                  fp32: Path | None = None) -> Path:
+                  fp32: Path | None = None, pre=None) -> Path:
     """A statically quantised (int8 QDQ: int8 weights per channel, uint8 activations) ONNX
     model of ``model`` at ``out``, its activation ranges calibrated on up to ``max_images``
     of ``calib`` (image paths, prepared like the model's inputs). The cvapps metadata is kept,
     so `predict --model out.onnx` runs it like any export. ``fp32``: the model's plain ONNX
-    export when the caller has one (else it is exported here)."""
+    export when the caller has one (else it is exported here). ``pre``: the preprocessor that
+    prepares them (default the model's; top-down models: the one with the box source
+    ``predict`` uses, so calibration sees the crops the model will)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -398,19 +402,21 @@ def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, co
         raise ConfigError(model.export_blocker)
     if not calib:
         raise ConfigError("--int8 needs calibration images", hint="pass --calib FOLDER (a few dozen typical images)")
-    pre = model.preprocessor()
+    pre = pre or model.preprocessor()
     paths = list(calib)[:max_images]
+
+    def inputs():  # one (1, 3, H, W) input at a time: whole images, or each crop of a top-down model
+        for p in paths:
+            u8, _ = pre.prepare(read_image(p), str(p))
+            for x in (u8 if u8.dim() == 4 else u8[None]):
+                yield {"image": pre.normalize(x[None]).numpy()}
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter(paths)
+            self.it = inputs()
 
         def get_next(self):
-            p = next(self.it, None)
-            if p is None:
-                return None
-            u8, _ = pre.prepare(read_image(p), str(p))
-            return {"image": pre.normalize(u8[None]).numpy()}
+            return next(self.it, None)
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -290,3 +290,53 @@ def test_the_pose_pipelines_person_detector_runs_on_onnx_runtime_by_default(tmp_
     assert len(fast) == len(slow) > 1
     np.testing.assert_allclose(fast.boxes, slow.boxes, atol=1e-3)
     np.testing.assert_allclose(fast.points, slow.points, atol=0.05)
+
+
+def test_an_exported_movenet_is_evaluated_by_its_metrics(tmp_path, pose_model):
+    """An exported graph returns what predict needs, not MoveNet's raw maps (its loss needs
+    them): ONNX Runtime evaluation reports the metrics alone, equal to PyTorch's."""
+    pytest.importorskip("onnxruntime")
+    from cvapps.schema import resolve
+
+    write_image(tmp_path / "p.png", np.random.default_rng(7).integers(0, 255, (128, 96, 3), np.uint8))
+    pts = np.random.default_rng(8).uniform([22, 12], [68, 108], (17, 2))
+    kps = np.concatenate([pts, np.full((17, 1), 2)], 1).reshape(-1).round(1).tolist()
+    coco = {"images": [{"id": 1, "file_name": "p.png", "width": 96, "height": 128}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 10, 50, 100], "keypoints": kps,
+                             "num_keypoints": 17, "area": 5000, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "person", "keypoints": list(resolve("coco17").keypoints),
+                            "skeleton": []}]}
+    (tmp_path / "gt.json").write_text(json.dumps(coco))
+    ort = cvapps.load(cvapps.export(pose_model, tmp_path / "pose.onnx", dynamic_batch=True), backend="onnxruntime")
+    a = cvapps.evaluate(pose_model, str(tmp_path / "gt.json"), images=str(tmp_path))
+    b = cvapps.evaluate(ort, str(tmp_path / "gt.json"), images=str(tmp_path))
+    assert "loss" in a and "loss" not in b
+    assert b["AP"] == pytest.approx(a["AP"], abs=1e-3) and b["PCK"] == pytest.approx(a["PCK"], abs=1e-3)
+
+
+def test_int8_calibration_of_a_top_down_model_sees_its_crops(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from cvapps.exporting import OnnxModel, quantize_int8
+
+    torch.manual_seed(0)
+    m = cvapps.create_model("pose", "mobilenet_v3_small", img_size=[64, 64]).eval()
+    two = (np.array([[0.0, 0, 30, 40], [10, 10, 50, 60]]), np.ones(2))
+
+    class Counted:  # the given preprocessor, counting the crops it normalises
+        def __init__(self, pre):
+            self.pre, self.crops = pre, 0
+
+        def prepare(self, *a):
+            return self.pre.prepare(*a)
+
+        def normalize(self, x):
+            self.crops += len(x)
+            return self.pre.normalize(x)
+
+    pre = Counted(m.preprocessor(lambda *_: two))
+    imgs = [write_image(tmp_path / f"c{i}.png", np.random.default_rng(i).integers(0, 255, (80, 70, 3), np.uint8))
+            for i in range(3)]
+    q = OnnxModel(quantize_int8(m, tmp_path / "q.onnx", imgs, pre=pre))
+    assert pre.crops == 6  # two crops of each image, one calibration input each
+    (res,) = list(cvapps.predict(q, [imgs[0]], task="pose", stream=True, whole_image=True))
+    assert len(res.prediction) == 1 and np.isfinite(res.prediction.points).all()
