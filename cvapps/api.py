@@ -475,8 +475,10 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
     asked = {k: v for k, v in given.items() if v is not None and v is not False}
     known = {o.dest or o.name for o in m.spec.cli_options.get("predict", ())}
     if set(asked) - known:
-        raise ConfigError(f"--{sorted(set(asked) - known)[0].replace('_', '-')} chooses the instances of top-down "
-                          f"keypoint models; a {m.task} model has none to choose")
+        raise ConfigError(f"--{sorted(set(asked) - known)[0].replace('_', '-')} is not an option of `predict "
+                          f"{m.task}`, so select does not take it for this model either",
+                          hint="select finds instances as predict does: --boxes / --detector / --whole-image are "
+                               "for top-down keypoint models")
     items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool]) if isinstance(p, Path)]
     pre, _ = m.spec.predict_setup(m, helper_loader(device, backend, kwargs.get("console")), items, **asked)
     if backend == "auto" and loaded_here and isinstance(m, TaskModel):

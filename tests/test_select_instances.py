@@ -85,5 +85,7 @@ def test_select_takes_a_boxes_file_and_refuses_instance_options_elsewhere(tmp_pa
     people = {"im0.png": 2, "im1.png": 1, "im2.png": 0}
     want = sum(people[n] for n in set(people) - picked)  # the unpicked images' people, from the file's boxes
     assert want > 0 and len(pseudo["annotations"]) == want
-    with pytest.raises(cvapps.ConfigError, match="--whole-image chooses the instances of top-down"):
+    with pytest.raises(cvapps.ConfigError, match="--whole-image is not an option of `predict classify`"):
         cvapps.select(tiny_model, photos, 1, out=str(tmp_path / "c"), whole_image=True)
+    with pytest.raises(cvapps.ConfigError, match="--face-check is not an option of `predict pose`"):
+        cvapps.select(pose, photos, 1, out=str(tmp_path / "c"), face_check="none")
