@@ -108,3 +108,23 @@ def test_without_the_check_weights_the_error_says_how_to_go_on(face_detector):
     assert "--face-check none" in e.value.one_line()
     pre, _ = face_detector.spec.predict_setup(face_detector, offline, [], face_check="none")  # nothing to load
     assert not hasattr(pre, "refine")
+
+
+def test_facemesh_checks_its_own_faces(tmp_path, capsys, face_detector, facemesh_model):
+    """With FaceMesh as the landmark model its own presence output is the check (no second
+    FaceMesh pass): the faces kept are those whose presence, computed the long way, passes."""
+    img = _noise(tmp_path, 5)
+    boxes, presence = _presence(facemesh_model, face_detector, img)
+    t = _between(presence)
+    def load(name, task):  # the face detector only: no second FaceMesh for the check
+        return face_detector if name == "retinaface.face5" else pytest.fail(f"loaded {name}")
+
+    pre, _ = facemesh_model.spec.predict_setup(facemesh_model, load, [img], min_presence=t)
+    assert pre.boxes.check is None and hasattr(pre, "refine")
+    code, _, err = run_cli(capsys, "predict", "landmarks", img, "--model", "facemesh.mediapipe", "--min-presence", t,
+                           "--backend", "torch", "--save-json", tmp_path / "p.jsonl")
+    assert code == 0, err
+    recs = json.loads((tmp_path / "p.jsonl").read_text())["predictions"]
+    want = boxes[presence >= t]
+    assert 0 < len(recs) == len(want) < len(boxes)
+    np.testing.assert_allclose([r["bbox"][:2] for r in recs], want[:, :2], atol=0.01)

@@ -7,7 +7,7 @@ from ...options import CliOption
 from ..keypoints.spec import KeypointSpec
 from ..keypoints.topdown import DetectorBoxes, HaarFaces
 from .metrics import evaluate_pairs
-from .verify import MIN_PRESENCE, VERIFIER, CheckedFaces, FaceCheck
+from .verify import MIN_PRESENCE, VERIFIER, CheckedFaces, FaceCheck, OwnPresence
 
 
 class LandmarkSpec(KeypointSpec):
@@ -43,6 +43,8 @@ class LandmarkSpec(KeypointSpec):
                 raise ConfigError("--face-check looks again at a face detector's faces; these boxes come from "
                                   f"{'a boxes file or Haar' if options.get('boxes') else 'no face detector'}")
             return pre, post
+        if from_detector and face_check is None and model.config["head"].get("kind") == FaceCheck.KIND:
+            return OwnPresence(pre, min_presence), post  # the model's own presence is the check
         try:
             check = FaceCheck(load(face_check or VERIFIER, "landmarks"), min_presence)
         except WeightsError as e:

@@ -20,20 +20,26 @@ VERIFIER = "facemesh.mediapipe"  # the default check: FaceMesh's face presence
 MIN_PRESENCE = 0.5
 
 
+def presence_threshold(value) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"--min-presence must be between 0 and 1, got {value}")
+    return float(value)
+
+
 class FaceCheck:
     """``check(image (H, W, 3) uint8 RGB, boxes (N, 4) xyxy, rolls (N,) radians) -> (N,) bool``:
     the faces whose presence score from ``model`` (a top-down landmark model with a presence
     head, e.g. FaceMesh) is at least ``min_presence``."""
 
+    KIND = "facemesh"  # the keypoint head kind with a face-presence output
+
     def __init__(self, model, min_presence: float = MIN_PRESENCE):
         kind = model.config.get("head", {}).get("kind")
-        if model.task != "landmarks" or kind != "facemesh":
+        if model.task != "landmarks" or kind != self.KIND:
             raise ConfigError(f"the face check needs a landmark model with a face-presence output (FaceMesh), got a "
                               f"{model.task} model with a {kind!r} head", hint="--face-check facemesh.mediapipe, "
                                                                               "or --face-check none")
-        if not 0.0 <= min_presence <= 1.0:
-            raise ConfigError(f"--min-presence must be between 0 and 1, got {min_presence}")
-        self.model, self.min_presence = model.eval(), float(min_presence)
+        self.model, self.min_presence = model.eval(), presence_threshold(min_presence)
 
     def presence(self, image: np.ndarray, boxes: np.ndarray, rolls: np.ndarray) -> np.ndarray:
         """(N,) presence probability of each face's crop."""
@@ -63,3 +69,20 @@ class CheckedFaces:
         if not len(pred):
             return pred
         return pred.take(self.check(image, pred.boxes, eye_roll(np.asarray(pred.points, np.float64), self.eyes)))
+
+
+class OwnPresence:
+    """A top-down model with a face-presence output (FaceMesh) checks its own faces: the
+    preprocessor plus ``refine`` keeping the instances whose presence (every point's score) is
+    at least ``min_presence`` — the same crops and score FaceCheck would compute, once."""
+
+    def __init__(self, pre, min_presence: float = MIN_PRESENCE):
+        self.pre, self.min_presence = pre, presence_threshold(min_presence)
+
+    def __getattr__(self, name):  # prepare, normalize, boxes, ... are the model's
+        if name == "pre":
+            raise AttributeError(name)
+        return getattr(self.pre, name)
+
+    def refine(self, pred: Keypoints, image: np.ndarray) -> Keypoints:
+        return pred.take(np.asarray(pred.scores)[:, 0] >= self.min_presence) if len(pred) else pred
