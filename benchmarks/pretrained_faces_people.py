@@ -152,8 +152,8 @@ def face_predictor(model, det: str):
     """The face detector as `predict landmarks` runs it: ``det`` (see DETECTORS) -> predict(image)
     -> Keypoints, after the face check unless ``det`` is unchecked."""
     scales = (1, 2) if "1_2" in det else None
-    check = None if det.endswith("unchecked") else CheckedFaces(None, FaceCheck(cvapps.load(VERIFIER)),
-                                                                 model.schema.eyes)
+    check = None if det.endswith("unchecked") else \
+        CheckedFaces.by_check(None, FaceCheck(cvapps.load(VERIFIER)), model.schema.eyes)
 
     def predict(img: np.ndarray):
         p = model.predict(img, scales=scales)[0]

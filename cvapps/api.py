@@ -455,23 +455,21 @@ def evaluate_keypoint_results(results: str, data: str, images: str | None = None
     return evaluate_results(results, data, task=task, images=images, fmt=fmt)
 
 
-SELECT_INSTANCE_OPTIONS = ("boxes", "detector", "detector_label", "box_conf", "whole_image", "face_check",
-                           "min_presence")
-
-
 def select(model, pool, budget: int, strategy: str | None = None, device: str = "cpu", backend: str = "auto",
            **kwargs) -> list[dict]:
     """Pick the ``budget`` images of ``pool`` most worth labelling; see cvapps.active.select.
     Images are prepared as ``predict`` prepares them: a top-down keypoint model scores the
     crops of its default box source (pose: the COCO detector's people; landmarks: the checked
-    face detector's faces) unless ``boxes`` / ``detector`` / ``whole_image`` (and the other
-    SELECT_INSTANCE_OPTIONS of its task's predict) say otherwise.
+    face detector's faces) unless ``boxes`` / ``detector`` / ``whole_image`` (or any other
+    option of its task's predict: the ``kwargs`` cvapps.active.select.select does not take)
+    say otherwise.
     ``backend`` "auto": a model file or weights name scores on ONNX Runtime (as ``predict``)
     when the strategy needs only the model's outputs — not MC-dropout passes or backbone
     embeddings (bald, variance, coreset, hybrid), which stay on PyTorch."""
     loaded_here = not isinstance(model, (TaskModel, OnnxModel))
     m = _model(model, None, device)
-    given = {k: kwargs.pop(k) for k in SELECT_INSTANCE_OPTIONS if k in kwargs}
+    own = inspect.signature(_select).parameters
+    given = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
     asked = {k: v for k, v in given.items() if v is not None and v is not False}
     known = {o.dest or o.name for o in m.spec.cli_options.get("predict", ())}
     if set(asked) - known:

@@ -54,13 +54,16 @@ def keep_classes_loss(logits: torch.Tensor, teacher: torch.Tensor, targets: torc
     pull does not depend on their share of a batch (with the mean over all rows, 50 negatives
     beside 244 labelled images still left 38% of them called by a new class)."""
     t = float(temperature)
-    q = F.softmax(teacher.float() / t, -1)
     log_q = F.log_softmax(teacher.float() / t, -1)
     known = targets >= 0
+
+    def kl(log_p):  # per row KL(teacher ‖ student)
+        return F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(-1)
+
     # labelled: KL over the old columns only (the new ones are the labels' business)
-    kl_old = (q * (log_q - F.log_softmax(logits[:, columns].float() / t, -1))).sum(-1)
+    kl_old = kl(F.log_softmax(logits[:, columns].float() / t, -1))
     # negative: the same distribution over every column, new ones 0 (0 · log 0 terms vanish)
-    kl_all = (q * (log_q - F.log_softmax(logits.float() / t, -1)[:, columns])).sum(-1)
+    kl_all = kl(F.log_softmax(logits.float() / t, -1)[:, columns])
     kd = sum(kl[rows].mean() for kl, rows in ((kl_old, known), (kl_all, ~known)) if bool(rows.any())) * t * t
     if not bool(known.any()):
         return {"loss": kd, "kd": kd.detach()}

@@ -7,7 +7,7 @@ from ...options import CliOption
 from ..keypoints.spec import KeypointSpec
 from ..keypoints.topdown import DetectorBoxes, HaarFaces
 from .metrics import evaluate_pairs
-from .verify import MIN_PRESENCE, VERIFIER, CheckedFaces, FaceCheck, OwnPresence
+from .verify import MIN_PRESENCE, VERIFIER, CheckedFaces, FaceCheck
 
 
 class LandmarkSpec(KeypointSpec):
@@ -44,7 +44,7 @@ class LandmarkSpec(KeypointSpec):
                                   f"{'a boxes file or Haar' if options.get('boxes') else 'no face detector'}")
             return pre, post
         if from_detector and face_check is None and model.config["head"].get("kind") == FaceCheck.KIND:
-            return OwnPresence(pre, min_presence), post  # the model's own presence is the check
+            return CheckedFaces.by_own_presence(pre, min_presence), post  # its own presence is the check
         try:
             check = FaceCheck(load(face_check or VERIFIER, "landmarks"), min_presence)
         except WeightsError as e:
@@ -53,7 +53,7 @@ class LandmarkSpec(KeypointSpec):
             raise WeightsError(f"the face check needs {VERIFIER}: {e}",
                                hint=f"{e.hint}; or --face-check none to keep every face unchecked") from None
         if own:
-            return CheckedFaces(pre, check, model.schema.eyes), post
+            return CheckedFaces.by_check(pre, check, model.schema.eyes), post
         source.check = check
         return pre, post
 

@@ -54,35 +54,29 @@ class FaceCheck:
 
 
 class CheckedFaces:
-    """A face detector's preprocessor plus ``refine(prediction, image)``: the streaming loop's
-    second look at each image's faces with its pixels (``check``, see FaceCheck)."""
+    """A landmark preprocessor plus ``refine(prediction, image)``: the streaming loop's second
+    look at each image's faces with its pixels, keeping those ``keep(prediction, image) -> (N,)
+    bool`` passes (see the two constructors)."""
 
-    def __init__(self, pre, check: FaceCheck, eyes):
-        self.pre, self.check, self.eyes = pre, check, tuple(eyes)
+    def __init__(self, pre, keep):
+        self.pre, self.keep = pre, keep
 
-    def __getattr__(self, name):  # prepare, normalize, hw, ... are the detector's
+    @classmethod
+    def by_check(cls, pre, check: FaceCheck, eyes) -> "CheckedFaces":
+        """A face detector's faces, each looked at by ``check`` on its roll-aligned crop."""
+        return cls(pre, lambda p, image: check(image, p.boxes, eye_roll(np.asarray(p.points, np.float64), eyes)))
+
+    @classmethod
+    def by_own_presence(cls, pre, min_presence: float = MIN_PRESENCE) -> "CheckedFaces":
+        """A model with a face-presence output (FaceMesh) checks its own faces: the same crops
+        and score FaceCheck would compute, once (every point's score is the presence)."""
+        t = presence_threshold(min_presence)
+        return cls(pre, lambda p, _: np.asarray(p.scores)[:, 0] >= t)
+
+    def __getattr__(self, name):  # prepare, normalize, hw, boxes, ... are the wrapped preprocessor's
         if name == "pre":
             raise AttributeError(name)
         return getattr(self.pre, name)
 
     def refine(self, pred: Keypoints, image: np.ndarray) -> Keypoints:
-        if not len(pred):
-            return pred
-        return pred.take(self.check(image, pred.boxes, eye_roll(np.asarray(pred.points, np.float64), self.eyes)))
-
-
-class OwnPresence:
-    """A top-down model with a face-presence output (FaceMesh) checks its own faces: the
-    preprocessor plus ``refine`` keeping the instances whose presence (every point's score) is
-    at least ``min_presence`` — the same crops and score FaceCheck would compute, once."""
-
-    def __init__(self, pre, min_presence: float = MIN_PRESENCE):
-        self.pre, self.min_presence = pre, presence_threshold(min_presence)
-
-    def __getattr__(self, name):  # prepare, normalize, boxes, ... are the model's
-        if name == "pre":
-            raise AttributeError(name)
-        return getattr(self.pre, name)
-
-    def refine(self, pred: Keypoints, image: np.ndarray) -> Keypoints:
-        return pred.take(np.asarray(pred.scores)[:, 0] >= self.min_presence) if len(pred) else pred
+        return pred.take(self.keep(pred, image)) if len(pred) else pred
