@@ -92,6 +92,66 @@ def test_births_need_confirmation_and_lost_tracks_expire():
     assert _run(tr, [[("a", _box(50, 50), 0.9)]])[0]["a"] == -1  # a new object now, unconfirmed
 
 
+def _unit(*v: float) -> np.ndarray:
+    x = np.zeros(8, np.float32)
+    x[: len(v)] = v
+    return x / np.linalg.norm(x)
+
+
+def _behind_pillar(t: int) -> tuple[list[float], float] | None:
+    """A person 40 px wide walking right at 4 px/frame behind a pillar (x 200-320): (box, score)
+    of what a detector sees at frame t — the visible part, scoring low while partly hidden."""
+    x0, x1 = 50 + 4 * t, 90 + 4 * t
+    if x1 <= 200 or x0 >= 320:
+        return [x0, 100, x1, 180], 0.9
+    if x0 < 200:
+        return [x0, 100, 200, 180], 0.3
+    if x1 > 320:
+        return [320, 100, x1, 180], 0.3
+    return None
+
+
+def _pillar_run(options: TrackOptions, frames: int, extra=None) -> dict:
+    tr, ids, look = ByteTracker(options), {}, _unit(1, 0.05)
+    for t in range(frames):
+        seen = [("a", *_behind_pillar(t), look)] if _behind_pillar(t) else []
+        seen += extra(t) if extra else []
+        out = tr.update(np.array([b for _, b, _, _ in seen], float).reshape(-1, 4), np.array([s for _, _, s, _ in seen]),
+                        np.zeros(len(seen), np.int64), t, np.array([f for *_, f in seen], np.float32).reshape(-1, 8))
+        ids.update({(n, t): int(i) for (n, *_), i in zip(seen, out)})
+    return ids
+
+
+def test_a_lost_track_refinds_its_object_by_looks_after_a_long_occlusion():
+    """Hidden for 20 frames, after boxes that shrink and slow the Kalman state: the person is
+    re-found where its earlier, confident motion says; a look-alike far away is not."""
+    alike = lambda t: [("c", [560, 300, 600, 380], 0.9, _unit(1, 0.06))] if t == 50 else []  # noqa: E731
+    ids = _pillar_run(TrackOptions(), 80, alike)
+    first = ids[("a", 0)]
+    assert first > 0 and [ids[("a", t)] for t in range(70, 80)] == [first] * 10
+    assert ids[("c", 50)] != first
+    # IoU alone (no re-finding) loses it: the slowed prediction no longer overlaps the person
+    plain = _pillar_run(TrackOptions(reid=0), 80)
+    assert plain[("a", 79)] not in (-1, first)
+
+
+def test_a_detection_that_looks_clearly_different_does_not_continue_a_track():
+    """A vanishes and B, dressed differently, steps into A's predicted box: IoU alone hands
+    B A's id; with the appearance gate B starts its own track."""
+    def run(options):
+        tr = ByteTracker(options)
+        out = []
+        for t in range(14):
+            f = _unit(1) if t < 8 else _unit(0, 1)  # A until frame 7, then B in the same place
+            out.append(int(tr.update(np.array([_box(100 + 4 * t, 100)]), np.array([0.9]), np.array([0]), t,
+                                     f[None])[0]))
+        return out
+    gated, iou_only = run(TrackOptions()), run(TrackOptions(reid=0))
+    assert iou_only == [iou_only[0]] * 14
+    assert gated[:8] == [gated[0]] * 8 and gated[8] == -1 and gated[9] not in (-1, gated[0])
+    assert gated[9:] == [gated[9]] * 5
+
+
 def test_labels_are_not_mixed():
     tr = ByteTracker()
     ids = tr.update(np.array([_box(50, 50)]), np.array([0.9]), np.array([0]))

@@ -6,11 +6,16 @@ away. Assignment is SciPy's ``linear_sum_assignment`` on an IoU cost.
 Association is class-aware: a detection only continues a track of its own label. With
 appearance features (``appearance.colour_features``; BoT-SORT and DeepSORT add appearance
 the same way) the confident stages also weigh how alike a detection looks to the track's
-running feature: boxes that overlap while two objects cross are told apart by colour."""
+running feature, and refuse pairs that look clearly different (``reid``): boxes that overlap
+while two objects cross are told apart by colour. A lost track also re-finds its object by
+looks where the motion since its last confident detection allows (DeepSORT's appearance
+matching behind a motion gate): after a long occlusion the Kalman prediction, slowed by the
+shrinking boxes of the object going out of sight, no longer overlaps it."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +27,7 @@ from .appearance import distance
 from .kalman import KalmanBox
 
 NEW, TRACKED, LOST = "new", "tracked", "lost"
+SEEN = 25  # confident detections a track keeps for its re-finding velocity (about a second)
 
 
 @dataclasses.dataclass
@@ -34,11 +40,16 @@ class TrackOptions(Options):
     low: float = opt(0.1, low=0, high=1, cli="--track-low",
                      doc="detections between this and --track-high only continue existing tracks")
     new: float = opt(0.6, low=0, high=1, cli="--track-new", doc="score a detection needs to start a new track")
-    buffer: int = opt(30, low=0, cli="--track-buffer", doc="frames a lost track waits for its object to return")
+    buffer: int = opt(90, low=0, cli="--track-buffer",
+                      doc="frames a lost track waits for its object to return (a person behind a pillar or a "
+                          "parked car is often hidden for 2-3 s)")
     iou: float = opt(0.2, low=0, high=1, low_open=True, cli="--track-iou",
                      doc="least IoU of a confident detection with a track's predicted box")
     appearance: float = opt(1.0, low=0, cli="--track-appearance",
                             doc="weight of colour difference in matching (0: IoU alone, as ByteTrack)")
+    reid: float = opt(0.1, low=0, high=1, cli="--track-reid",
+                      doc="most colour difference at which a confident detection continues a track or a "
+                          "lost track re-finds its object (0: no limit and no re-finding)")
 
     def validate(self) -> None:
         if self.low > self.high:
@@ -56,6 +67,7 @@ class Track:
     start_frame: int
     hits: int = 1
     feature: np.ndarray | None = None
+    seen: deque = dataclasses.field(default_factory=lambda: deque(maxlen=SEEN))  # (frame, cx, cy, h), confident
 
     def box(self) -> np.ndarray:
         return self.kf.box()
@@ -75,24 +87,28 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def associate(tracks: list[Track], boxes: np.ndarray, labels: np.ndarray, min_iou: float,
               scores: np.ndarray | None = None, features: np.ndarray | None = None,
-              weight: float = 0.0) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+              weight: float = 0.0, max_app: float | None = None) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """Optimal one-to-one matching of tracks (predicted boxes) to detections by IoU (weighted
     by the detection score when ``scores`` is given, as ByteTrack's first stage does), less
     ``weight`` x the appearance distance when ``features`` (N, D) are given. Pairs below
-    ``min_iou`` never match.
+    ``min_iou``, or (with features) farther apart in looks than ``max_app``, never match.
     -> (matches (track index, detection index), unmatched tracks, unmatched detections)."""
     if not tracks or len(boxes) == 0:
         return [], list(range(len(tracks))), list(range(len(boxes)))
     ov = iou(np.stack([t.box() for t in tracks]), boxes)
     ov[np.array([t.label for t in tracks])[:, None] != labels[None, :]] = 0  # class-aware
     sim = ov * scores[None, :] if scores is not None else ov.copy()
+    allowed = ov >= min_iou
     if features is not None and weight > 0:
         own = np.stack([t.feature if t.feature is not None else np.zeros(features.shape[1], np.float32)
                         for t in tracks])
-        sim -= weight * distance(own, features)
-    sim[ov < min_iou] = -1e6  # gated: the solver must not trade a valid pair for it
+        app = distance(own, features)
+        sim -= weight * app
+        if max_app is not None:
+            allowed &= app <= max_app
+    sim[~allowed] = -1e6  # gated: the solver must not trade a valid pair for it
     rows, cols = linear_sum_assignment(-sim)
-    matches = [(r, c) for r, c in zip(rows, cols) if ov[r, c] >= min_iou]
+    matches = [(r, c) for r, c in zip(rows, cols) if allowed[r, c]]
     mt, md = {r for r, _ in matches}, {c for _, c in matches}
     return matches, [i for i in range(len(tracks)) if i not in mt], [j for j in range(len(boxes)) if j not in md]
 
@@ -136,9 +152,10 @@ class ByteTracker:
         feats = np.asarray(features, np.float32) if features is not None else None
         fw = self.o.appearance if feats is not None else 0.0
         self.feats = feats
+        gate = self.o.reid if self.o.reid > 0 else None
         # 1: confident detections against confirmed tracks (lost ones included: re-identification)
         m, left_t, left_d = associate(confirmed, boxes[hi], labels[hi], self.o.iou, scores[hi],
-                                      feats[hi] if fw else None, fw)
+                                      feats[hi] if fw else None, fw, gate)
         for ti, di in m:
             self._continue(confirmed[ti], hi[di], boxes, scores, ids)
         # 2: low-score detections against tracks that were tracked until now
@@ -148,10 +165,12 @@ class ByteTracker:
             self._continue(still[ti], lo[di], boxes, scores, ids)
         for i in left2:
             still[i].state = LOST
-        # 3: tracks born last frame against the confident detections still free
         rest = hi[left_d]
+        if fw and self.o.reid > 0:  # 2b: lost tracks re-find their objects by looks, where motion allows
+            rest = self._refind(rest, boxes, scores, labels, ids)
+        # 3: tracks born last frame against the confident detections still free
         m3, left3, left_d3 = associate(fresh, boxes[rest], labels[rest], self.NEW_IOU, None,
-                                       feats[rest] if fw else None, fw)
+                                       feats[rest] if fw else None, fw, gate)
         for ti, di in m3:
             self._continue(fresh[ti], rest[di], boxes, scores, ids)
         dead = {id(fresh[i]) for i in left3}
@@ -173,18 +192,57 @@ class ByteTracker:
         self._drop_duplicates(ids)
         return ids
 
+    def _refind(self, rest: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                ids: np.ndarray) -> np.ndarray:
+        """Lost tracks against the confident detections ``rest`` no track took. A pair is
+        possible when the detection lies within reach of the track's last confident position
+        moved on at its confident velocity (least squares over its last SEEN confident
+        detections) — half the object's height plus half the distance travelled since, as
+        speed and direction may change while unseen — and when it looks alike (colour
+        difference <= ``reid``). The most alike pairs win. -> the detections left."""
+        lost = [t for t in self.tracks if t.state == LOST and len(t.seen) >= 2 and t.feature is not None]
+        if not lost or len(rest) == 0:
+            return rest
+        cost = distance(np.stack([t.feature for t in lost]), self.feats[rest]).astype(np.float64)
+        centres = (boxes[rest, :2] + boxes[rest, 2:]) / 2
+        moves = []
+        for i, t in enumerate(lost):
+            seen = np.array(t.seen)
+            f, c, h = seen[-1, 0], seen[-1, 1:3], seen[-1, 3]
+            v = np.polyfit(seen[:, 0], seen[:, 1:3], 1)[0] if seen[-1, 0] > seen[0, 0] else np.zeros(2)
+            gap = self.frame - f
+            reach = 0.5 * h + 0.5 * np.hypot(*v) * gap
+            far = np.hypot(*(centres - (c + v * gap)).T) > reach
+            cost[i, far | (labels[rest] != t.label)] = 2.0
+            moves.append(v)
+        cost[cost > self.o.reid] = 2.0
+        rows, cols = linear_sum_assignment(cost)
+        taken = set()
+        for r, c in zip(rows, cols):
+            if cost[r, c] <= self.o.reid:
+                t = lost[r]
+                t.kf = KalmanBox(boxes[rest[c]])  # restart at the object, moving as it last did
+                t.kf.mean[4:6] = moves[r]
+                self._continue(t, rest[c], boxes, scores, ids)
+                taken.add(c)
+        return np.array([d for j, d in enumerate(rest) if j not in taken], np.int64)
+
     def _continue(self, t: Track, di: int, boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> None:
         t.kf.update(boxes[di])
         f = self.feats[di] if self.feats is not None else None
         if f is not None and f.any() and scores[di] >= self.o.high:  # occluded (low-score) looks are not learnt
             mixed = f if t.feature is None else self.FEATURE_MOMENTUM * t.feature + (1 - self.FEATURE_MOMENTUM) * f
             t.feature = mixed / max(float(np.linalg.norm(mixed)), 1e-9)
+        if scores[di] >= self.o.high:
+            b = boxes[di]
+            t.seen.append((self.frame, (b[0] + b[2]) / 2, (b[1] + b[3]) / 2, b[3] - b[1]))
         t.score, t.last_frame, t.hits, t.state = float(scores[di]), self.frame, t.hits + 1, TRACKED
         ids[di] = t.id
 
     def _drop_duplicates(self, ids: np.ndarray) -> None:
         """A lost track whose predicted box sits on an active track's box is the same object:
-        keep whichever is older (ByteTrack's remove_duplicate_stracks)."""
+        keep whichever is older (ByteTrack's remove_duplicate_stracks) — unless they look
+        clearly different (someone else stepped into the lost one's place)."""
         active = [t for t in self.tracks if t.state == TRACKED]
         lost = [t for t in self.tracks if t.state == LOST]
         if not active or not lost:
@@ -193,7 +251,7 @@ class ByteTracker:
         gone: set[int] = set()
         for a, b in zip(*np.nonzero(ov > self.DUPLICATE_IOU)):
             ta, tb = active[a], lost[b]
-            if ta.label != tb.label:
+            if ta.label != tb.label or self._unlike(ta, tb):
                 continue
             older_lost = (tb.last_frame - tb.start_frame) > (ta.last_frame - ta.start_frame)
             gone.add(id(ta) if older_lost else id(tb))
@@ -202,6 +260,11 @@ class ByteTracker:
                 tb.kf, tb.state, tb.last_frame, tb.score = ta.kf, TRACKED, ta.last_frame, ta.score
                 tb.feature = ta.feature if ta.feature is not None else tb.feature
         self.tracks = [t for t in self.tracks if id(t) not in gone]
+
+    def _unlike(self, a: Track, b: Track) -> bool:
+        if self.o.reid <= 0 or a.feature is None or b.feature is None:
+            return False
+        return bool(distance(a.feature[None], b.feature[None])[0, 0] > self.o.reid)
 
     def active(self) -> list[Track]:
         """Confirmed tracks matched in the latest frame."""
