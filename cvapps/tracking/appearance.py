@@ -10,6 +10,7 @@ import numpy as np
 
 BINS = (8, 4)  # hue x saturation
 PATCH = (24, 48)  # (w, h) the inner box is resized to before counting
+FEATURE_SIZE = 2 * BINS[0] * BINS[1]
 
 
 def colour_features(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -18,7 +19,7 @@ def colour_features(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     coefficients). The box's central part is used (a fifth trimmed on each side, a tenth
     top and bottom) to count less background."""
     h, w = image.shape[:2]
-    out = np.zeros((len(boxes), 2 * BINS[0] * BINS[1]), np.float32)
+    out = np.zeros((len(boxes), FEATURE_SIZE), np.float32)
     for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
         bw, bh = x1 - x0, y1 - y0
         xa, xb = int(max(0, x0 + 0.2 * bw)), int(min(w, x1 - 0.2 * bw))

@@ -16,6 +16,9 @@ def xyxy_to_xyah(b: np.ndarray) -> np.ndarray:
 
 
 def xyah_to_xyxy(s: np.ndarray) -> np.ndarray:
+    if s.ndim == 1:  # one box: plain arithmetic (np.stack costs more than the maths)
+        w, h = s[2] * s[3], s[3]
+        return np.array([s[0] - w / 2, s[1] - h / 2, s[0] + w / 2, s[1] + h / 2])
     w = s[..., 2] * s[..., 3]
     return np.stack([s[..., 0] - w / 2, s[..., 1] - s[..., 3] / 2, s[..., 0] + w / 2, s[..., 1] + s[..., 3] / 2], -1)
 
@@ -37,14 +40,16 @@ class KalmanBox:
         self._box: np.ndarray | None = None
         self._box_of: np.ndarray | None = None
 
+    _Q_PER_H = np.array([STD_POS, STD_POS, 0, STD_POS, STD_VEL, STD_VEL, 0, STD_VEL]) ** 2
+    _Q_FIXED = np.array([0, 0, 1e-2, 0, 0, 0, 1e-5, 0]) ** 2
+    _R_PER_H = np.array([STD_POS, STD_POS, 0, STD_POS]) ** 2
+    _R_FIXED = np.array([0, 0, 1e-1, 0]) ** 2
+
     def _q(self) -> np.ndarray:
-        h = self.mean[3]
-        std = np.array([STD_POS * h, STD_POS * h, 1e-2, STD_POS * h, STD_VEL * h, STD_VEL * h, 1e-5, STD_VEL * h])
-        return np.diag(std**2)
+        return np.diag(self._Q_PER_H * self.mean[3] ** 2 + self._Q_FIXED)
 
     def _r(self) -> np.ndarray:
-        h = self.mean[3]
-        return np.diag(np.array([STD_POS * h, STD_POS * h, 1e-1, STD_POS * h]) ** 2)
+        return np.diag(self._R_PER_H * self.mean[3] ** 2 + self._R_FIXED)
 
     def predict(self) -> np.ndarray:
         """Advance one frame; -> the predicted box (4,) xyxy."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import draw
 from ..errors import ConfigError
-from .appearance import colour_features
+from .appearance import FEATURE_SIZE, colour_features
 from .bytetrack import ByteTracker, TrackOptions
 from .counting import LineCounter, ZoneCounter, parse_points
 from .smoothing import SmoothOptions, TrackSmoother
@@ -107,7 +107,11 @@ class SequenceTracker:
         tb = pred.track_boxes()
         if tb is None:
             return pred, None, None
-        feats = colour_features(image, tb.boxes) if image is not None and self.o.track.appearance > 0 else None
+        feats = None
+        if image is not None and self.o.track.appearance > 0:  # only confident boxes' looks are used
+            sure = np.asarray(tb.scores) >= self.o.track.high
+            feats = np.zeros((len(tb.boxes), FEATURE_SIZE), np.float32)
+            feats[sure] = colour_features(image, np.asarray(tb.boxes)[sure])
         ids = self.tracker.update(tb.boxes, tb.scores, tb.labels, frame, feats)
         keep = np.flatnonzero(ids >= 0)
         boxes, kept_ids = tb.boxes[keep], ids[keep]
