@@ -1,6 +1,7 @@
 """A cheap appearance cue for association: colour histograms of each box's upper and lower
-half (clothes above and below the waist), hue x saturation in HSV, compared with the
-Hellinger distance. It separates people and vehicles whose boxes overlap while they cross,
+half (clothes above and below the waist), hue x saturation x value in HSV, compared with
+the Hellinger distance. Value (brightness) matters: black, grey and white clothes all have
+low saturation and arbitrary hue, so hue x saturation alone cannot tell them apart. It separates people and vehicles whose boxes overlap while they cross,
 where IoU alone cannot tell them apart, at ~0.05 ms per box (no extra network pass)."""
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-BINS = (8, 4)  # hue x saturation
+BINS = (8, 3, 3)  # hue x saturation x value
+RANGES = [0, 180, 0, 256, 0, 256]  # OpenCV's 8-bit HSV
 PATCH = (24, 48)  # (w, h) the inner box is resized to before counting
-FEATURE_SIZE = 2 * BINS[0] * BINS[1]
+FEATURE_SIZE = 2 * int(np.prod(BINS))
 
 
 def colour_features(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """image (H, W, 3) uint8 RGB, boxes (N, 4) xyxy -> (N, 2 * 8 * 4) float32 rows of unit
+    """image (H, W, 3) uint8 RGB, boxes (N, 4) xyxy -> (N, 2 * 8 * 3 * 3) float32 rows of unit
     length (square roots of the normalised histograms, so dot products are Bhattacharyya
     coefficients). The box's central part is used (a fifth trimmed on each side, a tenth
     top and bottom) to count less background."""
@@ -28,7 +30,7 @@ def colour_features(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
             continue
         hsv = cv2.cvtColor(cv2.resize(image[ya:yb, xa:xb], PATCH, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2HSV)
         half = PATCH[1] // 2
-        parts = [cv2.calcHist([p], [0, 1], None, list(BINS), [0, 180, 0, 256]).ravel() for p in (hsv[:half], hsv[half:])]
+        parts = [cv2.calcHist([p], [0, 1, 2], None, list(BINS), RANGES).ravel() for p in (hsv[:half], hsv[half:])]
         v = np.sqrt(np.concatenate([p / max(p.sum(), 1) for p in parts]) / 2)
         out[i] = v / max(np.linalg.norm(v), 1e-9)
     return out

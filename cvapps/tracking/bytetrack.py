@@ -47,7 +47,7 @@ class TrackOptions(Options):
                      doc="least IoU of a confident detection with a track's predicted box")
     appearance: float = opt(1.0, low=0, cli="--track-appearance",
                             doc="weight of colour difference in matching (0: IoU alone, as ByteTrack)")
-    reid: float = opt(0.1, low=0, high=1, cli="--track-reid",
+    reid: float = opt(0.14, low=0, high=1, cli="--track-reid",
                       doc="most colour difference at which a confident detection continues a track or a "
                           "lost track re-finds its object (0: no limit and no re-finding)")
 
