@@ -111,10 +111,17 @@ def _behind_pillar(t: int) -> tuple[list[float], float] | None:
     return None
 
 
-def _pillar_run(options: TrackOptions, frames: int, extra=None) -> dict:
+def _pillar_run(options: TrackOptions, frames: int, extra=None, emerging=None, after=None) -> dict:
+    """-> {(name, frame): track id}. ``emerging``: (score, look) of the person while coming
+    out from behind the pillar, instead of a low score and their own look; ``after``: their
+    look once out."""
     tr, ids, look = ByteTracker(options), {}, _unit(1, 0.05)
     for t in range(frames):
         seen = [("a", *_behind_pillar(t), look)] if _behind_pillar(t) else []
+        if seen and emerging and seen[0][1][0] == 320:
+            seen = [("a", seen[0][1], *emerging)]
+        elif seen and after is not None and seen[0][1][0] > 320:
+            seen = [("a", seen[0][1], seen[0][2], after)]
         seen += extra(t) if extra else []
         out = tr.update(np.array([b for _, b, _, _ in seen], float).reshape(-1, 4), np.array([s for _, _, s, _ in seen]),
                         np.zeros(len(seen), np.int64), t, np.array([f for *_, f in seen], np.float32).reshape(-1, 8))
@@ -133,6 +140,21 @@ def test_a_lost_track_refinds_its_object_by_looks_after_a_long_occlusion():
     # IoU alone (no re-finding) loses it: the slowed prediction no longer overlaps the person
     plain = _pillar_run(TrackOptions(reid=0), 80)
     assert plain[("a", 79)] not in (-1, first)
+
+
+def test_an_object_first_seen_again_as_someone_else_gets_its_old_id_back():
+    """Coming out from behind the pillar the person is detected confidently but looks
+    different (only a part shows: 40 degrees away from their look before, as unit colour
+    vectors), so a new track starts and follows them; once they look like themselves again
+    (15 degrees) the old id takes over and the young track ends. A look-alike standing
+    nearby the whole time coexisted with the person, so it is never merged with them."""
+    deg = lambda a: _unit(math.cos(math.radians(a)), math.sin(math.radians(a)))  # noqa: E731
+    still = lambda t: [("d", [400, 100, 440, 180], 0.9, _unit(1, 0.07))]  # noqa: E731
+    ids = _pillar_run(TrackOptions(), 85, still, emerging=(0.9, deg(40)), after=deg(15))
+    first, young = ids[("a", 0)], ids[("a", 64)]
+    assert young not in (-1, first)  # the partial view started its own track
+    assert [ids[("a", t)] for t in range(70, 85)] == [first] * 15
+    assert {ids[("d", t)] for t in range(1, 85)} == {ids[("d", 1)]} and ids[("d", 1)] not in (first, young)
 
 
 def test_a_detection_that_looks_clearly_different_does_not_continue_a_track():

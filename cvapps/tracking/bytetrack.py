@@ -194,17 +194,26 @@ class ByteTracker:
 
     def _refind(self, rest: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                 ids: np.ndarray) -> np.ndarray:
-        """Lost tracks against the confident detections ``rest`` no track took. A pair is
-        possible when the detection lies within reach of the track's last confident position
-        moved on at its confident velocity (least squares over its last SEEN confident
-        detections) — half the object's height plus half the distance travelled since, as
-        speed and direction may change while unseen — and when it looks alike (colour
-        difference <= ``reid``). The most alike pairs win. -> the detections left."""
+        """Lost tracks against the confident detections ``rest`` no track took, and against
+        those taken by tracks born after the lost one was last seen (an object coming back
+        into view is often first seen partly, looking different, and gets a new track before
+        its old one recognises it; two tracks that never coexisted may be one object). A
+        pair is possible when the detection lies within reach of the track's last confident
+        position moved on at its confident velocity (least squares over its last SEEN
+        confident detections) — half the object's height plus half the distance travelled
+        since, as speed and direction may change while unseen — and when it looks alike
+        (colour difference <= ``reid``). The most alike pairs win; a younger track that loses
+        its detection this way ends, the older id goes on. -> the detections of ``rest`` left."""
         lost = [t for t in self.tracks if t.state == LOST and len(t.seen) >= 2 and t.feature is not None]
-        if not lost or len(rest) == 0:
+        young = [t for t in self.tracks if t.state == TRACKED and t.last_frame == self.frame
+                 and t.start_frame > min((x.last_frame for x in lost), default=self.frame)]
+        held = np.array([int(np.flatnonzero(ids == t.id)[0]) for t in young], np.int64)
+        cand = np.concatenate([rest, held]).astype(np.int64)
+        if not lost or len(cand) == 0:
             return rest
-        cost = distance(np.stack([t.feature for t in lost]), self.feats[rest]).astype(np.float64)
-        centres = (boxes[rest, :2] + boxes[rest, 2:]) / 2
+        cost = distance(np.stack([t.feature for t in lost]), self.feats[cand]).astype(np.float64)
+        centres = (boxes[cand, :2] + boxes[cand, 2:]) / 2
+        born = np.array([-1] * len(rest) + [t.start_frame for t in young])
         moves = []
         for i, t in enumerate(lost):
             seen = np.array(t.seen)
@@ -213,17 +222,21 @@ class ByteTracker:
             gap = self.frame - f
             reach = 0.5 * h + 0.5 * np.hypot(*v) * gap
             far = np.hypot(*(centres - (c + v * gap)).T) > reach
-            cost[i, far | (labels[rest] != t.label)] = 2.0
+            coexisted = (born >= 0) & (born <= t.last_frame)
+            cost[i, far | coexisted | (labels[cand] != t.label)] = 2.0
             moves.append(v)
         cost[cost > self.o.reid] = 2.0
         rows, cols = linear_sum_assignment(cost)
         taken = set()
         for r, c in zip(rows, cols):
             if cost[r, c] <= self.o.reid:
-                t = lost[r]
-                t.kf = KalmanBox(boxes[rest[c]])  # restart at the object, moving as it last did
+                t, di = lost[r], int(cand[c])
+                if c >= len(rest):  # the younger track was this object: it ends, the old id goes on
+                    gone = young[c - len(rest)]
+                    self.tracks = [x for x in self.tracks if x is not gone]
+                t.kf = KalmanBox(boxes[di])  # restart at the object, moving as it last did
                 t.kf.mean[4:6] = moves[r]
-                self._continue(t, rest[c], boxes, scores, ids)
+                self._continue(t, di, boxes, scores, ids)
                 taken.add(c)
         return np.array([d for j, d in enumerate(rest) if j not in taken], np.int64)
 
