@@ -85,6 +85,13 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
+def _slope(t: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Least-squares velocity: t (K,), xy (K, 2) -> (2,) per unit of t; 0 without a time span."""
+    dt = t - t.mean()
+    den = float(dt @ dt)
+    return dt @ (xy - xy.mean(0)) / den if den > 0 else np.zeros(2)
+
+
 def associate(tracks: list[Track], boxes: np.ndarray, labels: np.ndarray, min_iou: float,
               scores: np.ndarray | None = None, features: np.ndarray | None = None,
               weight: float = 0.0, max_app: float | None = None) -> tuple[list[tuple[int, int]], list[int], list[int]]:
@@ -208,17 +215,20 @@ class ByteTracker:
         young = [t for t in self.tracks if t.state == TRACKED and t.last_frame == self.frame
                  and t.start_frame > min((x.last_frame for x in lost), default=self.frame)]
         held = np.array([int(np.flatnonzero(ids == t.id)[0]) for t in young], np.int64)
+        sure = scores[held] >= self.o.high  # a low-score (occluded) box's looks are not to be trusted
+        young, held = [t for t, k in zip(young, sure) if k], held[sure]
         cand = np.concatenate([rest, held]).astype(np.int64)
         if not lost or len(cand) == 0:
             return rest
         cost = distance(np.stack([t.feature for t in lost]), self.feats[cand]).astype(np.float64)
+        cost[:, ~self.feats[cand].any(1)] = 2.0  # looks are the evidence here: none, no match
         centres = (boxes[cand, :2] + boxes[cand, 2:]) / 2
         born = np.array([-1] * len(rest) + [t.start_frame for t in young])
         moves = []
         for i, t in enumerate(lost):
             seen = np.array(t.seen)
             f, c, h = seen[-1, 0], seen[-1, 1:3], seen[-1, 3]
-            v = np.polyfit(seen[:, 0], seen[:, 1:3], 1)[0] if seen[-1, 0] > seen[0, 0] else np.zeros(2)
+            v = _slope(seen[:, 0], seen[:, 1:3])
             gap = self.frame - f
             reach = 0.5 * h + 0.5 * np.hypot(*v) * gap
             far = np.hypot(*(centres - (c + v * gap)).T) > reach
