@@ -157,6 +157,25 @@ def test_an_object_first_seen_again_as_someone_else_gets_its_old_id_back():
     assert {ids[("d", t)] for t in range(1, 85)} == {ids[("d", 1)]} and ids[("d", 1)] not in (first, young)
 
 
+def test_a_second_box_on_a_tracked_person_does_not_start_a_twin_track():
+    """Detectors often give a partly covered person two boxes (here IoU 0.6 with each other):
+    the second one, looking like the tracked person, starts no track of its own — a twin
+    would trade the person with the first. Someone who looks different in the same place
+    does get a track."""
+    def run(second_look):
+        tr, out = ByteTracker(), []
+        for t in range(12):
+            boxes = [_box(100, 100, 60, 120)] + ([_box(115, 100, 40, 120)] if t >= 2 else [])
+            feats = [_unit(1)] + ([second_look] if t >= 2 else [])
+            out.append(tr.update(np.array(boxes, float), np.array([0.9, 0.8][: len(boxes)]),
+                                 np.zeros(len(boxes), np.int64), t, np.array(feats, np.float32)).tolist())
+        return out
+    twin = run(_unit(1, 0.1))
+    assert all(r[0] == twin[0][0] for r in twin) and all(r[1] == -1 for r in twin[2:])
+    other = run(_unit(0, 1))
+    assert all(r[0] == other[0][0] for r in other) and other[3][1] not in (-1, other[0][0])
+
+
 def test_a_detection_that_looks_clearly_different_does_not_continue_a_track():
     """A vanishes and B, dressed differently, steps into A's predicted box: IoU alone hands
     B A's id; with the appearance gate B starts its own track."""

@@ -184,15 +184,18 @@ class ByteTracker:
         # 4: births; on the first frame tracks are confirmed at once (nothing to confirm against)
         first = self.updates == 0
         self.updates += 1
-        for di in rest[left_d3]:
-            if scores[di] >= self.o.new:
-                t = Track(self.next_id, int(labels[di]), KalmanBox(boxes[di]), float(scores[di]),
-                          TRACKED if first else NEW, self.frame, self.frame,
-                          feature=feats[di].copy() if feats is not None else None)
-                self.next_id += 1
-                self.tracks.append(t)
-                if first:
-                    ids[di] = t.id
+        born = rest[left_d3]
+        born = born[scores[born] >= self.o.new]
+        if fw and self.o.reid > 0 and len(born):
+            born = born[~self._seen_already(born, boxes, labels, ids)]
+        for di in born:
+            t = Track(self.next_id, int(labels[di]), KalmanBox(boxes[di]), float(scores[di]),
+                      TRACKED if first else NEW, self.frame, self.frame,
+                      feature=feats[di].copy() if feats is not None else None)
+            self.next_id += 1
+            self.tracks.append(t)
+            if first:
+                ids[di] = t.id
         # 5: deaths: unconfirmed tracks not seen again, lost tracks past their buffer
         self.tracks = [t for t in self.tracks if id(t) not in dead
                        and not (t.state == LOST and self.frame - t.last_frame > self.o.buffer)]
@@ -249,6 +252,22 @@ class ByteTracker:
                 self._continue(t, di, boxes, scores, ids)
                 taken.add(c)
         return np.array([d for j, d in enumerate(rest) if j not in taken], np.int64)
+
+    DUPLICATE_VIEW_IOU = 0.5
+
+    def _seen_already(self, cand: np.ndarray, boxes: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """(K,) detections about to start tracks -> (K,) bool: the detection overlaps a box a
+        track took this frame (IoU >= DUPLICATE_VIEW_IOU) and looks like that track — a
+        second box on an object already followed (detectors give partly covered people two
+        boxes), which would otherwise start a twin track that trades the object with it."""
+        active = [t for t in self.tracks if t.state == TRACKED and t.last_frame == self.frame and t.feature is not None]
+        if not active:
+            return np.zeros(len(cand), bool)
+        held = np.stack([boxes[int(np.flatnonzero(ids == t.id)[0])] for t in active])
+        twin = iou(boxes[cand], held) >= self.DUPLICATE_VIEW_IOU
+        twin &= distance(self.feats[cand], np.stack([t.feature for t in active])) <= self.o.reid
+        twin &= labels[cand][:, None] == np.array([t.label for t in active])[None, :]
+        return twin.any(1) & self.feats[cand].any(1)
 
     def _continue(self, t: Track, di: int, boxes: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> None:
         t.kf.update(boxes[di])
