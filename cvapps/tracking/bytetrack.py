@@ -10,7 +10,8 @@ running feature, and refuse pairs that look clearly different (``reid``): boxes 
 while two objects cross are told apart by colour. A lost track also re-finds its object by
 looks where the motion since its last confident detection allows (DeepSORT's appearance
 matching behind a motion gate): after a long occlusion the Kalman prediction, slowed by the
-shrinking boxes of the object going out of sight, no longer overlaps it."""
+shrinking boxes of the object going out of sight, no longer overlaps it. A second box on an
+object already tracked that looks like it starts no twin track."""
 
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ class TrackOptions(Options):
     appearance: float = opt(1.0, low=0, cli="--track-appearance",
                             doc="weight of colour difference in matching (0: IoU alone, as ByteTrack)")
     reid: float = opt(0.14, low=0, high=1, cli="--track-reid",
-                      doc="most colour difference at which a confident detection continues a track or a "
-                          "lost track re-finds its object (0: no limit and no re-finding)")
+                      doc="most colour difference at which a confident detection continues a track, a lost "
+                          "track re-finds its object or a second box counts as the same object (0: off)")
 
     def validate(self) -> None:
         if self.low > self.high:
