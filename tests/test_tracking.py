@@ -4,6 +4,7 @@ on hand-computed values, and tracking through the predict pipeline (CLI, API str
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -200,11 +201,18 @@ def test_labels_are_not_mixed():
     assert ids[0] > 0 and again[0] != ids[0]
 
 
-def test_track_options_are_checked():
+def test_track_options_are_checked(capsys, tmp_path):
     with pytest.raises(ConfigError, match="--track-low 0.6 must not exceed --track-high 0.5"):
         TrackOptions.parse({"low": 0.6})
     with pytest.raises(ConfigError, match="--track-high"):
         TrackOptions.parse({"high": 1.5})
+    # every tracker setting is a CLI option with the tracker's own default, and reaches it
+    code, out, _ = run_cli(capsys, "track", "--help")
+    text = " ".join(out.split())
+    for f in dataclasses.fields(TrackOptions):
+        assert f"--track-{f.name}" in text and f"(default {f.default})" in text
+    code, _, err = run_cli(capsys, "track", tmp_path / "none.mp4", "--track-reid", "1.5")
+    assert code != 0 and "--track-reid must be at most 1" in err
 
 
 def test_line_counts_each_crossing_once_per_direction():

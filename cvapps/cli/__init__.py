@@ -6,6 +6,7 @@ imported when a command runs, so ``cvapps --help`` stays fast."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
@@ -20,7 +21,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from ..errors import CvappsError
-from ..options import parse_size
+from ..options import TrackOptions, parse_size
 
 
 out = Console(markup=False)
@@ -73,13 +74,9 @@ TRACK = {
                                                  "(repeatable; implies --track)")),
     "count_at": (Optional[str], Opt(None, help="the box point --line / --zone count: centre (default) or bottom "
                                                "(where people and cars stand; for lines on the ground)")),
-    "track_high": (Optional[float], Opt(None, help="score to match first and start tracks (default 0.5)")),
-    "track_low": (Optional[float], Opt(None, help="lower scores only continue tracks (default 0.1)")),
-    "track_new": (Optional[float], Opt(None, help="score a new track needs (default 0.6)")),
-    "track_buffer": (Optional[int], Opt(None, help="frames a lost track waits (default 30)")),
-    "track_iou": (Optional[float], Opt(None, help="least IoU to continue a track (default 0.2)")),
-    "track_appearance": (Optional[float], Opt(None, help="weight of colour likeness in matching (default 1; "
-                                                         "0: IoU alone)")),
+    # --track-*: one per TrackOptions field, its doc and default (the tracker's one place)
+    **{f"track_{f.name}": (Optional[type(f.default)], Opt(None, help=f"{f.metadata['doc']} (default {f.default})"))
+       for f in dataclasses.fields(TrackOptions)},
 }
 # One-Euro smoothing of tracked keypoints (specs whose predictions have points)
 SMOOTH = {

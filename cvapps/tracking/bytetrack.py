@@ -22,39 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import ConfigError
-from ..options import Options, opt
+from ..options import TrackOptions
 from .appearance import distance
 from .kalman import KalmanBox
 
 NEW, TRACKED, LOST = "new", "tracked", "lost"
 SEEN = 25  # confident detections a track keeps for its re-finding velocity (about a second)
-
-
-@dataclasses.dataclass
-class TrackOptions(Options):
-    """Tracker settings (the CLI's --track-* options)."""
-
-    what = "tracking"
-    high: float = opt(0.5, low=0, high=1, cli="--track-high",
-                      doc="detections at or above this score are matched first and may start tracks")
-    low: float = opt(0.1, low=0, high=1, cli="--track-low",
-                     doc="detections between this and --track-high only continue existing tracks")
-    new: float = opt(0.6, low=0, high=1, cli="--track-new", doc="score a detection needs to start a new track")
-    buffer: int = opt(90, low=0, cli="--track-buffer",
-                      doc="frames a lost track waits for its object to return (a person behind a pillar or a "
-                          "parked car is often hidden for 2-3 s)")
-    iou: float = opt(0.2, low=0, high=1, low_open=True, cli="--track-iou",
-                     doc="least IoU of a confident detection with a track's predicted box")
-    appearance: float = opt(1.0, low=0, cli="--track-appearance",
-                            doc="weight of colour difference in matching (0: IoU alone, as ByteTrack)")
-    reid: float = opt(0.14, low=0, high=1, cli="--track-reid",
-                      doc="most colour difference at which a confident detection continues a track, a lost "
-                          "track re-finds its object or a second box counts as the same object (0: off)")
-
-    def validate(self) -> None:
-        if self.low > self.high:
-            raise ConfigError(f"--track-low {self.low} must not exceed --track-high {self.high}")
 
 
 @dataclass
