@@ -40,7 +40,7 @@ from .weights import all_weights, get_spec, list_weights, load_into, pull
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
                 "coco_categories", "console", "progress", "threads", "reconnect"}
 _TRACK_KEYS = {"track", "line", "zone", "count_at", "smooth", "sequences"} \
-    | {f"track_{f}" for f in TrackOptions.names()} | {f"smooth_{f}" for f in ("cutoff", "beta", "d_cutoff")}
+    | set(TrackOptions.keywords()) | set(SmoothOptions.keywords())
 
 
 def _as_list(v) -> list[str]:
@@ -64,11 +64,8 @@ def tracking_options(specs: list, options: dict) -> TrackingOptions | None:
     if not any(s.tracks for s in specs):
         raise ConfigError(f"{', '.join(s.name for s in specs)} predictions have no boxes to track",
                           hint="tracking follows detection, pose and landmark models")
-    t = TrackOptions.parse({k[6:]: v for k, v in kw.items() if k.startswith("track_") and v is not None})
-    smooth = None
-    if kw.pop("smooth", True) is not False:
-        smooth = SmoothOptions.parse({{"smooth_cutoff": "min_cutoff"}.get(k, k[7:]): v for k, v in kw.items()
-                                      if k.startswith("smooth_") and v is not None})
+    t = TrackOptions.from_keywords(kw)
+    smooth = SmoothOptions.from_keywords(kw) if kw.pop("smooth", True) is not False else None
     return TrackingOptions(t, smooth, lines, zones, bool(kw.get("sequences")), kw.get("count_at") or "centre")
 
 

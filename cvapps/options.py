@@ -82,6 +82,19 @@ class Options:
     def names(cls) -> set[str]:
         return {f.name for f in dataclasses.fields(cls)}
 
+    @classmethod
+    def keywords(cls) -> dict[str, str]:
+        """API keyword -> field name; the keyword is the CLI flag's spelling (``--track-high``:
+        ``track_high``), so the CLI, ``cvapps.predict(**kw)`` and messages agree."""
+        return {(f.metadata.get("cli") or cli_name(f.name))[2:].replace("-", "_"): f.name
+                for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_keywords(cls, kw: dict):
+        """The group's keywords among ``kw`` (None: the default) -> a validated instance."""
+        names = cls.keywords()
+        return cls.parse({names[k]: v for k, v in kw.items() if k in names and v is not None})
+
 
 def split_options(values: dict, *groups: type[Options]) -> list[dict]:
     """Distribute keyword arguments over option groups; a name no group knows raises."""
@@ -196,6 +209,19 @@ class TrackOptions(Options):
     def validate(self) -> None:
         if self.low > self.high:
             raise ConfigError(f"--track-low {self.low} must not exceed --track-high {self.high}")
+
+
+@dataclasses.dataclass
+class SmoothOptions(Options):
+    """One-Euro parameters (cvapps.tracking.OneEuro; the CLI's --smooth-* options are made from
+    these fields)."""
+
+    what = "smoothing"
+    min_cutoff: float = opt(1.0, low=0, low_open=True, cli="--smooth-cutoff",
+                            doc="Hz; lower: steadier still points, more lag at low speed")
+    beta: float = opt(20.0, low=0, cli="--smooth-beta",
+                      doc="how fast the cutoff rises with speed (per object size per second); higher: less lag")
+    d_cutoff: float = opt(1.0, low=0, low_open=True, cli="--smooth-d-cutoff", doc="Hz; the speed estimate's cutoff")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -206,13 +206,17 @@ def test_track_options_are_checked(capsys, tmp_path):
         TrackOptions.parse({"low": 0.6})
     with pytest.raises(ConfigError, match="--track-high"):
         TrackOptions.parse({"high": 1.5})
-    # every tracker setting is a CLI option with the tracker's own default, and reaches it
-    code, out, _ = run_cli(capsys, "track", "--help")
+    # every tracker / smoother setting is a CLI option with the group's own default, and reaches it
+    code, out, _ = run_cli(capsys, "predict", "pose", "--help")
     text = " ".join(out.split())
-    for f in dataclasses.fields(TrackOptions):
-        assert f"--track-{f.name}" in text and f"(default {f.default})" in text
+    for group in (TrackOptions, SmoothOptions):
+        for kw, name in group.keywords().items():
+            default = next(f.default for f in dataclasses.fields(group) if f.name == name)
+            assert f"--{kw.replace('_', '-')} <" in text and f"(default {default})" in text
     code, _, err = run_cli(capsys, "track", tmp_path / "none.mp4", "--track-reid", "1.5")
     assert code != 0 and "--track-reid must be at most 1" in err
+    code, _, err = run_cli(capsys, "predict", "pose", tmp_path / "none.mp4", "--smooth-d-cutoff", "0")
+    assert code != 0 and "--smooth-d-cutoff must be above 0" in err
 
 
 def test_line_counts_each_crossing_once_per_direction():

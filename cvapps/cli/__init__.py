@@ -21,7 +21,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from ..errors import CvappsError
-from ..options import TrackOptions, parse_size
+from ..options import SmoothOptions, TrackOptions, parse_size
 
 
 out = Console(markup=False)
@@ -64,6 +64,15 @@ PREDICT = {
                                               "sleep, see OMP_WAIT_POLICY in the README)")),
     "reconnect": (int, Opt(3, help="camera / stream URL: reconnect attempts when the stream drops")),
 }
+def _group_options(group) -> dict:
+    """One CLI option per field of an option group: its flag, doc and default from the field
+    (the group is the one place a setting is declared)."""
+    fields = {f.name: f for f in dataclasses.fields(group)}
+    return {kw: (Optional[type(fields[name].default)],
+                 Opt(None, help=f"{fields[name].metadata['doc']} (default {fields[name].default})"))
+            for kw, name in group.keywords().items()}
+
+
 # object identities over video (task specs with trackable predictions get these)
 TRACK = {
     "track": (Optional[bool], Opt(None, "--track/--no-track", help="give objects identities over each video "
@@ -74,15 +83,12 @@ TRACK = {
                                                  "(repeatable; implies --track)")),
     "count_at": (Optional[str], Opt(None, help="the box point --line / --zone count: centre (default) or bottom "
                                                "(where people and cars stand; for lines on the ground)")),
-    # --track-*: one per TrackOptions field, its doc and default (the tracker's one place)
-    **{f"track_{f.name}": (Optional[type(f.default)], Opt(None, help=f"{f.metadata['doc']} (default {f.default})"))
-       for f in dataclasses.fields(TrackOptions)},
+    **_group_options(TrackOptions),  # --track-*
 }
 # One-Euro smoothing of tracked keypoints (specs whose predictions have points)
 SMOOTH = {
     "smooth": (bool, Opt(True, "--smooth/--no-smooth", help="smooth tracked keypoints over time (One-Euro)")),
-    "smooth_cutoff": (Optional[float], Opt(None, help="One-Euro min cutoff, Hz (default 1.0; lower: steadier)")),
-    "smooth_beta": (Optional[float], Opt(None, help="One-Euro speed coefficient (default 20; higher: less lag)")),
+    **_group_options(SmoothOptions),  # --smooth-*
 }
 WORKERS = {"workers": (Optional[int], Opt(None, help="data-loading processes (default: one per core but one, at "
                                                    "most 8, none on 1-2 cores; 0: in the main process; env "

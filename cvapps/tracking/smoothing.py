@@ -9,24 +9,11 @@ second (MediaPipe's landmark smoothing does the same)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 
-from ..options import Options, opt
-
-
-@dataclasses.dataclass
-class SmoothOptions(Options):
-    """One-Euro parameters (the CLI's --smooth-* options)."""
-
-    what = "smoothing"
-    min_cutoff: float = opt(1.0, low=0, low_open=True, cli="--smooth-cutoff",
-                            doc="Hz; lower: steadier still points, more lag at low speed")
-    beta: float = opt(20.0, low=0, cli="--smooth-beta",
-                      doc="how fast the cutoff rises with speed (per object size per second); higher: less lag")
-    d_cutoff: float = opt(1.0, low=0, low_open=True, cli="--smooth-d-cutoff", doc="Hz; the speed estimate's cutoff")
+from ..options import SmoothOptions
 
 
 def alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
