@@ -485,10 +485,11 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
 
 @torch.inference_mode()
 def map_images(model, images, fn, what: str, batch_size: int = 64, console: Console | None = None,
-               workers: int | None = None) -> torch.Tensor:
+               workers: int | None = None, on_error=None) -> torch.Tensor:
     """``fn(x)`` of every image (paths or RGB arrays, prepared and normalised as ``model``
-    expects, in batches) concatenated in order, on the CPU; an unreadable image raises.
-    ``what``: the progress label; ``workers``: threads reading images ahead."""
+    expects, in batches) concatenated in order, on the CPU; an unreadable image raises, or
+    with ``on_error(frame)`` is passed to it and left out. ``what``: the progress label;
+    ``workers``: threads reading images ahead."""
     model.eval()
     pre = model.preprocessor()
     out = []
@@ -497,7 +498,7 @@ def map_images(model, images, fn, what: str, batch_size: int = 64, console: Cons
         raise frame.error
 
     with Phase(console or Console(stderr=True, markup=False), what, len(images)) as bar:
-        for good in frame_batches(list(images), pre, batch_size, on_error=fail, threads=workers):
+        for good in frame_batches(list(images), pre, batch_size, on_error=on_error or fail, threads=workers):
             x, _ = to_batch(pre, [f.payload[0] for f in good], model.device, memory_format(model))
             out.append(fn(x).cpu())
             bar.advance(len(good))

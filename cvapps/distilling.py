@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
 from .api import _model, create_model, evaluate, load, map_images, predict
 from .data.sources import image_files
 from .errors import ConfigError, DataError
 from .options import DataOptions
+from .progress import note
 from .tasks import TASKS
 from .training.trainer import TrainConfig, Trainer, seed_everything
 
@@ -33,10 +35,22 @@ class TeacherRunner:
     def __init__(self, teacher, console: Console):
         self.teacher, self.console = teacher, console
 
-    def outputs(self, paths: list[Path], fn):
-        """``fn(x)`` of every image (x normalised for the teacher; (B, ...) a fixed size per
-        image) concatenated in order."""
-        return map_images(self.teacher, paths, fn, "teacher outputs", 16, self.console)
+    def outputs(self, paths: list[Path], fn) -> tuple[torch.Tensor, list[int]]:
+        """``fn(x)`` of every readable image (x normalised for the teacher; (B, ...) a fixed
+        size per image) concatenated in order, and the indices into ``paths`` of those images:
+        an unreadable image is reported (one line naming it) and left out, as ``predictions``
+        does — one bad file in a pool does not throw away the teacher's work on the others."""
+        bad: set[str] = set()
+
+        def skip(frame) -> None:
+            bad.add(str(frame.source))
+            note(self.console, "skipped", frame.error.one_line())
+
+        out = map_images(self.teacher, paths, fn, "teacher outputs", 16, self.console, on_error=skip)
+        kept = [i for i, p in enumerate(paths) if str(p) not in bad]
+        if paths and not kept:
+            raise DataError(f"none of the {len(paths)} images could be read", path=str(paths[0]) if paths else None)
+        return out, kept
 
     def predictions(self, paths: list[Path], **options):
         """The teacher's predictions as ``cvapps predict`` makes them (top-down keypoint models

@@ -130,7 +130,7 @@ def test_labelled_colour_masks_join_through_their_palette(seg_teacher, tmp_path)
 
     class NoPool:  # the teacher's outputs on the (empty) unlabelled pool
         def outputs(self, paths, fn):
-            return torch.zeros(0, 3, 8, 8)
+            return torch.zeros(0, 3, 8, 8), []
 
     teacher = cvapps.load(seg_teacher / "teacher" / "best.safetensors")
     data, _ = TASKS.get("segment").distill_data(teacher, [], NoPool(), {
@@ -252,3 +252,34 @@ def test_keypoint_teacher_labels_stay_with_their_images_past_an_unreadable_one(t
     names = {im["id"]: Path(im["file_name"]).name for im in written["images"]}
     got = {names[a["image_id"]]: [round(v) for v in a["bbox"]] for a in written["annotations"]}
     assert got == {k: v for k, v in boxes.items() if k != "f1.png"}
+
+
+@pytest.mark.parametrize("task", ["classify", "detect", "segment"])
+def test_an_unreadable_pool_image_is_reported_and_left_out_the_others_keep_their_outputs(task, tmp_path):
+    """Tensor-output distillation (classify / detect / segment) treats a corrupt pool image as
+    keypoint distillation does: named on the console, left out, and the teacher's outputs of
+    the other images stay with their own images (compared with the outputs of the readable
+    images alone). Before, the whole run stopped at the bad file."""
+    from cvapps.distilling import TeacherRunner
+    from cvapps.tasks import TASKS
+
+    torch.manual_seed(0)
+    extra = {"classify": {"labels": ["a", "b", "c"]}, "detect": {"labels": ["x", "y"]},
+             "segment": {"labels": ["p", "q"]}}[task]
+    teacher = cvapps.create_model(task, "mobilenet_v3_small", img_size=[64, 64], **extra).eval()
+    rng = np.random.default_rng(0)
+    paths = [write_image(tmp_path / f"f{i}.png", rng.integers(0, 255, (60 + 7 * i, 80, 3), np.uint8)) for i in range(4)]
+    (tmp_path / "f1.png").write_bytes(b"not an image")
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    fn = lambda x: teacher(x).logits.float() if task == "classify" else x.float().mean((1, 2, 3))[:, None]  # noqa: E731
+    got, kept = TeacherRunner(teacher, console).outputs(paths, fn)
+    assert kept == [0, 2, 3] and "f1.png" in out.getvalue()
+    alone, _ = TeacherRunner(teacher, QUIET).outputs([paths[i] for i in kept], fn)
+    torch.testing.assert_close(got, alone)
+    # and the task's distillation data holds exactly the readable images
+    opts = {"out": str(tmp_path / "d"), "conf": 1e-9}
+    data, _ = TASKS.get(task).distill_data(teacher, paths, TeacherRunner(teacher, QUIET), opts)
+    held = [str(getattr(r, "path", r)) for r in getattr(data, "records", None) or getattr(data, "paths", None)
+            or getattr(data, "images", None)]
+    assert held == [str(paths[i]) for i in kept]

@@ -119,7 +119,8 @@ class ClassificationSpec(TaskSpec):
                                 hint="distillation trains the teacher's classes")
             paths += list(lab.paths)
             hard += [names.index(lab.labels[t]) for t in lab.targets]
-        logits = run.outputs(paths, lambda x: teacher(x).logits.float())
+        logits, kept = run.outputs(paths, lambda x: teacher(x).logits.float())
+        paths, hard = [paths[i] for i in kept], [hard[i] for i in kept]
         rows = torch.cat([logits, torch.tensor(hard, dtype=torch.float32)[:, None]], 1).tolist()
         return (ClassificationData(paths, rows, names, "distill", "distillation"),
                 {"labels": names, "kd_temperature": opts.get("temperature", 4.0), "kd_alpha": opts.get("alpha", 0.5)})

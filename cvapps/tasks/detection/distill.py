@@ -89,7 +89,8 @@ def distill_data(teacher, paths, run, opts: dict):
     ``opts["labels"]`` + ``opts["label_images"]`` (classes mapped by name) with their own boxes."""
     names, ids, columns = student_classes(teacher, opts.get("classes"))
     conf = opts.get("conf") or teacher.head.h.conf
-    outputs = run.outputs(paths, teacher_fn(teacher, columns, conf / 2, teacher.head.h.max_det))
+    outputs, kept = run.outputs(paths, teacher_fn(teacher, columns, conf / 2, teacher.head.h.max_det))
+    paths = [paths[i] for i in kept]
     records = pseudo_records(teacher, paths, outputs, conf)
     if opts.get("labels"):
         if not opts.get("label_images"):

@@ -84,7 +84,8 @@ def distill_data(teacher, paths, run, opts: dict, read):
     """SegmentationSpec.distill_data: the images with the teacher's probabilities as
     ``soft`` targets (their argmax, at ``opts["conf"]`` (default 0) or above, as the mask);
     labelled images (``opts["labels"]``, read by ``read``) with their own masks."""
-    outputs = run.outputs(paths, teacher_fn(teacher)).numpy()
+    outputs, kept = run.outputs(paths, teacher_fn(teacher))
+    outputs, paths = outputs.numpy(), [paths[i] for i in kept]
     box = Letterbox.from_config(teacher.config["preprocessing"])
     ignore = 255
     sizes = [image_size(p) for p in paths]
