@@ -311,3 +311,21 @@ def test_pseudo_labels_cover_the_videos_other_sampled_frames(tmp_path, pool, tin
     assert frames == sorted(set(range(0, 40, 4)) - picked) and all(Path(r["path"]).is_file() for r in rows)
     stills = {r["path"] for r in rows if "pseudo_frames" not in r["path"]}
     assert stills == {str(p) for p in sorted(pool.rglob("*.png"))} - {r["source"] for r in sel}
+
+
+def test_contact_sheet_sets_each_picture_on_its_caption(tmp_path):
+    """A wide picture sits on the bottom edge of its tile, centred across, right above its
+    caption (it used to hang from the tile's top with a blank band under it); a tall one is
+    centred across."""
+    import cv2
+
+    wide = write_image(tmp_path / "wide.png", np.full((100, 200, 3), (200, 30, 30), np.uint8))
+    tall = write_image(tmp_path / "tall.png", np.full((200, 100, 3), (30, 30, 200), np.uint8))
+    select_mod.contact_sheet([{"path": wide, "rank": 1, "score": 0.5}, {"path": tall, "rank": 2, "score": 0.4}],
+                             tmp_path / "s.png", tile=64)
+    sheet = cv2.cvtColor(cv2.imread(str(tmp_path / "s.png")), cv2.COLOR_BGR2RGB)
+    col = sheet[:64, 32]  # the wide picture's middle column: 32 px tall at 64 px wide
+    assert (col[:32] == 255).all() and (np.abs(col[32:].astype(int) - [200, 30, 30]) <= 2).all()
+    row = sheet[32, 64:128]  # the tall picture: 32 px wide, centred in its tile
+    assert (row[:16] == 255).all() and (row[48:] == 255).all()
+    assert (np.abs(row[16:48].astype(int) - [30, 30, 200]) <= 2).all()

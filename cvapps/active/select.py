@@ -318,8 +318,10 @@ def contact_sheet(sel: list[dict], path: Path, model=None, pre=None, cols: int =
             small = predict_inputs(model, [img], pre=pre)[0].resized(small.shape[1] / img.shape[1],
                                                                      small.shape[0] / img.shape[0]).draw(small)
         y, x = (i // cols) * (tile + band), (i % cols) * tile
-        sheet[y : y + small.shape[0], x : x + small.shape[1]] = small
+        # on the tile's bottom edge, centred across: the caption sits right under the picture
+        dy, dx = tile - small.shape[0], (tile - small.shape[1]) // 2
+        sheet[y + dy : y + tile, x + dx : x + dx + small.shape[1]] = small
         score = "-" if row["score"] is None else f"{row['score']:.3g}"
-        captions.append((f"#{row['rank']}  {score}", x + 2, y + tile + 2, (255, 255, 255)))
+        captions.append((f"#{row['rank']}  {score}", x + dx + 2, y + tile + 2, (255, 255, 255)))
     sheet = draw.labels(sheet, captions, cap, above=False)
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
