@@ -453,3 +453,16 @@ def test_count_at_the_bottom_counts_where_an_object_stands():
 
     opts = {"line": "0,100,200,100", "count_at": "bottom"}
     assert tracking_options([TASKS.get("detect")], opts).count_at == "bottom" and opts == {}  # the API's keyword
+
+
+def test_trails_break_where_the_track_was_not_seen():
+    """A track missed for frames (behind something) gets its trail cut there — no straight
+    line drawn across where it was not seen; a --vid-stride step is not a miss."""
+    from cvapps.tracking.session import Overlay, trail_parts
+
+    pts = [(1, (10, 50)), (2, (20, 50)), (3, (30, 50)), (9, (90, 50)), (10, (100, 50))]
+    parts = trail_parts(pts)
+    assert [p.tolist() for p in parts] == [[[10, 50], [20, 50], [30, 50]], [[90, 50], [100, 50]]]
+    assert len(trail_parts([(0, (0, 0)), (3, (5, 0)), (6, (10, 0))])) == 1  # every 3rd frame, none missed
+    img = Overlay([(1, parts)], [], []).draw(np.zeros((100, 120, 3), np.uint8))
+    assert img[50, 20].any() and img[50, 95].any() and not img[50, 60].any()  # drawn stretches, a gap between

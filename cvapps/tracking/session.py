@@ -66,16 +66,17 @@ class TrackingOptions:
 class Overlay:
     """What tracking adds to a frame's drawing (a snapshot; drawn later in the writer thread)."""
 
-    trails: list[tuple[int, np.ndarray]]  # (track id, (P, 2) centres)
+    trails: list[tuple[int, list[np.ndarray]]]  # (track id, [(P, 2) centres of each unbroken stretch])
     lines: list[tuple[np.ndarray, np.ndarray, dict]]
     zones: list[tuple[np.ndarray, dict]]
 
     def draw(self, image: np.ndarray) -> np.ndarray:
         out = np.ascontiguousarray(image)
         t = max(1, round(min(out.shape[:2]) / 300))
-        for tid, pts in self.trails:
-            if len(pts) > 1:
-                cv2.polylines(out, [pts.round().astype(np.int32)], False, draw.colour(tid), t, cv2.LINE_AA)
+        for tid, parts in self.trails:
+            lines = [p.round().astype(np.int32) for p in parts if len(p) > 1]
+            if lines:
+                cv2.polylines(out, lines, False, draw.colour(tid), t, cv2.LINE_AA)
         tags = []
         for poly, counts in self.zones:
             cv2.polylines(out, [poly.round().astype(np.int32)], True, (255, 215, 0), t + 1, cv2.LINE_AA)
@@ -88,6 +89,20 @@ class Overlay:
             n_in, n_out = sum(counts["in"].values()), sum(counts["out"].values())
             tags.append((f"in {n_in}  out {n_out}", min(a[0], b[0]), min(a[1], b[1]), (220, 20, 60)))
         return draw.labels(out, tags, draw.text_size(out.shape[:2], 1.0)) if tags else out
+
+
+def trail_parts(trail) -> list[np.ndarray]:
+    """(frame, centre) points of a track -> the centres of each stretch it was seen without a
+    break ((P, 2) arrays): frames the track missed (behind something, undetected) cut the
+    trail instead of a straight line being drawn across where it was not seen. The step
+    between frames is the trail's smallest (a --vid-stride video's step is not a miss)."""
+    frames = np.array([f for f, _ in trail])
+    centres = np.array([c for _, c in trail], np.float64).reshape(-1, 2)
+    if len(frames) < 2:
+        return [centres]
+    gaps = np.diff(frames)
+    cuts = np.flatnonzero(gaps > gaps.min()) + 1
+    return np.split(centres, cuts)
 
 
 class SequenceTracker:
@@ -123,7 +138,7 @@ class SequenceTracker:
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2 if len(keep) else np.zeros((0, 2))
         names = [tb.name(i) for i in keep]
         for tid, c in zip(kept_ids.tolist(), centres):
-            self.trails.setdefault(tid, deque(maxlen=TRAIL)).append(c)
+            self.trails.setdefault(tid, deque(maxlen=TRAIL)).append((frame, c))
         alive = {tr.id for tr in self.tracker.tracks}
         self.trails = {k: v for k, v in self.trails.items() if k in alive}
         points = centres
@@ -138,7 +153,7 @@ class SequenceTracker:
         if self.lines or self.zones:
             counts = {**{f"line{i + 1}": d for i, d in enumerate(line_counts)},
                       **{f"zone{i + 1}": d for i, d in enumerate(zone_counts)}}
-        overlay = Overlay([(k, np.array(self.trails[k])) for k in kept_ids.tolist()],
+        overlay = Overlay([(k, trail_parts(self.trails[k])) for k in kept_ids.tolist()],
                           [(c.p1, c.p2, d) for c, d in zip(self.lines, line_counts)],
                           [(z.poly, d) for z, d in zip(self.zones, zone_counts)])
         return tracked, overlay, counts
