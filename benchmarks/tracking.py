@@ -271,30 +271,33 @@ def ground_truth(gt) -> dict[int, list]:
     return gt_by
 
 
+def write_sequence(material_, frames: int, layout: str, folder: Path) -> tuple[int, list, list]:
+    """The layout's scene written as folder/walk.mp4; -> (frames, ground truth rows, full occlusions)."""
+    video, gt, events = scene(*material_, frames, layout)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_video(video, folder / "walk.mp4")
+    return len(video), gt, events
+
+
 def variant(material_, frames: int, layout: str, shift: int, out: Path) -> dict:
     """The same layout with the cut-outs handed to the walkers rotated by ``shift``: other
     people cross, hide and re-emerge at each event, so one sequence's few id decisions do
     not decide the figure alone."""
     people, background, occluder = material_
-    video, gt, events = scene(people[shift:] + people[:shift], background, occluder, frames, layout)
     tmp = out / f"{layout}_rotated{shift}"
-    tmp.mkdir(parents=True, exist_ok=True)
-    write_video(video, tmp / "walk.mp4")
+    n, gt, events = write_sequence((people[shift:] + people[:shift], background, occluder), frames, layout, tmp)
     hyp: dict[int, list] = {}
     for r in cvapps.predict(None, [tmp / "walk.mp4"], task="detect", stream=True, track=True, classes="person",
                             progress=False, batch_size=8):
         hyp[r.frame] = list(zip(r.prediction.track_ids.tolist(), r.prediction.boxes.tolist()))
-    metrics, acc = mot_metrics(ground_truth(gt), hyp, len(video), tmp.name)
+    metrics, acc = mot_metrics(ground_truth(gt), hyp, n, tmp.name)
     return {**{k: metrics[k] for k in ("MOTA", "IDF1", "id_switches")},
             "switches_per_full_occlusion": [o["switches"] for o in switches_per_occlusion(events, acc)]}
 
 
 def synthetic(material_, frames: int, layout: str, out: Path) -> dict:
-    people, background, occluder = material_
-    video, gt, events = scene(people, background, occluder, frames, layout)
     tmp = out / layout
-    tmp.mkdir(parents=True, exist_ok=True)
-    write_video(video, tmp / "walk.mp4")
+    n_frames, gt, events = write_sequence(material_, frames, layout, tmp)
 
     real_batch, real_step = batch_mod.run_batch, SequenceTracker.step
 
@@ -333,7 +336,7 @@ def synthetic(material_, frames: int, layout: str, out: Path) -> dict:
             hyp_by.setdefault(r.frame, []).append((tid, box))
             g = max(((iou(box, b), gid) for gid, b in gt_by.get(r.frame, []) if gid >= 0), default=(0, None))
             track_rows.append((r.frame, tid, box, g[1] if g[0] >= 0.5 else None))
-    metrics, acc = mot_metrics(gt_by, hyp_by, len(video), "synthetic")
+    metrics, acc = mot_metrics(gt_by, hyp_by, n_frames, "synthetic")
     occl = switches_per_occlusion(events, acc)
     # ablation: the same tracker without the colour cue (IoU alone, as ByteTrack), same video
     plain = list(cvapps.predict(None, [tmp / "walk.mp4"], task="detect", stream=True, track=True, track_appearance=0,
@@ -341,9 +344,9 @@ def synthetic(material_, frames: int, layout: str, out: Path) -> dict:
     hyp0: dict[int, list] = {}
     for r in plain:
         hyp0[r.frame] = list(zip(r.prediction.track_ids.tolist(), r.prediction.boxes.tolist()))
-    iou_only, _ = mot_metrics(gt_by, hyp0, len(video), "iou_only")
+    iou_only, _ = mot_metrics(gt_by, hyp0, n_frames, "iou_only")
     n = len(results)
-    return {"frames": n, "people": 6, "cut_outs": len(people), "full_occlusions": len(events),
+    return {"frames": n, "people": 6, "cut_outs": len(material_[0]), "full_occlusions": len(events),
             "occlusion_frames": [e["frames"] for e in events], **metrics,
             "switches_per_full_occlusion": [o["switches"] for o in occl],
             "without_appearance": {k: iou_only[k] for k in ("MOTA", "IDF1", "id_switches")},

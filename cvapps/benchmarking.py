@@ -78,6 +78,9 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video = _video(arrays, tmp / "clip.mp4", video_frames)
+        inputs = [str(p) for p in paths] or arrays
+        # the preprocessor and options predict uses on these images (box sources, test-time scales)
+        pre, post = base.spec.predict_setup(base, helper_loader("cpu", "auto", console), inputs)
         runs = {}
         folded = copy.deepcopy(base).fold_batchnorm()
         fp32_file = None  # one dynamic-batch export serves both ONNX Runtime variants
@@ -98,11 +101,8 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
                     runs[name] = (OnnxModel(fp32_file), "fp32")
                 else:
                     calib = paths or _calibration_files(arrays, tmp)
-                    pre, _ = base.spec.predict_setup(base, helper_loader("cpu", "auto", console), calib)
                     runs[name] = (OnnxModel(quantize_int8(base, tmp / "int8.onnx", calib, console=console,
                                                           fp32=fp32_file, pre=pre)), "fp32")
-        inputs = [str(p) for p in paths] or arrays
-        _, post = base.spec.predict_setup(base, helper_loader("cpu", "torch", console), inputs)
         differs = base.runtime_blocker(post)
         if differs and any(n.startswith("onnxruntime") for n in runs):
             # e.g. the face detector's extra test-time scale on photos: not the same work per image

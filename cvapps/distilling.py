@@ -49,7 +49,7 @@ class TeacherRunner:
         out = map_images(self.teacher, paths, fn, "teacher outputs", 16, self.console, on_error=skip)
         kept = [i for i, p in enumerate(paths) if str(p) not in bad]
         if paths and not kept:
-            raise DataError(f"none of the {len(paths)} images could be read", path=str(paths[0]) if paths else None)
+            raise DataError(f"none of the {len(paths)} images could be read", path=str(paths[0]))
         return out, kept
 
     def predictions(self, paths: list[Path], **options):

@@ -64,6 +64,8 @@ PREDICT = {
                                               "sleep, see OMP_WAIT_POLICY in the README)")),
     "reconnect": (int, Opt(3, help="camera / stream URL: reconnect attempts when the stream drops")),
 }
+
+
 def _group_options(group) -> dict:
     """One CLI option per field of an option group: its flag, doc and default from the field
     (the group is the one place a setting is declared)."""

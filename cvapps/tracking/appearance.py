@@ -1,8 +1,9 @@
 """A cheap appearance cue for association: colour histograms of each box's upper and lower
 half (clothes above and below the waist), hue x saturation x value in HSV, compared with
 the Hellinger distance. Value (brightness) matters: black, grey and white clothes all have
-low saturation and arbitrary hue, so hue x saturation alone cannot tell them apart. It separates people and vehicles whose boxes overlap while they cross,
-where IoU alone cannot tell them apart, at ~0.05 ms per box (no extra network pass)."""
+low saturation and arbitrary hue, so hue x saturation alone cannot tell them apart. It
+separates people and vehicles whose boxes overlap while they cross, where IoU alone cannot
+tell them apart, at ~0.05 ms per box (no extra network pass)."""
 
 from __future__ import annotations
 

@@ -66,6 +66,11 @@ def _slope(t: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return dt @ (xy - xy.mean(0)) / den if den > 0 else np.zeros(2)
 
 
+def _detections_of(tracks: list[Track], ids: np.ndarray) -> np.ndarray:
+    """(T,) indices of the detections the tracks took this frame (``ids``: track id per detection)."""
+    return np.array([int(np.flatnonzero(ids == t.id)[0]) for t in tracks], np.int64)
+
+
 def associate(tracks: list[Track], boxes: np.ndarray, labels: np.ndarray, min_iou: float,
               scores: np.ndarray | None = None, features: np.ndarray | None = None,
               weight: float = 0.0, max_app: float | None = None) -> tuple[list[tuple[int, int]], list[int], list[int]]:
@@ -133,7 +138,8 @@ class ByteTracker:
         feats = np.asarray(features, np.float32) if features is not None else None
         fw = self.o.appearance if feats is not None else 0.0
         self.feats = feats
-        gate = self.o.reid if self.o.reid > 0 else None
+        looks = bool(fw) and self.o.reid > 0  # colour gates, re-finding and twin boxes (--track-reid)
+        gate = self.o.reid if looks else None
         # 1: confident detections against confirmed tracks (lost ones included: re-identification)
         m, left_t, left_d = associate(confirmed, boxes[hi], labels[hi], self.o.iou, scores[hi],
                                       feats[hi] if fw else None, fw, gate)
@@ -147,7 +153,7 @@ class ByteTracker:
         for i in left2:
             still[i].state = LOST
         rest = hi[left_d]
-        if fw and self.o.reid > 0:  # 2b: lost tracks re-find their objects by looks, where motion allows
+        if looks:  # 2b: lost tracks re-find their objects by looks, where motion allows
             rest = self._refind(rest, boxes, scores, labels, ids)
         # 3: tracks born last frame against the confident detections still free
         m3, left3, left_d3 = associate(fresh, boxes[rest], labels[rest], self.NEW_IOU, None,
@@ -160,7 +166,7 @@ class ByteTracker:
         self.updates += 1
         born = rest[left_d3]
         born = born[scores[born] >= self.o.new]
-        if fw and self.o.reid > 0 and len(born):
+        if looks and len(born):
             born = born[~self._seen_already(born, boxes, labels, ids)]
         for di in born:
             t = Track(self.next_id, int(labels[di]), KalmanBox(boxes[di]), float(scores[di]),
@@ -189,13 +195,15 @@ class ByteTracker:
         (colour difference <= ``reid``). The most alike pairs win; a younger track that loses
         its detection this way ends, the older id goes on. -> the detections of ``rest`` left."""
         lost = [t for t in self.tracks if t.state == LOST and len(t.seen) >= 2 and t.feature is not None]
+        if not lost:
+            return rest
         young = [t for t in self.tracks if t.state == TRACKED and t.last_frame == self.frame
-                 and t.start_frame > min((x.last_frame for x in lost), default=self.frame)]
-        held = np.array([int(np.flatnonzero(ids == t.id)[0]) for t in young], np.int64)
+                 and t.start_frame > min(x.last_frame for x in lost)]
+        held = _detections_of(young, ids)
         sure = scores[held] >= self.o.high  # a low-score (occluded) box's looks are not to be trusted
         young, held = [t for t, k in zip(young, sure) if k], held[sure]
         cand = np.concatenate([rest, held]).astype(np.int64)
-        if not lost or len(cand) == 0:
+        if len(cand) == 0:
             return rest
         cost = distance(np.stack([t.feature for t in lost]), self.feats[cand]).astype(np.float64)
         cost[:, ~self.feats[cand].any(1)] = 2.0  # looks are the evidence here: none, no match
@@ -237,8 +245,7 @@ class ByteTracker:
         active = [t for t in self.tracks if t.state == TRACKED and t.last_frame == self.frame and t.feature is not None]
         if not active:
             return np.zeros(len(cand), bool)
-        held = np.stack([boxes[int(np.flatnonzero(ids == t.id)[0])] for t in active])
-        twin = iou(boxes[cand], held) >= self.DUPLICATE_VIEW_IOU
+        twin = iou(boxes[cand], boxes[_detections_of(active, ids)]) >= self.DUPLICATE_VIEW_IOU
         twin &= distance(self.feats[cand], np.stack([t.feature for t in active])) <= self.o.reid
         twin &= labels[cand][:, None] == np.array([t.label for t in active])[None, :]
         return twin.any(1) & self.feats[cand].any(1)

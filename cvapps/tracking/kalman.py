@@ -26,10 +26,6 @@ def xyah_to_xyxy(s: np.ndarray) -> np.ndarray:
 class KalmanBox:
     """One track's filter. ``mean`` (8,), ``cov`` (8, 8)."""
 
-    F = np.eye(8)
-    F[:4, 4:] = np.eye(4)  # x' = x + v (one frame)
-    H = np.eye(4, 8)
-
     def __init__(self, box_xyxy: np.ndarray):
         z = xyxy_to_xyah(np.asarray(box_xyxy, np.float64))
         self.mean = np.r_[z, np.zeros(4)]
@@ -51,8 +47,8 @@ class KalmanBox:
     def _r(self) -> np.ndarray:
         return np.diag(self._R_PER_H * self.mean[3] ** 2 + self._R_FIXED)
 
-    # F = [[I, I], [0, I]] and H = [I, 0] (4 x 4 blocks): the products below are written out
-    # in blocks, the same arithmetic as F P F' + Q and the gain with H, at a third of the cost
+    # transition F = [[I, I], [0, I]] (x' = x + v, one frame) and measurement H = [I, 0], in
+    # 4 x 4 blocks: the products below are F P F' + Q and the gain with H written out by block
     def predict(self) -> np.ndarray:
         """Advance one frame; -> the predicted box (4,) xyxy."""
         m, p = self.mean.copy(), self.cov.copy()
