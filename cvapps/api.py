@@ -324,6 +324,9 @@ def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, de
         raise ConfigError(f"tasks {','.join(tasks)} do not match the models' tasks {bundle.task}")
     console = console or Console(stderr=True, markup=False)
     kwargs = dict(kwargs)
+    if kwargs.get("tiles"):
+        raise ConfigError("--tiles runs the detector on tiles of each frame; a bundle's heads share one pass over "
+                          "the whole frame", hint="predict detect alone with --tiles")
     specs = [m.spec for m in bundle.models]
     tracking = tracking_options(specs, kwargs)
     if tracking is not None:
@@ -476,6 +479,8 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
                                "for top-down keypoint models")
     items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool]) if isinstance(p, Path)]
     pre, _ = m.spec.predict_setup(m, helper_loader(device, backend, kwargs.get("console")), items, **asked)
+    if getattr(pre, "not_for_select", None):
+        raise ConfigError(pre.not_for_select)
     if backend == "auto" and loaded_here and isinstance(m, TaskModel):
         name = strategy or default_strategy(m)
         if name in STRATEGIES and STRATEGIES[name].needs in ("probs", "none"):

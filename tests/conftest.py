@@ -119,6 +119,20 @@ def converted_model(name: str, doc: str):
     return fixture
 
 
+@pytest.fixture(scope="module")
+def tiny_detector():
+    """A small random detector (2 classes, 96 px) whose BatchNorm statistics come from
+    real-ish inputs, so it gives confident, varied boxes."""
+    import cvapps
+
+    torch.manual_seed(0)
+    det = cvapps.create_model("detect", "mobilenet_v3_small", labels=["a", "b"], img_size=96)
+    det.train()
+    with torch.no_grad():
+        det(torch.rand(8, 3, 96, 96))
+    return det.eval()
+
+
 coco_detector = converted_model("ssd_mobilenet_v2.coco", "The default COCO detector.")
 pose_model = converted_model("movenet_lightning.coco17", "The default pose model (MoveNet).")
 facemesh_model = converted_model("facemesh.mediapipe", "The dense face landmark model (FaceMesh).")

@@ -283,16 +283,6 @@ def _still_video(path, frames=8, size=(96, 128)):
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_detector():
-    torch.manual_seed(0)
-    det = cvapps.create_model("detect", "mobilenet_v3_small", labels=["a", "b"], img_size=96)
-    det.train()
-    with torch.no_grad():  # BatchNorm statistics of real-ish inputs: confident, varied boxes
-        det(torch.rand(8, 3, 96, 96))
-    return det.eval()
-
-
 def test_track_cli_gives_stable_ids_on_a_still_scene_and_draws_them(tmp_path, capsys, tiny_detector):
     model = cvapps.save(tiny_detector, tmp_path / "det.safetensors")
     video = _still_video(tmp_path / "still.mp4")

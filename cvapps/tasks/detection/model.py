@@ -11,7 +11,7 @@ from ...errors import ConfigError
 from ...ops import decode_boxes
 from ...data.transforms import Letterbox, size_hw
 from ..base import TaskModel, register_task
-from . import fasterrcnn  # noqa: F401  (registers the two-stage head kind)
+from . import fasterrcnn, slicing  # noqa: F401  (fasterrcnn registers the two-stage head kind)
 from .head import DETECTION_HEADS
 from .metrics import coco_metrics, results_from
 from .postprocess import Detections, select_in_graph
@@ -90,6 +90,18 @@ class DetectionModel(TaskModel):
         classes = kw.get("classes")
         if classes is not None and (isinstance(classes, str) or any(isinstance(c, str) for c in classes)):
             kw = {**kw, "classes": self.spec.class_indices(self, classes)}
+        if metas and "passes" in metas[0]:  # sliced inference: each image's passes, then merged
+            flat = [m for meta in metas for m in meta["passes"]]
+            parts = self.head.postprocess(raw, flat, self.input_hw, self.labels, self.config.get("category_ids") or [],
+                                          **kw)
+            h, out, i = self.head.h, [], 0
+            iou, max_det = (h.iou if kw.get("iou") is None else kw["iou"]), (kw.get("max_det") or h.max_det)
+            for meta in metas:
+                n = len(meta["passes"])
+                out.append(slicing.merge(parts[i : i + n], [m["window"] for m in meta["passes"]], meta["width"],
+                                         meta["height"], iou, max_det))
+                i += n
+            return out
         return self.head.postprocess(raw, metas, self.input_hw, self.labels, self.config.get("category_ids") or [],
                                      **kw)
 

@@ -19,6 +19,7 @@ from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
 from . import distill
 from .classes import class_mapping, read_class_map, remap
 from .metrics import coco_metrics, voc_metrics
+from .slicing import Sliced, parse_tiles
 
 def check_boxes(data: DetectionData, what: str) -> None:
     """Refuse data a detector cannot learn from (no images, or no box at all)."""
@@ -42,7 +43,9 @@ class DetectionSpec(TaskSpec):
                     CliOption("conf", float, None, "score threshold (default: the model's)"),
                     CliOption("iou", float, None, "NMS IoU threshold (default: the model's)"),
                     CliOption("max_det", int, None, "detections per image"),
-                    CliOption("classes", str, None, "keep only these classes: names or indices, comma-separated")),
+                    CliOption("classes", str, None, "keep only these classes: names or indices, comma-separated"),
+                    CliOption("tiles", str, None, "also detect on R x C overlapping tiles of each image (e.g. 2x2) "
+                                                  "and merge: finds small, far objects at 1 + R*C times the cost")),
         "train": (CliOption("head", str, "ssd", "ssd (single-stage anchors) or fasterrcnn (two-stage, FPN)",
                             dest="kind"),
                   CliOption("cls_loss", str, None, "ssd: ce (hard negative mining 3:1) or focal"),
@@ -184,14 +187,15 @@ class DetectionSpec(TaskSpec):
         return coco_metrics(gt, rows)
 
     # predict --------------------------------------------------------------------------
-    def predict_setup(self, model, load, items=(), conf=None, iou=None, max_det=None, classes=None):
+    def predict_setup(self, model, load, items=(), conf=None, iou=None, max_det=None, classes=None, tiles=None):
         for name, v, lo, hi in (("--conf", conf, 0.0, 1.0), ("--iou", iou, 0.0, 1.0)):
             if v is not None and not lo <= v <= hi:
                 raise ConfigError(f"{name} {v} must be between {lo} and {hi}")
         if max_det is not None and max_det < 1:
             raise ConfigError(f"--max-det must be at least 1, got {max_det}")
-        return model.preprocessor(), {"conf": conf, "iou": iou, "max_det": max_det,
-                                      "classes": self.class_indices(model, classes)}
+        grid = parse_tiles(tiles)
+        pre = model.preprocessor() if grid is None else Sliced(model.preprocessor(), *grid)
+        return pre, {"conf": conf, "iou": iou, "max_det": max_det, "classes": self.class_indices(model, classes)}
 
     def track_post(self, post: dict, low: float) -> dict:
         """The tracker's second stage needs the low-score boxes a plain --conf would drop."""
