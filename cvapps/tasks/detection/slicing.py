@@ -88,15 +88,13 @@ def merge(parts: list, windows_: list[tuple[int, int, int, int]], width: int, he
     per-class NMS at ``iou``; then, in score order, a tile's box cut by the tile's inner edge
     goes when ``contained`` of its area (or of the other's, the smaller) lies inside a kept box
     of the same class from another pass. At most ``max_det``, by score."""
-    shifted, cut = [], []
-    for p, w in zip(parts, windows_):
-        b = p.boxes.reshape(-1, 4) + np.array([w[0], w[1], w[0], w[1]], np.float32)
-        shifted.append(b)
-        cut.append(cut_by_tile(b, w, width, height) if w != (0, 0, width, height) else np.zeros(len(b), bool))
-    boxes, cut = np.concatenate(shifted), np.concatenate(cut)
     scores = np.concatenate([p.scores for p in parts])
     labels = np.concatenate([p.labels for p in parts])
     source = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+    boxes = np.concatenate([p.boxes.reshape(-1, 4) + np.array([w[0], w[1], w[0], w[1]], np.float32)
+                            for p, w in zip(parts, windows_)])
+    # the whole image's window has no inner edge: its boxes are never cut
+    cut = np.concatenate([cut_by_tile(boxes[source == k], w, width, height) for k, w in enumerate(windows_)])
     order = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), iou).numpy()
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     kept: list[int] = []
