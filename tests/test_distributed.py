@@ -21,12 +21,23 @@ r = cvapps.train("classify", sys.argv[1], backbone="resnet18", img_size=32, epoc
 print("RESULT", r["rank"], r["world_size"])
 """
 
+TIMEOUT = 300  # seconds; a normal run takes ~20 s
+
 
 def _run(cmd: list[str], tmp: Path) -> str:
+    """A run that hangs is stopped with SIGTERM, which torchrun passes on to the ranks it
+    started in sessions of their own (killing torchrun alone leaves them spinning through
+    later tests, holding the output pipes), and the failure shows what they printed."""
     env = {**os.environ, "CVAPPS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
-    return p.stdout
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
+    try:
+        out, err = p.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        out, err = p.communicate(timeout=60)
+        pytest.fail(f"no result after {TIMEOUT} s:\n" + out[-2000:] + err[-4000:])
+    assert p.returncode == 0, out[-2000:] + err[-4000:]
+    return out
 
 
 def test_two_process_gloo_matches_one_process(tmp_path, colour_folder):
