@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..backbones import Backbone, build_backbone
+from ..data.transforms import size_hw
 from ..errors import ConfigError, WeightsError
 from ..options import Options
 from ..registry import Registry
@@ -129,6 +130,16 @@ class TaskModel(nn.Module):
     @property
     def labels(self) -> list[str]:
         return list(self.config.get("labels") or [])
+
+    @property
+    def hcfg(self) -> dict:
+        """The head's options (parsed and completed by ``normalize_config``)."""
+        return self.config["head"]
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(H, W) the network takes."""
+        return size_hw(self.config["preprocessing"]["input_size"])
 
     @property
     def device(self) -> torch.device:

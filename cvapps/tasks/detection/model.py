@@ -9,7 +9,7 @@ from torchvision.ops import clip_boxes_to_image
 from ...backbones import Backbone
 from ...errors import ConfigError
 from ...ops import decode_boxes
-from ...data.transforms import Letterbox, size_hw
+from ...data.transforms import Letterbox
 from ..base import TaskModel, register_task
 from . import fasterrcnn, slicing  # noqa: F401  (fasterrcnn registers the two-stage head kind)
 from .head import DETECTION_HEADS
@@ -31,14 +31,6 @@ class DetectionModel(TaskModel):
     def build_head(cls, config: dict, backbone: Backbone):
         kind = config["head"].get("kind", "ssd")
         return DETECTION_HEADS.get(kind)(backbone, cls.head_options(kind).parse(config["head"]))
-
-    @property
-    def hcfg(self) -> dict:
-        return self.config["head"]
-
-    @property
-    def input_hw(self) -> tuple[int, int]:
-        return size_hw(self.config["preprocessing"]["input_size"])
 
     @property
     def has_eval_loss(self) -> bool:

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from ...backbones import Backbone
-from ...data.transforms import size_hw
 from ...errors import ConfigError, ShapeError
 from ...ops.keypoints import apply_affine, decode_heatmaps, flip_heatmaps, flip_points, gaussian_heatmaps
 from ...ops.uncertainty import variance
@@ -91,14 +90,6 @@ class KeypointModel(TaskModel):
         self.schema = Schema.from_dict(config["schema"])
         self.perm = self.schema.flip_perm
         self.refine_index = cascade_feature_index(backbone) if "refine" in head else None
-
-    @property
-    def hcfg(self) -> dict:
-        return self.config["head"]
-
-    @property
-    def input_hw(self) -> tuple[int, int]:
-        return size_hw(self.config["preprocessing"]["input_size"])
 
     # forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> KeypointRaw:

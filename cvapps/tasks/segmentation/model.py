@@ -105,10 +105,6 @@ class SegmentationModel(TaskModel):
             return SegNetDecoder(backbone, h.num_classes, kernel=7 if basic else 3, relu=not basic)
         return FCNHead(backbone, h.num_classes, h.kind, h.learned_upsampling, h.dropout)
 
-    @property
-    def hcfg(self) -> dict:
-        return self.config["head"]
-
     def forward(self, x: torch.Tensor) -> SegRaw:
         """x: (B, 3, H, W) -> logits (B, C, H, W), any H, W (odd sizes included)."""
         if self.hcfg["kind"] == "segnet":
