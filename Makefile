@@ -1,4 +1,5 @@
-# Quick start: `make demo` (set up + classify and detect examples/ and a clip made from them) and `make test`.
+# Quick start: `make demo` (set up + classify and detect examples/, detect and track objects in a clip made from
+# them) and `make test`.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/cvapps weights pull ssd_mobilenet_v2.coco
 	$(BIN)/python examples/make_clip.py runs/demo/clip.mp4
 	$(BIN)/cvapps predict detect examples/ runs/demo/clip.mp4 --out runs/demo/detect --save-json runs/demo/detect/predictions.jsonl
+	$(BIN)/cvapps track runs/demo/clip.mp4 --out runs/demo/track --save-json runs/demo/track/tracks.jsonl
 	$(BIN)/cvapps predict pose examples/astronaut.jpg --out runs/demo/pose --save-json runs/demo/pose/predictions.jsonl
 	$(BIN)/cvapps predict landmarks examples/astronaut.jpg --out runs/demo/faces --save-json runs/demo/faces/predictions.jsonl
 
