@@ -436,6 +436,14 @@ def tud(name: str) -> dict:
     return {"frames": frames, "cvapps_tracker": m_ours, "reference_tracker": m_ref, "tracker_ms_per_frame": round(ms, 3)}
 
 
+def means_over_orders(goal: dict, runs: list[dict]) -> dict:
+    """The goal sequence's figures and its rotated runs' -> mean IDF1 and MOTA over all orders,
+    default and with --tiles 2x2."""
+    firsts = {"default": goal, "tiles_2x2": goal["tiles_2x2"]}
+    return {f"{kind}_{m}_mean_all": round(float(np.mean([first[m]] + [r[kind][m] for r in runs])), 4)
+            for kind, first in firsts.items() for m in ("IDF1", "MOTA")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=400)
@@ -447,14 +455,8 @@ def main() -> None:
     out = {"synthetic": {layout: synthetic(mat, args.frames, layout, where) for layout in LAYOUTS}}
     rotated = {layout: [variant(mat, args.frames, layout, k, where) for k in range(1, min(4, len(mat[0])))]
                for layout in LAYOUTS}
-    out["synthetic_rotated_cut_outs"] = {
-        layout: {"runs": runs, **{f"{kind}_IDF1_mean_all": round(float(np.mean(
-            [first] + [r[kind]["IDF1"] for r in runs])), 4) for kind, first in
-            (("default", out["synthetic"][layout]["IDF1"]), ("tiles_2x2", out["synthetic"][layout]["tiles_2x2"]["IDF1"]))},
-            **{f"{kind}_MOTA_mean_all": round(float(np.mean([first] + [r[kind]["MOTA"] for r in runs])), 4)
-               for kind, first in (("default", out["synthetic"][layout]["MOTA"]),
-                                   ("tiles_2x2", out["synthetic"][layout]["tiles_2x2"]["MOTA"]))}}
-        for layout, runs in rotated.items()}
+    out["synthetic_rotated_cut_outs"] = {layout: {"runs": runs, **means_over_orders(out["synthetic"][layout], runs)}
+                                         for layout, runs in rotated.items()}
     out["real_tud"] = {name: tud(name) for name in ("TUD-Campus", "TUD-Stadtmitte")}
     s = out["synthetic"]["street"]
     out["goals"] = {"IDF1>=0.9": s["IDF1"] >= 0.9,
