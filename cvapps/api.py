@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from . import backbones as _bb
 from . import pretrained
 from .active import simulate as sim
-from .data.io import load_json
+from .data.io import load_json, out_dir, out_file
 from .active.select import default_strategy
 from .active.select import select as _select
 from .active.strategies import STRATEGIES
@@ -41,6 +41,24 @@ _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride",
                 "coco_categories", "console", "progress", "threads", "reconnect"}
 _TRACK_KEYS = {"track", "line", "zone", "count_at", "smooth", "sequences"} \
     | set(TrackOptions.keywords()) | set(SmoothOptions.keywords())
+
+
+def check_outputs(dirs: dict | None = None, files: dict | None = None) -> None:
+    """Output folders / files a command will write, checked before any work (an existing file
+    where a folder is wanted, a folder that cannot be created, no write permission: one line).
+    ``dirs`` / ``files``: {option name: path or None}."""
+    for what, path in (dirs or {}).items():
+        if path:
+            out_dir(path, what)
+    for what, path in (files or {}).items():
+        if path:
+            out_file(path, what)
+
+
+def tell_notes(console: Console | None, notes: list[str]) -> None:
+    """What expanding the sources noticed (files left out of a folder, how a list's paths resolved)."""
+    for text in notes:
+        note(console or Console(stderr=True, markup=False), "note:", text, style="yellow")
 
 
 def _as_list(v) -> list[str]:
@@ -203,6 +221,7 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     """Write a model (TaskModel, model file or weights name) as ONNX or TorchScript with its
     config in the metadata; ``nms`` (detection): True or {"conf", "iou", "max_det"} puts box
     decoding and NMS into the graph; see cvapps.exporting."""
+    check_outputs(files={"--out": out})
     return _export(_model(model, None, "cpu"), out, fmt, dynamic_batch, img_size,
                    nms={} if nms is True else (nms or None))
 
@@ -215,6 +234,7 @@ def export_int8(model, out: str | Path, calib, data: str | None = None, console:
     labelled set, as for ``evaluate``) the task's metrics of both and their difference."""
     import time
 
+    check_outputs(files={"--out": out})
     m = _model(model, None, "cpu").eval()
     paths = [p for p in expand_sources(calib) if isinstance(p, (str, Path))]
     fp32_path = _export(m, Path(out).with_name(Path(out).stem + ".fp32.onnx"))
@@ -270,11 +290,15 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {run[key]}")
     check_precision(run.get("precision", "fp32"))
     tracking = tracking_options([TASKS.get(task)], options)  # checked before anything loads
+    check_outputs({"--out": run.get("out_dir")}, {"--save-json": run.get("save_json"),
+                                                  "--save-coco": run.get("save_coco")})
     loaded_here = not isinstance(model, (TaskModel, OnnxModel))
     model = _model(model or default_model(task), task, device, backend)
     if loaded_here and isinstance(model, TaskModel):  # ours alone, never trained or saved: fold BN for speed
         model.fold_batchnorm()
-    items = expand_sources(sources)
+    notes: list[str] = []
+    items = expand_sources(sources, notes)
+    tell_notes(run.get("console"), notes)
     if coco_gt:
         gt = load_json(coco_gt)
         run["coco_ids"] = {i["file_name"]: i["id"] for i in gt.get("images", [])}
@@ -359,6 +383,7 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     ``images``; ``val`` (+ ``val_images``) or ``val_fraction`` for validation."""
     console = console or Console(stderr=True, markup=False)
     spec = TASKS.get(task)
+    check_outputs({"--out": out})
     head = dict(head or {})
     kind = kind or head.pop("kind", None)
     if kind is not None:  # a typo in the kind is named before any data is read
@@ -427,6 +452,7 @@ def evaluate(model, data: str | None = None, *, task: str | None = None, val_dat
     landmarks / pose: keypoint annotations + ``images`` (ground-truth boxes are cropped)."""
     data_kw, eval_kw = split_options(options, DataOptions, EvalOptions)
     eopts = EvalOptions.parse(eval_kw)
+    check_outputs({"--out": eopts.out}, {"--save-results": eopts.save_results})
     model = _model(model, task, device)
     spec = model.spec
     opts = DataOptions.parse(data_kw, data=data)
@@ -535,6 +561,7 @@ def simulate(task: str = "classify", data: str | None = None, *, backbone: str |
     opts = DataOptions.parse({"val_fraction": 0.2, **options}, data=data)
     if not data:
         raise ConfigError(f"{task} simulation needs --data")
+    check_outputs({"--out": out})
     tr, va = spec.read_train(opts)
     if va is None:
         raise DataError("the simulator needs a validation split", path=str(data), hint="pass --val-fraction F")

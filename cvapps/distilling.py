@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from .api import _model, create_model, evaluate, load, map_images, predict
+from .api import _model, check_outputs, create_model, evaluate, load, map_images, predict
 from .data.sources import image_files
 from .errors import ConfigError, DataError
 from .options import DataOptions
@@ -100,6 +100,7 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
                           hint="a task without it takes no teacher")
     if init not in INIT:
         raise ConfigError(f"init {init!r} is not one of {', '.join(INIT)}")
+    check_outputs({"--out": out})
     t_model = _model(teacher, task, train_options.get("device", "cpu"))
     paths = image_files(data)
     if not paths:
@@ -135,8 +136,8 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
     val_data = spec.read_eval(student, DataOptions.parse({"images": val_images}, data=val)) if val else None
     make_train, val_ds = spec.datasets(student, train_data, val_data)
     console.print(f"distilling {len(train_data)} images from the teacher ({t_model.config['backbone']}, "
-                  f"{len(t_model.labels)} classes) into {student.config['backbone']} "
-                  f"({len(student.labels)} classes)", highlight=False, markup=False)
+                  f"{spec.describe_outputs(t_model)}) into {student.config['backbone']} "
+                  f"({spec.describe_outputs(student)})", highlight=False, markup=False)
     result = Trainer(student, cfg, make_train, val_ds, console).fit()
     if val:
         kw = {"images": val_images} if val_images else {}

@@ -22,6 +22,11 @@ class DataError(CvappsError):
     """Bad input data: unreadable image, broken annotation, empty folder, unknown label."""
 
 
+class ImageTooLarge(DataError):
+    """An image (or video frame) declares more pixels than the limit (cvapps.data.io.max_pixels):
+    refused from its header, before it is decoded."""
+
+
 class ConfigError(CvappsError):
     """Bad option or argument combination, unknown registry name, wrong task."""
 

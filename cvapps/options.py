@@ -162,6 +162,9 @@ class DataOptions(Options):
     negatives: str | None = None
     split: str = "val"
     skip_bad: bool = False
+    # image names in annotation files may point outside --images (absolute paths, ..): off, so a
+    # downloaded annotation file cannot make cvapps open /etc/passwd or ../../secret.jpg
+    allow_outside: bool = opt(False, cli="--allow-outside-images")
 
     def validate(self) -> None:
         if isinstance(self.classes, str):

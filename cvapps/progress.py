@@ -51,6 +51,11 @@ class Phase:
             self._line(f"{self.done} done in {time.perf_counter() - self.t0:.0f} s")
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """"1 file", "2 files", "0 boxes" (``plural`` where adding s is wrong)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def note(console: Console, label: str, message: str, style: str = "red") -> None:
     """``label`` coloured, then ``message`` as plain text (paths and class names may hold
     brackets, which rich would take for markup)."""

@@ -24,12 +24,13 @@ from pathlib import Path
 from rich.console import Console
 
 from .active.pseudo import write_pseudo_labels
-from .api import load, train
+from .api import check_outputs, load, train
 from .data.classification import load_split
 from .data.sources import image_files
 from .distilling import distill
 from .errors import ConfigError
 from .options import DataOptions, split_options
+from .progress import note
 from .tasks import TASKS
 from .training.trainer import TrainConfig
 
@@ -99,11 +100,12 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
         raise ConfigError(f"self-training is built for {built}, not {task}")
     if not 0.0 < threshold <= 1.0 or rounds < 1:
         raise ConfigError(f"--threshold must be in (0, 1] and --rounds at least 1, got {threshold} / {rounds}")
+    check_outputs({"--out": out})
     val_images = val_images or images  # as in `train`
     masks = train_options.pop("masks", None)  # segmentation: a mask folder beside ``images``
     data_kw = {k: v for k, v in (("images", images), ("masks", masks)) if v}
     if spec.self_training:  # labels and pseudo-labels are rows of one CSV
-        labelled = load_split(Path(data), None, "multiclass", None)
+        labelled = load_split(Path(data), None, "multiclass", None, train_options.get("allow_outside", False))
         # absolute paths: the round's CSV lives elsewhere than the caller's (relative paths resolve from a CSV's folder)
         rows = [(str(Path(p).resolve()), labelled.labels[t]) for p, t in zip(labelled.paths, labelled.targets)]
         mine = {p for p, _ in rows}
@@ -129,7 +131,7 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
             _write_csv(folder / "train.csv", rows + pseudo)
             console.print(f"round {r}: {n_labelled} labelled + {len(pseudo)} pseudo-labelled images", highlight=False)
             res = train(task, train=str(folder / "train.csv"), val=val, out=str(folder), console=quiet,
-                        **train_options)
+                        **{**train_options, "allow_outside": True})  # our own CSV: absolute image paths
             n_pseudo = len(pseudo)
         elif r == 0:
             console.print(f"round 0: {n_labelled} labelled images", highlight=False)
@@ -155,7 +157,11 @@ def self_train(task: str, data: str | None, pool, *, val: str, rounds: int = 3, 
         if spec.self_training:
             info = write_pseudo_labels(best, pool_paths, threshold, out_dir / f"round{r + 1}")
             with open(info["file"], newline="") as f:
-                pseudo = [(row["path"], row["label"]) for row in csv.DictReader(f)]
+                pseudo = [(str(Path(info["images"]) / row["path"]), row["label"]) for row in csv.DictReader(f)]
+            if not pseudo:
+                note(console, "note:", f"round {r}'s model is not {threshold} sure of any of the {len(pool_paths)} "
+                                       f"pool images: round {r + 1} trains on the labels alone (lower --threshold "
+                                       "to use the pool)", style="yellow")
     (out_dir / "self_training.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     plot_rounds(records, metric, out_dir / "self_training.png")
     return {"rounds": records, "metric": metric, "threshold": threshold, "pool": len(pool_paths),

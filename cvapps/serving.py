@@ -8,10 +8,12 @@
 
 Concurrent requests for one model are gathered (up to ``max_batch`` images, waiting at
 most ``batch_wait_ms`` for company) into one batched forward pass run in a worker thread.
-Bounded: a body over ``max_bytes`` gets 413, more than ``max_pending`` requests in the
-server get 503; an image that does not decode gets 400 with a one-line reason and the
-server keeps serving. uvicorn stops gracefully on SIGINT / SIGTERM (requests in flight
-finish)."""
+Bounded: a body over ``max_bytes`` gets 413, an image whose header declares more than
+``max_pixels`` gets 413 before it is decoded, more than ``max_pending`` requests in the
+server get 503 (every error is JSON ``{"error": "..."}``); an image that does not decode
+gets 400 with a one-line reason and the server keeps serving. At most one image per core is
+decoded at a time, so the memory decoding takes stays bounded whatever the load. uvicorn
+stops gracefully on SIGINT / SIGTERM (requests in flight finish)."""
 
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from .api import _model, helper_loader
-from .data.io import decode_image
-from .errors import ConfigError, DataError
+from .data.io import decode_image, max_pixels
+from .errors import ConfigError, DataError, ImageTooLarge
 from .exporting import fastest
 from .options import Options, opt
+from .runtime import cores
 from .tasks.batch import FrameResult, refined, run_batch
 
 
@@ -37,6 +40,7 @@ class ServeOptions(Options):
     host: str = "127.0.0.1"
     port: int = opt(8000, low=0, high=65535)
     max_bytes: int = opt(20_000_000, low=1)  # largest accepted request body
+    max_pixels: int | None = opt(None, low=1)  # largest image (width x height); None: CVAPPS_MAX_PIXELS or 1e8
     max_pending: int = opt(64, low=1)  # requests inside the server at once; more get 503
     max_batch: int = opt(8, low=1)
     batch_wait_ms: float = opt(5.0, low=0.0)
@@ -68,13 +72,16 @@ class Served:
                 "requests": self.requests, "batches": self.batches_run}
 
     def prepare(self, data: bytes, source: str):
-        image = decode_image(data, source)
+        image = decode_image(data, source, self.opts.max_pixels)
         u8, meta = self.pre.prepare(image, source, None)
         return image, u8, meta
 
-    async def predict(self, data: bytes, source: str) -> dict:
+    async def predict(self, data: bytes, source: str, decoding: asyncio.Semaphore) -> dict:
         try:
-            image, u8, meta = await asyncio.to_thread(self.prepare, data, source)
+            async with decoding:
+                image, u8, meta = await asyncio.to_thread(self.prepare, data, source)
+        except ImageTooLarge as e:
+            raise HTTPError(413, e.one_line()) from None
         except DataError as e:
             raise HTTPError(400, e.one_line()) from None
         done = asyncio.get_running_loop().create_future()
@@ -124,6 +131,8 @@ def make_app(models: list, opts: ServeOptions | None = None):
     from starlette.routing import Route
 
     opts = opts or ServeOptions()
+    if opts.max_pixels is None:
+        opts.max_pixels = max_pixels()
     if not models:
         raise ConfigError("nothing to serve", hint="pass --model FILE or a weights name (repeatable)")
     served: dict[str, Served] = {}
@@ -133,7 +142,7 @@ def make_app(models: list, opts: ServeOptions | None = None):
             raise ConfigError(f"two models would both be served as {name!r}", hint="rename one of the files")
         served[name] = Served(name, _model(src, None, opts.device), opts)
     default = next(iter(served))
-    state = {"pending": 0}
+    state = {"pending": 0, "decoding": None}
 
     def error(status: int, detail: str) -> JSONResponse:
         return JSONResponse({"error": detail}, status_code=status)
@@ -157,9 +166,6 @@ def make_app(models: list, opts: ServeOptions | None = None):
         return bytes(body), request.query_params.get("name", "upload")
 
     async def predict(request: Request):
-        if state["pending"] >= opts.max_pending:
-            return error(503, f"server busy: {opts.max_pending} requests in progress; retry later")
-        state["pending"] += 1
         try:
             name = request.query_params.get("model", default)
             if name not in served:
@@ -167,11 +173,9 @@ def make_app(models: list, opts: ServeOptions | None = None):
             data, source = await read_body(request)
             if not data:
                 raise HTTPError(400, "empty body: send the image bytes (or a multipart file upload)")
-            return JSONResponse(await served[name].predict(data, source))
+            return JSONResponse(await served[name].predict(data, source, state["decoding"]))
         except HTTPError as e:
             return error(e.status, e.detail)
-        finally:
-            state["pending"] -= 1
 
     async def health(request: Request):
         return JSONResponse({"status": "ok", "models": len(served), "pending": state["pending"]})
@@ -181,6 +185,7 @@ def make_app(models: list, opts: ServeOptions | None = None):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        state["decoding"] = asyncio.Semaphore(cores())
         tasks = []
         for s in served.values():
             s.queue = asyncio.Queue()
@@ -189,8 +194,31 @@ def make_app(models: list, opts: ServeOptions | None = None):
         for t in tasks:
             t.cancel()
 
-    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
-                             Route("/models", list_models)], lifespan=lifespan)
+    app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
+                            Route("/models", list_models)], lifespan=lifespan)
+    busy = f"server busy: {opts.max_pending} requests in progress; retry later"
+    return Bounded(app, opts.max_pending, state, lambda: JSONResponse({"error": busy}, status_code=503,
+                                                                      headers={"Retry-After": "1"}))
+
+
+class Bounded:
+    """ASGI middleware: at most ``limit`` HTTP requests inside the app at once; more get a
+    JSON 503 at once (the server's other errors are JSON too; uvicorn's own limit answers in
+    plain text, so it is not used). ``state["pending"]``: the requests inside now."""
+
+    def __init__(self, app, limit: int, state: dict, busy):
+        self.app, self.limit, self.state, self.busy = app, limit, state, busy
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") == "/health":
+            return await self.app(scope, receive, send)
+        if self.state["pending"] >= self.limit:
+            return await self.busy()(scope, receive, send)
+        self.state["pending"] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state["pending"] -= 1
 
 
 def serve(models: list, **options) -> None:
@@ -202,5 +230,4 @@ def serve(models: list, **options) -> None:
         raise ConfigError("serving needs the [serve] extra", hint="pip install 'cvapps[serve]'") from None
     opts = ServeOptions.parse(options)
     app = make_app(models, opts)
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level="info", timeout_graceful_shutdown=30,
-                limit_concurrency=opts.max_pending + 16)
+    uvicorn.run(app, host=opts.host, port=opts.port, log_level="info", timeout_graceful_shutdown=30)

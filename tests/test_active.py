@@ -143,8 +143,9 @@ def test_pseudo_labels_in_training_formats(tmp_path, pool, tiny_model):
     from cvapps.data.classification import read_csv
 
     cvapps.select(tiny_model, str(pool), 2, "entropy", out=str(tmp_path / "c"), pseudo_label=0.0)
-    d = read_csv(tmp_path / "c" / "pseudo_labels.csv", labels=tiny_model.labels)  # loads as training data
-    assert len(d) == 4  # the pool minus the 2 selected
+    # loads as training data with --images POOL (names relative to the pool's folder)
+    d = read_csv(tmp_path / "c" / "pseudo_labels.csv", pool, labels=tiny_model.labels)
+    assert len(d) == 4 and all(p.is_file() for p in d.paths)  # the pool minus the 2 selected
     det = cvapps.create_model("detect", "mobilenet_v2", labels=["a", "b"], img_size=64)
     cvapps.select(det, str(pool), 1, "entropy", out=str(tmp_path / "d"), pseudo_label=0.0)
     coco = json.loads((tmp_path / "d" / "pseudo_labels_coco.json").read_text())
@@ -307,10 +308,12 @@ def test_pseudo_labels_cover_the_videos_other_sampled_frames(tmp_path, pool, tin
     picked = {r["frame"] for r in sel if r["frame"] is not None}
     with open(tmp_path / "s" / "pseudo_labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    root = tmp_path  # the common folder of the pool and the written frames: names are relative to it
     frames = sorted(int(Path(r["path"]).stem.split("_f")[1]) for r in rows if "pseudo_frames" in r["path"])
-    assert frames == sorted(set(range(0, 40, 4)) - picked) and all(Path(r["path"]).is_file() for r in rows)
-    stills = {r["path"] for r in rows if "pseudo_frames" not in r["path"]}
-    assert stills == {str(p) for p in sorted(pool.rglob("*.png"))} - {r["source"] for r in sel}
+    assert frames == sorted(set(range(0, 40, 4)) - picked) and all((root / r["path"]).is_file() for r in rows)
+    stills = {str((root / r["path"]).resolve()) for r in rows if "pseudo_frames" not in r["path"]}
+    assert stills == {str(p.resolve()) for p in sorted(pool.rglob("*.png"))} - \
+        {str(Path(r["source"]).resolve()) for r in sel}
 
 
 def test_contact_sheet_sets_each_picture_on_its_caption(tmp_path):

@@ -81,18 +81,57 @@ def _bad_coco(tmp_path, mutate):
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda c: c["annotations"][0].update(bbox=[100, 100, 60, 10]), "outside the 128x128 image"),
-    (lambda c: c["annotations"][0].update(bbox=[10, 10, 0, 5]), "zero or negative size"),
+    (lambda c: c["annotations"][0].update(bbox=[100, 100, 60, 10]), "bbox [100, 100, 60, 10] reaches outside the "
+                                                                   "128x128 image"),
+    # the record as the file writes it, not a converted xyxy box
+    (lambda c: c["annotations"][0].update(bbox=[10, 10, 0, 5]), "bbox [10, 10, 0, 5]: width 0 is not positive"),
+    (lambda c: c["annotations"][0].update(bbox=[40, 10, -30, 5]), "bbox [40, 10, -30, 5]: width -30 is not positive"),
+    (lambda c: c["annotations"][0].update(bbox=[10, 10, float("nan"), 5]), "not a finite number"),
     (lambda c: c["annotations"][1].update(category_id=99), "unknown category_id 99"),
+    (lambda c: c["annotations"][1].update(image_id=777), "image_id 777 is not in the file's images"),
+    (lambda c: c["annotations"][1].update(id=c["annotations"][0]["id"]), "is also annotations[0]"),
     (lambda c: c["images"][0].update(file_name="gone.png"), "missing on disk"),
+    (lambda c: c["images"][0].update(file_name="../../outside.png"), "points outside the images folder"),
+    (lambda c: c["images"][0].update(file_name="/etc/passwd"), "points outside the images folder"),
+    (lambda c: c["categories"].append({"id": 9, "name": c["categories"][0]["name"]}), "category name"),
 ])
 def test_bad_coco_records_name_file_and_record(tmp_path, mutate, message):
     path = _bad_coco(tmp_path, mutate)
-    with pytest.raises(DataError, match=message) as e:
+    with pytest.raises(DataError) as e:
         read_coco(path, tmp_path / "images")
-    assert "bad.json" in str(e.value)
+    assert message in str(e.value) and "bad.json" in str(e.value), e.value
+    assert len(e.value.one_line().splitlines()) == 1
     skipped = read_coco(path, tmp_path / "images", skip_bad=True)
-    assert len(skipped.skipped) == 1 and message.split()[0] in skipped.skipped[0]
+    assert len(skipped.skipped) >= 1 and message.split()[0] in skipped.skipped[0]
+
+
+def test_two_images_sharing_an_id_are_refused_not_merged(tmp_path):
+    """pycocotools would index both under one id and attach every box to one of them."""
+    coco = make_detection_set(tmp_path)
+    old = coco["images"][1]["id"]
+    coco["images"][1]["id"] = coco["images"][0]["id"]
+    (tmp_path / "dup.json").write_text(json.dumps(coco))
+    with pytest.raises(DataError, match="image id .* is also used by another image"):
+        read_coco(tmp_path / "dup.json", tmp_path / "images")
+    d = read_coco(tmp_path / "dup.json", tmp_path / "images", skip_bad=True)
+    shared = coco["images"][0]["id"]
+    assert shared not in {r.image_id for r in d.records}  # both left out (ambiguous), their boxes too
+    assert len(d.records) == len(coco["images"]) - 2
+    assert sum(len(r.boxes) for r in d.records) == sum(a["image_id"] not in (shared, old) for a in coco["annotations"])
+
+
+def test_names_outside_the_images_folder_need_the_opt_out(tmp_path):
+    coco = make_detection_set(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "images" / coco["images"][0]["file_name"]).rename(elsewhere / "moved.png")
+    coco["images"][0]["file_name"] = str(elsewhere / "moved.png")
+    (tmp_path / "abs.json").write_text(json.dumps(coco))
+    with pytest.raises(DataError) as e:
+        read_coco(tmp_path / "abs.json", tmp_path / "images")
+    assert "points outside the images folder" in str(e.value) and "--allow-outside-images" in e.value.one_line()
+    d = read_coco(tmp_path / "abs.json", tmp_path / "images", allow_outside=True)
+    assert len(d.records) == len(coco["images"]) and d.records[0].path == elsewhere / "moved.png"
 
 
 def test_malformed_json_and_yolo_line_with_four_numbers(tmp_path):

@@ -4,6 +4,7 @@ segmentation label maps with low-confidence pixels void, COCO keypoints)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -21,6 +22,10 @@ def write_pseudo_labels(model, paths: list[Path], threshold: float, out_dir: Pat
     pre = pre or model.preprocessor()
     model.eval()
     writer = model.spec.pseudo_labels(model, out_dir, threshold)
+    if paths:  # names relative to the images' common folder: `train --images ROOT` finds them, and only them
+        writer.root = Path(os.path.commonpath([os.path.abspath(p) for p in paths]))
+        if len(paths) == 1:
+            writer.root = writer.root.parent
     post = model.spec.pseudo_options(threshold)
     try:
         for good in frame_batches(paths, pre, batch_size):

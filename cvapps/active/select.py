@@ -18,7 +18,7 @@ from rich.console import Console
 import cv2
 
 from .. import draw
-from ..data.io import is_image, is_video, read_image
+from ..data.io import is_image, is_video, out_dir as checked_dir, read_image
 from ..errors import ConfigError, DataError
 from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
@@ -160,18 +160,22 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     if strategy not in ok:
         raise ConfigError(f"strategy {strategy!r} needs {STRATEGIES[strategy].needs}, which a {model.task} "
                           f"model does not provide", hint=f"strategies for this model: {', '.join(ok)}")
-    for name, v in (("--vid-stride", vid_stride), ("--min-gap", min_gap)):
+    for name, v in (("--budget", budget), ("--vid-stride", vid_stride), ("--min-gap", min_gap)):
         if int(v) < 1:
             raise ConfigError(f"{name} must be at least 1, got {v}")
-    items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
+    out_dir = checked_dir(out, "--out")
+    if copy_to:
+        checked_dir(copy_to, "--copy-to")
+    notes: list[str] = []
+    items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool], notes)
              if isinstance(p, Path) and (is_image(p) or is_video(p))]
+    for text in notes:
+        note(console, "note:", text, style="yellow")
     if exclude:
         ex = {ln.strip() for ln in Path(exclude).read_text().splitlines() if ln.strip()}
         items = [p for p in items if str(p) not in ex and p.name not in ex]
     if not items:
         raise DataError("no images or videos left in the pool to score", path=str(pool))
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     scores_csv, emb_file = out_dir / "scores.csv", out_dir / "embeddings.f16"
     state = {"strategy": strategy, "task": model.task, "labels": model.labels, "vid_stride": vid_stride}
     state_file = out_dir / "state.json"
@@ -246,7 +250,8 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
         paths = [p for p in items if is_image(p) and (str(p), None) not in chosen] + [Path(r["path"]) for r in rest]
         info = write_pseudo_labels(model, paths, pseudo_label, out_dir, batch_size, pre)
         console.print(f"pseudo-labels for {info['written']} images and video frames (confidence >= {pseudo_label}) "
-                      f"in {info['file']}" + (f"; the frames in {out_dir / 'pseudo_frames'}" if rest else ""))
+                      f"in {info['file']}, image names relative to {info['images']} (train on them with --images "
+                      f"{info['images']})" + (f"; the frames in {out_dir / 'pseudo_frames'}" if rest else ""))
     return sel
 
 

@@ -25,7 +25,7 @@ from ..options import SmoothOptions, TrackOptions, parse_size
 
 
 out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+err = Console(stderr=True, markup=False, soft_wrap=True)  # messages are lines: never folded mid-path
 
 
 def _api():
@@ -100,6 +100,8 @@ DATA = {
     "images": (Optional[str], Opt(None, help="image folder")),
     "fmt": (Optional[str], Opt(None, "--format", help="annotation format (default: from --data)")),
     "skip_bad": (bool, Opt(False, help="skip bad images / records (counted) instead of stopping")),
+    "allow_outside": (bool, Opt(False, "--allow-outside-images", help="image names in the annotation file may "
+                                                                      "point outside --images (absolute paths, ..)")),
 }
 TRAIN = {
     **DATA,
@@ -201,6 +203,9 @@ class TaskCommands(TyperGroup):
         if cmd is None and name in _tasks():
             cmd = _task_command(self.kind, name)
             self.add_command(cmd, name)
+        elif cmd is None and not name.startswith("-"):
+            raise CvappsError(f"`cvapps {self.kind}` has no task {name!r}",
+                              hint=f"tasks: {', '.join(_tasks().names())} (e.g. cvapps {self.kind} detect --help)")
         return cmd
 
 
@@ -335,8 +340,33 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                              help="print the version and exit")) -> None:
+                                              help="print the version and exit"),
+                 max_pixels: Optional[str] = typer.Option(None, "--max-pixels", help="largest image (width x "
+                                                          "height) any command decodes; larger ones are refused from "
+                                                          "their header (default 1e8; env CVAPPS_MAX_PIXELS). Also "
+                                                          "accepted after the command name")) -> None:
     """Computer-vision applications on shared pretrained backbones."""
+
+
+def _limits_from_argv(argv: list[str]) -> list[str]:
+    """``--max-pixels N`` anywhere on the command line (every command decodes images) -> the
+    CVAPPS_MAX_PIXELS environment variable (data-loading processes inherit it), checked now."""
+    rest, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        value = None
+        if a == "--max-pixels" and i + 1 < len(argv):
+            value, i = argv[i + 1], i + 2
+        elif a.startswith("--max-pixels="):
+            value, i = a.split("=", 1)[1], i + 1
+        else:
+            rest.append(a)
+            i += 1
+            continue
+        from ..data.io import _parse_pixels  # light: no torch
+
+        os.environ["CVAPPS_MAX_PIXELS"] = str(_parse_pixels(value, "--max-pixels"))
+    return rest
 
 
 @app.command()
@@ -508,6 +538,7 @@ def benchmark(
     per backend and precision on this machine: a table on stderr, JSON on stdout."""
     from ..benchmarking import VARIANTS, benchmark as run, table
 
+    _api().check_outputs(files={"--out": out_file})
     extra = {"images": images} if images else {}
     r = run(model, list(sample or []) or ([images] if images else None), data,
             tuple(variants.split(",")) if variants else VARIANTS, console=err, **extra)
@@ -549,6 +580,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
+    try:
+        argv = _limits_from_argv(argv)
+    except CvappsError as e:
+        err.print(Text("error: ", style="red") + Text(e.one_line()), highlight=False, soft_wrap=True)
+        sys.exit(2)
     if len(argv) > 1 and argv[0] == "predict" and "," in argv[1]:  # predict detect,segment ... (a bundle)
         argv = ["predict", "multi", "--tasks", argv[1], *argv[2:]]
     if argv[:1] in (["predict"], ["track"]):
@@ -563,3 +599,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except OSError as e:  # a file the checks above could not foresee (a disk that filled, a folder removed)
+        if debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(Text("error: ", style="red") + Text(f"{where}{e.strerror or e}"), highlight=False, soft_wrap=True)
+        sys.exit(2)

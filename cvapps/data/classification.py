@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .dataset import TaskDataset
-from .io import is_image, list_images, read_image
+from .io import RecordCheck, is_image, list_images, read_image
 
 
 @dataclass
@@ -77,10 +77,11 @@ def _infer_kind(values: list[str]) -> str:
 
 
 def read_csv(path: str | Path, images_root: str | Path | None = None, labels: list[str] | None = None,
-             kind: str | None = None) -> ClassificationData:
+             kind: str | None = None, allow_outside: bool = False) -> ClassificationData:
     """CSV rows ``path,label`` | ``path,label1;label2`` | ``path,value`` (a header row is
-    allowed). Relative image paths are resolved against ``images_root`` (default: the CSV's
-    folder). With ``labels`` fixed, an unknown class raises DataError naming file and row."""
+    allowed). Image paths are resolved against ``images_root`` (default: the CSV's folder)
+    and must stay inside it unless ``allow_outside``. With ``labels`` fixed, an unknown
+    class raises DataError naming file and row."""
     path = Path(path)
     if not path.is_file():
         raise DataError("no such CSV file", path=str(path))
@@ -119,22 +120,23 @@ def read_csv(path: str | Path, images_root: str | Path | None = None, labels: li
                                 hint=f"known classes: {', '.join(out_labels)}")
             idx = [out_labels.index(x) for x in names]
             targets.append(idx if kind == "multilabel" else idx[0])
-    paths = [(base / p) if not Path(p).is_absolute() else Path(p) for _, p, _ in rows]
+    check = RecordCheck(str(path), False, allow_outside)
+    paths = [check.image_path(base, p, f"row {lineno}") for lineno, p, _ in rows]
     return ClassificationData(paths, targets, out_labels, kind, str(path))
 
 
 def load_split(spec: str | Path, labels: list[str] | None = None, kind: str | None = None,
-               images_root: str | Path | None = None) -> ClassificationData:
+               images_root: str | Path | None = None, allow_outside: bool = False) -> ClassificationData:
     p = Path(spec)
     if p.suffix.lower() == ".csv":
-        return read_csv(p, images_root, labels, kind)
+        return read_csv(p, images_root, labels, kind, allow_outside)
     if kind not in (None, "multiclass"):
         raise ConfigError(f"an ImageFolder tree is multiclass; kind {kind!r} needs a CSV", path=str(p))
     return image_folder(p, labels)
 
 
 def resolve_dataset(data: str | None = None, train: str | None = None, val: str | None = None,
-                    kind: str | None = None, images_root: str | None = None):
+                    kind: str | None = None, images_root: str | None = None, allow_outside: bool = False):
     """``data`` = a root with train/ and val/ (ImageFolder or train.csv/val.csv), or explicit
     ``train``/``val``. Returns (train, val|None); val uses train's label list."""
     if data:
@@ -152,8 +154,8 @@ def resolve_dataset(data: str | None = None, train: str | None = None, val: str 
                             hint="pass --train and --val explicitly")
     if not train:
         raise ConfigError("no training data", hint="pass --data ROOT or --train PATH")
-    tr = load_split(train, None, kind, images_root)
-    va = load_split(val, tr.labels, tr.kind, images_root) if val else None
+    tr = load_split(train, None, kind, images_root, allow_outside)
+    va = load_split(val, tr.labels, tr.kind, images_root, allow_outside) if val else None
     return tr, va
 
 

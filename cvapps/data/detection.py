@@ -13,6 +13,7 @@ import torch
 
 from ..errors import DataError
 from .dataset import TaskDataset
+from .coco import check_coco
 from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json, read_image
 from .transforms import meta_scale
 
@@ -72,17 +73,21 @@ class DetectionData:
 class _Builder(RecordCheck):
     """Validates boxes and collects records; errors name file and record."""
 
-    def __init__(self, source: str, skip_bad: bool):
-        super().__init__(source, skip_bad)
+    def __init__(self, source: str, skip_bad: bool, allow_outside: bool = False):
+        super().__init__(source, skip_bad, allow_outside)
         self.records: list[DetRecord] = []
 
-    def box_ok(self, where: str, box, w: int, h: int) -> bool:
+    def box_ok(self, where: str, box, w: int, h: int, written: str) -> bool:
+        """``box``: xyxy pixels; ``written``: the box as the file writes it (for messages)."""
         x1, y1, x2, y2 = box
+        if not all(np.isfinite(box)):
+            self.bad(where, f"{written} holds a value that is not a finite number")
+            return False
         if not (x2 > x1 and y2 > y1):
-            self.bad(where, f"box {list(map(float, box))} has zero or negative size")
+            self.bad(where, f"{written} has zero or negative size")
             return False
         if x1 < -_TOL or y1 < -_TOL or x2 > w + _TOL or y2 > h + _TOL:
-            self.bad(where, f"box {list(map(float, box))} lies outside the {w}x{h} image")
+            self.bad(where, f"{written} reaches outside the {w}x{h} image")
             return False
         return True
 
@@ -99,33 +104,30 @@ class _Builder(RecordCheck):
                                       len(self.records) + 1 if image_id is None else image_id))
 
 
-def read_coco(ann_file: str | Path, images: str | Path, skip_bad: bool = False) -> DetectionData:
+def read_coco(ann_file: str | Path, images: str | Path, skip_bad: bool = False,
+              allow_outside: bool = False) -> DetectionData:
+    """A COCO detection file, checked as a whole first (cvapps.data.coco.check_coco)."""
     ann_file = Path(ann_file)
-    d = load_json(ann_file)
-    for key in ("images", "annotations", "categories"):
-        if key not in d:
-            raise DataError(f"not a COCO detection file: no {key!r} list", path=str(ann_file))
+    b = _Builder(str(ann_file), skip_bad, allow_outside)
+    d = check_coco(load_json(ann_file), str(ann_file), b, images, what="COCO detection")
+    for a in d["annotations"]:
+        if not isinstance(a.get("bbox"), list):
+            b.bad(f"annotation id {a.get('id')}", "a detection annotation needs a bbox [x, y, w, h]")
+    d["annotations"] = [a for a in d["annotations"] if isinstance(a.get("bbox"), list)]
     coco = coco_index(d)
     cat_ids = sorted(coco.getCatIds())
     names = [coco.cats[c]["name"] for c in cat_ids]
     index = {c: i for i, c in enumerate(cat_ids)}
-    b = _Builder(str(ann_file), skip_bad)
     for img_id in sorted(coco.getImgIds()):
         info = coco.imgs[img_id]
+        if info.get("width") is None:
+            b.bad(f"image id {img_id} ({info['file_name']!r})", "no width / height")
+            continue
         w, h = int(info["width"]), int(info["height"])
         objs = []
         for a in coco.imgToAnns.get(img_id, []):
-            where = f"annotation id {a.get('id')} (image {info['file_name']})"
-            if a.get("category_id") not in index:
-                b.bad(where, f"unknown category_id {a.get('category_id')}", hint=f"categories are {cat_ids}")
-                continue
-            bbox = a.get("bbox")
-            if not (isinstance(bbox, list) and len(bbox) == 4):
-                b.bad(where, f"bbox must be [x, y, w, h], got {bbox!r}")
-                continue
-            x, y, bw, bh = map(float, bbox)
-            if b.box_ok(where, [x, y, x + bw, y + bh], w, h):
-                objs.append(([x, y, x + bw, y + bh], index[a["category_id"]], bool(a.get("iscrowd", 0))))
+            x, y, bw, bh = map(float, a["bbox"])
+            objs.append(([x, y, x + bw, y + bh], index[a["category_id"]], bool(a.get("iscrowd", 0))))
         b.add(Path(images) / info["file_name"], w, h, objs, img_id)
     return DetectionData(b.records, names, cat_ids, str(ann_file), b.skipped)
 
@@ -142,7 +144,7 @@ def read_names(path: Path) -> list[str]:
 
 
 def read_voc(xml_dir: str | Path, images: str | Path, labels: list[str] | None = None,
-             skip_bad: bool = False) -> DetectionData:
+             skip_bad: bool = False, allow_outside: bool = False) -> DetectionData:
     """A folder of VOC XML files. Classes: ``labels``, else a ``*.names``/``classes.txt`` file
     beside the folder, else the sorted names found. ``difficult`` objects count as crowd
     (ignored in matching and evaluation, as in the VOC protocol)."""
@@ -161,7 +163,7 @@ def read_voc(xml_dir: str | Path, images: str | Path, labels: list[str] | None =
         nf = _names_file(xml_dir)
         labels = read_names(nf) if nf else sorted({o.findtext("name", "").strip()
                                                    for _, r in parsed for o in r.iter("object")})
-    b = _Builder(str(xml_dir), skip_bad)
+    b = _Builder(str(xml_dir), skip_bad, allow_outside)
     for f, root in parsed:
         b.source = str(f)
         size = root.find("size")
@@ -179,13 +181,17 @@ def read_voc(xml_dir: str | Path, images: str | Path, labels: list[str] | None =
                 continue
             bb = o.find("bndbox")
             try:
-                box = [float(bb.findtext(t)) for t in ("xmin", "ymin", "xmax", "ymax")]
+                written = [bb.findtext(t).strip() for t in ("xmin", "ymin", "xmax", "ymax")]
+                box = [float(v) for v in written]
             except (AttributeError, TypeError, ValueError):
                 b.bad(where, "missing or invalid <bndbox>")
                 continue
-            if b.box_ok(where, box, w, h):
+            shown = "<bndbox> " + " ".join(f"{t}={v}" for t, v in zip(("xmin", "ymin", "xmax", "ymax"), written))
+            if b.box_ok(where, box, w, h, shown):
                 objs.append((box, labels.index(name), o.findtext("difficult", "0").strip() == "1"))
-        b.add(Path(images) / root.findtext("filename", f.stem + ".jpg").strip(), w, h, objs)
+        path = b.image_path(images, root.findtext("filename", f.stem + ".jpg").strip(), "<filename>")
+        if path is not None:
+            b.add(path, w, h, objs)
     return DetectionData(b.records, list(labels), list(range(1, len(labels) + 1)), str(xml_dir), b.skipped)
 
 
@@ -238,22 +244,23 @@ def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None 
                 b.bad(where, f"unknown class index {c} (there are {len(labels)} classes)")
                 continue
             box = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
-            if b.box_ok(where, box, w, h):
+            if b.box_ok(where, box, w, h, f"box {line.strip()!r} (class cx cy w h, of the {w}x{h} image)"):
                 objs.append((box, c, False))
         b.add(img, w, h, objs)
     return DetectionData(b.records, list(labels), list(range(1, len(labels) + 1)), str(txt_dir), b.skipped)
 
 
 def read_detection(data: str | Path, images: str | Path, fmt: str | None = None, labels: list[str] | None = None,
-                   skip_bad: bool = False) -> DetectionData:
-    """``fmt``: coco | voc | yolo (default: coco for a .json file, voc for a folder of .xml)."""
+                   skip_bad: bool = False, allow_outside: bool = False) -> DetectionData:
+    """``fmt``: coco | voc | yolo (default: coco for a .json file, voc for a folder of .xml).
+    ``allow_outside``: image names in the file may leave ``images`` (absolute paths, ``..``)."""
     p = Path(data)
     if fmt is None:
         fmt = "coco" if p.suffix.lower() == ".json" else ("voc" if any(p.glob("*.xml")) else "yolo")
     if fmt == "coco":
-        return read_coco(p, images, skip_bad)
+        return read_coco(p, images, skip_bad, allow_outside)
     if fmt == "voc":
-        return read_voc(p, images, labels, skip_bad)
+        return read_voc(p, images, labels, skip_bad, allow_outside)
     if fmt == "yolo":
         return read_yolo(p, images, labels, skip_bad)
     raise DataError(f"unknown annotation format {fmt!r}", hint="use coco, voc or yolo")

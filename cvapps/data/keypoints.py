@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import DataError
 from ..ops.keypoints import box_from_points
 from ..schema import Schema, from_dataset
+from .coco import check_coco
 from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json
 
 _TOL = 2.0  # pixels a point may sit outside the image (annotation rounding)
@@ -119,15 +120,18 @@ class _Collector(RecordCheck):
         return KpInstance(box, kp.astype(np.float64), float(area), ann_id, crowd)
 
 
-def read_coco_keypoints(ann_file: str | Path, images: str | Path | None, skip_bad: bool = False) -> KeypointData:
-    """A COCO keypoints file (one keypoint category). Face files without keypoint names
-    (300W / WFLW / COFW / AFLW style) get the built-in schema for their point count.
-    ``images`` None: annotations only (evaluating a results file needs no pictures); record
-    paths are then the bare file names."""
+def read_coco_keypoints(ann_file: str | Path, images: str | Path | None, skip_bad: bool = False,
+                        allow_outside: bool = False) -> KeypointData:
+    """A COCO keypoints file (one keypoint category), checked as a whole first
+    (cvapps.data.coco.check_coco). Face files without keypoint names (300W / WFLW / COFW /
+    AFLW style) get the built-in schema for their point count. ``images`` None: annotations
+    only (evaluating a results file needs no pictures); record paths are then the bare file
+    names."""
     ann_file = Path(ann_file)
-    d = load_json(ann_file)
-    if not isinstance(d, dict) or "annotations" not in d or "images" not in d:
-        raise DataError("not a COCO keypoints file: needs 'images' and 'annotations' lists", path=str(ann_file))
+    col = _Collector(str(ann_file), skip_bad, allow_outside)
+    raw = load_json(ann_file)
+    d = check_coco(raw, str(ann_file), col, images, need_categories=isinstance(raw, dict) and "categories" in raw,
+                   what="COCO keypoints")
     coco = coco_index({**d, "categories": d.get("categories") or [{"id": 1, "name": "object"}]})
     kp_cats = [c for c in coco.dataset["categories"] if c.get("keypoints") is not None] or coco.dataset["categories"]
     cat = kp_cats[0]
@@ -137,7 +141,6 @@ def read_coco_keypoints(ann_file: str | Path, images: str | Path | None, skip_ba
     k = len(cat.get("keypoints") or []) or max(counts, key=lambda c: sum(
         len(a.get("keypoints") or []) == 3 * c for a in d["annotations"]))
     schema = from_dataset(list(cat.get("keypoints") or []), cat.get("skeleton"), k)
-    col = _Collector(str(ann_file), skip_bad)
     is_face = schema.is_face
     records = []
     for img_id in sorted(coco.getImgIds()):
@@ -145,7 +148,7 @@ def read_coco_keypoints(ann_file: str | Path, images: str | Path | None, skip_ba
         w, h = int(info["width"]), int(info["height"])
         insts = []
         for a in coco.imgToAnns.get(img_id, []):
-            if a.get("category_id") != cat["id"]:
+            if a.get("category_id", cat["id"]) != cat["id"]:
                 continue
             where = f"annotation id {a.get('id')} (image {info['file_name']})"
             kp = np.asarray(a.get("keypoints") or [], np.float64)
@@ -225,7 +228,8 @@ def read_pts(folder: str | Path, images: str | Path | None = None, skip_bad: boo
     return KeypointData(records, from_dataset([], None, k), str(folder), col.skipped)
 
 
-def read_keypoint_csv(csv_file: str | Path, images: str | Path | None = None, skip_bad: bool = False) -> KeypointData:
+def read_keypoint_csv(csv_file: str | Path, images: str | Path | None = None, skip_bad: bool = False,
+                      allow_outside: bool = False) -> KeypointData:
     """CSV rows ``path,x1,y1,...,xK,yK`` (a header row is optional; a row per face; paths
     relative to ``images`` or to the CSV's folder; empty cells = unlabelled points)."""
     csv_file = Path(csv_file)
@@ -235,7 +239,7 @@ def read_keypoint_csv(csv_file: str | Path, images: str | Path | None = None, sk
     rows = list(csv.reader(csv_file.read_text().splitlines()))
     if rows and rows[0] and not _is_number(rows[0][1] if len(rows[0]) > 1 else ""):
         rows = rows[1:]
-    col = _Collector(str(csv_file), skip_bad)
+    col = _Collector(str(csv_file), skip_bad, allow_outside)
     by_path: dict[str, KpRecord] = {}
     k = None
     sizes: dict[Path, tuple[int, int]] = {}
@@ -253,7 +257,9 @@ def read_keypoint_csv(csv_file: str | Path, images: str | Path | None = None, sk
         except ValueError:
             col.bad(where, "coordinates must be numbers")
             continue
-        path = base / row[0]
+        path = col.image_path(base, row[0], where)
+        if path is None:
+            continue
         if path not in sizes:
             if not path.is_file():
                 col.bad(where, f"missing image {path}")
@@ -281,16 +287,17 @@ def _is_number(s: str) -> bool:
 
 
 def read_keypoints(data: str | Path, images: str | Path | None = None, fmt: str | None = None,
-                   skip_bad: bool = False) -> KeypointData:
+                   skip_bad: bool = False, allow_outside: bool = False) -> KeypointData:
     """``fmt``: coco | pts | csv; guessed from ``data`` when None. A COCO file without
-    ``images`` reads the annotations only (callers that crop pictures check for the folder)."""
+    ``images`` reads the annotations only (callers that crop pictures check for the folder).
+    ``allow_outside``: image names in the file may leave ``images``."""
     p = Path(data)
     fmt = fmt or ("coco" if p.suffix.lower() == ".json" else "csv" if p.suffix.lower() == ".csv" else
                   "pts" if p.is_dir() else None)
     if fmt == "coco":
-        return read_coco_keypoints(p, images, skip_bad)
+        return read_coco_keypoints(p, images, skip_bad, allow_outside)
     if fmt == "pts":
         return read_pts(p, images, skip_bad)
     if fmt == "csv":
-        return read_keypoint_csv(p, images, skip_bad)
+        return read_keypoint_csv(p, images, skip_bad, allow_outside)
     raise DataError("cannot tell the keypoint format", path=str(p), hint="pass --format coco|pts|csv")

@@ -15,7 +15,8 @@ import torch
 from ..draw import palette
 from ..errors import DataError
 from .dataset import TaskDataset
-from .io import IMAGE_EXTS, coco_index, load_json, read_image
+from .coco import check_coco
+from .io import IMAGE_EXTS, RecordCheck, coco_index, load_json, read_image, read_raw
 from .transforms import meta_scale
 
 CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
@@ -62,9 +63,7 @@ class SegData:
             name = str(m)
             if not Path(m).is_file():
                 raise DataError("mask file missing", path=name, hint=f"expected a mask for {self.images[i].name}")
-            raw = cv2.imread(name, cv2.IMREAD_UNCHANGED)
-            if raw is None:
-                raise DataError("not a decodable mask image", path=name)
+            raw = read_raw(name, "mask image")
             mask = self._to_labels(raw, name)
         if shape is not None and mask.shape != tuple(shape):
             raise DataError(f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}",
@@ -142,13 +141,14 @@ def read_camvid(root: str | Path, split: str = "train") -> SegData:
                    str(root / split))
 
 
-def read_coco_semantic(ann_file: str | Path, images: str | Path) -> SegData:
+def read_coco_semantic(ann_file: str | Path, images: str | Path, skip_bad: bool = False,
+                       allow_outside: bool = False) -> SegData:
     """COCO polygons/RLE -> semantic masks: 0 = background, category k -> its index + 1;
-    crowd regions -> ignore (255). A file whose annotations carry no polygon / RLE (box-only
-    COCO) raises DataError: it has no masks to learn from."""
-    d = load_json(ann_file)
-    if not isinstance(d, dict) or not {"images", "annotations", "categories"} <= set(d):
-        raise DataError("not a COCO file: needs 'images', 'annotations' and 'categories'", path=str(ann_file))
+    crowd regions -> ignore (255). The file is checked as a whole first (cvapps.data.coco).
+    A file whose annotations carry no polygon / RLE (box-only COCO) raises DataError: it has
+    no masks to learn from."""
+    check = RecordCheck(str(ann_file), skip_bad, allow_outside)
+    d = check_coco(load_json(ann_file), str(ann_file), check, images, what="COCO segmentation")
     shapeless = [a.get("id") for a in d["annotations"] if not a.get("segmentation")]
     if shapeless:
         raise DataError(f"{len(shapeless)} of {len(d['annotations'])} annotations have no 'segmentation' "
@@ -171,7 +171,7 @@ def read_coco_semantic(ann_file: str | Path, images: str | Path) -> SegData:
 
         imgs.append(Path(images) / info["file_name"])
         makers.append(render)
-    return SegData(imgs, makers, labels, default_colors(len(labels)), 255, None, str(ann_file))
+    return SegData(imgs, makers, labels, default_colors(len(labels)), 255, None, str(ann_file), check.skipped)
 
 
 def default_colors(n: int) -> list[list[int]]:

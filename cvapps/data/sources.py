@@ -4,8 +4,10 @@ numpy arrays -> a stream of decoded frames. Decoding runs ahead in threads."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import glob
+import os
 import queue
 import threading
 import time
@@ -18,9 +20,26 @@ import cv2
 import numpy as np
 import torch
 
+from ..progress import count
 from ..runtime import cores
-from .io import is_image, is_video, list_images, read_image
+from .io import as_rgb, check_pixels, is_image, is_video, list_images, read_image, visible_files
+from .remote import is_remote_image, read_remote_image
 from ..errors import DataError
+
+# FFmpeg (inside OpenCV) prints its own errors for a stream or file it cannot open; cvapps says
+# it in one line instead (read when FFmpeg starts; an explicit setting wins)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+@contextlib.contextmanager
+def quiet_opencv():
+    """OpenCV's own warnings while opening a capture (a missing camera prints several lines)."""
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(level)
 
 
 @dataclass
@@ -39,18 +58,52 @@ class Frame:
 
 
 def is_url(text: str) -> bool:
-    """rtsp://, http(s)://, udp://... sources that OpenCV's FFmpeg backend opens."""
+    """rtsp://, http(s)://, udp://... sources (streams OpenCV's FFmpeg backend opens, or
+    remote images) rather than local paths."""
     return "://" in text and not Path(text).exists()
 
 
-def expand_sources(sources: Iterable[str | Path | np.ndarray]) -> list[Any]:
-    """Resolve CLI-style sources into items: image/video Paths, camera ints, stream URLs
-    (str), arrays. A missing path, an empty folder or a glob without matches raises DataError."""
+def _list_file(p: Path, notes: list[str] | None) -> list[Any]:
+    """The entries of a .txt list: relative paths are looked up beside the list first, then
+    in the working directory (said in ``notes`` when any is resolved there)."""
+    items, here = [], 0
+    for n, ln in enumerate(p.read_text(errors="replace").splitlines(), 1):
+        ln = ln.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        if is_url(ln):
+            items.append(ln)
+            continue
+        q = Path(ln)
+        if not q.is_absolute():
+            q = p.parent / ln if (p.parent / ln).exists() or not Path(ln).exists() else Path(ln)
+            here += q == Path(ln)
+        if not q.exists():
+            raise DataError(f"line {n}: {ln!r} is not a file, neither beside the list ({p.parent}) nor in the working "
+                            "directory (a .txt source lists image / video paths, one per line)", path=str(p))
+        items.append(q)
+    if here and notes is not None:
+        notes.append(f"{p}: {count(here, 'relative path')} not beside the list, read from the working directory")
+    return items
+
+
+def expand_sources(sources: Iterable[str | Path | np.ndarray], notes: list[str] | None = None) -> list[Any]:
+    """Resolve CLI-style sources into items: image/video Paths, camera ints, stream and remote
+    image URLs (str), arrays. A missing path, an empty folder or a glob without matches raises
+    DataError. ``notes``: messages for the user are appended there (the files of a folder that
+    are neither images nor videos, how a list's relative paths were resolved)."""
     items: list[Any] = []
+    if sources is None:
+        raise DataError("no input given: pass paths, folders, globs, URLs, camera indices or (H, W, 3) arrays")
+    if isinstance(sources, (str, Path, np.ndarray, int)):
+        sources = [sources]
     for s in sources:
         if isinstance(s, np.ndarray):
             items.append(s)
             continue
+        if s is None or not isinstance(s, (str, Path, int)):
+            raise DataError(f"an input must be a path, URL, camera index or (H, W, 3) array, got "
+                            f"{type(s).__name__}")
         text = str(s)
         p = Path(text)
         if is_url(text):
@@ -58,20 +111,18 @@ def expand_sources(sources: Iterable[str | Path | np.ndarray]) -> list[Any]:
         elif text.isdigit() and not p.exists():
             items.append(int(text))
         elif p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and (is_image(q) or is_video(q)))
+            found, others = [], []
+            for q in visible_files(p):
+                (found if is_image(q) or is_video(q) else others).append(q)
             if not found:
                 list_images(p)  # raises the standard "folder contains no images" error
+            if others and notes is not None:
+                shown = ", ".join(str(q.relative_to(p)) for q in others[:5]) + (", ..." if len(others) > 5 else "")
+                notes.append(f"{p}: left out {count(len(others), 'file')} that {'is' if len(others) == 1 else 'are'} "
+                             f"neither an image nor a video: {shown}")
             items.extend(found)
         elif p.suffix.lower() == ".txt" and p.is_file():
-            for n, ln in enumerate(p.read_text(errors="replace").splitlines(), 1):
-                ln = ln.strip()
-                if not ln or ln.startswith("#"):
-                    continue
-                q = (p.parent / ln) if not Path(ln).is_absolute() else Path(ln)
-                if not q.exists():
-                    raise DataError(f"line {n}: {ln!r} is not a file (a .txt source lists image / video paths, one "
-                                    "per line)", path=text)
-                items.append(q)
+            items.extend(_list_file(p, notes))
         elif any(c in text for c in "*?["):
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
             if not matches:
@@ -92,8 +143,8 @@ def image_files(sources) -> list[Path]:
 
 
 def is_stream(item: Any) -> bool:
-    """A camera or a URL: no known length, worth reconnecting to."""
-    return isinstance(item, int) or isinstance(item, str)
+    """A camera or a stream URL: no known length, worth reconnecting to."""
+    return isinstance(item, int) or (isinstance(item, str) and not is_remote_image(item))
 
 
 def count_frames(items: list[Any], vid_stride: int = 1) -> int | None:
@@ -134,7 +185,8 @@ def open_capture(item: Any, attempts: int) -> cv2.VideoCapture | None:
         if k:
             time.sleep(wait)
             wait = min(8.0, 2 * wait)
-        cap = cv2.VideoCapture(item if isinstance(item, int) else str(item))
+        with quiet_opencv():
+            cap = cv2.VideoCapture(item if isinstance(item, int) else str(item))
         if cap.isOpened():
             return cap
         cap.release()
@@ -148,9 +200,22 @@ def iter_video(item: Any, vid_stride: int = 1, reconnect: int = 0) -> Iterator[F
     cap = open_capture(item, reconnect)
     if cap is None:
         tried = f" (tried {1 + reconnect} times)" if is_stream(item) and reconnect else ""
-        hint = ("check the address, credentials and network, or raise --reconnect" if is_stream(item) else
-                "the file is truncated (an interrupted copy?), corrupt, or in a codec this OpenCV cannot read")
-        yield Frame(name, None, error=DataError(f"cannot open video{tried}", path=name, hint=hint))
+        if isinstance(item, int):
+            what, hint = f"no camera {item} on this machine (or it is in use){tried}", \
+                "list cameras with `v4l2-ctl --list-devices` (Linux); a video file or stream URL works too"
+        elif is_stream(item):
+            what, hint = f"cannot open stream{tried}", "check the address, credentials and network, or raise --reconnect"
+        else:
+            what, hint = "cannot open video", \
+                "the file is truncated (an interrupted copy?), corrupt, or in a codec this OpenCV cannot read"
+        yield Frame(name, None, error=DataError(what, path=name, hint=hint))
+        return
+    try:  # frames are decoded at the size the stream declares: refused before the first one
+        check_pixels(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), name,
+                     what="has frames of")
+    except DataError as e:
+        cap.release()
+        yield Frame(name, None, error=e)
         return
     fps = cap.get(cv2.CAP_PROP_FPS) or None
     declared = 0 if isinstance(item, int) else max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
@@ -186,7 +251,9 @@ def iter_video(item: Any, vid_stride: int = 1, reconnect: int = 0) -> Iterator[F
 def iter_frames(items: list[Any], vid_stride: int = 1, reconnect: int = 0) -> Iterator[Frame]:
     for k, it in enumerate(items):
         if isinstance(it, np.ndarray):
-            yield Frame(f"<array {k}>", None, it)
+            yield Frame(f"<array {k}>", None, load=functools.partial(as_rgb, it, f"input {k}"))
+        elif isinstance(it, str) and is_remote_image(it):
+            yield Frame(it, None, load=functools.partial(read_remote_image, it))
         elif is_stream(it) or is_video(it):
             yield from iter_video(it, vid_stride, reconnect)
         else:

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from ..data.io import as_rgb, read_image
+from ..data.remote import is_remote_image, read_remote_image
 from ..data.sources import Frame, expand_sources, frame_batches
+from ..errors import DataError
 from ..runtime import autocast
 from ..tracking import Overlay, Tracking, TrackingOptions
 
@@ -68,15 +70,22 @@ def run_batch(model, u8: list[torch.Tensor], metas: list[dict], precision: str =
 
 
 def load_input(item, index: int) -> tuple[np.ndarray, str]:
-    """A path or an array -> ((H, W, 3) uint8 RGB, source name)."""
+    """A path, an image URL or an array -> ((H, W, 3) uint8 RGB, source name)."""
     if isinstance(item, np.ndarray):
         return as_rgb(item, f"input {index}"), f"<array {index}>"
+    if isinstance(item, str) and is_remote_image(item):
+        return read_remote_image(item), item
+    if not isinstance(item, str) and not hasattr(item, "__fspath__"):
+        raise DataError(f"input {index} must be a path, an image URL or an (H, W, 3) array, got "
+                        f"{type(item).__name__}")
     return read_image(item), str(item)
 
 
 def predict_inputs(model, inputs, batch_size: int = 16, precision: str = "fp32", pre=None, **post) -> list:
-    """TaskModel.predict: paths / arrays (one or a list) -> one prediction per input, in
-    order. ``pre``: a configured preprocessor (default: the model's)."""
+    """TaskModel.predict: paths / image URLs / arrays (one or a list) -> one prediction per
+    input, in order. ``pre``: a configured preprocessor (default: the model's)."""
+    if inputs is None:
+        raise DataError("no input given: pass a path, an image URL or an (H, W, 3) array (or a list of them)")
     if isinstance(inputs, (str, np.ndarray)) or hasattr(inputs, "__fspath__"):
         inputs = [inputs]
     inputs = list(inputs)

@@ -6,6 +6,7 @@ Adding a task = a TaskModel subclass + a TaskSpec subclass (+ its CLI commands).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,6 +14,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..options import DataOptions, EvalOptions
+from ..progress import count
 
 IMAGENET_PRE = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "input_size": 224,
                 "resize_size": 256, "interpolation": "bilinear"}
@@ -34,16 +36,23 @@ def split_every_kth(data, val_fraction: float):
 
 class PseudoLabelWriter:
     """Writes a model's confident predictions on unlabelled images in the task's training
-    format. ``add`` one prediction per image; ``close`` -> {"written", "file"}."""
+    format. ``add`` one prediction per image; ``close`` -> {"written", "file", "images"}.
+    ``root``: the folder image names are written relative to (the pool images' common
+    folder: train on the file with ``--images ROOT``)."""
 
     file: Path
     written: int = 0
+    root: Path | None = None
 
     def add(self, source: str, pred, meta: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def name(self, source: str) -> str:
+        """How the file names the image ``source``: relative to ``root`` (else its name)."""
+        return os.path.relpath(source, self.root) if self.root is not None else Path(source).name
+
     def close(self) -> dict:
-        return {"written": self.written, "file": str(self.file)}
+        return {"written": self.written, "file": str(self.file), "images": str(self.root or "")}
 
 
 class TaskSpec:
@@ -118,7 +127,11 @@ class TaskSpec:
         return {"labels": data.labels}
 
     def describe(self, data) -> str:
-        return f"{len(data.labels)} classes"
+        return count(len(data.labels), "class", "classes")
+
+    def describe_outputs(self, model) -> str:
+        """What the model's label list names, counted ("80 classes"; keypoint models: "17 keypoints")."""
+        return count(len(model.labels), "class", "classes")
 
     def datasets(self, model, train, val, skip_bad: bool = False):
         """(make_train(augment) -> dataset, validation dataset | None)."""

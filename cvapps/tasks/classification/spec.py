@@ -63,7 +63,7 @@ class ClassificationSpec(TaskSpec):
 
     # data -----------------------------------------------------------------------------
     def read_train(self, opts: DataOptions, kind: str | None = None):
-        tr, va = resolve_dataset(opts.data, opts.train, opts.val, kind, opts.images)
+        tr, va = resolve_dataset(opts.data, opts.train, opts.val, kind, opts.images, opts.allow_outside)
         if va is None:
             tr, va = split_every_kth(tr, opts.val_fraction)
         return tr, va
@@ -149,7 +149,7 @@ class ClassificationSpec(TaskSpec):
             root = root / "val"
         elif root.is_dir() and (root / "val.csv").is_file():
             root = root / "val.csv"
-        return load_split(root, model.labels, model.kind, opts.images)
+        return load_split(root, model.labels, model.kind, opts.images, opts.allow_outside)
 
     def finish_eval(self, model, data, evaluator, metrics: dict, opts: EvalOptions) -> dict:
         if opts.out and "confusion_matrix" in metrics:
@@ -194,7 +194,7 @@ class _CsvLabels(PseudoLabelWriter):
 
     def add(self, source: str, pred, meta: dict) -> None:
         if pred.topk and pred.topk[0][2] >= self.threshold:
-            self.w.writerow([source, pred.topk[0][1]])
+            self.w.writerow([self.name(source), pred.topk[0][1]])
             self.written += 1
 
     def close(self) -> dict:

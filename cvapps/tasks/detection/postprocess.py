@@ -12,6 +12,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 from ... import draw
 from ...data.transforms import meta_scale
 from ...ops import decode_boxes
+from ...progress import count
 from ...tracking import Trackable
 from ..base import Prediction
 
@@ -40,7 +41,7 @@ class Detections(Prediction):
     def summary(self) -> str:
         names = [self.names[i] if i < len(self.names) else str(i) for i in self.labels.tolist()]
         top = ", ".join(f"{n} {s:.2f}" for n, s in list(zip(names, self.scores.tolist()))[:5])
-        return f"{len(self)} objects" + (f": {top}" if top else "")
+        return count(len(self), "object") + (f": {top}" if top else "")
 
     def to_dict(self) -> list[dict]:
         """COCO-results style: bbox = [x, y, w, h]."""

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from ...data.detection import DetectionData, DetectionDataset, read_detection
-from ...data.io import atomic_write, load_json
+from ...data.coco import check_coco, check_results
+from ...data.io import RecordCheck, atomic_write, load_json
 from ...data.transforms import Letterbox, detection_augment
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
@@ -90,10 +91,11 @@ class DetectionSpec(TaskSpec):
     def read_train(self, opts: DataOptions, kind=None):
         if not opts.data or not opts.images:
             raise ConfigError("detection training needs --data ANNOTATIONS and --images DIR")
-        tr = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad)
+        tr = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad, allow_outside=opts.allow_outside)
         va = None
         if opts.val:
-            va = read_detection(opts.val, opts.val_images or opts.images, opts.fmt, skip_bad=opts.skip_bad)
+            va = read_detection(opts.val, opts.val_images or opts.images, opts.fmt, skip_bad=opts.skip_bad,
+                                allow_outside=opts.allow_outside)
             va, unknown = remap(va, tr.labels, tr.category_ids)
             if unknown:
                 raise DataError(f"validation classes {unknown} are not training classes", path=opts.val)
@@ -149,7 +151,7 @@ class DetectionSpec(TaskSpec):
             raise ConfigError("detection evaluation needs --data ANNOTATIONS")
         if opts.images is None:
             raise ConfigError("evaluating a model needs --images DIR", hint="or evaluate a results file: --results")
-        d = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad)
+        d = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad, allow_outside=opts.allow_outside)
         d, d.unknown_classes = remap(d, model.labels, model.config.get("category_ids") or
                                      list(range(1, len(model.labels) + 1)), read_class_map(opts.class_map))
         return d
@@ -172,16 +174,9 @@ class DetectionSpec(TaskSpec):
         if not opts.data:
             raise ConfigError("evaluating a results file needs --data (COCO ground truth)")
         res_path = Path(results)
-        gt, rows = load_json(opts.data), load_json(res_path, "results file")
-        if not isinstance(rows, list):
-            raise DataError("a COCO results file is a JSON list of detections", path=str(res_path))
-        known = {i["id"] for i in gt.get("images", [])}
-        for n, r in enumerate(rows):
-            if not isinstance(r, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(r):
-                raise DataError(f"record {n}: needs image_id, category_id, bbox, score", path=str(res_path))
-            if r["image_id"] not in known:
-                raise DataError(f"record {n}: image_id {r['image_id']} is not in {Path(opts.data).name}",
-                                path=str(res_path))
+        gt = check_coco(load_json(opts.data), str(opts.data), RecordCheck(str(opts.data), False), what="COCO detection")
+        rows = check_results(load_json(res_path, "results file"), str(res_path), {i["id"] for i in gt["images"]},
+                             {c["id"] for c in gt["categories"]}, gt=Path(opts.data).name)
         if eval_opts.metric == "voc":
             return voc_metrics(gt, rows, eval_opts.iou, eval_opts.eleven_point)
         return coco_metrics(gt, rows)
@@ -250,7 +245,7 @@ class _CocoBoxes(PseudoLabelWriter):
 
     def add(self, source: str, pred, meta: dict) -> None:
         img_id = len(self.coco["images"]) + 1
-        self.coco["images"].append({"id": img_id, "file_name": Path(source).name, "width": meta["width"],
+        self.coco["images"].append({"id": img_id, "file_name": self.name(source), "width": meta["width"],
                                     "height": meta["height"]})
         for r in pred.to_dict():
             x0, y0, bw, bh = r["bbox"]

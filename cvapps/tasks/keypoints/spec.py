@@ -15,6 +15,7 @@ from ...data.io import atomic_write, is_image
 from ...data.keypoints import KeypointData, read_keypoints
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
+from ...progress import count
 from ...schema import resolve
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
 from .heads import KEYPOINT_HEADS
@@ -130,7 +131,7 @@ class KeypointSpec(TaskSpec):
             raise ConfigError(f"{self.name} needs --data (COCO JSON, .pts folder or CSV)")
         if need_images and images is None and (opts.fmt or Path(data).suffix.lower().lstrip(".")) in ("coco", "json"):
             raise ConfigError("COCO keypoints need --images DIR (the crops come from the pictures)")
-        return read_keypoints(data, images, opts.fmt, opts.skip_bad)
+        return read_keypoints(data, images, opts.fmt, opts.skip_bad, opts.allow_outside)
 
     def read_train(self, opts: DataOptions, kind=None):
         tr = self._read(opts.data, opts.images, opts)
@@ -143,6 +144,9 @@ class KeypointSpec(TaskSpec):
 
     def model_args(self, data, opts, console=None) -> dict:
         return {"schema": data.schema}
+
+    def describe_outputs(self, model) -> str:
+        return count(len(model.labels), "keypoint")
 
     def describe(self, data) -> str:
         return f"{len(data.instances())} instances x {data.num_keypoints} keypoints (schema {data.schema.name})"
@@ -257,7 +261,7 @@ class KeypointSpec(TaskSpec):
         if not writer.written:
             raise DataError(f"the teacher found no {self.instance} scored >= {writer.threshold} in {len(paths)} images",
                             path=str(writer.file), hint="lower --conf, or give images with what the teacher finds")
-        data = read_keypoints(writer.file, "/", "coco")  # absolute names
+        data = read_keypoints(writer.file, "/", "coco", allow_outside=True)  # our own file: absolute names
         if opts.get("labels"):
             data.records += _labelled(opts["labels"], opts.get("label_images"), data.schema, len(data.records))
         return data, {"schema": teacher.config["schema"]}
@@ -297,7 +301,7 @@ class _CocoKeypoints(PseudoLabelWriter):
         if not keep:
             return
         img_id = len(self.coco["images"]) + 1
-        name = str(Path(source).resolve()) if self.absolute else Path(source).name
+        name = str(Path(source).resolve()) if self.absolute else self.name(source)
         self.coco["images"].append({"id": img_id, "file_name": name, "width": meta["width"],
                                     "height": meta["height"]})
         for r in keep:

@@ -14,6 +14,7 @@ import torch
 from torchvision.ops import box_iou
 
 from ...data.dataset import TaskDataset
+from ...data.coco import check_results
 from ...data.io import read_image, read_jsonl
 from ...data.keypoints import KeypointData
 from ...data.transforms import colour_shift
@@ -109,11 +110,8 @@ def load_results(path: str | Path, gt: KeypointData) -> dict[str, list[dict]]:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"malformed JSON: {e}", path=str(path)) from None
-        for d in rows:
-            if not isinstance(d, dict) or "keypoints" not in d or "image_id" not in d:
-                raise DataError("COCO keypoint results need image_id and keypoints in every entry", path=str(path))
-            if d["image_id"] in names:
-                by_name.setdefault(names[d["image_id"]], []).append(d)
+        for d in check_results(rows, str(path), set(names), keypoints=gt.num_keypoints, gt=Path(gt.source).name):
+            by_name.setdefault(names[d["image_id"]], []).append(d)
         return by_name
     for r in read_jsonl(path):
         by_name.setdefault(Path(str(r.get("source", ""))).name, []).extend(r.get("predictions") or [])

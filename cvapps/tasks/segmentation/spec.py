@@ -13,6 +13,7 @@ import torch
 
 from ...data.segmentation import (SegData, SegDataset, default_colors, median_frequency_weights, read_camvid,
                                   read_coco_semantic, read_mask_folder)
+from ...data.io import read_raw
 from ...data.transforms import Letterbox, colour_shift
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
@@ -22,13 +23,15 @@ from .metrics import confusion, seg_metrics
 
 
 def load(data: str | None, images: str | None = None, masks: str | None = None, split: str = "train",
-         classes: list[str] | None = None, palette: str | None = None, ignore_index: int = 255) -> SegData:
+         classes: list[str] | None = None, palette: str | None = None, ignore_index: int = 255,
+         opts: DataOptions | None = None) -> SegData:
     """A CamVid-style root (``data/split`` + ``data/splitannot``), a COCO JSON (+ ``images``),
-    or ``images`` + ``masks`` folders (classes from ``classes`` or a ``palette`` table)."""
+    or ``images`` + ``masks`` folders (classes from ``classes`` or a ``palette`` table).
+    ``opts``: skip_bad and allow_outside for a COCO file."""
     if data and Path(data).suffix.lower() == ".json":
         if not images:
             raise ConfigError("COCO segmentation needs --images DIR")
-        return read_coco_semantic(data, images)
+        return read_coco_semantic(data, images, bool(opts and opts.skip_bad), bool(opts and opts.allow_outside))
     if data and not masks:
         root = Path(data)
         if not (root / split).is_dir():
@@ -65,7 +68,7 @@ def evaluate_results_dir(results: str | Path, gt: SegData) -> dict:
                  if c.resolve() != Path(gt.masks[i]).resolve()]
         if not cands:
             raise DataError(f"no prediction for {img.name}", path=str(res), hint=f"expected {img.stem}.png")
-        pred = cv2.imread(str(cands[0]), cv2.IMREAD_UNCHANGED)
+        pred = read_raw(cands[0], "label map")
         truth = gt.load_mask(i)
         if pred is None or pred.shape[:2] != truth.shape:
             raise DataError(f"prediction must be a {truth.shape[1]}x{truth.shape[0]} label map", path=str(cands[0]))
@@ -120,11 +123,11 @@ class SegmentationSpec(TaskSpec):
     def read_train(self, opts: DataOptions, kind=None):
         ignore = opts.ignore_index  # None: the layout's own (CamVid void 11, else 255)
         tr = load(opts.data, opts.images, opts.masks, "train", opts.classes, opts.palette,
-                  255 if ignore is None else ignore)
+                  255 if ignore is None else ignore, opts)
         tr.ignore_index = tr.ignore_index if ignore is None else int(ignore)
         va = None
         if opts.val or opts.val_masks:
-            va = load(opts.val, opts.val_images, opts.val_masks, "val", tr.labels, opts.palette, tr.ignore_index)
+            va = load(opts.val, opts.val_images, opts.val_masks, "val", tr.labels, opts.palette, tr.ignore_index, opts)
         elif opts.data and not opts.masks and Path(opts.data).suffix.lower() != ".json" \
                 and (Path(opts.data) / "val").is_dir():
             va = load(opts.data, None, None, "val", opts.classes, opts.palette, tr.ignore_index)
@@ -161,7 +164,7 @@ class SegmentationSpec(TaskSpec):
 
     def read_eval(self, model, opts: DataOptions):
         return load(opts.data, opts.images, opts.masks, opts.split, model.labels if opts.masks else None, None,
-                    int(model.config["head"]["ignore_index"]))
+                    int(model.config["head"]["ignore_index"]), opts)
 
     def evaluate_results(self, results: str, opts: DataOptions, eval_opts: EvalOptions) -> dict:
         """Predicted label-map PNGs (named like the images) against ground truth, no model;
