@@ -37,3 +37,8 @@ class WeightsError(CvappsError):
 
 class ShapeError(CvappsError):
     """A tensor had a shape other than the one a public function documents."""
+
+
+class CvappsWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints it as a
+    one-line note)."""

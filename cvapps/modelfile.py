@@ -1,11 +1,14 @@
-"""Model files: one .safetensors with the tensors and a JSON config in its metadata.
-Loading never unpickles; writes are atomic (temp file, then rename)."""
+"""Model files: one .safetensors with the tensors, a JSON config and the sha256 of the
+tensors in its metadata. Loading never unpickles, verifies the digest (a flipped byte is a
+one-line error, not a silently different model) and checks the config against the tensors
+before any allocation; writes are atomic (temp file, then rename)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,11 +16,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .data.io import atomic_write
-from .errors import ConfigError, DataError
+from .errors import ConfigError, CvappsWarning, DataError, WeightsError
 from .tasks import model_class
 
 FORMAT_VERSION = 1
 _META_KEY = "cvapps"
+DIGEST_KEY = "cvapps_tensors_sha256"  # tensor_digest of the saved tensors (files from cvapps 0.3 on)
 
 
 def save_model(model, path: str | os.PathLike, extra: dict[str, str] | None = None) -> Path:
@@ -27,7 +31,8 @@ def save_model(model, path: str | os.PathLike, extra: dict[str, str] | None = No
         raise ConfigError("this model's BatchNorm layers were folded for inference: it cannot be saved",
                           hint="save the model before calling fold_batchnorm()")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {**(extra or {}), _META_KEY: json.dumps({"format_version": FORMAT_VERSION, "config": model.config})}
+    meta = {**(extra or {}), _META_KEY: json.dumps({"format_version": FORMAT_VERSION, "config": model.config}),
+            DIGEST_KEY: tensor_digest(tensors)}
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return Path(path)
 
@@ -66,12 +71,18 @@ def read_config(path: str | os.PathLike) -> dict:
     if _META_KEY not in meta:
         raise ConfigError("a safetensors file without cvapps metadata", path=str(p),
                           hint="model files are written by `cvapps train` or cvapps.save")
-    info = json.loads(meta[_META_KEY])
-    version = int(info.get("format_version", 0))
+    try:
+        info = json.loads(meta[_META_KEY])
+        version = int(info.get("format_version", 0))
+        config = info["config"]
+    except (json.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError):
+        raise ConfigError("the cvapps metadata of this file is not a valid config", path=str(p)) from None
     if version > FORMAT_VERSION:
         raise ConfigError(f"model file format {version} is newer than this cvapps supports ({FORMAT_VERSION})",
                           path=str(p), hint="upgrade cvapps")
-    return info["config"]
+    if not isinstance(config, dict) or not isinstance(config.get("task"), str):
+        raise ConfigError("the model file's config names no task", path=str(p))
+    return config
 
 
 def check_task(found: str, wanted: str | None, path: str) -> None:
@@ -82,14 +93,57 @@ def check_task(found: str, wanted: str | None, path: str) -> None:
                           hint=f"use `cvapps predict {found}` / `cvapps eval {found}` for it, or pass a {wanted} model")
 
 
+def _shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape, from the safetensors header (no tensor is read)."""
+    with safe_open(path, framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def check_against_tensors(config: dict, path: str) -> None:
+    """The model ``config`` describes, built on PyTorch's meta device (no memory), must have
+    exactly the file's tensor names and shapes: a config edited to 10^9 outputs or a
+    100000-pixel input is refused here instead of allocating gigabytes."""
+    cls = model_class(config["task"])
+    try:
+        with torch.device("meta"):
+            skeleton = cls.from_config(config)
+    except ConfigError as e:
+        raise ConfigError(f"its config is not a valid {config['task']} model: {e}", path=path,
+                          hint=e.hint or "the file was edited or damaged: use the file training wrote") from None
+    want = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    have = _shapes(path)
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    wrong = [k for k in want if k in have and want[k] != have[k]]
+    if missing or extra or wrong:
+        detail = (f"{wrong[0]} is {list(have[wrong[0]])} in the file, {list(want[wrong[0]])} by the config" if wrong
+                  else f"missing {missing[:3]}, unexpected {extra[:3]}")
+        raise ConfigError(f"the model file's tensors do not match its config: {detail}", path=path,
+                          hint="the file was edited or damaged: use the file training wrote")
+
+
+def verify_tensors(state: dict, meta: dict, path: str) -> None:
+    """Compare the tensors' digest with the one saved beside them (WeightsError when they
+    differ); files written before digests were stored load with a note, once per file."""
+    saved = meta.get(DIGEST_KEY)
+    if saved is None:
+        warnings.warn(f"{path}: written before model files carried a digest of their tensors; loaded without "
+                      "verifying them (save it again to add one)", CvappsWarning, stacklevel=3)
+        return
+    if tensor_digest(state) != saved:
+        raise WeightsError("the model file's tensors differ from those it was saved with (sha256 mismatch): the "
+                           "file is damaged or was altered", path=path,
+                           hint="use an intact copy (re-download, or the run's last.safetensors / checkpoint)")
+
+
 def load_model(path: str | os.PathLike, task: str | None = None, device: str | torch.device = "cpu"):
-    """Rebuild the TaskModel stored in ``path``. ``task`` (if given) must match the file's."""
+    """Rebuild the TaskModel stored in ``path``. ``task`` (if given) must match the file's.
+    The config is checked against the tensors' shapes before anything is allocated, and the
+    tensors against their saved digest."""
     config = read_config(path)
     check_task(config.get("task"), task, str(path))
+    check_against_tensors(config, str(path))
     model = model_class(config["task"]).from_config(config)
     state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ConfigError(f"model file tensors do not match its config (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]})", path=str(path))
+    verify_tensors(state, read_metadata(path), str(path))
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval()

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from .convert import MAPPINGS, READERS
 from .errors import ConfigError, WeightsError
-from .modelfile import read_metadata, save_model, tensor_digest
+from .modelfile import DIGEST_KEY, read_metadata, save_model, tensor_digest
 from .tasks import model_class
 from .weights import WeightsSpec, cvapps_home, get_spec, pull_source, sha256_of
 
@@ -60,7 +60,8 @@ def _to_write(spec: WeightsSpec, dest: Path, local_file, log):
     """The model to (re)write at ``dest``, or None when the cached file there is current."""
     if dest.exists():
         if _check(spec, dest) is None:
-            if read_metadata(dest).get(MANIFEST_KEY) == manifest_digest(spec):
+            meta = read_metadata(dest)
+            if meta.get(MANIFEST_KEY) == manifest_digest(spec) and DIGEST_KEY in meta:
                 return None
             return _from_tensors(spec, dest)  # right tensors under an older manifest config: the current one
         dest.unlink()

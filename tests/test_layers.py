@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent / "cvapps"
 # lowest first; a unit may import only from units in lower layers (or from itself)
 LAYERS = [
     ["cvapps.errors"],
-    ["cvapps.registry", "cvapps.options", "cvapps.runtime", "cvapps.schema", "cvapps.draw", "cvapps.progress"],
+    ["cvapps.registry", "cvapps.options", "cvapps.runtime", "cvapps.schema", "cvapps.draw", "cvapps.progress",
+     "cvapps.runs"],
     ["cvapps.ops", "cvapps.tracking"],
     ["cvapps.data", "cvapps.convert"],
     ["cvapps.backbones", "cvapps.weights"],

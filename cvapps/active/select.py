@@ -22,6 +22,7 @@ from ..data.io import is_image, is_video, out_dir as checked_dir, read_image
 from ..errors import ConfigError, DataError
 from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
+from ..runs import RunLock
 from ..tasks.batch import memory_format, predict_inputs, prepare_threads, to_batch
 from .pseudo import write_pseudo_labels
 from .strategies import STRATEGIES, hybrid, k_center_greedy, rank, random_order
@@ -171,88 +172,89 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
              if isinstance(p, Path) and (is_image(p) or is_video(p))]
     for text in notes:
         note(console, "note:", text, style="yellow")
-    if exclude:
-        ex = {ln.strip() for ln in Path(exclude).read_text().splitlines() if ln.strip()}
-        items = [p for p in items if str(p) not in ex and p.name not in ex]
-    if not items:
-        raise DataError("no images or videos left in the pool to score", path=str(pool))
-    scores_csv, emb_file = out_dir / "scores.csv", out_dir / "embeddings.f16"
-    state = {"strategy": strategy, "task": model.task, "labels": model.labels, "vid_stride": vid_stride}
-    state_file = out_dir / "state.json"
-    if state_file.is_file() and json.loads(state_file.read_text()) != state:
-        raise ConfigError(f"{out_dir} holds scores of another strategy, model or frame stride", path=str(state_file),
-                          hint="use a new --out, or delete that folder")
-    state_file.write_text(json.dumps(state))
-    done = _read_done(scores_csv)
-    done_paths = {p for p, f in done if f is None}
-    todo = [p for p in items if is_video(p) or str(p) not in done_paths]
-    need_emb = strategy in ("coreset", "hybrid")
-    if need_emb and emb_file.exists():  # a kill between the two writes leaves extra embedding rows
-        with open(emb_file, "r+b") as ef:
-            ef.truncate(len(done) * model.backbone.out_channels * 2)
-    if done:
-        console.print(f"resuming: {len(done)} images / frames already scored in {scores_csv}")
-    model.eval()
-    pre = pre or model.preprocessor()
-    new_file = not scores_csv.exists()
-    with open(scores_csv, "a", newline="") as f, open(emb_file, "ab") as ef:
-        w = csv.writer(f)
-        if new_file:
-            w.writerow(["path", "frame", "score"])
-        with Phase(console, "scoring", count_frames(todo, vid_stride)) as bar:
+    with RunLock(out_dir, "selection"):  # scores.csv grows as batches finish: one writer at a time
+        if exclude:
+            ex = {ln.strip() for ln in Path(exclude).read_text().splitlines() if ln.strip()}
+            items = [p for p in items if str(p) not in ex and p.name not in ex]
+        if not items:
+            raise DataError("no images or videos left in the pool to score", path=str(pool))
+        scores_csv, emb_file = out_dir / "scores.csv", out_dir / "embeddings.f16"
+        state = {"strategy": strategy, "task": model.task, "labels": model.labels, "vid_stride": vid_stride}
+        state_file = out_dir / "state.json"
+        if state_file.is_file() and json.loads(state_file.read_text()) != state:
+            raise ConfigError(f"{out_dir} holds scores of another strategy, model or frame stride", path=str(state_file),
+                              hint="use a new --out, or delete that folder")
+        state_file.write_text(json.dumps(state))
+        done = _read_done(scores_csv)
+        done_paths = {p for p, f in done if f is None}
+        todo = [p for p in items if is_video(p) or str(p) not in done_paths]
+        need_emb = strategy in ("coreset", "hybrid")
+        if need_emb and emb_file.exists():  # a kill between the two writes leaves extra embedding rows
+            with open(emb_file, "r+b") as ef:
+                ef.truncate(len(done) * model.backbone.out_channels * 2)
+        if done:
+            console.print(f"resuming: {len(done)} images / frames already scored in {scores_csv}")
+        model.eval()
+        pre = pre or model.preprocessor()
+        new_file = not scores_csv.exists()
+        with open(scores_csv, "a", newline="") as f, open(emb_file, "ab") as ef:
+            w = csv.writer(f)
+            if new_file:
+                w.writerow(["path", "frame", "score"])
+            with Phase(console, "scoring", count_frames(todo, vid_stride)) as bar:
 
-            def skipped(fr) -> None:
-                note(console, "skipped", fr.error.one_line())
-                bar.advance(1)
+                def skipped(fr) -> None:
+                    note(console, "skipped", fr.error.one_line())
+                    bar.advance(1)
 
-            for batch in frame_batches(todo, pre, batch_size, vid_stride, on_error=skipped, threads=workers,
-                                       torch_threads=prepare_threads(model)):
-                good = [fr for fr in batch if (fr.source, fr.frame) not in done]  # a resumed video's scored frames
-                bar.advance(len(batch) - len(good))
-                if not good:
-                    continue
-                # counts: crops per image
-                x, counts = to_batch(pre, [fr.payload[0] for fr in good], model.device, memory_format(model))
-                metas = [fr.payload[1] for fr in good]
-                s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
-                    torch.zeros(len(good))
-                rows = [[fr.source, "" if fr.frame is None else fr.frame, f"{float(v):.6g}"] for fr, v in zip(good, s)]
-                if need_emb:
-                    crops = model.embed(x).cpu() if len(x) else torch.zeros(0, model.backbone.out_channels)
-                    ef.write(per_image(crops, counts, "mean").numpy().astype(np.float16).tobytes())
-                    ef.flush()
-                w.writerows(rows)
-                f.flush()
-                bar.advance(len(good))
-    done = _read_done(scores_csv)
-    all_keys = list(done)
-    wanted = {str(p) for p in items}
-    keep = [i for i, key in enumerate(all_keys) if key[0] in wanted]
-    keys = [all_keys[i] for i in keep]
-    scores = torch.tensor([done[key] for key in keys])
-    emb = None
-    if need_emb:  # embedding rows follow scores.csv rows
-        d = model.backbone.out_channels
-        emb = torch.from_numpy(np.memmap(emb_file, np.float16, "r").reshape(-1, d)[keep].astype(np.float32))
-    local, shown = _pick(strategy, keys, scores, emb, budget, k, seed, min_gap)
-    if len(local) < min(budget, len(keys)):
-        note(console, "note", f"selected {len(local)} of the {budget} asked: frames closer than --min-gap {min_gap} "
-                              "to a pick are not picked, and no other candidate is left")
-    sel = [{"path": keys[i][0], "source": keys[i][0], "frame": keys[i][1],
-            "score": shown.get(i, float(scores[i])) if strategy != "random" else None, "rank": r + 1,
-            "strategy": strategy} for r, i in enumerate(local)]
-    save_frames(sel, out_dir / "frames")
-    _write(sel, out_dir, copy_to, model, link, pre)
-    if pseudo_label is not None:  # the rest of the pool: its images, and the videos' other sampled frames as images
-        chosen = {(r["source"], r["frame"]) for r in sel}
-        rest = [{"source": src, "frame": fr} for src, fr in keys if fr is not None and (src, fr) not in chosen]
-        save_frames(rest, out_dir / "pseudo_frames")
-        paths = [p for p in items if is_image(p) and (str(p), None) not in chosen] + [Path(r["path"]) for r in rest]
-        info = write_pseudo_labels(model, paths, pseudo_label, out_dir, batch_size, pre)
-        console.print(f"pseudo-labels for {info['written']} images and video frames (confidence >= {pseudo_label}) "
-                      f"in {info['file']}, image names relative to {info['images']} (train on them with --images "
-                      f"{info['images']})" + (f"; the frames in {out_dir / 'pseudo_frames'}" if rest else ""))
-    return sel
+                for batch in frame_batches(todo, pre, batch_size, vid_stride, on_error=skipped, threads=workers,
+                                           torch_threads=prepare_threads(model)):
+                    good = [fr for fr in batch if (fr.source, fr.frame) not in done]  # a resumed video's scored frames
+                    bar.advance(len(batch) - len(good))
+                    if not good:
+                        continue
+                    # counts: crops per image
+                    x, counts = to_batch(pre, [fr.payload[0] for fr in good], model.device, memory_format(model))
+                    metas = [fr.payload[1] for fr in good]
+                    s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
+                        torch.zeros(len(good))
+                    rows = [[fr.source, "" if fr.frame is None else fr.frame, f"{float(v):.6g}"] for fr, v in zip(good, s)]
+                    if need_emb:
+                        crops = model.embed(x).cpu() if len(x) else torch.zeros(0, model.backbone.out_channels)
+                        ef.write(per_image(crops, counts, "mean").numpy().astype(np.float16).tobytes())
+                        ef.flush()
+                    w.writerows(rows)
+                    f.flush()
+                    bar.advance(len(good))
+        done = _read_done(scores_csv)
+        all_keys = list(done)
+        wanted = {str(p) for p in items}
+        keep = [i for i, key in enumerate(all_keys) if key[0] in wanted]
+        keys = [all_keys[i] for i in keep]
+        scores = torch.tensor([done[key] for key in keys])
+        emb = None
+        if need_emb:  # embedding rows follow scores.csv rows
+            d = model.backbone.out_channels
+            emb = torch.from_numpy(np.memmap(emb_file, np.float16, "r").reshape(-1, d)[keep].astype(np.float32))
+        local, shown = _pick(strategy, keys, scores, emb, budget, k, seed, min_gap)
+        if len(local) < min(budget, len(keys)):
+            note(console, "note", f"selected {len(local)} of the {budget} asked: frames closer than --min-gap {min_gap} "
+                                  "to a pick are not picked, and no other candidate is left")
+        sel = [{"path": keys[i][0], "source": keys[i][0], "frame": keys[i][1],
+                "score": shown.get(i, float(scores[i])) if strategy != "random" else None, "rank": r + 1,
+                "strategy": strategy} for r, i in enumerate(local)]
+        save_frames(sel, out_dir / "frames")
+        _write(sel, out_dir, copy_to, model, link, pre)
+        if pseudo_label is not None:  # the rest of the pool: its images, and the videos' other sampled frames as images
+            chosen = {(r["source"], r["frame"]) for r in sel}
+            rest = [{"source": src, "frame": fr} for src, fr in keys if fr is not None and (src, fr) not in chosen]
+            save_frames(rest, out_dir / "pseudo_frames")
+            paths = [p for p in items if is_image(p) and (str(p), None) not in chosen] + [Path(r["path"]) for r in rest]
+            info = write_pseudo_labels(model, paths, pseudo_label, out_dir, batch_size, pre)
+            console.print(f"pseudo-labels for {info['written']} images and video frames (confidence >= {pseudo_label}) "
+                          f"in {info['file']}, image names relative to {info['images']} (train on them with --images "
+                          f"{info['images']})" + (f"; the frames in {out_dir / 'pseudo_frames'}" if rest else ""))
+        return sel
 
 
 def save_frames(sel: list[dict], folder: Path) -> None:

@@ -572,8 +572,26 @@ def _sources_as_arguments(argv: list[str]) -> list[str]:
 from . import learning  # noqa: E402,F401  (registers distill, self-train, al-simulate on `app`)
 
 
+def _notes_as_lines() -> None:
+    """cvapps's warnings (CvappsWarning) print as one-line notes, not Python's two-line form."""
+    import warnings
+
+    from ..errors import CvappsWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CvappsWarning):
+            err.print(Text("note: ", style="yellow") + Text(str(message)), highlight=False, soft_wrap=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _notes_as_lines()
     # idle OpenMP threads sleep instead of spinning: a busy neighbour then costs little (torch
     # reads this when it starts, hence before any import of it; an explicit setting wins)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -3,6 +3,7 @@ the task registry (one TaskSpec per task, registered beside its model class)."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
 
 TASKS: Registry["TaskSpec"] = Registry("task")
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
+MAX_INPUT_SIDE = 8192  # pixels a network input may have per side (a config asking more is refused)
+
+
+def _finite_numbers(v, n: int) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == n and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
 
 
 def register_task(name: str, spec: type):
@@ -101,9 +108,38 @@ class TaskModel(nn.Module):
     def from_config(cls, config: dict) -> "TaskModel":
         if config.get("task") != cls.task:
             raise ConfigError(f"config is for task {config.get('task')!r}, not {cls.task!r}")
+        cls.check_config(config)
         config = cls.normalize_config(config)
+        cls.check_outputs(config)
         backbone = build_backbone(config["backbone"], **config.get("backbone_options", {}))
         return cls(config, backbone, cls.build_head(config, backbone))
+
+    @classmethod
+    def check_config(cls, config: dict) -> None:
+        """Refuse, in one line, a config no working model has (before anything is built or
+        allocated): preprocessing mean / std three finite numbers with std non-zero, input
+        size one or two positive integers up to MAX_INPUT_SIDE, labels a list of strings."""
+        pre = config.get("preprocessing")
+        if not isinstance(pre, dict):
+            raise ConfigError("the config has no preprocessing")
+        for key in ("mean", "std"):
+            if not _finite_numbers(pre.get(key), 3):
+                raise ConfigError(f"preprocessing {key} must be three finite numbers, got {pre.get(key)!r}")
+        if any(abs(v) < 1e-12 for v in pre["std"]):
+            raise ConfigError(f"preprocessing std {pre['std']} holds 0: every input would divide by zero")
+        size = pre.get("input_size")
+        sides = size if isinstance(size, (list, tuple)) else [size]
+        if not (len(sides) in (1, 2) and all(isinstance(v, int) and not isinstance(v, bool) for v in sides)
+                and all(1 <= v <= MAX_INPUT_SIDE for v in sides)):
+            raise ConfigError(f"input size {size!r} must be one or two integers from 1 to {MAX_INPUT_SIDE}")
+        labels = config.get("labels")
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            raise ConfigError(f"labels must be a list of names, got {str(labels)[:80]}")
+
+    @classmethod
+    def check_outputs(cls, config: dict) -> None:
+        """Refuse a (normalised) config whose labels do not name the head's outputs (tasks
+        with one output per label override this)."""
 
     @classmethod
     def head_options(cls, kind: str | None) -> type[Options]:

@@ -19,7 +19,8 @@ from ..data.loader import make_loader
 from ..errors import ConfigError, CvappsError, DataError
 from ..modelfile import save_model
 from ..options import Options, opt
-from ..progress import Phase
+from ..progress import Phase, note
+from ..runs import RunLock, stale_note
 from ..runtime import PRECISIONS, autocast, resolve_device
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -113,15 +114,22 @@ class Trainer:
             raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: it must divide by the "
                               f"{self.dist.world} processes")
         self.out = Path(cfg.out_dir)
-        done = [f for f in ("best.safetensors", "checkpoint.pt") if (self.out / f).exists()]
-        if done and not (cfg.resume or cfg.overwrite):
-            raise ConfigError(f"{self.out} already holds a trained model ({', '.join(done)})", path=str(self.out),
-                              hint="pass --resume to continue it, --overwrite to replace it, or another --out")
-        self.resume_state = None
-        if cfg.resume:
-            self.resume_state = load_checkpoint(self.out / "checkpoint.pt")
-            self._check_resume(self.resume_state, self.out / "checkpoint.pt")
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.out, "training run") if self.dist.main else None
+        stale = self.lock.acquire() if self.lock is not None else None  # before looking: two runs never both start
+        try:
+            done = [f for f in ("best.safetensors", "checkpoint.pt") if (self.out / f).exists()]
+            if done and not (cfg.resume or cfg.overwrite):
+                raise ConfigError(f"{self.out} already holds a trained model ({', '.join(done)})", path=str(self.out),
+                                  hint="pass --resume to continue it, --overwrite to replace it, or another --out")
+            if stale:
+                note(self.console, "note:", stale_note(self.out, stale), style="yellow")
+            self.resume_state = None
+            if cfg.resume:
+                self.resume_state = load_checkpoint(self.out / "checkpoint.pt")
+                self._check_resume(self.resume_state, self.out / "checkpoint.pt")
+        except BaseException:
+            self.release()
+            raise
         self.device = torch.device(device)
         seed_everything(cfg.seed)
         if cfg.freeze:
@@ -135,6 +143,11 @@ class Trainer:
         self.train_ds = make_train_ds(self.augment)
         self.metric, self.mode = model.primary_metric()
         self.records: list[dict] = []
+
+    def release(self) -> None:
+        """Let other runs into the folder (fit does, when it ends in any way)."""
+        if self.lock is not None:
+            self.lock.release()
 
     # ------------------------------------------------------------------------------------
     def _loader(self, ds, shuffle: bool):
@@ -179,6 +192,7 @@ class Trainer:
                 f"--resume" if done else "no epoch had finished, nothing was saved"), highlight=False, markup=False)
             raise
         finally:
+            self.release()
             distributed.teardown(self.dist, finished)
 
     def _check_resume(self, state: dict, path: Path) -> None:

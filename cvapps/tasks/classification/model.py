@@ -39,6 +39,13 @@ class ClassificationModel(TaskModel):
         return ClassificationHead(backbone.out_channels, h.num_outputs, h.hidden, h.activation, h.dropout)
 
     @classmethod
+    def check_outputs(cls, config: dict) -> None:
+        h, labels = config["head"], config.get("labels") or []
+        if h.get("kind", "multiclass") in ("multiclass", "multilabel") and len(labels) != h["num_outputs"]:
+            raise ConfigError(f"{len(labels)} labels for a head of {h['num_outputs']} outputs",
+                              hint="the label list names each output of the head, in order")
+
+    @classmethod
     def with_input_size(cls, config: dict, size) -> dict:
         """Classifiers crop a square: ``size`` S (or [S, S]); the resize keeps its ratio to the crop."""
         s = int(size[0] if isinstance(size, (list, tuple)) else size)

@@ -32,6 +32,16 @@ class DetectionModel(TaskModel):
         kind = config["head"].get("kind", "ssd")
         return DETECTION_HEADS.get(kind)(backbone, cls.head_options(kind).parse(config["head"]))
 
+    @classmethod
+    def check_outputs(cls, config: dict) -> None:
+        labels, n = config.get("labels") or [], config["head"].get("num_classes")
+        if n is not None and len(labels) != n:
+            raise ConfigError(f"{len(labels)} labels for a head of {n} classes",
+                              hint="the label list names each class of the head, in order")
+        ids = config.get("category_ids")
+        if ids is not None and len(ids) != len(labels):
+            raise ConfigError(f"{len(ids)} category ids for {len(labels)} labels")
+
     @property
     def has_eval_loss(self) -> bool:
         return self.head.has_eval_loss

@@ -76,6 +76,15 @@ class KeypointModel(TaskModel):
         return {**config, "head": h.to_dict(), "schema": schema.to_dict()}
 
     @classmethod
+    def check_outputs(cls, config: dict) -> None:
+        k, labels = len((config.get("schema") or {}).get("keypoints") or []), config.get("labels")
+        if k < 1:
+            raise ConfigError("the keypoint schema has no points")
+        if labels is not None and len(labels) != k:
+            raise ConfigError(f"{len(labels)} labels for {k} keypoints",
+                              hint="the label list names each keypoint of the schema, in order")
+
+    @classmethod
     def build_head(cls, config: dict, backbone: Backbone) -> nn.Module:
         h = KeypointHeadOptions.parse(config["head"])
         main = KEYPOINT_HEADS.get(h.kind).build(backbone, h)

@@ -95,6 +95,13 @@ class SegmentationModel(TaskModel):
         return SegHeadOptions
 
     @classmethod
+    def check_outputs(cls, config: dict) -> None:
+        labels, n = config.get("labels") or [], config["head"]["num_classes"]
+        if len(labels) != n:
+            raise ConfigError(f"{len(labels)} labels for a head of {n} classes",
+                              hint="the label list names each class of the head, in order")
+
+    @classmethod
     def build_head(cls, config: dict, backbone: Backbone):
         h = SegHeadOptions.parse(config["head"])
         if h.kind == "selfie":
