@@ -102,9 +102,13 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
         raise ConfigError(f"init {init!r} is not one of {', '.join(INIT)}")
     check_outputs({"--out": out})
     t_model = _model(teacher, task, train_options.get("device", "cpu"))
-    paths = image_files(data)
+    listed = image_files(data)
+    paths = list(dict.fromkeys(Path(p).resolve() for p in listed))  # an image given twice is one image
     if not paths:
         raise DataError("no images to distil on", path=str(data))
+    if len(paths) < len(listed):
+        note(console, "note:", f"{len(listed) - len(paths)} of the {len(listed)} images given were given before: "
+                               "each is distilled once", style="yellow")
     opts = {"labels": labels, "label_images": label_images, "temperature": temperature, "alpha": alpha,
             "conf": conf, "classes": classes, "palette": palette, "out": Path(out),
             "teacher_options": dict(teacher_options or {})}

@@ -14,7 +14,28 @@ import torch
 os.environ.setdefault("CVAPPS_OFFLINE", "1")  # tests never touch the network
 # nothing the tests make (e.g. the ONNX graphs predict caches) lands in the user's ~/.cache/cvapps
 os.environ["CVAPPS_HOME"] = tempfile.mkdtemp(prefix="cvapps-test-home-")
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))
+
+# Tests whose outcome depends on how floats round: two computation paths compared, or a
+# threshold on what training reaches. oneDNN rounds differently per CPU (AMX, AVX-512, AVX2)
+# and thread count, so `.ci/run` runs these a second time under another ISA with one thread
+# (`make test-isa`): a test that passes only by a near-tie fails on any machine. Add a test
+# here when its assertion compares floats from two paths or a trained metric with a bound.
+ROUNDING_SENSITIVE = (
+    "test_slicing.py::", "test_face_check.py::", "test_faces.py::test_top_down", "test_tracking.py::test_stream_equals",
+    "test_keypoints.py::test_pose_heatmap_overfits", "test_keypoints.py::test_landmark_heads_overfit",
+    "test_distill_seg_kp.py::test_landmark_student", "test_export.py::test_onnx_raw_outputs_match_pytorch",
+    "test_export.py::test_cli_onnxruntime_backend_json_equals_pytorch", "test_export.py::test_nms_in_graph",
+    "test_export.py::test_auto_backend_exports_once", "test_bundle.py::test_shared_backbone",
+    "test_bundle.py::test_a_shared_pass_runs_on_onnx", "test_detection_model.py::test_overfits_four_images",
+    "test_detection_model.py::test_round_trip", "test_movenet.py::", "test_facemesh.py::", "test_selfie.py::",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(key in item.nodeid for key in ROUNDING_SENSITIVE):
+            item.add_marker(pytest.mark.isa)
 
 
 def write_image(path: Path, rgb: np.ndarray) -> Path:

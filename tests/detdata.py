@@ -52,3 +52,23 @@ def make_detection_set(root: Path, size: int = 128, layout=LAYOUT) -> dict:
         (voc / f"img{k}.xml").write_text("".join(xml) + "</annotation>")
         (yolo / f"img{k}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
     return coco
+
+
+def repeated_set(root: Path, coco: dict, times: int = 6) -> tuple[Path, Path]:
+    """``coco``'s images ``times`` over (more steps per evaluated epoch): copies under their own
+    names in ROOT/repeated/ (a COCO file lists each image file once) -> (annotations, images)."""
+    import shutil
+
+    folder = root / "repeated"
+    folder.mkdir(exist_ok=True)
+    rep = {"images": [], "annotations": [], "categories": coco["categories"]}
+    for k in range(times):
+        for img in coco["images"]:
+            new_id, name = k * 10 + img["id"], f"rep{k}_{img['file_name']}"
+            shutil.copy(root / "images" / img["file_name"], folder / name)
+            rep["images"].append({**img, "id": new_id, "file_name": name})
+            for a in coco["annotations"]:
+                if a["image_id"] == img["id"]:
+                    rep["annotations"].append({**a, "id": len(rep["annotations"]) + 1, "image_id": new_id})
+    (root / "train.json").write_text(json.dumps(rep))
+    return root / "train.json", folder

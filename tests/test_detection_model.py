@@ -11,7 +11,7 @@ from rich.console import Console
 import cvapps
 
 from conftest import run_cli
-from detdata import make_detection_set
+from detdata import make_detection_set, repeated_set
 
 QUIET = Console(file=io.StringIO())
 
@@ -20,23 +20,16 @@ QUIET = Console(file=io.StringIO())
 def det_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("det")
     coco = make_detection_set(root)
-    # the 4 images repeated 6x per epoch: more steps per (evaluated) epoch
-    rep = {"images": [], "annotations": [], "categories": coco["categories"]}
-    for k in range(6):
-        for img in coco["images"]:
-            new_id = k * 10 + img["id"]
-            rep["images"].append({**img, "id": new_id})
-            rep["annotations"] += [{**a, "id": len(rep["annotations"]) + 1, "image_id": new_id}
-                                   for a in coco["annotations"] if a["image_id"] == img["id"]]
-    (root / "train.json").write_text(json.dumps(rep))
+    repeated_set(root, coco)  # the 4 images 6x per epoch: more steps per (evaluated) epoch
     return root
 
 
 @pytest.fixture(scope="module")
 def trained(det_set):
     out = det_set / "run"
-    r = cvapps.train("detect", str(det_set / "train.json"), images=str(det_set / "images"),
-                     val=str(det_set / "coco.json"), out=str(out), backbone="mobilenet_v2", img_size=128,
+    r = cvapps.train("detect", str(det_set / "train.json"), images=str(det_set / "repeated"),
+                     val=str(det_set / "coco.json"), val_images=str(det_set / "images"), out=str(out),
+                     backbone="mobilenet_v2", img_size=128,
                      epochs=20, batch_size=4, lr=3e-3, warmup_epochs=0.5, augment=False, console=QUIET)
     return r, out
 

@@ -139,8 +139,9 @@ def test_cli_onnxruntime_backend_json_equals_pytorch(tmp_path, capsys, case, com
 
 
 def _assert_clear_peaks(model, onnx_model, images):
-    """Every flip-tested heatmap's maximum beats its runner-up by 10x the largest
-    PyTorch / ONNX Runtime difference, so both backends pick the same cell (no tie-breaking)."""
+    """Every flip-tested heatmap's maximum beats its runner-up by more than twice the largest
+    PyTorch / ONNX Runtime difference, so both backends pick the same cell (no tie-breaking).
+    (The difference is ~3e-7 with AVX-512 / AVX2 kernels, 3e-3 with oneDNN's SSE4.1 ones.)"""
     from cvapps.data.io import read_image
 
     pre = model.preprocessor()
@@ -150,7 +151,7 @@ def _assert_clear_peaks(model, onnx_model, images):
     b = onnx_model.infer(x, flip_test=True).heatmaps.flatten(2)
     top = a.topk(2, -1).values
     gap, noise = float((top[..., 0] - top[..., 1]).min()), float((a - b).abs().max())
-    assert gap > 10 * noise, (gap, noise)
+    assert gap > 2 * noise, (gap, noise)
 
 
 def test_onnxruntime_backend_needs_an_onnx_file(tmp_path, capsys, tiny_model_file):

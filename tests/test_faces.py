@@ -154,7 +154,7 @@ def test_top_down_landmarks_crop_the_face_detectors_boxes(tmp_path, face_detecto
     (res,) = list(cvapps.predict(lm, [img], task="landmarks", stream=True, face_check="none"))
     want = face_detector.predict(img, scales=(1, 2))[0]  # an array is a still image: the enlarged pass too
     assert len(want) > 0  # the fixture's random weights do find "faces" in this noise
-    np.testing.assert_allclose(res.prediction.boxes, want.boxes)
+    np.testing.assert_allclose(res.prediction.boxes, want.boxes, atol=1e-4, rtol=0)  # up to float rounding
     (haar,) = list(cvapps.predict(lm, [img], task="landmarks", stream=True, boxes="haar"))
     assert len(haar.prediction) == 0  # OpenCV's cascade finds no face in noise
     assert isinstance(lm.spec.box_source("haar"), HaarFaces)

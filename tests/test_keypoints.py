@@ -233,7 +233,7 @@ def test_landmark_heads_overfit_and_round_trip(tmp_path, head, steps, limit):
 
 
 def test_pose_heatmap_overfits_to_oks_ap_one(tmp_path):
-    _, before, after, _, _ = _overfit("pose", tmp_path, 150, kind="heatmap")
+    _, before, after, _, _ = _overfit("pose", tmp_path, 250, kind="heatmap")  # 150 stopped at 0.86 on some CPUs
     assert before["AP"] < 0.5 and after["AP"] > 0.9 and after["PCK"] == 1.0, (before["AP"], after["AP"])
 
 

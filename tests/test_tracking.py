@@ -304,7 +304,7 @@ def test_stream_equals_predict_and_tracks_through_the_api(tmp_path, tiny_detecto
     streamed = list(tiny_detector.stream(video, batch_size=2, conf=0.1))
     assert [r.frame for r in streamed] == [0, 1, 2, 3, 4] and streamed[0].image.shape == (96, 128, 3)
     frames = [r.image for r in streamed]
-    listed = tiny_detector.predict(frames, conf=0.1)
+    listed = tiny_detector.predict(frames, conf=0.1, batch_size=2)  # the same batches: the same numbers
     for s, p in zip(streamed, listed):
         np.testing.assert_array_equal(s.prediction.boxes, p.boxes)
     tracked = list(cvapps.predict(tiny_detector, [video], task="detect", stream=True, track=True, track_high=0.3,

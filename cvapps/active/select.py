@@ -23,7 +23,7 @@ from ..errors import ConfigError, DataError
 from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
 from ..runs import RunLock
-from ..tasks.batch import memory_format, predict_inputs, prepare_threads, to_batch
+from ..tasks.batch import memory_format, predict_inputs, prepare_threads, refined, run_batch, to_batch
 from .pseudo import write_pseudo_labels
 from .strategies import STRATEGIES, hybrid, k_center_greedy, rank, random_order
 
@@ -54,6 +54,15 @@ def _scores(model, x: torch.Tensor, metas: list[dict], strategy: str, mc_passes:
     if strategy in ("random", "coreset"):
         return torch.zeros(x.shape[0])
     return model.spec.scores(model, x, metas, strategy, mc_passes).float().cpu()
+
+
+def _has_instances(model, pre, frames) -> torch.Tensor:
+    """(N,) 1 where ``predict`` finds an instance in the frame (its threshold and its
+    preprocessor's second look, e.g. the face check), else 0: a model that finds its own
+    instances scores an image where it finds none 0, like top-down models do."""
+    preds = refined(pre, run_batch(model, [fr.payload[0] for fr in frames], [fr.payload[1] for fr in frames],
+                                   pre=pre), [fr.image for fr in frames])
+    return torch.tensor([float(len(p) > 0) for p in preds])
 
 
 Key = tuple  # (path, video frame index or None)
@@ -218,6 +227,8 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
                     metas = [fr.payload[1] for fr in good]
                     s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
                         torch.zeros(len(good))
+                    if getattr(model, "finds_instances", False):  # a face detector: as predict sees the image
+                        s = s * _has_instances(model, pre, good)
                     rows = [[fr.source, "" if fr.frame is None else fr.frame, f"{float(v):.6g}"] for fr, v in zip(good, s)]
                     if need_emb:
                         crops = model.embed(x).cpu() if len(x) else torch.zeros(0, model.backbone.out_channels)
