@@ -26,10 +26,14 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--weights", default="mobilenet_v2.imagenet1k")
     ap.add_argument("--epochs", type=int, default=None, help="default: 40 (ImageNet backbone), 15 (COCO detector)")
-    ap.add_argument("--lr", type=float, default=None, help="default: 2e-3 (ImageNet backbone), 5e-4 (COCO detector)")
+    ap.add_argument("--lr", type=float, default=None, help="default: 2e-3 (ImageNet backbone), the detector's fine-tuning recipe")
     ap.add_argument("--img-size", type=int, default=None, help="default: 320, or the detector's own (300)")
     ap.add_argument("--head", default=None)
     ap.add_argument("--freeze", default=None)
+    ap.add_argument("--ema", type=float, default=None, help="EMA of the weights with this decay per step")
+    ap.add_argument("--warmup", type=float, default=None, help="warm-up epochs (default 1)")
+    ap.add_argument("--backbone-lr-ratio", type=float, default=None)
+    ap.add_argument("--norm-stats", default=None, help="update | fixed")
     args = ap.parse_args()
     root = require(Path(args.data) if args.data else data_root() / "voc-detection", "voc-detection")
     coco = args.weights.endswith(".coco")
@@ -44,13 +48,25 @@ def main() -> None:
     kw = {"kind": args.head} if args.head else {}
     if args.img_size or not coco:
         kw["img_size"] = args.img_size or 320
+    for name in ("ema", "backbone_lr_ratio", "norm_stats"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    if args.warmup is not None:
+        kw["warmup_epochs"] = args.warmup
+    if args.lr is not None or not coco:
+        kw["lr"] = args.lr or 2e-3
     t0 = time.perf_counter()
     r = cvapps.train("detect", str(ann), images=str(images), val_fraction=0.2, weights=args.weights,
-                     epochs=args.epochs or (15 if coco else 40), batch_size=16, lr=args.lr or (5e-4 if coco else 2e-3),
+                     epochs=args.epochs or (15 if coco else 40), batch_size=16,
                      freeze=args.freeze, out=out, overwrite=True, console=Console(file=io.StringIO()), **kw)
     wall = time.perf_counter() - t0
     best = cvapps.load(Path(out) / "best.safetensors")
     voc = cvapps.evaluate(best, val_data=val, metric="voc")
+    epochs = [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    trained = [e["AP50"] for e in epochs if e["epoch"] > 0]
+    result.update({"recipe": {k: v for k, v in kw.items() if k != "img_size"}, "best_epoch": r.get("best_epoch"),
+                   "AP50_per_epoch": [round(v, 4) for v in trained], "AP50_best_trained_epoch": round(max(trained), 4),
+                   "AP50_last_epoch": round(trained[-1], 4)})
     result.update({"img_size": best.config["preprocessing"]["input_size"], "epochs": r["epochs_run"],
                    "train_images": 80, "val_images": len(val), "mAP50_coco": round(r["val"]["AP50"], 4),
                    "mAP50_voc_allpoint": round(voc["mAP"], 4), "AP": round(r["val"]["AP"], 4),

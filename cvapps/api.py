@@ -17,12 +17,12 @@ from . import backbones as _bb
 from . import pretrained
 from .active import simulate as sim
 from .data.io import load_json, out_dir, out_file
-from .active.select import default_strategy
+from .active.select import check_counts, default_strategy
 from .active.select import select as _select
 from .active.strategies import STRATEGIES
 from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
-from .exporting import BACKENDS, OnnxModel, fastest, fastest_group, quantize_int8
+from .exporting import BACKENDS, OnnxModel, cached_graph, fastest, fastest_group, quantize_int8
 from .exporting import export as _export
 from .inference.bundle import Bundle
 from .data.sources import expand_sources, frame_batches
@@ -167,13 +167,16 @@ def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu",
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}", hint=" | ".join(BACKENDS))
     device = str(resolve_device(device))
-    if text.endswith(".onnx") or backend == "onnxruntime":
-        if not text.endswith(".onnx"):
-            raise ConfigError("the onnxruntime backend runs exported .onnx files",
-                              hint=f"cvapps export --model {text} --format onnx --out model.onnx")
+    if text.endswith(".onnx"):
         m = OnnxModel(text, device=device)
         check_task(m.task, task, text)
         return m
+    if backend == "onnxruntime":  # a model file or weights name: its graph, exported once to the cache
+        m = load(text, task, device)
+        reason = m.runtime_blocker({})
+        if reason:
+            raise ConfigError(f"{text} cannot run on ONNX Runtime: {reason}", hint="use --backend torch (or auto)")
+        return OnnxModel(cached_graph(m.eval().fold_batchnorm()), device=device)
     if Path(text).exists() or text.endswith(".safetensors"):
         return load_model(text, task=task, device=device)
     if text in all_weights():
@@ -411,7 +414,10 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
                       f"{len(from_teacher)} of {weights}'s classes learn from its predictions",
                       highlight=False, markup=False)
     make_train, val_ds = spec.datasets(model, tr, va, opts.skip_bad)
-    trainer = Trainer(model, cfg, make_train, val_ds, console)  # checks the run folder and checkpoint first
+    # a whole pretrained model of this task already works: it is epoch 0, best unless training beats it
+    works = bool(weights) and weights in all_weights() and get_spec(weights).kind == "model" \
+        and get_spec(weights).task == task
+    trainer = Trainer(model, cfg, make_train, val_ds, console, evaluate_start=works)  # checks the run folder first
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, "
                   f"{spec.describe(tr)} from {tr.source}", highlight=False, markup=False)
     if not weights and not cfg.resume:
@@ -457,6 +463,9 @@ def evaluate(model, data: str | None = None, *, task: str | None = None, val_dat
     spec = model.spec
     opts = DataOptions.parse(data_kw, data=data)
     va = val_data if val_data is not None else spec.read_eval(model, opts)
+    predicted = spec.evaluate_predicted(model, va, opts, eopts, helper_loader(device, "auto", console))
+    if predicted is not None:
+        return predicted
     ds = spec.eval_dataset(model, va, opts.skip_bad)
     ev = model.make_evaluator(ds)
     metrics = evaluate_dataset(model, ds, eopts.batch_size, eopts.precision, evaluator=ev, workers=eopts.workers)
@@ -492,6 +501,7 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
     ``backend`` "auto": a model file or weights name scores on ONNX Runtime (as ``predict``)
     when the strategy needs only the model's outputs — not MC-dropout passes or backbone
     embeddings (bald, variance, coreset, hybrid), which stay on PyTorch."""
+    check_counts(budget, kwargs.get("vid_stride", 10), kwargs.get("min_gap", 30))
     loaded_here = not isinstance(model, (TaskModel, OnnxModel))
     m = _model(model, None, device)
     own = inspect.signature(_select).parameters

@@ -142,7 +142,8 @@ def distill(task: str, teacher, data, *, labels: str | None = None, label_images
     console.print(f"distilling {len(train_data)} images from the teacher ({t_model.config['backbone']}, "
                   f"{spec.describe_outputs(t_model)}) into {student.config['backbone']} "
                   f"({spec.describe_outputs(student)})", highlight=False, markup=False)
-    result = Trainer(student, cfg, make_train, val_ds, console).fit()
+    # a student started from the teacher already works: it is epoch 0, best unless training beats it
+    result = Trainer(student, cfg, make_train, val_ds, console, evaluate_start=inherit).fit()
     if val:
         kw = {"images": val_images} if val_images else {}
         result["val"] = evaluate(load(Path(out) / "best.safetensors"), val, **kw)

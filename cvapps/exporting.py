@@ -89,10 +89,12 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     out = Path(out)
     if fmt == "torchscript":
         out.parent.mkdir(parents=True, exist_ok=True)
-        with torch.no_grad(), quiet_tracing():
+        with torch.no_grad(), quiet_tracing(), warnings.catch_warnings():
+            # PyTorch deprecates TorchScript (torch.export is its successor): the help says so once
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
             traced = torch.jit.trace(wrapper, x, check_trace=False)
-        atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={k + ".json": v for k, v in
-                                                                                      meta.items()}))
+            atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={k + ".json": v for k, v in
+                                                                                          meta.items()}))
         return out
     batch_axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names if getattr(raw, n).dim() > 0
                                             and getattr(raw, n).shape[0] == x.shape[0] and n != "anchors"}}
@@ -309,19 +311,30 @@ def fastest(model, device: str = "cpu", precision: str = "fp32", post: dict | No
         _say_once(console, "running on PyTorch; `pip install 'cvapps[onnx]'` runs models ~2-5x faster on CPU "
                            "(ONNX Runtime)")
         return model
-    if str(device) != "cpu" or precision != "fp32":
-        return model  # CUDA and bf16 are PyTorch's strengths; the ONNX path is CPU fp32
+    if str(device) != "cpu":
+        _say_once(console, f"running on PyTorch: --device {device} (the ONNX Runtime path is the CPU's)")
+        return model
+    if precision != "fp32":
+        _say_once(console, f"running on PyTorch: --precision {precision} is PyTorch's autocast (ONNX Runtime runs "
+                           "fp32)")
+        return model
     reason = model.runtime_blocker(post or {})
     if reason:
         _say_once(console, f"running on PyTorch: {reason}")
         return model
+    return OnnxModel(cached_graph(model, console), device="cpu", threads=threads)
+
+
+def cached_graph(model, console=None) -> Path:
+    """$CVAPPS_HOME/onnx/<digest>.onnx of ``model`` (a dynamic-batch export, made on first use;
+    the digest covers weights, config and versions)."""
     path = cvapps_home() / "onnx" / f"{model_digest(model)[:24]}.onnx"
     if not path.is_file():
         t = time.perf_counter()
         export(model, path, dynamic_batch=True)
         _say_once(console, f"exported the model for ONNX Runtime once ({time.perf_counter() - t:.1f} s): {path}; "
                            f"--backend torch runs PyTorch")
-    return OnnxModel(path, device="cpu", threads=threads)
+    return path
 
 
 class _GroupOutputs(nn.Module):

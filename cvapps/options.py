@@ -185,6 +185,9 @@ class EvalOptions(Options):
     batch_size: int = opt(32, low=1)
     precision: str = opt("fp32", choices=("fp32", "bf16"))
     workers: int | None = opt(None, low=0)  # data-loading processes (None: cvapps.data.loader.default_workers)
+    # keypoint tasks: "labels" crops the labelled boxes (the top-down protocol); "predict" finds the
+    # instances as `predict` does and matches them to the labels (None: the model's way)
+    instances: str | None = opt(None, choices=("labels", "predict"))
 
 
 @dataclasses.dataclass

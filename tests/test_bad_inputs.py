@@ -99,6 +99,33 @@ CASES = [
     # 11. README examples with defaults too large for the data
     ("simulate-too-many", "al-simulate classify --data {colours} --backbone mobilenet_v3_small --img-size 32", 2,
      ["--initial 100", "pool has 18 images", "--rounds"]),
+    # 12. untrusted input bounded, integrity checked as a whole (issue: a newcomer's sweep)
+    ("image-bomb", "predict classify {bomb} --model {cls_model} --backend torch", 2, ["bomb.png", "declares", "over the limit"]),
+    ("max-pixels-text", "predict classify {colours}/val --model {cls_model} --max-pixels lots", 2,
+     ["--max-pixels 'lots'"]),
+    ("coco-duplicate-image-id", "train detect --data {dup_ids} --images {det}/images " + TRAIN + " --out {tmp}/r", 2,
+     ["dup_ids.json", "also used by another image"]),
+    ("coco-negative-width", "eval detect --model {det_model} --data {neg_width} --images {det}/images", 2,
+     ["neg_width.json", "bbox [40, 10, -30, 5]: width -30 is not positive"]),
+    ("coco-path-escape", "train detect --data {escape} --images {det}/images " + TRAIN + " --out {tmp}/r", 2,
+     ["escape.json", "points outside the images folder", "--allow-outside-images"]),
+    ("coco-results-nan", "eval detect --results {nan_results} --data {det}/coco.json", 2,
+     ["nan_results.json", "record 0", "not a finite number"]),
+    ("model-flipped-bytes", "predict classify {colours}/val --model {flipped}", 2, ["flipped.safetensors",
+                                                                                   "sha256 mismatch"]),
+    ("model-labels-vs-head", "predict classify {colours}/val --model {long_labels}", 2,
+     ["long_labels.safetensors", "4 labels for a head of 3 outputs"]),
+    ("model-std-zero", "eval classify --model {std0} --data {colours}", 2, ["std0.safetensors", "holds 0"]),
+    ("out-is-a-file", "predict classify {colours}/val --model {cls_model} --out {afile}", 2,
+     ["afile", "is an existing file"]),
+    ("train-out-is-a-file", "train classify --data {colours} --img-size 32 " + TRAIN + " --out {afile}", 2,
+     ["afile", "is an existing file"]),
+    ("select-budget-zero", "select --model {cls_model} --pool {colours}/val --budget 0 --out {tmp}/s", 2,
+     ["--budget must be at least 1"]),
+    ("no-such-camera", "predict classify 7 --model {cls_model} --reconnect 0 --backend torch", 2, ["no camera 7"]),
+    ("unknown-task", "predict tracking {video}", 2, ["has no task 'tracking'", "detect"]),
+    ("schema-without-correspondence", "eval landmarks --model {lm_model} --data {pose_set} --images {faces}", 2,
+     ["do not correspond", "ibug68->face5"]),
 ]
 
 
@@ -147,9 +174,49 @@ def fx(tmp_path_factory) -> dict:
     (root / "boxes.json").write_text(json.dumps([{"image_id": 1, "bbox": [1, 1, 20, 20], "score": 1}]))
     (root / "stray.jsonl").write_text(json.dumps({"source": "elsewhere.png", "predictions": [
         {"keypoints": [1, 1, 1] * 5, "bbox": [0, 0, 5, 5]}]}) + "\n")
+    hostile = _hostile_files(root, coco, det, paths["cls_model"], faces)
     return {"det": det, "empty_coco": det / "empty.json", "no_images": det / "noimg.json", "yolo_nolabels": nolab,
             "colours": colours, "colours2": colours2, "run": run, "faces": faces, "seg": seg, "video": video,
-            "boxes": root / "boxes.json", "stray_jsonl": root / "stray.jsonl", **paths}
+            "boxes": root / "boxes.json", "stray_jsonl": root / "stray.jsonl", **paths, **hostile}
+
+
+def _hostile_files(root, coco, det, cls_model, faces) -> dict:
+    """Files a careless export or an attacker makes: a decompression bomb, COCO files broken as
+    a whole, model files whose bytes or config were edited, an output path that is a file."""
+    from test_modelfile import _edited
+    from test_untrusted import bomb_png
+
+    (root / "bomb.png").write_bytes(bomb_png(30000, 30000))
+    out = {"bomb": root / "bomb.png"}
+
+    def coco_file(name, change):
+        d = json.loads(json.dumps(coco))
+        change(d)
+        (det / name).write_text(json.dumps(d))
+        out[name.split(".")[0]] = det / name
+
+    coco_file("dup_ids.json", lambda d: d["images"][1].update(id=d["images"][0]["id"]))
+    coco_file("neg_width.json", lambda d: d["annotations"][0].update(bbox=[40, 10, -30, 5]))
+    coco_file("escape.json", lambda d: d["images"][0].update(file_name="../../x.png"))
+    (det / "nan_results.json").write_text('[{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": NaN}]')
+    out["nan_results"] = det / "nan_results.json"
+    data = bytearray(Path(cls_model).read_bytes())
+    for i in range(20):
+        data[-2000 - 13 * i] ^= 0xFF
+    (root / "flipped.safetensors").write_bytes(bytes(data))
+    out["flipped"] = root / "flipped.safetensors"
+    out["long_labels"] = _edited(root, cls_model, "long_labels.safetensors", lambda c: c.update(labels=c["labels"] + ["x"]))
+    out["std0"] = _edited(root, cls_model, "std0.safetensors", lambda c: c["preprocessing"].update(std=[0.0, 0.2, 0.2]))
+    (root / "afile").write_text("not a folder")
+    out["afile"] = root / "afile"
+    pose = json.loads((faces / "faces.json").read_text())  # face annotations relabelled as 17-point people
+    for a in pose["annotations"]:
+        a["keypoints"] = (a["keypoints"] * 4)[: 17 * 3]
+    for c in pose["categories"]:
+        c["keypoints"], c["skeleton"] = [f"point{i}" for i in range(17)], []
+    (root / "pose_set.json").write_text(json.dumps(pose))
+    out["pose_set"] = root / "pose_set.json"
+    return out
 
 
 def _quiet():

@@ -154,10 +154,22 @@ def _assert_clear_peaks(model, onnx_model, images):
     assert gap > 2 * noise, (gap, noise)
 
 
-def test_onnxruntime_backend_needs_an_onnx_file(tmp_path, capsys, tiny_model_file):
-    code, _, err = run_cli(capsys, "predict", "classify", tiny_model_file, "--model", tiny_model_file,
-                           "--backend", "onnxruntime")
-    assert code == 2 and "exported .onnx" in err and "cvapps export" in err
+def test_onnxruntime_backend_runs_a_model_file_through_its_cached_graph(tmp_path, capsys, tiny_model_file):
+    """--backend onnxruntime with a model file or weights name runs what the default runs
+    (it used to be refused: "runs exported .onnx files")."""
+    img = write_image(tmp_path / "a.png", np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    for backend in ("onnxruntime", "torch"):
+        code, _, err = run_cli(capsys, "predict", "classify", img, "--model", tiny_model_file, "--backend", backend,
+                               "--save-json", tmp_path / f"{backend}.jsonl")
+        assert code == 0, err
+    a, b = (json.loads((tmp_path / f"{n}.jsonl").read_text()) for n in ("onnxruntime", "torch"))
+    assert _close(a["predictions"], b["predictions"])
+    assert isinstance(cvapps.load(tiny_model_file, backend="onnxruntime"), OnnxModel)
+    torch.manual_seed(0)
+    rcnn = cvapps.save(cvapps.create_model("detect", "mobilenet_v3_small", labels=["a"], kind="fasterrcnn",
+                                           img_size=64), tmp_path / "rcnn.safetensors")
+    code, _, err = run_cli(capsys, "predict", "detect", img, "--model", rcnn, "--backend", "onnxruntime")
+    assert code == 2 and "cannot run on ONNX Runtime" in err and len(err.strip().splitlines()) == 1
 
 
 def test_export_does_not_print_the_tracers_constant_warnings(tmp_path, tiny_model):

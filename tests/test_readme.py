@@ -38,7 +38,7 @@ COMMANDS = readme_commands()
 
 
 def test_the_readme_has_commands():
-    assert len(COMMANDS) > 30
+    assert len(COMMANDS) >= 5
 
 
 @pytest.mark.parametrize("line", COMMANDS)

@@ -329,7 +329,7 @@ def test_a_stream_url_that_cannot_be_opened_is_one_line(capsys, monkeypatch, tin
     monkeypatch.setattr(sources, "RECONNECT_WAIT", 0.0)
     code, _, err = run_cli(capsys, "predict", "classify", "rtsp://127.0.0.1:9/none", "--model", tiny_model_file,
                            "--reconnect", "1")
-    assert code == 2 and "rtsp://127.0.0.1:9/none: cannot open video (tried 2 times)" in err
+    assert code == 2 and "rtsp://127.0.0.1:9/none: cannot open stream (tried 2 times)" in err
 
 
 def test_a_dropped_stream_reconnects_and_numbering_continues(monkeypatch):

@@ -125,3 +125,102 @@ def test_csv_training_for_every_kind(tmp_path, colour_folder, kind, rows, metric
         assert set(model.labels) == {"red", "blue", "green", "warm", "cold"} and pred.scores.shape == (5,)
     else:
         assert isinstance(pred.value, float) and pred.to_dict() == [{"value": pred.value}]
+
+
+def _trainer(model, colour_folder, out, evaluate_start=False, **cfg):
+    """A Trainer on the colour classes, as cvapps.train builds it."""
+    import io
+
+    from rich.console import Console
+
+    from cvapps.options import DataOptions
+
+    spec = model.spec
+    tr, va = spec.read_train(DataOptions.parse({}, data=str(colour_folder)))
+    make_train, val_ds = spec.datasets(model, tr, va)
+    log = io.StringIO()
+    config = trainer_mod.TrainConfig.parse({"epochs": 2, "batch_size": 6, "lr": 3e-3, "warmup_epochs": 0,
+                                            "out_dir": str(out), **cfg})
+    return trainer_mod.Trainer(model, config, make_train, val_ds, Console(file=log, width=300),
+                               evaluate_start=evaluate_start), log
+
+
+def test_a_working_start_stays_best_unless_training_beats_it(tmp_path, colour_folder):
+    """Fine-tuning a model that already works is judged against where it started: epoch 0 is
+    evaluated, and when no epoch beats it (here a wrecking learning rate), best.safetensors is
+    the starting model, said in a note."""
+    good = tmp_path / "good"
+    cvapps.train("classify", str(colour_folder), out=str(good), **FAST)
+    start = cvapps.load(good / "best.safetensors")
+    tensors = {k: v.clone() for k, v in start.state_dict().items()}
+    trainer, log = _trainer(start, colour_folder, tmp_path / "ft", evaluate_start=True, lr=5.0, clip_grad=None)
+    r = trainer.fit()
+    assert r["best_epoch"] == 0 and r["epochs_run"] == 2
+    recs = [json.loads(ln) for ln in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert recs[0]["epoch"] == 0 and "train_loss" not in recs[0]
+    for rec in recs[1:]:  # no epoch beat it: a lower top-1, or the same with a higher validation loss
+        assert rec["top1"] < recs[0]["top1"] or (rec["top1"] == recs[0]["top1"] and rec["val_loss"] > recs[0]["val_loss"])
+    saved = load_file(tmp_path / "ft" / "best.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in tensors.items())
+    assert "no epoch beat the starting model" in " ".join(log.getvalue().split())
+
+
+def test_ema_weights_are_the_average_of_the_steps_and_resume_exactly(tmp_path, colour_folder, monkeypatch):
+    from torch.optim.swa_utils import AveragedModel
+
+    seen = []
+    real = AveragedModel.update_parameters
+
+    def record(self, model):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real(self, model)
+
+    monkeypatch.setattr(AveragedModel, "update_parameters", record)
+    torch.manual_seed(0)
+    m = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
+    trainer, _ = _trainer(m, colour_folder, tmp_path / "ema", epochs=1, batch_size=9, ema=0.75)
+    trainer.fit()
+    assert len(seen) == 2  # 18 images, batches of 9
+    last = load_file(tmp_path / "ema" / "last.safetensors")
+    for k, v in last.items():
+        if v.is_floating_point():  # the first step's weights, then 0.75 x them + 0.25 x the second's
+            torch.testing.assert_close(v, 0.75 * seen[0][k] + 0.25 * seen[1][k], rtol=1e-5, atol=1e-6)
+    # exact resume: two epochs in one go == one epoch, then --resume for the second
+    monkeypatch.setattr(AveragedModel, "update_parameters", real)
+    torch.manual_seed(0)
+    m1 = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
+    _trainer(m1, colour_folder, tmp_path / "full", epochs=2, batch_size=9, ema=0.75)[0].fit()
+    torch.manual_seed(0)
+    m2 = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
+    real_sched = trainer_mod.unfreeze_schedule
+
+    def stop(model, epoch, *a, **k):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_sched(model, epoch, *a, **k)
+
+    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", stop)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(m2, colour_folder, tmp_path / "part", epochs=2, batch_size=9, ema=0.75)[0].fit()
+    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", real_sched)
+    m3 = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
+    _trainer(m3, colour_folder, tmp_path / "part", epochs=2, batch_size=9, ema=0.75, resume=True)[0].fit()
+    a, b = load_file(tmp_path / "full" / "last.safetensors"), load_file(tmp_path / "part" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fixed_norm_stats_train_the_weights_but_keep_the_statistics(tmp_path, colour_folder):
+    torch.manual_seed(0)
+    m = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    _trainer(m, colour_folder, tmp_path / "fixed", epochs=1, norm_stats="fixed")[0].fit()
+    after = load_file(tmp_path / "fixed" / "last.safetensors")
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in before if k.endswith(".weight") and not k.endswith("running_var")]
+    assert stats and all(torch.equal(after[k], before[k]) for k in stats)
+    assert any(not torch.equal(after[k], before[k]) for k in weights)
+    torch.manual_seed(0)
+    m2 = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
+    _trainer(m2, colour_folder, tmp_path / "update", epochs=1)[0].fit()
+    moved = load_file(tmp_path / "update" / "last.safetensors")
+    assert any(not torch.equal(moved[k], before[k]) for k in stats)  # the default updates them

@@ -45,8 +45,10 @@ def bomb_png(width: int, height: int, real: bool = False) -> bytes:
 
 
 @pytest.fixture
-def limit():
-    """Restores the process's pixel limit after a test changes it."""
+def limit(monkeypatch):
+    """The default pixel limit during the test, restored after it."""
+    monkeypatch.delenv("CVAPPS_MAX_PIXELS", raising=False)
+    set_max_pixels(None)
     yield
     set_max_pixels(None)
 
@@ -82,7 +84,7 @@ def test_the_header_is_checked_before_any_decode(tmp_path, limit):
         set_max_pixels("lots")
 
 
-def test_predict_folder_skips_the_bomb_and_keeps_the_rest(tmp_path, capsys, tiny_model_file):
+def test_predict_folder_skips_the_bomb_and_keeps_the_rest(tmp_path, capsys, tiny_model_file, limit):
     folder = tmp_path / "photos"
     write_image(folder / "a.png", colour_image((200, 10, 10)))
     (folder / "bomb.png").write_bytes(bomb_png(30000, 30000))
@@ -161,7 +163,7 @@ def http_folder(folder: Path):
         srv.shutdown()
 
 
-def test_image_urls_are_fetched_not_mangled(tmp_path, tiny_model, capsys, tiny_model_file):
+def test_image_urls_are_fetched_not_mangled(tmp_path, tiny_model, capsys, tiny_model_file, limit):
     write_image(tmp_path / "web" / "x.png", colour_image((200, 100, 50)))
     (tmp_path / "web" / "bomb.png").write_bytes(bomb_png(30000, 30000))
     with http_folder(tmp_path / "web") as base:

@@ -134,6 +134,13 @@ def _pick(strategy: str, keys: list[Key], scores: torch.Tensor, emb: torch.Tenso
     return picks, {i: shown[i] for i in picks if i in shown}
 
 
+def check_counts(budget: int, vid_stride: int = 10, min_gap: int = 30) -> None:
+    """A budget, stride or gap below 1 can do nothing: one line, before any work."""
+    for name, v in (("--budget", budget), ("--vid-stride", vid_stride), ("--min-gap", min_gap)):
+        if int(v) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {v}")
+
+
 def default_strategy(model) -> str:
     """Entropy where the model gives class probabilities, else its first uncertainty score."""
     ok = supported(model)
@@ -170,9 +177,7 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     if strategy not in ok:
         raise ConfigError(f"strategy {strategy!r} needs {STRATEGIES[strategy].needs}, which a {model.task} "
                           f"model does not provide", hint=f"strategies for this model: {', '.join(ok)}")
-    for name, v in (("--budget", budget), ("--vid-stride", vid_stride), ("--min-gap", min_gap)):
-        if int(v) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {v}")
+    check_counts(budget, vid_stride, min_gap)
     out_dir = checked_dir(out, "--out")
     if copy_to:
         checked_dir(copy_to, "--copy-to")

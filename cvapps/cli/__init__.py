@@ -126,6 +126,11 @@ TRAIN = {
     "clip_grad": (Optional[float], Opt(5.0, help="gradient norm clip (0: off)")),
     "time_limit": (Optional[float], Opt(None, help="stop after the epoch that crosses this many minutes")),
     "seed": (int, Opt(0)), "resume": (bool, Opt(False, help="continue from OUT/checkpoint.pt")),
+    "ema": (Optional[float], Opt(None, help="keep an exponential moving average of the weights with this decay per "
+                                            "step (e.g. 0.98); it is what is evaluated and saved")),
+    "norm_stats": (Optional[str], Opt(None, help="update (default) or fixed: norm layers keep their running "
+                                                 "statistics while the weights train (small batches, pretrained "
+                                                 "detectors)")),
     "keep_classes": (bool, Opt(False, help="with --weights of a pretrained detector or classifier: keep all its "
                                            "classes and add the data's; the frozen original supervises its own "
                                            "(classifiers also need --negatives)")),
@@ -369,34 +374,37 @@ def _limits_from_argv(argv: list[str]) -> list[str]:
     return rest
 
 
-@app.command()
-def backbones() -> None:
-    """List backbones: feature strides, channels, parameters, available weights."""
-    t = Table(*(Column(c, overflow="fold") for c in ("strides", "channels", "params", "weights", "pool idx")))
-    t.columns.insert(0, Column("name", no_wrap=True))
-    for r in _api().backbone_table():
-        t.add_row(r["name"], ",".join(map(str, r["strides"])), ",".join(map(str, r["channels"])),
-                  f"{r['params'] / 1e6:.1f}M", ", ".join(r["weights"]) or "-", "yes" if r["pool_indices"] else "")
-    out.print(t)
-
-
-@weights_app.command("list")
-def weights_list() -> None:
-    """List known weights: task, where they come from, licence, and whether they are cached."""
-    cols = ("name", "task", "backbone", "metric", "cached", "licence", "sources")
-    rows = [(r["name"], r["task"], r["backbone"], ", ".join(f"{k} {v}" for k, v in r["metrics"].items()) or "-",
-             "yes" if r["cached"] else "no", r["licence"] or "-", ", ".join(r["sources"]))
-            for r in _api().weights_table()]
-    if not out.is_terminal:  # a pipe or a log: one tab-separated line per weights, nothing folded
+def _print_rows(cols: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A table on a terminal; elsewhere (a pipe, a log) one tab-separated line per row with a
+    header line, nothing folded or squeezed to 80 columns."""
+    if not out.is_terminal:
         print("\t".join(cols))
         for r in rows:
             print("\t".join(r))
         return
     t = Table(*(Column(c, overflow="fold") for c in cols[1:]))
-    t.columns.insert(0, Column("name", no_wrap=True))
+    t.columns.insert(0, Column(cols[0], no_wrap=True))
     for r in rows:
         t.add_row(*r)
     out.print(t)
+
+
+@app.command()
+def backbones() -> None:
+    """List backbones: feature strides, channels, parameters, available weights."""
+    _print_rows(("name", "strides", "channels", "params", "weights", "pool idx"),
+                [(r["name"], ",".join(map(str, r["strides"])), ",".join(map(str, r["channels"])),
+                  f"{r['params'] / 1e6:.1f}M", ", ".join(r["weights"]) or "-", "yes" if r["pool_indices"] else "")
+                 for r in _api().backbone_table()])
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """List known weights: task, where they come from, licence, and whether they are cached."""
+    _print_rows(("name", "task", "backbone", "metric", "cached", "licence", "sources"),
+                [(r["name"], r["task"], r["backbone"], ", ".join(f"{k} {v}" for k, v in r["metrics"].items()) or "-",
+                  "yes" if r["cached"] else "no", r["licence"] or "-", ", ".join(r["sources"]))
+                 for r in _api().weights_table()])
 
 
 @weights_app.command("pull")
@@ -433,7 +441,8 @@ command(predict_app, "multi", MULTI, help=_predict_multi.__doc__, hidden=True)(_
 @app.command()
 def export(
     model: str = typer.Option(..., help="model file, or a weights name such as mobilenet_v2.imagenet1k"),
-    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript (deprecated by PyTorch since 2.9, which "
+                                                       "recommends torch.export; onnx runs everywhere cvapps does)"),
     out_file: str = typer.Option(..., "--out", help="output file (.onnx / .pt)"),
     dynamic_batch: bool = typer.Option(False, help="a variable batch dimension (default: batch 1)"),
     img_size: Optional[str] = TRAIN["img_size"][1],
@@ -533,6 +542,7 @@ def benchmark(
     variants: Optional[str] = typer.Option(None, help="comma-separated subset of torch_fp32, torch_channels_last, "
                                                       "torch_bf16, onnxruntime_fp32, onnxruntime_int8"),
     out_file: Optional[str] = typer.Option(None, "--out", help="also write the JSON here"),
+    frames: int = typer.Option(100, help="frames of the video the fps are measured on"),
 ) -> None:
     """Speed (images/s at batch 1 and 16, video fps) and, with --data, accuracy of a model
     per backend and precision on this machine: a table on stderr, JSON on stdout."""
@@ -540,8 +550,10 @@ def benchmark(
 
     _api().check_outputs(files={"--out": out_file})
     extra = {"images": images} if images else {}
+    if frames < 1:
+        raise CvappsError(f"--frames must be at least 1, got {frames}")
     r = run(model, list(sample or []) or ([images] if images else None), data,
-            tuple(variants.split(",")) if variants else VARIANTS, console=err, **extra)
+            tuple(variants.split(",")) if variants else VARIANTS, video_frames=frames, console=err, **extra)
     err.print(table(r))
     if out_file:
         Path(out_file).write_text(_json(r) + "\n")

@@ -6,14 +6,14 @@ keypoints (K, 3) = x, y, visibility (0 unlabelled, 1 occluded, 2 visible)."""
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from ..ops.keypoints import box_from_points
-from ..schema import Schema, from_dataset
+from ..schema import Schema, convert_points, from_dataset
 from .coco import check_coco
 from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json
 
@@ -64,6 +64,14 @@ class KeypointData:
 
     def subset(self, idx: list[int]) -> "KeypointData":
         return KeypointData([self.records[i] for i in idx], self.schema, self.source, self.skipped)
+
+    def converted(self, schema: Schema, groups: tuple[tuple[int, ...], ...]) -> "KeypointData":
+        """The same instances with their points in ``schema`` (cvapps.schema.convert_points with
+        ``groups``); boxes and areas unchanged."""
+        records = [KpRecord(r.path, r.width, r.height, r.image_id,
+                            [replace(i, keypoints=convert_points(i.keypoints, groups)) for i in r.instances])
+                   for r in self.records]
+        return KeypointData(records, schema, self.source, self.skipped)
 
     def to_coco(self) -> dict:
         """COCO keypoints ground truth (skeleton 1-based, as COCO stores it)."""

@@ -234,6 +234,7 @@ class TaskModel(nn.Module):
         return self
 
     folded: bool = False
+    fixed_norm_stats: bool = False  # training keeps every norm layer's statistics (--norm-stats fixed)
 
     def train(self, mode: bool = True) -> "TaskModel":
         """Frozen norm layers (see cvapps.training.freezing) stay in eval mode: their running
@@ -244,7 +245,7 @@ class TaskModel(nn.Module):
         and reloaded models behave the same."""
         super().train(mode)
         if mode:
-            fixed = bool(self.config.get("fixed_norms"))
+            fixed = bool(self.config.get("fixed_norms")) or self.fixed_norm_stats
             for m in self.modules():
                 if (fixed or getattr(m, "_cvapps_frozen", False)) and isinstance(m, NORMS):
                     m.eval()

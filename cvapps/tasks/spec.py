@@ -144,6 +144,11 @@ class TaskSpec:
         """The evaluation data for ``model`` (labels mapped / checked against the model's)."""
         raise NotImplementedError  # pragma: no cover
 
+    def evaluate_predicted(self, model, data, opts: DataOptions, eval_opts: EvalOptions, load) -> dict | None:
+        """Metrics computed from what ``predict`` finds (``load``: the helper-model loader
+        predict uses), for models or options that need it; None: evaluate the usual way."""
+        return None
+
     def finish_eval(self, model, data, evaluator, metrics: dict, opts: EvalOptions) -> dict:
         """Task-specific extras after the metrics (other metric kinds, results files, pictures)."""
         return metrics

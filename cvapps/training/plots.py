@@ -13,7 +13,8 @@ def plot_curves(records: list[dict], path: Path, metric: str) -> None:
 
     ep = [r["epoch"] for r in records]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(ep, [r["train_loss"] for r in records], "o-", label="train loss")
+    trained = [r for r in records if "train_loss" in r]  # epoch 0 (the starting model) has no training loss
+    a.plot([r["epoch"] for r in trained], [r["train_loss"] for r in trained], "o-", label="train loss")
     if any("val_loss" in r for r in records):
         a.plot(ep, [r.get("val_loss") for r in records], "o-", label="val loss")
     a.set_xlabel("epoch")

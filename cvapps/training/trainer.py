@@ -13,6 +13,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 from rich.console import Console
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import TensorDataset
 
 from ..data.loader import make_loader
@@ -56,6 +57,12 @@ class TrainConfig(Options):
     overwrite: bool = False  # train into an out_dir that already holds a trained model
     skip_bad: bool = False
     keep_classes: bool = False  # learning without forgetting (see cvapps.api.train)
+    # an exponential moving average of the weights (decay per step): evaluated and saved instead of the
+    # raw weights; steadies fine-tuning of pretrained models on small sets
+    ema: float | None = opt(None, low=0.0, high=1.0, low_open=True)
+    # "fixed": every norm layer keeps its running statistics (eval mode) while the weights, its affine
+    # parameters included, train — detectors fine-tuned with small batches keep what they learnt
+    norm_stats: str = opt("update", choices=("update", "fixed"))
     time_limit_min: float | None = opt(None, low=0.0, low_open=True)  # stop after the epoch crossing it
     device: str = "cpu"
 
@@ -105,8 +112,11 @@ class Trainer:
     """``model``: a TaskModel. ``train_ds``/``val_ds``: datasets yielding (x (3,S,S), target)
     (see cvapps.data). ``make_train_ds(augment)`` lets the trainer pick the pipeline."""
 
-    def __init__(self, model, cfg: TrainConfig, make_train_ds, val_ds, console: Console | None = None):
-        self.model, self.cfg, self.val_ds = model, cfg, val_ds
+    def __init__(self, model, cfg: TrainConfig, make_train_ds, val_ds, console: Console | None = None,
+                 evaluate_start: bool = False):
+        """``evaluate_start``: the model already works (a pretrained task model being fine-tuned):
+        it is evaluated as epoch 0 and stays best.safetensors unless an epoch beats it."""
+        self.model, self.cfg, self.val_ds, self.evaluate_start = model, cfg, val_ds, evaluate_start
         self.dist, device = distributed.setup(cfg.device)
         # only rank 0 talks, logs and writes files
         self.console = (console or Console(stderr=True, markup=False)) if self.dist.main else Console(quiet=True)
@@ -134,6 +144,7 @@ class Trainer:
         seed_everything(cfg.seed)
         if cfg.freeze:
             freeze(model, cfg.freeze)
+        model.fixed_norm_stats = cfg.norm_stats == "fixed"
         self.augment = cfg.augment if cfg.augment is not None else cfg.freeze != "backbone"
         # frozen backbone, no random augmentation, no later unfreeze: features are fixed (single
         # process only: under DDP every rank runs its shard through the frozen backbone)
@@ -171,12 +182,11 @@ class Trainer:
                 bar.advance(len(x))
         return TensorDataset(torch.cat(feats), torch.cat(targets))
 
-    def _forward(self, x: torch.Tensor):
-        return self.model.forward_cached(x) if self.cache else self.model(x)
-
-    def evaluate(self, ds, loader=None) -> dict:
-        return evaluate_dataset(self.model, ds, self.cfg.batch_size, self.cfg.precision, self._forward,
-                                loader=loader or self._loader(ds, False))
+    def evaluate(self, ds, loader=None, model=None) -> dict:
+        """Metrics of ``model`` (default the trained one) on ``ds``."""
+        m = model if model is not None else self.model
+        return evaluate_dataset(m, ds, self.cfg.batch_size, self.cfg.precision,
+                                m.forward_cached if self.cache else m, loader=loader or self._loader(ds, False))
 
     # ------------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -236,7 +246,10 @@ class Trainer:
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        start, best, best_loss, bad_epochs = 0, None, math.inf, 0
+        # with --ema the averaged weights are what is evaluated and saved (the raw ones train on)
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+        kept = (lambda: ema.module) if ema is not None else (lambda: model)
+        start, best, best_loss, bad_epochs, best_epoch = 0, None, math.inf, 0, None
         ckpt_path = self.out / "checkpoint.pt"
         if self.resume_state is not None:
             state = self.resume_state
@@ -245,9 +258,27 @@ class Trainer:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             start, best, bad_epochs = state["epoch"] + 1, state["best"], state["bad_epochs"]
-            best_loss = state["best_loss"]
+            best_loss, best_epoch = state["best_loss"], state.get("best_epoch")
+            if ema is not None:
+                if "ema" not in state:
+                    raise ConfigError("the checkpoint was trained without --ema", path=str(ckpt_path),
+                                      hint="resume with the same options")
+                ema.load_state_dict(state["ema"])
             self.records = [json.loads(r) for r in state["records"]]
             self.console.print(f"resumed from {ckpt_path} at epoch {start}")
+        elif self.evaluate_start and val_ds is not None:  # the start is a candidate: fine-tuning may not beat it
+            rec = {"epoch": 0}
+            if self.dist.main:
+                rec.update({f"val_{k}" if k == "loss" else k: v for k, v in self.evaluate(val_ds, val_loader).items()
+                            if not isinstance(v, (list, dict))})
+                save_model(model, self.out / "best.safetensors")
+            rec = distributed.from_main(self.dist, rec)
+            best, best_loss, best_epoch = rec.get(self.metric), rec.get("val_loss", math.inf), 0
+            if best is None:  # no metric to compare: training decides
+                best, best_epoch = None, None
+            self.records.append(rec)
+            self.console.print("epoch 0 (the starting model): " + " ".join(
+                f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in rec.items() if k != "epoch") + " *best*")
         self._write_records()
 
         t_start = time.time()
@@ -276,6 +307,8 @@ class Trainer:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                     opt.step()
                     sched.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
                     loss_sum += loss.item() * x.shape[0]
                     n_seen += x.shape[0]
                     bar.advance(x.shape[0])
@@ -285,7 +318,7 @@ class Trainer:
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": head_lr,
                    "train_time_s": round(elapsed, 2), "images_per_s": round(n_seen / elapsed, 1)}
             if val_ds is not None and self.dist.main:  # rank 0 evaluates the whole set: exact metrics
-                m = self.evaluate(val_ds, val_loader)
+                m = self.evaluate(val_ds, val_loader, kept())
                 rec.update({f"val_{k}" if k == "loss" else k: v for k, v in m.items()
                             if not isinstance(v, (list, dict))})
             rec = distributed.from_main(self.dist, rec)
@@ -295,20 +328,21 @@ class Trainer:
             improved = best is None or (score > best if self.mode == "max" else score < best) or (
                 score == best and vloss < best_loss)
             if improved:
-                best, best_loss, bad_epochs = score, vloss, 0
+                best, best_loss, bad_epochs, best_epoch = score, vloss, 0, epoch + 1
             else:
                 bad_epochs += 1
             self.records.append(rec)
             if self.dist.main:
                 if improved:
-                    save_model(model, self.out / "best.safetensors")
-                save_model(model, self.out / "last.safetensors")
+                    save_model(kept(), self.out / "best.safetensors")
+                save_model(kept(), self.out / "last.safetensors")
                 self._write_records()
                 save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
                                 scheduler=sched.state_dict(), epoch=epoch, best=best, best_loss=best_loss,
-                                bad_epochs=bad_epochs, frozen=frozen_state(model),
+                                best_epoch=best_epoch, bad_epochs=bad_epochs, frozen=frozen_state(model),
                                 model_config=json.dumps(model.config),
-                                records=[json.dumps(r) for r in self.records], config=json.dumps(asdict(cfg)))
+                                records=[json.dumps(r) for r in self.records], config=json.dumps(asdict(cfg)),
+                                **({"ema": ema.state_dict()} if ema is not None else {}))
             distributed.barrier(self.dist)
             shown = {k: (f"{v:.2e}" if k == "lr" else round(v, 4)) if isinstance(v, float) else v
                      for k, v in rec.items()}
@@ -321,7 +355,13 @@ class Trainer:
                                      and time.time() - t_start > 60 * cfg.time_limit_min):
                 self.console.print(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch + 1}")
                 break
-        return {"best": best, "metric": self.metric, "epochs_run": len(self.records), "out_dir": str(self.out),
+        if best_epoch == 0:
+            note(self.console, "note:", f"no epoch beat the starting model ({self.metric} {round(best, 4)}): "
+                                        f"{self.out}/best.safetensors is the starting model, last.safetensors the "
+                                        "last epoch's (a lower --lr, fewer epochs or more data may help)",
+                 style="yellow")
+        return {"best": best, "metric": self.metric, "best_epoch": best_epoch,
+                "epochs_run": sum(r["epoch"] > 0 for r in self.records), "out_dir": str(self.out),
                 "rank": self.dist.rank, "world_size": self.dist.world}
 
     def _write_records(self) -> None:

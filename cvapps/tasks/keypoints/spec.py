@@ -16,7 +16,9 @@ from ...data.keypoints import KeypointData, read_keypoints
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
 from ...progress import count
-from ...schema import resolve
+from ...schema import (CORRESPONDENCES, FACE_BY_COUNT, Schema, builtin, convert_points, correspondence,
+                       resolve)
+from ..batch import predict_inputs
 from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
 from .heads import KEYPOINT_HEADS
 from .topdown import DetectorBoxes, FileBoxes, TopDown
@@ -63,11 +65,46 @@ def detector_scales(detector, scales, items) -> tuple[float, ...] | None:
     return None
 
 
-def check_schema(model, data: KeypointData) -> None:
-    k, mk = data.num_keypoints, len(model.schema)
-    if k != mk:
-        raise DataError(f"the data has {k} keypoints per instance, the model's schema "
-                        f"{model.schema.name!r} has {mk}", path=data.source)
+def bridge(data: KeypointData, schema: Schema) -> tuple[KeypointData, tuple | None, str | None]:
+    """Labels and predictions in one schema, where the points correspond (cvapps.schema.
+    CORRESPONDENCES: the dense face schemas' 5 points, FaceMesh's iBUG-68 points): (the labels,
+    converted to ``schema`` when they can be; the groups converting predicted points to the
+    labels' schema otherwise, else None; what was mapped, for the metrics' "schema" note).
+    DataError when the schemas differ and do not correspond."""
+    if data.schema.name == schema.name or (data.num_keypoints == len(schema) and "custom" in (data.schema.name,
+                                                                                           schema.name)):
+        return data, None, None
+    to_model = correspondence(data.schema.name, schema.name)
+    if to_model is not None:
+        return data.converted(schema, to_model), None, f"labels' {data.schema.name} points as {schema.name}"
+    to_labels = correspondence(schema.name, data.schema.name)
+    if to_labels is not None:
+        return data, to_labels, f"predicted {schema.name} points as {data.schema.name}"
+    for a, common in CORRESPONDENCES:  # both map to a third schema (e.g. the 5 face points)
+        if a == data.schema.name and correspondence(schema.name, common) is not None:
+            return (data.converted(builtin(common), correspondence(a, common)), correspondence(schema.name, common),
+                    f"labels' {data.schema.name} and predicted {schema.name} points as {common}")
+    known = sorted({f"{a}->{b}" for a, b in CORRESPONDENCES})
+    raise DataError(f"the data has {data.num_keypoints} keypoints per instance (schema {data.schema.name!r}), the "
+                    f"model's schema {schema.name!r} has {len(schema)}, and their points do not correspond",
+                    path=data.source, hint=f"schemas cvapps maps between: {', '.join(known)}")
+
+
+def as_results_rows(rows: list[dict], groups: tuple | None) -> list[dict]:
+    """Result rows (COCO keypoint instances) with their points converted by ``groups``."""
+    if groups is None:
+        return rows
+    return [{**r, "keypoints": convert_points(np.asarray(r["keypoints"], np.float64).reshape(-1, 3),
+                                              groups).reshape(-1).tolist()} for r in rows]
+
+
+def as_results(preds: list, paths: list, groups: tuple | None) -> dict[str, list[dict]]:
+    """Predictions (one per image) -> results per file name, as a predict JSON Lines file has
+    them; ``groups``: converts each instance's points to the labels' schema."""
+    by_name: dict[str, list[dict]] = {}
+    for path, pred in zip(paths, preds):
+        by_name.setdefault(Path(path).name, []).extend(as_results_rows(pred.to_dict(), groups))
+    return by_name
 
 
 class KeypointSpec(TaskSpec):
@@ -91,6 +128,10 @@ class KeypointSpec(TaskSpec):
                   CliOption("loss", str, None, "regression: wing | l1 | l2 (default wing faces, l1 pose)"),
                   CliOption("cascade", bool, False, "add a stage refining each point from a patch around it"),
                   CliOption("sigma", float, 2.0, "heatmap Gaussian sigma (heatmap pixels)")),
+        "eval": (CliOption("instances", str, None, "labels: crop the labelled boxes (top-down protocol); predict: "
+                                                  "find instances as `predict` does (default detector, face check) "
+                                                  "and match them to the labels; default: labels, or predict for "
+                                                  "models that find their own (the face detector)"),),
     }
     default_kind = "heatmap"
     tracks = track_video = smooths = True
@@ -161,18 +202,53 @@ class KeypointSpec(TaskSpec):
         return make_train, KeypointDataset(val, td, None, model.perm, skip_bad) if val is not None else None
 
     def read_eval(self, model, opts: DataOptions):
+        """The labels, in the model's schema where they can be (see ``bridge``); labels whose
+        points only the model's predictions can be mapped to are evaluated by predicting."""
         d = self._read(opts.data, opts.images, opts)
-        check_schema(model, d)
-        return d
+        labels, groups, note = bridge(d, model.schema)
+        labels.mapped = (groups, note)
+        return labels
+
+    def evaluate_predicted(self, model, data, opts: DataOptions, eval_opts: EvalOptions, load) -> dict | None:
+        """Metrics of the instances ``predict`` finds (the default detector or the model's own
+        faces, the face check) matched to the labels by box IoU, like a results file: for a
+        model that finds its own instances (the face detector), for ``--instances predict``, and
+        where only predictions can be mapped to the labels' schema. None: crop the labels' boxes."""
+        groups, note = getattr(data, "mapped", (None, None))
+        own = getattr(model, "finds_instances", False)
+        mode = eval_opts.instances or ("predict" if own or groups is not None else "labels")
+        if mode == "labels":
+            if own:
+                raise ConfigError("this model finds its own instances: it is evaluated on what it finds",
+                                  hint="drop --instances labels (or use --instances predict)")
+            if groups is not None:
+                raise ConfigError(f"the model's {model.schema.name} points map to the labels' {data.schema.name} "
+                                  "points only from its predictions", hint="evaluate with --instances predict")
+            return None
+        paths = [str(r.path) for r in data.records]
+        pre, post = self.predict_setup(model, load, paths)
+        preds = predict_inputs(model, paths, eval_opts.batch_size, eval_opts.precision, pre=pre, **post)
+        by_name = as_results(preds, paths, groups)
+        pairs, missed = match_results(by_name, data)
+        metrics = {**self.results_metrics(data, by_name, pairs, missed), "instances": "predict"}
+        return {**metrics, "schema": note} if note else metrics
 
     def evaluate_results(self, results: str, opts: DataOptions, eval_opts: EvalOptions) -> dict:
         gt = self._read(opts.data, opts.images, opts, need_images=False)
         by_name = load_results(results, gt)
+        counts = {len(p.get("keypoints") or []) // 3 for ps in by_name.values() for p in ps}
+        note = None
+        if len(counts) == 1:
+            (k,) = counts
+            if k != gt.num_keypoints and k in FACE_BY_COUNT:  # a face model of another schema
+                gt, groups, note = bridge(gt, builtin(FACE_BY_COUNT[k]))
+                by_name = {n: as_results_rows(ps, groups) for n, ps in by_name.items()}
         pairs, missed = match_results(by_name, gt)
         if not pairs and missed:
             raise DataError(f"no prediction matches any of the {missed} labelled instances", path=results,
                             hint="check that the results are for these images (file names / image ids)")
-        return self.results_metrics(gt, by_name, pairs, missed)
+        metrics = self.results_metrics(gt, by_name, pairs, missed)
+        return {**metrics, "schema": note} if note else metrics
 
     def results_metrics(self, gt, by_name, pairs, missed) -> dict:  # pragma: no cover - per task
         raise NotImplementedError
