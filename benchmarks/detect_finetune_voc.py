@@ -17,6 +17,7 @@ from rich.console import Console
 
 import cvapps
 from cvapps.data.detection import read_coco
+from cvapps.weights import get_spec
 from cvapps.tasks.spec import split_every_kth
 
 
@@ -48,7 +49,7 @@ def main() -> None:
     kw = {"kind": args.head} if args.head else {}
     if args.img_size or not coco:
         kw["img_size"] = args.img_size or 320
-    for name in ("ema", "backbone_lr_ratio", "norm_stats"):
+    for name in ("ema", "backbone_lr_ratio", "norm_stats", "freeze"):
         if getattr(args, name) is not None:
             kw[name] = getattr(args, name)
     if args.warmup is not None:
@@ -58,13 +59,14 @@ def main() -> None:
     t0 = time.perf_counter()
     r = cvapps.train("detect", str(ann), images=str(images), val_fraction=0.2, weights=args.weights,
                      epochs=args.epochs or (15 if coco else 40), batch_size=16,
-                     freeze=args.freeze, out=out, overwrite=True, console=Console(file=io.StringIO()), **kw)
+                     out=out, overwrite=True, console=Console(file=io.StringIO()), **kw)
     wall = time.perf_counter() - t0
     best = cvapps.load(Path(out) / "best.safetensors")
     voc = cvapps.evaluate(best, val_data=val, metric="voc")
     epochs = [json.loads(ln) for ln in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     trained = [e["AP50"] for e in epochs if e["epoch"] > 0]
-    result.update({"recipe": {k: v for k, v in kw.items() if k != "img_size"}, "best_epoch": r.get("best_epoch"),
+    recipe = {k: v for k, v in kw.items() if k != "img_size"}
+    result.update({"recipe": recipe or {"weights' fine_tune": get_spec(args.weights).fine_tune}, "best_epoch": r.get("best_epoch"),
                    "AP50_per_epoch": [round(v, 4) for v in trained], "AP50_best_trained_epoch": round(max(trained), 4),
                    "AP50_last_epoch": round(trained[-1], 4)})
     result.update({"img_size": best.config["preprocessing"]["input_size"], "epochs": r["epochs_run"],

@@ -396,8 +396,16 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
             check_value("kind", kind, field.metadata, group.what)
     data_kw, train_kw, head_kw = split_options(options, DataOptions, TrainConfig, _head_group(spec, kind))
     opts = DataOptions.parse(data_kw, data=data)
-    tuned = get_spec(weights).fine_tune if weights and weights in all_weights() else {}
+    # a whole pretrained model of this task already works: its recipe fine-tunes it, and it is epoch 0
+    works = bool(weights) and weights in all_weights() and get_spec(weights).kind == "model" \
+        and get_spec(weights).task == task
+    tuned = get_spec(weights).fine_tune if works else {}  # (not for a model of another task giving its backbone)
     cfg = TrainConfig.parse({**spec.train_defaults, **tuned, **train_kw}, out_dir=str(out), skip_bad=opts.skip_bad)
+    applied = {k: v for k, v in tuned.items() if train_kw.get(k) is None}
+    if applied:
+        console.print(f"fine-tuning recipe of {weights}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                                                     applied.items()) + " (an option you give wins)",
+                      highlight=False, markup=False)
     seed_everything(cfg.seed)  # before building: head init is part of a seeded run
     tr, va = spec.read_train(opts, kind)
     if opts.negatives and not cfg.keep_classes:
@@ -414,9 +422,6 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
                       f"{len(from_teacher)} of {weights}'s classes learn from its predictions",
                       highlight=False, markup=False)
     make_train, val_ds = spec.datasets(model, tr, va, opts.skip_bad)
-    # a whole pretrained model of this task already works: it is epoch 0, best unless training beats it
-    works = bool(weights) and weights in all_weights() and get_spec(weights).kind == "model" \
-        and get_spec(weights).task == task
     trainer = Trainer(model, cfg, make_train, val_ds, console, evaluate_start=works)  # checks the run folder first
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, "
                   f"{spec.describe(tr)} from {tr.source}", highlight=False, markup=False)

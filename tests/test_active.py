@@ -332,3 +332,14 @@ def test_contact_sheet_sets_each_picture_on_its_caption(tmp_path):
     row = sheet[32, 64:128]  # the tall picture: 32 px wide, centred in its tile
     assert (row[:16] == 255).all() and (row[48:] == 255).all()
     assert (np.abs(row[16:48].astype(int) - [30, 30, 200]) <= 2).all()
+
+
+def test_a_budget_above_the_pool_selects_all_and_says_so(tmp_path, pool, tiny_model):
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    sel = cvapps.select(tiny_model, pool, 99, "entropy", out=str(tmp_path / "sel"), console=Console(file=buf))
+    assert len(sel) == 6 and [r["rank"] for r in sel] == list(range(1, 7))
+    assert "--budget 99 is more than the pool's 6 candidates" in buf.getvalue().replace("\n", " ")

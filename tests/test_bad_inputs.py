@@ -124,6 +124,12 @@ CASES = [
      ["--budget must be at least 1"]),
     ("no-such-camera", "predict classify 7 --model {cls_model} --reconnect 0 --backend torch", 2, ["no camera 7"]),
     ("unknown-task", "predict tracking {video}", 2, ["has no task 'tracking'", "detect"]),
+    ("voc-folder-missing", "train detect --data {tmp}/nosuch --format voc --images {det}/images " + TRAIN +
+     " --out {tmp}/r", 2, ["nosuch", "no such folder", "VOC"]),
+    ("yolo-folder-missing", "train detect --data {tmp}/nosuch --format yolo --images {det}/images " + TRAIN +
+     " --out {tmp}/r", 2, ["nosuch", "no such folder", "YOLO"]),
+    ("seg-classes-not-the-models", "eval segment --model {seg_model} --data {camvid_like}", 2,
+     ["data's", "classes", "not the model's"]),
     ("schema-without-correspondence", "eval landmarks --model {lm_model} --data {pose_set} --images {faces}", 2,
      ["do not correspond", "ibug68->face5"]),
 ]
@@ -208,6 +214,11 @@ def _hostile_files(root, coco, det, cls_model, faces) -> dict:
     out["long_labels"] = _edited(root, cls_model, "long_labels.safetensors", lambda c: c.update(labels=c["labels"] + ["x"]))
     out["std0"] = _edited(root, cls_model, "std0.safetensors", lambda c: c["preprocessing"].update(std=[0.0, 0.2, 0.2]))
     (root / "afile").write_text("not a folder")
+    cam = root / "camvid"  # the CamVid layout: its 11 classes, void 11
+    write_image(cam / "val" / "s0.png", colour_image((90, 120, 60)))
+    (cam / "valannot").mkdir()
+    cv2.imwrite(str(cam / "valannot" / "s0.png"), (np.arange(48 * 64).reshape(48, 64) % 12).astype(np.uint8))
+    out["camvid_like"] = cam
     out["afile"] = root / "afile"
     pose = json.loads((faces / "faces.json").read_text())  # face annotations relabelled as 17-point people
     for a in pose["annotations"]:

@@ -271,6 +271,14 @@ def test_save_coco_uses_the_ground_truths_ids_by_name(tmp_path, capsys, coco_det
     labels = [p["label"] for p in json.loads((tmp_path / "p.jsonl").read_text())["predictions"]]
     expected = sorted({"airplane": 1, "person": 2}[n] for n in labels if n in ("airplane", "person"))
     assert rows and sorted(r["category_id"] for r in rows) == expected and {r["image_id"] for r in rows} == {7}
+    # an image the ground truth does not hold: left out (a position id would name one of the file's images)
+    other = write_image(tmp_path / "b.png", np.random.default_rng(2).integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    code, _, err = run_cli(capsys, "predict", "detect", img, other, "--conf", 0.0, "--classes", "person,airplane",
+                           "--save-coco", tmp_path / "c2.json",
+                           "--coco-gt", tmp_path / "gt.json")
+    assert code == 0, err
+    assert {r["file_name"] for r in json.loads((tmp_path / "c2.json").read_text())} == {"a.png"}
+    assert "1 images are not in the --coco-gt file" in " ".join(err.split()) and "b.png" in err
 
 
 def test_other_tasks_on_the_detectors_backbone_keep_its_padding_and_normalisation(coco_detector):
@@ -304,3 +312,22 @@ def test_a_cached_model_converted_under_an_older_manifest_config_gets_the_curren
     assert read_config(path)["fixed_norms"] is True  # the manifest's current config
     assert tensor_digest(cvapps.load(path).state_dict()) == tensor_digest(model.state_dict())
     assert pretrained.model_file(spec.name) == path  # now current: served as is
+
+
+def test_the_detectors_fine_tuning_recipe_is_for_fine_tuning_it_not_for_its_backbone(tmp_path, coco_detector,
+                                                                                     colour_folder):
+    import io
+
+    from detdata import make_detection_set
+    from rich.console import Console
+
+    make_detection_set(tmp_path / "det")
+    said = {}
+    for task, data, kw in (("detect", str(tmp_path / "det" / "coco.json"), {"images": str(tmp_path / "det" / "images")}),
+                           ("classify", str(colour_folder), {"img_size": 32})):
+        buf = io.StringIO()
+        cvapps.train(task, data, weights=NAME, epochs=1, batch_size=4, out=str(tmp_path / task), console=Console(
+            file=buf, width=200), **kw)
+        said[task] = buf.getvalue()
+    assert f"fine-tuning recipe of {NAME}: --lr 0.0005, --freeze backbone, --ema 0.98" in said["detect"]
+    assert "recipe" not in said["classify"]

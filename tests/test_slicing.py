@@ -81,6 +81,13 @@ def test_a_part_never_outscores_or_suppresses_its_whole_box():
                    _dets([])],
                   [(0, 0, 500, 335)] + wins, 500, 335, iou=0.45, max_det=100)
     assert train.boxes.tolist() == [[4, 45, 221, 288]]
+    # chelsea.jpg (400 x 266): a strip of the cat from the lower tiles starts 1.5 px below their top edge (y 118)
+    wins = windows(266, 400, 2, 2)
+    assert wins[2][1] == 118
+    cat = merge([_dets([[5.8, 0.1, 345.9, 264.3, 0.88, 0]]), _dets([]), _dets([]),
+                 _dets([[3.4, 119.5 - 118, 215.8, 144.0 - 118, 0.78, 0]]), _dets([])],
+                [(0, 0, 400, 266)] + wins, 400, 266, iou=0.45, max_det=100)
+    assert cat.scores.tolist() == pytest.approx([0.88])
 
 
 def test_sliced_predict_is_the_detector_on_the_image_and_each_tile_merged(tiny_detector):

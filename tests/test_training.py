@@ -224,3 +224,10 @@ def test_fixed_norm_stats_train_the_weights_but_keep_the_statistics(tmp_path, co
     _trainer(m2, colour_folder, tmp_path / "update", epochs=1)[0].fit()
     moved = load_file(tmp_path / "update" / "last.safetensors")
     assert any(not torch.equal(moved[k], before[k]) for k in stats)  # the default updates them
+
+
+def test_freeze_none_overrides_a_weights_recipe_that_freezes():
+    from cvapps.training.trainer import TrainConfig
+
+    assert TrainConfig.parse({"freeze": "backbone"}).freeze == "backbone"
+    assert TrainConfig.parse({"freeze": "backbone", **{"freeze": "none"}}).freeze is None

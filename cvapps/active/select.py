@@ -253,7 +253,10 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
             d = model.backbone.out_channels
             emb = torch.from_numpy(np.memmap(emb_file, np.float16, "r").reshape(-1, d)[keep].astype(np.float32))
         local, shown = _pick(strategy, keys, scores, emb, budget, k, seed, min_gap)
-        if len(local) < min(budget, len(keys)):
+        if budget > len(keys) == len(local):
+            note(console, "note", f"--budget {budget} is more than the pool's {len(keys)} candidates: all of them "
+                                  "are selected, ranked")
+        elif len(local) < min(budget, len(keys)):
             note(console, "note", f"selected {len(local)} of the {budget} asked: frames closer than --min-gap {min_gap} "
                                   "to a pick are not picked, and no other candidate is left")
         sel = [{"path": keys[i][0], "source": keys[i][0], "frame": keys[i][1],

@@ -118,7 +118,7 @@ TRAIN = {
     "batch_size": (Optional[int], Opt(None, help="global batch (default: the task's recipe)")),
     "lr": (Optional[float], Opt(None, help="head learning rate (default: the task's recipe)")),
     "weight_decay": (float, Opt(1e-4)), "warmup_epochs": (float, Opt(1.0)),
-    "freeze": (Optional[str], Opt(None, help="backbone | stage:N | regex over module names")),
+    "freeze": (Optional[str], Opt(None, help="backbone | stage:N | regex over module names | none (overrides a weights recipe)")),
     "unfreeze_at": (Optional[int], Opt(None, help="gradual unfreeze: from this epoch, one stage per epoch")),
     "backbone_lr_ratio": (float, Opt(0.1, help="backbone lr = lr x ratio")),
     "augment": (Optional[bool], Opt(None, "--augment/--no-augment", help="default: on unless --freeze backbone")),

@@ -149,6 +149,8 @@ def read_voc(xml_dir: str | Path, images: str | Path, labels: list[str] | None =
     beside the folder, else the sorted names found. ``difficult`` objects count as crowd
     (ignored in matching and evaluation, as in the VOC protocol)."""
     xml_dir = Path(xml_dir)
+    if not xml_dir.is_dir():
+        raise DataError("no such folder (VOC: a folder of .xml files)", path=str(xml_dir))
     files = sorted(xml_dir.glob("*.xml"))
     if not files:
         raise DataError("no .xml files found", path=str(xml_dir))
@@ -201,6 +203,8 @@ def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None 
     in ``txt_dir`` or where YOLO exports put them (``obj_train_data/``, ``labels/``). Images
     without a .txt have no objects. Classes from ``labels`` or a names file."""
     txt_dir, images = Path(txt_dir), Path(images)
+    if not txt_dir.is_dir():
+        raise DataError("no such folder (YOLO: a folder of .txt label files)", path=str(txt_dir))
     if labels is None:
         nf = _names_file(txt_dir)
         if nf is None:

@@ -89,6 +89,10 @@ def iter_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str
         if drawn is not None:
             drawn.close()
         coco.close()
+        if coco.not_in_ids:
+            missing = coco.not_in_ids
+            note(console, "note", f"{len(missing)} images are not in the --coco-gt file, their detections are left out "
+                                  f"of {save_coco}: {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}")
         summary.outputs = [str(p) for p in annotated.written]
 
 

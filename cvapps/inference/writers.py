@@ -82,13 +82,18 @@ class CocoResultsWriter:
 
     def __init__(self, path: str | Path | None, ids: dict[str, int] | None = None,
                  categories: dict[str, int] | None = None):
-        self.path, self.ids, self.categories, self.rows, self.n = path, ids or {}, categories, [], 0
+        self.path, self.ids, self.categories, self.rows, self.n = path, ids, categories, [], 0
+        self.not_in_ids: list[str] = []  # with ``ids``: images the ground truth does not hold (left out)
 
     def add(self, source: str, frame: int | None, records: list[dict]) -> None:
         if not self.path or frame is not None:
             return
         self.n += 1
-        image_id = self.ids.get(Path(source).name, self.n)
+        name = Path(source).name
+        if self.ids is not None and name not in self.ids:  # a run-position id would name another image of the file
+            self.not_in_ids.append(name)
+            return
+        image_id = self.n if self.ids is None else self.ids[name]
         for r in records:
             cat = r["category_id"] if self.categories is None else self.categories.get(r.get("label"))
             if cat is not None:

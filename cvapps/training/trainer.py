@@ -44,7 +44,7 @@ class TrainConfig(Options):
     weight_decay: float = opt(1e-4, low=0.0)
     warmup_epochs: float = opt(1.0, low=0.0)
     backbone_lr_ratio: float = opt(0.1, low=0.0)
-    freeze: str | None = None
+    freeze: str | None = None  # "backbone" | "stage:N" | a regex over module names | "none"
     unfreeze_at: int | None = opt(None, low=0)
     patience: int | None = opt(None, low=1)
     precision: str = opt("fp32", choices=PRECISIONS)
@@ -68,6 +68,8 @@ class TrainConfig(Options):
 
     def validate(self) -> None:
         resolve_device(self.device)
+        if self.freeze in ("none", ""):  # overrides a weights' recipe that freezes
+            self.freeze = None
 
 
 def seed_everything(seed: int) -> None:

@@ -29,7 +29,7 @@ CONTAINED = 0.5  # part of another pass's box: this much of its area inside it (
 # a cut box this much inside a better-scoring box of another class (a part the tile named wrongly:
 # a cat's back end called "dog") is that box's object too; measured on the VOC photos, 0.5-0.9 alike
 OTHER_CLASS = 0.7
-EDGE = 0.01  # a box ending within this fraction of the tile's side from an inner edge was cut by it
+EDGE = 0.02  # a box ending within this fraction of the tile's side from an inner edge was cut by it
 
 
 def parse_tiles(value) -> tuple[int, int] | None:

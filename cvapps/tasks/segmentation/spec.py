@@ -163,8 +163,14 @@ class SegmentationSpec(TaskSpec):
         return distill.distill_data(teacher, paths, run, opts, read=read)
 
     def read_eval(self, model, opts: DataOptions):
-        return load(opts.data, opts.images, opts.masks, opts.split, model.labels if opts.masks else None, None,
+        data = load(opts.data, opts.images, opts.masks, opts.split, model.labels if opts.masks else None, None,
                     int(model.config["head"]["ignore_index"]), opts)
+        if list(data.labels) != list(model.labels):  # pixels would be scored against another class list
+            shown = ", ".join(data.labels[:6]) + (", ..." if len(data.labels) > 6 else "")
+            raise ConfigError(f"the data's {len(data.labels)} classes ({shown}) are not the model's "
+                              f"{len(model.labels)} ({', '.join(model.labels[:6])})",
+                              hint="evaluate on masks of the model's classes (--images DIR --masks DIR)")
+        return data
 
     def evaluate_results(self, results: str, opts: DataOptions, eval_opts: EvalOptions) -> dict:
         """Predicted label-map PNGs (named like the images) against ground truth, no model;
