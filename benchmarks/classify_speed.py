@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 
 import cvapps
-from cvapps.exporting import fastest
+from cvapps.runtimes import prepare
 from cvapps.weights import pull
 
 from _common import data_root, flops_per_image, matmul_peak_gflops, require
@@ -64,7 +64,7 @@ def main() -> None:
     tf = w.transforms()
     ours = cvapps.load("mobilenet_v2.imagenet1k")
     # the default `cvapps predict classify` path: ONNX Runtime when installed (exported once, cached)
-    auto = fastest(cvapps.load("mobilenet_v2.imagenet1k").eval().fold_batchnorm())
+    auto = prepare(cvapps.load("mobilenet_v2.imagenet1k").eval().fold_batchnorm())
     backend = type(auto).__name__
 
     def best(fn, *a):

@@ -24,7 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cvapps
 from cvapps.data.transforms import size_hw
-from cvapps.exporting import OnnxModel, export
+from cvapps.exporting import export
+from cvapps.runtimes import OnnxModel
 from cvapps.runtime import autocast
 from cvapps.tasks.batch import run_batch
 

@@ -22,7 +22,9 @@ from .active.select import select as _select
 from .active.strategies import STRATEGIES
 from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
-from .exporting import BACKENDS, OnnxModel, cached_graph, fastest, fastest_group, quantize_int8
+from .exporting import quantize_int8
+from .runtimes import GraphModel, OnnxModel, bundle_runtime, check_backend, load_file, prepare, prepare_group, \
+    prepare_helper
 from .exporting import export as _export
 from .inference.bundle import Bundle
 from .data.sources import expand_sources, frame_batches
@@ -30,7 +32,7 @@ from .inference.runner import iter_predict, run_predict
 from .modelfile import check_task, load_model, save_model
 from .options import DataOptions, EvalOptions, Options, check_value, split_options
 from .progress import Phase, note
-from .runtime import check_precision, resolve_device
+from .runtime import RUN_PRECISIONS, check_precision, resolve_device
 from .tasks import TASKS, TaskModel
 from .tasks.batch import memory_format, predict_inputs, to_batch
 from .tracking import SmoothOptions, TrackingOptions, TrackOptions
@@ -159,24 +161,27 @@ def create_model(task: str = "classify", backbone: str | None = None, weights: s
     return model.eval()
 
 
-def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu", backend: str = "torch"):
+def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu", backend: str = "torch",
+         precision: str = "fp32", compile: bool = True):
     """A model file path, or a weights name such as ``mobilenet_v2.imagenet1k``. An exported
-    ``.onnx`` file (or ``backend="onnxruntime"``) loads as an ONNX Runtime model; "auto"
-    loads like "torch" (``predict`` then picks the runtime: cvapps.exporting.fastest)."""
+    graph (``.onnx``, OpenVINO ``.xml``) loads on its runtime; with ``backend`` naming a
+    runtime other than PyTorch (and ``compile``), a model file or weights name is compiled
+    for it (cvapps.runtimes.prepare); "auto" loads like "torch" (``predict`` then picks the
+    runtime)."""
     text = str(name_or_path)
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}", hint=" | ".join(BACKENDS))
+    check_backend(backend)
     device = str(resolve_device(device))
-    if text.endswith(".onnx"):
-        m = OnnxModel(text, device=device)
-        check_task(m.task, task, text)
-        return m
-    if backend == "onnxruntime":  # a model file or weights name: its graph, exported once to the cache
-        m = load(text, task, device)
-        reason = m.runtime_blocker({})
-        if reason:
-            raise ConfigError(f"{text} cannot run on ONNX Runtime: {reason}", hint="use --backend torch (or auto)")
-        return OnnxModel(cached_graph(m.eval().fold_batchnorm()), device=device)
+    graph = load_file(text, device, backend, precision=precision)
+    if graph is not None:
+        check_task(graph.task, task, text)
+        return graph
+    m = _load_model(text, task, device)
+    if compile:
+        return prepare_helper(m, backend, device, precision, named_only=True)
+    return m
+
+
+def _load_model(text: str, task: str | None, device: str):
     if Path(text).exists() or text.endswith(".safetensors"):
         return load_model(text, task=task, device=device)
     if text in all_weights():
@@ -193,13 +198,13 @@ def save(model: TaskModel, path: str | Path) -> Path:
     return save_model(model, path)
 
 
-def _model(model, task: str | None, device: str = "cpu", backend: str = "torch"):
-    """A ready model: TaskModel / OnnxModel objects pass through (their task checked), names
+def _model(model, task: str | None, device: str = "cpu", backend: str = "torch", compile: bool = True):
+    """A ready model: TaskModel / GraphModel objects pass through (their task checked), names
     and paths load."""
-    if isinstance(model, (TaskModel, OnnxModel)):
+    if isinstance(model, (TaskModel, GraphModel)):
         check_task(model.task, task, "the model")
         return model
-    return load(model, task=task, device=device, backend=backend)
+    return load(model, task=task, device=device, backend=backend, compile=compile)
 
 
 def helper_loader(device: str = "cpu", backend: str = "auto", console: Console | None = None,
@@ -212,8 +217,8 @@ def helper_loader(device: str = "cpu", backend: str = "auto", console: Console |
 
     def load_helper(name, task):
         m = _model(name, task, device)
-        if backend == "auto" and isinstance(m, TaskModel) and not getattr(m, "finds_instances", False):
-            return fastest(m.eval().fold_batchnorm(), device, "fp32", {}, console, threads)
+        if isinstance(m, TaskModel) and not getattr(m, "finds_instances", False):
+            return prepare_helper(m, backend, device, "fp32", console=console, threads=threads)
         return m
 
     return load_helper
@@ -275,7 +280,7 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     """Stream sources through a model (a TaskModel, a model file, an exported .onnx file, a
     weights name, or None for the task's default). ``backend``: "auto" runs a model named
     by file or weights name on ONNX Runtime when it is installed and can run it (exported
-    once to a cache; cvapps.exporting.fastest), else PyTorch; "torch"; "onnxruntime" for
+    once to a cache; cvapps.runtimes.prepare), else PyTorch; "torch"; "onnxruntime" / "openvino" for
     .onnx files. A TaskModel object passed in runs as it is. ``options``: the streaming options of
     cvapps.inference.runner.iter_predict (batch_size, out_dir, save_json, precision,
     vid_stride, save_coco, console, threads, reconnect), tracking (see ``tracking_options``:
@@ -291,12 +296,12 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     for key in ("batch_size", "vid_stride"):
         if run.get(key) is not None and int(run[key]) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {run[key]}")
-    check_precision(run.get("precision", "fp32"))
+    check_precision(run.get("precision", "fp32"), RUN_PRECISIONS)
     tracking = tracking_options([TASKS.get(task)], options)  # checked before anything loads
     check_outputs({"--out": run.get("out_dir")}, {"--save-json": run.get("save_json"),
                                                   "--save-coco": run.get("save_coco")})
-    loaded_here = not isinstance(model, (TaskModel, OnnxModel))
-    model = _model(model or default_model(task), task, device, backend)
+    loaded_here = not isinstance(model, (TaskModel, GraphModel))
+    model = _model(model or default_model(task), task, device, backend, compile=False)
     if loaded_here and isinstance(model, TaskModel):  # ours alone, never trained or saved: fold BN for speed
         model.fold_batchnorm()
     notes: list[str] = []
@@ -308,8 +313,9 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
         run["coco_categories"] = model.spec.category_ids(model, gt)
     pre, post = model.spec.predict_setup(model, helper_loader(device, backend, run.get("console"), run.get("threads")),
                                          items, **task_options)
-    if backend == "auto" and loaded_here and isinstance(model, TaskModel):
-        model = fastest(model, device, run.get("precision", "fp32"), post, run.get("console"), run.get("threads"))
+    if loaded_here and isinstance(model, TaskModel):
+        model = prepare(model, backend, device, run.get("precision", "fp32"), post, run.get("console"),
+                        run.get("threads"), calib=[p for p in items if isinstance(p, (str, Path))][:100])
     if tracking is not None:
         post = model.spec.track_post(post, tracking.track.low)
     if stream:
@@ -342,10 +348,9 @@ def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, de
     every task's output under its task name. ``tasks``, when given, must match the models.
     ``backend`` "auto": models given by file or weights name run each shared pass on ONNX
     Runtime when it can run all its heads (exported once, cached; cvapps.exporting.
-    fastest_group), else PyTorch; "torch" keeps PyTorch."""
-    if backend not in ("auto", "torch"):
-        raise ConfigError(f"bundles run with backend auto or torch, not {backend!r}")
-    loaded_here = not isinstance(models, Bundle) and not any(isinstance(m, (TaskModel, OnnxModel)) for m in models)
+    prepare_group), else PyTorch; "torch" keeps PyTorch."""
+    group_runtime = bundle_runtime(backend)  # a bundle's shared passes run on PyTorch or ONNX Runtime
+    loaded_here = not isinstance(models, Bundle) and not any(isinstance(m, (TaskModel, GraphModel)) for m in models)
     bundle = models if isinstance(models, Bundle) else load_bundle(models, device)
     if tasks is not None and sorted(tasks) != sorted(m.task for m in bundle.models):
         raise ConfigError(f"tasks {','.join(tasks)} do not match the models' tasks {bundle.task}")
@@ -360,11 +365,11 @@ def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, de
         for spec in specs:
             kwargs = spec.track_post(kwargs, tracking.track.low)
     console.print(bundle.describe())
-    if backend == "auto" and loaded_here and str(device) == "cpu" and kwargs.get("precision", "fp32") == "fp32":
+    if group_runtime and loaded_here and str(device) == "cpu" and kwargs.get("precision", "fp32") == "fp32":
         for gi, g in enumerate(bundle.groups):
             group = [bundle.models[i] for i in g]
             post = {k: v for k, v in kwargs.items() if k not in _RUN_OPTIONS and k not in _TRACK_KEYS}
-            bundle.runners[gi] = fastest_group(group, post, console, kwargs.get("threads"))
+            bundle.runners[gi] = prepare_group(group, post, console, kwargs.get("threads"))
     return run_predict(bundle, sources, console=console, tracking=tracking, **kwargs)
 
 
@@ -507,7 +512,7 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
     when the strategy needs only the model's outputs — not MC-dropout passes or backbone
     embeddings (bald, variance, coreset, hybrid), which stay on PyTorch."""
     check_counts(budget, kwargs.get("vid_stride", 10), kwargs.get("min_gap", 30))
-    loaded_here = not isinstance(model, (TaskModel, OnnxModel))
+    loaded_here = not isinstance(model, (TaskModel, GraphModel))
     m = _model(model, None, device)
     own = inspect.signature(_select).parameters
     given = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
@@ -522,10 +527,10 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
     pre, _ = m.spec.predict_setup(m, helper_loader(device, backend, kwargs.get("console")), items, **asked)
     if getattr(pre, "not_for_select", None):
         raise ConfigError(pre.not_for_select)
-    if backend == "auto" and loaded_here and isinstance(m, TaskModel):
+    if loaded_here and isinstance(m, TaskModel):
         name = strategy or default_strategy(m)
-        if name in STRATEGIES and STRATEGIES[name].needs in ("probs", "none"):
-            m = fastest(m, device, "fp32", {}, kwargs.get("console"))
+        if name in STRATEGIES and STRATEGIES[name].needs in ("probs", "none"):  # outputs only: any runtime
+            m = prepare(m.fold_batchnorm(), backend, device, "fp32", {}, kwargs.get("console"))
     return _select(m, pool, budget, strategy, pre=pre, **kwargs)
 
 

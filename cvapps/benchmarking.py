@@ -1,9 +1,11 @@
 """``cvapps benchmark``: how fast (and how accurate) a model is on this machine, per backend
 and precision, on the user's own images and data.
 
-Variants: PyTorch fp32 (the model as ``predict`` runs it: BatchNorm folded, channels-last
-input), PyTorch with channels-last weights, PyTorch bf16 autocast, ONNX Runtime fp32 (the
-default backend's graph) and ONNX Runtime int8 (static QDQ, calibrated on the images). For
+Variants: ``default`` (exactly what ``predict`` runs with no options), PyTorch fp32 (the
+model as ``predict`` runs it: BatchNorm folded, channels-last input), PyTorch with
+channels-last weights, PyTorch bf16 autocast, and every other runtime x precision of
+cvapps.runtimes (ONNX Runtime fp32 / int8, OpenVINO fp32 / bf16 / int8; int8 is the static
+QDQ graph calibrated on the images). For
 each: images/s of ``predict`` on the images (decode thread, prepare, normalise, forward,
 postprocess, JSON Lines written: the path `cvapps predict` takes) at batch 1 and 16, end-to-end fps of ``predict`` on a video made of the
 images (decode thread, JSON Lines not written), and with labelled data the task's metrics.
@@ -25,11 +27,12 @@ from .api import _model, evaluate, helper_loader, predict
 from .data.io import read_image
 from .data.sources import expand_sources
 from .errors import ConfigError
-from .exporting import OnnxModel, export, quantize_int8, runtime_available
 from .progress import Phase
+from .runtimes import prepare
 from .tasks.batch import predict_inputs
 
-VARIANTS = ("torch_fp32", "torch_channels_last", "torch_bf16", "onnxruntime_fp32", "onnxruntime_int8")
+VARIANTS = ("default", "torch_fp32", "torch_channels_last", "torch_bf16", "onnxruntime_fp32", "onnxruntime_int8",
+            "openvino_fp32", "openvino_bf16", "openvino_int8")
 
 
 def _video(images: list[np.ndarray], path: Path, frames: int) -> Path:
@@ -83,28 +86,21 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
         pre, post = base.spec.predict_setup(base, helper_loader("cpu", "auto", console), inputs)
         runs = {}
         folded = copy.deepcopy(base).fold_batchnorm()
-        fp32_file = None  # one dynamic-batch export serves both ONNX Runtime variants
+        calib = paths or _calibration_files(arrays, tmp)
         for name in variants:
-            if name.startswith("onnxruntime") and not runtime_available():
-                result["skipped"][name] = "onnxruntime is not installed (pip install 'cvapps[onnx]')"
-            elif name.startswith("onnxruntime") and base.export_blocker:
-                result["skipped"][name] = base.export_blocker
-            elif name == "torch_fp32":
-                runs[name] = (folded, "fp32")
+            if name == "default":  # predict's own choice, with its default options
+                runs[name] = (prepare(folded, "auto", "cpu", "fp32", post), "fp32")
             elif name == "torch_channels_last":
                 runs[name] = (copy.deepcopy(folded).to(memory_format=torch.channels_last), "fp32")
-            elif name == "torch_bf16":
-                runs[name] = (folded, "bf16")
             else:
-                fp32_file = fp32_file or export(base, tmp / "fp32.onnx", dynamic_batch=True)
-                if name == "onnxruntime_fp32":
-                    runs[name] = (OnnxModel(fp32_file), "fp32")
-                else:
-                    calib = paths or _calibration_files(arrays, tmp)
-                    runs[name] = (OnnxModel(quantize_int8(base, tmp / "int8.onnx", calib, console=console,
-                                                          fp32=fp32_file, pre=pre)), "fp32")
+                backend, _, precision = name.partition("_")
+                try:
+                    # (a graph runs one pass where PyTorch may run more: said below, not refused)
+                    runs[name] = (prepare(folded, backend, "cpu", precision, None, console, calib=calib), precision)
+                except ConfigError as e:  # not installed, not on this CPU, or a model that cannot export
+                    result["skipped"][name] = e.one_line()
         differs = base.runtime_blocker(post)
-        if differs and any(n.startswith("onnxruntime") for n in runs):
+        if differs and any(getattr(m, "backend", None) for m, _ in runs.values()):
             # e.g. the face detector's extra test-time scale on photos: not the same work per image
             result["note"] = f"on the images the PyTorch rows run {differs}; ONNX Runtime rows run one pass"
         with Phase(console or Console(stderr=True, markup=False), "benchmarking", len(runs)) as bar:

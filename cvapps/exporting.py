@@ -1,5 +1,5 @@
-"""Export a TaskModel to ONNX or TorchScript, and run exported ONNX models through the same
-predict pipeline with ONNX Runtime.
+"""Export a TaskModel to ONNX or TorchScript (and the cached graphs that cvapps.runtimes
+compile for ONNX Runtime and OpenVINO).
 
 The exported graph is the network up to the task's raw outputs (the tensor fields of its
 Raw dataclass: logits; SSD class logits, box deltas and anchors; segmentation logits;
@@ -13,14 +13,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib
-import importlib.util
 import json
-import os
 import tempfile
 import time
 import warnings
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +28,7 @@ from .data.io import atomic_write, read_image
 from .data.transforms import size_hw
 from .errors import ConfigError, DataError
 from .options import parse_size
-from .tasks import model_class
-from .tasks.batch import predict_inputs
+from .progress import say_once
 from .weights import cvapps_home
 
 META_CONFIG, META_RAW, META_OUTPUTS = "cvapps_config", "cvapps_raw", "cvapps_outputs"
@@ -166,163 +161,18 @@ def quiet_tracing():
         yield
 
 
-def ort_session(path: Path, device: str = "cpu", threads: int | None = None):
-    """An ONNX Runtime session for ``path`` (CUDA first on a CUDA device; idle threads sleep)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "ACTIVE":
-        # idle ORT threads spinning fight predict's decode / writer threads and any busy
-        # neighbour for the cores: measured 96 -> 208 images/s at batch 1 (classify_speed.py)
-        # when they sleep instead; OMP_WAIT_POLICY=ACTIVE asks for spinning
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if str(device).startswith("cuda") else \
-        ["CPUExecutionProvider"]
-    try:
-        return ort.InferenceSession(str(path), opts, providers=providers)
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise DataError(f"not a loadable ONNX model: {str(e).splitlines()[0]}", path=str(path)) from None
-
-
-class OnnxModel:
-    """An exported ONNX model run by ONNX Runtime, usable wherever the predict pipeline takes
-    a TaskModel: the task's preprocessing, postprocessing and drawing come from a TaskModel
-    rebuilt from the file's config (its weights are never used)."""
-
-    backend = "onnxruntime"
-    memory_format = torch.contiguous_format  # what the session reads (NCHW): batches made so need no copy
-    # evaluated by its metrics alone: a loss may need raw outputs predict does not (MoveNet's maps)
-    has_eval_loss = False
-
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
-        if not runtime_available():
-            raise ConfigError("the onnxruntime backend needs the [onnx] extra", hint="pip install 'cvapps[onnx]'")
-        path = Path(path)
-        if not path.is_file():
-            raise DataError("no such ONNX file", path=str(path))
-        self.session = ort_session(path, device, threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if META_NMS in meta:
-            raise DataError("this graph ends in NMS (final boxes, for other runtimes); cvapps predicts with the "
-                            "raw-output export", path=str(path), hint="export again without --nms for cvapps")
-        if META_CONFIG not in meta:
-            raise DataError("ONNX file has no cvapps metadata", path=str(path),
-                            hint="export it with `cvapps export --format onnx`")
-        self.config = json.loads(meta[META_CONFIG])
-        self.names = json.loads(meta[META_OUTPUTS])
-        module, _, cls = meta[META_RAW].rpartition(".")
-        if not module.startswith("cvapps."):
-            raise DataError(f"unexpected raw type {meta[META_RAW]!r}", path=str(path))
-        self.raw_type = getattr(importlib.import_module(module), cls)
-        self.task_model = model_class(self.config["task"]).from_config(self.config).eval()
-        shape = self.session.get_inputs()[0].shape
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        self.path = path
-
-    def __getattr__(self, name):  # labels, schema, perm, hcfg, ... come from the task model
-        if name in ("task_model", "__setstate__"):
-            raise AttributeError(name)
-        return getattr(self.task_model, name)
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def eval(self) -> "OnnxModel":
-        return self
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        """x (B, 3, H, W) float32 -> the raw output arrays (static-batch files run in chunks)."""
-        if self.fixed_batch is None or x.shape[0] == self.fixed_batch:
-            return self.session.run(self.names, {"image": x})
-        n, b = x.shape[0], self.fixed_batch
-        parts = []
-        for i in range(0, n, b):
-            chunk = x[i : i + b]
-            pad = b - len(chunk)
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-            parts.append(self.session.run(self.names, {"image": chunk}))
-        out = []
-        for j, name in enumerate(self.names):
-            if name == "anchors":
-                out.append(parts[0][j])
-            else:
-                out.append(np.concatenate([p[j] for p in parts])[:n])
-        return out
-
-    def __call__(self, x: torch.Tensor):
-        arrays = self.run(x.detach().float().contiguous().cpu().numpy())
-        return self.raw_type(**{n: torch.from_numpy(a) for n, a in zip(self.names, arrays)})
-
-    def infer(self, x: torch.Tensor, **post):
-        # the task's own inference logic (e.g. keypoint flip test), with self(x) running ORT
-        return type(self.task_model).infer(self, x, **post)
-
-    def preprocessor(self, *args, **kwargs):
-        return self.task_model.preprocessor(*args, **kwargs)
-
-    def predict(self, inputs, batch_size: int = 16, precision: str = "fp32", **post) -> list:
-        """TaskModel.predict on ONNX Runtime (box sources call it for their boxes)."""
-        return predict_inputs(self, inputs, batch_size, precision, **post)
-
-    def postprocess(self, raw, metas, **post):
-        return self.task_model.postprocess(raw, metas, **post)
-
-
-BACKENDS = ("auto", "torch", "onnxruntime")
-_said: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # console -> what it was told
-
-
-def _say_once(console, text: str) -> None:
-    """Tell ``console`` once (a CLI run has its own console: each run is told)."""
-    if console is not None and text not in _said.setdefault(console, set()):
-        _said[console].add(text)
-        console.print(text, highlight=False, markup=False)
-
-
-def runtime_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
 GRAPH_REVISION = 2  # raised when the same model exports to a different graph (2: constant TF pads)
 
 
 def model_digest(model) -> str:
     """sha256 of what an exported graph depends on: the weights, the config and the code
-    (cvapps, torch versions, GRAPH_REVISION); the cache key of ``fastest``."""
+    (cvapps, torch versions, GRAPH_REVISION); the cache key of the graphs runtimes build on."""
     h = hashlib.sha256(json.dumps([model.config, __version__, torch.__version__, GRAPH_REVISION],
                                   sort_keys=True).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def fastest(model, device: str = "cpu", precision: str = "fp32", post: dict | None = None, console=None,
-            threads: int | None = None):
-    """``backend="auto"``: ``model`` (a TaskModel) run by ONNX Runtime when that can run it
-    with these options — installed, CPU, fp32, an exportable head — else ``model`` itself
-    (saying why once). The graph is exported on first use to $CVAPPS_HOME/onnx/<digest>.onnx
-    (dynamic batch; the digest covers weights, config and versions) and reused afterwards."""
-    if not runtime_available():
-        _say_once(console, "running on PyTorch; `pip install 'cvapps[onnx]'` runs models ~2-5x faster on CPU "
-                           "(ONNX Runtime)")
-        return model
-    if str(device) != "cpu":
-        _say_once(console, f"running on PyTorch: --device {device} (the ONNX Runtime path is the CPU's)")
-        return model
-    if precision != "fp32":
-        _say_once(console, f"running on PyTorch: --precision {precision} is PyTorch's autocast (ONNX Runtime runs "
-                           "fp32)")
-        return model
-    reason = model.runtime_blocker(post or {})
-    if reason:
-        _say_once(console, f"running on PyTorch: {reason}")
-        return model
-    return OnnxModel(cached_graph(model, console), device="cpu", threads=threads)
 
 
 def cached_graph(model, console=None) -> Path:
@@ -332,7 +182,7 @@ def cached_graph(model, console=None) -> Path:
     if not path.is_file():
         t = time.perf_counter()
         export(model, path, dynamic_batch=True)
-        _say_once(console, f"exported the model for ONNX Runtime once ({time.perf_counter() - t:.1f} s): {path}; "
+        say_once(console, f"exported the model for ONNX Runtime once ({time.perf_counter() - t:.1f} s): {path}; "
                            f"--backend torch runs PyTorch")
     return path
 
@@ -354,32 +204,9 @@ class _GroupOutputs(nn.Module):
         return tuple(out)
 
 
-class GroupRunner:
-    """``runner(x) -> [raw per model]``: a bundle group's heads on one ONNX Runtime pass."""
-
-    memory_format = torch.contiguous_format
-
-    def __init__(self, path: Path, names: list[list[str]], raw_types: list[type], threads: int | None = None):
-        self.session, self.names, self.raw_types = ort_session(path, "cpu", threads), names, raw_types
-        self.flat = [f"m{i}.{n}" for i, ns in enumerate(names) for n in ns]
-
-    def __call__(self, x: torch.Tensor) -> list:
-        arrays = iter(self.session.run(self.flat, {"image": x.detach().float().contiguous().cpu().numpy()}))
-        return [t(**{n: torch.from_numpy(next(arrays)) for n in ns}) for t, ns in zip(self.raw_types, self.names)]
-
-
-def fastest_group(models: list, post: dict | None = None, console=None, threads: int | None = None):
-    """A GroupRunner for ``models`` (sharing one backbone; CPU fp32) when ONNX Runtime can run
-    every head, else None (the group stays on PyTorch, said once). The graph is exported once
-    to $CVAPPS_HOME/onnx/group-<digest>.onnx."""
-    if not runtime_available():
-        return None
-    for m in models:
-        reason = m.export_blocker or m.runtime_blocker(post or {}) or \
-            ("SegNet unpools with the backbone's pool indices" if m.needs_pool_indices else None)
-        if reason:
-            _say_once(console, f"bundle: {m.task} runs on PyTorch: {reason}")
-            return None
+def group_graph(models: list, console=None) -> tuple[Path, list[list[str]], list[type]]:
+    """$CVAPPS_HOME/onnx/group-<digest>.onnx: ``models`` (sharing one backbone) as one graph
+    (exported on first use), with each model's raw output names and Raw types."""
     digest = hashlib.sha256("".join(model_digest(m) for m in models).encode()).hexdigest()[:24]
     path = cvapps_home() / "onnx" / f"group-{digest}.onnx"
     _, (h, w) = _input_config(models[0], None)
@@ -394,8 +221,8 @@ def fastest_group(models: list, post: dict | None = None, console=None, threads:
                                          for n in ns if n != "anchors" and getattr(r, n).dim() > 0
                                          and getattr(r, n).shape[0] == 2}}
         _write_onnx(_GroupOutputs([m.cpu() for m in models], names).eval(), x, path, flat, {}, 17, batch)
-        _say_once(console, f"exported the bundle's shared pass for ONNX Runtime once: {path}")
-    return GroupRunner(path, names, [type(r) for r in raws], threads)
+        say_once(console, f"exported the bundle's shared pass for ONNX Runtime once: {path}")
+    return path, names, [type(r) for r in raws]
 
 
 def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, console=None,
@@ -445,5 +272,19 @@ def quantize_int8(model, out: str | Path, calib: list, max_images: int = 100, co
             add_metadata(tmp, meta)
 
         atomic_write(out, write)
-    _say_once(console, f"int8: calibrated on {len(paths)} images")
+    say_once(console, f"int8: calibrated on {len(paths)} images")
+    return out
+
+
+def int8_graph(model, fp32_graph: Path, calib, console=None, pre=None) -> Path:
+    """The model's int8 QDQ graph calibrated on ``calib`` (image paths), cached beside the fp32
+    graph ``fp32_graph`` (keyed by the calibration images' names)."""
+    paths = [p for p in (calib or []) if isinstance(p, (str, Path))]
+    if not paths:
+        raise ConfigError("--precision int8 needs calibration images", hint="run it on image files (the first 100 "
+                          "calibrate it), or export with `cvapps export --int8 --calib DIR`")
+    key = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths[:100]).encode()).hexdigest()[:12]
+    out = fp32_graph.with_name(f"{fp32_graph.stem}.int8-{key}.onnx")
+    if not out.is_file():
+        quantize_int8(model, out, paths, console=console, fp32=fp32_graph, pre=pre)
     return out

@@ -5,6 +5,7 @@ is never silent while a short one adds nothing."""
 from __future__ import annotations
 
 import time
+import weakref
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
@@ -60,3 +61,13 @@ def note(console: Console, label: str, message: str, style: str = "red") -> None
     """``label`` coloured, then ``message`` as plain text (paths and class names may hold
     brackets, which rich would take for markup)."""
     console.print(Text(label + " ", style=style) + Text(message), highlight=False)
+
+
+_said: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # console -> what it was told
+
+
+def say_once(console, text: str) -> None:
+    """Tell ``console`` once (a CLI run has its own console: each run is told)."""
+    if console is not None and text not in _said.setdefault(console, set()):
+        _said[console].add(text)
+        console.print(text, highlight=False, markup=False)

@@ -11,7 +11,8 @@ import torch
 
 from .errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16")  # PyTorch's (training, autocast)
+RUN_PRECISIONS = ("fp32", "bf16", "fp16", "int8")  # what some runtime runs (cvapps.runtimes says which, where)
 
 
 def cores() -> int:
@@ -19,10 +20,10 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
+def check_precision(precision: str, allowed: tuple[str, ...] = PRECISIONS) -> str:
+    if precision not in allowed:
         raise ConfigError(f"--precision {precision!r} is not supported",
-                          hint="fp32, or bf16 (autocast; fast on CPUs with AMX/AVX-512 bf16)")
+                          hint=" | ".join(allowed) + " (bf16: fast on CPUs with AMX/AVX-512 bf16)")
     return precision
 
 
@@ -45,7 +46,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def autocast(device: torch.device, precision: str):
     """bf16 autocast where asked (fast on CPUs with AMX/AVX-512 bf16); fp32 otherwise."""
-    if check_precision(precision) == "bf16":
+    if check_precision(precision, RUN_PRECISIONS) == "bf16":  # other runtimes' precisions are in their graphs
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -26,9 +26,9 @@ from typing import ClassVar
 from .api import _model, helper_loader
 from .data.io import decode_image, max_pixels
 from .errors import ConfigError, DataError, ImageTooLarge
-from .exporting import fastest
 from .options import Options, opt
 from .runtime import cores
+from .runtimes import backends, is_graph, prepare
 from .tasks.batch import FrameResult, refined, run_batch
 
 
@@ -45,7 +45,7 @@ class ServeOptions(Options):
     max_batch: int = opt(8, low=1)
     batch_wait_ms: float = opt(5.0, low=0.0)
     device: str = "cpu"
-    backend: str = opt("auto", choices=("auto", "torch"))
+    backend: str = opt("auto", choices=backends())
 
 
 class HTTPError(Exception):
@@ -59,15 +59,15 @@ class Served:
 
     def __init__(self, name: str, model, opts: ServeOptions):
         pre, post = model.spec.predict_setup(model, helper_loader(opts.device, opts.backend), [])
-        if opts.backend == "auto":
-            model = fastest(model, opts.device, "fp32", post)
+        if not is_graph(model):
+            model = prepare(model.eval().fold_batchnorm(), opts.backend, opts.device, "fp32", post)
         self.name, self.model, self.pre, self.post, self.opts = name, model, pre, post, opts
         self.queue: asyncio.Queue | None = None
         self.requests = self.batches_run = 0
 
     def describe(self) -> dict:
         return {"name": self.name, "task": self.model.task, "labels": list(self.model.labels),
-                "backend": getattr(self.model, "backend", "torch"),
+                "backend": self.model.backend if is_graph(self.model) else "torch",
                 "input_size": self.model.config["preprocessing"]["input_size"],
                 "requests": self.requests, "batches": self.batches_run}
 

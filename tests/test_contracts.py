@@ -63,10 +63,23 @@ def test_every_backbone_with_every_task(tmp_path, task, backbone):
 EXPORT_CASES = sorted({(t, "mobilenet_v3_small") for t in TASKS.names()} | {("classify", b) for b in list_backbones()})
 
 
-@pytest.mark.parametrize("task,backbone", EXPORT_CASES)
-def test_exports_reproduce_raw_outputs(tmp_path, task, backbone):
-    from cvapps.exporting import OnnxModel, export
+def _graph_runtimes() -> list[str]:
+    from cvapps.runtimes import RUNTIMES
 
+    return [n for n in RUNTIMES.names() if RUNTIMES.get(n).suffixes]  # every runtime that runs exported graphs
+
+
+@pytest.mark.parametrize("runtime", _graph_runtimes())
+@pytest.mark.parametrize("task,backbone", EXPORT_CASES)
+def test_exports_reproduce_raw_outputs(tmp_path, task, backbone, runtime):
+    """Every task (and every backbone) on every graph runtime at fp32: the raw outputs of
+    PyTorch within the parity tolerance."""
+    from cvapps.exporting import export
+    from cvapps.runtimes import RUNTIMES
+
+    rt = RUNTIMES.get(runtime)
+    if rt.missing():
+        pytest.skip(rt.missing())
     m = _create(task, backbone)
     if m.export_blocker:
         with pytest.raises(ConfigError):
@@ -74,7 +87,7 @@ def test_exports_reproduce_raw_outputs(tmp_path, task, backbone):
         return
     size = m.config["preprocessing"]["input_size"]
     hw = size if isinstance(size, list) else [size, size]
-    o = OnnxModel(export(m, tmp_path / "m.onnx", dynamic_batch=True))
+    o = rt.load(export(m, tmp_path / "m.onnx", dynamic_batch=True), "cpu", None)
     x = torch.rand(2, 3, *hw) * 2 - 1
     with torch.no_grad():
         a = _tensors(m(x))

@@ -166,7 +166,7 @@ def test_batches_are_laid_out_for_their_model():
     import torch
 
     from cvapps.data.transforms import EvalTransform, Letterbox
-    from cvapps.exporting import OnnxModel
+    from cvapps.runtimes import OnnxModel
     from cvapps.tasks.batch import memory_format, prepare_threads, to_batch
 
     img = np.random.default_rng(0).integers(0, 255, (30, 40, 3), np.uint8)
@@ -181,5 +181,6 @@ def test_batches_are_laid_out_for_their_model():
         assert x.is_contiguous(memory_format=torch.channels_last)
     ort = object.__new__(OnnxModel)
     assert memory_format(ort) == torch.contiguous_format and prepare_threads(ort) is None
-    torch_model = type("M", (), {"device": torch.device("cpu")})()
+    torch_model = torch.nn.Linear(1, 1)
+    torch_model.device = torch.device("cpu")
     assert memory_format(torch_model) == torch.channels_last and prepare_threads(torch_model) == 1

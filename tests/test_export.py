@@ -11,7 +11,8 @@ import torch
 from conftest import run_cli, write_image
 
 import cvapps
-from cvapps.exporting import OnnxModel, export
+from cvapps.exporting import export
+from cvapps.runtimes import OnnxModel
 
 CASES = {
     "classify": ("classify", {"backbone": "mobilenet_v3_small", "labels": ["a", "b", "c"], "img_size": 64}),
@@ -169,7 +170,7 @@ def test_onnxruntime_backend_runs_a_model_file_through_its_cached_graph(tmp_path
     rcnn = cvapps.save(cvapps.create_model("detect", "mobilenet_v3_small", labels=["a"], kind="fasterrcnn",
                                            img_size=64), tmp_path / "rcnn.safetensors")
     code, _, err = run_cli(capsys, "predict", "detect", img, "--model", rcnn, "--backend", "onnxruntime")
-    assert code == 2 and "cannot run on ONNX Runtime" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "--backend onnxruntime cannot run this model" in err and len(err.strip().splitlines()) == 1
 
 
 def test_export_does_not_print_the_tracers_constant_warnings(tmp_path, tiny_model):
@@ -208,7 +209,7 @@ def test_auto_backend_stays_on_pytorch_when_the_graph_cannot_run_it(tmp_path, fa
     sizes) run on PyTorch, saying why once; a TaskModel object passed in runs as it is."""
     from rich.console import Console
 
-    from cvapps.exporting import fastest
+    from cvapps.runtimes import prepare as fastest
 
     rcnn = cvapps.create_model("detect", "mobilenet_v2", labels=["a"], kind="fasterrcnn", img_size=128).eval()
     out = Console(file=__import__("io").StringIO(), width=300)
@@ -222,7 +223,7 @@ def test_auto_backend_stays_on_pytorch_when_the_graph_cannot_run_it(tmp_path, fa
     def refuse(*a, **k):
         raise AssertionError("a TaskModel object was handed to another runtime")
 
-    monkeypatch.setattr(api, "fastest", refuse)
+    monkeypatch.setattr(api, "prepare", refuse)
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     assert cvapps.predict(face_detector, [img], task="landmarks", progress=False, face_check="none").processed == 1
 

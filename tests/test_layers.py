@@ -20,6 +20,7 @@ LAYERS = [
     ["cvapps.modelfile"],
     ["cvapps.pretrained"],
     ["cvapps.training", "cvapps.inference", "cvapps.exporting"],
+    ["cvapps.runtimes"],  # how a model is run: the only unit that decides on a runtime
     ["cvapps.active"],
     ["cvapps.api"],
     ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling"],
@@ -103,3 +104,46 @@ def test_the_rules_catch_what_they_should(tmp_path):
     compares = [n for n in ast.walk(tree) if isinstance(n, ast.Compare)]
     assert _mentions_task(compares[0].comparators[0])
     assert LAYER["cvapps.api"] >= LAYER["cvapps.tasks"]  # tasks importing api would be flagged
+
+
+RUNTIME_NAMES = {"torch", "onnxruntime", "openvino", "tensorrt"}  # and "auto" compared with a backend
+
+
+def _about_backend(n) -> bool:
+    text = ast.unparse(n).lower()
+    return "backend" in text or "runtime" in text
+
+
+def _runtime_decision(node) -> bool:
+    """A comparison with a runtime's name (``backend == "auto"``, ``in ("auto", "torch")``) or a
+    test of a name's prefix (``name.startswith("onnxruntime")``)."""
+    def names_runtime(n):
+        if isinstance(n, ast.Constant):
+            return n.value in RUNTIME_NAMES
+        return isinstance(n, (ast.Tuple, ast.List, ast.Set)) and any(names_runtime(e) for e in n.elts)
+
+    if isinstance(node, ast.Compare):
+        sides = [node.left, *node.comparators]
+        auto = any(isinstance(c, ast.Constant) and c.value == "auto" for c in sides) and any(map(_about_backend, sides))
+        return auto or any(names_runtime(c) for c in sides)
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("startswith", "endswith") and any(names_runtime(a) for a in node.args))
+
+
+def test_no_runtime_decisions_outside_the_runtime_room():
+    found = []
+    for f in sorted(ROOT.rglob("*.py")):
+        if "runtimes" in f.relative_to(ROOT).parts:
+            continue
+        for n in ast.walk(ast.parse(f.read_text())):
+            if _runtime_decision(n):
+                found.append(f"{f.relative_to(ROOT)}:{n.lineno}")
+    assert found == [], f"ask cvapps.runtimes (prepare, load_file, ...) instead of comparing runtime names: {found}"
+
+
+def test_the_runtime_rule_catches_what_it_should():
+    for code in ('backend == "auto"', 'b in ("auto", "torch")', 'name.startswith("onnxruntime")',
+                 'getattr(m, "backend", "torch") == "torch"'):
+        assert any(_runtime_decision(n) for n in ast.walk(ast.parse(code))), code
+    for code in ('prepare(m, "auto")', 'init == "auto"'):
+        assert not any(_runtime_decision(n) for n in ast.walk(ast.parse(code))), code

@@ -275,7 +275,7 @@ def test_the_pose_pipelines_person_detector_runs_on_onnx_runtime_by_default(tmp_
     run on ONNX Runtime (exported once), and the people and points equal PyTorch's."""
     pytest.importorskip("onnxruntime")
     from cvapps.api import helper_loader
-    from cvapps.exporting import OnnxModel
+    from cvapps.runtimes import OnnxModel
 
     det = cvapps.tasks.model_class("detect").from_config(coco_detector.config)
     det.load_state_dict(coco_detector.state_dict())
@@ -316,7 +316,8 @@ def test_an_exported_movenet_is_evaluated_by_its_metrics(tmp_path, pose_model):
 
 def test_int8_calibration_of_a_top_down_model_sees_its_crops(tmp_path):
     pytest.importorskip("onnxruntime")
-    from cvapps.exporting import OnnxModel, quantize_int8
+    from cvapps.exporting import quantize_int8
+    from cvapps.runtimes import OnnxModel
 
     torch.manual_seed(0)
     m = cvapps.create_model("pose", "mobilenet_v3_small", img_size=[64, 64]).eval()

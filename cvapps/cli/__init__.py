@@ -57,9 +57,12 @@ PREDICT = {
     "save_json": (Optional[str], Opt(None, help="write JSON Lines (one object per image / frame)")),
     "batch_size": (int, Opt(8, help="images per forward pass")),
     "vid_stride": (int, Opt(1, help="use every N-th video frame")),
-    **DEVICE, **PRECISION,
+    **DEVICE,
+    "precision": (str, Opt("fp32", help="fp32 | bf16 (PyTorch autocast, or OpenVINO on CPUs with bf16 units) | int8 "
+                                        "(ONNX Runtime / OpenVINO, calibrated on the first 100 images) | fp16 (CUDA)")),
     "backend": (str, Opt("auto", help="auto: ONNX Runtime when installed and able (the model exported once to "
-                                      "a cache), else PyTorch; torch; onnxruntime for --model FILE.onnx")),
+                                      "a cache), else PyTorch; torch; onnxruntime; openvino (the [openvino] extra); "
+                                      "FILE.onnx / FILE.xml run on their own runtime")),
     "threads": (Optional[int], Opt(None, help="CPU threads for the model (default: one per core; idle threads "
                                               "sleep, see OMP_WAIT_POLICY in the README)")),
     "reconnect": (int, Opt(3, help="camera / stream URL: reconnect attempts when the stream drops")),

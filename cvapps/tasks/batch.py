@@ -42,7 +42,7 @@ def prepare_threads(model) -> int | None:
     """Torch threads of each decode thread feeding ``model``: one when the model computes on
     torch's CPU pool (a second pool would fight it), else None — the caller's count (ONNX
     Runtime has its own threads; CUDA models leave the CPU to decoding)."""
-    return 1 if getattr(model, "backend", "torch") == "torch" and model.device.type == "cpu" else None
+    return 1 if isinstance(model, torch.nn.Module) and model.device.type == "cpu" else None
 
 
 def to_batch(pre, u8: list[torch.Tensor], device: torch.device,

@@ -1,0 +1,124 @@
+"""How a model is run: a registry of runtimes (PyTorch, ONNX Runtime, OpenVINO) and the one
+place that chooses among them.
+
+``prepare(model, backend, device, precision)`` turns a TaskModel into what runs it: the model
+itself (PyTorch) or a GraphModel compiled for another runtime from the model's cached ONNX
+graph, and says once what it chose and why. ``load_file`` loads an exported model file by
+its suffix. Adding a runtime = one module here that subclasses Runtime (and GraphModel) and
+registers itself, imported below, plus its tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..exporting import group_graph
+from . import ort, ov, torch_rt  # noqa: F401 - each registers its runtime
+from ..progress import say_once
+from .base import RUNTIMES, GraphModel, Runtime
+from .ort import GroupRunner, OnnxModel
+
+__all__ = ["RUNTIMES", "GraphModel", "OnnxModel", "Runtime", "backends", "bundle_runtime", "check_backend",
+           "is_graph", "load_file", "prepare", "prepare_group", "prepare_helper", "say_once"]
+
+AUTO = "auto"
+
+
+def backends() -> tuple[str, ...]:
+    return (AUTO, *RUNTIMES.names())
+
+
+def is_graph(model) -> bool:
+    """A model compiled for a runtime other than PyTorch (its weights fixed in the graph)."""
+    return isinstance(model, GraphModel)
+
+
+def check_backend(backend: str) -> None:
+    if backend != AUTO and backend not in RUNTIMES:
+        raise ConfigError(f"unknown backend {backend!r}", hint=" | ".join(backends()))
+
+
+def load_file(path: str | Path, device: str = "cpu", backend: str = AUTO, threads: int | None = None,
+              precision: str = "fp32"):
+    """An exported model file (``.onnx``, OpenVINO ``.xml``) run by ``backend`` (auto: the
+    runtime of its suffix, ONNX Runtime for ``.onnx``); None when no runtime loads the suffix."""
+    check_backend(backend)
+    suffix = Path(path).suffix.lower()
+    owners = [n for n in RUNTIMES.names() if suffix in RUNTIMES.get(n).suffixes]
+    if not owners:
+        return None
+    readers = [n for n in RUNTIMES.names() if suffix in RUNTIMES.get(n).suffixes + RUNTIMES.get(n).reads]
+    rt = RUNTIMES.get(backend if backend in readers else owners[0])  # auto / torch: the file's own runtime
+    rt.check(device, precision)
+    return rt.load(Path(path), device, threads, precision)
+
+
+def prepare(model, backend: str = AUTO, device: str = "cpu", precision: str = "fp32", post: dict | None = None,
+            console=None, threads: int | None = None, calib=None):
+    """What runs ``model`` (a TaskModel, batch norm folded): ``backend`` "auto" picks ONNX
+    Runtime when it is installed and can run the model with these options (exported once to
+    a cache), else PyTorch, saying why once; a named backend is checked (installed, device,
+    precision on this CPU, a graph for the model) and refused in one line when it cannot.
+    ``calib``: image paths for int8 calibration."""
+    check_backend(backend)
+    if backend != AUTO:
+        rt = RUNTIMES.get(backend)
+        rt.check(device, precision)
+        reason = None if rt.name == "torch" else model.runtime_blocker(post or {})
+        if reason:
+            raise ConfigError(f"--backend {backend} cannot run this model: {reason}", hint="use --backend torch")
+        return rt.build(model, precision, device, threads, console, calib)
+    torch_rt_ = RUNTIMES.get("torch")
+    graph_rts = sorted((RUNTIMES.get(n) for n in RUNTIMES.names() if RUNTIMES.get(n) is not torch_rt_),
+                       key=lambda r: -r.auto_rank)
+    usable = [r for r in graph_rts if not r.missing()]
+    if not usable:
+        say_once(console, "running on PyTorch; `pip install 'cvapps[onnx]'` runs models ~2-5x faster on CPU "
+                          "(ONNX Runtime)")
+        return model
+    fits = [r for r in usable if r.runs_on(device) and precision in r.precisions_here(device)]
+    if not fits:
+        why = (f"--device {device} (no installed runtime but PyTorch runs there)" if not any(r.runs_on(device)
+               for r in usable) else f"--precision {precision} is PyTorch's autocast here")
+        say_once(console, f"running on PyTorch: {why}")
+        return model
+    reason = model.runtime_blocker(post or {})
+    if reason:
+        say_once(console, f"running on PyTorch: {reason}")
+        return model
+    return fits[0].build(model, precision, device, threads, console, calib)
+
+
+def prepare_helper(model, backend: str, device: str = "cpu", precision: str = "fp32", console=None,
+                   threads: int | None = None, named_only: bool = False):
+    """A model loaded beside the main one (a box detector, a face check), or one ``load`` was
+    asked to compile: ``backend`` "auto" -> ``prepare`` (unless ``named_only``), "torch" -> the
+    model as it is, another runtime -> compiled for it."""
+    check_backend(backend)
+    if backend == "torch" or (backend == AUTO and named_only):
+        return model
+    return prepare(model.eval().fold_batchnorm(), backend, device, precision, {}, console, threads)
+
+
+def bundle_runtime(backend: str) -> bool:
+    """Whether a bundle's shared passes may leave PyTorch (``backend`` auto); a bundle runs on
+    PyTorch or, per shared pass, ONNX Runtime — other runtimes are refused in one line."""
+    check_backend(backend)
+    if backend not in (AUTO, "torch"):
+        raise ConfigError(f"bundles run with backend auto or torch, not {backend!r}")
+    return backend == AUTO
+
+
+def prepare_group(models: list, post: dict | None = None, console=None, threads: int | None = None):
+    """A GroupRunner for ``models`` (sharing one backbone; CPU fp32) when ONNX Runtime can run
+    every head, else None (the group stays on PyTorch, said once)."""
+    if RUNTIMES.get("onnxruntime").missing():
+        return None
+    for m in models:
+        reason = m.export_blocker or m.runtime_blocker(post or {}) or \
+            ("SegNet unpools with the backbone's pool indices" if m.needs_pool_indices else None)
+        if reason:
+            say_once(console, f"bundle: {m.task} runs on PyTorch: {reason}")
+            return None
+    path, names, raw_types = group_graph(models, console)
+    return GroupRunner(path, names, raw_types, threads)
