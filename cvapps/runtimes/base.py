@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..exporting import META_CONFIG, META_NMS, META_OUTPUTS, META_RAW
 from ..registry import Registry
 from ..tasks import model_class
 from ..tasks.batch import predict_inputs
@@ -86,8 +88,15 @@ class GraphModel:
     has_eval_loss = False
     precision = "fp32"
 
-    def __init__(self, config: dict, names: list[str], raw_type: str, path: Path | None,
-                 fixed_batch: int | None = None):
+    def __init__(self, meta: dict[str, str], path: Path | None, fixed_batch: int | None = None):
+        """``meta``: the graph file's cvapps metadata (config, output names, Raw type)."""
+        if META_NMS in meta:
+            raise DataError("this graph ends in NMS (final boxes, for other runtimes); cvapps predicts with the "
+                            "raw-output export", path=str(path), hint="export again without --nms for cvapps")
+        if META_CONFIG not in meta:
+            raise DataError("model file has no cvapps metadata", path=str(path),
+                            hint="export it with `cvapps export --format onnx`")
+        config, names, raw_type = json.loads(meta[META_CONFIG]), json.loads(meta[META_OUTPUTS]), meta[META_RAW]
         self.config, self.names, self.path, self.fixed_batch = config, names, path, fixed_batch
         module, _, cls = raw_type.rpartition(".")
         if not module.startswith("cvapps."):
@@ -118,8 +127,8 @@ class GraphModel:
     def runtime_blocker(self, post: dict) -> str | None:
         return self.task_model.runtime_blocker(post)
 
-    def uncertainty(self, raw, metas, **kw):
-        return self.task_model.uncertainty(raw, metas, **kw)
+    def uncertainty(self, raw, *args, **kw):
+        return self.task_model.uncertainty(raw, *args, **kw)
 
     def primary_metric(self):
         return self.task_model.primary_metric()

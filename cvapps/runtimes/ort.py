@@ -3,14 +3,13 @@ execution providers when ``onnxruntime-gpu`` is installed (untested here: no GPU
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from ..errors import ConfigError, DataError
-from ..exporting import META_CONFIG, META_NMS, META_OUTPUTS, META_RAW, cached_graph, int8_graph
+from ..exporting import cached_graph, int8_graph
 from ..weights import cvapps_home
 from .base import RUNTIMES, GraphModel, Runtime, register
 
@@ -71,15 +70,8 @@ class OnnxModel(GraphModel):
         if not path.is_file():
             raise DataError("no such ONNX file", path=str(path))
         self.session = ort_session(path, device, threads, precision)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if META_NMS in meta:
-            raise DataError("this graph ends in NMS (final boxes, for other runtimes); cvapps predicts with the "
-                            "raw-output export", path=str(path), hint="export again without --nms for cvapps")
-        if META_CONFIG not in meta:
-            raise DataError("ONNX file has no cvapps metadata", path=str(path),
-                            hint="export it with `cvapps export --format onnx`")
         shape = self.session.get_inputs()[0].shape
-        super().__init__(json.loads(meta[META_CONFIG]), json.loads(meta[META_OUTPUTS]), meta[META_RAW], path,
+        super().__init__(self.session.get_modelmeta().custom_metadata_map, path,
                          shape[0] if isinstance(shape[0], int) else None)
         self._device = torch.device(device)
         self.precision = precision

@@ -6,11 +6,10 @@ its rt_info) loads directly."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
-from ..exporting import META_CONFIG, META_NMS, META_OUTPUTS, META_RAW, cached_graph, int8_graph
+from ..errors import DataError
+from ..exporting import cached_graph, int8_graph
 from ..weights import cvapps_home
 from .base import GraphModel, Runtime, register
 
@@ -48,23 +47,14 @@ class OpenVinoModel(GraphModel):
             graph = c.read_model(str(path))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises its own exception types
             raise DataError(f"OpenVINO cannot read it: {str(e).splitlines()[0]}", path=str(path)) from None
-        meta = _metadata(graph)
-        if META_NMS in meta:
-            raise DataError("this graph ends in NMS (final boxes, for other runtimes); cvapps predicts with the "
-                            "raw-output export", path=str(path), hint="export again without --nms for cvapps")
-        if META_CONFIG not in meta:
-            raise DataError("model file has no cvapps metadata", path=str(path),
-                            hint="export it with `cvapps export --format onnx|openvino`")
-        names = json.loads(meta[META_OUTPUTS])
+        batch = graph.inputs[0].get_partial_shape()[0]
+        super().__init__(_metadata(graph), path, batch.get_length() if batch.is_static else None)
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = c.compile_model(graph, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.order = [self.compiled.output(n) for n in names]
-        batch = graph.inputs[0].get_partial_shape()[0]
-        super().__init__(json.loads(meta[META_CONFIG]), names, meta[META_RAW], path,
-                         batch.get_length() if batch.is_static else None)
+        self.order = [self.compiled.output(n) for n in self.names]
         self.precision = precision
 
     def run_arrays(self, x):
