@@ -23,8 +23,8 @@ from .active.strategies import STRATEGIES
 from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
 from .exporting import quantize_int8
-from .runtimes import GraphModel, OnnxModel, bundle_runtime, check_backend, load_file, prepare, prepare_group, \
-    prepare_helper
+from .runtimes import GraphModel, OnnxModel, bundle_runtime, check_backend, default_precision, export_for_runtime, \
+    load_file,     pipeline_precision, prepare, prepare_group, prepare_helper
 from .exporting import export as _export
 from .inference.bundle import Bundle
 from .data.sources import expand_sources, frame_batches
@@ -226,12 +226,14 @@ def helper_loader(device: str = "cpu", backend: str = "auto", console: Console |
 
 def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False, img_size=None,
            nms: dict | bool | None = None) -> Path:
-    """Write a model (TaskModel, model file or weights name) as ONNX or TorchScript with its
-    config in the metadata; ``nms`` (detection): True or {"conf", "iou", "max_det"} puts box
+    """Write a model (TaskModel, model file or weights name) as ONNX, TorchScript or a
+    runtime's own format (``openvino``: an IR, .xml + .bin) with its config in the metadata; ``nms`` (detection): True or {"conf", "iou", "max_det"} puts box
     decoding and NMS into the graph; see cvapps.exporting."""
     check_outputs(files={"--out": out})
-    return _export(_model(model, None, "cpu"), out, fmt, dynamic_batch, img_size,
-                   nms={} if nms is True else (nms or None))
+    m = _model(model, None, "cpu")
+    nms = {} if nms is True else (nms or None)
+    written = export_for_runtime(m, out, fmt, dynamic_batch, img_size, nms)  # a runtime's own format
+    return written or _export(m, out, fmt, dynamic_batch, img_size, nms=nms)
 
 
 def export_int8(model, out: str | Path, calib, data: str | None = None, console: Console | None = None,
@@ -296,7 +298,8 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     for key in ("batch_size", "vid_stride"):
         if run.get(key) is not None and int(run[key]) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {run[key]}")
-    check_precision(run.get("precision", "fp32"), RUN_PRECISIONS)
+    precision = run.get("precision") or default_precision()  # auto: fp32, or faster where it answers the same
+    check_precision(precision, (*RUN_PRECISIONS, "auto"))
     tracking = tracking_options([TASKS.get(task)], options)  # checked before anything loads
     check_outputs({"--out": run.get("out_dir")}, {"--save-json": run.get("save_json"),
                                                   "--save-coco": run.get("save_coco")})
@@ -314,8 +317,9 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     pre, post = model.spec.predict_setup(model, helper_loader(device, backend, run.get("console"), run.get("threads")),
                                          items, **task_options)
     if loaded_here and isinstance(model, TaskModel):
-        model = prepare(model, backend, device, run.get("precision", "fp32"), post, run.get("console"),
-                        run.get("threads"), calib=[p for p in items if isinstance(p, (str, Path))][:100])
+        model = prepare(model, backend, device, precision, post, run.get("console"), run.get("threads"),
+                        calib=[p for p in items if isinstance(p, (str, Path))][:100], pre=pre)
+    run["precision"] = pipeline_precision(model, precision)
     if tracking is not None:
         post = model.spec.track_post(post, tracking.track.low)
     if stream:
@@ -365,7 +369,8 @@ def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, de
         for spec in specs:
             kwargs = spec.track_post(kwargs, tracking.track.low)
     console.print(bundle.describe())
-    if group_runtime and loaded_here and str(device) == "cpu" and kwargs.get("precision", "fp32") == "fp32":
+    kwargs["precision"] = pipeline_precision(bundle, kwargs.get("precision") or "fp32")  # auto: fp32 here
+    if group_runtime and loaded_here and str(device) == "cpu" and kwargs["precision"] == "fp32":
         for gi, g in enumerate(bundle.groups):
             group = [bundle.models[i] for i in g]
             post = {k: v for k, v in kwargs.items() if k not in _RUN_OPTIONS and k not in _TRACK_KEYS}

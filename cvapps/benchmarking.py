@@ -28,7 +28,7 @@ from .data.io import read_image
 from .data.sources import expand_sources
 from .errors import ConfigError
 from .progress import Phase
-from .runtimes import prepare
+from .runtimes import default_precision, pipeline_precision, prepare
 from .tasks.batch import predict_inputs
 
 VARIANTS = ("default", "torch_fp32", "torch_channels_last", "torch_bf16", "onnxruntime_fp32", "onnxruntime_int8",
@@ -89,7 +89,8 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
         calib = paths or _calibration_files(arrays, tmp)
         for name in variants:
             if name == "default":  # predict's own choice, with its default options
-                runs[name] = (prepare(folded, "auto", "cpu", "fp32", post), "fp32")
+                m = prepare(folded, "auto", "cpu", default_precision(), post, console, calib=calib, pre=pre)
+                runs[name] = (m, pipeline_precision(m, default_precision()))
             elif name == "torch_channels_last":
                 runs[name] = (copy.deepcopy(folded).to(memory_format=torch.channels_last), "fp32")
             else:

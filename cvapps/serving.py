@@ -28,7 +28,7 @@ from .data.io import decode_image, max_pixels
 from .errors import ConfigError, DataError, ImageTooLarge
 from .options import Options, opt
 from .runtime import cores
-from .runtimes import backends, is_graph, prepare
+from .runtimes import backends, default_precision, is_graph, prepare
 from .tasks.batch import FrameResult, refined, run_batch
 
 
@@ -60,7 +60,8 @@ class Served:
     def __init__(self, name: str, model, opts: ServeOptions):
         pre, post = model.spec.predict_setup(model, helper_loader(opts.device, opts.backend), [])
         if not is_graph(model):
-            model = prepare(model.eval().fold_batchnorm(), opts.backend, opts.device, "fp32", post)
+            model = prepare(model.eval().fold_batchnorm(), opts.backend, opts.device, default_precision(), post,
+                            pre=pre)
         self.name, self.model, self.pre, self.post, self.opts = name, model, pre, post, opts
         self.queue: asyncio.Queue | None = None
         self.requests = self.batches_run = 0

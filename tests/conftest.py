@@ -12,6 +12,9 @@ import pytest
 import torch
 
 os.environ.setdefault("CVAPPS_OFFLINE", "1")  # tests never touch the network
+# predictions compared across runs and runtimes are fp32's on every CPU: --precision auto would
+# choose bf16 on CPUs that have it (tests/test_runtimes.py tests that choice with it set explicitly)
+os.environ["CVAPPS_PRECISION"] = "fp32"
 # nothing the tests make (e.g. the ONNX graphs predict caches) lands in the user's ~/.cache/cvapps
 os.environ["CVAPPS_HOME"] = tempfile.mkdtemp(prefix="cvapps-test-home-")
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))

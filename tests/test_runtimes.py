@@ -88,10 +88,13 @@ def test_cuda_picks_tensorrt_then_cuda_providers_when_installed(monkeypatch, tmp
 def test_an_openvino_ir_runs_through_predict(tmp_path, capsys, tiny_model_file):
     if RUNTIMES.get("openvino").missing():
         pytest.skip("openvino not installed")
-    from cvapps.exporting import export
-
-    onnx = export(cvapps.load(tiny_model_file), tmp_path / "m.onnx", dynamic_batch=True)
-    xml = ov_mod.write_ir(onnx, tmp_path / "ir" / "m.xml")
+    xml = tmp_path / "ir" / "m.xml"
+    code, out, err = run_cli(capsys, "export", "--model", tiny_model_file, "--format", "openvino", "--out", xml,
+                             "--dynamic-batch")
+    assert code == 0 and out.strip() == str(xml) and xml.with_suffix(".bin").is_file(), err
+    code, _, err = run_cli(capsys, "export", "--model", tiny_model_file, "--format", "openvino", "--out",
+                           tmp_path / "m.onnx")
+    assert code == 2 and "an OpenVINO IR is an .xml file" in err
     img = write_image(tmp_path / "a.png", np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     got = []
     for i, model in enumerate((xml, tiny_model_file)):
@@ -102,3 +105,75 @@ def test_an_openvino_ir_runs_through_predict(tmp_path, capsys, tiny_model_file):
     assert [p["label"] for p in got[0]] == [p["label"] for p in got[1]]
     assert np.allclose([p["score"] for p in got[0]], [p["score"] for p in got[1]], atol=1e-4)
     assert isinstance(cvapps.load(xml), GraphModel) and cvapps.load(xml).backend == "openvino"
+
+
+def test_each_prediction_says_what_another_runtime_answers_the_same():
+    from cvapps.tasks.classification.postprocess import ClassPrediction
+    from cvapps.tasks.detection.postprocess import Detections
+    from cvapps.tasks.keypoints.postprocess import Keypoints
+    from cvapps.tasks.segmentation.postprocess import SegMask
+
+    a, b = ClassPrediction(np.array([0.1, 0.7, 0.2])), ClassPrediction(np.array([0.3, 0.3, 0.4]))
+    assert a.agreement(a) == (1, 1) and a.agreement(b) == (0, 1)
+    assert ClassPrediction(np.array([0.35, 0.3, 0.35])).agreement(a) == (0, 0)  # a near-tie is not compared
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
+    d = Detections(boxes, np.array([0.9, 0.5], np.float32), np.array([0, 1]))
+    moved = Detections(boxes + np.array([[0, 0, 1, 1], [0, 0, 0, 0]], np.float32),  # IoU 100/121 = 0.83
+                       np.array([0.9, 0.5], np.float32), np.array([0, 0]))  # second box: another label
+    assert d.agreement(moved) == (2, 4)  # the confident boxes of both sides, matched one to one
+    assert d.agreement(Detections(boxes[:1], np.array([0.9], np.float32), np.array([0]))) == (2, 3)
+    near = Detections(boxes, np.array([0.9, 0.35], np.float32), np.array([0, 1]))  # near the threshold
+    assert near.agreement(Detections(boxes[:1], np.array([0.9], np.float32), np.array([0]))) == (2, 2)
+    k = Keypoints(np.array([[[0, 0], [50, 50]]], np.float32), np.ones((1, 2)), np.array([[0, 0, 60, 80]], np.float32),
+                  np.ones(1), ["p", "q"], [])
+    k2 = Keypoints(k.points + np.array([[[1.9, 0], [2.1, 0]]], np.float32), k.scores, k.boxes, k.box_scores, k.names, [])
+    assert k.agreement(k2) == (1, 2)  # the box diagonal is 100: 2% = 2 px
+    m = np.zeros((4, 5), np.uint8)
+    m2 = m.copy()
+    m2[0, :3] = 1
+    assert SegMask(m).agreement(SegMask(m2)) == (17, 20)
+
+
+def test_the_guard_takes_a_faster_precision_only_when_it_answers_as_fp32(monkeypatch, tmp_path):
+    import time
+
+    from cvapps.runtimes import guard
+    from cvapps.tasks.classification.postprocess import ClassPrediction
+
+    monkeypatch.setenv("CVAPPS_HOME", str(tmp_path))
+    model = cvapps.create_model("classify", "mobilenet_v3_small", labels=["a", "b"], img_size=32)
+    calls = []
+
+    def predict(runner, images):
+        calls.append(runner)
+        time.sleep({"fp32": 0.02, "same": 0.005, "flips": 0.005}[runner] * len(images) / 64)
+        top = 1 if runner == "flips" else 0
+        return [ClassPrediction(np.eye(2)[top if i % 16 == 3 else 0]) for i in range(len(images))]
+
+    runner, record = guard.decide(model, "fp32", [("flips", lambda: "flips"), ("same", lambda: "same")], predict)
+    assert runner == "same" and record["choice"] == "same"
+    assert record["checked"]["flips"]["agreeing"] == 60 and not record["checked"]["flips"]["chosen"]
+    assert record["checked"]["same"]["agreement"] == 1.0 and record["checked"]["same"]["speedup"] >= 1.2
+    calls.clear()  # decided once per model and machine: the record answers the next run
+    assert guard.decide(model, "fp32", [("flips", lambda: "flips"), ("same", lambda: "same")], predict)[0] == "same"
+    assert calls == []
+    other = cvapps.create_model("classify", "mobilenet_v3_small", labels=["a", "c"], img_size=32)
+    runner, record = guard.decide(other, "fp32", [("flips", lambda: "flips")], predict)
+    assert runner == "fp32" and record["choice"] == "fp32"
+
+
+def test_precision_auto_on_this_machine_runs_what_it_decided_and_says_so(tmp_path, tiny_model_file, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setenv("CVAPPS_HOME", str(tmp_path))
+    monkeypatch.delenv("CVAPPS_PRECISION")
+    img = write_image(tmp_path / "a.png", np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    code, _, err = run_cli(capsys, "predict", "classify", img, "--model", tiny_model_file)
+    assert code == 0, err
+    have_bf16 = not RUNTIMES.get("openvino").missing() and "bf16" in RUNTIMES.get("openvino").precisions_here()
+    records = list((tmp_path / "runtimes").glob("*.json"))
+    if not have_bf16:  # nothing faster to check here: fp32, no record
+        assert records == []
+        return
+    record = json.loads(records[0].read_text())
+    assert set(record["checked"]) == {"openvino bf16"} and record["images"] == 64
+    assert "precision auto: " + record["choice"] in " ".join(err.split())

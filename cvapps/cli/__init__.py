@@ -58,8 +58,9 @@ PREDICT = {
     "batch_size": (int, Opt(8, help="images per forward pass")),
     "vid_stride": (int, Opt(1, help="use every N-th video frame")),
     **DEVICE,
-    "precision": (str, Opt("fp32", help="fp32 | bf16 (PyTorch autocast, or OpenVINO on CPUs with bf16 units) | int8 "
-                                        "(ONNX Runtime / OpenVINO, calibrated on the first 100 images) | fp16 (CUDA)")),
+    "precision": (Optional[str], Opt(None, help="auto (default; $CVAPPS_PRECISION overrides): fp32, or bf16 where this "
+                                                "CPU has bf16 units and the model was measured to answer as in fp32 | "
+                                                "fp32 | bf16 | int8 (calibrated on the first 100 images) | fp16 (CUDA)")),
     "backend": (str, Opt("auto", help="auto: ONNX Runtime when installed and able (the model exported once to "
                                       "a cache), else PyTorch; torch; onnxruntime; openvino (the [openvino] extra); "
                                       "FILE.onnx / FILE.xml run on their own runtime")),
@@ -444,9 +445,10 @@ command(predict_app, "multi", MULTI, help=_predict_multi.__doc__, hidden=True)(_
 @app.command()
 def export(
     model: str = typer.Option(..., help="model file, or a weights name such as mobilenet_v2.imagenet1k"),
-    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript (deprecated by PyTorch since 2.9, which "
-                                                       "recommends torch.export; onnx runs everywhere cvapps does)"),
-    out_file: str = typer.Option(..., "--out", help="output file (.onnx / .pt)"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, openvino (an IR: .xml + .bin; the [openvino] extra) or "
+                                                       "torchscript (deprecated by PyTorch since 2.9, which recommends "
+                                                       "torch.export; onnx runs everywhere cvapps does)"),
+    out_file: str = typer.Option(..., "--out", help="output file (.onnx / .xml / .pt)"),
     dynamic_batch: bool = typer.Option(False, help="a variable batch dimension (default: batch 1)"),
     img_size: Optional[str] = TRAIN["img_size"][1],
     nms: bool = typer.Option(False, help="detection: box decoding + NMS in the graph (final boxes, scores, labels "

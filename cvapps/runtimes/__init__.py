@@ -9,19 +9,29 @@ registers itself, imported below, plus its tests."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..exporting import group_graph
 from . import ort, ov, torch_rt  # noqa: F401 - each registers its runtime
 from ..progress import say_once
+from ..tasks.batch import predict_inputs
+from . import guard
 from .base import RUNTIMES, GraphModel, Runtime
 from .ort import GroupRunner, OnnxModel
 
 __all__ = ["RUNTIMES", "GraphModel", "OnnxModel", "Runtime", "backends", "bundle_runtime", "check_backend",
-           "is_graph", "load_file", "prepare", "prepare_group", "prepare_helper", "say_once"]
+           "default_precision", "export_for_runtime", "is_graph", "load_file", "pipeline_precision", "prepare", "prepare_group",
+           "prepare_helper", "say_once"]
 
 AUTO = "auto"
+AUTO_PRECISIONS = ("bf16",)  # what --precision auto may choose besides fp32 (int8 needs the run's own calibration)
+
+
+def default_precision() -> str:
+    """The precision when none is given: $CVAPPS_PRECISION, else "auto"."""
+    return os.environ.get("CVAPPS_PRECISION") or AUTO
 
 
 def backends() -> tuple[str, ...]:
@@ -54,13 +64,17 @@ def load_file(path: str | Path, device: str = "cpu", backend: str = AUTO, thread
 
 
 def prepare(model, backend: str = AUTO, device: str = "cpu", precision: str = "fp32", post: dict | None = None,
-            console=None, threads: int | None = None, calib=None):
+            console=None, threads: int | None = None, calib=None, pre=None):
     """What runs ``model`` (a TaskModel, batch norm folded): ``backend`` "auto" picks ONNX
     Runtime when it is installed and can run the model with these options (exported once to
     a cache), else PyTorch, saying why once; a named backend is checked (installed, device,
     precision on this CPU, a graph for the model) and refused in one line when it cannot.
-    ``calib``: image paths for int8 calibration."""
+    ``precision`` "auto": fp32, or a faster precision this machine has where it is measured
+    to answer as fp32 does (cvapps.runtimes.guard). ``calib``: image paths for int8
+    calibration; ``pre``: the preprocessor predict uses (the check runs the model as predict does)."""
     check_backend(backend)
+    if precision == AUTO:
+        return _auto_precision(model, backend, device, post or {}, console, threads, calib, pre)
     if backend != AUTO:
         rt = RUNTIMES.get(backend)
         rt.check(device, precision)
@@ -87,6 +101,50 @@ def prepare(model, backend: str = AUTO, device: str = "cpu", precision: str = "f
         say_once(console, f"running on PyTorch: {reason}")
         return model
     return fits[0].build(model, precision, device, threads, console, calib)
+
+
+def pipeline_precision(model, precision: str) -> str:
+    """The precision the predict loop's autocast uses for what ``prepare`` returned: a graph's
+    precision is in the graph (fp32 around it); PyTorch runs "auto" as fp32."""
+    return "fp32" if is_graph(model) or precision == AUTO else precision
+
+
+def _auto_precision(model, backend, device, post, console, threads, calib, pre):
+    base = prepare(model, backend, device, "fp32", post, console, threads, calib)
+    if not is_graph(base):  # PyTorch runs fp32 (bf16 autocast is asked for by name)
+        return base
+    runtimes = [RUNTIMES.get(n) for n in (RUNTIMES.names() if backend == AUTO else [backend])]
+    cands = [(f"{rt.name} {p}", lambda rt=rt, p=p: rt.build(model, p, device, threads, console, calib))
+             for rt in runtimes if rt.suffixes and not rt.missing() and rt.runs_on(device)
+             for p in rt.precisions_here(device) if p in AUTO_PRECISIONS]
+    if not cands:
+        return base
+    runner, record = guard.decide(model, base, cands,
+                                  lambda r, images: predict_inputs(r, images, 16, "fp32", pre=pre, **post))
+    checked = record.get("checked", {})
+    if record["choice"] in checked:
+        c = checked[record["choice"]]
+        say_once(console, f"precision auto: {record['choice']} ({c['speedup']}x {base.backend} fp32 here; "
+                          f"{c['agreeing']}/{c['compared']} answers as fp32's on the calibration images; "
+                          f"--precision fp32 forces fp32)")
+    else:
+        why = "; ".join(f"{k}: {v['agreeing']}/{v['compared']} answers as fp32's, {v['speedup']}x"
+                        for k, v in checked.items())
+        say_once(console, f"precision auto: fp32 ({why or 'decided before'}; below "
+                          f"{guard.AGREEMENT:.0%} agreement or {guard.MIN_SPEEDUP}x)")
+    return runner
+
+
+def export_for_runtime(model, out, fmt: str, dynamic_batch: bool = False, img_size=None, nms=None) -> Path | None:
+    """``fmt`` naming a runtime that writes its own format (openvino: an IR): the model written
+    as that, from its ONNX export; None for the formats cvapps.exporting writes."""
+    rt = RUNTIMES.get(fmt) if fmt in RUNTIMES else None
+    if rt is None or not hasattr(rt, "write"):
+        return None
+    reason = rt.missing()
+    if reason:
+        raise ConfigError(reason)
+    return rt.write(model, Path(out), dynamic_batch, img_size, nms)
 
 
 def prepare_helper(model, backend: str, device: str = "cpu", precision: str = "fp32", console=None,

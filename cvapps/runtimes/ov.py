@@ -6,10 +6,11 @@ its rt_info) loads directly."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
-from ..errors import DataError
-from ..exporting import cached_graph, int8_graph
+from ..errors import ConfigError, DataError
+from ..exporting import cached_graph, export, int8_graph
 from ..weights import cvapps_home
 from .base import GraphModel, Runtime, register
 
@@ -110,3 +111,12 @@ class OpenVino(Runtime):
 
     def load(self, path, device, threads, precision="fp32"):
         return OpenVinoModel(path, precision, threads)
+
+    def write(self, model, out: Path, dynamic_batch: bool = False, img_size=None, nms=None) -> Path:
+        """``out`` (.xml, its weights beside it in .bin): the model's ONNX export as an IR."""
+        if out.suffix.lower() != ".xml":
+            raise ConfigError(f"--out {out}: an OpenVINO IR is an .xml file (its weights go beside it in .bin)",
+                              hint=f"e.g. --out {out.with_suffix('.xml')}")
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx = export(model, Path(tmp) / "m.onnx", dynamic_batch=dynamic_batch, img_size=img_size, nms=nms)
+            return write_ir(onnx, out)

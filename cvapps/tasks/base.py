@@ -63,6 +63,12 @@ class Prediction:
         """One short line for the console."""
         raise NotImplementedError
 
+    def agreement(self, other: "Prediction") -> tuple[int, int]:  # pragma: no cover - abstract
+        """(agreeing, compared): the parts of this prediction that ``other`` (the same image run
+        by another runtime or precision) gives the same — top-1 answers, boxes, points, pixels.
+        cvapps.runtimes checks it before it lets a faster precision be the default."""
+        raise NotImplementedError
+
     def resized(self, sx: float, sy: float) -> "Prediction":  # pragma: no cover - abstract
         """The same prediction for the image scaled by (sx, sy) (contact-sheet tiles)."""
         raise NotImplementedError

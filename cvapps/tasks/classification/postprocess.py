@@ -32,6 +32,17 @@ class ClassPrediction(Prediction):
             return f"{self.value:.4g}"
         return f"{self.topk[0][1]}\t{self.topk[0][2]:.3f}" if self.topk else ""
 
+    def agreement(self, other: "ClassPrediction", margin: float = 0.1) -> tuple[int, int]:
+        """The top-1 answer where this one is decided — its score beats the runner-up's by
+        ``margin`` (a near-tie flips between CPUs' roundings in fp32 too; it is not compared).
+        A regression value: within 1% of its size."""
+        if self.value is not None:
+            return int(abs(self.value - other.value) <= 0.01 * max(1.0, abs(self.value))), 1
+        top2 = np.sort(self.scores.ravel())[-2:]
+        if len(top2) == 2 and top2[1] - top2[0] < margin:
+            return 0, 0
+        return int(int(np.argmax(self.scores)) == int(np.argmax(other.scores))), 1
+
     def to_dict(self) -> list[dict]:
         if self.value is not None:
             return [{"value": float(self.value)}]

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
+from scipy.optimize import linear_sum_assignment
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from ... import draw
 from ...data.transforms import meta_scale
@@ -37,6 +38,20 @@ class Detections(Prediction):
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def agreement(self, other: "Detections", iou: float = 0.8, confident: float = 0.5) -> tuple[int, int]:
+        """The confident boxes (score >= ``confident``) of either side that the other side has
+        too — same label, IoU >= ``iou``, one to one. Boxes near the confidence threshold come
+        and go between CPUs' roundings in fp32 too; they are not compared."""
+        mine, theirs = self.scores >= confident, other.scores >= confident
+        n = int(mine.sum() + theirs.sum())
+        if not len(self) or not len(other):
+            return 0, n
+        ious = box_iou(torch.from_numpy(self.boxes).float(), torch.from_numpy(other.boxes).float()).numpy()
+        ious[self.labels[:, None] != other.labels[None, :]] = 0
+        rows, cols = linear_sum_assignment(-ious)
+        hit = ious[rows, cols] >= iou
+        return int(mine[rows[hit]].sum() + theirs[cols[hit]].sum()), n
 
     def summary(self) -> str:
         names = [self.names[i] if i < len(self.names) else str(i) for i in self.labels.tolist()]

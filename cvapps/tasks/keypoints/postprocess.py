@@ -42,6 +42,19 @@ class Keypoints(Prediction):
     def __len__(self) -> int:
         return len(self.points)
 
+    def agreement(self, other: "Keypoints", tol: float = 0.02, confident: float = 0.5) -> tuple[int, int]:
+        """The confident points (score >= ``confident``) within ``tol`` of their instance box's
+        diagonal of the same point of the same instance (instances in order; an instance only
+        one side finds counts its confident points against)."""
+        if len(self) != len(other):
+            return 0, int((self.scores >= confident).sum() + (other.scores >= confident).sum())
+        if not len(self):
+            return 0, 0
+        diag = np.hypot(self.boxes[:, 2] - self.boxes[:, 0], self.boxes[:, 3] - self.boxes[:, 1])
+        close = np.linalg.norm(self.points - other.points, axis=-1) <= tol * np.maximum(diag, 1.0)[:, None]
+        sure = self.scores >= confident
+        return int((close & sure).sum()), int(sure.sum())
+
     def to_dict(self) -> list[dict]:
         """COCO keypoint-results style records (without image_id): keypoints [x, y, score, ...]."""
         out = []

@@ -26,6 +26,10 @@ class SegMask(Prediction):
     colors: list[list[int]] = field(default_factory=list, repr=False)
     path: str | None = None
 
+    def agreement(self, other: "SegMask") -> tuple[int, int]:
+        """Pixels of the same class."""
+        return int((self.mask == other.mask).sum()), int(self.mask.size)
+
     def counts(self) -> dict[str, int]:
         c = np.bincount(self.mask.ravel(), minlength=len(self.names))
         return {self.names[i] if i < len(self.names) else str(i): int(n) for i, n in enumerate(c) if n}
