@@ -67,12 +67,12 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     outputs — {"conf", "iou", "max_det"} (None values: the head's); outputs "boxes" (M, 4)
     xyxy in input pixels, "scores" (M,), "labels" (M,) indices into the config's labels."""
     if fmt not in ("onnx", "torchscript"):
-        raise ConfigError(f"unknown export format {fmt!r}", hint="onnx, openvino or torchscript")
+        raise ConfigError(f"unknown export format {fmt!r}", hint="onnx, openvino, tflite or torchscript")
     if model.export_blocker:
         raise ConfigError(model.export_blocker, hint="export a model whose head has a fixed graph (e.g. --head ssd)")
     if nms is not None:
         return _export_nms(model, Path(out), fmt, dynamic_batch, img_size, opset, nms)
-    config, (h, w) = _input_config(model, img_size)
+    config, (h, w) = input_config(model, img_size)
     model = model.eval().cpu()
     x = torch.zeros(2 if dynamic_batch else 1, 3, h, w)
     with torch.no_grad():
@@ -96,7 +96,7 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     return _write_onnx(wrapper, x, out, names, meta, opset, batch_axes if dynamic_batch else None)
 
 
-def _input_config(model, img_size) -> tuple[dict, tuple[int, int]]:
+def input_config(model, img_size) -> tuple[dict, tuple[int, int]]:
     """The config the exported file records (input size overridden by ``img_size``) and its (H, W)."""
     config = json.loads(json.dumps(model.config))
     if img_size is not None:
@@ -125,7 +125,7 @@ def _export_nms(model, out: Path, fmt: str, dynamic_batch: bool, img_size, opset
     if fmt != "onnx" or dynamic_batch:
         raise ConfigError("--nms writes an ONNX graph for one image at a time",
                           hint="drop --format torchscript / --dynamic-batch")
-    config, (h, w) = _input_config(model, img_size)
+    config, (h, w) = input_config(model, img_size)
     model = model.eval().cpu()
     head = model.head.h
     post = {k: (getattr(head, k) if nms.get(k) is None else nms[k]) for k in ("conf", "iou", "max_det")}
@@ -209,7 +209,7 @@ def group_graph(models: list, console=None) -> tuple[Path, list[list[str]], list
     (exported on first use), with each model's raw output names and Raw types."""
     digest = hashlib.sha256("".join(model_digest(m) for m in models).encode()).hexdigest()[:24]
     path = cvapps_home() / "onnx" / f"group-{digest}.onnx"
-    _, (h, w) = _input_config(models[0], None)
+    _, (h, w) = input_config(models[0], None)
     x = torch.zeros(2, 3, h, w)
     with torch.no_grad():
         feats = models[0].eval().backbone(x)

@@ -66,7 +66,7 @@ EXPORT_CASES = sorted({(t, "mobilenet_v3_small") for t in TASKS.names()} | {("cl
 def _graph_runtimes() -> list[str]:
     from cvapps.runtimes import RUNTIMES
 
-    return [n for n in RUNTIMES.names() if RUNTIMES.get(n).suffixes]  # every runtime that runs exported graphs
+    return [n for n in RUNTIMES.names() if ".onnx" in RUNTIMES.get(n).suffixes + RUNTIMES.get(n).reads]
 
 
 @pytest.mark.parametrize("runtime", _graph_runtimes())

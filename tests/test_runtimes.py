@@ -5,6 +5,7 @@ on these machines)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -177,3 +178,40 @@ def test_precision_auto_on_this_machine_runs_what_it_decided_and_says_so(tmp_pat
     record = json.loads(records[0].read_text())
     assert set(record["checked"]) == {"openvino bf16"} and record["images"] == 64
     assert "precision auto: " + record["choice"] in " ".join(err.split())
+
+
+@pytest.mark.parametrize("task", ["classify", "segment"])
+def test_tflite_exports_reproduce_pytorch_on_the_litert_interpreter(task, tmp_path):
+    """The fixtures were converted by `cvapps export --format tflite` (onnx2tf; see
+    tests/data/make_tflite_fixtures.py) from these seeded models: LiteRT gives PyTorch's raw
+    outputs (the segmenter's 4-D logits come back from NHWC) and the same predictions."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    from make_tflite_fixtures import HERE, tiny
+
+    model = tiny(task)
+    graph = cvapps.load(HERE / f"tiny_{task}.tflite")
+    assert graph.backend == "litert" and graph.task == task
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        want = model(x)
+    got = graph(x)
+    for name in graph.names:
+        a, b = getattr(want, name).float(), getattr(got, name)
+        assert a.shape == b.shape and float((a - b).abs().max()) <= 1e-4 * max(1.0, float(a.abs().max())), name
+    img = np.random.default_rng(3).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    p, q = model.predict(img)[0], graph.predict(img)[0]
+    agree, compared = p.agreement(q, **({"margin": 0.0} if task == "classify" else {}))  # every answer compared
+    assert agree == compared > 0
+
+
+def test_tflite_export_without_the_converter_is_one_line(tmp_path, tiny_model_file, capsys, monkeypatch):
+    monkeypatch.setenv("CVAPPS_TFLITE_PYTHON", sys.executable)  # this environment has no TensorFlow
+    code, _, err = run_cli(capsys, "export", "--model", tiny_model_file, "--format", "tflite", "--out",
+                           tmp_path / "m.tflite")
+    assert code == 2 and "onnx2tf and TensorFlow" in err and "CVAPPS_TFLITE_PYTHON" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.tflite").exists()

@@ -445,10 +445,11 @@ command(predict_app, "multi", MULTI, help=_predict_multi.__doc__, hidden=True)(_
 @app.command()
 def export(
     model: str = typer.Option(..., help="model file, or a weights name such as mobilenet_v2.imagenet1k"),
-    fmt: str = typer.Option("onnx", "--format", help="onnx, openvino (an IR: .xml + .bin; the [openvino] extra) or "
+    fmt: str = typer.Option("onnx", "--format", help="onnx, openvino (an IR: .xml + .bin; the [openvino] extra), "
+                                                       "tflite (converted by onnx2tf: see CVAPPS_TFLITE_PYTHON) or "
                                                        "torchscript (deprecated by PyTorch since 2.9, which recommends "
                                                        "torch.export; onnx runs everywhere cvapps does)"),
-    out_file: str = typer.Option(..., "--out", help="output file (.onnx / .xml / .pt)"),
+    out_file: str = typer.Option(..., "--out", help="output file (.onnx / .xml / .tflite / .pt)"),
     dynamic_batch: bool = typer.Option(False, help="a variable batch dimension (default: batch 1)"),
     img_size: Optional[str] = TRAIN["img_size"][1],
     nms: bool = typer.Option(False, help="detection: box decoding + NMS in the graph (final boxes, scores, labels "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..exporting import group_graph
-from . import ort, ov, torch_rt  # noqa: F401 - each registers its runtime
+from . import litert, ort, ov, torch_rt  # noqa: F401 - each registers its runtime
 from ..progress import say_once
 from ..tasks.batch import predict_inputs
 from . import guard
@@ -85,7 +85,7 @@ def prepare(model, backend: str = AUTO, device: str = "cpu", precision: str = "f
     torch_rt_ = RUNTIMES.get("torch")
     graph_rts = sorted((RUNTIMES.get(n) for n in RUNTIMES.names() if RUNTIMES.get(n) is not torch_rt_),
                        key=lambda r: -r.auto_rank)
-    usable = [r for r in graph_rts if not r.missing()]
+    usable = [r for r in graph_rts if not r.missing() and r.auto_rank >= 0]  # (mobile runtimes are only named)
     if not usable:
         say_once(console, "running on PyTorch; `pip install 'cvapps[onnx]'` runs models ~2-5x faster on CPU "
                           "(ONNX Runtime)")
@@ -136,10 +136,10 @@ def _auto_precision(model, backend, device, post, console, threads, calib, pre):
 
 
 def export_for_runtime(model, out, fmt: str, dynamic_batch: bool = False, img_size=None, nms=None) -> Path | None:
-    """``fmt`` naming a runtime that writes its own format (openvino: an IR): the model written
-    as that, from its ONNX export; None for the formats cvapps.exporting writes."""
-    rt = RUNTIMES.get(fmt) if fmt in RUNTIMES else None
-    if rt is None or not hasattr(rt, "write"):
+    """``fmt`` a runtime's own format (openvino: an IR; tflite): the model written as that,
+    from its ONNX export; None for the formats cvapps.exporting writes (onnx, torchscript)."""
+    rt = next((RUNTIMES.get(n) for n in RUNTIMES.names() if fmt in RUNTIMES.get(n).formats), None)
+    if rt is None:
         return None
     reason = rt.missing()
     if reason:

@@ -97,6 +97,7 @@ class OpenVino(Runtime):
     precisions = ("fp32", "bf16", "int8")
     suffixes = (".xml",)
     reads = (".onnx",)
+    formats = ("openvino",)
     auto_rank = 0  # fp32: ONNX Runtime measured as fast or faster; bf16 / int8 are chosen by measurement
 
     def precisions_here(self, device: str = "cpu") -> tuple[str, ...]:
