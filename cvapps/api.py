@@ -24,7 +24,7 @@ from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
 from .exporting import quantize_int8
 from .runtimes import GraphModel, OnnxModel, bundle_runtime, check_backend, default_precision, export_for_runtime, \
-    load_file,     pipeline_precision, prepare, prepare_group, prepare_helper
+    load_graph, pipeline_precision, prepare, prepare_group, prepare_helper
 from .exporting import export as _export
 from .inference.bundle import Bundle
 from .data.sources import expand_sources, frame_batches
@@ -171,7 +171,7 @@ def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu",
     text = str(name_or_path)
     check_backend(backend)
     device = str(resolve_device(device))
-    graph = load_file(text, device, backend, precision=precision)
+    graph = load_graph(text, device, backend, precision=precision)
     if graph is not None:
         check_task(graph.task, task, text)
         return graph

@@ -28,6 +28,7 @@ from .data.io import read_image
 from .data.sources import expand_sources
 from .errors import ConfigError
 from .progress import Phase
+from .runtime import cpu_features
 from .runtimes import default_precision, pipeline_precision, prepare
 from .tasks.batch import predict_inputs
 
@@ -97,7 +98,8 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
                 backend, _, precision = name.partition("_")
                 try:
                     # (a graph runs one pass where PyTorch may run more: said below, not refused)
-                    runs[name] = (prepare(folded, backend, "cpu", precision, None, console, calib=calib), precision)
+                    m = prepare(folded, backend, "cpu", precision, None, console, calib=calib)
+                    runs[name] = (m, pipeline_precision(m, precision))  # a graph's precision is in the graph
                 except ConfigError as e:  # not installed, not on this CPU, or a model that cannot export
                     result["skipped"][name] = e.one_line()
         differs = base.runtime_blocker(post)
@@ -121,7 +123,24 @@ def benchmark(model, sample=None, data: str | None = None, variants=VARIANTS, ma
                 bar.advance(1)
     fastest = max(result["variants"], key=lambda k: result["variants"][k]["images_per_s_b16"], default=None)
     result["fastest_b16"] = fastest
+    result["fastest_at_fp32_accuracy"] = _fastest_at_fp32_accuracy(result)
+    result["cpu"] = cpu_features()
     return result
+
+
+ACCURACY_TOLERANCE = 0.005  # of the primary metric (AP50 0.005, top-1 0.5 point): "as accurate as fp32"
+
+
+def _fastest_at_fp32_accuracy(result: dict) -> str | None:
+    """The fastest variant (b16) whose metric is within ACCURACY_TOLERANCE of the fp32 rows'
+    (ONNX Runtime fp32, else PyTorch fp32); None without metrics."""
+    rows, metric = result["variants"], result["metric"]
+    ref = next((rows[n]["metrics"][metric] for n in ("onnxruntime_fp32", "torch_fp32")
+                if metric in rows.get(n, {}).get("metrics", {})), None)
+    if ref is None:
+        return None
+    ok = [n for n, r in rows.items() if abs(r.get("metrics", {}).get(metric, -1e9) - ref) <= ACCURACY_TOLERANCE]
+    return max(ok, key=lambda n: rows[n]["images_per_s_b16"], default=None)
 
 
 def _calibration_files(arrays: list[np.ndarray], tmp: Path) -> list[Path]:
@@ -140,16 +159,22 @@ def table(result: dict):
 
     shown = any("metrics" in r for r in result["variants"].values())
     metric_names = [result["metric"]] if shown else []
+    cpu = result.get("cpu", {})
     t = Table(title=f"{result['model']} ({result['task']}) on {result['images']} "
-                    f"{'synthetic ' if result['synthetic_images'] else ''}images")
+                    f"{'synthetic ' if result['synthetic_images'] else ''}images — {cpu.get('model', '?')} "
+                    f"({', '.join(cpu.get('isa', [])) or 'no AVX2'})")
     for col in ("variant", "img/s b1", "img/s b16", "video fps", *metric_names):
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     for name, r in result["variants"].items():
-        t.add_row(name + (" *" if name == result["fastest_b16"] else ""), str(r["images_per_s_b1"]),
+        mark = " *" if name == result["fastest_b16"] else ""
+        mark += " =" if name == result.get("fastest_at_fp32_accuracy") else ""
+        t.add_row(name + mark, str(r["images_per_s_b1"]),
                   str(r["images_per_s_b16"]), str(r["video_fps"]),
                   *[str(r.get("metrics", {}).get(k, "")) for k in metric_names])
     for name, why in result["skipped"].items():
         t.add_row(name, "-", "-", "-", *["" for _ in metric_names], style="dim")
+    t.caption = "* fastest at batch 16" + ("; = fastest within 0.005 of fp32's metric" if
+                                           result.get("fastest_at_fp32_accuracy") else "")
     if result.get("note"):
-        t.caption = result["note"]
+        t.caption += "; " + result["note"]
     return t

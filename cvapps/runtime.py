@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
+from pathlib import Path
 
 import torch
 
@@ -50,3 +52,22 @@ def autocast(device: torch.device, precision: str):
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
+
+
+ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_features() -> dict:
+    """The CPU's model name, and which of the ISA extensions that decide how fast a precision
+    runs it has (AVX2, AVX-512, VNNI int8, bf16, AMX)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return {"model": name, "isa": [f for f in ISA if f in flags]}

@@ -3,7 +3,7 @@ place that chooses among them.
 
 ``prepare(model, backend, device, precision)`` turns a TaskModel into what runs it: the model
 itself (PyTorch) or a GraphModel compiled for another runtime from the model's cached ONNX
-graph, and says once what it chose and why. ``load_file`` loads an exported model file by
+graph, and says once what it chose and why. ``load_graph`` loads an exported model file by
 its suffix. Adding a runtime = one module here that subclasses Runtime (and GraphModel) and
 registers itself, imported below, plus its tests."""
 
@@ -22,8 +22,8 @@ from .base import RUNTIMES, GraphModel, Runtime
 from .ort import GroupRunner, OnnxModel
 
 __all__ = ["RUNTIMES", "GraphModel", "OnnxModel", "Runtime", "backends", "bundle_runtime", "check_backend",
-           "default_precision", "export_for_runtime", "is_graph", "load_file", "pipeline_precision", "prepare", "prepare_group",
-           "prepare_helper", "say_once"]
+           "default_precision", "export_for_runtime", "is_graph", "load_graph", "pipeline_precision", "prepare",
+           "prepare_group", "prepare_helper", "say_once"]
 
 AUTO = "auto"
 AUTO_PRECISIONS = ("bf16",)  # what --precision auto may choose besides fp32 (int8 needs the run's own calibration)
@@ -48,7 +48,7 @@ def check_backend(backend: str) -> None:
         raise ConfigError(f"unknown backend {backend!r}", hint=" | ".join(backends()))
 
 
-def load_file(path: str | Path, device: str = "cpu", backend: str = AUTO, threads: int | None = None,
+def load_graph(path: str | Path, device: str = "cpu", backend: str = AUTO, threads: int | None = None,
               precision: str = "fp32"):
     """An exported model file (``.onnx``, OpenVINO ``.xml``) run by ``backend`` (auto: the
     runtime of its suffix, ONNX Runtime for ``.onnx``); None when no runtime loads the suffix."""

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..data.io import atomic_write, read_image
 from ..exporting import model_digest
+from ..runtime import cpu_features
 from ..weights import cvapps_home
 
 AGREEMENT = 0.97  # of the calibration images' answers (64 images: a classifier's top-1 may flip once)
@@ -64,22 +65,13 @@ def _views(img: np.ndarray) -> list[np.ndarray]:
 
 def machine_key() -> str:
     """What the decision depends on besides the model: CPU, its ISA and the runtimes' versions."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                flags += line.split(":", 1)[1].strip() + ";"
-                if line.startswith("flags"):
-                    break
-    except OSError:
-        flags = platform.processor()
     versions = []
     for pkg in ("onnxruntime", "openvino"):
         try:
             versions.append(metadata.version(pkg))
         except metadata.PackageNotFoundError:
             versions.append("-")
-    return hashlib.sha256((flags + platform.machine() + ",".join(versions)).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps([cpu_features(), platform.machine(), versions]).encode()).hexdigest()[:12]
 
 
 def agreement(reference: list, candidate: list) -> tuple[int, int]:
