@@ -91,6 +91,10 @@ def prepare(model, backend: str = AUTO, device: str = "cpu", precision: str = "f
                           "(ONNX Runtime)")
         return model
     fits = [r for r in usable if r.runs_on(device) and precision in r.precisions_here(device)]
+    if not fits and precision not in torch_rt_.precisions_here(device):
+        raise ConfigError(f"--precision {precision} runs on no installed runtime here (--device {device})",
+                          hint="available: " + ", ".join(sorted({f"{p} ({r.name})" for r in (*usable, torch_rt_)
+                                                                 if r.runs_on(device) for p in r.precisions_here(device)})))
     if not fits:
         why = (f"--device {device} (no installed runtime but PyTorch runs there)" if not any(r.runs_on(device)
                for r in usable) else f"--precision {precision} is PyTorch's autocast here")
@@ -105,8 +109,12 @@ def prepare(model, backend: str = AUTO, device: str = "cpu", precision: str = "f
 
 def pipeline_precision(model, precision: str) -> str:
     """The precision the predict loop's autocast uses for what ``prepare`` returned: a graph's
-    precision is in the graph (fp32 around it); PyTorch runs "auto" as fp32."""
-    return "fp32" if is_graph(model) or precision == AUTO else precision
+    precision is in the graph (fp32 around it); PyTorch runs "auto" as fp32, and refuses a
+    precision it has not (a model object handed in runs as it is)."""
+    if is_graph(model) or precision == AUTO:
+        return "fp32"
+    RUNTIMES.get("torch").check("cpu", precision)
+    return precision
 
 
 def _auto_precision(model, backend, device, post, console, threads, calib, pre):

@@ -163,7 +163,8 @@ class SegmentationSpec(TaskSpec):
         return distill.distill_data(teacher, paths, run, opts, read=read)
 
     def read_eval(self, model, opts: DataOptions):
-        data = load(opts.data, opts.images, opts.masks, opts.split, model.labels if opts.masks else None, None,
+        # masks (a folder, or the CamVid layout) hold the model's class indices; a COCO file names its classes
+        data = load(opts.data, opts.images, opts.masks, opts.split, model.labels, None,
                     int(model.config["head"]["ignore_index"]), opts)
         if list(data.labels) != list(model.labels):  # pixels would be scored against another class list
             shown = ", ".join(data.labels[:6]) + (", ..." if len(data.labels) > 6 else "")
