@@ -6,6 +6,7 @@ its rt_info) loads directly."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -17,21 +18,17 @@ from .base import GraphModel, Runtime, register
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8 comes from the graph's quantize nodes
 
 
+@functools.lru_cache(maxsize=1)
 def core():
+    """The process's one OpenVINO Core (Cores made per model and dropped crashed a long process)."""
     import openvino as ov
 
-    c = ov.Core()
-    cache = cvapps_home() / "openvino"
-    cache.mkdir(parents=True, exist_ok=True)
-    c.set_property({"CACHE_DIR": str(cache)})
-    return c
+    return ov.Core()
 
 
 def capabilities() -> set[str]:
     """The CPU plugin's OPTIMIZATION_CAPABILITIES (e.g. FP32, BF16, INT8) on this machine."""
-    import openvino as ov
-
-    return set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return set(core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 class OpenVinoModel(GraphModel):
@@ -50,7 +47,9 @@ class OpenVinoModel(GraphModel):
             raise DataError(f"OpenVINO cannot read it: {str(e).splitlines()[0]}", path=str(path)) from None
         batch = graph.inputs[0].get_partial_shape()[0]
         super().__init__(_metadata(graph), path, batch.get_length() if batch.is_static else None)
-        config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        cache = cvapps_home() / "openvino"
+        cache.mkdir(parents=True, exist_ok=True)
+        config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(cache)}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = c.compile_model(graph, "CPU", config)
