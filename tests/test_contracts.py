@@ -69,11 +69,15 @@ def _graph_runtimes() -> list[str]:
     return [n for n in RUNTIMES.names() if ".onnx" in RUNTIMES.get(n).suffixes + RUNTIMES.get(n).reads]
 
 
-@pytest.mark.parametrize("runtime", _graph_runtimes())
-@pytest.mark.parametrize("task,backbone", EXPORT_CASES)
+# ONNX Runtime: every case; other runtimes run the same graphs: every task on the smallest backbone
+RUNTIME_CASES = [(t, b, r) for r in _graph_runtimes() for t, b in EXPORT_CASES
+                 if r == "onnxruntime" or b == "mobilenet_v3_small"]
+
+
+@pytest.mark.parametrize("task,backbone,runtime", RUNTIME_CASES)
 def test_exports_reproduce_raw_outputs(tmp_path, task, backbone, runtime):
-    """Every task (and every backbone) on every graph runtime at fp32: the raw outputs of
-    PyTorch within the parity tolerance."""
+    """Every task on every graph runtime (and every backbone on ONNX Runtime) at fp32: the raw
+    outputs of PyTorch within the parity tolerance."""
     from cvapps.exporting import export
     from cvapps.runtimes import RUNTIMES
 
