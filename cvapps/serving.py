@@ -28,7 +28,7 @@ from .data.io import decode_image, max_pixels
 from .errors import ConfigError, DataError, ImageTooLarge
 from .options import Options, opt
 from .runtime import cores
-from .runtimes import backends, default_precision, is_graph, prepare
+from .runtimes import backends, default_precision, is_graph, pipeline_precision, prepare
 from .tasks.batch import FrameResult, refined, run_batch
 
 
@@ -46,6 +46,7 @@ class ServeOptions(Options):
     batch_wait_ms: float = opt(5.0, low=0.0)
     device: str = "cpu"
     backend: str = opt("auto", choices=backends())
+    precision: str | None = None  # None: CVAPPS_PRECISION, else "auto" (as predict)
 
 
 class HTTPError(Exception):
@@ -60,8 +61,9 @@ class Served:
     def __init__(self, name: str, model, opts: ServeOptions):
         pre, post = model.spec.predict_setup(model, helper_loader(opts.device, opts.backend), [])
         if not is_graph(model):
-            model = prepare(model.eval().fold_batchnorm(), opts.backend, opts.device, default_precision(), post,
-                            pre=pre)
+            model = prepare(model.eval().fold_batchnorm(), opts.backend, opts.device,
+                            opts.precision or default_precision(), post, pre=pre)
+        self.precision = pipeline_precision(model, opts.precision or default_precision())
         self.name, self.model, self.pre, self.post, self.opts = name, model, pre, post, opts
         self.queue: asyncio.Queue | None = None
         self.requests = self.batches_run = 0
@@ -69,6 +71,7 @@ class Served:
     def describe(self) -> dict:
         return {"name": self.name, "task": self.model.task, "labels": list(self.model.labels),
                 "backend": self.model.backend if is_graph(self.model) else "torch",
+                "precision": self.model.precision if is_graph(self.model) else self.precision,
                 "input_size": self.model.config["preprocessing"]["input_size"],
                 "requests": self.requests, "batches": self.batches_run}
 
@@ -93,7 +96,8 @@ class Served:
     def run(self, items: list) -> list:
         """(u8, meta, image, future) requests -> their predictions (the preprocessor's
         ``refine`` too, e.g. the face check)."""
-        preds = run_batch(self.model, [i[0] for i in items], [i[1] for i in items], "fp32", self.pre, **self.post)
+        preds = run_batch(self.model, [i[0] for i in items], [i[1] for i in items], self.precision, self.pre,
+                          **self.post)
         return refined(self.pre, preds, [i[2] for i in items])
 
     async def batches(self) -> None:

@@ -80,6 +80,7 @@ def test_server_predicts_like_the_model_and_refuses_bad_input_with_4xx(server, t
     assert call(base + "/health") == (200, {"status": "ok", "models": 2, "pending": 0})
     code, models = call(base + "/models")
     assert code == 200 and [(m["name"], m["task"]) for m in models] == [("tiny", "classify"), ("det", "detect")]
+    assert [(m["backend"], m["precision"]) for m in models] == [("onnxruntime", "fp32")] * 2  # (CVAPPS_PRECISION)
     rng = np.random.default_rng(0)
     imgs = [write_image(tmp_path / f"i{i}.png", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)) for i in range(6)]
     ref = cvapps.load(files["tiny"])
@@ -108,6 +109,13 @@ def test_server_predicts_like_the_model_and_refuses_bad_input_with_4xx(server, t
         assert code == status and words in rec["error"] and "\n" not in rec["error"], (url, rec)
     assert call(base + "/predict", imgs[1].read_bytes())[0] == 200
     assert call(base + "/health")[1]["pending"] == 0
+
+
+def test_serve_takes_a_runtime_and_precision_and_refuses_one_this_machine_lacks(tmp_path, tiny_model):
+    path = str(cvapps.save(tiny_model, tmp_path / "m.safetensors"))
+    with pytest.raises(cvapps.ConfigError, match="--precision fp16 runs on no installed runtime here"):
+        make_app([path], ServeOptions(precision="fp16"))
+    make_app([path], ServeOptions(backend="torch", precision="bf16"))  # PyTorch's autocast
 
 
 def test_serve_refuses_an_empty_model_list_and_name_clashes(tmp_path, tiny_model):

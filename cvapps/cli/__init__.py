@@ -527,15 +527,16 @@ def serve(
     max_pending: int = typer.Option(64, help="requests in the server at once; more get 503"),
     max_batch: int = typer.Option(8, help="concurrent requests batched into one forward pass"),
     batch_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
-    backend: str = typer.Option("auto", help="auto (ONNX Runtime when it can) or torch"),
+    backend: str = typer.Option("auto", help="auto (ONNX Runtime when it can), torch, onnxruntime or openvino"),
     device: str = DEVICE["device"][1],
+    precision: Optional[str] = PREDICT["precision"][1],
 ) -> None:
     """Serve models over HTTP: POST /predict (raw image bytes or a multipart upload -> the
     JSON Lines record of `predict --save-json`), GET /health, GET /models. Extra: [serve]."""
     from ..serving import serve as run
 
     run(list(model), host=host, port=port, max_bytes=max_bytes, max_pending=max_pending, max_batch=max_batch,
-        batch_wait_ms=batch_wait_ms, backend=backend, device=device)
+        batch_wait_ms=batch_wait_ms, backend=backend, device=device, precision=precision)
 
 
 @app.command()
