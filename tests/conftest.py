@@ -85,6 +85,22 @@ def tiny_model_file(tmp_path, tiny_model) -> Path:
     return cvapps.save(tiny_model, tmp_path / "tiny.safetensors")
 
 
+def interrupt_at_epoch(monkeypatch, epoch: int):
+    """Training raises KeyboardInterrupt (as Ctrl-C or a kill would) when epoch ``epoch``
+    (0-based) starts; returns the undo."""
+    from cvapps.training import trainer as trainer_mod
+
+    real = trainer_mod.unfreeze_schedule
+
+    def stop(model, at, *a, **k):
+        if at == epoch:
+            raise KeyboardInterrupt
+        return real(model, at, *a, **k)
+
+    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", stop)
+    return lambda: monkeypatch.setattr(trainer_mod, "unfreeze_schedule", real)
+
+
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """Run ``cvapps ARGS`` in-process; returns (exit code, stdout, stderr)."""
     from cvapps.cli import main

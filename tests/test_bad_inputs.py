@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import COLOURS, colour_image, run_cli, write_image
+from conftest import COLOURS, colour_image, interrupt_at_epoch, run_cli, write_image
 from detdata import make_detection_set
 from kpdata import write_faces
 from segdata import make_seg_set
@@ -359,16 +359,7 @@ def test_interrupted_training_says_what_was_kept(tmp_path, colour_folder, monkey
 
     from rich.console import Console
 
-    from cvapps.training import trainer as trainer_mod
-
-    real = trainer_mod.unfreeze_schedule
-
-    def stop_at_epoch_1(model, epoch, *a, **k):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real(model, epoch, *a, **k)
-
-    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", stop_at_epoch_1)
+    interrupt_at_epoch(monkeypatch, 1)
     log = io.StringIO()
     with pytest.raises(KeyboardInterrupt):
         cvapps.train("classify", str(colour_folder), out=str(tmp_path / "r"), backbone="mobilenet_v3_small",

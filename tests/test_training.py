@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from conftest import interrupt_at_epoch
 from safetensors.torch import load_file
 
 import cvapps
@@ -29,17 +30,10 @@ def test_killed_run_resumes_exactly(tmp_path, colour_folder, monkeypatch):
     cvapps.train("classify", str(colour_folder), out=str(full), **FAST)
 
     part = tmp_path / "part"
-    real = trainer_mod.unfreeze_schedule
-
-    def kill_at_epoch_2(model, epoch, *a, **k):
-        if epoch == 2:
-            raise KeyboardInterrupt  # as if killed during the third epoch
-        return real(model, epoch, *a, **k)
-
-    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", kill_at_epoch_2)
+    undo = interrupt_at_epoch(monkeypatch, 2)  # as if killed during the third epoch
     with pytest.raises(KeyboardInterrupt):
         cvapps.train("classify", str(colour_folder), out=str(part), **FAST)
-    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", real)
+    undo()
     assert len((part / "metrics.jsonl").read_text().splitlines()) == 2
     cvapps.train("classify", str(colour_folder), out=str(part), resume=True, **FAST)
     a, b = load_file(full / "last.safetensors"), load_file(part / "last.safetensors")
@@ -192,17 +186,10 @@ def test_ema_weights_are_the_average_of_the_steps_and_resume_exactly(tmp_path, c
     _trainer(m1, colour_folder, tmp_path / "full", epochs=2, batch_size=9, ema=0.75)[0].fit()
     torch.manual_seed(0)
     m2 = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
-    real_sched = trainer_mod.unfreeze_schedule
-
-    def stop(model, epoch, *a, **k):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_sched(model, epoch, *a, **k)
-
-    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", stop)
+    undo = interrupt_at_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         _trainer(m2, colour_folder, tmp_path / "part", epochs=2, batch_size=9, ema=0.75)[0].fit()
-    monkeypatch.setattr(trainer_mod, "unfreeze_schedule", real_sched)
+    undo()
     m3 = cvapps.create_model("classify", "mobilenet_v3_small", labels=["blue", "green", "red"], img_size=32)
     _trainer(m3, colour_folder, tmp_path / "part", epochs=2, batch_size=9, ema=0.75, resume=True)[0].fit()
     a, b = load_file(tmp_path / "full" / "last.safetensors"), load_file(tmp_path / "part" / "last.safetensors")

@@ -58,9 +58,7 @@ class LiteRtModel(GraphModel):
             raise DataError(f"LiteRT cannot load it: {str(e).splitlines()[0]}", path=str(path)) from None
         self.input = self.interpreter.get_input_details()[0]["index"]
         # onnx2tf names the outputs Identity, Identity_1, ... in the ONNX graph's order
-        outs = sorted(self.interpreter.get_output_details(),
-                      key=lambda d: int(re.search(r"(\d+)$", d["name"]).group(1)) if re.search(r"\d+$", d["name"])
-                      else -1)
+        outs = sorted(self.interpreter.get_output_details(), key=lambda d: _position(d["name"]))
         self.outputs = [d["index"] for d in outs]
         self.shapes = [tuple(s) for s in json.loads(meta[SHAPES])]
 
@@ -74,6 +72,12 @@ class LiteRtModel(GraphModel):
                 a = a.transpose(0, 3, 1, 2)
             out.append(a.reshape(shape))
         return out
+
+
+def _position(name: str) -> int:
+    """Identity -> 0, Identity_3 -> 3."""
+    m = re.search(r"_(\d+)$", name)
+    return int(m.group(1)) if m else 0
 
 
 def converter_python() -> str:
