@@ -225,14 +225,15 @@ def helper_loader(device: str = "cpu", backend: str = "auto", console: Console |
 
 
 def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False, img_size=None,
-           nms: dict | bool | None = None) -> Path:
+           nms: dict | bool | None = None, precision: str = "fp32") -> Path:
     """Write a model (TaskModel, model file or weights name) as ONNX, TorchScript or a
-    runtime's own format (``openvino``: an IR, .xml + .bin) with its config in the metadata; ``nms`` (detection): True or {"conf", "iou", "max_det"} puts box
-    decoding and NMS into the graph; see cvapps.exporting."""
+    runtime's own format (``openvino``: an IR, .xml + .bin; ``tflite``; ``coreml``: an
+    .mlpackage, fp32 or fp16) with its config in the metadata; ``nms`` (detection): True or
+    {"conf", "iou", "max_det"} puts box decoding and NMS into the graph; see cvapps.exporting."""
     check_outputs(files={"--out": out})
     m = _model(model, None, "cpu")
     nms = {} if nms is True else (nms or None)
-    written = export_for_runtime(m, out, fmt, dynamic_batch, img_size, nms)  # a runtime's own format
+    written = export_for_runtime(m, out, fmt, dynamic_batch, img_size, nms, precision)  # a runtime's own format
     return written or _export(m, out, fmt, dynamic_batch, img_size, nms=nms)
 
 

@@ -67,7 +67,7 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
     outputs — {"conf", "iou", "max_det"} (None values: the head's); outputs "boxes" (M, 4)
     xyxy in input pixels, "scores" (M,), "labels" (M,) indices into the config's labels."""
     if fmt not in ("onnx", "torchscript"):
-        raise ConfigError(f"unknown export format {fmt!r}", hint="onnx, openvino, tflite or torchscript")
+        raise ConfigError(f"unknown export format {fmt!r}", hint="onnx, openvino, tflite, coreml or torchscript")
     if model.export_blocker:
         raise ConfigError(model.export_blocker, hint="export a model whose head has a fixed graph (e.g. --head ssd)")
     if nms is not None:

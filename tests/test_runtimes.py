@@ -206,3 +206,43 @@ def test_tflite_export_without_the_converter_is_one_line(tmp_path, tiny_model_fi
                            tmp_path / "m.tflite")
     assert code == 2 and "onnx2tf and TensorFlow" in err and "CVAPPS_TFLITE_PYTHON" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.tflite").exists()
+
+
+def test_coreml_export_carries_the_graph_contract_and_refuses_to_run_off_macos(tmp_path, capsys, tiny_model,
+                                                                               tiny_model_file):
+    """Core ML predicts on macOS only: here the converted program is checked (input, outputs
+    and their precision, cvapps metadata); on a Mac the same file is run against PyTorch."""
+    ct = pytest.importorskip("coremltools")
+    from cvapps.exporting import META_CONFIG, META_OUTPUTS
+    from cvapps.runtimes.coreml import metadata
+
+    outs = {}
+    for precision in ("fp32", "fp16"):
+        out = tmp_path / f"m_{precision}.mlpackage"
+        code, stdout, err = run_cli(capsys, "export", "--model", tiny_model_file, "--format", "coreml", "--precision",
+                                    precision, "--out", out, "--dynamic-batch")
+        assert code == 0 and stdout.strip().endswith(str(out)) and out.is_dir(), err
+        spec = ct.utils.load_spec(str(out))
+        (image,) = spec.description.input
+        batch = image.type.multiArrayType.shapeRange.sizeRanges[0]
+        assert image.name == "image" and list(image.type.multiArrayType.shape)[1:] == [3, 64, 64]
+        assert (batch.lowerBound, batch.upperBound) == (1, 64)  # --dynamic-batch
+        meta = metadata(out)
+        assert json.loads(meta[META_CONFIG]) == tiny_model.config and meta["cvapps_precision"] == precision
+        assert [o.name for o in spec.description.output] == json.loads(meta[META_OUTPUTS]) == ["logits", "embedding"]
+        outs[precision] = spec.description.output[0].type.multiArrayType.dataType
+    assert outs == {"fp32": ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT32,
+                    "fp16": ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT16}
+    code, _, err = run_cli(capsys, "export", "--model", tiny_model_file, "--format", "onnx", "--precision", "fp16",
+                           "--out", tmp_path / "m.onnx")
+    assert code == 2 and "--format onnx writes --precision fp32, not fp16" in err
+    img = write_image(tmp_path / "a.png", np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    if sys.platform != "darwin":
+        code, _, err = run_cli(capsys, "predict", "classify", img, "--model", tmp_path / "m_fp32.mlpackage")
+        assert code == 2 and "Core ML runs models on macOS only" in err and len(err.strip().splitlines()) == 1
+        return
+    from cvapps.api import load
+    graph = load(tmp_path / "m_fp32.mlpackage")  # (runs the day a Mac runs this suite)
+    want, got = tiny_model.eval().predict([str(img)]), graph.predict([str(img)])
+    assert [p.label for p in want] == [p.label for p in got]
+    assert np.allclose([p.score for p in want], [p.score for p in got], atol=1e-4)

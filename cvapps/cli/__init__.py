@@ -446,10 +446,13 @@ command(predict_app, "multi", MULTI, help=_predict_multi.__doc__, hidden=True)(_
 def export(
     model: str = typer.Option(..., help="model file, or a weights name such as mobilenet_v2.imagenet1k"),
     fmt: str = typer.Option("onnx", "--format", help="onnx, openvino (an IR: .xml + .bin; the [openvino] extra), "
-                                                       "tflite (converted by onnx2tf: see CVAPPS_TFLITE_PYTHON) or "
+                                                       "tflite (converted by onnx2tf: see CVAPPS_TFLITE_PYTHON), "
+                                                       "coreml (an .mlpackage for Apple devices; the [coreml] extra) or "
                                                        "torchscript (deprecated by PyTorch since 2.9, which recommends "
                                                        "torch.export; onnx runs everywhere cvapps does)"),
-    out_file: str = typer.Option(..., "--out", help="output file (.onnx / .xml / .tflite / .pt)"),
+    out_file: str = typer.Option(..., "--out", help="output file (.onnx / .xml / .tflite / .mlpackage / .pt)"),
+    precision: str = typer.Option("fp32", help="the file's compute precision: fp32, or fp16 for --format coreml "
+                                               "(what Apple's Neural Engine runs)"),
     dynamic_batch: bool = typer.Option(False, help="a variable batch dimension (default: batch 1)"),
     img_size: Optional[str] = TRAIN["img_size"][1],
     nms: bool = typer.Option(False, help="detection: box decoding + NMS in the graph (final boxes, scores, labels "
@@ -475,7 +478,7 @@ def export(
         print(_json(_api().export_int8(model, out_file, list(calib or []), data, console=err, **extra)))
         return
     post = {"conf": conf, "iou": iou, "max_det": max_det} if nms else None
-    print(str(_api().export(model, out_file, fmt, dynamic_batch, _size(img_size), nms=post)))
+    print(str(_api().export(model, out_file, fmt, dynamic_batch, _size(img_size), nms=post, precision=precision)))
 
 
 @app.command()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..exporting import group_graph
-from . import litert, ort, ov, torch_rt  # noqa: F401 - each registers its runtime
+from . import coreml, litert, ort, ov, torch_rt  # noqa: F401 - each registers its runtime
 from ..progress import say_once
 from ..tasks.batch import predict_inputs
 from . import guard
@@ -143,16 +143,21 @@ def _auto_precision(model, backend, device, post, console, threads, calib, pre):
     return runner
 
 
-def export_for_runtime(model, out, fmt: str, dynamic_batch: bool = False, img_size=None, nms=None) -> Path | None:
-    """``fmt`` a runtime's own format (openvino: an IR; tflite): the model written as that,
-    from its ONNX export; None for the formats cvapps.exporting writes (onnx, torchscript)."""
+def export_for_runtime(model, out, fmt: str, dynamic_batch: bool = False, img_size=None, nms=None,
+                       precision: str = "fp32") -> Path | None:
+    """``fmt`` a runtime's own format (openvino: an IR; tflite; coreml): the model written as
+    that; None for the formats cvapps.exporting writes (onnx, torchscript), which are fp32."""
     rt = next((RUNTIMES.get(n) for n in RUNTIMES.names() if fmt in RUNTIMES.get(n).formats), None)
+    have = rt.write_precisions if rt is not None else ("fp32",)
+    if precision not in have:
+        raise ConfigError(f"--format {fmt} writes --precision {' | '.join(have)}, not {precision}",
+                          hint="fp16 files: --format coreml; int8: export --int8, or --precision int8 at run time")
     if rt is None:
         return None
     reason = rt.missing()
     if reason:
         raise ConfigError(reason)
-    return rt.write(model, Path(out), dynamic_batch, img_size, nms)
+    return rt.write(model, Path(out), dynamic_batch, img_size, nms, precision)
 
 
 def prepare_helper(model, backend: str, device: str = "cpu", precision: str = "fp32", console=None,

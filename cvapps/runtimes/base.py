@@ -34,6 +34,7 @@ class Runtime:
     suffixes: ClassVar[tuple[str, ...]] = ()  # model files it owns (".onnx", ".xml"): "auto" loads them on it
     reads: ClassVar[tuple[str, ...]] = ()  # other runtimes' files it also runs when named
     formats: ClassVar[tuple[str, ...]] = ()  # `export --format` names of the files it writes (``write``)
+    write_precisions: ClassVar[tuple[str, ...]] = ("fp32",)  # `export --precision` of those files
     auto_rank: ClassVar[int] = 0  # among equals, "auto" prefers the higher (a faster default runtime)
 
     def missing(self) -> str | None:
@@ -65,8 +66,9 @@ class Runtime:
         """``model`` (a TaskModel, batch norm folded) ready to run here at ``precision``."""
         raise NotImplementedError  # pragma: no cover
 
-    def write(self, model, out: Path, dynamic_batch: bool = False, img_size=None, nms=None) -> Path:
-        """``model`` as this runtime's own file format at ``out``."""
+    def write(self, model, out: Path, dynamic_batch: bool = False, img_size=None, nms=None,
+              precision: str = "fp32") -> Path:
+        """``model`` as this runtime's own file format at ``out`` (``precision`` one of ``write_precisions``)."""
         raise NotImplementedError  # pragma: no cover
 
     def load(self, path: Path, device: str, threads: int | None, precision: str = "fp32"):

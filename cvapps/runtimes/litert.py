@@ -142,7 +142,8 @@ class LiteRt(Runtime):
     def load(self, path, device, threads, precision="fp32"):
         return LiteRtModel(path, threads)
 
-    def write(self, model, out: Path, dynamic_batch: bool = False, img_size=None, nms=None) -> Path:
+    def write(self, model, out: Path, dynamic_batch: bool = False, img_size=None, nms=None,
+              precision: str = "fp32") -> Path:
         if out.suffix.lower() != ".tflite":
             raise ConfigError(f"--out {out}: a TFLite model is a .tflite file", hint=f"e.g. --out {out.with_suffix('.tflite')}")
         if dynamic_batch or nms is not None:

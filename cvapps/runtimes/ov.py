@@ -112,7 +112,8 @@ class OpenVino(Runtime):
     def load(self, path, device, threads, precision="fp32"):
         return OpenVinoModel(path, precision, threads)
 
-    def write(self, model, out: Path, dynamic_batch: bool = False, img_size=None, nms=None) -> Path:
+    def write(self, model, out: Path, dynamic_batch: bool = False, img_size=None, nms=None,
+              precision: str = "fp32") -> Path:
         """``out`` (.xml, its weights beside it in .bin): the model's ONNX export as an IR."""
         if out.suffix.lower() != ".xml":
             raise ConfigError(f"--out {out}: an OpenVINO IR is an .xml file (its weights go beside it in .bin)",
