@@ -147,7 +147,7 @@ class DataOptions(Options):
     what: ClassVar[str] = "data"
     data: str | None = None
     images: str | None = None
-    fmt: str | None = opt(None, choices=("coco", "voc", "yolo", "pts", "csv"), cli="--format")
+    fmt: str | None = opt(None, choices=("coco", "voc", "yolo", "pts", "csv", "label-studio", "cvat"), cli="--format")
     train: str | None = None
     val: str | None = opt(None, cli="--val-data")
     val_images: str | None = None

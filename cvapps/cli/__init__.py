@@ -102,7 +102,9 @@ WORKERS = {"workers": (Optional[int], Opt(None, help="data-loading processes (de
 DATA = {
     "data": (Optional[str], Opt(None, help="annotations, or a dataset root")),
     "images": (Optional[str], Opt(None, help="image folder")),
-    "fmt": (Optional[str], Opt(None, "--format", help="annotation format (default: from --data)")),
+    "fmt": (Optional[str], Opt(None, "--format", help="annotation format: coco, voc, yolo, pts, csv, label-studio "
+                                                      "(a JSON export), cvat (CVAT for images XML); default: from "
+                                                      "--data")),
     "skip_bad": (bool, Opt(False, help="skip bad images / records (counted) instead of stopping")),
     "allow_outside": (bool, Opt(False, "--allow-outside-images", help="image names in the annotation file may "
                                                                       "point outside --images (absolute paths, ..)")),
@@ -591,7 +593,7 @@ def _sources_as_arguments(argv: list[str]) -> list[str]:
     return moved_args + moved if "--" in moved_args else moved_args + ["--", *moved]
 
 
-from . import learning  # noqa: E402,F401  (registers distill, self-train, al-simulate on `app`)
+from . import labels, learning  # noqa: E402,F401  (register labels, distill, self-train, al-simulate on `app`)
 
 
 def _notes_as_lines() -> None:

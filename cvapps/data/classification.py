@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +14,8 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .dataset import TaskDataset
-from .io import RecordCheck, is_image, list_images, read_image
+from .io import RecordCheck, atomic_write, image_size, is_image, list_images, read_image
+from .labels import LabelImage, LabelSet, read_labels
 
 
 @dataclass
@@ -130,6 +132,9 @@ def load_split(spec: str | Path, labels: list[str] | None = None, kind: str | No
     p = Path(spec)
     if p.suffix.lower() == ".csv":
         return read_csv(p, images_root, labels, kind, allow_outside)
+    if p.suffix.lower() in TOOL_SUFFIXES:
+        return from_labelset(read_labels(TOOL_SUFFIXES[p.suffix.lower()], p, images_root, allow_outside=allow_outside),
+                             labels, kind)
     if kind not in (None, "multiclass"):
         raise ConfigError(f"an ImageFolder tree is multiclass; kind {kind!r} needs a CSV", path=str(p))
     return image_folder(p, labels)
@@ -139,6 +144,8 @@ def resolve_dataset(data: str | None = None, train: str | None = None, val: str 
                     kind: str | None = None, images_root: str | None = None, allow_outside: bool = False):
     """``data`` = a root with train/ and val/ (ImageFolder or train.csv/val.csv), or explicit
     ``train``/``val``. Returns (train, val|None); val uses train's label list."""
+    if data and Path(data).suffix.lower() in TOOL_SUFFIXES:
+        train, data = data, None
     if data:
         root = Path(data)
         if not root.is_dir():
@@ -157,6 +164,60 @@ def resolve_dataset(data: str | None = None, train: str | None = None, val: str 
     tr = load_split(train, None, kind, images_root, allow_outside)
     va = load_split(val, tr.labels, tr.kind, images_root, allow_outside) if val else None
     return tr, va
+
+
+TOOL_SUFFIXES = {".json": "label-studio", ".xml": "cvat"}  # the labelling tools' files that hold choices
+
+
+def from_labelset(ls: LabelSet, labels: list[str] | None = None, kind: str | None = None) -> ClassificationData:
+    """Each image's choices: multiclass when every image has exactly one, else multilabel
+    (``kind`` fixes it); classes ``labels``, else the file's in order. An unknown class, or an
+    image without its one class in a multiclass set, is one line naming the image."""
+    kind = kind or ("multiclass" if all(len(im.choices) == 1 for im in ls.images) else "multilabel")
+    if kind not in ("multiclass", "multilabel"):
+        raise ConfigError(f"{ls.source}: labelling tools' choices are classes, not {kind} values")
+    classes = list(labels) if labels is not None else list(dict.fromkeys(c for im in ls.images for c in im.choices))
+    paths, targets = [], []
+    for im in ls.images:
+        unknown = [c for c in im.choices if c not in classes]
+        if unknown:
+            raise DataError(f"image {im.name}: unknown class {unknown[0]!r}", path=ls.source,
+                            hint=f"known classes: {', '.join(classes)}")
+        if kind == "multiclass" and len(im.choices) != 1:
+            raise DataError(f"image {im.name}: {len(im.choices)} classes chosen, a multiclass set needs one",
+                            path=ls.source)
+        idx = [classes.index(c) for c in im.choices]
+        paths.append(im.path)
+        targets.append(idx[0] if kind == "multiclass" else idx)
+    if not paths:
+        raise DataError("no labelled images", path=ls.source)
+    return ClassificationData(paths, targets, classes, kind, ls.source, ls.notes())
+
+
+def write_csv(data: ClassificationData, out: str | Path, root: str | Path | None = None) -> list[Path]:
+    """``path,label`` rows (multilabel: labels joined by ";"), paths relative to ``root``
+    (default: the CSV's folder) — what ``read_csv`` reads."""
+    out = Path(out)
+    base = Path(root) if root else out.parent
+    rows = ["path,label"]
+    for p, t in zip(data.paths, data.targets):
+        name = os.path.relpath(Path(p).resolve(), base.resolve())
+        label = data.labels[t] if data.kind == "multiclass" else ";".join(data.labels[i] for i in t) \
+            if data.kind == "multilabel" else repr(float(t))
+        rows.append(f"{name},{label}")
+    atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
+    return [out]
+
+
+def to_labelset(data: ClassificationData) -> LabelSet:
+    if data.kind not in ("multiclass", "multilabel"):
+        raise ConfigError(f"{data.source}: {data.kind} targets are values; labelling tools' choices hold classes")
+    out = LabelSet([], list(data.labels), data.source)
+    for p, t in zip(data.paths, data.targets):
+        w, h = image_size(p)
+        names = [data.labels[t]] if data.kind == "multiclass" else [data.labels[i] for i in t]
+        out.images.append(LabelImage(Path(p).name, Path(p), w, h, choices=names))
+    return out
 
 
 class ImageDataset(TaskDataset):

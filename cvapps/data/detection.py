@@ -14,7 +14,8 @@ import torch
 from ..errors import DataError
 from .dataset import TaskDataset
 from .coco import check_coco
-from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json, read_image
+from .io import IMAGE_EXTS, RecordCheck, atomic_write, coco_index, image_size, json_dumps, load_json, read_image
+from .labels import Box, LabelImage, LabelSet, read_labels, tool_formats
 from .transforms import meta_scale
 
 _TOL = 1.0  # pixels a box may overhang the image (rounding in exports)
@@ -256,9 +257,12 @@ def read_yolo(txt_dir: str | Path, images: str | Path, labels: list[str] | None 
 
 def read_detection(data: str | Path, images: str | Path, fmt: str | None = None, labels: list[str] | None = None,
                    skip_bad: bool = False, allow_outside: bool = False) -> DetectionData:
-    """``fmt``: coco | voc | yolo (default: coco for a .json file, voc for a folder of .xml).
-    ``allow_outside``: image names in the file may leave ``images`` (absolute paths, ``..``)."""
+    """``fmt``: coco | voc | yolo | label-studio | cvat (default: coco for a .json file, voc for
+    a folder of .xml). ``allow_outside``: image names in the file may leave ``images``
+    (absolute paths, ``..``)."""
     p = Path(data)
+    if fmt in tool_formats():
+        return from_labelset(read_labels(fmt, p, images, skip_bad, allow_outside), labels, skip_bad)
     if fmt is None:
         fmt = "coco" if p.suffix.lower() == ".json" else ("voc" if any(p.glob("*.xml")) else "yolo")
     if fmt == "coco":
@@ -267,7 +271,66 @@ def read_detection(data: str | Path, images: str | Path, fmt: str | None = None,
         return read_voc(p, images, labels, skip_bad, allow_outside)
     if fmt == "yolo":
         return read_yolo(p, images, labels, skip_bad)
-    raise DataError(f"unknown annotation format {fmt!r}", hint="use coco, voc or yolo")
+    raise DataError(f"unknown annotation format {fmt!r}", hint="use coco, voc, yolo, label-studio or cvat")
+
+
+def from_labelset(ls: LabelSet, labels: list[str] | None = None, skip_bad: bool = False) -> DetectionData:
+    """The boxes of a labelling tool's labels (classes: ``labels``, else the file's box
+    classes in order); a box of another class is a bad record."""
+    classes = list(labels) if labels is not None else [c for c in ls.classes if any(
+        b.label == c for im in ls.images for b in im.boxes)]
+    b = _Builder(ls.source, skip_bad)
+    b.skipped.extend(ls.notes())
+    for im in ls.images:
+        objs = []
+        for k, box in enumerate(im.boxes):
+            where = f"image {im.name}, box {k + 1}"
+            if box.label not in classes:
+                b.bad(where, f"unknown class {box.label!r}", hint=f"known classes: {', '.join(classes)}")
+                continue
+            if b.box_ok(where, box.xyxy, im.width, im.height, f"box {[round(float(v), 3) for v in box.xyxy]} "
+                                                                 f"(xyxy pixels)"):
+                objs.append((box.xyxy.tolist(), classes.index(box.label), False))
+        b.add(im.path, im.width, im.height, objs)
+    return DetectionData(b.records, classes, list(range(1, len(classes) + 1)), ls.source, b.skipped)
+
+
+def write_coco(data: DetectionData, out: str | Path) -> list[Path]:
+    """A COCO detection file (categories 1..K in the data's class order)."""
+    text = json_dumps(data.to_coco())
+    atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text))
+    return [Path(out)]
+
+
+def write_yolo(data: DetectionData, out: str | Path) -> list[Path]:
+    """``out``/<image stem>.txt (``class cx cy w h`` normalised; images without boxes get an
+    empty file) and ``out``/classes.txt. Crowd boxes are left out."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in data.records:
+        lines = [f"{int(c)} {(b[0] + b[2]) / 2 / r.width:.6f} {(b[1] + b[3]) / 2 / r.height:.6f} "
+                 f"{(b[2] - b[0]) / r.width:.6f} {(b[3] - b[1]) / r.height:.6f}"
+                 for b, c, crowd in zip(r.boxes.astype(np.float64), r.labels, r.iscrowd) if not crowd]
+        f = out / f"{r.path.stem}.txt"
+        atomic_write(f, lambda tmp, text="".join(ln + "\n" for ln in lines): Path(tmp).write_text(text))
+        written.append(f)
+    names = "".join(n + "\n" for n in data.labels)
+    atomic_write(out / "classes.txt", lambda tmp: Path(tmp).write_text(names))
+    return [out / "classes.txt", *written]
+
+
+def to_labelset(data: DetectionData) -> LabelSet:
+    """Detection records as labels (crowd regions: no tool holds them, counted as dropped)."""
+    out = LabelSet([], list(data.labels), data.source)
+    for r in data.records:
+        keep = ~r.iscrowd
+        if r.iscrowd.any():
+            out.dropped["crowd boxes"] += int(r.iscrowd.sum())
+        out.images.append(LabelImage(r.path.name, r.path, r.width, r.height,
+                                     boxes=[Box(data.labels[l], b.astype(np.float64))
+                                            for b, l in zip(r.boxes[keep], r.labels[keep])]))
+    return out
 
 
 class DetectionDataset(TaskDataset):

@@ -15,7 +15,8 @@ from ..errors import DataError
 from ..ops.keypoints import box_from_points
 from ..schema import Schema, convert_points, from_dataset
 from .coco import check_coco
-from .io import IMAGE_EXTS, RecordCheck, coco_index, image_size, load_json
+from .io import IMAGE_EXTS, RecordCheck, atomic_write, coco_index, image_size, json_dumps, load_json
+from .labels import LabelImage, LabelSet, PointSet, read_labels, tool_formats
 
 _TOL = 2.0  # pixels a point may sit outside the image (annotation rounding)
 FACE_BOX_PAD = 0.1  # a face box derived from points is grown by this fraction per side
@@ -296,10 +297,12 @@ def _is_number(s: str) -> bool:
 
 def read_keypoints(data: str | Path, images: str | Path | None = None, fmt: str | None = None,
                    skip_bad: bool = False, allow_outside: bool = False) -> KeypointData:
-    """``fmt``: coco | pts | csv; guessed from ``data`` when None. A COCO file without
+    """``fmt``: coco | pts | csv | label-studio | cvat; guessed from ``data`` when None. A COCO file without
     ``images`` reads the annotations only (callers that crop pictures check for the folder).
     ``allow_outside``: image names in the file may leave ``images``."""
     p = Path(data)
+    if fmt in tool_formats():
+        return from_labelset(read_labels(fmt, p, images, skip_bad, allow_outside), skip_bad)
     fmt = fmt or ("coco" if p.suffix.lower() == ".json" else "csv" if p.suffix.lower() == ".csv" else
                   "pts" if p.is_dir() else None)
     if fmt == "coco":
@@ -308,4 +311,48 @@ def read_keypoints(data: str | Path, images: str | Path | None = None, fmt: str 
         return read_pts(p, images, skip_bad)
     if fmt == "csv":
         return read_keypoint_csv(p, images, skip_bad, allow_outside)
-    raise DataError("cannot tell the keypoint format", path=str(p), hint="pass --format coco|pts|csv")
+    raise DataError("cannot tell the keypoint format", path=str(p), hint="pass --format coco|pts|csv|label-studio|cvat")
+
+
+def from_labelset(ls: LabelSet, skip_bad: bool = False) -> KeypointData:
+    """The point sets of a labelling tool's labels; the schema from the point names (a
+    built-in one when they are its names, e.g. COCO's 17). Boxes: the instance's rectangle,
+    else the labelled points' box (faces padded as for .pts files)."""
+    if not ls.point_names:
+        raise DataError("no keypoints in the labels (Label Studio keypointlabels / CVAT skeletons or points)",
+                        path=ls.source)
+    schema = from_dataset(list(ls.point_names), [[a + 1, b + 1] for a, b in ls.skeleton], len(ls.point_names))
+    col = _Collector(ls.source, skip_bad)
+    col.skipped.extend(ls.notes())
+    records = []
+    for im in ls.images:
+        insts = []
+        for k, ps in enumerate(im.pointsets):
+            box = None if ps.box is None else [ps.box[0], ps.box[1], ps.box[2] - ps.box[0], ps.box[3] - ps.box[1]]
+            inst = col.instance(f"image {im.name}, instance {k + 1} ({ps.label})", ps.points, box, im.width,
+                                im.height, len(schema), pad_derived=FACE_BOX_PAD if schema.is_face else 0.0,
+                                ann_id=len(records) * 1000 + k + 1)
+            if inst is not None:
+                insts.append(inst)
+        records.append(KpRecord(im.path, im.width, im.height, len(records) + 1, insts))
+    return KeypointData(records, schema, ls.source, col.skipped)
+
+
+def write_coco(data: KeypointData, out: str | Path) -> list[Path]:
+    """A COCO keypoints file (one category, the schema's point names and skeleton)."""
+    text = json_dumps(data.to_coco())
+    atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text))
+    return [Path(out)]
+
+
+def to_labelset(data: KeypointData) -> LabelSet:
+    """Keypoint records as labels: one point set per instance, with its box (crowd regions dropped, counted)."""
+    label = "person" if data.schema.name in ("coco17", "crowdpose14") else "face" if data.schema.is_face else "object"
+    out = LabelSet([], [label], data.source, list(data.schema.keypoints), [tuple(e) for e in data.schema.skeleton])
+    for r in data.records:
+        sets = [PointSet(label, inst.keypoints.astype(np.float64), np.asarray(inst.box, np.float64))
+                for inst in r.instances if not inst.iscrowd]
+        if any(inst.iscrowd for inst in r.instances):
+            out.dropped["crowd regions"] += sum(inst.iscrowd for inst in r.instances)
+        out.images.append(LabelImage(r.path.name, r.path, r.width, r.height, pointsets=sets))
+    return out

@@ -16,7 +16,8 @@ from ..draw import palette
 from ..errors import DataError
 from .dataset import TaskDataset
 from .coco import check_coco
-from .io import IMAGE_EXTS, RecordCheck, coco_index, load_json, read_image, read_raw
+from .io import IMAGE_EXTS, RecordCheck, atomic_write, coco_index, load_json, read_image, read_raw
+from .labels import LabelImage, LabelSet, Mask, read_labels
 from .transforms import meta_scale
 
 CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
@@ -172,6 +173,76 @@ def read_coco_semantic(ann_file: str | Path, images: str | Path, skip_bad: bool 
         imgs.append(Path(images) / info["file_name"])
         makers.append(render)
     return SegData(imgs, makers, labels, default_colors(len(labels)), 255, None, str(ann_file), check.skipped)
+
+
+BACKGROUND = "background"
+VOID = ("void", "ignore")  # class names whose pixels a tool's labels mark as not to be learnt
+
+
+def from_labelset(ls: LabelSet, classes: list[str] | None = None, ignore_index: int = 255) -> SegData:
+    """Semantic masks from a labelling tool's brush masks and polygons (polygons rendered as
+    COCO's are; where shapes overlap, the later one wins). Classes: ``classes``, else
+    "background" then the file's mask / polygon classes; pixels no shape covers are
+    background when the classes have it, else ``ignore_index``; shapes of a class named void
+    or ignore mark ``ignore_index``."""
+    from pycocotools import mask as mask_utils
+
+    used = [c for c in ls.classes if any(m.label == c for im in ls.images for m in im.masks + im.polygons)]
+    labels = list(classes) if classes is not None else \
+        [BACKGROUND] + [c for c in used if c.lower() != BACKGROUND and c.lower() not in VOID]
+    unknown = sorted({c for c in used if c not in labels and c.lower() not in VOID})
+    if unknown:
+        raise DataError(f"masks of unknown class {unknown[0]!r}", path=ls.source, hint=f"classes: {', '.join(labels)}")
+    fill = labels.index(BACKGROUND) if BACKGROUND in labels else ignore_index
+    makers = []
+    for im in ls.images:
+        def render(im=im):
+            out = np.full((im.height, im.width), fill, np.int64)
+            for shape in im.polygons + im.masks:
+                value = ignore_index if shape.label.lower() in VOID else labels.index(shape.label)
+                if isinstance(shape, Mask):
+                    out[shape.mask] = value
+                else:
+                    rle = mask_utils.frPyObjects([shape.points.reshape(-1).tolist()], im.height, im.width)
+                    out[mask_utils.decode(rle)[..., 0].astype(bool)] = value
+            return out
+        makers.append(render)
+    return SegData([im.path for im in ls.images], makers, labels, default_colors(len(labels)), ignore_index, None,
+                   ls.source, ls.notes())
+
+
+def to_labelset(data: SegData) -> LabelSet:
+    """Label maps as one mask per class and image (background implicit: the pixels no mask
+    covers; void pixels as class "void")."""
+    out = LabelSet([], [c for c in data.labels if c.lower() != BACKGROUND], data.source)
+    for i, p in enumerate(data.images):
+        lm = data.load_mask(i)
+        masks = [Mask("void" if c == data.ignore_index else data.labels[c], lm == c) for c in np.unique(lm).tolist()
+                 if c == data.ignore_index or data.labels[c].lower() != BACKGROUND]
+        if any(m.label == "void" for m in masks):
+            out.add_class("void")
+        out.images.append(LabelImage(Path(p).name, Path(p), lm.shape[1], lm.shape[0], masks=masks))
+    return out
+
+
+def write_masks(data: SegData, out: str | Path) -> list[Path]:
+    """``out``/<image stem>.png label maps (class indices; void 255) and ``out``/palette.json
+    (classes and colours: ``--masks OUT --palette OUT/palette.json`` reads them back)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(data.labels) > 255:
+        raise DataError(f"{len(data.labels)} classes do not fit 8-bit label maps (void is 255)", path=str(out))
+    written = []
+    for i, img in enumerate(data.images):
+        lm = data.load_mask(i)
+        lm = np.where(lm == data.ignore_index, 255, lm).astype(np.uint8)
+        f = out / f"{Path(img).stem}.png"
+        png = cv2.imencode(".png", lm)[1].tobytes()
+        atomic_write(f, lambda tmp, png=png: Path(tmp).write_bytes(png))
+        written.append(f)
+    table = json.dumps({"classes": [{"name": n, "color": list(map(int, c))} for n, c in zip(data.labels, data.colors)]})
+    atomic_write(out / "palette.json", lambda tmp: Path(tmp).write_text(table))
+    return [out / "palette.json", *written]
 
 
 def default_colors(n: int) -> list[list[int]]:

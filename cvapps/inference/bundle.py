@@ -35,6 +35,13 @@ class BundlePrediction(Prediction):
     def to_dict(self) -> dict:
         return {task: p.to_dict() for task, p in self.parts.items()}
 
+    def to_labels(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        for p in self.parts.values():
+            for kind, items in p.to_labels().items():
+                out.setdefault(kind, []).extend(items)
+        return out
+
     def draw(self, image: np.ndarray) -> np.ndarray:
         # dense overlays first, boxes and labels on top, then what must stay readable (legends)
         parts = sorted(self.parts.values(), key=lambda p: p.draw_order)

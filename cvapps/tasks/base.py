@@ -69,6 +69,11 @@ class Prediction:
         cvapps.runtimes checks it before it lets a faster precision be the default."""
         raise NotImplementedError
 
+    def to_labels(self) -> dict[str, list]:  # pragma: no cover - abstract
+        """This prediction as a labelling tool's editable pre-annotation: {"choices" | "boxes"
+        | "polygons" | "masks" | "pointsets": items of cvapps.data.labels} (what a human checks)."""
+        raise NotImplementedError
+
     def resized(self, sx: float, sy: float) -> "Prediction":  # pragma: no cover - abstract
         """The same prediction for the image scaled by (sx, sy) (contact-sheet tiles)."""
         raise NotImplementedError

@@ -157,6 +157,22 @@ class TaskSpec:
         """Metrics of a results file (no model) against the ground truth in ``opts``."""
         raise ConfigError(f"{self.name} has no results-file evaluation")  # pragma: no cover
 
+    # labels (cvapps labels convert, select --to) -----------------------------------------
+    # formats `labels convert --to` writes besides the labelling tools' (label-studio, cvat)
+    label_writers: ClassVar[tuple[str, ...]] = ()
+
+    def read_labelled(self, opts: DataOptions):
+        """The labelled set ``opts`` names, whole (no validation split), in any format it reads."""
+        raise ConfigError(f"{self.name} labels cannot be converted")  # pragma: no cover
+
+    def labels_of(self, data):
+        """The task's data as a cvapps.data.labels.LabelSet."""
+        raise ConfigError(f"{self.name} labels cannot be converted")  # pragma: no cover
+
+    def write_native(self, data, fmt: str, out: Path) -> list[Path]:
+        """``data`` as ``fmt`` (one of ``label_writers``) at ``out``."""
+        raise ConfigError(f"{self.name} labels are not written as {fmt}")  # pragma: no cover
+
     # predict --------------------------------------------------------------------------
     def predict_setup(self, model, load, items=(), **options) -> tuple[Any, dict]:
         """(preprocessor, postprocess keyword arguments) for the predict options of this task.

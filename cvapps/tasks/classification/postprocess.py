@@ -22,6 +22,7 @@ class ClassPrediction(Prediction):
     scores: np.ndarray
     topk: list[tuple[int, str, float]] = field(default_factory=list)
     value: float | None = None
+    multilabel: bool = False  # scores are independent per label (sigmoid)
 
     @property
     def label(self) -> str | None:
@@ -42,6 +43,14 @@ class ClassPrediction(Prediction):
         if len(top2) == 2 and top2[1] - top2[0] < margin:
             return 0, 0
         return int(int(np.argmax(self.scores)) == int(np.argmax(other.scores))), 1
+
+    def to_labels(self) -> dict[str, list]:
+        """The top-1 class (multilabel: every label scored 0.5 or more); a value has no class."""
+        if self.value is not None:
+            return {}
+        if self.multilabel:
+            return {"choices": [lab for _, lab, s in self.topk if s >= 0.5]}
+        return {"choices": [self.topk[0][1]]} if self.topk else {}
 
     def to_dict(self) -> list[dict]:
         if self.value is not None:
@@ -74,5 +83,6 @@ def postprocess(logits: torch.Tensor, head: dict, labels: list[str], top_k: int 
     out = []
     for p, vals, idx in zip(probs, top.values, top.indices):
         names = [labels[i] if i < len(labels) else str(i) for i in idx.tolist()]
-        out.append(ClassPrediction(scores=p.numpy(), topk=list(zip(idx.tolist(), names, vals.tolist()))))
+        out.append(ClassPrediction(scores=p.numpy(), topk=list(zip(idx.tolist(), names, vals.tolist())),
+                                   multilabel=kind == "multilabel"))
     return out

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from ...data.classification import ClassificationData, ImageDataset, load_split, resolve_dataset
+from ...data.classification import (ClassificationData, ImageDataset, load_split, resolve_dataset, to_labelset,
+                                    write_csv)
 from ...data.sources import image_files
 from ...data.transforms import EvalTransform, train_augment
 from ...errors import ConfigError, DataError
@@ -140,6 +141,19 @@ class ClassificationSpec(TaskSpec):
                                 cache_side=int(pre["resize_size"] * 1.15) if cache else None, cache_images=CACHE_IMAGES)
 
         return make_train, ImageDataset(val, evalt, None, skip_bad) if val is not None else None
+
+    label_writers = ("csv",)
+
+    def read_labelled(self, opts: DataOptions):
+        if not opts.data:
+            raise ConfigError("no labels", hint="pass a class-folder tree, a CSV, a Label Studio export or a CVAT XML")
+        return load_split(opts.data, opts.classes, None, opts.images, opts.allow_outside)
+
+    def labels_of(self, data):
+        return to_labelset(data)
+
+    def write_native(self, data, fmt, out):
+        return write_csv(data, out)
 
     def read_eval(self, model, opts: DataOptions):
         if not opts.data:

@@ -11,6 +11,7 @@ from scipy.optimize import linear_sum_assignment
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from ... import draw
+from ...data.labels import Box
 from ...data.transforms import meta_scale
 from ...ops import decode_boxes
 from ...progress import count
@@ -57,6 +58,10 @@ class Detections(Prediction):
         names = [self.names[i] if i < len(self.names) else str(i) for i in self.labels.tolist()]
         top = ", ".join(f"{n} {s:.2f}" for n, s in list(zip(names, self.scores.tolist()))[:5])
         return count(len(self), "object") + (f": {top}" if top else "")
+
+    def to_labels(self) -> dict[str, list]:
+        return {"boxes": [Box(self.names[int(c)] if int(c) < len(self.names) else str(int(c)), b.astype(np.float64),
+                              float(s)) for b, s, c in zip(self.boxes, self.scores, self.labels)]}
 
     def to_dict(self) -> list[dict]:
         """COCO-results style: bbox = [x, y, w, h]."""

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ...data.detection import DetectionData, DetectionDataset, read_detection
+from ...data.detection import (DetectionData, DetectionDataset, read_detection, to_labelset, write_coco,
+                               write_yolo)
 from ...data.coco import check_coco, check_results
 from ...data.io import RecordCheck, atomic_write, load_json
 from ...data.transforms import Letterbox, detection_augment
@@ -145,6 +146,17 @@ class DetectionSpec(TaskSpec):
             return DetectionDataset(train, box, detection_augment() if augment else None, skip_bad)
 
         return make_train, DetectionDataset(val, box, None, skip_bad) if val is not None else None
+
+    label_writers = ("coco", "yolo")
+
+    def read_labelled(self, opts: DataOptions):
+        return read_detection(opts.data, opts.images, opts.fmt, opts.classes, opts.skip_bad, opts.allow_outside)
+
+    def labels_of(self, data):
+        return to_labelset(data)
+
+    def write_native(self, data, fmt, out):
+        return write_coco(data, out) if fmt == "coco" else write_yolo(data, out)
 
     def read_eval(self, model, opts: DataOptions):
         if not opts.data:

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from ... import draw
+from ...data.labels import PointSet
 
 from ...tracking import Trackable
 from ..base import Prediction
@@ -54,6 +55,16 @@ class Keypoints(Prediction):
         close = np.linalg.norm(self.points - other.points, axis=-1) <= tol * np.maximum(diag, 1.0)[:, None]
         sure = self.scores >= confident
         return int((close & sure).sum()), int(sure.sum())
+
+    def to_labels(self, min_score: float = 0.3) -> dict[str, list]:
+        """One point set per instance with its box; points scored below ``min_score`` are left
+        for the annotator to place (not labelled)."""
+        sets = []
+        for pts, sc, box, bs in zip(self.points, self.scores, self.boxes, self.box_scores):
+            kp = np.concatenate([pts.astype(np.float64), np.full((len(pts), 1), 2.0)], 1)
+            kp[sc < min_score] = 0.0
+            sets.append(PointSet(self.label, kp, box.astype(np.float64), float(bs)))
+        return {"pointsets": sets}
 
     def to_dict(self) -> list[dict]:
         """COCO keypoint-results style records (without image_id): keypoints [x, y, score, ...]."""

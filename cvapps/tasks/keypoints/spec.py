@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ...data.io import atomic_write, is_image
-from ...data.keypoints import KeypointData, read_keypoints
+from ...data.keypoints import KeypointData, read_keypoints, to_labelset, write_coco
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
 from ...progress import count
@@ -200,6 +200,17 @@ class KeypointSpec(TaskSpec):
             return KeypointDataset(train, td, augment(self.rotate) if aug else None, model.perm, skip_bad)
 
         return make_train, KeypointDataset(val, td, None, model.perm, skip_bad) if val is not None else None
+
+    label_writers = ("coco",)
+
+    def read_labelled(self, opts: DataOptions):
+        return self._read(opts.data, opts.images, opts, need_images=False)
+
+    def labels_of(self, data):
+        return to_labelset(data)
+
+    def write_native(self, data, fmt, out):
+        return write_coco(data, out)
 
     def read_eval(self, model, opts: DataOptions):
         """The labels, in the model's schema where they can be (see ``bridge``); labels whose

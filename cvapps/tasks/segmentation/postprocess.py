@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from ... import draw
+from ...data.labels import Mask
 from ..base import Prediction
 
 
@@ -33,6 +34,14 @@ class SegMask(Prediction):
     def counts(self) -> dict[str, int]:
         c = np.bincount(self.mask.ravel(), minlength=len(self.names))
         return {self.names[i] if i < len(self.names) else str(i): int(n) for i, n in enumerate(c) if n}
+
+    def to_labels(self) -> dict[str, list]:
+        """One mask per class present but the background (class 0 named background: what no mask covers)."""
+        keep = [c for c in np.unique(self.mask).tolist()
+                if not (c == 0 and self.names and self.names[0].lower() == "background")]
+        return {"masks": [Mask(self.names[c] if c < len(self.names) else str(c), self.mask == c,
+                               float(self.scores[self.mask == c].mean()) if self.scores is not None else None)
+                          for c in keep]}
 
     def to_dict(self) -> list[dict]:
         return [{"mask": self.path, "pixels": self.counts()}]

@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import torch
 
-from ...data.segmentation import (SegData, SegDataset, default_colors, median_frequency_weights, read_camvid,
-                                  read_coco_semantic, read_mask_folder)
+from ...data.labels import read_labels, tool_formats
+from ...data.segmentation import (SegData, SegDataset, default_colors, from_labelset, median_frequency_weights,
+                                  read_camvid, read_coco_semantic, read_mask_folder, to_labelset, write_masks)
 from ...data.io import read_raw
 from ...data.transforms import Letterbox, colour_shift
 from ...errors import ConfigError, DataError
@@ -27,7 +28,11 @@ def load(data: str | None, images: str | None = None, masks: str | None = None, 
          opts: DataOptions | None = None) -> SegData:
     """A CamVid-style root (``data/split`` + ``data/splitannot``), a COCO JSON (+ ``images``),
     or ``images`` + ``masks`` folders (classes from ``classes`` or a ``palette`` table).
-    ``opts``: skip_bad and allow_outside for a COCO file."""
+    ``opts``: the format (a labelling tool's: ``fmt`` label-studio | cvat), skip_bad and
+    allow_outside for a file."""
+    if data and opts is not None and opts.fmt in tool_formats():
+        return from_labelset(read_labels(opts.fmt, data, images, opts.skip_bad, opts.allow_outside), classes,
+                             ignore_index)
     if data and Path(data).suffix.lower() == ".json":
         if not images:
             raise ConfigError("COCO segmentation needs --images DIR")
@@ -161,6 +166,18 @@ class SegmentationSpec(TaskSpec):
             return load(data, images, masks, "train", classes, palette)
 
         return distill.distill_data(teacher, paths, run, opts, read=read)
+
+    label_writers = ("masks",)
+
+    def read_labelled(self, opts: DataOptions):
+        ignore = 255 if opts.ignore_index is None else opts.ignore_index
+        return load(opts.data, opts.images, opts.masks, opts.split, opts.classes, opts.palette, ignore, opts)
+
+    def labels_of(self, data):
+        return to_labelset(data)
+
+    def write_native(self, data, fmt, out):
+        return write_masks(data, out)
 
     def read_eval(self, model, opts: DataOptions):
         # masks (a folder, or the CamVid layout) hold the model's class indices; a COCO file names its classes

@@ -1,0 +1,1 @@
+"""cvapps and the systems around it: labelling tools (Label Studio, CVAT)."""
