@@ -24,6 +24,7 @@ from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
 from ..runs import RunLock
 from ..tasks.batch import memory_format, predict_inputs, prepare_threads, refined, run_batch, to_batch
+from .handoff import write_picks
 from .pseudo import write_pseudo_labels
 from .strategies import STRATEGIES, hybrid, k_center_greedy, rank, random_order
 
@@ -152,7 +153,8 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
            out: str = "runs/select", batch_size: int = 16, mc_passes: int = 10, k: int = 5, seed: int = 0,
            copy_to: str | None = None, link: bool = False, pseudo_label: float | None = None,
            vid_stride: int = 10, min_gap: int = 30, workers: int | None = None,
-           console: Console | None = None, pre=None) -> list[dict]:
+           console: Console | None = None, pre=None, to: tuple[str, str] | None = None, ls_config=None,
+           document_root=None, model_version: str | None = None) -> list[dict]:
     """Rank the images and video frames of ``pool`` (folders, globs, list files, paths,
     videos) and pick ``budget``. Videos are sampled every ``vid_stride``-th frame; two picks
     from one video are at least ``min_gap`` frames apart (neighbouring frames are nearly the
@@ -168,6 +170,9 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     preparing images ahead of the model (default: cvapps.data.sources.decode_threads). ``pre``:
     a configured preprocessor (``TaskSpec.predict_setup``'s: top-down keypoint models with the
     box source ``predict`` would use, so each instance crop is scored; default the model's).
+    ``to`` (format, file): also hand the picks to a labelling tool (cvapps.active.handoff):
+    "label-studio" tasks with the predictions as pre-annotations (``model_version``; image URLs
+    under ``document_root``; ``ls_config``: the labelling config too) or "cvat" XML.
     Returns the selection rows."""
     console = console or Console(stderr=True, markup=False)
     strategy = strategy or default_strategy(model)
@@ -178,6 +183,8 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
         raise ConfigError(f"strategy {strategy!r} needs {STRATEGIES[strategy].needs}, which a {model.task} "
                           f"model does not provide", hint=f"strategies for this model: {', '.join(ok)}")
     check_counts(budget, vid_stride, min_gap)
+    if to is not None and to[0] not in ("label-studio", "cvat"):
+        raise ConfigError(f"--to {to[0]!r}: picks go to label-studio or cvat")
     out_dir = checked_dir(out, "--out")
     if copy_to:
         checked_dir(copy_to, "--copy-to")
@@ -264,6 +271,10 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
                 "strategy": strategy} for r, i in enumerate(local)]
         save_frames(sel, out_dir / "frames")
         _write(sel, out_dir, copy_to, model, link, pre)
+        if to is not None:
+            files = write_picks(model, sel, to[0], to[1], pre, document_root, model_version, ls_config)
+            console.print(f"{len(sel)} picks with the model's predictions as pre-annotations: "
+                          f"{', '.join(map(str, files))}", highlight=False)
         if pseudo_label is not None:  # the rest of the pool: its images, and the videos' other sampled frames as images
             chosen = {(r["source"], r["frame"]) for r in sel}
             rest = [{"source": src, "frame": fr} for src, fr in keys if fr is not None and (src, fr) not in chosen]

@@ -12,7 +12,7 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import typer
 from rich.console import Console
@@ -509,6 +509,14 @@ def select(
     detector: Optional[str] = typer.Option(None, help="top-down keypoint models: a detection model for the boxes"),
     whole_image: bool = typer.Option(False, help="top-down keypoint models: one instance per image, the whole frame"),
     device: str = DEVICE["device"][1],
+    to: Optional[Tuple[str, str]] = typer.Option(None, help="FORMAT FILE: hand the picks to a labelling tool with the "
+                                                            "model's predictions as pre-annotations: label-studio "
+                                                            "tasks.json (score = selection score) or cvat ann.xml"),
+    ls_config: Optional[str] = typer.Option(None, help="--to label-studio: also write the labelling config here"),
+    document_root: Optional[str] = typer.Option(None, help="--to label-studio: image URLs for Label Studio's local-"
+                                                           "files storage under this LOCAL_FILES_DOCUMENT_ROOT"),
+    model_version: Optional[str] = typer.Option(None, help="--to label-studio: the predictions' model_version "
+                                                           "(default: the model's name)"),
 ) -> None:
     """Rank unlabelled images and video frames by how much labelling them should teach the
     model; picked video frames are written to OUT/frames/ as images. Re-running with the
@@ -516,7 +524,9 @@ def select(
     sel = _api().select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
                         batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
                         vid_stride=vid_stride, min_gap=min_gap, workers=workers, device=device, backend=backend,
-                        boxes=boxes, detector=detector, whole_image=whole_image, console=err)
+                        boxes=boxes, detector=detector, whole_image=whole_image, console=err, to=to,
+                        ls_config=ls_config, document_root=document_root,
+                        model_version=model_version or (Path(model).stem if Path(model).exists() else model))
     for row in sel:
         print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)

@@ -46,3 +46,44 @@ def convert(
 
 
 
+
+
+URL = typer.Option("http://localhost:8080", help="Label Studio's address")
+TOKEN = typer.Option(None, help="API token (default: $LABEL_STUDIO_API_KEY; never written to a file)",
+                     envvar="LABEL_STUDIO_API_KEY", show_envvar=False)
+
+
+@labels_app.command()
+def push(
+    tasks: str = typer.Argument(..., help="a tasks JSON (select --to label-studio FILE wrote it, with predictions)"),
+    project: str = typer.Option(..., help="project title (created if absent, with --config) or id"),
+    url: str = URL,
+    token: Optional[str] = TOKEN,
+    config: Optional[str] = typer.Option(None, help="labelling config (XML) for a new project (select --ls-config)"),
+    document_root: Optional[str] = typer.Option(None, help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT: images are "
+                                                           "served from disk by its local-files storage"),
+    upload: bool = typer.Option(False, help="upload the images instead (Label Studio on another machine)"),
+) -> None:
+    """Send picked images with the model's predictions (editable pre-annotations) to a
+    Label Studio project."""
+    from ..integrations.labelstudio import push as _push
+
+    print(_json(_push(tasks, url, project, token, config, document_root, upload)))
+
+
+@labels_app.command()
+def pull(
+    project: str = typer.Option(..., help="project title or id"),
+    out: str = typer.Option(..., help="the finished annotations as a Label Studio JSON export (train --format "
+                                      "label-studio --data OUT reads it)"),
+    url: str = URL,
+    token: Optional[str] = TOKEN,
+    document_root: Optional[str] = typer.Option(None, help="Label Studio's LOCAL_FILES_DOCUMENT_ROOT (to name the "
+                                                           "labelled images' files)"),
+    labelled: Optional[str] = typer.Option(None, help="also write the labelled images' paths here (select --exclude "
+                                                      "leaves them out of the next pool)"),
+) -> None:
+    """Fetch a Label Studio project's finished annotations (cancelled ones left out)."""
+    from ..integrations.labelstudio import pull as _pull
+
+    print(_json(_pull(url, project, out, token, document_root, labelled)))

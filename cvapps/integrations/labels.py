@@ -7,19 +7,10 @@ import os
 from pathlib import Path
 
 from ..data.labels import FORMATS, LabelSet, tool_formats, write_labels
-from ..data.labels.labelstudio import local_files_url
+from ..data.labels.labelstudio import url_under
 from ..errors import ConfigError
 from ..options import DataOptions
 from ..tasks import TASKS
-
-
-def image_url(document_root: str | Path | None):
-    """A LabelImage -> its Label Studio reference: a local-files URL under ``document_root``
-    (Label Studio's LOCAL_FILES_DOCUMENT_ROOT), else the image's name as read."""
-    if document_root is None:
-        return None
-    root = Path(document_root)
-    return lambda im: local_files_url(im.path, root) if im.path is not None else im.name
 
 
 def name_images(labels: LabelSet, images: str | Path | None) -> LabelSet:
@@ -53,7 +44,7 @@ def convert(src: str | Path, task: str, to: str, out: str | Path, images: str | 
     report = {"task": task, "from": fmt or "(from the files)", "to": to, "images": len(data)}
     if to in tool_formats():
         labels = name_images(spec.labels_of(data), images)
-        extra = {"url": image_url(document_root), "config": ls_config} if to == "label-studio" else {}
+        extra = {"url": url_under(document_root), "config": ls_config} if to == "label-studio" else {}
         written = write_labels(to, labels, out, **extra)
         report["dropped"] = {k: v for k, v in labels.dropped.items() if v}
     else:
@@ -65,4 +56,4 @@ def convert(src: str | Path, task: str, to: str, out: str | Path, images: str | 
     return report
 
 
-__all__ = ["FORMATS", "convert", "image_url", "name_images", "targets"]
+__all__ = ["FORMATS", "convert", "name_images", "targets"]

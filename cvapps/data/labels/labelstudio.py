@@ -257,6 +257,15 @@ def local_files_url(path: Path, document_root: Path) -> str:
     return "/data/local-files/?d=" + quote(Path(path).resolve().relative_to(document_root.resolve()).as_posix())
 
 
+def url_under(document_root: str | Path | None):
+    """A LabelImage -> its Label Studio reference: a local-files URL under ``document_root``
+    (Label Studio's LOCAL_FILES_DOCUMENT_ROOT), else its name as read (None: that default)."""
+    if document_root is None:
+        return None
+    root = Path(document_root)
+    return lambda im: local_files_url(im.path, root) if im.path is not None else im.name
+
+
 def tasks(labels: LabelSet, url=None, as_predictions: bool = False, model_version: str | None = None) -> list[dict]:
     """LabelSet -> Label Studio tasks: labels as ``annotations`` (ground truth to import) or
     as editable ``predictions`` (pre-annotations with ``model_version``; the image's score is
