@@ -23,9 +23,9 @@ LAYERS = [
     ["cvapps.runtimes"],  # how a model is run: the only unit that decides on a runtime
     ["cvapps.active"],
     ["cvapps.api"],
-    ["cvapps.integrations"],  # labelling tools and other systems around cvapps
     ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling"],
     ["cvapps.selftraining"],  # rounds of training, or of distilling from the previous round's model
+    ["cvapps.integrations"],  # labelling tools and other systems around cvapps
     ["cvapps.cli"],
     ["cvapps.__main__", "cvapps.__init__"],
 ]

@@ -15,12 +15,10 @@ from ..tasks.batch import predict_inputs
 
 def picks_labels(model, sel: list[dict], pre=None, batch_size: int = 16) -> LabelSet:
     """The picks (``select``'s rows) with ``model``'s predictions as labels."""
-    schema = getattr(model, "schema", None) if model.task in ("landmarks", "pose") else None
-    out = LabelSet([], list(model.labels) if schema is None else [], "cvapps select",
-                   point_names=list(schema.keypoints) if schema is not None else [],
-                   skeleton=[tuple(e) for e in schema.skeleton] if schema is not None else [])
     paths = [row["path"] for row in sel]
     preds = predict_inputs(model, paths, batch_size, pre=pre) if paths else []
+    points = next((p.point_names() for p in preds if p.point_names()), [])
+    out = LabelSet([], [] if points else list(model.labels), "cvapps select", point_names=points)
     for row, pred in zip(sel, preds):
         w, h = image_size(row["path"])
         items = pred.to_labels()

@@ -545,11 +545,28 @@ def serve(
     backend: str = typer.Option("auto", help="auto (ONNX Runtime when it can), torch, onnxruntime or openvino"),
     device: str = DEVICE["device"][1],
     precision: Optional[str] = PREDICT["precision"][1],
+    label_studio: bool = typer.Option(False, help="serve the (first) model as a Label Studio ML backend: /setup, "
+                                                  "/predict, /webhook, /health, /metrics"),
+    train_every: int = typer.Option(0, help="--label-studio: fine-tune after every N new annotations (0: on "
+                                            "START_TRAINING only)"),
+    train_epochs: int = typer.Option(10, help="--label-studio: epochs of each fine-tuning run"),
+    work: str = typer.Option("runs/ml_backend", help="--label-studio: fetched images and training runs"),
+    basic_auth: Optional[str] = typer.Option(None, help="--label-studio: require HTTP basic auth USER:PASSWORD "
+                                                        "(default: $CVAPPS_ML_BASIC_AUTH)",
+                                             envvar="CVAPPS_ML_BASIC_AUTH", show_envvar=False),
 ) -> None:
     """Serve models over HTTP: POST /predict (raw image bytes or a multipart upload -> the
-    JSON Lines record of `predict --save-json`), GET /health, GET /models. Extra: [serve]."""
+    JSON Lines record of `predict --save-json`), GET /health, GET /models. Extra: [serve].
+    With --label-studio: a Label Studio ML backend (pre-annotations, training on its webhooks)."""
     from ..serving import serve as run
 
+    if label_studio:
+        from ..integrations.ml_backend import serve as run_backend
+
+        run_backend(model[0], work, train_every, {"epochs": train_epochs}, basic_auth, host=host, port=port,
+                    max_bytes=max_bytes, max_pending=max_pending, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                    backend=backend, device=device, precision=precision)
+        return
     run(list(model), host=host, port=port, max_bytes=max_bytes, max_pending=max_pending, max_batch=max_batch,
         batch_wait_ms=batch_wait_ms, backend=backend, device=device, precision=precision)
 

@@ -35,6 +35,9 @@ class BundlePrediction(Prediction):
     def to_dict(self) -> dict:
         return {task: p.to_dict() for task, p in self.parts.items()}
 
+    def point_names(self) -> list[str]:
+        return next((p.point_names() for p in self.parts.values() if p.point_names()), [])
+
     def to_labels(self) -> dict[str, list]:
         out: dict[str, list] = {}
         for p in self.parts.values():

@@ -74,6 +74,10 @@ class Prediction:
         | "polygons" | "masks" | "pointsets": items of cvapps.data.labels} (what a human checks)."""
         raise NotImplementedError
 
+    def point_names(self) -> list[str]:
+        """The names of the points of ``to_labels``'s point sets, in order (none by default)."""
+        return []
+
     def resized(self, sx: float, sy: float) -> "Prediction":  # pragma: no cover - abstract
         """The same prediction for the image scaled by (sx, sy) (contact-sheet tiles)."""
         raise NotImplementedError

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlparse
 from xml.sax.saxutils import quoteattr
@@ -207,15 +209,18 @@ def _pct(v: float, size: int) -> float:
     return float(v) * 100.0 / size
 
 
-def task_results(im: LabelImage, point_names: list[str], prefix: str = "r") -> list[dict]:
-    """``im``'s labels as Label Studio results."""
+def task_results(im: LabelImage, point_names: list[str], prefix: str = "r", names: dict | None = None,
+                 to_name: str = "image") -> list[dict]:
+    """``im``'s labels as Label Studio results; ``names``: the from_name of each result type
+    (a project's controls, see ``controls``; default the configs cvapps writes)."""
     w, h = im.width, im.height
-    base = {"to_name": "image", "original_width": w, "original_height": h, "image_rotation": 0}
+    names = {**NAMES, **(names or {})}
+    base = {"to_name": to_name, "original_width": w, "original_height": h, "image_rotation": 0}
     out = []
 
     def add(kind: str, value: dict, score=None, **extra) -> str:
         rid = f"{prefix}{len(out)}"
-        r = {"id": rid, "type": kind, "from_name": NAMES[kind], **base, "value": value, **extra}
+        r = {"id": rid, "type": kind, "from_name": names[kind], **base, "value": value, **extra}
         if score is not None:
             r["score"] = float(score)
         out.append(r)
@@ -289,6 +294,54 @@ def tasks(labels: LabelSet, url=None, as_predictions: bool = False, model_versio
             task["annotations"] = [{"result": result, "ground_truth": False}]
         out.append(task)
     return out
+
+
+CONTROLS = {"choices": "Choices", "rectanglelabels": "RectangleLabels", "polygonlabels": "PolygonLabels",
+            "brushlabels": "BrushLabels", "keypointlabels": "KeyPointLabels"}
+
+
+def controls(config: str) -> tuple[dict[str, tuple[str, str, list[str]]], str]:
+    """A labelling config's controls: {result type: (name, toName, label values)} (the first
+    control of each type) and the task data key of its Image ("$image" -> "image")."""
+    try:
+        root = ET.fromstring(config)
+    except ET.ParseError as e:
+        raise DataError(f"the labelling config is not well-formed XML: {e}") from None
+    image = next(root.iter("Image"), None)
+    if image is None:
+        raise DataError("the labelling config has no <Image> to label")
+    out = {}
+    for kind, tag in CONTROLS.items():
+        el = next(root.iter(tag), None)
+        if el is not None:
+            values = [c.get("value") for c in el if c.tag in ("Label", "Choice") and c.get("value")]
+            out[kind] = (el.get("name"), el.get("toName") or image.get("name"), values)
+    return out, (image.get("value") or "$image").lstrip("$")
+
+
+def fit_to(im: LabelImage, ctrl: dict) -> Counter:
+    """Keep the labels of ``im`` the project's controls ``ctrl`` can hold (classes matched by
+    name, case-insensitively, and renamed to the config's spelling); counts what was dropped."""
+    dropped: Counter = Counter()
+
+    def keep(kind: str, label: str) -> str | None:
+        values = {v.lower(): v for v in ctrl.get(kind, (None, None, []))[2]}
+        if kind not in ctrl or (values and label.lower() not in values):
+            dropped[f"{label} ({kind})"] += 1
+            return None
+        return values.get(label.lower(), label)
+
+    im.choices = [c for c in (keep("choices", c) for c in im.choices) if c]
+    for attr, kind in (("boxes", "rectanglelabels"), ("polygons", "polygonlabels"), ("masks", "brushlabels"),
+                       ("pointsets", "rectanglelabels")):
+        kept = []
+        for item in getattr(im, attr):
+            name = keep(kind, item.label)
+            if name is not None:
+                item.label = name
+                kept.append(item)
+        setattr(im, attr, kept)
+    return dropped
 
 
 def label_config(labels: LabelSet) -> str:

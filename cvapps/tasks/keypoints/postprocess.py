@@ -56,6 +56,9 @@ class Keypoints(Prediction):
         sure = self.scores >= confident
         return int((close & sure).sum()), int(sure.sum())
 
+    def point_names(self) -> list[str]:
+        return list(self.names)
+
     def to_labels(self, min_score: float = 0.3) -> dict[str, list]:
         """One point set per instance with its box; points scored below ``min_score`` are left
         for the annotator to place (not labelled)."""
