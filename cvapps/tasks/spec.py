@@ -161,6 +161,12 @@ class TaskSpec:
     # formats `labels convert --to` writes besides the labelling tools' (label-studio, cvat)
     label_writers: ClassVar[tuple[str, ...]] = ()
 
+    def tool_labels(self, model) -> dict[str, list[str]]:
+        """What ``model``'s predictions give a labelling tool (``Prediction.to_labels``): one
+        of {"choices" | "boxes" | "masks": class names} or {"pointsets": [instance class],
+        "points": point names}."""
+        raise ConfigError(f"{self.name} models give no labels")  # pragma: no cover
+
     def read_labelled(self, opts: DataOptions):
         """The labelled set ``opts`` names, whole (no validation split), in any format it reads."""
         raise ConfigError(f"{self.name} labels cannot be converted")  # pragma: no cover

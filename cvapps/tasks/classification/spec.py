@@ -144,6 +144,9 @@ class ClassificationSpec(TaskSpec):
 
     label_writers = ("csv",)
 
+    def tool_labels(self, model):
+        return {"choices": list(model.labels)}
+
     def read_labelled(self, opts: DataOptions):
         if not opts.data:
             raise ConfigError("no labels", hint="pass a class-folder tree, a CSV, a Label Studio export or a CVAT XML")

@@ -149,6 +149,9 @@ class DetectionSpec(TaskSpec):
 
     label_writers = ("coco", "yolo")
 
+    def tool_labels(self, model):
+        return {"boxes": list(model.labels)}
+
     def read_labelled(self, opts: DataOptions):
         return read_detection(opts.data, opts.images, opts.fmt, opts.classes, opts.skip_bad, opts.allow_outside)
 

@@ -203,6 +203,9 @@ class KeypointSpec(TaskSpec):
 
     label_writers = ("coco",)
 
+    def tool_labels(self, model):
+        return {"pointsets": [self.instance], "points": list(model.schema.keypoints)}
+
     def read_labelled(self, opts: DataOptions):
         return self._read(opts.data, opts.images, opts, need_images=False)
 

@@ -169,6 +169,10 @@ class SegmentationSpec(TaskSpec):
 
     label_writers = ("masks",)
 
+    def tool_labels(self, model):
+        names = list(model.labels)
+        return {"masks": names[1:] if names and names[0].lower() == "background" else names}
+
     def read_labelled(self, opts: DataOptions):
         ignore = 255 if opts.ignore_index is None else opts.ignore_index
         return load(opts.data, opts.images, opts.masks, opts.split, opts.classes, opts.palette, ignore, opts)
