@@ -38,22 +38,22 @@ def connect(url: str, token: str | None = None):
     return client
 
 
-def call(fn, url: str, *args, **kwargs):
-    """``fn(*args, **kwargs)`` with Label Studio's refusals and network errors as one line."""
+def call(fn, server: str, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with Label Studio's (at ``server``) refusals and network errors as one line."""
     import httpx
     from label_studio_sdk.core.api_error import ApiError
 
     try:
         return fn(*args, **kwargs)
     except httpx.HTTPError as e:
-        raise ConfigError(f"cannot reach Label Studio at {url}: {e}", hint="is it running? check --url") from None
+        raise ConfigError(f"cannot reach Label Studio at {server}: {e}", hint="is it running? check --url") from None
     except ApiError as e:
         detail = e.body.get("detail") if isinstance(e.body, dict) else str(e.body)[:300]
         if e.status_code in (401, 403):
-            raise ConfigError(f"Label Studio at {url} refused the token ({e.status_code}): {detail}",
+            raise ConfigError(f"Label Studio at {server} refused the token ({e.status_code}): {detail}",
                               hint=f"check {TOKEN_ENV}; Label Studio >= 1.20 needs legacy tokens enabled for "
                                    "`Token` auth, or a personal access token") from None
-        raise ConfigError(f"Label Studio at {url} answered {e.status_code}: {detail}") from None
+        raise ConfigError(f"Label Studio at {server} answered {e.status_code}: {detail}") from None
 
 
 def project(client, url: str, name: str, config: str | None = None, create: bool = True):

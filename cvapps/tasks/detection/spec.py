@@ -92,7 +92,8 @@ class DetectionSpec(TaskSpec):
     def read_train(self, opts: DataOptions, kind=None):
         if not opts.data or not opts.images:
             raise ConfigError("detection training needs --data ANNOTATIONS and --images DIR")
-        tr = read_detection(opts.data, opts.images, opts.fmt, skip_bad=opts.skip_bad, allow_outside=opts.allow_outside)
+        tr = read_detection(opts.data, opts.images, opts.fmt, opts.classes, skip_bad=opts.skip_bad,
+                            allow_outside=opts.allow_outside)
         va = None
         if opts.val:
             va = read_detection(opts.val, opts.val_images or opts.images, opts.fmt, skip_bad=opts.skip_bad,
