@@ -172,7 +172,8 @@ def loop(client, url: str, root: Path, work: Path, rounds: int, budget: int, epo
     (work / "pool.txt").write_text("\n".join(pool) + "\n")
     base = cvapps.evaluate("ssd_mobilenet_v2.coco", str(work / "test.json"), images=str(voc / "images"))
     out = {"pool": len(pool), "test": len(test), "budget_per_round": budget, "epochs": epochs,
-           "round0_pretrained_AP50_on_shared_classes": round(base.get("AP50", float("nan")), 4)}
+           "round0_pretrained_AP50_on_shared_classes": round(base.get("AP50", float("nan")), 4),
+           "round0_pretrained_AP_on_shared_classes": round(base.get("AP", float("nan")), 4)}
     for strategy in ("entropy", "random"):
         rows, model, name = [], "ssd_mobilenet_v2.coco", f"loop-{strategy}"
         labelled = work / f"{strategy}_labelled.txt"
@@ -253,20 +254,26 @@ def ml_backend(client, url: str, root: Path, work: Path) -> dict:
 
 
 def plot(report: dict, path: Path) -> None:
+    """AP50 and AP per round, active vs random, the pretrained detector's as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for strategy in ("entropy", "random"):
-        rows = report["loop"][strategy]
-        ax.plot([r["labels"] for r in rows], [r["AP50"] for r in rows], marker="o",
-                label="active (entropy)" if strategy == "entropy" else "random")
-    ax.set_xlabel("labelled images (through Label Studio)")
-    ax.set_ylabel("AP50, 30 held-out VOC photos")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    loop_ = report["loop"]
+    for ax, metric in zip(axes, ("AP50", "AP")):
+        for strategy in ("entropy", "random"):
+            rows = loop_[strategy]
+            ax.plot([r["labels"] for r in rows], [r[metric] for r in rows], marker="o",
+                    label="active (entropy)" if strategy == "entropy" else "random")
+        base = loop_.get(f"round0_pretrained_{metric}_on_shared_classes")
+        if base is not None:
+            ax.axhline(base, color="grey", linestyle="--", label="pretrained, no labels (shared classes)")
+        ax.set_xlabel("images labelled through Label Studio")
+        ax.set_ylabel(f"{metric}, {loop_['test']} held-out VOC photos")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

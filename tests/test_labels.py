@@ -209,3 +209,6 @@ def test_train_and_eval_read_label_studio_and_cvat_with_format(tmp_path, capsys)
         assert code == 0, err
         got[fmt] = json.loads(out.strip().splitlines()[-1])
     assert got["coco"] == got["label-studio"] == got["cvat"]
+    for f in (tmp_path / "a.json", tmp_path / "a.xml"):  # the files say what they are (distill --labels too)
+        assert read_detection(f, tmp_path / "images").source == str(f)
+        assert len(read_detection(f, tmp_path / "images")) == 4

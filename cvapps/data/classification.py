@@ -132,7 +132,7 @@ def load_split(spec: str | Path, labels: list[str] | None = None, kind: str | No
     p = Path(spec)
     if p.suffix.lower() == ".csv":
         return read_csv(p, images_root, labels, kind, allow_outside)
-    if p.suffix.lower() in TOOL_SUFFIXES:
+    if p.suffix.lower() in TOOL_SUFFIXES and p.is_file():
         return from_labelset(read_labels(TOOL_SUFFIXES[p.suffix.lower()], p, images_root, allow_outside=allow_outside),
                              labels, kind)
     if kind not in (None, "multiclass"):

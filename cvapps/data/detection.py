@@ -15,7 +15,7 @@ from ..errors import DataError
 from .dataset import TaskDataset
 from .coco import check_coco
 from .io import IMAGE_EXTS, RecordCheck, atomic_write, coco_index, image_size, json_dumps, load_json, read_image
-from .labels import Box, LabelImage, LabelSet, read_labels, tool_formats
+from .labels import Box, LabelImage, LabelSet, read_labels, sniff, tool_formats
 from .transforms import meta_scale
 
 _TOL = 1.0  # pixels a box may overhang the image (rounding in exports)
@@ -261,6 +261,7 @@ def read_detection(data: str | Path, images: str | Path, fmt: str | None = None,
     a folder of .xml). ``allow_outside``: image names in the file may leave ``images``
     (absolute paths, ``..``)."""
     p = Path(data)
+    fmt = fmt or sniff(p)
     if fmt in tool_formats():
         return from_labelset(read_labels(fmt, p, images, skip_bad, allow_outside), labels, skip_bad)
     if fmt is None:

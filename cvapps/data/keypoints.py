@@ -16,7 +16,7 @@ from ..ops.keypoints import box_from_points
 from ..schema import Schema, convert_points, from_dataset
 from .coco import check_coco
 from .io import IMAGE_EXTS, RecordCheck, atomic_write, coco_index, image_size, json_dumps, load_json
-from .labels import LabelImage, LabelSet, PointSet, read_labels, tool_formats
+from .labels import LabelImage, LabelSet, PointSet, read_labels, sniff, tool_formats
 
 _TOL = 2.0  # pixels a point may sit outside the image (annotation rounding)
 FACE_BOX_PAD = 0.1  # a face box derived from points is grown by this fraction per side
@@ -301,6 +301,7 @@ def read_keypoints(data: str | Path, images: str | Path | None = None, fmt: str 
     ``images`` reads the annotations only (callers that crop pictures check for the folder).
     ``allow_outside``: image names in the file may leave ``images``."""
     p = Path(data)
+    fmt = fmt or sniff(p)
     if fmt in tool_formats():
         return from_labelset(read_labels(fmt, p, images, skip_bad, allow_outside), skip_bad)
     fmt = fmt or ("coco" if p.suffix.lower() == ".json" else "csv" if p.suffix.lower() == ".csv" else

@@ -141,6 +141,21 @@ def points_in_order(named: dict[str, tuple[float, float, int]], names: list[str]
     return out
 
 
+def sniff(path: str | Path) -> str | None:
+    """The labelling tool whose file ``path`` is, from its content: a JSON list (Label Studio
+    tasks; COCO files are objects) or an XML file whose root is <annotations> (CVAT); else None."""
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() not in (".json", ".xml"):
+        return None
+    with open(p, "rb") as f:
+        head = f.read(4096).lstrip()
+    if p.suffix.lower() == ".json":
+        return "label-studio" if head.startswith(b"[") else None
+    text = head.decode("utf-8", "replace")
+    text = text.split("?>", 1)[1].lstrip() if text.startswith("<?xml") else text
+    return "cvat" if text.startswith("<annotations") else None
+
+
 def read_labels(fmt: str, path: str | Path, images: str | Path | None = None, skip_bad: bool = False,
                 allow_outside: bool = False, **options) -> LabelSet:
     """A labels file of format ``fmt`` (label-studio | cvat) -> LabelSet; bad records raise a

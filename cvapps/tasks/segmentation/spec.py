@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from ...data.labels import read_labels, tool_formats
+from ...data.labels import read_labels, sniff, tool_formats
 from ...data.segmentation import (SegData, SegDataset, default_colors, from_labelset, median_frequency_weights,
                                   read_camvid, read_coco_semantic, read_mask_folder, to_labelset, write_masks)
 from ...data.io import read_raw
@@ -30,9 +30,10 @@ def load(data: str | None, images: str | None = None, masks: str | None = None, 
     or ``images`` + ``masks`` folders (classes from ``classes`` or a ``palette`` table).
     ``opts``: the format (a labelling tool's: ``fmt`` label-studio | cvat), skip_bad and
     allow_outside for a file."""
-    if data and opts is not None and opts.fmt in tool_formats():
-        return from_labelset(read_labels(opts.fmt, data, images, opts.skip_bad, opts.allow_outside), classes,
-                             ignore_index)
+    fmt = (opts.fmt if opts is not None else None) or (sniff(data) if data else None)
+    if data and fmt in tool_formats():
+        skip, outside = (opts.skip_bad, opts.allow_outside) if opts is not None else (False, False)
+        return from_labelset(read_labels(fmt, data, images, skip, outside), classes, ignore_index)
     if data and Path(data).suffix.lower() == ".json":
         if not images:
             raise ConfigError("COCO segmentation needs --images DIR")
