@@ -212,3 +212,17 @@ def test_train_and_eval_read_label_studio_and_cvat_with_format(tmp_path, capsys)
     for f in (tmp_path / "a.json", tmp_path / "a.xml"):  # the files say what they are (distill --labels too)
         assert read_detection(f, tmp_path / "images").source == str(f)
         assert len(read_detection(f, tmp_path / "images")) == 4
+
+
+def test_label_studio_sdk_made_tasks_read_as_the_coco_they_came_from(tmp_path):
+    """A fixture made by label-studio-sdk's own COCO importer (boxes, with its ids and percent
+    arithmetic) reads back as the COCO file it was made from."""
+    coco_import = pytest.importorskip("label_studio_sdk.converter.imports.coco")
+    make_detection_set(tmp_path)
+    coco_import.convert_coco_to_ls(str(tmp_path / "coco.json"), str(tmp_path / "sdk.json"),
+                                   image_root_url="/data/local-files/?d=images/")
+    src = read_detection(tmp_path / "coco.json", tmp_path / "images")
+    back = read_detection(tmp_path / "sdk.json", tmp_path, "label-studio", labels=src.labels)
+    assert [r.path.name for r in back.records] == [r.path.name for r in src.records]
+    for a, b in zip(src.records, back.records):
+        assert np.abs(a.boxes - b.boxes).max(initial=0) < 1e-3 and list(a.labels) == list(b.labels)
