@@ -343,3 +343,29 @@ def test_a_budget_above_the_pool_selects_all_and_says_so(tmp_path, pool, tiny_mo
     sel = cvapps.select(tiny_model, pool, 99, "entropy", out=str(tmp_path / "sel"), console=Console(file=buf))
     assert len(sel) == 6 and [r["rank"] for r in sel] == list(range(1, 7))
     assert "--budget 99 is more than the pool's 6 candidates" in buf.getvalue().replace("\n", " ")
+
+
+def test_select_hands_picks_and_frames_to_label_studio_with_predictions(tmp_path, pool, tiny_model):
+    """--to label-studio: one task per pick (video frames as their written images), the
+    model's prediction as an editable pre-annotation, the selection score as its score."""
+    import json
+
+    video = _colour_video(tmp_path / "drive.mp4")
+    out = tmp_path / "sel"
+    sel = cvapps.select(tiny_model, [str(video), str(pool)], 4, "entropy", out=str(out), vid_stride=2, min_gap=10,
+                        to=("label-studio", str(out / "tasks.json")), ls_config=str(out / "config.xml"),
+                        document_root=str(tmp_path), model_version="tiny-v1")
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert len(tasks) == len(sel) == 4 and any(r["frame"] is not None for r in sel)
+    want = {Path(r["path"]).name: r for r in sel}
+    for t in tasks:
+        ref = t["data"]["image"]
+        assert ref.startswith("/data/local-files/?d=")
+        row = want[Path(ref).name]
+        (pred,) = t["predictions"]
+        assert pred["model_version"] == "tiny-v1" and pred["score"] == pytest.approx(row["score"])
+        (r,) = pred["result"]
+        top = tiny_model.predict([row["path"]])[0].label
+        assert r["type"] == "choices" and r["value"]["choices"] == [top]
+    config = (out / "config.xml").read_text()
+    assert all(f'<Choice value="{c}"/>' in config for c in tiny_model.labels)
