@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/cvapps predict landmarks examples/astronaut.jpg --out runs/demo/faces --save-json runs/demo/faces/predictions.jsonl
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # the rounding-sensitive tests (conftest.ROUNDING_SENSITIVE) again under oneDNN's SSE4.1 kernels on one
 # thread: CPUs round differently (AMX, AVX-512, AVX2), and a test that passes only by a near-tie fails here
