@@ -17,8 +17,10 @@ from . import backbones as _bb
 from . import pretrained
 from .active import simulate as sim
 from .data.io import load_json, out_dir, out_file
+from .data.remote import staged
 from .active.select import check_counts, default_strategy
 from .active.select import select as _select
+from .active.shards import merge as _merge
 from .active.strategies import STRATEGIES
 from .active.simulate_tasks import simulate_task
 from .errors import ConfigError, DataError
@@ -406,7 +408,7 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
             field = next(f for f in dataclasses.fields(group) if f.name == "kind")
             check_value("kind", kind, field.metadata, group.what)
     data_kw, train_kw, head_kw = split_options(options, DataOptions, TrainConfig, _head_group(spec, kind))
-    opts = DataOptions.parse(data_kw, data=data)
+    opts = staged(DataOptions.parse(data_kw, data=data))  # (s3:// ... files and folders: local copies)
     # a whole pretrained model of this task already works: its recipe fine-tunes it, and it is epoch 0
     works = bool(weights) and weights in all_weights() and get_spec(weights).kind == "model" \
         and get_spec(weights).task == task
@@ -477,7 +479,7 @@ def evaluate(model, data: str | None = None, *, task: str | None = None, val_dat
     check_outputs({"--out": eopts.out}, {"--save-results": eopts.save_results})
     model = _model(model, task, device)
     spec = model.spec
-    opts = DataOptions.parse(data_kw, data=data)
+    opts = staged(DataOptions.parse(data_kw, data=data))
     va = val_data if val_data is not None else spec.read_eval(model, opts)
     predicted = spec.evaluate_predicted(model, va, opts, eopts, helper_loader(device, "auto", console))
     if predicted is not None:
@@ -529,7 +531,8 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
                           f"{m.task}`, so select does not take it for this model either",
                           hint="select finds instances as predict does: --boxes / --detector / --whole-image are "
                                "for top-down keypoint models")
-    items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool]) if isinstance(p, Path)]
+    items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
+             if isinstance(p, (Path, str))]
     pre, _ = m.spec.predict_setup(m, helper_loader(device, backend, kwargs.get("console")), items, **asked)
     if getattr(pre, "not_for_select", None):
         raise ConfigError(pre.not_for_select)
@@ -538,6 +541,14 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
         if name in STRATEGIES and STRATEGIES[name].needs in ("probs", "none"):  # outputs only: any runtime
             m = prepare(m.fold_batchnorm(), backend, device, "fp32", {}, kwargs.get("console"))
     return _select(m, pool, budget, strategy, pre=pre, **kwargs)
+
+
+def select_merge(shards: list[str | Path], out: str | Path, copy_to: str | None = None, link: bool = False,
+                 model=None, console: Console | None = None) -> list[dict]:
+    """The picks of ``select --shard I/N`` runs (their folders), as the unsharded run picks
+    them; ``model`` (optional) draws its predictions on the contact sheet."""
+    console = console or Console(stderr=True, markup=False)
+    return _merge(shards, out, copy_to, link, _model(model, None, "cpu") if model else None, console)
 
 
 @torch.inference_mode()

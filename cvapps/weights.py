@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .data.io import cvapps_home  # noqa: F401 - (where it is defined; re-exported here)
 from .errors import ConfigError, WeightsError
 
 CONNECT_TIMEOUT = 5.0
@@ -140,10 +141,6 @@ def get_spec(name: str) -> WeightsSpec:
     if name not in specs:
         raise ConfigError(f"unknown weights {name!r}", hint=f"known weights: {', '.join(sorted(specs))}")
     return specs[name]
-
-
-def cvapps_home() -> Path:
-    return Path(os.environ.get("CVAPPS_HOME", Path.home() / ".cache" / "cvapps"))
 
 
 def offline() -> bool:

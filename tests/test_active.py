@@ -369,3 +369,31 @@ def test_select_hands_picks_and_frames_to_label_studio_with_predictions(tmp_path
         assert r["type"] == "choices" and r["value"]["choices"] == [top]
     config = (out / "config.xml").read_text()
     assert all(f'<Choice value="{c}"/>' in config for c in tiny_model.labels)
+
+
+@pytest.mark.parametrize("strategy", ["entropy", "coreset", "random"])
+def test_sharded_scoring_merges_to_the_unsharded_picks(tmp_path, pool, tiny_model_file, capsys, strategy):
+    """`select --shard I/N` on three "machines", then `--merge`: the picks (and scores) of
+    one unsharded run, budget and strategy read from the shards' records."""
+    import csv
+
+    video = _colour_video(tmp_path / "drive.mp4")
+    common = ["--model", tiny_model_file, "--pool", pool, "--pool", video, "--budget", 5, "--strategy", strategy,
+              "--vid-stride", 4, "--min-gap", 8, "--seed", 3]
+    code, _, err = run_cli(capsys, "select", *common, "--out", tmp_path / "whole")
+    assert code == 0, err
+    for i in range(3):
+        code, out, err = run_cli(capsys, "select", *common, "--shard", f"{i}/3", "--out", tmp_path / f"s{i}")
+        assert code == 0 and out.strip() == "", err
+    code, _, err = run_cli(capsys, "select", "--merge", tmp_path / "s2", "--merge", tmp_path / "s0", "--out",
+                           tmp_path / "merged")
+    assert code == 2 and "missing [1]" in err
+    code, out, err = run_cli(capsys, "select", *[a for d in ("s2", "s0", "s1") for a in ("--merge", tmp_path / d)],
+                             "--out", tmp_path / "merged")
+    assert code == 0, err
+
+    def rows(d):
+        with open(tmp_path / d / "selection.csv", newline="") as f:
+            return [(r["rank"], Path(r["path"]).name, r["frame"], r["score"]) for r in csv.DictReader(f)]
+
+    assert rows("merged") == rows("whole") and len(rows("whole")) == 5

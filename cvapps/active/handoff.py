@@ -10,7 +10,8 @@ from pathlib import Path
 from ..data.io import image_size
 from ..data.labels import LabelImage, LabelSet, write_labels
 from ..data.labels.labelstudio import url_under
-from ..tasks.batch import predict_inputs
+from ..data.remote import is_remote_image
+from ..tasks.batch import load_input, predict_inputs
 
 
 def picks_labels(model, sel: list[dict], pre=None, batch_size: int = 16) -> LabelSet:
@@ -19,10 +20,12 @@ def picks_labels(model, sel: list[dict], pre=None, batch_size: int = 16) -> Labe
     preds = predict_inputs(model, paths, batch_size, pre=pre) if paths else []
     points = next((p.point_names() for p in preds if p.point_names()), [])
     out = LabelSet([], [] if points else list(model.labels), "cvapps select", point_names=points)
-    for row, pred in zip(sel, preds):
-        w, h = image_size(row["path"])
+    for i, (row, pred) in enumerate(zip(sel, preds)):
+        w, h = image_size(row["path"]) if not is_remote_image(row["path"]) else load_input(row["path"], i)[0].shape[1::-1]
         items = pred.to_labels()
-        im = LabelImage(Path(row["path"]).name, Path(row["path"]), w, h, score=row["score"], **items)
+        remote = is_remote_image(row["path"])  # (an object-storage or http URL: named as it is)
+        im = LabelImage(row["path"] if remote else Path(row["path"]).name, None if remote else Path(row["path"]), w, h,
+                        score=row["score"], **items)
         for ps in im.pointsets:
             out.add_class(ps.label)
         out.images.append(im)
@@ -36,7 +39,7 @@ def write_picks(model, sel: list[dict], fmt: str, out: str | Path, pre=None, doc
     image paths), or CVAT XML annotations."""
     labels = picks_labels(model, sel, pre)
     if fmt == "label-studio":
-        url = url_under(document_root) or (lambda im: str(im.path))
+        url = url_under(document_root) or (lambda im: str(im.path) if im.path is not None else im.name)
         return write_labels(fmt, labels, out, url=url, as_predictions=True, model_version=model_version,
                             config=ls_config)
     return write_labels(fmt, labels, out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,13 @@ from rich.console import Console
 import cv2
 
 from .. import draw
-from ..data.io import is_image, is_video, out_dir as checked_dir, read_image
+from ..data.io import is_image, is_video, out_dir as checked_dir
 from ..errors import ConfigError, DataError
 from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
 from ..runs import RunLock
-from ..tasks.batch import memory_format, predict_inputs, prepare_threads, refined, run_batch, to_batch
+from ..data.remote import fetch, is_cloud, is_remote_image, read_bytes
+from ..tasks.batch import load_input, memory_format, predict_inputs, prepare_threads, refined, run_batch, to_batch
 from .handoff import write_picks
 from .pseudo import write_pseudo_labels
 from .strategies import STRATEGIES, hybrid, k_center_greedy, rank, random_order
@@ -154,7 +156,7 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
            copy_to: str | None = None, link: bool = False, pseudo_label: float | None = None,
            vid_stride: int = 10, min_gap: int = 30, workers: int | None = None,
            console: Console | None = None, pre=None, to: tuple[str, str] | None = None, ls_config=None,
-           document_root=None, model_version: str | None = None) -> list[dict]:
+           document_root=None, model_version: str | None = None, shard: tuple[int, int] | None = None) -> list[dict]:
     """Rank the images and video frames of ``pool`` (folders, globs, list files, paths,
     videos) and pick ``budget``. Videos are sampled every ``vid_stride``-th frame; two picks
     from one video are at least ``min_gap`` frames apart (neighbouring frames are nearly the
@@ -173,7 +175,9 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     ``to`` (format, file): also hand the picks to a labelling tool (cvapps.active.handoff):
     "label-studio" tasks with the predictions as pre-annotations (``model_version``; image URLs
     under ``document_root``; ``ls_config``: the labelling config too) or "cvat" XML.
-    Returns the selection rows."""
+    ``shard`` (i, N): score only the i-th of N interleaved parts of the pool and record it
+    (cvapps.active.shards: ``merge`` of the N folders picks as one run would). Returns the
+    selection rows (none for a shard)."""
     console = console or Console(stderr=True, markup=False)
     strategy = strategy or default_strategy(model)
     if strategy not in STRATEGIES:
@@ -190,7 +194,7 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
         checked_dir(copy_to, "--copy-to")
     notes: list[str] = []
     items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool], notes)
-             if isinstance(p, Path) and (is_image(p) or is_video(p))]
+             if (isinstance(p, Path) and (is_image(p) or is_video(p))) or is_remote_image(p)]
     for text in notes:
         note(console, "note:", text, style="yellow")
     with RunLock(out_dir, "selection"):  # scores.csv grows as batches finish: one writer at a time
@@ -199,8 +203,12 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
             items = [p for p in items if str(p) not in ex and p.name not in ex]
         if not items:
             raise DataError("no images or videos left in the pool to score", path=str(pool))
+        positions = None
+        if shard is not None:
+            items, positions = shard_items(items, shard)
         scores_csv, emb_file = out_dir / "scores.csv", out_dir / "embeddings.f16"
-        state = {"strategy": strategy, "task": model.task, "labels": model.labels, "vid_stride": vid_stride}
+        state = {"strategy": strategy, "task": model.task, "labels": model.labels, "vid_stride": vid_stride,
+                 **({"shard": list(shard)} if shard is not None else {})}
         state_file = out_dir / "state.json"
         if state_file.is_file() and json.loads(state_file.read_text()) != state:
             raise ConfigError(f"{out_dir} holds scores of another strategy, model or frame stride", path=str(state_file),
@@ -249,26 +257,15 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
                     w.writerows(rows)
                     f.flush()
                     bar.advance(len(good))
-        done = _read_done(scores_csv)
-        all_keys = list(done)
-        wanted = {str(p) for p in items}
-        keep = [i for i, key in enumerate(all_keys) if key[0] in wanted]
-        keys = [all_keys[i] for i in keep]
-        scores = torch.tensor([done[key] for key in keys])
-        emb = None
-        if need_emb:  # embedding rows follow scores.csv rows
-            d = model.backbone.out_channels
-            emb = torch.from_numpy(np.memmap(emb_file, np.float16, "r").reshape(-1, d)[keep].astype(np.float32))
-        local, shown = _pick(strategy, keys, scores, emb, budget, k, seed, min_gap)
-        if budget > len(keys) == len(local):
-            note(console, "note", f"--budget {budget} is more than the pool's {len(keys)} candidates: all of them "
-                                  "are selected, ranked")
-        elif len(local) < min(budget, len(keys)):
-            note(console, "note", f"selected {len(local)} of the {budget} asked: frames closer than --min-gap {min_gap} "
-                                  "to a pick are not picked, and no other candidate is left")
-        sel = [{"path": keys[i][0], "source": keys[i][0], "frame": keys[i][1],
-                "score": shown.get(i, float(scores[i])) if strategy != "random" else None, "rank": r + 1,
-                "strategy": strategy} for r, i in enumerate(local)]
+        keys, scores, emb = scored(out_dir, {str(p) for p in items}, model.backbone.out_channels if need_emb else 0)
+        if shard is not None:
+            write_record(out_dir, shard, positions, {"budget": budget, "strategy": strategy, "k": k, "seed": seed,
+                                                     "min_gap": min_gap, "vid_stride": vid_stride,
+                                                     "task": model.task, "labels": list(model.labels)})
+            console.print(f"scored shard {shard[0]}/{shard[1]}: {len(keys)} images / frames in {scores_csv}; pick "
+                          f"with `cvapps select --merge` over all {shard[1]} shard folders", highlight=False)
+            return []
+        sel = choose(keys, scores, emb, strategy, budget, k, seed, min_gap, console)
         save_frames(sel, out_dir / "frames")
         _write(sel, out_dir, copy_to, model, link, pre)
         if to is not None:
@@ -285,6 +282,51 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
                           f"in {info['file']}, image names relative to {info['images']} (train on them with --images "
                           f"{info['images']})" + (f"; the frames in {out_dir / 'pseudo_frames'}" if rest else ""))
         return sel
+
+
+def scored(out_dir: Path, wanted: set[str] | None, dim: int) -> tuple[list[Key], torch.Tensor, torch.Tensor | None]:
+    """The (path, frame) keys of ``out_dir``/scores.csv (those of ``wanted`` paths; None: all)
+    in file order, their scores and (``dim`` > 0) their embeddings."""
+    done = _read_done(out_dir / "scores.csv")
+    all_keys = list(done)
+    keep = [i for i, key in enumerate(all_keys) if wanted is None or key[0] in wanted]
+    keys = [all_keys[i] for i in keep]
+    scores = torch.tensor([done[key] for key in keys])
+    emb = None
+    if dim:  # embedding rows follow scores.csv rows; kept float16 (the strategies compute in float32 chunks)
+        rows = np.memmap(out_dir / "embeddings.f16", np.float16, "r").reshape(-1, dim)
+        emb = torch.from_numpy(rows[keep] if len(keep) < len(rows) else np.array(rows))
+    return keys, scores, emb
+
+
+def choose(keys: list[Key], scores: torch.Tensor, emb, strategy: str, budget: int, k: int, seed: int, min_gap: int,
+           console) -> list[dict]:
+    """The selection rows of the scored ``keys`` (rank order)."""
+    local, shown = _pick(strategy, keys, scores, emb, budget, k, seed, min_gap)
+    if budget > len(keys) == len(local):
+        note(console, "note", f"--budget {budget} is more than the pool's {len(keys)} candidates: all of them "
+                              "are selected, ranked")
+    elif len(local) < min(budget, len(keys)):
+        note(console, "note", f"selected {len(local)} of the {budget} asked: frames closer than --min-gap {min_gap} "
+                              "to a pick are not picked, and no other candidate is left")
+    return [{"path": keys[i][0], "source": keys[i][0], "frame": keys[i][1],
+             "score": shown.get(i, float(scores[i])) if strategy != "random" else None, "rank": r + 1,
+             "strategy": strategy} for r, i in enumerate(local)]
+
+
+def shard_items(items: list[Path], shard: tuple[int, int]) -> tuple[list[Path], dict[str, int]]:
+    """The i-th of N interleaved parts of ``items`` (every N-th, from i), and each one's
+    position in the whole pool (a merge restores the pool's order from them)."""
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard {i}/{n}: expected I/N with 0 <= I < N")
+    mine = list(range(i, len(items), n))
+    return [items[j] for j in mine], {str(items[j]): j for j in mine}
+
+
+def write_record(out_dir: Path, shard: tuple[int, int], positions: dict[str, int], options: dict) -> None:
+    (out_dir / "shard.json").write_text(json.dumps({"shard": shard[0], "of": shard[1], "options": options,
+                                                    "positions": positions}))
 
 
 def save_frames(sel: list[dict], folder: Path) -> None:
@@ -325,7 +367,10 @@ def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link
         dest.mkdir(parents=True, exist_ok=True)
         for row in sel:
             target = dest / f"{row['rank']:04d}_{Path(row['path']).name}"
-            if link:
+            if is_remote_image(row["path"]):  # (object storage / URL: a local copy to label)
+                target = dest / f"{row['rank']:04d}_{Path(urllib.parse.urlsplit(row['path']).path).name}"
+                target.write_bytes(read_bytes(row["path"]) if is_cloud(row["path"]) else fetch(row["path"]))
+            elif link:
                 target.unlink(missing_ok=True)  # a rerun replaces its own links
                 target.symlink_to(Path(row["path"]).resolve())
             else:
@@ -347,7 +392,7 @@ def contact_sheet(sel: list[dict], path: Path, model=None, pre=None, cols: int =
     sheet = np.full((n_rows * (tile + band), cols * tile, 3), 255, np.uint8)
     captions = []
     for i, row in enumerate(rows):
-        img = read_image(row["path"])
+        img = load_input(row["path"], i)[0]
         s = tile / max(img.shape[:2])
         small = cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))),
                            interpolation=cv2.INTER_AREA)

@@ -14,8 +14,8 @@ from ..ops.uncertainty import bald, entropy, least_confidence, margin, variance 
 
 def rank(scores: torch.Tensor, budget: int) -> list[int]:
     """Indices of the ``budget`` highest scores, best first (ties: lower index first)."""
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
-    return order[:budget]
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    return np.argsort(-s, kind="stable")[:budget].tolist()  # (stable: equal scores keep index order)
 
 
 def random_order(n: int, budget: int, seed: int = 0) -> list[int]:
@@ -41,7 +41,7 @@ def k_center_greedy(emb: torch.Tensor, budget: int, labelled: list[int] | None =
     if labelled:
         dist = _min_dist(emb, emb[labelled])
     else:
-        dist = _min_dist(emb, emb.float().mean(0, keepdim=True))
+        dist = _min_dist(emb, emb.mean(0, keepdim=True, dtype=torch.float32))  # (no float32 copy of emb)
     dist[labelled or []] = -1
     picks: list[int] = []
     gaps: list[float] = []

@@ -485,10 +485,10 @@ def export(
 
 @app.command()
 def select(
-    model: str = typer.Option(..., help="model file (any task) or weights name"),
-    pool: List[str] = typer.Option(..., help="unlabelled images and videos: folder, glob, .txt list, video file "
-                                             "(repeatable)"),
-    budget: int = typer.Option(..., help="how many images to pick"),
+    model: Optional[str] = typer.Option(None, help="model file (any task) or weights name"),
+    pool: Optional[List[str]] = typer.Option(None, help="unlabelled images and videos: folder, glob, .txt list, "
+                                                        "video file (repeatable)"),
+    budget: Optional[int] = typer.Option(None, help="how many images to pick"),
     strategy: Optional[str] = typer.Option(None, help="default: entropy, or the model's uncertainty score (pose, "
                                                       "landmarks: least_confidence); random | least_confidence | "
                                                       "margin | entropy | bald | variance | coreset | hybrid"),
@@ -517,19 +517,45 @@ def select(
                                                            "files storage under this LOCAL_FILES_DOCUMENT_ROOT"),
     model_version: Optional[str] = typer.Option(None, help="--to label-studio: the predictions' model_version "
                                                            "(default: the model's name)"),
+    shard: Optional[str] = typer.Option(None, help="I/N: score only the I-th of N interleaved parts of the pool "
+                                                   "(a batch-scheduler array task); pick with --merge"),
+    merge: Optional[List[str]] = typer.Option(None, help="shard folders (repeatable): pick from their scores as "
+                                                         "the unsharded run would; budget and strategy from them"),
 ) -> None:
     """Rank unlabelled images and video frames by how much labelling them should teach the
     model; picked video frames are written to OUT/frames/ as images. Re-running with the
     same arguments skips what was already scored."""
+    if merge:
+        sel = _api().select_merge(list(merge), out_dir, copy_to, link, model, console=err)
+        for row in sel:
+            print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
+        err.print(f"selected {len(sel)} from {len(merge)} shards; see {out_dir}/selection.csv", highlight=False)
+        return
+    missing = [f"--{n}" for n, v in (("model", model), ("pool", pool), ("budget", budget)) if v is None or v == []]
+    if missing:
+        raise CvappsError(f"select needs {', '.join(missing)}", hint="or --merge SHARD_DIR ... to pick from shards")
     sel = _api().select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
                         batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
                         vid_stride=vid_stride, min_gap=min_gap, workers=workers, device=device, backend=backend,
                         boxes=boxes, detector=detector, whole_image=whole_image, console=err, to=to,
                         ls_config=ls_config, document_root=document_root,
-                        model_version=model_version or (Path(model).stem if Path(model).exists() else model))
+                        model_version=model_version or (Path(model).stem if Path(model).exists() else model),
+                        shard=_shard(shard))
+    if shard:
+        return
     for row in sel:
         print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    """"I/N" -> (I, N)."""
+    if not text:
+        return None
+    i, _, n = text.partition("/")
+    if not (i.strip().isdigit() and n.strip().isdigit()):
+        raise CvappsError(f"--shard {text!r}: expected I/N, e.g. 0/4")
+    return int(i), int(n)
 
 
 @app.command()

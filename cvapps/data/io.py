@@ -288,6 +288,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             tmp.unlink()
 
 
+def cvapps_home() -> Path:
+    """Where cvapps caches downloads, converted models and compiled graphs: $CVAPPS_HOME, else ~/.cache/cvapps."""
+    return Path(os.environ.get("CVAPPS_HOME", Path.home() / ".cache" / "cvapps"))
+
+
 def coco_index(dataset: dict):
     """A pycocotools COCO index over an in-memory COCO dict (its progress prints silenced)."""
     from pycocotools.coco import COCO

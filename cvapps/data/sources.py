@@ -23,7 +23,7 @@ import torch
 from ..progress import count
 from ..runtime import cores
 from .io import as_rgb, check_pixels, is_image, is_video, list_images, read_image, visible_files
-from .remote import is_remote_image, read_remote_image
+from .remote import is_cloud, is_remote_image, list_cloud, read_remote_image
 from ..errors import DataError
 
 # FFmpeg (inside OpenCV) prints its own errors for a stream or file it cannot open; cvapps says
@@ -106,7 +106,9 @@ def expand_sources(sources: Iterable[str | Path | np.ndarray], notes: list[str] 
                             f"{type(s).__name__}")
         text = str(s)
         p = Path(text)
-        if is_url(text):
+        if is_cloud(text):  # a bucket prefix, glob or object: its images
+            items.extend(list_cloud(text))
+        elif is_url(text):
             items.append(text)
         elif text.isdigit() and not p.exists():
             items.append(int(text))

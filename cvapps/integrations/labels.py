@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..data.labels import FORMATS, LabelSet, tool_formats, write_labels
 from ..data.labels.labelstudio import url_under
+from ..data.remote import staged
 from ..errors import ConfigError
 from ..options import DataOptions
 from ..tasks import TASKS
@@ -38,8 +39,8 @@ def convert(src: str | Path, task: str, to: str, out: str | Path, images: str | 
     spec = TASKS.get(task)
     if to not in targets(task):
         raise ConfigError(f"{task} labels convert to {' | '.join(targets(task))}, not {to!r}")
-    opts = DataOptions.parse({k: v for k, v in data_options.items() if v is not None}, data=str(src),
-                             images=None if images is None else str(images), fmt=fmt)
+    opts = staged(DataOptions.parse({k: v for k, v in data_options.items() if v is not None}, data=str(src),
+                                    images=None if images is None else str(images), fmt=fmt))
     data = spec.read_labelled(opts)
     report = {"task": task, "from": fmt or "(from the files)", "to": to, "images": len(data)}
     if to in tool_formats():
