@@ -42,7 +42,7 @@ from .training.trainer import TrainConfig, Trainer, evaluate_dataset, seed_every
 from .weights import all_weights, get_spec, list_weights, load_into, pull
 
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
-                "coco_categories", "console", "progress", "threads", "reconnect"}
+                "coco_categories", "console", "progress", "threads", "reconnect", "concurrent"}
 _TRACK_KEYS = {"track", "line", "zone", "count_at", "smooth", "sequences"} \
     | set(TrackOptions.keywords()) | set(SmoothOptions.keywords())
 

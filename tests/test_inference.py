@@ -50,3 +50,52 @@ def test_batching_does_not_change_predictions(tmp_path, tiny_model):
     many = tiny_model.predict(imgs, batch_size=16)
     for a, b in zip(one, many):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_several_videos_at_once_give_each_its_own_single_stream_output(tmp_path, tiny_model, monkeypatch):
+    """--concurrent: every video read at once (frames interleaved into shared batches), each
+    record naming its stream, per-stream records and annotated videos as in separate runs;
+    a stream that stalls does not hold the others up."""
+    import threading
+    import time
+
+    from cvapps.data import sources
+
+    vids = [_video(tmp_path / f"cam{i}.mp4", n=8 + 2 * i) for i in range(3)]
+    got = {}
+    for how, conc in (("alone", False), ("together", True)):
+        recs = []
+        for v in (vids if how == "alone" else [vids]):
+            s = cvapps.predict(tiny_model, v if isinstance(v, list) else [v], save_json=tmp_path / "r.jsonl",
+                               out_dir=tmp_path / how, batch_size=4, progress=False, concurrent=conc)
+            recs += [json.loads(ln) for ln in (tmp_path / "r.jsonl").read_text().splitlines()]
+        got[how] = recs
+    key = lambda r: (r["source"], r["frame"])  # noqa: E731
+    alone, together = sorted(got["alone"], key=key), sorted(got["together"], key=key)
+    assert [key(r) for r in alone] == [key(r) for r in together] and len(alone) == 8 + 10 + 12
+    for a, b in zip(alone, together):
+        assert [p["label"] for p in a["predictions"]] == [p["label"] for p in b["predictions"]]
+        assert np.allclose([p["score"] for p in a["predictions"]], [p["score"] for p in b["predictions"]], atol=1e-5)
+    for v in vids:
+        assert (tmp_path / "together" / v.name).is_file()
+    # per stream in order, streams interleaved; a stalled stream does not stop the others
+    release = threading.Event()
+    real = sources.iter_video
+
+    def slow_first(item, *a, **k):
+        for f in real(item, *a, **k):
+            if str(item) == str(vids[0]) and f.frame == 2:
+                release.wait(10)
+            yield f
+
+    monkeypatch.setattr(sources, "iter_video", slow_first)
+    seen = []
+    t0 = time.time()
+    for f in sources.iter_frames(vids, concurrent=True):
+        seen.append((f.source, f.frame))
+        if len([s for s in seen if s[0] != str(vids[0])]) == 22:  # the other two finished while the first waits
+            release.set()
+    assert time.time() - t0 < 10
+    for v in vids:
+        frames = [fr for s, fr in seen if s == str(v)]
+        assert frames == sorted(frames) and len(frames) == {0: 8, 1: 10, 2: 12}[vids.index(v)]

@@ -123,7 +123,7 @@ def _pick(strategy: str, keys: list[Key], scores: torch.Tensor, emb: torch.Tenso
         if not free:
             break
         want = budget - len(picks)
-        sub = torch.cat([emb[free], emb[picks]]) if picks else emb[free]
+        sub = torch.cat([emb[free], emb[picks]]) if picks else (emb if len(free) == len(keys) else emb[free])
         covered = list(range(len(free), len(sub))) or None
         if strategy == "coreset":
             local, gaps = k_center_greedy(sub, want, covered, with_distances=True)

@@ -31,17 +31,34 @@ def _min_dist(emb: torch.Tensor, centres: torch.Tensor, chunk: int = 4096) -> to
     return out
 
 
+FLOAT32_BYTES = 4 << 30  # float16 embeddings up to this size in float32 are converted once: each pick is then a GEMV
+
+
 def k_center_greedy(emb: torch.Tensor, budget: int, labelled: list[int] | None = None,
                     with_distances: bool = False):
     """Core-set selection (Sener & Savarese): repeatedly take the point farthest from
     everything chosen or labelled. With nothing labelled, the first pick is the point
     farthest from the mean embedding. Returns indices in pick order (and, with
-    ``with_distances``, each pick's distance to what was covered when it was taken)."""
+    ``with_distances``, each pick's distance to what was covered when it was taken).
+    Each pick costs one pass over the embeddings (the distances to the newest centre):
+    float32 embeddings (float16 ones up to FLOAT32_BYTES converted once) make it one
+    matrix-vector product; larger float16 sets are converted chunk by chunk per pick."""
     n = emb.shape[0]
+    if emb.dtype != torch.float32 and n * emb.shape[1] * 4 <= FLOAT32_BYTES:
+        emb = emb.float()
+    fast = emb.dtype == torch.float32
+    sq = torch.cat([(c * c).sum(1) for c in emb.split(65536)]) if fast else None  # (N,) squared norms, chunked
+
+    def to(centre: torch.Tensor) -> torch.Tensor:
+        if not fast:
+            return _min_dist(emb, centre)
+        c = centre.reshape(-1).float()
+        return (sq - 2 * (emb @ c) + c @ c).clamp_min_(0).sqrt_()
+
     if labelled:
         dist = _min_dist(emb, emb[labelled])
     else:
-        dist = _min_dist(emb, emb.mean(0, keepdim=True, dtype=torch.float32))  # (no float32 copy of emb)
+        dist = to(emb.mean(0, keepdim=True, dtype=torch.float32))
     dist[labelled or []] = -1
     picks: list[int] = []
     gaps: list[float] = []
@@ -49,7 +66,7 @@ def k_center_greedy(emb: torch.Tensor, budget: int, labelled: list[int] | None =
         i = int(dist.argmax())
         picks.append(i)
         gaps.append(float(dist[i]))
-        dist = torch.minimum(dist, _min_dist(emb, emb[i : i + 1]))
+        dist = torch.minimum(dist, to(emb[i]))
         dist[picks] = -1
     return (picks, gaps) if with_distances else picks
 

@@ -67,6 +67,9 @@ PREDICT = {
     "threads": (Optional[int], Opt(None, help="CPU threads for the model (default: one per core; idle threads "
                                               "sleep, see OMP_WAIT_POLICY in the README)")),
     "reconnect": (int, Opt(3, help="camera / stream URL: reconnect attempts when the stream drops")),
+    "concurrent": (Optional[bool], Opt(None, "--concurrent/--one-at-a-time", help="read every video / camera / "
+                                       "stream at once, batched into one model (default: at once for 2+ live "
+                                       "cameras or stream URLs)")),
 }
 
 
@@ -425,7 +428,7 @@ MULTI = {
     "sources": PREDICT["sources"],
     "model": (List[str], Opt(..., help="one model file per task (repeat --model)")),
     **{k: PREDICT[k] for k in ("out_dir", "save_json", "batch_size", "vid_stride", "device", "precision", "threads",
-                               "reconnect")},
+                               "reconnect", "concurrent")},
     "backend": (str, Opt("auto", help="auto: each shared pass on ONNX Runtime when it can run all its heads "
                                       "(exported once to a cache), else PyTorch; torch")),
     **TRACK,

@@ -250,7 +250,64 @@ def iter_video(item: Any, vid_stride: int = 1, reconnect: int = 0) -> Iterator[F
                                              f"corrupt); the frames before were processed", path=name))
 
 
-def iter_frames(items: list[Any], vid_stride: int = 1, reconnect: int = 0) -> Iterator[Frame]:
+def iter_frames(items: list[Any], vid_stride: int = 1, reconnect: int = 0,
+                concurrent: bool | None = None) -> Iterator[Frame]:
+    """The frames of ``items`` in order. ``concurrent``: read every video / camera / stream at
+    once, each in its own thread, their frames interleaved as they arrive (each in its order;
+    a stream that stalls or reconnects does not hold up the others); None: so when two or
+    more are live cameras or streams (read one after another, the second would never start)."""
+    videos = [it for it in items if not isinstance(it, np.ndarray) and not (isinstance(it, str) and is_remote_image(it))
+              and (is_stream(it) or is_video(it))]
+    if concurrent is None:
+        concurrent = sum(1 for it in videos if is_stream(it)) >= 2
+    if concurrent and len(videos) >= 2:
+        stills = [it for it in items if not any(it is v for v in videos)]
+        yield from _sequential(stills, vid_stride, reconnect)
+        yield from interleave([functools.partial(iter_video, v, vid_stride, reconnect) for v in videos])
+        return
+    yield from _sequential(items, vid_stride, reconnect)
+
+
+def interleave(readers: list[Callable[[], Iterator[Frame]]], per_reader: int = 4) -> Iterator[Frame]:
+    """The frames of every ``reader()`` at once: one thread each, handing frames over on one
+    bounded queue (at most ``per_reader`` waiting per reader), each reader's in its order."""
+    q: queue.Queue = queue.Queue(maxsize=per_reader * len(readers))
+    stop = threading.Event()
+    done = object()
+
+    def run(reader) -> None:
+        try:
+            for f in reader():
+                while not stop.is_set():
+                    try:
+                        q.put(f, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        finally:
+            q.put(done)
+
+    threads = [threading.Thread(target=run, args=(r,), daemon=True, name="cvapps-stream") for r in readers]
+    for t in threads:
+        t.start()
+    left = len(threads)
+    try:
+        while left:
+            f = q.get()
+            if f is done:
+                left -= 1
+            else:
+                yield f
+    finally:
+        stop.set()
+        while any(t.is_alive() for t in threads):  # unblock readers waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.05)
+
+
+def _sequential(items: list[Any], vid_stride: int, reconnect: int) -> Iterator[Frame]:
     for k, it in enumerate(items):
         if isinstance(it, np.ndarray):
             yield Frame(f"<array {k}>", None, load=functools.partial(as_rgb, it, f"input {k}"))
@@ -358,11 +415,12 @@ def batched(it: Iterator[Frame], n: int) -> Iterator[list[Frame]]:
 
 
 def frame_batches(items: list, pre, batch_size: int, vid_stride: int = 1, on_error=None, reconnect: int = 0,
-                  threads: int | None = None, torch_threads: int | None = 1) -> Iterator[list[Frame]]:
+                  threads: int | None = None, torch_threads: int | None = 1,
+                  concurrent: bool | None = None) -> Iterator[list[Frame]]:
     """The decoded, prepared frames of ``items`` in batches (decoding and ``pre.prepare`` run
     ahead in a thread). Frames that failed go to ``on_error(frame)`` and are left out; an
     all-bad batch yields nothing. ``torch_threads``: see ``prefetch``."""
-    frames = prefetch(iter_frames(items, vid_stride, reconnect), pre, max(8, 2 * batch_size), threads,
+    frames = prefetch(iter_frames(items, vid_stride, reconnect, concurrent), pre, max(8, 2 * batch_size), threads,
                       torch_threads)
     for batch in batched(frames, batch_size):
         good = []

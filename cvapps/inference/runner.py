@@ -34,12 +34,14 @@ def iter_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str
                  save_coco: str | Path | None = None, coco_ids: dict[str, int] | None = None,
                  coco_categories: dict[str, int] | None = None, console: Console | None = None,
                  progress: bool = True, pre=None, threads: int | None = None, tracking: TrackingOptions | None = None,
-                 reconnect: int = 0, summary: RunSummary | None = None, **post) -> Iterator[FrameResult]:
+                 reconnect: int = 0, summary: RunSummary | None = None, concurrent: bool | None = None,
+                 **post) -> Iterator[FrameResult]:
     """Stream ``sources`` through ``model``, writing the outputs asked for, and yield each
     FrameResult. A bad image is reported and skipped; every good image still gets its JSON
     line (flushed immediately) and annotated output. ``pre``: the model's preprocessor, or
     a configured one (top-down tasks: with their box source). ``threads``: torch's CPU
-    threads (default: torch's, one per core). ``tracking``: object identities over video."""
+    threads (default: torch's, one per core). ``tracking``: object identities over video.
+    ``concurrent``: read every video / stream at once (cvapps.data.sources.iter_frames)."""
     console = console or Console(stderr=True, markup=False)
     items = expand_sources(sources)
     announce = len(items) > 1  # a single bad input is the caller's error to raise, not a skip
@@ -63,7 +65,7 @@ def iter_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str
     try:
         with bar:
             for r in stream_predictions(model, items, pre, batch_size, vid_stride, precision, tracking, failed,
-                                        reconnect, **post):
+                                        reconnect, concurrent, **post):
                 if out_dir and hasattr(r.prediction, "save"):  # segmentation: label-map PNG beside the overlay
                     stem = Path(r.source).stem if r.frame is None else f"{Path(r.source).stem}_{r.frame:06d}"
                     r.prediction.save(Path(out_dir) / "masks" / f"{stem}.png")
