@@ -72,28 +72,40 @@ def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = Fals
         raise ConfigError(model.export_blocker, hint="export a model whose head has a fixed graph (e.g. --head ssd)")
     if nms is not None:
         return _export_nms(model, Path(out), fmt, dynamic_batch, img_size, opset, nms)
-    config, (h, w) = input_config(model, img_size)
-    model = model.eval().cpu()
-    x = torch.zeros(2 if dynamic_batch else 1, 3, h, w)
-    with torch.no_grad():
-        raw = model(x)
-    names = [f.name for f in dataclasses.fields(raw) if isinstance(getattr(raw, f.name), torch.Tensor)]
-    wrapper = _RawOutputs(model, names).eval()
-    meta = {META_CONFIG: json.dumps(config), META_RAW: f"{type(raw).__module__}.{type(raw).__qualname__}",
-            META_OUTPUTS: json.dumps(names)}
+    wrapper, x, raw, meta = raw_outputs(model, img_size, 2 if dynamic_batch else 1)
+    names = wrapper.names
     out = Path(out)
     if fmt == "torchscript":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with torch.no_grad(), quiet_tracing(), warnings.catch_warnings():
-            # PyTorch deprecates TorchScript (torch.export is its successor): the help says so once
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
-            traced = torch.jit.trace(wrapper, x, check_trace=False)
-            atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={k + ".json": v for k, v in
-                                                                                          meta.items()}))
+        traced = trace(wrapper, x)
+        atomic_write(out, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files={k + ".json": v for k, v in
+                                                                                      meta.items()}))
         return out
     batch_axes = {"image": {0: "batch"}, **{n: {0: "batch"} for n in names if getattr(raw, n).dim() > 0
                                             and getattr(raw, n).shape[0] == x.shape[0] and n != "anchors"}}
     return _write_onnx(wrapper, x, out, names, meta, opset, batch_axes if dynamic_batch else None)
+
+
+def raw_outputs(model, img_size=None, batch: int = 1) -> tuple["_RawOutputs", torch.Tensor, object, dict]:
+    """What every export traces: (``model`` wrapped to return its raw outputs' tensors, a zero
+    input (batch, 3, H, W), the raw outputs on it, the cvapps metadata: config, raw type,
+    output names)."""
+    config, (h, w) = input_config(model, img_size)
+    model = model.eval().cpu()
+    x = torch.zeros(batch, 3, h, w)
+    with torch.no_grad():
+        raw = model(x)
+    names = [f.name for f in dataclasses.fields(raw) if isinstance(getattr(raw, f.name), torch.Tensor)]
+    meta = {META_CONFIG: json.dumps(config), META_RAW: f"{type(raw).__module__}.{type(raw).__qualname__}",
+            META_OUTPUTS: json.dumps(names)}
+    return _RawOutputs(model, names).eval(), x, raw, meta
+
+
+def trace(wrapper: nn.Module, x: torch.Tensor):
+    """TorchScript of ``wrapper`` on ``x`` (for the torchscript and Core ML exports), quietly."""
+    with torch.no_grad(), quiet_tracing(), warnings.catch_warnings():
+        # PyTorch deprecates TorchScript (torch.export is its successor): the help says so once
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        return torch.jit.trace(wrapper, x, check_trace=False)
 
 
 def input_config(model, img_size) -> tuple[dict, tuple[int, int]]:

@@ -24,7 +24,7 @@ from ..errors import ConfigError, DataError
 from ..data.sources import count_frames, expand_sources, frame_batches
 from ..progress import Phase, note
 from ..runs import RunLock
-from ..data.remote import fetch, is_cloud, is_remote_image, read_bytes
+from ..data.remote import is_remote_image, remote_bytes
 from ..tasks.batch import load_input, memory_format, predict_inputs, prepare_threads, refined, run_batch, to_batch
 from .handoff import write_picks
 from .pseudo import write_pseudo_labels
@@ -369,7 +369,7 @@ def _write(sel: list[dict], out_dir: Path, copy_to: str | None, model=None, link
             target = dest / f"{row['rank']:04d}_{Path(row['path']).name}"
             if is_remote_image(row["path"]):  # (object storage / URL: a local copy to label)
                 target = dest / f"{row['rank']:04d}_{Path(urllib.parse.urlsplit(row['path']).path).name}"
-                target.write_bytes(read_bytes(row["path"]) if is_cloud(row["path"]) else fetch(row["path"]))
+                target.write_bytes(remote_bytes(row["path"]))
             elif link:
                 target.unlink(missing_ok=True)  # a rerun replaces its own links
                 target.symlink_to(Path(row["path"]).resolve())

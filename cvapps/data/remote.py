@@ -165,7 +165,11 @@ def fetch(url: str, max_bytes: int = MAX_FETCH_BYTES) -> bytes:
     return data
 
 
+def remote_bytes(url: str) -> bytes:
+    """The bytes of an object-storage (``read_bytes``) or http(s) (``fetch``) URL."""
+    return read_bytes(url) if is_cloud(url) else fetch(url)
+
+
 def read_remote_image(url: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of the image at ``url`` (see ``fetch`` / ``read_bytes`` and
-    cvapps.data.io.decode_image)."""
-    return decode_image(read_bytes(url) if is_cloud(url) else fetch(url), url)
+    """(H, W, 3) uint8 RGB of the image at ``url`` (``remote_bytes``, cvapps.data.io.decode_image)."""
+    return decode_image(remote_bytes(url), url)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import urlparse
 
 from ..data.io import atomic_write, load_json
-from ..data.labels.labelstudio import local_files_url
+from ..data.labels.labelstudio import local_files_url, stored_name
 from ..errors import ConfigError, DataError
 
 TOKEN_ENV = "LABEL_STUDIO_API_KEY"
@@ -72,11 +72,22 @@ def project(client, url: str, name: str, config: str | None = None, create: bool
 
 
 def _local_path(ref: str, document_root: Path | None) -> Path | None:
-    """The file a task's image reference names on this machine."""
-    parsed = urlparse(ref)
-    if "d" in parse_qs(parsed.query) and document_root is not None:
-        return document_root / unquote(parse_qs(parsed.query)["d"][0])
-    return Path(ref) if not parsed.scheme and not ref.startswith("/data/") else None
+    """The file a task's image reference names on this machine (local-files under the
+    document root, or a plain path); None for uploads and URLs."""
+    if "/data/local-files/" in ref:
+        return document_root / stored_name(ref) if document_root is not None else None
+    return Path(ref) if not urlparse(ref).scheme and not ref.startswith("/data/") else None
+
+
+def finished_tasks(client, url: str, project: int) -> list[dict]:
+    """The project's tasks with their finished annotations (cancelled ones left out), as an export lists them."""
+    tasks = []
+    for t in call(client.tasks.list, url, project=project, fields="all", only_annotated=True):
+        d = t.dict() if hasattr(t, "dict") else dict(t)
+        done = [a for a in d.get("annotations") or [] if not a.get("was_cancelled")]
+        if done:
+            tasks.append({"id": d["id"], "data": d["data"], "annotations": done})
+    return tasks
 
 
 def push(tasks_file: str | Path, url: str, name: str, token: str | None = None, config: str | Path | None = None,
@@ -150,12 +161,7 @@ def pull(url: str, name: str, out: str | Path, token: str | None = None, documen
     images' local paths, one per line (``select --exclude`` leaves them out of the next pool)."""
     client = connect(url, token)
     proj = project(client, url, name, create=False)
-    tasks = []
-    for t in call(client.tasks.list, url, project=proj.id, fields="all", only_annotated=True):
-        d = t.dict() if hasattr(t, "dict") else dict(t)
-        done = [a for a in d.get("annotations") or [] if not a.get("was_cancelled")]
-        if done:
-            tasks.append({"id": d["id"], "data": d["data"], "annotations": done})
+    tasks = finished_tasks(client, url, proj.id)
     body = json.dumps(tasks, default=str)
     atomic_write(Path(out), lambda tmp: Path(tmp).write_text(body))
     report = {"project": proj.id, "tasks": len(tasks), "file": str(out)}

@@ -29,14 +29,13 @@ import traceback
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
 
 from ..api import _model, train
 from ..data.labels import LabelImage
-from ..data.labels.labelstudio import UPLOAD_PREFIX, controls, fit_to, task_results
+from ..data.labels.labelstudio import controls, fit_to, stored_name, task_results
 from ..errors import ConfigError, DataError
 from ..serving import HTTPError, ServeOptions, Served, model_name
-from .labelstudio import call, connect
+from .labelstudio import connect, finished_tasks
 
 
 class Backend:
@@ -120,22 +119,14 @@ class Backend:
     def annotated(self, project: int) -> tuple[Path, Path]:
         """Every finished annotation of ``project`` as a Label Studio export, and the folder
         its images were fetched into (named as the export's reader finds them)."""
-        client = connect(self.url, self.token)
         images = self.work / "images"
-        tasks = []
-        for t in call(client.tasks.list, self.url, project=project, fields="all", only_annotated=True):
-            d = t.dict() if hasattr(t, "dict") else dict(t)
-            done = [a for a in d.get("annotations") or [] if not a.get("was_cancelled")]
-            ref = next((v for v in (d.get("data") or {}).values() if isinstance(v, str)), None)
-            if not done or ref is None:
-                continue
-            q = parse_qs(urlparse(ref).query)
-            rel = unquote(q["d"][0]) if "d" in q else UPLOAD_PREFIX.sub("", Path(urlparse(ref).path).name)
-            target = images / rel
-            if not target.is_file():
+        tasks = finished_tasks(connect(self.url, self.token), self.url, project)
+        for t in tasks:
+            ref = next((v for v in t["data"].values() if isinstance(v, str)), None)
+            target = images / stored_name(ref).lstrip("/") if ref is not None else None
+            if target is not None and not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(self.fetch(ref))
-            tasks.append({"id": d["id"], "data": d["data"], "annotations": done})
         export = self.work / f"annotations_{int(time.time() * 1000)}.json"
         export.parent.mkdir(parents=True, exist_ok=True)
         export.write_text(json.dumps(tasks, default=str))

@@ -12,19 +12,15 @@ The input is the preprocessed tensor "image" (B, 3, H, W) float32, as in every c
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import platform
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError, DataError
-from ..exporting import META_CONFIG, META_OUTPUTS, META_RAW, _RawOutputs, input_config, quiet_tracing
+from ..exporting import raw_outputs, trace
 from .base import GraphModel, Runtime, register
 
 MAX_BATCH = 64  # --dynamic-batch: Core ML wants a bounded range
@@ -52,15 +48,9 @@ def convert(model, out: Path, dynamic_batch: bool = False, img_size=None, precis
     """``model`` (a TaskModel) as an ML Program at ``out`` (.mlpackage), written atomically."""
     ct = _coremltools()
 
-    config, (h, w) = input_config(model, img_size)
-    model = model.eval().cpu()
-    x = torch.zeros(1, 3, h, w)
-    with torch.no_grad():
-        raw = model(x)
-    names = [f.name for f in dataclasses.fields(raw) if isinstance(getattr(raw, f.name), torch.Tensor)]
-    with torch.no_grad(), quiet_tracing(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+` is deprecated", category=FutureWarning)
-        traced = torch.jit.trace(_RawOutputs(model, names).eval(), x, check_trace=False)
+    wrapper, x, _, meta = raw_outputs(model, img_size)
+    names, (h, w) = wrapper.names, x.shape[2:]
+    traced = trace(wrapper, x)
     batch = ct.RangeDim(1, MAX_BATCH, default=1) if dynamic_batch else 1
     precisions = {"fp32": ct.precision.FLOAT32, "fp16": ct.precision.FLOAT16}
     try:
@@ -69,10 +59,8 @@ def convert(model, out: Path, dynamic_batch: bool = False, img_size=None, precis
                         compute_precision=precisions[precision], minimum_deployment_target=ct.target.iOS16)
     except Exception as e:  # noqa: BLE001 - coremltools raises plain exceptions for unsupported ops
         raise ConfigError(f"Core ML conversion failed: {str(e).splitlines()[0][:300]}") from None
-    meta = {META_CONFIG: json.dumps(config), META_RAW: f"{type(raw).__module__}.{type(raw).__qualname__}",
-            META_OUTPUTS: json.dumps(names), "cvapps_precision": precision}
-    ml.user_defined_metadata.update(meta)
-    ml.short_description = f"cvapps {config['task']} model ({', '.join(names)}: raw outputs)"
+    ml.user_defined_metadata.update({**meta, "cvapps_precision": precision})
+    ml.short_description = f"cvapps {model.task} model ({', '.join(names)}: raw outputs)"
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # a package is a folder: move it in whole
         ml.save(str(Path(tmp) / out.name))

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from ..errors import ConfigError, DataError
-from ..exporting import META_OUTPUTS, export, input_config
+from ..exporting import META_OUTPUTS, export, raw_outputs
 from .base import GraphModel, Runtime, register
 from .guard import sample_images
 
@@ -101,9 +100,7 @@ def write_tflite(model, out: Path, img_size=None) -> Path:
         onnx_path = export(model, tmp / "m.onnx", img_size=img_size)
         meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
         names = json.loads(meta[META_OUTPUTS])
-        _, (h, w) = input_config(model, img_size)
-        with torch.no_grad():
-            raw = model.eval()(torch.zeros(1, 3, h, w))
+        _, _, raw, _ = raw_outputs(model, img_size)
         meta[SHAPES] = json.dumps([list(getattr(raw, n).shape) for n in names])
         # onnx2tf reads its calibration sample from the working folder before it would download one
         views = [cv2.resize(v, (128, 128)).astype(np.float32) / 255 for v in sample_images()[:20]]

@@ -33,20 +33,26 @@ NAMES = {"choices": "choice", "rectanglelabels": "label", "polygonlabels": "poly
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio prefixes uploaded files with a hash
 
 
-def image_candidates(ref: str, images: Path | None) -> list[Path]:
-    """Local files a task's image reference may name: local-files storage (``?d=rel``), an
-    upload (``/data/upload/<project>/<hash>-name``), a URL or a path — under ``images``."""
-    root = images or Path(".")
+def stored_name(ref: str) -> str:
+    """The file a task's image reference names, as a path relative to where Label Studio
+    keeps it: under the local-files document root (``/data/local-files/?d=rel`` -> rel), an
+    upload's own name (``/data/upload/<project>/<hash>-name`` -> name), a URL's file name, a
+    path as it is."""
     parsed = urlparse(ref)
-    if "d" in parse_qs(parsed.query):
-        rel = unquote(parse_qs(parsed.query)["d"][0])
-        return [root / rel, root / Path(rel).name]
-    name = Path(unquote(parsed.path)).name
-    out = [root / unquote(parsed.path).lstrip("/")] if not parsed.scheme and not ref.startswith("/data/") else []
-    out.append(root / name)
-    if UPLOAD_PREFIX.match(name):
-        out.append(root / UPLOAD_PREFIX.sub("", name))
-    return out
+    query = parse_qs(parsed.query)
+    if "d" in query:
+        return unquote(query["d"][0])
+    if parsed.scheme or ref.startswith("/data/"):
+        return UPLOAD_PREFIX.sub("", Path(unquote(parsed.path)).name)
+    return unquote(parsed.path)
+
+
+def image_candidates(ref: str, images: Path | None) -> list[Path]:
+    """Local files under ``images`` a task's image reference may name (``stored_name``, its
+    bare file name, the file name as the URL gives it)."""
+    root = images or Path(".")
+    rel = stored_name(ref)
+    return [root / rel.lstrip("/"), root / Path(rel).name, root / Path(unquote(urlparse(ref).path)).name]
 
 
 def _image_ref(data: dict) -> str | None:
@@ -67,9 +73,8 @@ def _num(v, where: str, name: str) -> float:
     return float(v)
 
 
-def read(path: str | Path, images: str | Path | None, check: RecordCheck, predictions: bool = False) -> LabelSet:
-    """A Label Studio JSON export (a list of tasks) -> LabelSet. ``predictions``: read each
-    task's latest prediction instead of its annotation (a tasks file cvapps wrote)."""
+def read(path: str | Path, images: str | Path | None, check: RecordCheck) -> LabelSet:
+    """A Label Studio JSON export (a list of tasks) -> LabelSet."""
     path = Path(path)
     tasks = load_json(path, "Label Studio export")
     if isinstance(tasks, dict):
@@ -89,8 +94,7 @@ def read(path: str | Path, images: str | Path | None, check: RecordCheck, predic
         if ref is None:
             check.bad(where, "no image in its data (expected data.image)")
             continue
-        source = max(task.get("predictions") or [], key=lambda p: p.get("id") or 0, default=None) if predictions \
-            else _annotation(task)
+        source = _annotation(task)
         if source is None:
             out.dropped["tasks not labelled yet"] += 1
             continue
