@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ os.environ.setdefault("CVAPPS_OFFLINE", "1")  # tests never touch the network
 # choose bf16 on CPUs that have it (tests/test_runtimes.py tests that choice with it set explicitly)
 os.environ["CVAPPS_PRECISION"] = "fp32"
 # nothing the tests make (e.g. the ONNX graphs predict caches) lands in the user's ~/.cache/cvapps
-os.environ["CVAPPS_HOME"] = tempfile.mkdtemp(prefix="cvapps-test-home-")
+os.environ["CVAPPS_HOME"] = _TEST_HOME = tempfile.mkdtemp(prefix="cvapps-test-home-")
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))
 
 # Tests whose outcome depends on how floats round: two computation paths compared, or a
@@ -33,6 +34,10 @@ ROUNDING_SENSITIVE = (
     "test_bundle.py::test_a_shared_pass_runs_on_onnx", "test_detection_model.py::test_overfits_four_images",
     "test_detection_model.py::test_round_trip", "test_movenet.py::", "test_facemesh.py::", "test_selfie.py::",
 )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_TEST_HOME, ignore_errors=True)  # ~400 MB of caches a run would leave in /tmp
 
 
 def pytest_collection_modifyitems(config, items):
