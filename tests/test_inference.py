@@ -3,6 +3,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import cvapps
 from cvapps.data.sources import expand_sources
@@ -99,3 +100,18 @@ def test_several_videos_at_once_give_each_its_own_single_stream_output(tmp_path,
     for v in vids:
         frames = [fr for s, fr in seen if s == str(v)]
         assert frames == sorted(frames) and len(frames) == {0: 8, 1: 10, 2: 12}[vids.index(v)]
+
+
+def test_paths_given_as_text_are_still_images_read_in_order(tmp_path, tiny_model):
+    """A local path passed as a str is an image, not a stream: read once, in order (two or
+    more text paths were once taken for live streams and read concurrently, out of order)."""
+    from cvapps.data.sources import iter_frames
+
+    paths = [str(write_image(tmp_path / f"{i}.png", colour_image((40 * i, 90, 200 - 40 * i), seed=i)))
+             for i in range(5)]
+    frames = list(iter_frames(paths))
+    assert [(f.source, f.frame) for f in frames] == [(p, None) for p in paths]
+    from cvapps import api
+
+    one_by_one = torch.cat([api.embed(tiny_model, [p]) for p in paths])
+    torch.testing.assert_close(api.embed(tiny_model, paths, batch_size=4), one_by_one, atol=1e-5, rtol=0)

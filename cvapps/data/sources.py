@@ -146,7 +146,7 @@ def image_files(sources) -> list[Path]:
 
 def is_stream(item: Any) -> bool:
     """A camera or a stream URL: no known length, worth reconnecting to."""
-    return isinstance(item, int) or (isinstance(item, str) and not is_remote_image(item))
+    return isinstance(item, int) or (isinstance(item, str) and is_url(item) and not is_remote_image(item))
 
 
 def count_frames(items: list[Any], vid_stride: int = 1) -> int | None:
@@ -256,6 +256,7 @@ def iter_frames(items: list[Any], vid_stride: int = 1, reconnect: int = 0,
     once, each in its own thread, their frames interleaved as they arrive (each in its order;
     a stream that stalls or reconnects does not hold up the others); None: so when two or
     more are live cameras or streams (read one after another, the second would never start)."""
+    items = [Path(it) if isinstance(it, str) and not is_url(it) else it for it in items]  # a path given as text
     videos = [it for it in items if not isinstance(it, np.ndarray) and not (isinstance(it, str) and is_remote_image(it))
               and (is_stream(it) or is_video(it))]
     if concurrent is None:
@@ -416,12 +417,13 @@ def batched(it: Iterator[Frame], n: int) -> Iterator[list[Frame]]:
 
 def frame_batches(items: list, pre, batch_size: int, vid_stride: int = 1, on_error=None, reconnect: int = 0,
                   threads: int | None = None, torch_threads: int | None = 1,
-                  concurrent: bool | None = None) -> Iterator[list[Frame]]:
+                  concurrent: bool | None = None, frames: Iterator[Frame] | None = None) -> Iterator[list[Frame]]:
     """The decoded, prepared frames of ``items`` in batches (decoding and ``pre.prepare`` run
     ahead in a thread). Frames that failed go to ``on_error(frame)`` and are left out; an
-    all-bad batch yields nothing. ``torch_threads``: see ``prefetch``."""
-    frames = prefetch(iter_frames(items, vid_stride, reconnect, concurrent), pre, max(8, 2 * batch_size), threads,
-                      torch_threads)
+    all-bad batch yields nothing. ``torch_threads``: see ``prefetch``. ``frames``: frames
+    read elsewhere (e.g. decoded by other processes) instead of ``items``'."""
+    frames = prefetch(frames if frames is not None else iter_frames(items, vid_stride, reconnect, concurrent), pre,
+                      max(8, 2 * batch_size), threads, torch_threads)
     for batch in batched(frames, batch_size):
         good = []
         for f in batch:
