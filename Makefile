@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,onnx,openvino,litert,coreml,serve,label-studio,cvat,s3]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,onnx,openvino,litert,coreml,serve,label-studio,cvat,s3,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)

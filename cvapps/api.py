@@ -3,11 +3,13 @@ each task's spec (``model.spec`` / ``TASKS.get(task)``); nothing here branches o
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import inspect
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -16,7 +18,7 @@ from safetensors.torch import load_file
 from . import backbones as _bb
 from . import pretrained
 from .active import simulate as sim
-from .data.io import load_json, out_dir, out_file
+from .data.io import atomic_write, is_video, load_json, out_dir, out_file
 from .data.remote import staged
 from .active.select import check_counts, default_strategy
 from .active.select import select as _select
@@ -43,7 +45,7 @@ from .weights import all_weights, get_spec, list_weights, load_into, pull
 
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
                 "coco_categories", "console", "progress", "threads", "reconnect", "concurrent"}
-_TRACK_KEYS = {"track", "line", "zone", "count_at", "smooth", "sequences"} \
+TRACK_KEYS = {"track", "line", "zone", "count_at", "smooth", "sequences"} \
     | set(TrackOptions.keywords()) | set(SmoothOptions.keywords())
 
 
@@ -74,7 +76,7 @@ def tracking_options(specs: list, options: dict) -> TrackingOptions | None:
     video), line / zone (imply track), count_at ("centre" | "bottom": the box point that
     counts), track_high|low|new|buffer|iou, smooth (False: off),
     smooth_cutoff|beta|d_cutoff, sequences (still images of a folder form a sequence)."""
-    kw = {k: options.pop(k) for k in list(options) if k in _TRACK_KEYS}
+    kw = {k: options.pop(k) for k in list(options) if k in TRACK_KEYS}
     lines, zones = _as_list(kw.pop("line", None)), _as_list(kw.pop("zone", None))
     track = kw.pop("track", None)
     if track is None:
@@ -297,7 +299,7 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     cvapps.tasks.batch.FrameResult instead (outputs are still written as asked)."""
     options = dict(options)
     run = {k: v for k, v in options.items() if k in _RUN_OPTIONS}
-    task_options = {k: v for k, v in options.items() if k not in _RUN_OPTIONS and k not in _TRACK_KEYS}
+    task_options = {k: v for k, v in options.items() if k not in _RUN_OPTIONS and k not in TRACK_KEYS}
     for key in ("batch_size", "vid_stride"):
         if run.get(key) is not None and int(run[key]) < 1:
             raise ConfigError(f"--{key.replace('_', '-')} must be at least 1, got {run[key]}")
@@ -306,28 +308,37 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     tracking = tracking_options([TASKS.get(task)], options)  # checked before anything loads
     check_outputs({"--out": run.get("out_dir")}, {"--save-json": run.get("save_json"),
                                                   "--save-coco": run.get("save_coco")})
-    loaded_here = not isinstance(model, (TaskModel, GraphModel))
-    model = _model(model or default_model(task), task, device, backend, compile=False)
-    if loaded_here and isinstance(model, TaskModel):  # ours alone, never trained or saved: fold BN for speed
-        model.fold_batchnorm()
     notes: list[str] = []
     items = expand_sources(sources, notes)
     tell_notes(run.get("console"), notes)
+    model, pre, post, run["precision"] = predict_pipeline(model, items, task, device, backend, precision, tracking,
+                                                          run.get("console"), run.get("threads"), **task_options)
     if coco_gt:
         gt = load_json(coco_gt)
         run["coco_ids"] = {i["file_name"]: i["id"] for i in gt.get("images", [])}
         run["coco_categories"] = model.spec.category_ids(model, gt)
-    pre, post = model.spec.predict_setup(model, helper_loader(device, backend, run.get("console"), run.get("threads")),
-                                         items, **task_options)
-    if loaded_here and isinstance(model, TaskModel):
-        model = prepare(model, backend, device, precision, post, run.get("console"), run.get("threads"),
-                        calib=[p for p in items if isinstance(p, (str, Path))][:100], pre=pre)
-    run["precision"] = pipeline_precision(model, precision)
-    if tracking is not None:
-        post = model.spec.track_post(post, tracking.track.low)
     if stream:
         return iter_predict(model, items, pre=pre, tracking=tracking, **run, **post)
     return run_predict(model, items, pre=pre, tracking=tracking, **run, **post)
+
+
+def predict_pipeline(model, items: list, task: str | None, device: str, backend: str, precision: str,
+                     tracking: TrackingOptions | None = None, console: Console | None = None,
+                     threads: int | None = None, **task_options) -> tuple:
+    """(model, preprocessor, postprocess options, precision) as ``predict`` runs ``items``
+    (expanded sources; a task's setup may look at them, e.g. the face detector's scales):
+    also what each worker of a distributed run (cvapps.scaleout) builds for itself."""
+    loaded_here = not isinstance(model, (TaskModel, GraphModel))
+    model = _model(model or default_model(task), task, device, backend, compile=False)
+    if loaded_here and isinstance(model, TaskModel):  # ours alone, never trained or saved: fold BN for speed
+        model.fold_batchnorm()
+    pre, post = model.spec.predict_setup(model, helper_loader(device, backend, console, threads), items, **task_options)
+    if loaded_here and isinstance(model, TaskModel):
+        model = prepare(model, backend, device, precision, post, console, threads,
+                        calib=[p for p in items if isinstance(p, (str, Path))][:100], pre=pre)
+    if tracking is not None:
+        post = model.spec.track_post(post, tracking.track.low)
+    return model, pre, post, pipeline_precision(model, precision)
 
 
 def track(model=None, sources: Iterable = (), device: str = "cpu", backend: str = "auto", **options):
@@ -376,7 +387,7 @@ def predict_bundle(models, sources: Iterable, tasks: list[str] | None = None, de
     if group_runtime and loaded_here and str(device) == "cpu" and kwargs["precision"] == "fp32":
         for gi, g in enumerate(bundle.groups):
             group = [bundle.models[i] for i in g]
-            post = {k: v for k, v in kwargs.items() if k not in _RUN_OPTIONS and k not in _TRACK_KEYS}
+            post = {k: v for k, v in kwargs.items() if k not in _RUN_OPTIONS and k not in TRACK_KEYS}
             bundle.runners[gi] = prepare_group(group, post, console, kwargs.get("threads"))
     return run_predict(bundle, sources, console=console, tracking=tracking, **kwargs)
 
@@ -520,27 +531,35 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
     when the strategy needs only the model's outputs — not MC-dropout passes or backbone
     embeddings (bald, variance, coreset, hybrid), which stay on PyTorch."""
     check_counts(budget, kwargs.get("vid_stride", 10), kwargs.get("min_gap", 30))
+    own = inspect.signature(_select).parameters
+    asked = {k: v for k, v in [(k, kwargs.pop(k)) for k in list(kwargs) if k not in own]
+             if v is not None and v is not False}
+    items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
+             if isinstance(p, (Path, str))]
+    m, pre = select_pipeline(model, items, strategy, device, backend, kwargs.get("console"), **asked)
+    return _select(m, pool, budget, strategy, pre=pre, **kwargs)
+
+
+def select_pipeline(model, items: list, strategy: str | None, device: str, backend: str,
+                    console: Console | None = None, **asked) -> tuple:
+    """(model, preprocessor) as ``select`` scores ``items`` (also what each worker of a
+    distributed run builds); ``asked``: the task's predict options (e.g. a detector)."""
     loaded_here = not isinstance(model, (TaskModel, GraphModel))
     m = _model(model, None, device)
-    own = inspect.signature(_select).parameters
-    given = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
-    asked = {k: v for k, v in given.items() if v is not None and v is not False}
     known = {o.dest or o.name for o in m.spec.cli_options.get("predict", ())}
     if set(asked) - known:
         raise ConfigError(f"--{sorted(set(asked) - known)[0].replace('_', '-')} is not an option of `predict "
                           f"{m.task}`, so select does not take it for this model either",
                           hint="select finds instances as predict does: --boxes / --detector / --whole-image are "
                                "for top-down keypoint models")
-    items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
-             if isinstance(p, (Path, str))]
-    pre, _ = m.spec.predict_setup(m, helper_loader(device, backend, kwargs.get("console")), items, **asked)
+    pre, _ = m.spec.predict_setup(m, helper_loader(device, backend, console), items, **asked)
     if getattr(pre, "not_for_select", None):
         raise ConfigError(pre.not_for_select)
     if loaded_here and isinstance(m, TaskModel):
         name = strategy or default_strategy(m)
         if name in STRATEGIES and STRATEGIES[name].needs in ("probs", "none"):  # outputs only: any runtime
-            m = prepare(m.fold_batchnorm(), backend, device, "fp32", {}, kwargs.get("console"))
-    return _select(m, pool, budget, strategy, pre=pre, **kwargs)
+            m = prepare(m.fold_batchnorm(), backend, device, "fp32", {}, console)
+    return m, pre
 
 
 def select_merge(shards: list[str | Path], out: str | Path, copy_to: str | None = None, link: bool = False,
@@ -578,6 +597,47 @@ def embed(model: TaskModel, images, batch_size: int = 64, console: Console | Non
     """Pooled last-stage backbone features (N, D) float32 of paths or RGB arrays (in order;
     an unreadable image raises). ``workers``: threads reading images ahead."""
     return map_images(model, images, model.embed, "embedding", batch_size, console, workers)
+
+
+def embed_sources(model, sources: Iterable, *, device: str = "cpu", batch_size: int = 64,
+                  console: Console | None = None, workers: int | None = None) \
+        -> tuple[list[str], "np.ndarray", list[tuple[str, str]]]:
+    """Embeddings of the still images of ``sources`` (paths, folders, globs, lists, URLs) ->
+    (their names in order, (N, D) float32, (name, reason) of the unreadable ones, left out
+    and said)."""
+    console = console or Console(stderr=True, markup=False)
+    m = _model(model, None, device)
+    items = expand_sources(sources)
+    if any(is_video(p) for p in items if isinstance(p, Path)):
+        raise ConfigError("embed takes still images", hint="sample a video's frames with `cvapps select` first")
+    failed: list[tuple[str, str]] = []
+
+    def skip(frame):
+        failed.append((frame.source, frame.error.one_line()))
+        note(console, "skipped", frame.error.one_line())
+
+    emb = map_images(m, items, m.embed, "embedding", batch_size, console, workers, on_error=skip)
+    bad = {s for s, _ in failed}
+    return [str(p) for p in items if str(p) not in bad], emb.float().numpy(), failed
+
+
+def save_embeddings(out: str | Path, names: list[str], emb) -> Path:
+    """``out`` (.npy added if missing): the (N, D) float32 rows; beside it the .csv naming them."""
+    path = out_file(out if str(out).endswith(".npy") else f"{out}.npy", "--out")
+
+    def write_rows(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # np.save(name) would add its own .npy to the temporary name
+            np.save(f, np.asarray(emb, np.float32))
+
+    def write_names(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["row", "image"])
+            w.writerows(enumerate(names))
+
+    atomic_write(path, write_rows)
+    atomic_write(path.with_suffix(".csv"), write_names)
+    return path
 
 
 def simulate(task: str = "classify", data: str | None = None, *, backbone: str | None = None,

@@ -23,7 +23,7 @@ LAYERS = [
     ["cvapps.runtimes"],  # how a model is run: the only unit that decides on a runtime
     ["cvapps.active"],
     ["cvapps.api"],
-    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling"],
+    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout"],
     ["cvapps.selftraining"],  # rounds of training, or of distilling from the previous round's model
     ["cvapps.integrations"],  # labelling tools and other systems around cvapps
     ["cvapps.cli"],

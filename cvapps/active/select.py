@@ -7,6 +7,7 @@ core-set, the pool's N x D embeddings (float32)."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import shutil
 import urllib.parse
@@ -156,7 +157,8 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
            copy_to: str | None = None, link: bool = False, pseudo_label: float | None = None,
            vid_stride: int = 10, min_gap: int = 30, workers: int | None = None,
            console: Console | None = None, pre=None, to: tuple[str, str] | None = None, ls_config=None,
-           document_root=None, model_version: str | None = None, shard: tuple[int, int] | None = None) -> list[dict]:
+           document_root=None, model_version: str | None = None, shard: tuple[int, int] | None = None,
+           scorer=None) -> list[dict]:
     """Rank the images and video frames of ``pool`` (folders, globs, list files, paths,
     videos) and pick ``budget``. Videos are sampled every ``vid_stride``-th frame; two picks
     from one video are at least ``min_gap`` frames apart (neighbouring frames are nearly the
@@ -176,8 +178,10 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
     "label-studio" tasks with the predictions as pre-annotations (``model_version``; image URLs
     under ``document_root``; ``ls_config``: the labelling config too) or "cvat" XML.
     ``shard`` (i, N): score only the i-th of N interleaved parts of the pool and record it
-    (cvapps.active.shards: ``merge`` of the N folders picks as one run would). Returns the
-    selection rows (none for a shard)."""
+    (cvapps.active.shards: ``merge`` of the N folders picks as one run would). ``scorer``:
+    scores the pool elsewhere (e.g. on a cluster, cvapps.scaleout), called as
+    ``local_scores`` without its first two arguments. Returns the selection rows (none for a
+    shard)."""
     console = console or Console(stderr=True, markup=False)
     strategy = strategy or default_strategy(model)
     if strategy not in STRATEGIES:
@@ -232,32 +236,23 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
                 w.writerow(["path", "frame", "score"])
             with Phase(console, "scoring", count_frames(todo, vid_stride)) as bar:
 
-                def skipped(fr) -> None:
-                    note(console, "skipped", fr.error.one_line())
+                def skipped(source: str, message: str) -> None:
+                    note(console, "skipped", message)
                     bar.advance(1)
 
-                for batch in frame_batches(todo, pre, batch_size, vid_stride, on_error=skipped, threads=workers,
-                                           torch_threads=prepare_threads(model)):
-                    good = [fr for fr in batch if (fr.source, fr.frame) not in done]  # a resumed video's scored frames
-                    bar.advance(len(batch) - len(good))
-                    if not good:
+                score = scorer or functools.partial(local_scores, model, pre, batch_size=batch_size,
+                                                    vid_stride=vid_stride, workers=workers)
+                for keys, s, emb, seen in score(todo, done, strategy, mc_passes, need_emb, skipped):
+                    bar.advance(seen - len(keys))  # a resumed video's frames scored before
+                    if not keys:
                         continue
-                    # counts: crops per image
-                    x, counts = to_batch(pre, [fr.payload[0] for fr in good], model.device, memory_format(model))
-                    metas = [fr.payload[1] for fr in good]
-                    s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else \
-                        torch.zeros(len(good))
-                    if getattr(model, "finds_instances", False):  # a face detector: as predict sees the image
-                        s = s * _has_instances(model, pre, good)
-                    rows = [[fr.source, "" if fr.frame is None else fr.frame, f"{float(v):.6g}"] for fr, v in zip(good, s)]
                     if need_emb:
-                        crops = model.embed(x).cpu() if len(x) else torch.zeros(0, model.backbone.out_channels)
-                        ef.write(per_image(crops, counts, "mean").numpy().astype(np.float16).tobytes())
+                        ef.write(emb.astype(np.float16).tobytes())
                         ef.flush()
-                    w.writerows(rows)
+                    w.writerows([[src, "" if fr is None else fr, f"{float(v):.6g}"] for (src, fr), v in zip(keys, s)])
                     f.flush()
-                    bar.advance(len(good))
-        keys, scores, emb = scored(out_dir, {str(p) for p in items}, model.backbone.out_channels if need_emb else 0)
+                    bar.advance(len(keys))
+        keys, scores, emb = scored(out_dir, [str(p) for p in items], model.backbone.out_channels if need_emb else 0)
         if shard is not None:
             write_record(out_dir, shard, positions, {"budget": budget, "strategy": strategy, "k": k, "seed": seed,
                                                      "min_gap": min_gap, "vid_stride": vid_stride,
@@ -284,18 +279,56 @@ def select(model, pool, budget: int, strategy: str | None = None, exclude: str |
         return sel
 
 
-def scored(out_dir: Path, wanted: set[str] | None, dim: int) -> tuple[list[Key], torch.Tensor, torch.Tensor | None]:
-    """The (path, frame) keys of ``out_dir``/scores.csv (those of ``wanted`` paths; None: all)
-    in file order, their scores and (``dim`` > 0) their embeddings."""
+@torch.inference_mode()
+def score_frames(model, pre, frames: list, strategy: str, mc_passes: int, need_emb: bool) -> tuple:
+    """(N,) scores and (need_emb) (N, D) float32 embeddings of prepared frames."""
+    # counts: crops per image
+    x, counts = to_batch(pre, [fr.payload[0] for fr in frames], model.device, memory_format(model))
+    metas = [fr.payload[1] for fr in frames]
+    s = per_image(_scores(model, x, metas, strategy, mc_passes), counts) if len(x) else torch.zeros(len(frames))
+    if getattr(model, "finds_instances", False):  # a face detector: as predict sees the image
+        s = s * _has_instances(model, pre, frames)
+    emb = None
+    if need_emb:
+        crops = model.embed(x).cpu() if len(x) else torch.zeros(0, model.backbone.out_channels)
+        emb = per_image(crops, counts, "mean").float().numpy()
+    return s, emb
+
+
+def local_scores(model, pre, todo: list, done, strategy: str, mc_passes: int, need_emb: bool, skipped, *,
+                 batch_size: int, vid_stride: int, workers: int | None, frames=None):
+    """Score ``todo`` in this process: per batch (keys, scores, embeddings or None, frames
+    seen); frames already in ``done`` are not scored again; ``skipped(source, message)``
+    hears of each unreadable one. ``frames``: frames read elsewhere, in place of ``todo``'s."""
+    for batch in frame_batches(todo, pre, batch_size, vid_stride, threads=workers, frames=frames,
+                               on_error=lambda fr: skipped(fr.source, fr.error.one_line()),
+                               torch_threads=prepare_threads(model)):
+        good = [fr for fr in batch if (fr.source, fr.frame) not in done]  # a resumed video's scored frames
+        if not good:
+            yield [], None, None, len(batch)
+            continue
+        s, emb = score_frames(model, pre, good, strategy, mc_passes, need_emb)
+        yield [(fr.source, fr.frame) for fr in good], s, emb, len(batch)
+
+
+def scored(out_dir: Path, wanted: list[str] | None, dim: int) -> tuple[list[Key], torch.Tensor, torch.Tensor | None]:
+    """The (path, frame) keys of ``out_dir``/scores.csv (those of the ``wanted`` paths, in
+    their order, then by frame — however the scoring processes finished; None: all, in file
+    order), their scores and (``dim`` > 0) their embeddings."""
     done = _read_done(out_dir / "scores.csv")
     all_keys = list(done)
-    keep = [i for i, key in enumerate(all_keys) if wanted is None or key[0] in wanted]
+    if wanted is None:
+        keep = list(range(len(all_keys)))
+    else:
+        pos = {p: j for j, p in reversed(list(enumerate(wanted)))}
+        keep = sorted((i for i, key in enumerate(all_keys) if key[0] in pos),
+                      key=lambda i: (pos[all_keys[i][0]], -1 if all_keys[i][1] is None else all_keys[i][1]))
     keys = [all_keys[i] for i in keep]
     scores = torch.tensor([done[key] for key in keys])
     emb = None
     if dim:  # embedding rows follow scores.csv rows; kept float16 (the strategies compute in float32 chunks)
         rows = np.memmap(out_dir / "embeddings.f16", np.float16, "r").reshape(-1, dim)
-        emb = torch.from_numpy(rows[keep] if len(keep) < len(rows) else np.array(rows))
+        emb = torch.from_numpy(rows[keep] if keep != list(range(len(rows))) else np.array(rows))
     return keys, scores, emb
 
 

@@ -35,6 +35,24 @@ def _api():
     return api
 
 
+def _engine(kw: dict):
+    """The module that runs a command: cvapps.api, or with ``--engine ray`` cvapps.scaleout
+    (the engine options are taken out of ``kw``; given without ``--engine ray`` they are an error)."""
+    engine = kw.pop("engine", "local")
+    opts = {k: kw.pop(k) for k in ENGINE if k != "engine" and k in kw}
+    if engine not in ("local", "ray"):
+        raise CvappsError(f"--engine {engine!r}: local or ray")
+    if engine == "local":
+        given = [f"--{k.replace('_', '-')}" for k, v in opts.items() if v]
+        if given:
+            raise CvappsError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --engine ray")
+        return _api()
+    from .. import scaleout  # Ray's import is heavy: only when asked for
+
+    kw.update(opts)
+    return scaleout
+
+
 def _json(obj) -> str:
     from ..data.io import json_dumps  # light: no torch
 
@@ -48,6 +66,17 @@ def Opt(default: Any, *names: str, help: str = "") -> Any:
 
 DEVICE = {"device": (str, Opt("cpu", help="cpu, cuda, cuda:1 ..."))}
 PRECISION = {"precision": (str, Opt("fp32", help="fp32 or bf16 (autocast; fast on CPUs with AMX/AVX-512 bf16)"))}
+ENGINE = {
+    "engine": (str, Opt("local", help="local: this process; ray: a Ray cluster (the [ray] extra; --address or "
+                                      "$RAY_ADDRESS, else one started on this machine)")),
+    "actors": (Optional[int], Opt(None, help="--engine ray: model copies (default: one per CPU the cluster has, "
+                                             "over --cpus-per-actor)")),
+    "cpus_per_actor": (Optional[float], Opt(None, help="--engine ray: CPUs (and torch threads) per actor (default: "
+                                                       "the cluster's CPUs over --actors)")),
+    "gpus_per_actor": (float, Opt(0.0, help="--engine ray: GPUs per actor (with --device cuda; 0.5: two share one)")),
+    "address": (Optional[str], Opt(None, help="--engine ray: the cluster to join (ray://host:10001, host:6379 or "
+                                              "auto; default $RAY_ADDRESS)")),
+}
 PREDICT = {
     "sources": (List[str], typer.Argument(..., help="images, folders, globs, .txt lists of paths, videos, "
                                                     "camera index")),
@@ -289,7 +318,7 @@ def _task_command(kind: str, task: str):
     spec = _tasks().get(task)
     own = spec.cli_options.get(kind, ())
     extra = {**_own_params(own), **(_video_params(spec) if kind == "predict" else {})}
-    groups = {"predict": PREDICT, "train": TRAIN, "eval": EVAL}
+    groups = {"predict": {**PREDICT, **ENGINE}, "train": TRAIN, "eval": {**EVAL, **ENGINE}}
     helps = {"predict": f"Run a {task} model on images and videos: a line per image, JSON Lines with --save-json, "
                         "annotated images / videos with --out.",
              "train": f"Train a {task} model; writes best/last model files, checkpoint, metrics.jsonl, curves.png.",
@@ -313,7 +342,8 @@ def _own_args(own, kw: dict) -> dict:
 
 def _predict(task, own, sources, model, backend, **kw):
     args = _own_args(own, kw)
-    s = _api().predict(model, sources, task=task, backend=backend, console=err, **args, **kw)
+    run = _engine(kw)
+    s = run.predict(model, sources, task=task, backend=backend, console=err, **args, **kw)
     if s.errors and not s.processed:
         raise s.errors[0]
     _print_summary(s, kw.get("out_dir"), kw.get("save_json"))
@@ -331,13 +361,16 @@ def _train(task, own, data, img_size, out_dir, val_data, time_limit, clip_grad, 
 
 
 def _evaluate(task, own, model, results, data, **kw):
+    run = _engine(kw)
     args = {**_own_args(own, kw), **{k: v for k, v in kw.items() if v is not None}}
+    if results and run is not _api():
+        raise CvappsError("--results files are evaluated here: --engine ray is for --model")
     if results:
         for k in ("batch_size", "precision", "device", "skip_bad", "save_results", "out", "workers"):
             args.pop(k, None)
         m = _api().evaluate_results(results, data, task=task, **args)
     elif model:
-        m = _api().evaluate(model, data, task=task, console=err, **args)
+        m = run.evaluate(model, data, task=task, console=err, **args)
     else:
         raise CvappsError("pass --model (with --data / --images) or --results", hint=f"see `cvapps eval {task} --help`")
     print(_json(m))

@@ -9,7 +9,7 @@ from typing import List, Optional, Tuple
 import typer
 
 from ..errors import CvappsError
-from . import DEVICE, _api, app, err
+from . import DEVICE, ENGINE, _api, _engine, app, err
 
 
 @app.command()
@@ -50,6 +50,9 @@ def select(
                                                    "(a batch-scheduler array task); pick with --merge"),
     merge: Optional[List[str]] = typer.Option(None, help="shard folders (repeatable): pick from their scores as "
                                                          "the unsharded run would; budget and strategy from them"),
+    engine: str = ENGINE["engine"][1], actors: Optional[int] = ENGINE["actors"][1],
+    cpus_per_actor: Optional[float] = ENGINE["cpus_per_actor"][1],
+    gpus_per_actor: float = ENGINE["gpus_per_actor"][1], address: Optional[str] = ENGINE["address"][1],
 ) -> None:
     """Rank unlabelled images and video frames by how much labelling them should teach the
     model; picked video frames are written to OUT/frames/ as images. Re-running with the
@@ -63,7 +66,10 @@ def select(
     missing = [f"--{n}" for n, v in (("model", model), ("pool", pool), ("budget", budget)) if v is None or v == []]
     if missing:
         raise CvappsError(f"select needs {', '.join(missing)}", hint="or --merge SHARD_DIR ... to pick from shards")
-    sel = _api().select(model, list(pool), budget, strategy, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
+    kw = {"engine": engine, "actors": actors, "cpus_per_actor": cpus_per_actor, "gpus_per_actor": gpus_per_actor,
+          "address": address}
+    run = _engine(kw)
+    sel = run.select(model, list(pool), budget, strategy, **kw, exclude=exclude, out=out_dir, copy_to=copy_to, link=link,
                         batch_size=batch_size, mc_passes=mc_passes, k=k, seed=seed, pseudo_label=pseudo_label,
                         vid_stride=vid_stride, min_gap=min_gap, workers=workers, device=device, backend=backend,
                         boxes=boxes, detector=detector, whole_image=whole_image, console=err, to=to,
@@ -75,6 +81,32 @@ def select(
     for row in sel:
         print(f"{row['rank']}\t{'-' if row['score'] is None else format(row['score'], '.4g')}\t{row['path']}")
     err.print(f"selected {len(sel)}; see {out_dir}/selection.csv and {out_dir}/contact_sheet.png", highlight=False)
+
+
+@app.command()
+def embed(
+    sources: List[str] = typer.Argument(..., help="images, folders, globs, .txt lists, URLs, object storage"),
+    model: str = typer.Option(..., help="model file (any task) or weights name"),
+    out: str = typer.Option(..., help="FILE.npy: (N, D) float32 embeddings; FILE.csv beside it names each row's image"),
+    batch_size: int = typer.Option(64),
+    workers: Optional[int] = typer.Option(None, help="threads reading images ahead (default: one per core, at most 4)"),
+    device: str = DEVICE["device"][1],
+    engine: str = ENGINE["engine"][1], actors: Optional[int] = ENGINE["actors"][1],
+    cpus_per_actor: Optional[float] = ENGINE["cpus_per_actor"][1],
+    gpus_per_actor: float = ENGINE["gpus_per_actor"][1], address: Optional[str] = ENGINE["address"][1],
+) -> None:
+    """The backbone's pooled last-stage features of each image (what core-set selection
+    compares): for search, deduplication, clustering or your own selection."""
+    kw = {"engine": engine, "actors": actors, "cpus_per_actor": cpus_per_actor, "gpus_per_actor": gpus_per_actor,
+          "address": address}
+    _api().check_outputs(files={"--out": out})
+    run = _engine(kw)
+    names, emb, failed = run.embed_sources(model, list(sources), device=device, batch_size=batch_size, console=err,
+                                           workers=workers, **kw)
+    path = _api().save_embeddings(out, names, emb)
+    err.print(f"{len(names)} embeddings ({emb.shape[1]} values each) in {path} (rows named in "
+              f"{path.with_suffix('.csv')})" + (f"; {len(failed)} unreadable images left out" if failed else ""),
+              highlight=False)
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:

@@ -29,6 +29,13 @@ class RunSummary:
     summaries: list[tuple[str, str]] = field(default_factory=list)
 
 
+def save_mask(out_dir: str | Path, r: FrameResult) -> None:
+    """Segmentation: the label-map PNG beside the overlay (out/masks/<stem>[_<frame>].png)."""
+    if hasattr(r.prediction, "save"):
+        stem = Path(r.source).stem if r.frame is None else f"{Path(r.source).stem}_{r.frame:06d}"
+        r.prediction.save(Path(out_dir) / "masks" / f"{stem}.png")
+
+
 def iter_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str | Path | None = None,
                  save_json: str | Path | None = None, precision: str = "fp32", vid_stride: int = 1,
                  save_coco: str | Path | None = None, coco_ids: dict[str, int] | None = None,
@@ -66,9 +73,8 @@ def iter_predict(model, sources: Iterable, *, batch_size: int = 16, out_dir: str
         with bar:
             for r in stream_predictions(model, items, pre, batch_size, vid_stride, precision, tracking, failed,
                                         reconnect, concurrent, **post):
-                if out_dir and hasattr(r.prediction, "save"):  # segmentation: label-map PNG beside the overlay
-                    stem = Path(r.source).stem if r.frame is None else f"{Path(r.source).stem}_{r.frame:06d}"
-                    r.prediction.save(Path(out_dir) / "masks" / f"{stem}.png")
+                if out_dir:
+                    save_mask(out_dir, r)
                 record = r.to_dict(model.task)
                 jsonl.write(record)
                 coco.add(r.source, r.frame, record["predictions"])

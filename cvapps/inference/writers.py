@@ -23,8 +23,12 @@ class JsonlWriter:
             self.f = open(path, "w", encoding="utf-8")
 
     def write(self, record: dict) -> None:
+        self.write_line(json_dumps(record))
+
+    def write_line(self, line: str) -> None:
+        """A record already serialised (by another process)."""
         if self.f:
-            self.f.write(json_dumps(record) + "\n")
+            self.f.write(line + "\n")
             self.f.flush()
 
     def close(self) -> None:
@@ -51,19 +55,27 @@ class AnnotatedWriter:
         self.used.add(name)
         return self.out / name
 
-    def write(self, source: str, frame: int | None, drawn: np.ndarray) -> None:
+    def name_for(self, source: str, frame: int | None) -> Path:
+        """The (reserved) output path of a still image (``frame`` None) or of a video's frames."""
+        if frame is None:
+            name = Path(source).name if not source.startswith("<") else f"array_{len(self.used)}.png"
+            return self._unique(name if Path(name).suffix else name + ".png")
+        return self._unique(Path(source.replace(":", "_")).stem + ".mp4")
+
+    def write(self, source: str, frame: int | None, drawn: np.ndarray, path: Path | None = None) -> None:
+        """``path``: where to write (one ``name_for`` reserved elsewhere, e.g. by a driver
+        process handing the work to others); default: the next free name."""
         if not self.out:
             return
         bgr = cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
         if frame is None:
-            name = Path(source).name if not source.startswith("<") else f"array_{len(self.used)}.png"
-            path = self._unique(name if Path(name).suffix else name + ".png")
+            path = path or self.name_for(source, None)
             cv2.imwrite(str(path), bgr)
             self.written.append(path)
             return
         if source not in self.videos:
             fps, _, _ = video_info(int(source.split(":")[1]) if source.startswith("camera:") else source)
-            path = self._unique(Path(source.replace(":", "_")).stem + ".mp4")
+            path = path or self.name_for(source, frame)
             h, w = bgr.shape[:2]
             self.videos[source] = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             self.written.append(path)

@@ -139,11 +139,12 @@ class FrameResult:
 def stream_predictions(model, items: list, pre=None, batch_size: int = 16, vid_stride: int = 1,
                        precision: str = "fp32", tracking: TrackingOptions | None = None,
                        on_error: Callable[[Frame], None] | None = None, reconnect: int = 0,
-                       concurrent: bool | None = None, **post) -> Iterator[FrameResult]:
+                       concurrent: bool | None = None, frames=None, **post) -> Iterator[FrameResult]:
     """Expanded source ``items`` -> one FrameResult per image / frame, in order, decoded and
     prepared ahead in a thread; memory stays flat however long the video. ``tracking``:
     track (and smooth, count) objects over each video. Frames that fail go to ``on_error``
-    (default: raise their DataError). ``concurrent``: see cvapps.data.sources.iter_frames."""
+    (default: raise their DataError). ``concurrent``: see cvapps.data.sources.iter_frames.
+    ``frames``: Frames read elsewhere, in place of ``items``'."""
     pre = pre or model.preprocessor()
     model.eval()
     tracker = Tracking(tracking) if tracking is not None else None
@@ -152,7 +153,7 @@ def stream_predictions(model, items: list, pre=None, batch_size: int = 16, vid_s
         raise f.error
 
     for good in frame_batches(items, pre, batch_size, vid_stride, on_error or fail, reconnect,
-                              torch_threads=prepare_threads(model), concurrent=concurrent):
+                              torch_threads=prepare_threads(model), concurrent=concurrent, frames=frames):
         preds = run_batch(model, [f.payload[0] for f in good], [f.payload[1] for f in good], precision, pre, **post)
         for f, p in zip(good, refined(pre, preds, [f.image for f in good])):
             overlay = counts = None
