@@ -3,45 +3,42 @@ each task's spec (``model.spec`` / ``TASKS.get(task)``); nothing here branches o
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import inspect
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-import torch
 from rich.console import Console
-
-from safetensors.torch import load_file
 
 from . import backbones as _bb
 from . import pretrained
 from .active import simulate as sim
-from .data.io import atomic_write, is_video, load_json, out_dir, out_file
-from .data.remote import staged
 from .active.select import check_counts, default_strategy
 from .active.select import select as _select
 from .active.shards import merge as _merge
-from .active.strategies import STRATEGIES
 from .active.simulate_tasks import simulate_task
+from .active.strategies import STRATEGIES
+from .data.io import load_json, out_dir, out_file
+from .data.remote import staged
+from .data.sources import expand_sources
+from .embedding import embed, embed_sources, map_images, save_embeddings  # noqa: F401 - the API's names
 from .errors import ConfigError, DataError
-from .exporting import quantize_int8
-from .runtimes import GraphModel, OnnxModel, bundle_runtime, check_backend, default_precision, export_for_runtime, \
-    load_graph, pipeline_precision, prepare, prepare_group, prepare_helper
 from .exporting import export as _export
+from .exporting import quantize_int8
 from .inference.bundle import Bundle
-from .data.sources import expand_sources, frame_batches
 from .inference.runner import iter_predict, run_predict
-from .modelfile import check_task, load_model, save_model
+from .loading import _model, create_model, helper_loader, load, save  # noqa: F401 - the API's names
+from .modelfile import load_model
 from .options import DataOptions, EvalOptions, Options, check_value, split_options
-from .progress import Phase, note
-from .runtime import RUN_PRECISIONS, check_precision, resolve_device
+from .progress import note
+from .runtime import RUN_PRECISIONS, check_precision
+from .runtimes import GraphModel, OnnxModel, bundle_runtime, default_precision, export_for_runtime, \
+    pipeline_precision, prepare, prepare_group
 from .tasks import TASKS, TaskModel
-from .tasks.batch import memory_format, predict_inputs, to_batch
+from .tasks.batch import predict_inputs
 from .tracking import SmoothOptions, TrackingOptions, TrackOptions
 from .training.trainer import TrainConfig, Trainer, evaluate_dataset, seed_everything
-from .weights import all_weights, get_spec, list_weights, load_into, pull
+from .weights import all_weights, get_spec, list_weights, pull
 
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
                 "coco_categories", "console", "progress", "threads", "reconnect", "concurrent"}
@@ -125,109 +122,6 @@ def pull_weights(name: str, file: str | None = None, console: Console | None = N
     return pull(name, file, log=log)
 
 
-def create_model(task: str = "classify", backbone: str | None = None, weights: str | None = None, *,
-                 kind: str | None = None, img_size=None, backbone_options: dict | None = None,
-                 **kwargs) -> TaskModel:
-    """A new TaskModel; with ``weights`` its backbone (and matching head layers) are pretrained.
-    ``kind``: the head kind (classify — multiclass | multilabel | regression | binned; detect —
-    ssd | fasterrcnn; segment — fcn8s | fcn16s | fcn32s | segnet; landmarks / pose — heatmap |
-    regression). ``kwargs``: what the data says (``labels`` or ``num_classes``; detection
-    ``category_ids``; segmentation ``colors``; keypoints ``schema``: a built-in name such as
-    coco17, ibug68, face5, or a schema dict) and head options (validated by the head).
-    Without labels and with ImageNet weights, a classifier is the ImageNet classifier; with a
-    pretrained task model (e.g. ``ssd_mobilenet_v2.coco``) the new model is that model's
-    architecture, and classes it shares by name start from its rows (fine-tuning).
-    ``backbone`` defaults to the weights' backbone, else mobilenet_v2; ``backbone_options``:
-    taps, tf_same, bn_eps (see cvapps.backbones.Backbone.configure)."""
-    spec = TASKS.get(task)
-    wspec = get_spec(weights) if weights else None
-    backbone = backbone or (wspec.backbone if wspec else "mobilenet_v2")
-    _bb.BACKBONES.get(backbone)  # an unknown name raises, listing the known ones
-    if wspec and wspec.backbone != backbone:
-        raise ConfigError(f"weights {weights!r} are for backbone {wspec.backbone!r}, not {backbone!r}",
-                          hint=f"use --backbone {wspec.backbone} or weights from `cvapps weights list`")
-    data_names = set(inspect.signature(spec.make_config).parameters) - {"backbone", "weights", "kind", "img_size",
-                                                                        "head"}
-    data_args = {k: v for k, v in kwargs.items() if k in data_names}
-    head = {k: v for k, v in kwargs.items() if k not in data_names}
-    config = spec.make_config(backbone, wspec, kind, img_size, head, **data_args)
-    if backbone_options is None and wspec is not None and wspec.kind == "model":
-        backbone_options = wspec.config.get("backbone_options")  # e.g. TF "SAME" padding: part of the weights
-    if backbone_options:
-        config["backbone_options"] = dict(backbone_options)
-    if wspec is not None and wspec.kind == "model" and wspec.config.get("fixed_norms"):
-        config["fixed_norms"] = True  # BatchNorm folded in the source file (see TaskModel.train)
-    model = spec.model.from_config(config)
-    if wspec is not None and wspec.kind == "model":  # a whole pretrained task model: start from all of it
-        model.load_pretrained(load_file(str(pretrained.model_file(weights))), wspec.config.get("labels"), weights)
-    elif weights:
-        load_into(model, weights)
-    return model.eval()
-
-
-def load(name_or_path: str | Path, task: str | None = None, device: str = "cpu", backend: str = "torch",
-         precision: str = "fp32", compile: bool = True):
-    """A model file path, or a weights name such as ``mobilenet_v2.imagenet1k``. An exported
-    graph (``.onnx``, OpenVINO ``.xml``) loads on its runtime; with ``backend`` naming a
-    runtime other than PyTorch (and ``compile``), a model file or weights name is compiled
-    for it (cvapps.runtimes.prepare); "auto" loads like "torch" (``predict`` then picks the
-    runtime)."""
-    text = str(name_or_path)
-    check_backend(backend)
-    device = str(resolve_device(device))
-    graph = load_graph(text, device, backend, precision=precision)
-    if graph is not None:
-        check_task(graph.task, task, text)
-        return graph
-    m = _load_model(text, task, device)
-    if compile:
-        return prepare_helper(m, backend, device, precision, named_only=True)
-    return m
-
-
-def _load_model(text: str, task: str | None, device: str):
-    if Path(text).exists() or text.endswith(".safetensors"):
-        return load_model(text, task=task, device=device)
-    if text in all_weights():
-        wspec = get_spec(text)
-        check_task(wspec.task, task, text)
-        if wspec.kind == "model":
-            return load_model(pretrained.model_file(text), task=task, device=device)
-        return create_model(wspec.task, wspec.backbone, weights=text).to(device)
-    raise ConfigError(f"{text!r} is neither a model file nor a known weights name",
-                      hint=f"known weights: {', '.join(list_weights())}")
-
-
-def save(model: TaskModel, path: str | Path) -> Path:
-    return save_model(model, path)
-
-
-def _model(model, task: str | None, device: str = "cpu", backend: str = "torch", compile: bool = True):
-    """A ready model: TaskModel / GraphModel objects pass through (their task checked), names
-    and paths load."""
-    if isinstance(model, (TaskModel, GraphModel)):
-        check_task(model.task, task, "the model")
-        return model
-    return load(model, task=task, device=device, backend=backend, compile=compile)
-
-
-def helper_loader(device: str = "cpu", backend: str = "auto", console: Console | None = None,
-                  threads: int | None = None):
-    """``load(name, task)`` for the models a task's setup needs beside the main one (a top-down
-    model's box detector, the face check). With ``backend`` "auto" they run on ONNX Runtime
-    when it can (the default pose pipeline's person detector: 21 -> 45 fps end to end), except
-    models that find their own instances (the face detector): their test-time scales for
-    photos are decided later and need PyTorch."""
-
-    def load_helper(name, task):
-        m = _model(name, task, device)
-        if isinstance(m, TaskModel) and not getattr(m, "finds_instances", False):
-            return prepare_helper(m, backend, device, "fp32", console=console, threads=threads)
-        return m
-
-    return load_helper
-
-
 def export(model, out: str | Path, fmt: str = "onnx", dynamic_batch: bool = False, img_size=None,
            nms: dict | bool | None = None, precision: str = "fp32") -> Path:
     """Write a model (TaskModel, model file or weights name) as ONNX, TorchScript or a
@@ -308,11 +202,14 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     tracking = tracking_options([TASKS.get(task)], options)  # checked before anything loads
     check_outputs({"--out": run.get("out_dir")}, {"--save-json": run.get("save_json"),
                                                   "--save-coco": run.get("save_coco")})
+    ours = not isinstance(model, (TaskModel, GraphModel))
+    model = _model(model or default_model(task), task, device, backend, compile=False)  # a wrong task: said first
     notes: list[str] = []
     items = expand_sources(sources, notes)
     tell_notes(run.get("console"), notes)
     model, pre, post, run["precision"] = predict_pipeline(model, items, task, device, backend, precision, tracking,
-                                                          run.get("console"), run.get("threads"), **task_options)
+                                                          run.get("console"), run.get("threads"), ours=ours,
+                                                          **task_options)
     if coco_gt:
         gt = load_json(coco_gt)
         run["coco_ids"] = {i["file_name"]: i["id"] for i in gt.get("images", [])}
@@ -324,11 +221,13 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
 
 def predict_pipeline(model, items: list, task: str | None, device: str, backend: str, precision: str,
                      tracking: TrackingOptions | None = None, console: Console | None = None,
-                     threads: int | None = None, **task_options) -> tuple:
+                     threads: int | None = None, ours: bool | None = None, **task_options) -> tuple:
     """(model, preprocessor, postprocess options, precision) as ``predict`` runs ``items``
     (expanded sources; a task's setup may look at them, e.g. the face detector's scales):
-    also what each worker of a distributed run (cvapps.scaleout) builds for itself."""
-    loaded_here = not isinstance(model, (TaskModel, GraphModel))
+    also what each worker of a distributed run (cvapps.scaleout) builds for itself.
+    ``ours``: the model was loaded for this run (default: it is a name or path), so its
+    batch norm may be folded and a runtime chosen for it."""
+    loaded_here = not isinstance(model, (TaskModel, GraphModel)) if ours is None else ours
     model = _model(model or default_model(task), task, device, backend, compile=False)
     if loaded_here and isinstance(model, TaskModel):  # ours alone, never trained or saved: fold BN for speed
         model.fold_batchnorm()
@@ -568,76 +467,6 @@ def select_merge(shards: list[str | Path], out: str | Path, copy_to: str | None 
     them; ``model`` (optional) draws its predictions on the contact sheet."""
     console = console or Console(stderr=True, markup=False)
     return _merge(shards, out, copy_to, link, _model(model, None, "cpu") if model else None, console)
-
-
-@torch.inference_mode()
-def map_images(model, images, fn, what: str, batch_size: int = 64, console: Console | None = None,
-               workers: int | None = None, on_error=None) -> torch.Tensor:
-    """``fn(x)`` of every image (paths or RGB arrays, prepared and normalised as ``model``
-    expects, in batches) concatenated in order, on the CPU; an unreadable image raises, or
-    with ``on_error(frame)`` is passed to it and left out. ``what``: the progress label;
-    ``workers``: threads reading images ahead."""
-    model.eval()
-    pre = model.preprocessor()
-    out = []
-
-    def fail(frame):
-        raise frame.error
-
-    with Phase(console or Console(stderr=True, markup=False), what, len(images)) as bar:
-        for good in frame_batches(list(images), pre, batch_size, on_error=on_error or fail, threads=workers):
-            x, _ = to_batch(pre, [f.payload[0] for f in good], model.device, memory_format(model))
-            out.append(fn(x).cpu())
-            bar.advance(len(good))
-    return torch.cat(out)
-
-
-def embed(model: TaskModel, images, batch_size: int = 64, console: Console | None = None,
-          workers: int | None = None) -> torch.Tensor:
-    """Pooled last-stage backbone features (N, D) float32 of paths or RGB arrays (in order;
-    an unreadable image raises). ``workers``: threads reading images ahead."""
-    return map_images(model, images, model.embed, "embedding", batch_size, console, workers)
-
-
-def embed_sources(model, sources: Iterable, *, device: str = "cpu", batch_size: int = 64,
-                  console: Console | None = None, workers: int | None = None) \
-        -> tuple[list[str], "np.ndarray", list[tuple[str, str]]]:
-    """Embeddings of the still images of ``sources`` (paths, folders, globs, lists, URLs) ->
-    (their names in order, (N, D) float32, (name, reason) of the unreadable ones, left out
-    and said)."""
-    console = console or Console(stderr=True, markup=False)
-    m = _model(model, None, device)
-    items = expand_sources(sources)
-    if any(is_video(p) for p in items if isinstance(p, Path)):
-        raise ConfigError("embed takes still images", hint="sample a video's frames with `cvapps select` first")
-    failed: list[tuple[str, str]] = []
-
-    def skip(frame):
-        failed.append((frame.source, frame.error.one_line()))
-        note(console, "skipped", frame.error.one_line())
-
-    emb = map_images(m, items, m.embed, "embedding", batch_size, console, workers, on_error=skip)
-    bad = {s for s, _ in failed}
-    return [str(p) for p in items if str(p) not in bad], emb.float().numpy(), failed
-
-
-def save_embeddings(out: str | Path, names: list[str], emb) -> Path:
-    """``out`` (.npy added if missing): the (N, D) float32 rows; beside it the .csv naming them."""
-    path = out_file(out if str(out).endswith(".npy") else f"{out}.npy", "--out")
-
-    def write_rows(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # np.save(name) would add its own .npy to the temporary name
-            np.save(f, np.asarray(emb, np.float32))
-
-    def write_names(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["row", "image"])
-            w.writerows(enumerate(names))
-
-    atomic_write(path, write_rows)
-    atomic_write(path.with_suffix(".csv"), write_names)
-    return path
 
 
 def simulate(task: str = "classify", data: str | None = None, *, backbone: str | None = None,

@@ -21,7 +21,8 @@ LAYERS = [
     ["cvapps.pretrained"],
     ["cvapps.training", "cvapps.inference", "cvapps.exporting"],
     ["cvapps.runtimes"],  # how a model is run: the only unit that decides on a runtime
-    ["cvapps.active"],
+    ["cvapps.loading"],  # models from names, files and configs
+    ["cvapps.active", "cvapps.embedding"],
     ["cvapps.api"],
     ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout"],
     ["cvapps.selftraining"],  # rounds of training, or of distilling from the previous round's model

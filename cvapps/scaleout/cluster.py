@@ -25,7 +25,7 @@ from rich.console import Console
 from ..data.io import read_image
 from ..data.remote import is_cloud, read_remote_image
 from ..data.sources import Frame, is_url, iter_video
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..progress import Phase
 
 try:  # an optional extra: `pip install "cvapps[ray]"`

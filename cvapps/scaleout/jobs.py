@@ -34,7 +34,8 @@ from ..inference.runner import RunSummary, save_mask
 from ..inference.writers import AnnotatedWriter, CocoResultsWriter, JsonlWriter
 from ..options import DataOptions, EvalOptions, split_options
 from ..progress import note
-from ..runtimes import default_precision
+from ..runtimes import GraphModel, default_precision
+from ..tasks import TaskModel
 from ..tasks.batch import memory_format, stream_predictions, to_batch
 from ..runtime import autocast
 from ..training.trainer import to_device
@@ -108,15 +109,17 @@ def predict(model, sources: Iterable, task: str | None = None, *, device: str = 
     for k in (*api.TRACK_KEYS, "threads", "reconnect", "concurrent"):  # an actor's threads are its CPUs
         task_options.pop(k, None)
     api.check_outputs({"--out": out_dir}, {"--save-json": save_json, "--save-coco": save_coco})
+    precision = precision or default_precision()
+    # on the driver first: options are checked (one-line errors before a cluster starts) and
+    # exports the actors then find in the cache are made once
+    ours = not isinstance(model, (TaskModel, GraphModel))
+    local = api.load(model or api.default_model(task), task=task, device=device, compile=False) if ours else model
     notes: list[str] = []
     items = expand_sources(sources, notes)
     api.tell_notes(console, notes)
     rows = _work_rows(items)
-    precision = precision or default_precision()
-    # on the driver first: options are checked (one-line errors before a cluster starts) and
-    # exports the actors then find in the cache are made once
-    local, _, _, _ = api.predict_pipeline(model, items, task, device, backend, precision, None, console,
-                                          **task_options)
+    local, _, _, _ = api.predict_pipeline(local, items, task, device, backend, precision, None, console,
+                                          ours=ours, **task_options)
     names: list[str] = []
     if out_dir:
         w = AnnotatedWriter(out_dir)
