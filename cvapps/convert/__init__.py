@@ -20,6 +20,6 @@ READERS.register("onnx", read_onnx)
 READERS.register("tflite", read_tflite)
 READERS.register("tfjs", read_tfjs)
 
-from . import facemesh, movenet, retinaface, selfie, tf_ssd  # noqa: E402,F401  (register their mappings)
+from . import faceapi, facemesh, movenet, retinaface, selfie, tf_ssd  # noqa: E402,F401  (register their mappings)
 
 __all__ = ["MAPPINGS", "READERS"]

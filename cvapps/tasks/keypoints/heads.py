@@ -43,6 +43,8 @@ class RegressionHead(nn.Module):
     the crop (0..1, x then y). DeepPose / Sun et al.: no spatial decoding, just numbers.
     The dropout stays the MC-dropout source for uncertainty."""
 
+    size_multiple = 1  # pooled features: any crop size
+
     def __init__(self, in_channels: int, k: int, dropout: float = 0.2):
         super().__init__()
         self.k = k

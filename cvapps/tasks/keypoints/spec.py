@@ -153,13 +153,15 @@ class KeypointSpec(TaskSpec):
         schema = resolve(schema if schema is not None else base.get("schema", self.default_schema))
         size = parse_size(img_size) or base["preprocessing"].get("input_size") or self.model.default_size
         size = [size, size] if isinstance(size, int) else list(size)
-        if any(v % 32 for v in size):
-            raise ConfigError(f"keypoint input size {size} must be multiples of 32 (the heatmap head's stride)")
         head = dict(head)
         margin = head.pop("margin", None) or base["preprocessing"].get("margin") or 1.25
         pre = self.preprocessing(weights)
         head_cfg = {"kind": kind or base["head"].get("kind") or self.default_kind,
                     **{k: v for k, v in head.items() if v is not None}}
+        multiple = getattr(KEYPOINT_HEADS.get(head_cfg["kind"]), "size_multiple", 32)  # maps' strides; 1: pooled
+        if any(v % multiple for v in size):
+            raise ConfigError(f"keypoint input size {size} must be multiples of {multiple} (the "
+                              f"{head_cfg['kind']} head's stride)")
         return {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": list(schema.keypoints),
                 "schema": schema.to_dict(), "preprocessing": {"mean": pre["mean"], "std": pre["std"],
                                                               "input_size": size, "margin": float(margin),
