@@ -169,6 +169,15 @@ def export_int8(model, out: str | Path, calib, data: str | None = None, console:
     return report
 
 
+def choose_model(model, task: str | None, options: dict):
+    """``model``, or the pretrained one a task option picks (e.g. landmarks --points 68; the
+    option is taken out of ``options``), or the task's default."""
+    picked = TASKS.get(task).pick_model(options) if task else None
+    if picked is not None and model is not None:
+        raise ConfigError("--points picks a pretrained model and --model names one: pass one of them")
+    return model or picked or default_model(task)
+
+
 def default_model(task: str) -> str:
     spec = TASKS.get(task)
     if spec.default_weights is None:
@@ -203,7 +212,7 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     check_outputs({"--out": run.get("out_dir")}, {"--save-json": run.get("save_json"),
                                                   "--save-coco": run.get("save_coco")})
     ours = not isinstance(model, (TaskModel, GraphModel))
-    model = _model(model or default_model(task), task, device, backend, compile=False)  # a wrong task: said first
+    model = _model(choose_model(model, task, task_options), task, device, backend, compile=False)  # wrong task: first
     notes: list[str] = []
     items = expand_sources(sources, notes)
     tell_notes(run.get("console"), notes)

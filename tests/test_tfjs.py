@@ -223,3 +223,24 @@ def test_face_api_landmark_weights_map_onto_the_faceapi_backbone_and_regression_
         from cvapps.convert.state import complete_state
 
         complete_state(state, model.state_dict())
+
+
+def test_predict_landmarks_points_68_picks_the_face_api_model(fixture_home, tmp_path, capsys):
+    """`--points 68` runs landmarks68.faceapi (here its architecture with seeded weights, from
+    the fixtures' cache) with no --model; other counts and --model with it are refused."""
+    from conftest import _converted_fixture, colour_image, run_cli, write_image
+
+    (model,), mp = _converted_fixture(fixture_home, ["landmarks68.faceapi"])
+    try:
+        img = write_image(tmp_path / "face.png", colour_image((180, 140, 120), size=(120, 100)))
+        code, _, err = run_cli(capsys, "predict", "landmarks", img, "--points", "68", "--whole-image",
+                               "--save-json", tmp_path / "p.jsonl")
+        assert code == 0, err
+        rec = json.loads((tmp_path / "p.jsonl").read_text())
+        assert len(rec["predictions"]) == 1 and len(rec["predictions"][0]["keypoints"]) == 68 * 3  # x, y, score
+        code, _, err = run_cli(capsys, "predict", "landmarks", img, "--points", "7")
+        assert code == 2 and "--points 7: pretrained face models have 5, 68, 468 points" in err
+        code, _, err = run_cli(capsys, "predict", "landmarks", img, "--points", "68", "--model", "x.safetensors")
+        assert code == 2 and "pass one of them" in err
+    finally:
+        mp.undo()

@@ -112,8 +112,9 @@ def predict(model, sources: Iterable, task: str | None = None, *, device: str = 
     precision = precision or default_precision()
     # on the driver first: options are checked (one-line errors before a cluster starts) and
     # exports the actors then find in the cache are made once
+    model = api.choose_model(model, task, task_options)
     ours = not isinstance(model, (TaskModel, GraphModel))
-    local = api.load(model or api.default_model(task), task=task, device=device, compile=False) if ours else model
+    local = api.load(model, task=task, device=device, compile=False) if ours else model
     notes: list[str] = []
     items = expand_sources(sources, notes)
     api.tell_notes(console, notes)

@@ -180,6 +180,11 @@ class TaskSpec:
         raise ConfigError(f"{self.name} labels are not written as {fmt}")  # pragma: no cover
 
     # predict --------------------------------------------------------------------------
+    def pick_model(self, options: dict) -> str | None:
+        """The pretrained model a predict option chooses (taking that option out of
+        ``options``), else None: the caller's --model or ``default_weights``."""
+        return None
+
     def predict_setup(self, model, load, items=(), **options) -> tuple[Any, dict]:
         """(preprocessor, postprocess keyword arguments) for the predict options of this task.
         ``load(name_or_path, task)`` loads another model an option names (e.g. a detector);

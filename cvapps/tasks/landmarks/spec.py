@@ -17,8 +17,11 @@ class LandmarkSpec(KeypointSpec):
                                                           f"{VERIFIER} (default) drops faces its face-presence "
                                                           f"score rejects (animal faces, patterns); 'none' keeps "
                                                           f"every face"),
-                       CliOption("min_presence", float, MIN_PRESENCE, "face check: the presence score a face needs")),
+                       CliOption("min_presence", float, MIN_PRESENCE, "face check: the presence score a face needs"),
+                       CliOption("points", int, None, "the pretrained face model with this many points: 5 (the "
+                                                      "default), 68 (iBUG 300-W) or 468 (FaceMesh)")),
                    }
+    by_points = {5: "retinaface.face5", 68: "landmarks68.faceapi", 468: "facemesh.mediapipe"}
     default_schema = "ibug68"
     rotate = 20.0
     box_label = "face"
@@ -26,6 +29,15 @@ class LandmarkSpec(KeypointSpec):
     default_weights = "retinaface.face5"  # boxes + 5 points of every face, no training
     default_detector = "retinaface.face5"  # faces for the top-down landmark models
     named_box_sources = {"haar": HaarFaces}  # --faces haar: OpenCV's frontal-face cascade
+
+    def pick_model(self, options: dict) -> str | None:
+        points = options.pop("points", None)
+        if points is None:
+            return None
+        if int(points) not in self.by_points:
+            raise ConfigError(f"--points {points}: pretrained face models have "
+                              f"{', '.join(map(str, self.by_points))} points", hint="or --model your own")
+        return self.by_points[int(points)]
 
     def predict_setup(self, model, load, items=(), face_check: str | None = None,
                       min_presence: float = MIN_PRESENCE, **options):
