@@ -37,6 +37,15 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """The local runs here use threads=1 (an actor's count), which sets the process's torch
+    threads: the tests after this module must not inherit that."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _video(path: Path, n: int = 6) -> Path:
     w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
     for i in range(n):
@@ -81,6 +90,7 @@ def test_predict_on_ray_equals_the_local_run_record_for_record(local_ray, pool, 
     assert len(a) == 11 + 6 and a == b  # 11 images (sub/img0.png twice), 6 frames
     assert (far.processed, far.failed) == (local.processed, local.failed) and len(far.failed) == 1
     assert far.summaries == local.summaries
+    assert [Path(p).name for p in far.outputs] == [Path(p).name for p in local.outputs]
     files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*") if p.is_file())
     assert Path("img0_1.png") in files and Path("clip.mp4") in files

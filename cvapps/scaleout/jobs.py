@@ -174,7 +174,7 @@ def predict(model, sources: Iterable, task: str | None = None, *, device: str = 
     if partial:
         partial.unlink(missing_ok=True)
     summary.processed = len(got)
-    summary.outputs = names
+    summary.outputs = [names[i] for i in dict.fromkeys(i for i, *_ in got)] if names else []  # as written
     return summary
 
 
