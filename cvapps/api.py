@@ -428,7 +428,7 @@ def evaluate_keypoint_results(results: str, data: str, images: str | None = None
 
 
 def select(model, pool, budget: int, strategy: str | None = None, device: str = "cpu", backend: str = "auto",
-           **kwargs) -> list[dict]:
+           make_scorer=None, **kwargs) -> list[dict]:
     """Pick the ``budget`` images of ``pool`` most worth labelling; see cvapps.active.select.
     Images are prepared as ``predict`` prepares them: a top-down keypoint model scores the
     crops of its default box source (pose: the COCO detector's people; landmarks: the checked
@@ -437,7 +437,9 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
     say otherwise.
     ``backend`` "auto": a model file or weights name scores on ONNX Runtime (as ``predict``)
     when the strategy needs only the model's outputs — not MC-dropout passes or backbone
-    embeddings (bald, variance, coreset, hybrid), which stay on PyTorch."""
+    embeddings (bald, variance, coreset, hybrid), which stay on PyTorch. ``make_scorer(items,
+    asked)``: the pool's expanded items and the task options taken -> a ``scorer`` that scores
+    elsewhere (cvapps.scaleout)."""
     check_counts(budget, kwargs.get("vid_stride", 10), kwargs.get("min_gap", 30))
     own = inspect.signature(_select).parameters
     asked = {k: v for k, v in [(k, kwargs.pop(k)) for k in list(kwargs) if k not in own]
@@ -445,6 +447,8 @@ def select(model, pool, budget: int, strategy: str | None = None, device: str = 
     items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
              if isinstance(p, (Path, str))]
     m, pre = select_pipeline(model, items, strategy, device, backend, kwargs.get("console"), **asked)
+    if make_scorer is not None:
+        kwargs["scorer"] = make_scorer(items, asked)
     return _select(m, pool, budget, strategy, pre=pre, **kwargs)
 
 

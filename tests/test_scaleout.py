@@ -161,6 +161,8 @@ def test_refusals_are_one_line(local_ray, tmp_path, tiny_model_file, capsys, mon
         scaleout.predict(str(tiny_model_file), [str(tmp_path)], task="classify", track=True)
     code, _, err = run_cli(capsys, "predict", "classify", str(tmp_path), "--model", tiny_model_file, "--actors", "2")
     assert code != 0 and "--actors is for --engine ray" in err
+    with pytest.raises(ConfigError, match="--actors must be at least 1, got 0"):
+        next(cluster_mod.run([{"i": 0, "source": "x", "video": False}], lambda shared: None, actors=0))
     monkeypatch.setattr(cluster_mod, "ray", None)
     with pytest.raises(ConfigError, match="needs Ray") as e:
         cluster_mod.connect()

@@ -88,7 +88,7 @@ def shutdown(cluster: Cluster) -> None:
         ray.shutdown()
 
 
-def as_item(source: str, video: bool = False) -> Any:
+def as_item(source: str) -> Any:
     """An expanded source back from its row: URLs and object-storage names stay text."""
     return source if is_url(source) or is_cloud(source) else Path(source)
 
@@ -131,7 +131,7 @@ def batch_frames(batch: dict, vid_stride: int) -> Iterator[Frame]:
     threads of the loop that consumes them (overlapping the model, as on one machine);
     videos are decoded here, in order."""
     for src, video in zip(batch["source"], batch["video"]):
-        item = as_item(str(src), bool(video))
+        item = as_item(str(src))
         if video:
             yield from iter_video(item, vid_stride)
         else:
@@ -168,9 +168,9 @@ def run(rows: list[dict], make: Callable, shared: Any = None, *, actors: int | N
     on a 4-CPU cluster)."""
     need_ray()
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    actors = actors or max(1, int(cpus // (cpus_per_actor or 1)))
-    if actors < 1:
+    if actors is not None and actors < 1:
         raise ConfigError(f"--actors must be at least 1, got {actors}")
+    actors = actors or max(1, int(cpus // (cpus_per_actor or 1)))
     cpus_per_actor = cpus_per_actor or max(1.0, float(int(cpus // actors)))
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * actors)))
     ds = ds.map_batches(_Actor, fn_constructor_args=(make, ray.put(shared)), batch_size=batch_size,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import inspect
 import io
 import json
 from pathlib import Path
@@ -24,7 +23,6 @@ from rich.console import Console
 
 from .. import api
 from ..active.select import local_scores
-from ..active.select import select as _select
 from ..data.io import is_video, json_dumps, load_json
 from ..data.loader import collate
 from ..data.remote import staged
@@ -128,11 +126,9 @@ def predict(model, sources: Iterable, task: str | None = None, *, device: str = 
     job = {"model": model, "task": local.task, "device": device, "backend": backend, "precision": precision,
            "task_options": task_options, "out_dir": out_dir, "names": names, "batch_size": batch_size,
            "vid_stride": vid_stride}
-    coco = CocoResultsWriter(save_coco)
-    if coco_gt:
-        gt = load_json(coco_gt)
-        coco = CocoResultsWriter(save_coco, {i["file_name"]: i["id"] for i in gt.get("images", [])},
-                                 local.spec.category_ids(local, gt))
+    gt = load_json(coco_gt) if coco_gt else None
+    coco = CocoResultsWriter(save_coco, {i["file_name"]: i["id"] for i in gt.get("images", [])} if gt else None,
+                             local.spec.category_ids(local, gt) if gt else None)
     summary = RunSummary()
     got: list[tuple[int, int, str, str]] = []
     partial = Path(f"{save_json}.partial") if save_json else None
@@ -212,11 +208,10 @@ def _ray_scorer(job: dict, items: list, engine: dict, console: Console, chunk: i
             if frame == VIDEO_DONE:
                 continue
             source = str(todo[i])
-            seen += 1
-            if row["error"]:
+            if row["error"]:  # said (and counted) by ``skipped``
                 skipped(source, str(row["error"]))
-                seen -= 1
                 continue
+            seen += 1
             key = (source, None if frame == NO_FRAME else frame)
             if key in done:  # a resumed video's frames scored before
                 continue
@@ -241,17 +236,16 @@ def select(model, pool, budget: int, strategy: str | None = None, *, device: str
     embeddings.f16 a local run writes (so a run resumes on either engine), and equal a local
     run's for the same strategy and seed."""
     console = console or Console(stderr=True, markup=False)
-    own = inspect.signature(_select).parameters
-    asked = {k: v for k, v in kwargs.items() if k not in own and v is not None and v is not False}
-    items = [p for p in expand_sources(pool if isinstance(pool, (list, tuple)) else [pool])
-             if isinstance(p, (Path, str))]
-    job = {"model": model, "device": device, "backend": backend, "asked": asked,
-           "batch_size": kwargs.get("batch_size", 16), "vid_stride": kwargs.get("vid_stride", 10)}
     engine = {"actors": actors, "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor,
-              "batch_size": job["batch_size"]}
-    return _engine(address, console, lambda: api.select(
-        model, pool, budget, strategy, device, backend, console=console,
-        scorer=_ray_scorer(job, items, engine, console), **kwargs))
+              "batch_size": kwargs.get("batch_size", 16)}
+
+    def make_scorer(items: list, asked: dict):  # what api.select expanded and took as the task's options
+        job = {"model": model, "device": device, "backend": backend, "asked": asked,
+               "batch_size": engine["batch_size"], "vid_stride": kwargs.get("vid_stride", 10)}
+        return _ray_scorer(job, items, engine, console)
+
+    return _engine(address, console, lambda: api.select(model, pool, budget, strategy, device, backend,
+                                                        console=console, make_scorer=make_scorer, **kwargs))
 
 
 # embed ------------------------------------------------------------------------------------
