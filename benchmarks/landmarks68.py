@@ -2,7 +2,7 @@
 converted from the TF.js files of the npm package @vladmandic/face-api@1.7.15).
 
 1. Parity with TF.js: the converted model against face-api's own forward run by tfjs-core in
-   node (benchmarks/js/faceapi_landmarks68.js), on face crops of face-api's demo photos and
+   node (benchmarks/js/faceapi_nets.js), on face crops of face-api's demo photos and
    noise — max |delta| of the points in crop pixels. Needs node and, in --tfjs DIR,
    `npm install @tensorflow/tfjs-core@4.22.0 @tensorflow/tfjs-backend-cpu@4.22.0`.
 2. NME (inter-ocular, outer eye corners) on the shared 68-point faces with their boxes
@@ -53,9 +53,9 @@ def parity(tfjs: Path, tmp: Path) -> dict:
     crops.append(np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8))
     x = np.stack(crops).astype(np.float32)
     x.tofile(tmp / "in.f32")
-    script = Path(__file__).resolve().parent / "js" / "faceapi_landmarks68.js"
-    subprocess.run(["node", str(script), str(manifest), str(tmp / "in.f32"), str(tmp / "out.f32")], check=True,
-                   cwd=tfjs, env={"NODE_PATH": str(tfjs / "node_modules"), "PATH": "/usr/bin:/bin"},
+    script = Path(__file__).resolve().parent / "js" / "faceapi_nets.js"
+    subprocess.run(["node", str(script), "landmarks68", str(manifest), str(tmp / "in.f32"), str(tmp / "out.f32")],
+                   check=True, cwd=tfjs, env={"NODE_PATH": str(tfjs / "node_modules"), "PATH": "/usr/bin:/bin"},
                    capture_output=True)
     ref = np.fromfile(tmp / "out.f32", np.float32).reshape(len(crops), 68, 2)
     pre = model.config["preprocessing"]

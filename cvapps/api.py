@@ -82,9 +82,10 @@ def tracking_options(specs: list, options: dict) -> TrackingOptions | None:
         if lines or zones:
             raise ConfigError("--line / --zone count tracked objects and need tracking", hint="drop --no-track")
         return None
-    if not any(s.tracks for s in specs):
+    if not any(s.can_track(options) for s in specs):
         raise ConfigError(f"{', '.join(s.name for s in specs)} predictions have no boxes to track",
-                          hint="tracking follows detection, pose and landmark models")
+                          hint="tracking follows detection, pose and landmark models, and classify --on faces | "
+                               "people")
     t = TrackOptions.from_keywords(kw)
     smooth = SmoothOptions.from_keywords(kw) if kw.pop("smooth", True) is not False else None
     return TrackingOptions(t, smooth, lines, zones, bool(kw.get("sequences")), kw.get("count_at") or "centre")

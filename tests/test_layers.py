@@ -24,7 +24,7 @@ LAYERS = [
     ["cvapps.loading"],  # models from names, files and configs
     ["cvapps.active", "cvapps.embedding"],
     ["cvapps.api"],
-    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout"],
+    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout", "cvapps.faces"],
     ["cvapps.selftraining"],  # rounds of training, or of distilling from the previous round's model
     ["cvapps.integrations"],  # labelling tools and other systems around cvapps
     ["cvapps.cli"],

@@ -197,6 +197,10 @@ class TaskSpec:
         """Model label -> the category id of a COCO ground truth (None: keep the model's)."""
         return None
 
+    def can_track(self, options: dict) -> bool:
+        """Whether predictions with these predict ``options`` have boxes to track."""
+        return self.tracks
+
     def track_post(self, post: dict, low: float) -> dict:
         """Postprocess options while tracking; ``low``: the tracker's lowest useful score."""
         return post

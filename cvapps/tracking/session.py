@@ -30,12 +30,15 @@ DEFAULT_FPS = 30.0  # image sequences and streams that do not state a frame rate
 
 @dataclass
 class Trackable:
-    """boxes (N, 4) xyxy, scores (N,), labels (N,) int, names: label index -> name."""
+    """boxes (N, 4) xyxy, scores (N,), labels (N,) int, names: label index -> name;
+    ``features`` (N, D) unit rows: the prediction's own appearance cue (a face descriptor),
+    used in place of colour histograms."""
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     names: list[str]
+    features: np.ndarray | None = None
 
     def name(self, i: int) -> str:
         lab = int(self.labels[i])
@@ -123,10 +126,11 @@ class SequenceTracker:
         if tb is None:
             return pred, None, None
         feats = None
-        if image is not None and self.o.track.appearance > 0:  # only confident boxes' looks are used
-            sure = np.asarray(tb.scores) >= self.o.track.high
-            feats = np.zeros((len(tb.boxes), FEATURE_SIZE), np.float32)
-            feats[sure] = colour_features(image, np.asarray(tb.boxes)[sure])
+        if (image is not None or tb.features is not None) and self.o.track.appearance > 0:
+            sure = np.asarray(tb.scores) >= self.o.track.high  # only confident boxes' looks are used
+            own = tb.features is not None
+            feats = np.zeros((len(tb.boxes), tb.features.shape[1] if own else FEATURE_SIZE), np.float32)
+            feats[sure] = tb.features[sure] if own else colour_features(image, np.asarray(tb.boxes)[sure])
         ids = self.tracker.update(tb.boxes, tb.scores, tb.labels, frame, feats)
         keep = np.flatnonzero(ids >= 0)
         boxes, kept_ids = tb.boxes[keep], ids[keep]

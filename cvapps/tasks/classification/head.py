@@ -12,14 +12,16 @@ from torch import nn
 from ...errors import ConfigError
 from ...options import Options, opt
 
-KINDS = ("multiclass", "multilabel", "regression", "binned")
+KINDS = ("multiclass", "multilabel", "regression", "binned", "embedding")
 _ACTS = {"relu": nn.ReLU, "hardswish": nn.Hardswish, "silu": nn.SiLU}
 
 
 @dataclass
 class ClassifyHeadOptions(Options):
     """``kind``: multiclass (softmax + CE) | multilabel (sigmoid + BCE) | regression (MSE / L1)
-    | binned (softmax over ``bins`` = [low, high, n], expected value); ``hidden``: an MLP
+    | binned (softmax over ``bins`` = [low, high, n], expected value) | embedding (the outputs
+    are a descriptor, e.g. a face's identity: compared by distance, not trained by cvapps's
+    losses); ``hidden``: an MLP
     layer (MobileNetV3's ImageNet classifier has one)."""
 
     what: ClassVar[str] = "classification head"

@@ -4,17 +4,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ...backbones import Backbone
 from ...data.transforms import EvalTransform
 from ...errors import ConfigError
 from ..base import TaskModel, register_task
+from ..keypoints.topdown import TopDown, dlib_boxes
 from .head import ClassificationHead, ClassifyHeadOptions
 from .loss import classification_loss, keep_classes_loss
 from .metrics import classification_metrics, primary_metric
-from .postprocess import ClassPrediction, postprocess
+from .postprocess import ClassPrediction, by_instance, postprocess
 from .spec import ClassificationSpec
+
+
+class InstanceCrops(TopDown):
+    """Per image, a square crop of each instance's box (its longer side x the config's
+    ``margin``, default 1.1; rotated upright with ``align: roll`` when the box source knows
+    the roll, e.g. faces), resized to the classifier's input. ``box: dlib`` (face descriptor
+    models): the box is the dlib face-chip square of the face detector's five points."""
+
+    @classmethod
+    def from_config(cls, pre: dict, boxes=None) -> "InstanceCrops":
+        crops = cls(pre["mean"], pre["std"], pre["input_size"], pre.get("margin", 1.1), boxes,
+                    pre.get("align") == "roll")
+        crops.dlib = pre.get("box") == "dlib"
+        return crops
+
+    def prepare(self, image, source: str = "", frame=None):
+        found = self.boxes(image, source, frame)
+        if self.dlib and len(found) > 3 and found[3].shape[1:] == (5, 2):
+            crops, meta = self.prepare_boxes(image, dlib_boxes(found[3]), found[1], found[2])
+            meta["boxes"] = np.asarray(found[0], np.float64).reshape(-1, 4)  # reported: the detector's boxes
+            return crops, meta
+        return self.prepare_boxes(image, *found[:3])
 
 
 @dataclass
@@ -62,7 +86,17 @@ class ClassificationModel(TaskModel):
         logits, emb = self.head(feats[-1])
         return ClassRaw(logits, emb)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, D): an embedding model's descriptor, else the pooled feature."""
+        if self.kind == "embedding":
+            return self(x).logits.float()
+        return super().embed(x)
+
     def loss(self, raw: ClassRaw, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.kind == "embedding":
+            raise ConfigError("an embedding model (a descriptor such as face identity) is not trained with class "
+                              "labels", hint="enrol examples instead (cvapps faces enroll); or train a classifier "
+                                             "on it with --weights")
         return classification_loss(raw.logits, targets, self.config["head"])
 
     def adapt_head(self, state: dict[str, torch.Tensor], source_labels: list[str] | None) -> dict:
@@ -101,10 +135,18 @@ class ClassificationModel(TaskModel):
             old = teacher.to(x.device)(x).logits
         return keep_classes_loss(self(x).logits, old, targets, columns.to(x.device))
 
-    def postprocess(self, raw: ClassRaw, metas: list[dict], top_k: int = 5) -> list[ClassPrediction]:
-        return postprocess(raw.logits, self.config["head"], self.labels, top_k=top_k)
+    def postprocess(self, raw: ClassRaw | None, metas: list[dict], top_k: int = 5,
+                    instance: str | None = None) -> list:
+        """One ClassPrediction per image; with ``instance`` (crops of the instances an
+        InstanceCrops preprocessor found) one InstanceClasses per image."""
+        preds = postprocess(raw.logits, self.config["head"], self.labels, top_k=top_k) if raw is not None else []
+        return by_instance(preds, metas, self.labels, instance) if instance else preds
 
-    def preprocessor(self) -> EvalTransform:
+    def preprocessor(self, boxes=None) -> "EvalTransform | InstanceCrops":
+        """The whole image (resized, centre-cropped); with a box source (see
+        cvapps.tasks.keypoints.topdown) each instance's crop instead."""
+        if boxes is not None:
+            return InstanceCrops.from_config(self.config["preprocessing"], boxes)
         return EvalTransform.from_config(self.config["preprocessing"])
 
     # training hooks -------------------------------------------------------------------
@@ -127,8 +169,8 @@ class ClassificationModel(TaskModel):
     def uncertainty(self, raw: ClassRaw) -> torch.Tensor:
         """(B,) predictive entropy in nats: softmax for multiclass/binned, summed
         per-label binary entropy for multilabel. Regression has no entropy."""
-        if self.kind == "regression":
-            raise ConfigError("regression models have no class entropy", hint="use the MC-dropout variance strategy")
+        if self.kind in ("regression", "embedding"):
+            raise ConfigError(f"{self.kind} models have no class entropy", hint="use the MC-dropout variance strategy")
         if self.kind == "multilabel":
             p = raw.logits.sigmoid().clamp(1e-7, 1 - 1e-7)
             return -(p * p.log() + (1 - p) * (1 - p).log()).sum(1)

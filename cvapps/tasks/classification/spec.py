@@ -14,9 +14,12 @@ from ...data.transforms import EvalTransform, train_augment
 from ...errors import ConfigError, DataError
 from ...ops.uncertainty import bald, entropy, least_confidence, margin, variance
 from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
+from ..base import TASKS
 from ..spec import PseudoLabelWriter, TaskSpec, mc_dropout, split_every_kth
+from .gallery import Gallery
 from .metrics import save_confusion_png
 
+INSTANCES = {"faces": ("landmarks", "face"), "people": ("pose", "person")}  # --on: the task that finds them
 CACHE_IMAGES = 10_000  # decoded-image cache bound for augmented training (~3 GB at 256 px)
 _PROB_FNS = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy, "hybrid": entropy}
 
@@ -24,12 +27,23 @@ _PROB_FNS = {"least_confidence": least_confidence, "margin": margin, "entropy": 
 class ClassificationSpec(TaskSpec):
     default_weights = "mobilenet_v2.imagenet1k"
     default_kind = "multiclass"
+    tracks = True  # the instances of --on faces | people (whole-image predictions have nothing to track)
     feature_simulation = True
     distillation = True
     self_training = True  # labels and pseudo-labels are both path,label CSV rows
     train_defaults = {"epochs": 10, "batch_size": 32, "lr": 1e-3}
     cli_options = {
-        "predict": (CliOption("top_k", int, 5, "labels per prediction"),),
+        "predict": (CliOption("top_k", int, 5, "labels per prediction"),
+                    CliOption("on", str, None, "classify each instance, not the whole image: faces (the face "
+                                               "detector's, checked) or people (the person detector's)"),
+                    CliOption("boxes", str, None, "classify each box of a COCO-style boxes file (a dataset JSON "
+                                                  "or a detection results list)"),
+                    CliOption("detector", str, None, "with --on: another cvapps detector for the instances"),
+                    CliOption("face_check", str, None, "with --on faces: the second look at each face (default the "
+                                                       "landmarks' FaceMesh check); 'none' keeps every face"),
+                    CliOption("box_conf", float, 0.0, "with --on / --boxes: minimum box score"),
+                    CliOption("gallery", str, None, "a descriptor model (face_descriptor.faceapi): name each face "
+                                                    "by the people enrolled in this gallery (cvapps faces enroll)")),
         "train": (CliOption("train", str, None, "training class-folder tree or CSV (instead of --data ROOT)"),
                   CliOption("negatives", str, None, "with --keep-classes: images showing none of the data's "
                                                     "classes (folder, .txt list or glob)"),
@@ -175,10 +189,55 @@ class ClassificationSpec(TaskSpec):
         return metrics
 
     # predict --------------------------------------------------------------------------
-    def predict_setup(self, model, load, items=(), top_k: int = 5):
+    def can_track(self, options: dict) -> bool:
+        return bool(options.get("on") or options.get("boxes") or options.get("gallery"))
+
+    def predict_setup(self, model, load, items=(), top_k: int = 5, on: str | None = None, boxes: str | None = None,
+                      detector: str | None = None, box_conf: float = 0.0, gallery: str | None = None,
+                      face_check: str | None = None):
+        """The whole image, or (``on`` faces | people, or a ``boxes`` file) each instance's crop
+        (see InstanceCrops): the instances come from the task that finds them (landmarks' face
+        detector with its face check, pose's person detector), one InstanceClasses per image.
+        ``gallery``: an embedding model's faces (``on`` defaults to faces) named by the people
+        enrolled there (cvapps.tasks.classification.gallery)."""
+        known = None
+        if gallery is not None:
+            known = self.gallery_for(model, gallery)
+            on = on or ("faces" if not boxes else None)
         if int(top_k) < 1:
             raise ConfigError(f"--top-k must be at least 1, got {top_k}")
-        return model.preprocessor(), {"top_k": int(top_k)}
+        if on is None and not boxes:
+            if detector is not None or box_conf or face_check is not None:
+                raise ConfigError("--detector / --box-conf / --face-check choose the instances of --on faces | people")
+            return model.preprocessor(), {"top_k": int(top_k)}
+        if on is not None and on not in INSTANCES:
+            raise ConfigError(f"--on {on!r}: classify each of {' | '.join(INSTANCES)}", hint="or --boxes FILE")
+        task, instance = INSTANCES[on] if on else ("pose", "box")
+        spec = TASKS.get(task)
+        source = spec.instance_source(load, items, boxes, detector, None, box_conf)
+        checked = on == "faces" and getattr(getattr(source, "det", None), "finds_instances", False)
+        if face_check is not None and not checked:
+            raise ConfigError("--face-check looks again at the face detector's faces (--on faces)")
+        if checked and (face_check is None or face_check.lower() != "none"):
+            source.check = spec.face_check(load, face_check)
+        pre = model.preprocessor(source)
+        if known is not None:
+            pre.refine = known.refine
+        return pre, {"top_k": int(top_k), "instance": instance}
+
+    def gallery_for(self, model, path: str) -> Gallery:
+        """The gallery at ``path``, refused in one line unless ``model`` made its descriptors."""
+        g = Gallery.load(path)
+        head = model.config["head"]
+        if head.get("kind") != "embedding":
+            raise ConfigError("--gallery names faces from descriptors: use a descriptor model",
+                              hint=f"--model {g.model}")
+        mine = model.config.get("weights") or ""
+        if head.get("num_outputs") != g.dims or (mine and Path(g.model).name != mine and g.model != mine):
+            raise ConfigError(f"the gallery holds {g.dims}-d descriptors of {g.model}; this model gives "
+                              f"{head.get('num_outputs')}-d descriptors of {mine or 'another model'}", path=path,
+                              hint=f"identify with --model {g.model} (descriptors of different models do not compare)")
+        return g
 
     # active learning ------------------------------------------------------------------
     def strategies(self, model) -> list[str]:

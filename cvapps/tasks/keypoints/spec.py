@@ -300,17 +300,26 @@ class KeypointSpec(TaskSpec):
                 raise ConfigError(f"{model.config.get('weights') or 'this model'} finds the {self.instance}s itself: "
                                   "--boxes / --detector / --whole-image / --flip-test are for top-down models")
             return model.preprocessor(), {"conf": box_conf or None, "scales": detector_scales(model, scales, items)}
-        if detector is None and not boxes and not whole_image:
+        if whole_image and scales is not None:
+            raise ConfigError("--whole-image takes no --scales (they are the face detector's)")
+        source = whole_image_boxes if whole_image else \
+            self.instance_source(load, items, boxes, detector, detector_label, box_conf, scales)
+        return model.preprocessor(source), {"flip_test": flip_test}
+
+    def instance_source(self, load, items=(), boxes=None, detector=None, detector_label=None,
+                        box_conf: float = 0.0, scales=None):
+        """Where predict finds this task's instances (a box source, see topdown.py): a named
+        source, a boxes file (refused when it covers none of the named ``items``), ``detector``
+        (a model name or file) or the task's default detector. Per-instance classification
+        (``predict classify --on faces | people``) finds its instances here too."""
+        if detector is None and not boxes:
             detector = self.default_detector
         if detector is not None:
             detector = load(detector, None)
             if detector.task != "detect" and not getattr(detector, "finds_instances", False):
                 raise ConfigError(f"--detector needs a detection model (or a face detector), got a {detector.task} "
                                   "model")
-        if whole_image and scales is not None:
-            raise ConfigError("--whole-image takes no --scales (they are the face detector's)")
-        source = whole_image_boxes if whole_image else \
-            self.box_source(boxes, detector, detector_label, box_conf, scales, items)
+        source = self.box_source(boxes, detector, detector_label, box_conf, scales, items)
         if isinstance(source, FileBoxes):
             named = [str(it) for it in items if isinstance(it, Path)]
             if named and not any(source.covers(n) for n in named):
@@ -318,7 +327,7 @@ class KeypointSpec(TaskSpec):
                                   f"(e.g. {Path(named[0]).name})", path=str(boxes),
                                   hint="boxes are looked up by image file name or numeric image id (video frames: "
                                        "'source' + 'frame' entries); or use --detector")
-        return model.preprocessor(source), {"flip_test": flip_test}
+        return source
 
     # active learning ------------------------------------------------------------------
     def strategies(self, model) -> list[str]:

@@ -23,7 +23,8 @@ BoxFn = Callable[[np.ndarray, str, "int | None"], tuple[np.ndarray, ...]]  # box
 class TopDown:
     """prepare(image, source, frame) -> (crops (N, 3, H, W) uint8, meta {"width", "height",
     "boxes" (N, 4) xyxy, "box_scores" (N,), "inv" (N, 2, 3) crop -> image}); N may be 0.
-    ``boxes(image, source, frame) -> (boxes (N, 4), scores (N,)[, rolls (N,) radians])``
+    ``boxes(image, source, frame) -> (boxes (N, 4), scores (N,)[, rolls (N,) radians[, points
+    (N, K, 2)]])``
     finds the instances; with ``align`` (a model trained on upright crops, e.g. FaceMesh)
     each crop is rotated by its instance's roll when the box source knows it (the face
     detector's eyes), else it stays axis-aligned."""
@@ -125,7 +126,7 @@ class DetectorBoxes:
 
     def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, ...]:
         """-> boxes (N, 4), scores (N,) and, from a face detector, each face's roll (N,)
-        (radians, the angle of the line from its left to its right eye)."""
+        (radians, the angle of the line from its left to its right eye) and its points (N, K, 2)."""
         with self._lock:
             pred = self.det.predict(image, **self.options)[0]
         t = pred.track_boxes()
@@ -136,11 +137,12 @@ class DetectorBoxes:
         eyes = getattr(getattr(self.det, "schema", None), "eyes", None)
         if not getattr(self.det, "finds_instances", False) or not eyes:
             return boxes, scores
-        rolls = eye_roll(np.asarray(pred.points, np.float64)[keep], eyes)
+        points = np.asarray(pred.points, np.float64)[keep]
+        rolls = eye_roll(points, eyes)
         if self.check is not None and len(boxes):
             ok = self.check(image, boxes, rolls)
-            boxes, scores, rolls = boxes[ok], scores[ok], rolls[ok]
-        return boxes, scores, rolls
+            boxes, scores, rolls, points = boxes[ok], scores[ok], rolls[ok], points[ok]
+        return boxes, scores, rolls, points
 
 
 def eye_roll(points: np.ndarray, eyes) -> np.ndarray:
@@ -189,3 +191,16 @@ class FileBoxes:
         hits = (self.by_key.get((name, frame)) or self.by_key.get((name, None))
                 or (self.by_key.get((str(int(stem)), None)) if stem.isdigit() else None) or [])
         return np.asarray([h[0] for h in hits], np.float64).reshape(-1, 4), np.asarray([h[1] for h in hits])
+
+
+def dlib_boxes(points: np.ndarray) -> np.ndarray:
+    """Face boxes as dlib's face chips frame them (face-api's ``alignDlib``), from the 5 face
+    points (N, 5, 2: eyes, nose, mouth corners): a square of side mean(eye-to-mouth
+    distance) / 0.45, its top-left 0.5 side left of and 0.43 side above the centroid of the
+    eye centres and the mouth centre -> (N, 4) xyxy."""
+    p = np.asarray(points, np.float64).reshape(-1, 5, 2)
+    eyes, mouth = p[:, :2], p[:, 3:].mean(1)
+    side = np.linalg.norm(mouth[:, None] - eyes, axis=-1).mean(1) / 0.45
+    ref = (eyes.sum(1) + mouth) / 3
+    x0, y0 = ref[:, 0] - 0.5 * side, ref[:, 1] - 0.43 * side
+    return np.stack([x0, y0, x0 + side, y0 + side], 1)

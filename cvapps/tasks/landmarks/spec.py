@@ -57,17 +57,22 @@ class LandmarkSpec(KeypointSpec):
             return pre, post
         if from_detector and face_check is None and model.config["head"].get("kind") == FaceCheck.KIND:
             return CheckedFaces.by_own_presence(pre, min_presence), post  # its own presence is the check
+        check = self.face_check(load, face_check, min_presence)
+        if own:
+            return CheckedFaces.by_check(pre, check, model.schema.eyes), post
+        source.check = check
+        return pre, post
+
+    def face_check(self, load, face_check: str | None = None, min_presence: float = MIN_PRESENCE) -> FaceCheck:
+        """The second look at a face detector's faces (``face_check``: a FaceMesh model, default
+        VERIFIER), for the faces of top-down landmark models and per-face classification."""
         try:
-            check = FaceCheck(load(face_check or VERIFIER, "landmarks"), min_presence)
+            return FaceCheck(load(face_check or VERIFIER, "landmarks"), min_presence)
         except WeightsError as e:
             if face_check is not None:
                 raise
             raise WeightsError(f"the face check needs {VERIFIER}: {e}",
                                hint=f"{e.hint}; or --face-check none to keep every face unchecked") from None
-        if own:
-            return CheckedFaces.by_check(pre, check, model.schema.eyes), post
-        source.check = check
-        return pre, post
 
     def results_metrics(self, gt, by_name, pairs, missed) -> dict:
         """NME / FR / AUC over IoU-matched faces; unmatched faces count as failures."""
