@@ -3,8 +3,9 @@ photos, and fps on a 640x480 video made of them) and accuracy, per variant — O
 (the fp32 default), OpenVINO fp32 / bf16 / int8, ONNX Runtime int8, and ``default`` (what
 `cvapps predict` runs with no options: `--precision auto`, decided by cvapps.runtimes.guard).
 
-- classifier (mobilenet_v2.imagenet1k) on the 153 hymenoptera val photos: top-1 is the right
-  insect (ImageNet's "ant" / "bee"), and top-1 agreement with fp32 over all 1000 classes;
+- classifier (the default, efficientnet_lite2.imagenet1k; --classifier another) on the 153
+  hymenoptera val photos: top-1 is the right insect (ImageNet's "ant" / "bee"), and top-1
+  agreement with fp32 over all 1000 classes;
 - detector (ssd_mobilenet_v2.coco) on the 100 voc-detection photos: COCO AP50 / AP with the VOC
   names mapped (as `cvapps eval`).
 
@@ -28,18 +29,19 @@ import cvapps  # noqa: E402
 from cvapps.benchmarking import benchmark  # noqa: E402
 from cvapps.runtime import cpu_features  # noqa: E402
 from cvapps.runtimes import prepare  # noqa: E402
+from cvapps.tasks import TASKS  # noqa: E402
 from cvapps.tasks.batch import predict_inputs  # noqa: E402
 
 VARIANTS = ("onnxruntime_fp32", "default", "openvino_fp32", "openvino_bf16", "openvino_int8", "onnxruntime_int8")
 INSECT = {"ants": "ant", "bees": "bee"}
 
 
-def classifier(root: Path, quiet: Console) -> dict:
+def classifier(root: Path, quiet: Console, name: str) -> dict:
     photos = sorted((root / "val").glob("*/*.jpg"))
     truth = [INSECT[p.parent.name] for p in photos]
-    timed = benchmark("mobilenet_v2.imagenet1k", [str(p) for p in photos[:64]], None, VARIANTS, max_images=64,
+    timed = benchmark(name, [str(p) for p in photos[:64]], None, VARIANTS, max_images=64,
                       video_frames=100, console=quiet)
-    model = cvapps.load("mobilenet_v2.imagenet1k").eval().fold_batchnorm()
+    model = cvapps.load(name).eval().fold_batchnorm()
     calib = [str(p) for p in sorted((root / "train").glob("*/*.jpg"))[:100]]
     answers = {}
     for name in VARIANTS:
@@ -74,11 +76,12 @@ def _ratios(timed: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", choices=("classify", "detect"), default=None)
+    ap.add_argument("--classifier", default=TASKS.get("classify").default_weights)
     args = ap.parse_args()
     quiet = Console(file=io.StringIO())
     out = {"cpu": cpu_features()}
     if args.only in (None, "classify"):
-        out["classify"] = classifier(require(data_root() / "hymenoptera", "hymenoptera"), quiet)
+        out["classify"] = classifier(require(data_root() / "hymenoptera", "hymenoptera"), quiet, args.classifier)
     if args.only in (None, "detect"):
         out["detect"] = detector(require(data_root() / "voc-detection", "voc-detection"), quiet)
     out["said"] = quiet.file.getvalue().splitlines()

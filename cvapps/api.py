@@ -170,10 +170,11 @@ def export_int8(model, out: str | Path, calib, data: str | None = None, console:
     return report
 
 
-def choose_model(model, task: str | None, options: dict):
-    """``model``, or the pretrained one a task option picks (e.g. landmarks --points 68; the
-    option is taken out of ``options``), or the task's default."""
-    picked = TASKS.get(task).pick_model(options) if task else None
+def choose_model(model, task: str | None, options: dict, items=None):
+    """``model``, or the pretrained one a task option or the inputs pick (landmarks --points
+    68, the option taken out of ``options``; pose: photos get Thunder), or the task's default.
+    ``items``: the expanded sources, when known."""
+    picked = TASKS.get(task).pick_model(options, None if model is not None else items) if task else None
     if picked is not None and model is not None:
         raise ConfigError("--points picks a pretrained model and --model names one: pass one of them")
     return model or picked or default_model(task)
@@ -213,9 +214,14 @@ def predict(model, sources: Iterable, task: str = "classify", device: str = "cpu
     check_outputs({"--out": run.get("out_dir")}, {"--save-json": run.get("save_json"),
                                                   "--save-coco": run.get("save_coco")})
     ours = not isinstance(model, (TaskModel, GraphModel))
-    model = _model(choose_model(model, task, task_options), task, device, backend, compile=False)  # wrong task: first
     notes: list[str] = []
-    items = expand_sources(sources, notes)
+    items = None
+    if model is None:  # the default may depend on the inputs (photos or video)
+        items = expand_sources(sources, notes)
+    # a model of the wrong task is refused before the sources are read
+    model = _model(choose_model(model, task, task_options, items), task, device, backend, compile=False)
+    if items is None:
+        items = expand_sources(sources, notes)
     tell_notes(run.get("console"), notes)
     model, pre, post, run["precision"] = predict_pipeline(model, items, task, device, backend, precision, tracking,
                                                           run.get("console"), run.get("threads"), ours=ours,

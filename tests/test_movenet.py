@@ -1,11 +1,13 @@
-"""The converted default pose model (MoveNet Lightning): the TFLite reader on a model the test
-writes with the flatbuffer builder, the key mapping on a folded model, MoveNet's decoding on
+"""The converted pose models (MoveNet Lightning from TFLite, Thunder from a TF.js graph): the
+TFLite reader on a model the test writes with the flatbuffer builder, the key mapping on a folded model, MoveNet's decoding on
 hand-made maps, and the defaults of `predict pose` (weights from a fixture, never the network)."""
 
 from __future__ import annotations
 
+import base64
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -24,10 +26,12 @@ NAME = "movenet_lightning.coco17"
 
 
 def write_tflite(path, tensors: list[tuple[str, list[int], int, np.ndarray | None]],
-                 ops: list[tuple[str, list[int], list[int]]]) -> None:
+                 ops: list[tuple[str, list[int], list[int]]], quant: dict | None = None) -> None:
     """A one-subgraph TFLite file: tensors (name, shape, TensorType, constant or None), ops
-    (builtin name, input tensor indices, output tensor indices)."""
+    (builtin name, input tensor indices, output tensor indices); ``quant``: tensor index ->
+    (scales, zero points, quantised dimension) of integer-quantised tensors."""
     b = flatbuffers.Builder(1024)
+    quant = quant or {}
 
     def vec(start, items, prepend):
         start(b, len(items))
@@ -43,11 +47,22 @@ def write_tflite(path, tensors: list[tuple[str, list[int], int, np.ndarray | Non
             tflite.BufferAddData(b, raw)
         buffers.append(tflite.BufferEnd(b))
     tens, k = [], 0
-    for name, shape, ttype, data in tensors:
+    for idx, (name, shape, ttype, data) in enumerate(tensors):
         n, s = b.CreateString(name), vec(lambda bb, m: tflite.TensorStartShapeVector(bb, m), shape, b.PrependInt32)
+        q = None
+        if idx in quant:
+            scales, zeros, axis = quant[idx]
+            sv = vec(tflite.QuantizationParametersStartScaleVector, list(scales), b.PrependFloat32)
+            zv = vec(tflite.QuantizationParametersStartZeroPointVector, list(zeros), b.PrependInt64)
+            tflite.QuantizationParametersStart(b)
+            tflite.QuantizationParametersAddScale(b, sv), tflite.QuantizationParametersAddZeroPoint(b, zv)
+            tflite.QuantizationParametersAddQuantizedDimension(b, axis)
+            q = tflite.QuantizationParametersEnd(b)
         if data is not None:
             k += 1
         tflite.TensorStart(b)
+        if q is not None:
+            tflite.TensorAddQuantization(b, q)
         tflite.TensorAddShape(b, s), tflite.TensorAddType(b, ttype), tflite.TensorAddName(b, n)
         tflite.TensorAddBuffer(b, k if data is not None else 0)
         tens.append(tflite.TensorEnd(b))
@@ -184,20 +199,109 @@ def test_movenet_decoding_on_hand_made_maps():
 
 
 def test_predict_pose_without_model_uses_movenet_on_the_detectors_people(tmp_path, capsys, pose_model,
-                                                                         coco_detector):
+                                                                         thunder_model, coco_detector):
+    """Photos get MoveNet Thunder, video Lightning (cvapps.tasks.pose.spec.PoseSpec.pick_model)."""
     img = write_image(tmp_path / "street.png", np.random.default_rng(4).integers(0, 255, (120, 160, 3), np.uint8))
     code, out, err = run_cli(capsys, "predict", "pose", img, "--whole-image", "--save-json", tmp_path / "p.jsonl",
                              "--out", tmp_path / "drawn", "--backend", "torch")
     assert code == 0, err
     (rec,) = json.loads((tmp_path / "p.jsonl").read_text())["predictions"]
     assert len(rec["keypoints"]) == 17 * 3 and rec["bbox"] == [0, 0, 160, 120]
-    want = pose_model.predict(img)[0]  # the whole image is the API's default box source
+    want = thunder_model.predict(img)[0]  # the whole image is the API's default box source
     np.testing.assert_allclose(np.asarray(rec["keypoints"]).reshape(17, 3)[:, :2], want.points[0], atol=0.01)
     assert (tmp_path / "drawn" / "street.png").is_file()
     m = cvapps.load(NAME)
     pre, _ = m.spec.predict_setup(m, lambda name, t: cvapps.load(name, task=t))
     assert pre.boxes.det.config["weights"] == "ssd_mobilenet_v2.coco" and pre.boxes.label == "person"
     assert m.config["head"]["kind"] == "movenet" and m.schema.name == "coco17"
+    video = tmp_path / "clip.mp4"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (160, 120))
+    for _ in range(2):
+        vw.write(np.random.default_rng(4).integers(0, 255, (120, 160, 3), np.uint8))
+    vw.release()
+    (res,) = list(cvapps.predict(None, [str(video)], task="pose", whole_image=True, backend="torch", stream=True,
+                                 vid_stride=2))
+    frame = res.image
+    np.testing.assert_allclose(res.prediction.points[0], pose_model.predict(frame)[0].points[0], atol=0.01)
+    assert cvapps.api.choose_model(None, "pose", {}, [str(img), str(video)]) == "movenet_lightning.coco17"
+    assert cvapps.api.choose_model("m.safetensors", "pose", {}, [str(img)]) == "m.safetensors"
+
+
+@torch.no_grad()
+def test_thunder_maps_from_a_tfjs_graph_by_position_and_by_head_name(tmp_path, thunder_model):
+    """A TF.js graph model written the way human-models' movenet-thunder.json is (fused convs
+    with BiasAdd in the backbone's execution order, each FPN lateral right after the block it
+    taps; bias-free depthwise halves of separable convs; the heads' depthwise convs first,
+    then their 1x1s, in another order than ours) converts into a model with the same outputs."""
+    cls = cvapps.tasks.model_class("pose")
+    ref = cls.from_config(thunder_model.config).eval()
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 1.5)
+    for name, mod in ref.named_modules():  # the separable convs' depthwise halves have no bias in TF
+        if name.startswith("head.main") and isinstance(mod, torch.nn.Conv2d) and mod.groups > 1:
+            mod.bias.zero_()
+    folded = cls.from_config(ref.config).eval()
+    folded.load_state_dict(ref.state_dict())
+    folded.fold_batchnorm()
+    mods = dict(folded.named_modules())
+    convs, dws = conv_order()
+    p = "StatefulPartitionedCall/"
+    consts = {p + "truediv": np.full((1, 1, 1, 3), 2 / 255, np.float32), p + "sub_1/y": np.float32(1.0),
+              p + "Reshape_13": np.full((1, 1, 1, 2), 1 / 64, np.float32),
+              "ConstantFolding/StatefulPartitionedCall/truediv_2_recip":
+                  movenet_centre_weights(64, 64).numpy()[..., None]}
+    nodes, weights = [], dict(consts)
+
+    def node(name, mod, fused=True):
+        w = mods[mod].weight.numpy()
+        w = w.transpose(2, 3, 1, 0) if mods[mod].groups == 1 else w.transpose(2, 3, 0, 1)  # HWIO / HWC1
+        op = ("_FusedConv2D" if mods[mod].groups == 1 else "FusedDepthwiseConv2dNative") if fused else \
+            "DepthwiseConv2dNative"
+        weights[name + "/w"] = np.ascontiguousarray(w)
+        ins = ["x", name + "/w"]
+        attr = {}
+        if fused:
+            weights[name + "/b"] = mods[mod].bias.numpy()
+            ins.append(name + "/b")
+            attr = {"fused_ops": {"list": {"s": [base64.b64encode(b"BiasAdd").decode()]}}}
+        nodes.append({"name": name, "op": op, "input": ins, "attr": attr})
+
+    n_heads = 4
+    for i, mod in enumerate(convs[: -2 * n_heads]):
+        node(f"{p}body/conv_{i}", mod)
+    body_dws = dws[:-n_heads]
+    for i, mod in enumerate(body_dws):
+        node(f"{p}body/dw_{i}/separable_conv2d/depthwise", mod, fused=not mod.startswith("head.main.fpn"))
+    tf_heads = [("kpt_heatmap_0", "heatmap"), ("kpt_regress_0", "regress"), ("center_0", "centre"),
+                ("kpt_offset_0", "offset")]
+    for tf, ours in tf_heads:
+        node(f"{p}{tf}/separable_conv2d/separable_conv2d/depthwise", f"head.main.heads.{ours}.0", fused=False)
+    for tf, ours in tf_heads:
+        node(f"{p}{tf}/re_lu/Relu", f"head.main.heads.{ours}.1")
+    for tf, ours in tf_heads:
+        node(f"{p}{tf}/conv2d/BiasAdd", f"head.main.heads.{ours}.3")
+    # the FPN's depthwise convs run between the laterals' and the merges' 1x1s in the real file; the
+    # position keys count each op type on its own, so only the order within a type matters
+    specs, blobs = [], []
+    for k, v in weights.items():
+        a = np.asarray(v, np.float32)
+        specs.append({"name": k, "shape": list(a.shape), "dtype": "float32"})
+        blobs.append(a.tobytes())
+    (tmp_path / "m.bin").write_bytes(b"".join(blobs))
+    (tmp_path / "model.json").write_text(json.dumps({"format": "graph-model", "modelTopology": {"node": nodes},
+                                                     "weightsManifest": [{"paths": ["m.bin"], "weights": specs}]}))
+    c = READERS.get("tfjs_graph")(tmp_path / "model.json")
+    assert c["DEPTHWISE_CONV_2D.0.weight"].shape[1] == 1 and not c[f"node:{p}center_0/separable_conv2d/" +
+                                                                    "separable_conv2d/depthwise.bias"].any()
+    fresh = cls.from_config(ref.config)
+    fresh.load_state_dict(MAPPINGS.get("movenet_tfjs")(c, fresh.state_dict(), fresh.config), strict=True)
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    a, b = ref(x), fresh.eval()(x)
+    torch.testing.assert_close(b.heatmaps, a.heatmaps, rtol=1e-4, atol=1e-5)
+    bad = {**c, p + "Reshape_13": np.full((1, 1, 1, 2), 1 / 48, np.float32)}  # a 192 px model's output scale
+    with pytest.raises(WeightsError, match="Reshape_13"):
+        MAPPINGS.get("movenet_tfjs")(bad, fresh.state_dict(), fresh.config)
 
 
 def test_movenet_exports_to_onnx_runtime(tmp_path, pose_model):

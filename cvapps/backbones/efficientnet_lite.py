@@ -1,10 +1,12 @@
-"""EfficientNet-Lite0 (Tan & Le; the mobile variant without squeeze-excitation, ReLU6,
-fixed stem/head). torchvision has no Lite definition, so it is assembled here from
+"""EfficientNet-Lite0/2/3 (Tan & Le; the mobile variant without squeeze-excitation, ReLU6,
+fixed stem/head; Lite2 and Lite3 scale Lite0's widths by 1.1 / 1.2 and its middle stages'
+depths by 1.2 / 1.4, as the TF reference does). torchvision has no Lite definition, so it is assembled here from
 torchvision's Conv2dNormActivation. Pretrained keys (``_conv_stem``/``_blocks.N``/``_fc``
 style) are mapped onto these names by the manifest's key map."""
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from functools import partial
 
@@ -47,11 +49,20 @@ class LiteMBConv(nn.Module):
         return x + y if self.residual else y
 
 
-@register_backbone("efficientnet_lite0")
-def efficientnet_lite0() -> Backbone:
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """EfficientNet's channel scaling: to a multiple of 8, never more than 10% below."""
+    c = channels * width
+    out = max(divisor, int(c + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * c else out
+
+
+def _lite(name: str, width: float = 1.0, depth: float = 1.0) -> Backbone:
     layers: OrderedDict[str, nn.Module] = OrderedDict(stem=_CBA(3, 32, 3, 2))
     cin, i, stage_ends = 32, 0, []
-    for expand, k, s, cout, reps in LITE0_STAGES:
+    for n, (expand, k, s, cout, reps) in enumerate(LITE0_STAGES):
+        cout = round_filters(cout, width)
+        if 0 < n < len(LITE0_STAGES) - 1:  # Lite keeps the first and last stages' single block
+            reps = int(math.ceil(reps * depth))
         for r in range(reps):
             layers[f"b{i}"] = LiteMBConv(cin, cout, expand, k, s if r == 0 else 1)
             cin, i = cout, i + 1
@@ -66,4 +77,19 @@ def efficientnet_lite0() -> Backbone:
         end = names.index(t)
         stages.append(names[start : end + 1])
         start = end + 1
-    return Backbone("efficientnet_lite0", body, taps, stages)
+    return Backbone(name, body, taps, stages)
+
+
+@register_backbone("efficientnet_lite0")
+def efficientnet_lite0() -> Backbone:
+    return _lite("efficientnet_lite0")
+
+
+@register_backbone("efficientnet_lite2")
+def efficientnet_lite2() -> Backbone:
+    return _lite("efficientnet_lite2", 1.1, 1.2)
+
+
+@register_backbone("efficientnet_lite3")
+def efficientnet_lite3() -> Backbone:
+    return _lite("efficientnet_lite3", 1.2, 1.4)

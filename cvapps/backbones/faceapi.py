@@ -4,8 +4,9 @@ use TensorFlow "SAME" padding as the weights expect).
 ``faceapi_dense`` — the small CNN of FaceLandmark68Net and FaceExpressionNet (its
 "FaceFeatureExtractor"): four dense blocks of depthwise-separable convolutions, each halving
 the size (112 -> 7 for the face crop) — 32, 64, 128, 256 channels. In a block, out1 =
-relu(conv0(x)) (a plain 3x3 conv in the first block), then each separable conv reads the relu of the sum of all outputs before it,
-and the block returns relu(out1 + out2 + out3 + out4). Convs have biases, no BatchNorm;
+relu(conv0(x)) (a plain 3x3 conv in the first block), then each separable conv reads the
+relu of the sum of all outputs before it, and the block returns relu(out1 + out2 + out3 +
+out4). Convs have biases, no BatchNorm;
 strided convs use TensorFlow "SAME" padding, as the TF.js weights were trained.
 
 ``faceapi_xception`` — AgeGenderNet's "TinyXception": a strided conv, two reduction blocks

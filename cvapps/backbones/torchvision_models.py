@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from torch import nn
 from torchvision import models as tvm
 from torchvision.models import vgg
+from torchvision.ops import Conv2dNormActivation
 
 from .base import Backbone, named_sequential
 from .registry import register_backbone
@@ -49,6 +50,16 @@ def _features(name: str, model, taps: list[int]) -> Backbone:
 @register_backbone("mobilenet_v2")
 def mobilenet_v2() -> Backbone:
     return _features("mobilenet_v2", tvm.mobilenet_v2(weights=None), [1, 3, 6, 13, 18])
+
+
+@register_backbone("mobilenet_v2_175")
+def mobilenet_v2_175() -> Backbone:
+    """MobileNetV2 at width 1.75 (MoveNet Thunder's): torchvision's blocks, but the last 1x1
+    conv keeps 1280 channels (torchvision widens it to 2240)."""
+    model = tvm.mobilenet_v2(weights=None, width_mult=1.75)
+    last = model.features[18][0]
+    model.features[18] = Conv2dNormActivation(last.in_channels, 1280, 1, activation_layer=nn.ReLU6)
+    return _features("mobilenet_v2_175", model, [1, 3, 6, 13, 18])
 
 
 @register_backbone("mobilenet_v3_small")

@@ -11,7 +11,7 @@ from ..registry import Registry
 from .graphdef import read_constants
 from .onnx_file import read_onnx
 from .tflite_file import read_tflite
-from .tfjs_file import read_tfjs
+from .tfjs_file import read_tfjs, read_tfjs_ops
 
 READERS: Registry = Registry("model-file reader")
 MAPPINGS: Registry = Registry("weights mapping")
@@ -19,7 +19,9 @@ READERS.register("tf_graphdef", read_constants)
 READERS.register("onnx", read_onnx)
 READERS.register("tflite", read_tflite)
 READERS.register("tfjs", read_tfjs)
+READERS.register("tfjs_graph", read_tfjs_ops)
 
-from . import faceapi, facemesh, movenet, retinaface, selfie, tf_ssd  # noqa: E402,F401  (register their mappings)
+# importing the mapping modules registers their mappings
+from . import efficientnet_lite, faceapi, facemesh, movenet, retinaface, selfie, tf_ssd  # noqa: E402,F401
 
 __all__ = ["MAPPINGS", "READERS"]

@@ -1,6 +1,6 @@
-"""MoveNet SinglePose Lightning (TFLite, fp16) -> a cvapps pose model: torchvision's
-MobileNetV2 (TF "SAME" padding, taps at features 3 / 6 / 10 / 18) + the MoveNet head
-(cvapps.tasks.keypoints.movenet).
+"""MoveNet SinglePose Lightning (TFLite, fp16) and Thunder (a TF.js graph model, fp16) -> a
+cvapps pose model: torchvision's MobileNetV2 (width 1 / 1.75, TF "SAME" padding, taps at
+features 3 / 6 / 10 / 18) + the MoveNet head (cvapps.tasks.keypoints.movenet).
 
 The TFLite file has BatchNorm folded into the convs: a folded conv's bias goes to an identity
 BatchNorm (weight 1, mean 0, var 1 - eps), so the model keeps torchvision's module layout.
@@ -43,17 +43,19 @@ def conv_order() -> tuple[list[str], list[str]]:
     return convs, dws
 
 
+def near(c: dict[str, np.ndarray], key: str, want, tol=2e-3) -> None:
+    got = c.get(key)
+    if got is None or got.size != np.size(want) or \
+            not np.allclose(np.asarray(got, np.float32).reshape(np.shape(want)), want, atol=tol, rtol=tol):
+        raise WeightsError(f"the model file's constant {key!r} is not the MoveNet decoding cvapps implements")
+
+
 def _check_constants(c: dict[str, np.ndarray]) -> None:
-    def near(key: str, want, tol=2e-3) -> None:
-        got = c.get(key)
-        if got is None or got.size != np.size(want) or \
-                not np.allclose(np.asarray(got, np.float32).reshape(np.shape(want)), want, atol=tol, rtol=tol):
-            raise WeightsError(f"the model file's constant {key!r} is not the MoveNet decoding cvapps implements")
-    near("truediv_1;truediv_1/y", 2 / 255)  # input: x * 2/255 - 1
-    near("sub_1/y", 1.0)
-    near("add_1/y", MOVENET_DIST_BIAS)
-    near("Reshape_13", [[[[1 / 48, 1 / 48]]]])
-    near("truediv_2;add_1", movenet_centre_weights(48, 48).numpy()[..., None])
+    near(c, "truediv_1;truediv_1/y", 2 / 255)  # input: x * 2/255 - 1
+    near(c, "sub_1/y", 1.0)
+    near(c, "add_1/y", MOVENET_DIST_BIAS)
+    near(c, "Reshape_13", [[[[1 / 48, 1 / 48]]]])
+    near(c, "truediv_2;add_1", movenet_centre_weights(48, 48).numpy()[..., None])
 
 
 @MAPPINGS.decorator("movenet")
@@ -61,3 +63,37 @@ def convert(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: di
     _check_constants(c)
     convs, dws = conv_order()
     return complete_state(by_position(c, state, {"CONV_2D": convs, "DEPTHWISE_CONV_2D": dws}), state)
+
+
+TFJS_HEADS = {"center_0": "centre", "kpt_heatmap_0": "heatmap", "kpt_offset_0": "offset", "kpt_regress_0": "regress"}
+
+
+@MAPPINGS.decorator("movenet_tfjs")
+def convert_tfjs(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """The TF.js graph (cvapps.convert.tfjs_file.read_tfjs_ops): the backbone, laterals and FPN
+    by position as in the TFLite file; the four heads by their layer names (the graph runs
+    the heads' depthwise convs first, then their 1x1s)."""
+    size = int(config["preprocessing"]["input_size"]) // 4  # the output map
+    p = "StatefulPartitionedCall/"
+    near(c, p + "truediv", [[[[2 / 255] * 3]]])  # input: (x - 0) * 2/255 - 1
+    near(c, p + "sub_1/y", 1.0)
+    near(c, p + "Reshape_13", [[[[1 / size, 1 / size]]]])
+    near(c, "ConstantFolding/StatefulPartitionedCall/truediv_2_recip",
+         movenet_centre_weights(size, size).numpy()[..., None])
+    convs, dws = conv_order()
+    n_heads = len(HEADS)
+    body = {"CONV_2D": convs[: -2 * n_heads], "DEPTHWISE_CONV_2D": dws[:-n_heads]}
+    positional = {k: v for k, v in c.items() if any(k.startswith(f"{op}.{i}.") for op, ours in body.items()
+                                                     for i in range(len(ours)))}
+    out = by_position(positional, state, body)
+    for node in (k[len("node:"):-len(".weight")] for k in c if k.startswith("node:") and k.endswith(".weight")):
+        head = next((TFJS_HEADS[part] for part in node.split("/") if part in TFJS_HEADS), None)
+        if head is None:
+            continue
+        slot = 0 if node.endswith("/depthwise") else 1 if node.endswith("/Relu") else 3
+        mod = f"head.main.heads.{head}.{slot}"
+        if tuple(state[f"{mod}.weight"].shape) != c[f"node:{node}.weight"].shape:
+            raise WeightsError(f"{node} has weights {c[f'node:{node}.weight'].shape}, our {mod} "
+                               f"{tuple(state[f'{mod}.weight'].shape)}")
+        out[f"{mod}.weight"], out[f"{mod}.bias"] = c[f"node:{node}.weight"], c[f"node:{node}.bias"]
+    return complete_state(out, state)

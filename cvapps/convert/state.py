@@ -30,11 +30,13 @@ def complete_state(out: dict, state: dict[str, torch.Tensor]) -> dict[str, torch
     return result
 
 
-def by_position(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], order: dict[str, list[str]]) -> dict:
+def by_position(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], order: dict[str, list[str]],
+                bn_eps: float = 1e-5) -> dict:
     """TFLite weights keyed by op position (cvapps.convert.tflite_file) onto our modules:
     ``order`` lists, per op type, our module for each op in the file's execution order. A
     conv whose next module is a BatchNorm (the file folded it) gets its bias through an
-    identity BatchNorm (weight 1, mean 0, var 1 - eps); PReLU slopes go to ``.weight``.
+    identity BatchNorm (weight 1, mean 0, var 1 - ``bn_eps``, our BatchNorms' epsilon); PReLU
+    slopes go to ``.weight``.
     Returns name -> array, to finish with ``complete_state``."""
     out: dict[str, np.ndarray] = {}
     for op, ours in order.items():
@@ -48,11 +50,12 @@ def by_position(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], order:
                 raise WeightsError(f"{op} op {i} has weights {w.shape}, our {mod} {have or 'none'}")
             out[f"{mod}.weight"] = w
             if b is not None:
-                out.update(conv_bias(mod, b, state))
+                out.update(conv_bias(mod, b, state, bn_eps))
     return out
 
 
-def conv_bias(conv: str, bias: np.ndarray, state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def conv_bias(conv: str, bias: np.ndarray, state: dict[str, torch.Tensor],
+              eps: float = 1e-5) -> dict[str, np.ndarray]:
     """The tensors that give our ``conv`` the ``bias`` of a file that folded BatchNorm into
     its convs: the conv's own bias, or — when our layout has a BatchNorm right after the conv
     (``a.b.3`` after ``a.b.2``), to stay a normal fine-tunable module — an identity BatchNorm
@@ -61,6 +64,5 @@ def conv_bias(conv: str, bias: np.ndarray, state: dict[str, torch.Tensor]) -> di
     bn = f"{parent}.{int(idx) + 1}" if idx.isdigit() else None
     if bn is None or f"{bn}.running_var" not in state:
         return {f"{conv}.bias": bias}
-    eps = 1e-5  # nn.BatchNorm2d's default, what our modules use
     return {f"{bn}.weight": np.ones_like(bias), f"{bn}.bias": bias, f"{bn}.running_mean": np.zeros_like(bias),
             f"{bn}.running_var": np.full_like(bias, 1 - eps)}

@@ -11,6 +11,7 @@ is refused, not read at an offset. Arrays keep TF.js's layouts (convolutions HWI
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,3 +115,37 @@ def read_tfjs_graph(path: str | Path) -> list[GraphNode]:
                            "code that used it)", path=str(p))
     return [GraphNode(n.get("name", ""), n.get("op", ""), list(n.get("input", [])), dict(n.get("attr", {})))
             for n in topology["node"]]
+
+
+CONV_OPS = {"Conv2D": "CONV_2D", "_FusedConv2D": "CONV_2D", "DepthwiseConv2dNative": "DEPTHWISE_CONV_2D",
+            "FusedDepthwiseConv2dNative": "DEPTHWISE_CONV_2D"}
+
+
+def _fused(node: GraphNode) -> list[str]:
+    ops = node.attr.get("fused_ops", {}).get("list", {}).get("s", [])
+    return [base64.b64decode(s).decode(errors="replace") for s in ops]
+
+
+def read_tfjs_ops(path: str | Path) -> dict[str, np.ndarray]:
+    """A graph model's weights (``read_tfjs``) plus its convolutions keyed as the TFLite reader
+    keys them — ``CONV_2D.{n}`` / ``DEPTHWISE_CONV_2D.{n}`` ``.weight`` (torch layout: HWIO ->
+    OIHW, [kh, kw, C, 1] -> [C, 1, kh, kw]) and ``.bias`` (a fused BiasAdd's; zeros for a
+    conv without one, e.g. a separable conv's depthwise half), n counting in file order — and
+    each again under ``node:{node name}``, for mappings that find a layer by its name."""
+    weights = read_tfjs(path)
+    out = dict(weights)
+    counts = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 0}
+    for node in read_tfjs_graph(path):
+        kind = CONV_OPS.get(node.op)
+        if kind is None:
+            continue
+        if len(node.inputs) < 2 or node.inputs[1] not in weights:
+            raise WeightsError(f"{node.op} {node.name!r} has no constant filter", path=str(path))
+        w = weights[node.inputs[1]]
+        w = w.transpose(3, 2, 0, 1) if kind == "CONV_2D" else w.transpose(2, 3, 0, 1)
+        has_bias = "BiasAdd" in _fused(node) and len(node.inputs) > 2 and node.inputs[2] in weights
+        b = weights[node.inputs[2]] if has_bias else np.zeros(w.shape[0], np.float32)
+        for key in (f"{kind}.{counts[kind]}", f"node:{node.name}"):
+            out[f"{key}.weight"], out[f"{key}.bias"] = w, b
+        counts[kind] += 1
+    return out

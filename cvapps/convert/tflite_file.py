@@ -8,7 +8,10 @@ torch's layout, ``CONV_2D`` (OHWI -> OIHW) and ``DEPTHWISE_CONV_2D`` (1HWC -> C1
 / ``.bias``; ``PRELU`` ``.weight`` (per-channel slopes); MediaPipe's custom
 ``Convolution2DTransposeBias`` ``.weight`` (OHWI -> ConvTranspose2d's IOHW) / ``.bias``. Every
 other constant tensor is kept under its own name in its own layout. fp16 weights behind
-``DEQUANTIZE`` ops come out as float32."""
+``DEQUANTIZE`` ops come out as float32, and so do integer-quantised constants (int8 / uint8
+weights, int32 biases of a full-integer model): ``scale * (q - zero_point)`` per channel along
+the tensor's quantised dimension — the float weights the quantiser rounded, not the originals.
+``FULLY_CONNECTED`` weights are ``[out, in]`` as torch's ``Linear``."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from ..errors import WeightsError
 DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16, 9: np.int8}
 # op -> layout of its constant weight input: OHWI -> OIHW, 1HWC -> C1HW, OHWI -> IOHW, flat
 LAYOUTS = {"CONV_2D": (0, 3, 1, 2), "DEPTHWISE_CONV_2D": (3, 0, 1, 2), "Convolution2DTransposeBias": (3, 0, 1, 2),
-           "PRELU": None}
+           "PRELU": None, "FULLY_CONNECTED": (0, 1)}
 
 
 def _op_names() -> dict[int, str]:
@@ -39,15 +42,29 @@ def _const(model, graph, index: int) -> np.ndarray | None:
         return None
     if t.Type() not in DTYPES:
         raise WeightsError(f"tensor {t.Name().decode(errors='replace')!r}: unsupported TFLite type {t.Type()}")
-    q = t.Quantization()
-    if q is not None and q.ScaleLength() and t.Type() in (3, 9):
-        raise WeightsError(f"tensor {t.Name().decode(errors='replace')!r} is integer-quantised; only float "
-                           "(fp32 / fp16) TFLite models can be read")
     shape = tuple(int(s) for s in t.ShapeAsNumpy()) if t.ShapeLength() else ()
     arr = np.frombuffer(data.tobytes(), DTYPES[t.Type()])
     if arr.size != int(np.prod(shape)):
         raise WeightsError(f"tensor {t.Name().decode(errors='replace')!r} holds {arr.size} values for shape {shape}")
-    return arr.reshape(shape)
+    arr = arr.reshape(shape)
+    q = t.Quantization()
+    if q is not None and q.ScaleLength() and t.Type() in (2, 3, 9):
+        return _dequantize(arr, q, t.Name().decode(errors="replace"))
+    return arr
+
+
+def _dequantize(q_values: np.ndarray, q, name: str) -> np.ndarray:
+    """scale * (q - zero_point), per channel along the quantised dimension (or per tensor)."""
+    scale = q.ScaleAsNumpy().astype(np.float64)
+    zero = q.ZeroPointAsNumpy().astype(np.float64) if q.ZeroPointLength() else np.zeros_like(scale)
+    if len(scale) > 1:
+        axis = q.QuantizedDimension()
+        if q_values.ndim <= axis or q_values.shape[axis] != len(scale):
+            raise WeightsError(f"tensor {name!r}: {len(scale)} quantisation scales for shape {q_values.shape}")
+        view = [1] * q_values.ndim
+        view[axis] = len(scale)
+        scale, zero = scale.reshape(view), zero.reshape(view)
+    return (scale * (q_values.astype(np.float64) - zero)).astype(np.float32)
 
 
 def read_tflite(path: str | Path) -> dict[str, np.ndarray]:

@@ -110,12 +110,12 @@ def predict(model, sources: Iterable, task: str | None = None, *, device: str = 
     precision = precision or default_precision()
     # on the driver first: options are checked (one-line errors before a cluster starts) and
     # exports the actors then find in the cache are made once
-    model = api.choose_model(model, task, task_options)
-    ours = not isinstance(model, (TaskModel, GraphModel))
-    local = api.load(model, task=task, device=device, compile=False) if ours else model
     notes: list[str] = []
     items = expand_sources(sources, notes)
     api.tell_notes(console, notes)
+    model = api.choose_model(model, task, task_options, items)
+    ours = not isinstance(model, (TaskModel, GraphModel))
+    local = api.load(model, task=task, device=device, compile=False) if ours else model
     rows = _work_rows(items)
     local, _, _, _ = api.predict_pipeline(local, items, task, device, backend, precision, None, console,
                                           ours=ours, **task_options)

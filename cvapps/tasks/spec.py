@@ -180,9 +180,10 @@ class TaskSpec:
         raise ConfigError(f"{self.name} labels are not written as {fmt}")  # pragma: no cover
 
     # predict --------------------------------------------------------------------------
-    def pick_model(self, options: dict) -> str | None:
+    def pick_model(self, options: dict, items=None) -> str | None:
         """The pretrained model a predict option chooses (taking that option out of
-        ``options``), else None: the caller's --model or ``default_weights``."""
+        ``options``) or, with no --model, the inputs do (``items``: the expanded sources, when
+        known), else None: the caller's --model or ``default_weights``."""
         return None
 
     def predict_setup(self, model, load, items=(), **options) -> tuple[Any, dict]:

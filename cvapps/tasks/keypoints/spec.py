@@ -43,13 +43,17 @@ def parse_scales(value) -> tuple[float, ...] | None:
 PHOTO_SCALES = (1.0, 2.0)  # the face detector's default test-time scales when every input is a still image
 
 
+def all_still(items) -> bool:
+    """Whether every input is a still image (an image file or an array)."""
+    items = list(items)
+    return bool(items) and all(isinstance(it, np.ndarray) or (isinstance(it, (str, Path)) and is_image(it))
+                               for it in items)
+
+
 def photo_scales(items) -> tuple[float, ...] | None:
     """PHOTO_SCALES when every input is a still image (files or arrays): photos get the extra
     enlarged pass for small faces (~5x the compute); video, cameras and streams keep one pass."""
-    items = list(items)
-    still = bool(items) and all(isinstance(it, np.ndarray) or (isinstance(it, (str, Path)) and is_image(it))
-                                for it in items)
-    return PHOTO_SCALES if still else None
+    return PHOTO_SCALES if all_still(items) else None
 
 
 def detector_scales(detector, scales, items) -> tuple[float, ...] | None:

@@ -30,7 +30,7 @@ class LandmarkSpec(KeypointSpec):
     default_detector = "retinaface.face5"  # faces for the top-down landmark models
     named_box_sources = {"haar": HaarFaces}  # --faces haar: OpenCV's frontal-face cascade
 
-    def pick_model(self, options: dict) -> str | None:
+    def pick_model(self, options: dict, items=None) -> str | None:
         points = options.pop("points", None)
         if points is None:
             return None
