@@ -445,3 +445,61 @@ def test_int8_calibration_of_a_top_down_model_sees_its_crops(tmp_path):
     assert pre.crops == 6  # two crops of each image, one calibration input each
     (res,) = list(cvapps.predict(q, [imgs[0]], task="pose", stream=True, whole_image=True))
     assert len(res.prediction) == 1 and np.isfinite(res.prediction.points).all()
+
+
+def test_multipose_decoding_on_hand_made_maps():
+    """Two people on a 16 x 16 map: each centre peak gives a box (centre + offset, +- half the
+    scale) and keypoints found inside it near the point regressed from that centre; a third,
+    non-peak centre cell is not a person; person score = centre score x the mean of its
+    keypoint scores above the threshold."""
+    from cvapps.ops.keypoints import decode_multipose
+
+    h = w = 16
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    centre = torch.full((1, 1, h, w), -20.0)
+    centre[0, 0, 4, 4], centre[0, 0, 11, 12] = logit(0.9), logit(0.6)
+    centre[0, 0, 4, 5] = logit(0.8)  # beside the first peak: not a peak itself
+    regress, offset = torch.zeros(1, 4, h, w), torch.zeros(1, 4, h, w)
+    regress[0, :, 4, 4] = torch.tensor([1.0, 0.0, 0.0, 1.0])  # 2 keypoints: (dy, dx) pairs, channels y0 x0 y1 x1
+    regress[0, :, 11, 12] = torch.tensor([-1.0, 0.0, 0.0, -1.0])
+    heat = torch.full((1, 2, h, w), -20.0)
+    heat[0, 0, 5, 4], heat[0, 1, 4, 5] = logit(0.7), logit(0.05)  # person 1's points (the second below 0.127)
+    heat[0, 0, 10, 12], heat[0, 1, 11, 11] = logit(0.8), logit(0.6)  # person 2's
+    offset[0, 0:2, 5, 4] = torch.tensor([0.25, -0.25])
+    box_scale, box_offset = torch.zeros(1, 2, h, w), torch.zeros(1, 2, h, w)
+    box_scale[0, :, 4, 4] = torch.tensor([6.0, 4.0])  # (h, w)
+    box_scale[0, :, 11, 12] = torch.tensor([4.0, 4.0])
+    box_offset[0, :, 11, 12] = torch.tensor([0.5, 0.0])
+    pts, ks, boxes, ps = decode_multipose(centre, regress, heat, offset, box_scale, box_offset, people=3)
+    np.testing.assert_allclose(boxes[0, :2].numpy(), [[2, 1, 6, 7], [10, 9.5, 14, 13.5]])  # xyxy cells
+    np.testing.assert_allclose(pts[0, 0].numpy(), [[3.75, 5.25], [5, 4]])  # (x, y)
+    np.testing.assert_allclose(pts[0, 1].numpy(), [[12, 10], [11, 11]])
+    np.testing.assert_allclose(ks[0, 0].numpy(), [0.7, 0.05], atol=1e-6)
+    np.testing.assert_allclose(ps[0, :2].numpy(), [0.9 * 0.7, 0.6 * (0.8 + 0.6) / 2], atol=1e-6)
+    assert ps[0, 2] == 0  # the third centre slot: no other peak (score 0)
+
+
+def test_multipose_finds_people_in_whole_images_and_exports(tmp_path):
+    """The single-stage model (head kind movenet_multipose) on whole images: one Keypoints with
+    every person whose score passes conf, boxes and points in image pixels; no boxes or
+    detector; the same people from its ONNX Runtime graph."""
+    from cvapps.weights import get_spec
+
+    spec = get_spec("movenet_multipose.coco17")
+    torch.manual_seed(0)
+    m = cvapps.tasks.model_class("pose").from_config(spec.config).eval()
+    assert m.finds_instances and m.whole_image
+    img = np.random.default_rng(5).integers(0, 255, (120, 200, 3), np.uint8)
+    (p,) = m.predict(img, conf=0.0)
+    assert p.points.shape == (6, 17, 2) and p.boxes.shape == (6, 4) and len(p.box_scores) == 6
+    assert (p.boxes[:, 2] <= 200).all() and (p.boxes[:, 3] <= 120).all()
+    (none,) = m.predict(img, conf=1.01)
+    assert len(none.box_scores) == 0
+    with pytest.raises(cvapps.errors.ConfigError, match="finds the people itself"):
+        m.predict(img, boxes=[np.zeros((1, 4))])
+    pytest.importorskip("onnxruntime")
+    from cvapps.runtimes import prepare
+
+    ort = prepare(m, "onnxruntime", precision="fp32")
+    (q,) = ort.predict(img, conf=0.0)
+    np.testing.assert_allclose(q.points, p.points, atol=1e-2)

@@ -52,14 +52,23 @@ def mobilenet_v2() -> Backbone:
     return _features("mobilenet_v2", tvm.mobilenet_v2(weights=None), [1, 3, 6, 13, 18])
 
 
-@register_backbone("mobilenet_v2_175")
-def mobilenet_v2_175() -> Backbone:
-    """MobileNetV2 at width 1.75 (MoveNet Thunder's): torchvision's blocks, but the last 1x1
-    conv keeps 1280 channels (torchvision widens it to 2240)."""
-    model = tvm.mobilenet_v2(weights=None, width_mult=1.75)
+def _wide_mobilenet_v2(name: str, width: float) -> Backbone:
+    """MobileNetV2 wider than 1 as MoveNet's feature extractors have it: torchvision's blocks,
+    but the last 1x1 conv keeps 1280 channels (torchvision widens it by the width too)."""
+    model = tvm.mobilenet_v2(weights=None, width_mult=width)
     last = model.features[18][0]
     model.features[18] = Conv2dNormActivation(last.in_channels, 1280, 1, activation_layer=nn.ReLU6)
-    return _features("mobilenet_v2_175", model, [1, 3, 6, 13, 18])
+    return _features(name, model, [1, 3, 6, 13, 18])
+
+
+@register_backbone("mobilenet_v2_150")
+def mobilenet_v2_150() -> Backbone:
+    return _wide_mobilenet_v2("mobilenet_v2_150", 1.5)  # MoveNet MultiPose's
+
+
+@register_backbone("mobilenet_v2_175")
+def mobilenet_v2_175() -> Backbone:
+    return _wide_mobilenet_v2("mobilenet_v2_175", 1.75)  # MoveNet Thunder's
 
 
 @register_backbone("mobilenet_v3_small")

@@ -65,7 +65,8 @@ def convert(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: di
     return complete_state(by_position(c, state, {"CONV_2D": convs, "DEPTHWISE_CONV_2D": dws}), state)
 
 
-TFJS_HEADS = {"center_0": "centre", "kpt_heatmap_0": "heatmap", "kpt_offset_0": "offset", "kpt_regress_0": "regress"}
+TFJS_HEADS = {"center_0": "centre", "kpt_heatmap_0": "heatmap", "kpt_offset_0": "offset", "kpt_regress_0": "regress",
+              "box_scale_0": "box_scale", "box_offset_0": "box_offset"}  # the last two: MultiPose
 
 
 @MAPPINGS.decorator("movenet_tfjs")
@@ -77,9 +78,14 @@ def convert_tfjs(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], confi
     p = "StatefulPartitionedCall/"
     near(c, p + "truediv", [[[[2 / 255] * 3]]])  # input: (x - 0) * 2/255 - 1
     near(c, p + "sub_1/y", 1.0)
-    near(c, p + "Reshape_13", [[[[1 / size, 1 / size]]]])
-    near(c, "ConstantFolding/StatefulPartitionedCall/truediv_2_recip",
-         movenet_centre_weights(size, size).numpy()[..., None])
+    if config["head"]["kind"] == "movenet_multipose":  # its decoding's constants
+        near(c, p + "Greater_1/y", config["head"]["kpt_threshold"])
+        near(c, p + "mul_6/y", config["head"]["spread"])
+        near(c, p + "TopKV2/k", config["head"]["people"])
+    else:
+        near(c, p + "Reshape_13", [[[[1 / size, 1 / size]]]])
+        near(c, "ConstantFolding/StatefulPartitionedCall/truediv_2_recip",
+             movenet_centre_weights(size, size).numpy()[..., None])
     convs, dws = conv_order()
     n_heads = len(HEADS)
     body = {"CONV_2D": convs[: -2 * n_heads], "DEPTHWISE_CONV_2D": dws[:-n_heads]}

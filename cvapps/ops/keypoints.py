@@ -156,3 +156,49 @@ def decode_movenet(centre: torch.Tensor, regress: torch.Tensor, heatmap: torch.T
     points = torch.stack([kx + off[..., 1], ky + off[..., 0]], -1)  # (B, K, (x, y))
     scores = hm.flatten(2).gather(2, ki[..., None])[..., 0]
     return points, scores, hm
+
+
+def decode_multipose(centre: torch.Tensor, regress: torch.Tensor, heatmap: torch.Tensor, offset: torch.Tensor,
+                     box_scale: torch.Tensor, box_offset: torch.Tensor, people: int = 6, kpt_threshold: float = 0.127,
+                     spread: float = 0.3) -> tuple[torch.Tensor, ...]:
+    """MoveNet MultiPose's in-graph decoding, in torch: raw maps (B, 1 | 2K | K | 2K | 2 | 2,
+    h, w) -> points (B, P, K, 2) x, y in map cells, keypoint scores (B, P, K), boxes (B, P, 4)
+    xyxy cells, person scores (B, P), for the ``people`` strongest centres.
+
+    Centres: the peaks (equal to their 5x5 neighbourhood's max) of the centre map, top
+    ``people``. Each person's box: centre + box offset, +- half the box scale (h, w), clipped
+    to the map; its keypoints regressed from the centre; keypoint k is the argmax over the
+    map of heatmap_k x exp(-d^2 / (spread x min(h, w))) (d: distance to the regressed point),
+    inside the person's box, moved by the offset there; its score is that product's max over
+    people at that cell. Person score: centre score x the mean of its keypoint scores above
+    ``kpt_threshold``."""
+    b, k, h, w = heatmap.shape
+    c = centre.float().sigmoid()[:, 0]  # (B, h, w)
+    peak = (c - F.max_pool2d(c[:, None], 5, 1, 2)[:, 0]).abs() < 1e-6
+    cscore, ci = (c * peak).flatten(1).topk(people, dim=1)  # (B, P)
+    cy, cx = (ci // w).float(), (ci % w).float()
+    size = _at(box_scale.float(), ci).clamp_min(0)  # (B, 2, P): (h, w)
+    boff = _at(box_offset.float(), ci)
+    by, bx = cy + boff[:, 0], cx + boff[:, 1]
+    boxes = torch.stack([(bx - size[:, 1] / 2).clamp(0, w), (by - size[:, 0] / 2).clamp(0, h),
+                         (bx + size[:, 1] / 2).clamp(0, w), (by + size[:, 0] / 2).clamp(0, h)], -1)  # (B, P, 4)
+    reg = _at(regress.float(), ci).view(b, k, 2, people)  # (B, K, (dy, dx), P)
+    ry, rx = cy[:, None] + reg[:, :, 0], cx[:, None] + reg[:, :, 1]  # (B, K, P)
+    gy, gx = _grid(h, w, heatmap.device)
+    d2 = (gy - ry[..., None, None]) ** 2 + (gx - rx[..., None, None]) ** 2  # (B, K, P, h, w)
+    inside = ((gy >= boxes[..., 1, None, None]) & (gy < boxes[..., 3, None, None]) &
+              (gx >= boxes[..., 0, None, None]) & (gx < boxes[..., 2, None, None]))  # (B, P, h, w)
+    hm = heatmap.float().sigmoid()
+    m = hm[:, :, None] * torch.exp(-d2 / (spread * min(h, w))) * inside[:, None].float()  # (B, K, P, h, w)
+    best = m.amax(2).flatten(2)  # (B, K, h*w): the strongest person's value at each cell
+    ki = m.flatten(3).argmax(3)  # (B, K, P)
+    ky, kx = (ki // w).float(), (ki % w).float()
+    kscore = best.gather(2, ki)  # (B, K, P)
+    off = offset.float().flatten(2).view(b, k, 2, h * w)
+    oy = off[:, :, 0].gather(2, ki)
+    ox = off[:, :, 1].gather(2, ki)
+    points = torch.stack([kx + ox, ky + oy], -1).permute(0, 2, 1, 3)  # (B, P, K, 2)
+    kscore = kscore.permute(0, 2, 1)  # (B, P, K)
+    valid = (kscore > kpt_threshold).float()
+    pscore = cscore * (kscore * valid).sum(-1) / valid.sum(-1).clamp_min(1)
+    return points, kscore, boxes, pscore

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import cv2
 import numpy as np
 import torch
 
@@ -118,9 +117,7 @@ class InstanceClasses(Detections):
     instance: str = "box"
 
     def _tag(self, i: int) -> str:
-        c = self.classes[i]
-        if c.vector is not None:
-            return f"{c.topk[0][1]} {c.topk[0][2]:.2f}" if c.topk else self.instance
+        c = self.classes[i]  # classes or a named descriptor: its best; a value: the value
         if c.value is not None:
             return f"{self.names[0] if self.names else 'value'} {c.value:.3g}"
         return f"{c.topk[0][1]} {c.topk[0][2]:.2f}" if c.topk else self.instance
@@ -139,26 +136,9 @@ class InstanceClasses(Detections):
         return {"boxes": [Box(c.label or self.instance, b.astype(np.float64), float(s))
                           for b, s, c in zip(self.boxes, self.scores, self.classes)]}
 
-    def to_dict(self) -> list[dict]:
-        out = []
-        for k, (b, s, c) in enumerate(zip(self.boxes.tolist(), self.scores.tolist(), self.classes)):
-            out.append({"bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
-                        "score": round(s, 5), "instance": self.instance, "label": c.label, "classes": c.to_dict()})
-            if self.track_ids is not None:
-                out[-1]["track_id"] = int(self.track_ids[k])
-        return out
-
-    def draw(self, image: np.ndarray) -> np.ndarray:
-        """RGB uint8 (H, W, 3) -> copy with each box and its class (or value) tag."""
-        out = np.ascontiguousarray(image).copy()
-        th = max(1, round(min(out.shape[:2]) / 300))
-        tags = []
-        ids = self.track_ids.tolist() if self.track_ids is not None else [None] * len(self)
-        for i, (b, lab, tid) in enumerate(zip(self.boxes.round().astype(int).tolist(), self.labels.tolist(), ids)):
-            col = draw.colour(max(lab, 0) if tid is None else tid)
-            cv2.rectangle(out, (b[0], b[1]), (b[2], b[3]), col, th)
-            tags.append((self._tag(i) if tid is None else f"#{tid} {self._tag(i)}", b[0], b[1], col))
-        return draw.labels(out, tags, draw.text_size(out.shape[:2], 0.8))
+    def _fields(self, i: int) -> dict:
+        c = self.classes[i]
+        return {"instance": self.instance, "label": c.label, "classes": c.to_dict()}
 
     def track_boxes(self) -> Trackable:
         """One class (an instance's class may change between frames; its identity does not);

@@ -63,14 +63,26 @@ class Detections(Prediction):
         return {"boxes": [Box(self.names[int(c)] if int(c) < len(self.names) else str(int(c)), b.astype(np.float64),
                               float(s)) for b, s, c in zip(self.boxes, self.scores, self.labels)]}
 
+    def _name(self, i: int) -> str:
+        lab = int(self.labels[i])
+        return self.names[lab] if 0 <= lab < len(self.names) else str(lab)
+
+    def _fields(self, i: int) -> dict:
+        """Box i's JSON fields besides bbox, score and track id."""
+        lab = int(self.labels[i])
+        return {"category_id": self.category_ids[lab] if lab < len(self.category_ids) else lab + 1,
+                "label": self._name(i)}
+
+    def _tag(self, i: int) -> str:
+        """Box i's drawn tag."""
+        return f"{self._name(i)} {float(self.scores[i]):.2f}"
+
     def to_dict(self) -> list[dict]:
         """COCO-results style: bbox = [x, y, w, h]."""
         out = []
-        for k, (b, s, lab) in enumerate(zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist())):
+        for k, b in enumerate(self.boxes.tolist()):
             out.append({"bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)],
-                        "score": round(s, 5),
-                        "category_id": self.category_ids[lab] if lab < len(self.category_ids) else lab + 1,
-                        "label": self.names[lab] if lab < len(self.names) else str(lab)})
+                        "score": round(float(self.scores[k]), 5), **self._fields(k)})
             if self.track_ids is not None:
                 out[-1]["track_id"] = int(self.track_ids[k])
         return out
@@ -81,12 +93,10 @@ class Detections(Prediction):
         th = max(1, round(min(out.shape[:2]) / 300))
         tags = []
         ids = self.track_ids.tolist() if self.track_ids is not None else [None] * len(self)
-        for b, s, lab, tid in zip(self.boxes.round().astype(int).tolist(), self.scores.tolist(),
-                                  self.labels.tolist(), ids):
-            col = draw.colour(lab if tid is None else tid)  # tracked: one colour per identity
+        for i, (b, lab, tid) in enumerate(zip(self.boxes.round().astype(int).tolist(), self.labels.tolist(), ids)):
+            col = draw.colour(max(lab, 0) if tid is None else tid)  # tracked: one colour per identity
             cv2.rectangle(out, (b[0], b[1]), (b[2], b[3]), col, th)
-            name = self.names[lab] if lab < len(self.names) else lab
-            tags.append((f"{name} {s:.2f}" if tid is None else f"#{tid} {name} {s:.2f}", b[0], b[1], col))
+            tags.append((self._tag(i) if tid is None else f"#{tid} {self._tag(i)}", b[0], b[1], col))
         return draw.labels(out, tags, draw.text_size(out.shape[:2], 0.8))
 
     def track_boxes(self) -> Trackable:

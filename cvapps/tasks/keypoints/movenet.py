@@ -68,13 +68,19 @@ class MoveNetHead(nn.Module):
         stride = torch.tensor([hw[1] / raw.heatmaps.shape[-1], hw[0] / raw.heatmaps.shape[-2]], device=gt.device)
         return movenet_loss(raw.maps, gt / stride, weights, float(options["sigma"]))
 
-    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    outputs = ("centre", "regress", "heatmap", "offset")
+
+    def merged(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The FPN's stride-4 map (B, 24, H/4, W/4) every head reads."""
         f4, f8, f16, f32 = (feats[i] for i in self.index)
         up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
         x = self.fpn[0](up(self.lateral[3](f32)) + self.lateral[2](f16))
         x = self.fpn[1](up(x) + self.lateral[1](f8))
-        x = self.fpn[2](up(x) + self.lateral[0](f4))
-        return tuple(self.heads[n](x) for n in ("centre", "regress", "heatmap", "offset"))
+        return self.fpn[2](up(x) + self.lateral[0](f4))
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        x = self.merged(feats)
+        return tuple(self.heads[n](x) for n in self.outputs)
 
 
 def focal(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

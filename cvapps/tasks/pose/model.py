@@ -10,6 +10,7 @@ from ..keypoints.model import KeypointModel
 from ..keypoints.postprocess import instance_scores
 from ..keypoints.workflow import KeypointCollector
 from .metrics import oks_metrics, pck
+from .multipose import MultiPoseModel, multipose_class
 from .spec import PoseSpec
 
 
@@ -17,6 +18,13 @@ from .spec import PoseSpec
 class PoseModel(KeypointModel):
     default_loss = "l1"
     default_size = [256, 192]
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PoseModel":
+        """Head kind "movenet_multipose" makes the single-stage MultiPose model (whole images in)."""
+        if (config.get("head") or {}).get("kind") == "movenet_multipose" and not issubclass(cls, MultiPoseModel):
+            return multipose_class(cls).from_config(config)
+        return super().from_config(config)
 
     def primary_metric(self) -> tuple[str, str]:
         return "AP", "max"
