@@ -26,8 +26,8 @@ from cvapps.data.io import set_max_pixels
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"(?:<!-- needs: (?P<needs>[^>]*?) -->\n)?```(?P<lang>bash|python)\n(?P<code>.*?)```", re.S)
-CONVERTED = ["ssd_mobilenet_v2.coco", "movenet_lightning.coco17", "movenet_thunder.coco17", "facemesh.mediapipe",
-             "person.mediapipe", "retinaface.face5"]
+CONVERTED = ["ssd_mobilenet_v2.coco", "movenet_lightning.coco17", "movenet_thunder.coco17", "movenet_multipose.coco17",
+             "facemesh.mediapipe", "person.mediapipe", "retinaface.face5"]
 
 
 def blocks():

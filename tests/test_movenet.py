@@ -200,7 +200,8 @@ def test_movenet_decoding_on_hand_made_maps():
 
 def test_predict_pose_without_model_uses_movenet_on_the_detectors_people(tmp_path, capsys, pose_model,
                                                                          thunder_model, coco_detector):
-    """Photos get MoveNet Thunder, video Lightning (cvapps.tasks.pose.spec.PoseSpec.pick_model)."""
+    """Photos get MoveNet Thunder; video MultiPose, or Lightning with a top-down option such as
+    --whole-image (cvapps.tasks.pose.spec.PoseSpec.pick_model)."""
     img = write_image(tmp_path / "street.png", np.random.default_rng(4).integers(0, 255, (120, 160, 3), np.uint8))
     code, out, err = run_cli(capsys, "predict", "pose", img, "--whole-image", "--save-json", tmp_path / "p.jsonl",
                              "--out", tmp_path / "drawn", "--backend", "torch")
@@ -223,7 +224,8 @@ def test_predict_pose_without_model_uses_movenet_on_the_detectors_people(tmp_pat
                                  vid_stride=2))
     frame = res.image
     np.testing.assert_allclose(res.prediction.points[0], pose_model.predict(frame)[0].points[0], atol=0.01)
-    assert cvapps.api.choose_model(None, "pose", {}, [str(img), str(video)]) == "movenet_lightning.coco17"
+    assert cvapps.api.choose_model(None, "pose", {}, [str(img), str(video)]) == "movenet_multipose.coco17"
+    assert cvapps.api.choose_model(None, "pose", {"whole_image": True}, [str(video)]) == "movenet_lightning.coco17"
     assert cvapps.api.choose_model("m.safetensors", "pose", {}, [str(img)]) == "m.safetensors"
 
 
