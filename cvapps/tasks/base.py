@@ -47,6 +47,17 @@ def model_class(task: str) -> type["TaskModel"]:
     return TASKS.get(task).model
 
 
+_MIXED: dict[tuple[type, type], type] = {}
+
+
+def mixed_class(mixin: type, base: type) -> type:
+    """``base`` (a task's model class) with ``mixin``'s behaviour in front — a single-stage model
+    of a top-down task (the face detector, MultiPose) stays that task's model; one class per pair."""
+    if (mixin, base) not in _MIXED:
+        _MIXED[mixin, base] = type(mixin.__name__.removesuffix("Model") + base.__name__, (mixin, base), {})
+    return _MIXED[mixin, base]
+
+
 class Prediction:
     """Base for typed predictions; coordinates are in the original image's pixels.
     ``draw_order``: where a bundle draws this task (dense overlays first, labels last)."""

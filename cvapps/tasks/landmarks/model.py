@@ -3,11 +3,11 @@ scored by NME / failure rate / AUC."""
 
 from __future__ import annotations
 
-from ..base import register_task
+from ..base import mixed_class, register_task
 from ..keypoints.model import KeypointModel
 from ..keypoints.topdown import HaarFaces
 from ..keypoints.workflow import KeypointCollector
-from .retinaface import FaceDetectorModel, face_detector_class
+from .retinaface import FaceDetectorModel
 from .metrics import landmark_metrics, nme, normaliser
 from .spec import LandmarkSpec
 
@@ -21,7 +21,7 @@ class LandmarkModel(KeypointModel):
     def from_config(cls, config: dict) -> "LandmarkModel":
         """Head kind "retinaface" makes the single-stage face detector (whole images in)."""
         if (config.get("head") or {}).get("kind") == "retinaface" and not issubclass(cls, FaceDetectorModel):
-            return face_detector_class(cls).from_config(config)
+            return mixed_class(FaceDetectorModel, cls).from_config(config)
         return super().from_config(config)
 
     def primary_metric(self) -> tuple[str, str]:

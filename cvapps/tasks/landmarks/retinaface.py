@@ -144,7 +144,7 @@ def decode(raw: FaceRaw, coder: BoxCoder) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 class FaceDetectorModel:
-    """Mixed into the landmarks model class by ``face_detector_class`` (so it stays the
+    """Mixed into the landmarks model class by ``mixed_class`` (so it stays the
     landmarks task's model: same spec, predictions, CLI)."""
 
     whole_image: ClassVar[bool] = True
@@ -258,14 +258,4 @@ class FaceDetectorModel:
 
     def mc_variance(self, x, passes=None):
         raise ConfigError("the face detector has no dropout: use the 'entropy' or 'least_confidence' strategy")
-
-
-_CLASSES: dict[type, type] = {}
-
-
-def face_detector_class(base: type) -> type:
-    """The landmarks model class with the face-detector behaviour (one class per base)."""
-    if base not in _CLASSES:
-        _CLASSES[base] = type("FaceDetector" + base.__name__, (FaceDetectorModel, base), {})
-    return _CLASSES[base]
 

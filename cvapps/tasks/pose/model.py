@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import register_task
+from ..base import mixed_class, register_task
 from ..keypoints.model import KeypointModel
 from ..keypoints.postprocess import instance_scores
 from ..keypoints.workflow import KeypointCollector
 from .metrics import oks_metrics, pck
-from .multipose import MultiPoseModel, multipose_class
+from .multipose import MultiPoseModel
 from .spec import PoseSpec
 
 
@@ -23,7 +23,7 @@ class PoseModel(KeypointModel):
     def from_config(cls, config: dict) -> "PoseModel":
         """Head kind "movenet_multipose" makes the single-stage MultiPose model (whole images in)."""
         if (config.get("head") or {}).get("kind") == "movenet_multipose" and not issubclass(cls, MultiPoseModel):
-            return multipose_class(cls).from_config(config)
+            return mixed_class(MultiPoseModel, cls).from_config(config)
         return super().from_config(config)
 
     def primary_metric(self) -> tuple[str, str]:

@@ -67,7 +67,7 @@ class MultiPoseHead(MoveNetHead):
 
 
 class MultiPoseModel:
-    """Mixed into the pose model class by ``multipose_class`` (it stays the pose task's model:
+    """Mixed into the pose model class by ``mixed_class`` (it stays the pose task's model:
     same spec, Keypoints predictions, metrics, tracking)."""
 
     whole_image: ClassVar[bool] = True
@@ -159,12 +159,3 @@ class MultiPoseModel:
     def mc_variance(self, x, passes=None):
         raise ConfigError("MultiPose has no dropout: use the 'least_confidence' strategy")
 
-
-_CLASSES: dict[type, type] = {}
-
-
-def multipose_class(base: type) -> type:
-    """The pose model class with MultiPose's behaviour (one class per base)."""
-    if base not in _CLASSES:
-        _CLASSES[base] = type("MultiPose" + base.__name__, (MultiPoseModel, base), {})
-    return _CLASSES[base]
