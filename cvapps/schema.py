@@ -67,6 +67,16 @@ BUILTIN: dict[str, dict] = {
                "flip_pairs": [[0, 5], [1, 4], [2, 3], [6, 11], [7, 10], [8, 9], [12, 14], [15, 17]]},
     "face5": {"keypoints": ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"], "eyes": [0, 1],
               "skeleton": [], "flip_pairs": [[0, 1], [3, 4]]},
+    # MediaPipe's (and COCO-WholeBody's / OpenPose's) 21 hand points; a mirrored hand keeps its names
+    "hand21": {"keypoints": ["wrist"] + [f"{f}_{j}" for f, joints in
+                                         (("thumb", ("cmc", "mcp", "ip", "tip")),) +
+                                         tuple((f"{n}_finger", ("mcp", "pip", "dip", "tip"))
+                                               for n in ("index", "middle", "ring")) +
+                                         (("pinky", ("mcp", "pip", "dip", "tip")),) for j in joints],
+               "eyes": None, "flip_pairs": [],
+               "skeleton": [[0, 1], [1, 2], [2, 3], [3, 4], [0, 5], [5, 6], [6, 7], [7, 8], [5, 9], [9, 10],
+                            [10, 11], [11, 12], [9, 13], [13, 14], [14, 15], [15, 16], [13, 17], [0, 17], [17, 18],
+                            [18, 19], [19, 20]]},
 }
 FACE_BY_COUNT = {68: "ibug68", 98: "wflw98", 29: "cofw29", 19: "aflw19", 5: "face5"}
 

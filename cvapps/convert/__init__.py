@@ -22,6 +22,7 @@ READERS.register("tfjs", read_tfjs)
 READERS.register("tfjs_graph", read_tfjs_ops)
 
 # importing the mapping modules registers their mappings
-from . import efficientnet_lite, faceapi, facemesh, movenet, retinaface, selfie, tf_ssd  # noqa: E402,F401
+from . import (efficientnet_lite, faceapi, facemesh, mediapipe_hand, movenet, retinaface, selfie,  # noqa: E402,F401
+               tf_ssd)
 
 __all__ = ["MAPPINGS", "READERS"]

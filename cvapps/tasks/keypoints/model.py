@@ -19,7 +19,7 @@ from ...options import Options, opt
 from ...schema import Schema
 from ..base import TaskModel
 from ..spec import mc_dropout
-from . import facemesh, movenet  # noqa: F401  (register their head kinds)
+from . import facemesh, hand, movenet  # noqa: F401  (register their head kinds)
 from .heads import KEYPOINT_HEADS, CascadeRefiner, KeypointRaw, cascade_feature_index
 from .postprocess import Keypoints
 from .topdown import FixedBoxes, TopDown

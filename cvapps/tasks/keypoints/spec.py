@@ -304,6 +304,8 @@ class KeypointSpec(TaskSpec):
                 raise ConfigError(f"{model.config.get('weights') or 'this model'} finds the {self.instance}s itself: "
                                   "--boxes / --detector / --whole-image / --flip-test are for top-down models")
             return model.preprocessor(), {"conf": box_conf or None, "scales": detector_scales(model, scales, items)}
+        if not (boxes or detector or whole_image) and model.config.get("default_boxes") == "whole_image":
+            whole_image = True  # a model of crops no detector finds yet (hands): each input is one crop
         if whole_image and scales is not None:
             raise ConfigError("--whole-image takes no --scales (they are the face detector's)")
         source = whole_image_boxes if whole_image else \

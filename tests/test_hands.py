@@ -1,0 +1,74 @@
+"""MediaPipe's hand landmark model (hand21.mediapipe): the mapping on a folded TFLite file the
+test writes (ops in the original's order, four dense heads), and predict on hand crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from test_classifiers import _folded
+from test_movenet import tflite, write_tflite
+
+import cvapps
+from cvapps.convert import MAPPINGS, READERS
+from cvapps.weights import get_spec
+
+
+@torch.no_grad()
+def test_a_folded_hand_landmark_file_converts_to_the_same_model(tmp_path):
+    """BatchNorm folded into every conv, convs / depthwise convs in execution order, then the
+    dense heads in the file's order (handedness, presence, points, world points): the mapping
+    gives a model with the same points, presence and handedness; the world head is dropped."""
+    spec = get_spec("hand21.mediapipe")
+    torch.manual_seed(0)
+    cls = cvapps.tasks.model_class("pose")
+    src = cls.from_config({**spec.config, "fixed_norms": False}).eval()
+    for m in src.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
+            m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.2, 0.2)
+    f32 = tflite.TensorType.FLOAT32
+    tensors, ops = [("x", [1, 224, 224, 3], f32, None)], []
+
+    def add(kind, w, b):
+        n = len(tensors)
+        layout = {"CONV_2D": (0, 2, 3, 1), "DEPTHWISE_CONV_2D": (1, 2, 3, 0)}.get(kind)
+        w = w.transpose(layout) if layout else w
+        tensors.extend([(f"w{n}", list(w.shape), f32, np.ascontiguousarray(w)), (f"b{n}", list(b.shape), f32, b),
+                        (f"y{n}", [1], f32, None)])
+        ops.append((kind, [0, n, n + 1], [n + 2]))
+
+    body = src.backbone.body
+    add("CONV_2D", *_folded(body.stem[0], body.stem[1]))
+    for name, blk in body.named_children():
+        if name.startswith("b"):
+            if hasattr(blk, "expand"):
+                add("CONV_2D", *_folded(blk.expand[0], blk.expand[1]))
+            add("DEPTHWISE_CONV_2D", *_folded(blk.dw[0], blk.dw[1]))
+            add("CONV_2D", *_folded(blk.project[0], blk.project[1]))
+    add("CONV_2D", *_folded(body.head[0][0], body.head[0][1]))
+    add("DEPTHWISE_CONV_2D", *_folded(body.head[1][0], body.head[1][1]))
+    head = src.head["main"]
+    for fc in (head.handedness, head.presence, head.points, torch.nn.Linear(1152, 63)):
+        add("FULLY_CONNECTED", fc.weight.detach().numpy(), fc.bias.detach().numpy())
+    write_tflite(tmp_path / "hand.tflite", tensors, ops)
+    dst = cls.from_config(spec.config).eval()
+    dst.load_state_dict(MAPPINGS.get("mediapipe_hand")(READERS.get("tflite")(tmp_path / "hand.tflite"),
+                                                       dst.state_dict(), dst.config), strict=True)
+    x = torch.rand(2, 3, 224, 224)
+    a, b = src.head["main"](src.backbone(x)[-1]), dst.head["main"](dst.backbone(x)[-1])
+    for u, v in zip(a, b):
+        torch.testing.assert_close(v, u, atol=2e-4, rtol=1e-4)
+
+
+def test_a_hand_model_runs_on_whole_crops_by_default(tmp_path):
+    """No hand detector yet: without --boxes the hand model reads each input as one hand crop
+    (``default_boxes``), 21 points inside it; presence is every point's score."""
+    spec = get_spec("hand21.mediapipe")
+    torch.manual_seed(0)
+    m = cvapps.tasks.model_class("pose").from_config(spec.config).eval()
+    crop = np.random.default_rng(0).integers(0, 255, (100, 80, 3), np.uint8)
+    pre, _ = m.spec.predict_setup(m, lambda n, t: cvapps.load(n, task=t), [crop])
+    (p,) = cvapps.tasks.batch.predict_inputs(m, [crop], pre=pre)
+    assert p.points.shape == (1, 21, 2) and np.allclose(p.boxes, [[0, 0, 80, 100]])
+    assert np.allclose(p.scores[0], p.scores[0, 0]) and 0 <= p.scores[0, 0] <= 1
+    assert m.schema.name == "hand21" and m.schema.keypoints[9] == "middle_finger_mcp"
