@@ -120,7 +120,8 @@ def speed(photos: list[Path], repeat: int) -> dict:
                           console=quiet)
             row = t["variants"]["default"]
             runs.setdefault(name, []).append((row["images_per_s_b16"], row["video_fps"]))
-    return {n: {"images_per_s_b16": float(np.median([r[0] for r in v])), "video_fps": float(np.median([r[1] for r in v])),
+    return {n: {"images_per_s_b16": float(np.median([r[0] for r in v])),
+                "video_fps": float(np.median([r[1] for r in v])),
                 "runs": v} for n, v in runs.items()}
 
 

@@ -52,6 +52,33 @@ def _folded(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> tuple[np.ndarray
             (bn.bias - bn.running_mean * s).detach().numpy())
 
 
+class FoldedTflite:
+    """A TFLite file as the converter writes a BatchNorm-folded net: each conv + BatchNorm of
+    ``body`` (module order = execution order here) one CONV_2D / DEPTHWISE_CONV_2D op with the
+    folded weights and bias, then ``dense`` layers as FULLY_CONNECTED ops."""
+
+    def __init__(self, body: torch.nn.Module, dense: list[torch.nn.Linear]):
+        f32 = tflite.TensorType.FLOAT32
+        self.tensors, self.ops = [("x", [1, 8, 8, 3], f32, None)], []
+        for m in body.modules():
+            if isinstance(m, torch.nn.Sequential) and len(m) >= 2 and isinstance(m[0], torch.nn.Conv2d) and \
+                    isinstance(m[1], torch.nn.BatchNorm2d):
+                w, b = _folded(m[0], m[1])
+                kind = "DEPTHWISE_CONV_2D" if m[0].groups > 1 else "CONV_2D"
+                self.add(kind, w.transpose((1, 2, 3, 0) if m[0].groups > 1 else (0, 2, 3, 1)), b)
+        for fc in dense:
+            self.add("FULLY_CONNECTED", fc.weight.detach().numpy(), fc.bias.detach().numpy())
+
+    def add(self, kind: str, w: np.ndarray, b: np.ndarray) -> None:
+        f32, n = tflite.TensorType.FLOAT32, len(self.tensors)
+        self.tensors.extend([(f"w{n}", list(w.shape), f32, np.ascontiguousarray(w)), (f"b{n}", list(b.shape), f32, b),
+                             (f"y{n}", [1], f32, None)])
+        self.ops.append((kind, [0, n, n + 1], [n + 2]))
+
+    def write(self, path) -> None:
+        write_tflite(path, self.tensors, self.ops)
+
+
 def test_a_folded_tflite_efficientnet_lite_converts_to_the_same_classifier(tmp_path):
     """An EfficientNet-Lite0 classifier with random BatchNorm statistics, written as TFLite does
     it (BatchNorm folded into each conv's weights and bias; ops in execution order), maps back
@@ -64,31 +91,8 @@ def test_a_folded_tflite_efficientnet_lite_converts_to_the_same_classifier(tmp_p
                 m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.2, 0.2)
     src.eval()
-    f32 = tflite.TensorType.FLOAT32
-    tensors, ops = [("x", [1, 64, 64, 3], f32, None)], []
-    last = 0
-
-    def add(kind, w, b):
-        nonlocal last
-        n = len(tensors)
-        layout = {"CONV_2D": (0, 2, 3, 1), "DEPTHWISE_CONV_2D": (1, 2, 3, 0)}.get(kind)
-        w = w.transpose(layout) if layout else w
-        tensors.extend([(f"w{n}", list(w.shape), f32, np.ascontiguousarray(w)), (f"b{n}", list(b.shape), f32, b),
-                        (f"y{n}", [1], f32, None)])
-        ops.append((kind, [last, n, n + 1], [n + 2]))
-        last = n + 2
-
-    body = src.backbone.body
-    add("CONV_2D", *_folded(body.stem[0], body.stem[1]))
-    for name, blk in body.named_children():
-        if name.startswith("b"):
-            if hasattr(blk, "expand"):
-                add("CONV_2D", *_folded(blk.expand[0], blk.expand[1]))
-            add("DEPTHWISE_CONV_2D", *_folded(blk.dw[0], blk.dw[1]))
-            add("CONV_2D", *_folded(blk.project[0], blk.project[1]))
-    add("CONV_2D", *_folded(body.head[0], body.head[1]))
-    add("FULLY_CONNECTED", src.head.fc.weight.detach().numpy(), src.head.fc.bias.detach().numpy())
-    write_tflite(tmp_path / "lite.tflite", tensors, ops)
+    file = FoldedTflite(src.backbone.body, [src.head.fc])
+    file.write(tmp_path / "lite.tflite")
     config = {**src.config, "fixed_norms": True}
     dst = cvapps.tasks.model_class("classify").from_config(config).eval()
     state = MAPPINGS.get("efficientnet_lite_tflite")(READERS.get("tflite")(tmp_path / "lite.tflite"),
@@ -99,8 +103,8 @@ def test_a_folded_tflite_efficientnet_lite_converts_to_the_same_classifier(tmp_p
         torch.testing.assert_close(dst(x).logits, src(x).logits, atol=2e-4, rtol=1e-4)
     dst.train()
     assert not dst.backbone.body.stem[1].training  # fixed_norms: the identity statistics stay
-    del ops[-1]
-    write_tflite(tmp_path / "short.tflite", tensors, ops)
+    del file.ops[-1]
+    file.write(tmp_path / "short.tflite")
     with pytest.raises(cvapps.errors.WeightsError, match="the model file has 0 FULLY_CONNECTED ops, the model 1"):
         MAPPINGS.get("efficientnet_lite_tflite")(READERS.get("tflite")(tmp_path / "short.tflite"), dst.state_dict(),
                                                  dst.config)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from test_classifiers import _folded
-from test_movenet import tflite, write_tflite
+from test_classifiers import FoldedTflite
 
 import cvapps
 from cvapps.convert import MAPPINGS, READERS
@@ -26,31 +25,9 @@ def test_a_folded_hand_landmark_file_converts_to_the_same_model(tmp_path):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 1.5)
             m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.2, 0.2)
-    f32 = tflite.TensorType.FLOAT32
-    tensors, ops = [("x", [1, 224, 224, 3], f32, None)], []
-
-    def add(kind, w, b):
-        n = len(tensors)
-        layout = {"CONV_2D": (0, 2, 3, 1), "DEPTHWISE_CONV_2D": (1, 2, 3, 0)}.get(kind)
-        w = w.transpose(layout) if layout else w
-        tensors.extend([(f"w{n}", list(w.shape), f32, np.ascontiguousarray(w)), (f"b{n}", list(b.shape), f32, b),
-                        (f"y{n}", [1], f32, None)])
-        ops.append((kind, [0, n, n + 1], [n + 2]))
-
-    body = src.backbone.body
-    add("CONV_2D", *_folded(body.stem[0], body.stem[1]))
-    for name, blk in body.named_children():
-        if name.startswith("b"):
-            if hasattr(blk, "expand"):
-                add("CONV_2D", *_folded(blk.expand[0], blk.expand[1]))
-            add("DEPTHWISE_CONV_2D", *_folded(blk.dw[0], blk.dw[1]))
-            add("CONV_2D", *_folded(blk.project[0], blk.project[1]))
-    add("CONV_2D", *_folded(body.head[0][0], body.head[0][1]))
-    add("DEPTHWISE_CONV_2D", *_folded(body.head[1][0], body.head[1][1]))
     head = src.head["main"]
-    for fc in (head.handedness, head.presence, head.points, torch.nn.Linear(1152, 63)):
-        add("FULLY_CONNECTED", fc.weight.detach().numpy(), fc.bias.detach().numpy())
-    write_tflite(tmp_path / "hand.tflite", tensors, ops)
+    FoldedTflite(src.backbone.body, [head.handedness, head.presence, head.points, torch.nn.Linear(1152, 63)]).write(
+        tmp_path / "hand.tflite")
     dst = cls.from_config(spec.config).eval()
     dst.load_state_dict(MAPPINGS.get("mediapipe_hand")(READERS.get("tflite")(tmp_path / "hand.tflite"),
                                                        dst.state_dict(), dst.config), strict=True)

@@ -1,6 +1,7 @@
-"""The converted pose models (MoveNet Lightning from TFLite, Thunder from a TF.js graph): the
-TFLite reader on a model the test writes with the flatbuffer builder, the key mapping on a folded model, MoveNet's decoding on
-hand-made maps, and the defaults of `predict pose` (weights from a fixture, never the network)."""
+"""The converted pose models (MoveNet Lightning from TFLite, Thunder and MultiPose from TF.js
+graphs): the TFLite reader on a model the test writes with the flatbuffer builder, the key
+mappings on folded models, MoveNet's and MultiPose's decoding on hand-made maps, and the
+defaults of `predict pose` (weights from fixtures, never the network)."""
 
 from __future__ import annotations
 

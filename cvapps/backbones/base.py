@@ -126,6 +126,16 @@ class Backbone(nn.Module):
         return out, pools
 
 
+def stages_at(names: list[str], taps: list[str]) -> list[list[str]]:
+    """Child ``names`` split into stages, each ending at a tap (freezing's ``stage:N`` units)."""
+    stages, start = [], 0
+    for t in taps:
+        end = names.index(t)
+        stages.append(names[start : end + 1])
+        start = end + 1
+    return stages
+
+
 def named_sequential(model: nn.Module, children: list[str], rename: dict[str, str] | None = None) -> nn.Sequential:
     """nn.Sequential over some of ``model``'s children, keeping their names."""
     rename = rename or {}

@@ -13,7 +13,7 @@ from functools import partial
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
-from .base import Backbone
+from .base import Backbone, stages_at
 from .layers import Conv2dSame
 from .registry import register_backbone
 
@@ -71,13 +71,7 @@ def _lite(name: str, width: float = 1.0, depth: float = 1.0) -> Backbone:
     body = nn.Sequential(layers)
     # taps at the last block of each stride: 2, 4, 8, 16, 32
     taps = [f"b{stage_ends[0]}", f"b{stage_ends[1]}", f"b{stage_ends[2]}", f"b{stage_ends[4]}", "head"]
-    names = list(layers)
-    stages, start = [], 0
-    for t in taps:
-        end = names.index(t)
-        stages.append(names[start : end + 1])
-        start = end + 1
-    return Backbone(name, body, taps, stages)
+    return Backbone(name, body, taps, stages_at(list(layers), taps))
 
 
 @register_backbone("efficientnet_lite0")

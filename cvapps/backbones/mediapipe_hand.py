@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from .base import Backbone
+from .base import Backbone, stages_at
 from .efficientnet_lite import _CBA, LiteMBConv
 from .registry import register_backbone
 
@@ -27,10 +27,4 @@ def mediapipe_hand() -> Backbone:
     layers["head"] = nn.Sequential(_CBA(192, 1152, 1), _CBA(1152, 1152, 3, groups=1152))  # the cut last block
     body = nn.Sequential(layers)
     taps = ["b0", "b2", "b4", "b10", "head"]  # strides 2, 4, 8, 16, 32
-    names = list(layers)
-    stages, start = [], 0
-    for t in taps:
-        end = names.index(t)
-        stages.append(names[start : end + 1])
-        start = end + 1
-    return Backbone("mediapipe_hand", body, taps, stages)
+    return Backbone("mediapipe_hand", body, taps, stages_at(list(layers), taps))
