@@ -3,7 +3,7 @@ by ONNX Runtime (fp32) and, where installed, OpenVINO (fp32) — the raw outputs
 on real inputs (face crops of face-api's demo photos; the COCO keypoint photos; hymenoptera
 photos): max |delta| of every output tensor, and whether the decided top-1 answers agree.
 
-    CVAPPS_HOME=... .venv/bin/python benchmarks/new_models_runtimes.py
+    CVAPPS_HOME=... .venv/bin/python benchmarks/new_models_runtimes.py [NAME ...]
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from cvapps.runtimes import prepare  # noqa: E402
 from cvapps.tasks.batch import predict_inputs  # noqa: E402
 
 FACES = ("landmarks68.faceapi", "expression.faceapi", "age.faceapi", "gender.faceapi", "face_descriptor.faceapi")
-OTHERS = {"movenet_thunder.coco17": "pose", "efficientnet_lite2.imagenet1k": "classify",
-          "efficientnet_lite3.imagenet1k": "classify"}
+OTHERS = {"movenet_thunder.coco17": "pose", "movenet_multipose.coco17": "pose", "hand21.mediapipe": "pose",
+          "efficientnet_lite2.imagenet1k": "classify", "efficientnet_lite3.imagenet1k": "classify"}
 
 
 def face_crops() -> list[np.ndarray]:
@@ -75,16 +75,17 @@ def compare(name: str, task: str, inputs: list, **options) -> dict:
 
 
 def main() -> None:
+    only = set(sys.argv[1:])  # model names to run (default: all)
     report = {}
     photos = face_crops()
-    for name in FACES:
+    for name in (n for n in FACES if not only or n in only):
         task = "landmarks" if name.startswith("landmarks") else "classify"
         opts = {"on": "faces"} if task == "classify" else {}
         report[name] = compare(name, task, photos, **opts)
         print(name, report[name], flush=True)
     coco = sorted((data_root() / "keypoints" / "coco").glob("*.jpg"))
     hym = sorted((data_root() / "hymenoptera" / "val").glob("*/*.jpg"))[::10]
-    for name, task in OTHERS.items():
+    for name, task in ((n, t) for n, t in OTHERS.items() if not only or n in only):
         inputs = [read_image(p) for p in (coco if task == "pose" else hym)]
         report[name] = compare(name, task, inputs)
         print(name, report[name], flush=True)

@@ -121,8 +121,9 @@ def test_crops_are_rotated_upright_by_the_face_detectors_eyes():
             return [Keypoints(pts, np.ones((1, 5)), np.array([[30.0, 20, 90, 80]]), np.ones(1), list("abcde"), [],
                               "face")]
 
-    boxes, scores, rolls = DetectorBoxes(Faces(), None, conf=None)(np.zeros((100, 120, 3), np.uint8))
+    boxes, scores, rolls, points = DetectorBoxes(Faces(), None, conf=None)(np.zeros((100, 120, 3), np.uint8))
     np.testing.assert_allclose(rolls, [a])
+    assert points.shape == (1, 5, 2)  # the face's points too (face descriptors crop dlib's chip from them)
     img = np.zeros((100, 120, 3), np.uint8)
     aligned = TopDown((0, 0, 0), (1, 1, 1), 64, align=True, boxes=DetectorBoxes(Faces(), None, conf=None))
     upright = TopDown((0, 0, 0), (1, 1, 1), 64, boxes=DetectorBoxes(Faces(), None, conf=None))
