@@ -26,6 +26,5 @@ def convert(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: di
     convs.append("backbone.body.head.0.0")
     dws.append("backbone.body.head.1.0")
     dense = ["head.main.handedness", "head.main.presence", "head.main.points"]
-    kept = {k: v for k, v in c.items() if not k.startswith(f"FULLY_CONNECTED.{len(dense)}.")}  # the world points
     order = {"CONV_2D": convs, "DEPTHWISE_CONV_2D": dws, "FULLY_CONNECTED": dense}
-    return complete_state(by_position(kept, state, order, bn_eps=1e-3), state)
+    return complete_state(by_position(c, state, order, bn_eps=1e-3, more={"FULLY_CONNECTED": 1}), state)  # world

@@ -72,8 +72,8 @@ TFJS_HEADS = {"center_0": "centre", "kpt_heatmap_0": "heatmap", "kpt_offset_0": 
 @MAPPINGS.decorator("movenet_tfjs")
 def convert_tfjs(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
     """The TF.js graph (cvapps.convert.tfjs_file.read_tfjs_ops): the backbone, laterals and FPN
-    by position as in the TFLite file; the four heads by their layer names (the graph runs
-    the heads' depthwise convs first, then their 1x1s)."""
+    by position as in the TFLite file; the heads (four, MultiPose's six) by their layer names
+    (the graph runs the heads' depthwise convs first, then their 1x1s)."""
     size = int(config["preprocessing"]["input_size"]) // 4  # the output map
     p = "StatefulPartitionedCall/"
     near(c, p + "truediv", [[[[2 / 255] * 3]]])  # input: (x - 0) * 2/255 - 1
@@ -89,13 +89,12 @@ def convert_tfjs(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], confi
     convs, dws = conv_order()
     n_heads = len(HEADS)
     body = {"CONV_2D": convs[: -2 * n_heads], "DEPTHWISE_CONV_2D": dws[:-n_heads]}
-    positional = {k: v for k, v in c.items() if any(k.startswith(f"{op}.{i}.") for op, ours in body.items()
-                                                     for i in range(len(ours)))}
-    out = by_position(positional, state, body)
-    for node in (k[len("node:"):-len(".weight")] for k in c if k.startswith("node:") and k.endswith(".weight")):
-        head = next((TFJS_HEADS[part] for part in node.split("/") if part in TFJS_HEADS), None)
-        if head is None:
-            continue
+    nodes = [k[len("node:"):-len(".weight")] for k in c if k.startswith("node:") and k.endswith(".weight")]
+    heads = [(n, next((TFJS_HEADS[p] for p in n.split("/") if p in TFJS_HEADS), None)) for n in nodes]
+    heads = [(n, h) for n, h in heads if h is not None]
+    dw_heads = sum(n.endswith("/depthwise") for n, _ in heads)
+    out = by_position(c, state, body, more={"CONV_2D": len(heads) - dw_heads, "DEPTHWISE_CONV_2D": dw_heads})
+    for node, head in heads:
         slot = 0 if node.endswith("/depthwise") else 1 if node.endswith("/Relu") else 3
         mod = f"head.main.heads.{head}.{slot}"
         if tuple(state[f"{mod}.weight"].shape) != c[f"node:{node}.weight"].shape:

@@ -31,18 +31,20 @@ def complete_state(out: dict, state: dict[str, torch.Tensor]) -> dict[str, torch
 
 
 def by_position(c: dict[str, np.ndarray], state: dict[str, torch.Tensor], order: dict[str, list[str]],
-                bn_eps: float = 1e-5) -> dict:
+                bn_eps: float = 1e-5, more: dict[str, int] | None = None) -> dict:
     """TFLite weights keyed by op position (cvapps.convert.tflite_file) onto our modules:
     ``order`` lists, per op type, our module for each op in the file's execution order. A
     conv whose next module is a BatchNorm (the file folded it) gets its bias through an
     identity BatchNorm (weight 1, mean 0, var 1 - ``bn_eps``, our BatchNorms' epsilon); PReLU
-    slopes go to ``.weight``.
+    slopes go to ``.weight``. ``more``: per op type, how many ops the file has after the listed
+    ones that the caller maps another way (by name) or does not keep.
     Returns name -> array, to finish with ``complete_state``."""
     out: dict[str, np.ndarray] = {}
     for op, ours in order.items():
         n = sum(1 for k in c if k.startswith(f"{op}.") and k.endswith(".weight"))
-        if n != len(ours):
-            raise WeightsError(f"the model file has {n} {op} ops, the model {len(ours)}")
+        if n != len(ours) + (more or {}).get(op, 0):
+            raise WeightsError(f"the model file has {n} {op} ops, the model {len(ours)}"
+                               + (f" (+{more[op]} mapped apart)" if (more or {}).get(op) else ""))
         for i, mod in enumerate(ours):
             w, b = c[f"{op}.{i}.weight"], c.get(f"{op}.{i}.bias")
             have = tuple(state[f"{mod}.weight"].shape) if f"{mod}.weight" in state else None

@@ -25,12 +25,14 @@ class InstanceCrops(TopDown):
     the roll, e.g. faces), resized to the classifier's input. ``box: dlib`` (face descriptor
     models): the box is the dlib face-chip square of the face detector's five points."""
 
+    def __init__(self, *args, dlib: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dlib = dlib
+
     @classmethod
     def from_config(cls, pre: dict, boxes=None) -> "InstanceCrops":
-        crops = cls(pre["mean"], pre["std"], pre["input_size"], pre.get("margin", 1.1), boxes,
-                    pre.get("align") == "roll")
-        crops.dlib = pre.get("box") == "dlib"
-        return crops
+        return cls(pre["mean"], pre["std"], pre["input_size"], pre.get("margin", 1.1), boxes,
+                   pre.get("align") == "roll", dlib=pre.get("box") == "dlib")
 
     def prepare(self, image, source: str = "", frame=None):
         found = self.boxes(image, source, frame)
