@@ -185,6 +185,8 @@ thunder_model = converted_model("movenet_thunder.coco17", "The default pose mode
 facemesh_model = converted_model("facemesh.mediapipe", "The dense face landmark model (FaceMesh).")
 selfie_model = converted_model("person.mediapipe", "Person segmentation by name (MediaPipe selfie segmentation).")
 face_detector = converted_model("retinaface.face5", "The default landmark model / face-box source (RetinaFace).")
+hand_model = converted_model("hand21.mediapipe", "The hand landmark model (MediaPipe's, full).")
+palm_detector = converted_model("palm.mediapipe", "The hand model's palm detector (MediaPipe's, full).")
 
 
 def train_steps(model, x, targets, lr: float, steps: int = 4) -> list[float]:

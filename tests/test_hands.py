@@ -1,9 +1,9 @@
 """MediaPipe's hand landmark model (hand21.mediapipe): the mapping on a folded TFLite file the
-test writes (ops in the original's order, four dense heads), and predict on hand crops."""
+test writes (ops in the original's order, four dense heads); the pipeline on palms is in
+test_palms.py."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from test_classifiers import FoldedTflite
 
@@ -35,17 +35,3 @@ def test_a_folded_hand_landmark_file_converts_to_the_same_model(tmp_path):
     a, b = src.head["main"](src.backbone(x)[-1]), dst.head["main"](dst.backbone(x)[-1])
     for u, v in zip(a, b):
         torch.testing.assert_close(v, u, atol=2e-4, rtol=1e-4)
-
-
-def test_a_hand_model_runs_on_whole_crops_by_default(tmp_path):
-    """No hand detector yet: without --boxes the hand model reads each input as one hand crop
-    (``default_boxes``), 21 points inside it; presence is every point's score."""
-    spec = get_spec("hand21.mediapipe")
-    torch.manual_seed(0)
-    m = cvapps.tasks.model_class("pose").from_config(spec.config).eval()
-    crop = np.random.default_rng(0).integers(0, 255, (100, 80, 3), np.uint8)
-    pre, _ = m.spec.predict_setup(m, lambda n, t: cvapps.load(n, task=t), [crop])
-    (p,) = cvapps.tasks.batch.predict_inputs(m, [crop], pre=pre)
-    assert p.points.shape == (1, 21, 2) and np.allclose(p.boxes, [[0, 0, 80, 100]])
-    assert np.allclose(p.scores[0], p.scores[0, 0]) and 0 <= p.scores[0, 0] <= 1
-    assert m.schema.name == "hand21" and m.schema.keypoints[9] == "middle_finger_mcp"

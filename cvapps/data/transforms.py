@@ -91,7 +91,7 @@ class Letterbox:
         size = pre["input_size"]
         mode = pre.get("resize", "letterbox")
         return cls(tuple(pre["mean"]), tuple(pre["std"]), tuple(size) if isinstance(size, (list, tuple)) else int(size),
-                   mode=mode if mode in RESIZE_MODES else "letterbox")
+                   fill=int(pre.get("fill", 114)), mode=mode if mode in RESIZE_MODES else "letterbox")
 
     @property
     def hw(self) -> tuple[int, int]:

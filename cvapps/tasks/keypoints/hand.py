@@ -1,8 +1,10 @@
 """The heads of MediaPipe's hand landmark model, as a top-down keypoint head (kind
 "mediapipe_hand"): from the pooled encoder features, dense layers to the 21 hand points
 (x, y, z in crop pixels; z, relative depth, is not used), a hand-presence logit (every
-point's score) and a handedness logit (the probability that it is a right hand, as the model
-sees the crop). MediaPipe's fourth head (metric "world" points) is not kept."""
+point's score) and a handedness logit: MediaPipe's score of "Left" on mirrored (selfie)
+images, so the probability of the person's right hand in an ordinary photo — the config's
+``instance_classes`` ["left", "right"] name classes 0 (1 - p) and 1 (p). MediaPipe's fourth
+head (metric "world" points) is not kept."""
 
 from __future__ import annotations
 
@@ -37,5 +39,7 @@ class HandHead(nn.Module):
             self.handedness(emb)[:, 0]
 
     def keypoints(self, feats: list[torch.Tensor], hw: tuple[int, int]) -> KeypointRaw:
-        pts, presence, _ = self(feats[-1])
-        return KeypointRaw(pts[..., :2], presence.sigmoid()[:, None].expand(-1, self.k))
+        pts, presence, handed = self(feats[-1])
+        p = handed.sigmoid()
+        return KeypointRaw(pts[..., :2], presence.sigmoid()[:, None].expand(-1, self.k),
+                           classes=torch.stack([1 - p, p], 1))

@@ -28,13 +28,15 @@ class KeypointRaw:
     """points (B, K, 2) input pixels (after the cascade when there is one); scores (B, K)
     in [0, 1] (heatmap peaks; 1 for regression); heatmaps (B, K, H/4, W/4) or None;
     coarse (B, K, 2) first-stage points of a cascade, else None; maps: a head's raw maps its
-    loss needs (MoveNet; not exported), else None."""
+    loss needs (MoveNet; not exported), else None; classes (B, C): a head's per-instance class
+    probabilities (the hand model's handedness; names in the config's ``instance_classes``)."""
 
     points: torch.Tensor
     scores: torch.Tensor
     heatmaps: torch.Tensor | None = None
     coarse: torch.Tensor | None = None
     maps: tuple | None = None
+    classes: torch.Tensor | None = None
 
 
 @KEYPOINT_HEADS.decorator("regression")

@@ -13,7 +13,8 @@ from torch import nn
 
 from ...backbones import Backbone
 from ...errors import ConfigError, ShapeError
-from ...ops.keypoints import apply_affine, decode_heatmaps, flip_heatmaps, flip_points, gaussian_heatmaps
+from ...ops.keypoints import (apply_affine, box_from_points, decode_heatmaps, flip_heatmaps, flip_points,
+                              gaussian_heatmaps)
 from ...ops.uncertainty import variance
 from ...options import Options, opt
 from ...schema import Schema
@@ -183,9 +184,26 @@ class KeypointModel(TaskModel):
         return out
 
     def postprocess(self, raw: KeypointRaw | None, metas: list[dict], **_) -> list[Keypoints]:
-        label = self.spec.instance
-        return [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema.keypoints), self.schema.skeleton, label)
-                for (p, s), m in zip(self.to_image(raw, metas), metas)]
+        """Config ``instance_classes``: names of the head's per-instance classes (``raw.classes``);
+        ``box_from_points``: each instance's box is its points' (not its crop's);
+        ``min_presence``: instances whose mean point score is lower are dropped (a hand model's
+        presence: the crop holds no hand)."""
+        label = self.config.get("instance") or self.spec.instance
+        out = [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema.keypoints), self.schema.skeleton, label)
+               for (p, s), m in zip(self.to_image(raw, metas), metas)]
+        names = self.config.get("instance_classes")
+        if names and raw is not None and getattr(raw, "classes", None) is not None:
+            probs, i = raw.classes.float().cpu().numpy(), 0
+            for kp in out:
+                pr = probs[i : i + len(kp)]
+                kp.classes, kp.class_scores = np.asarray(names)[pr.argmax(1)], pr.max(1).astype(np.float64)
+                i += len(kp)
+        if self.config.get("box_from_points"):
+            for kp in out:
+                kp.boxes = np.array([box_from_points(p) for p in kp.points]).reshape(-1, 4)
+        if self.config.get("min_presence"):
+            out = [kp.take(kp.scores.mean(1) >= self.config["min_presence"]) if len(kp) else kp for kp in out]
+        return out
 
     def uncertainty(self, raw: KeypointRaw, metas=None, kind: str = "confidence") -> torch.Tensor:
         """(B,) per crop: 1 - mean heatmap peak confidence. Regression heads have no

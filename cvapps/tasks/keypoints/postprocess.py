@@ -27,7 +27,8 @@ def instance_scores(scores: np.ndarray, box_scores: np.ndarray) -> np.ndarray:
 class Keypoints(Prediction):
     """points (N, K, 2) xy pixels, scores (N, K) in [0, 1], boxes (N, 4) xyxy, box_scores (N,);
     ``names``/``skeleton`` from the model's schema; ``track_ids`` (N,) int64 when tracked
-    over video (points then smoothed per track unless asked not to)."""
+    over video (points then smoothed per track unless asked not to); ``classes`` (N,) str and
+    ``class_scores`` (N,) when the model also classifies each instance (a hand's side)."""
 
     draw_order = 3
 
@@ -39,6 +40,8 @@ class Keypoints(Prediction):
     skeleton: list
     label: str = "instance"
     track_ids: np.ndarray | None = field(default=None)
+    classes: np.ndarray | None = field(default=None)
+    class_scores: np.ndarray | None = field(default=None)
 
     def __len__(self) -> int:
         return len(self.points)
@@ -80,6 +83,8 @@ class Keypoints(Prediction):
                         "score": round(float(sc), 4), "keypoints": [round(float(v), 2) for v in kp]})
             if self.track_ids is not None:
                 out[-1]["track_id"] = int(self.track_ids[k])
+            if self.classes is not None:
+                out[-1].update({"class": str(self.classes[k]), "class_score": round(float(self.class_scores[k]), 4)})
         return out
 
     def draw(self, image: np.ndarray) -> np.ndarray:
@@ -87,12 +92,14 @@ class Keypoints(Prediction):
         t = max(1, round(max(image.shape[:2]) / 400))
         tags = []
         ids = self.track_ids.tolist() if self.track_ids is not None else [None] * len(self)
-        for p, s, b, tid in zip(self.points, self.scores, self.boxes, ids):
+        for k, (p, s, b, tid) in enumerate(zip(self.points, self.scores, self.boxes, ids)):
             x1, y1, x2, y2 = (int(round(v)) for v in b)
             box_colour = (255, 200, 0) if tid is None else draw.colour(tid)
             cv2.rectangle(out, (x1, y1), (x2, y2), box_colour, t)
-            if tid is not None:
-                tags.append((f"#{tid}", x1, y1, box_colour))
+            tag = " ".join(([f"#{tid}"] if tid is not None else []) +
+                           ([f"{self.classes[k]} {self.class_scores[k]:.2f}"] if self.classes is not None else []))
+            if tag:
+                tags.append((tag, x1, y1, box_colour))
             r = max(1, round((0.03 if len(p) <= 17 else 0.012 if len(p) <= 100 else 0.005) * max(x2 - x1, y2 - y1)))
             for a, c in self.skeleton:
                 if s[a] > POINT_THR and s[c] > POINT_THR:
@@ -110,14 +117,14 @@ class Keypoints(Prediction):
         points = self.points[keep]
         if smooth is not None and len(keep):
             points = smooth(points).astype(self.points.dtype)
-        return replace(self, points=points, scores=self.scores[keep], boxes=self.boxes[keep],
-                       box_scores=self.box_scores[keep], track_ids=np.asarray(ids, np.int64))
+        return replace(self.take(keep), points=points, track_ids=np.asarray(ids, np.int64))
 
     def take(self, keep: np.ndarray) -> "Keypoints":
         """The instances ``keep`` (indices or an (N,) bool mask) selects."""
-        ids = self.track_ids[keep] if self.track_ids is not None else None
+        some = lambda a: a[keep] if a is not None else None  # noqa: E731
         return replace(self, points=self.points[keep], scores=self.scores[keep], boxes=self.boxes[keep],
-                       box_scores=self.box_scores[keep], track_ids=ids)
+                       box_scores=self.box_scores[keep], track_ids=some(self.track_ids), classes=some(self.classes),
+                       class_scores=some(self.class_scores))
 
     def resized(self, sx: float, sy: float) -> "Keypoints":
         return replace(self, points=self.points * np.array([sx, sy]), boxes=self.boxes * np.array([sx, sy, sx, sy]))

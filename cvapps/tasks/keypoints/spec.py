@@ -304,8 +304,9 @@ class KeypointSpec(TaskSpec):
                 raise ConfigError(f"{model.config.get('weights') or 'this model'} finds the {self.instance}s itself: "
                                   "--boxes / --detector / --whole-image / --flip-test are for top-down models")
             return model.preprocessor(), {"conf": box_conf or None, "scales": detector_scales(model, scales, items)}
-        if not (boxes or detector or whole_image) and model.config.get("default_boxes") == "whole_image":
-            whole_image = True  # a model of crops no detector finds yet (hands): each input is one crop
+        default = model.config.get("default_boxes")  # the model's own box source: "whole_image" or a model name
+        if not (boxes or detector or whole_image) and default:
+            whole_image, detector = (True, None) if default == "whole_image" else (False, default)
         if whole_image and scales is not None:
             raise ConfigError("--whole-image takes no --scales (they are the face detector's)")
         source = whole_image_boxes if whole_image else \

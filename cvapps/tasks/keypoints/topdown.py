@@ -15,7 +15,7 @@ import torch
 from ...data.io import load_json
 from ...data.transforms import normalize_u8, size_hw
 from ...errors import ConfigError, DataError
-from ...ops.keypoints import crop_affine, invert_affine, warp
+from ...ops.keypoints import by_index, crop_affine, invert_affine, warp
 
 BoxFn = Callable[[np.ndarray, str, "int | None"], tuple[np.ndarray, ...]]  # boxes, scores[, rolls]
 
@@ -27,24 +27,28 @@ class TopDown:
     (N, K, 2)]])``
     finds the instances; with ``align`` (a model trained on upright crops, e.g. FaceMesh)
     each crop is rotated by its instance's roll when the box source knows it (the face
-    detector's eyes), else it stays axis-aligned."""
+    detector's eyes), else it stays axis-aligned. ``index_grid`` / ``replicate``: sample the
+    crop as MediaPipe's hand model saw them (pixel indices corner to corner, see
+    cvapps.ops.keypoints.by_index; the image's edge repeated outside it, not black)."""
 
-    def __init__(self, mean, std, input_size, margin: float = 1.25, boxes: BoxFn | None = None, align: bool = False):
+    def __init__(self, mean, std, input_size, margin: float = 1.25, boxes: BoxFn | None = None, align: bool = False,
+                 index_grid: bool = False, replicate: bool = False):
         self.mean, self.std = tuple(mean), tuple(std)
         self.hw = size_hw(input_size)
         self.margin = float(margin)
         self.boxes = boxes or whole_image
         self.align = bool(align)
+        self.index_grid, self.replicate = bool(index_grid), bool(replicate)
 
     @classmethod
     def from_config(cls, pre: dict, boxes: BoxFn | None = None) -> "TopDown":
         return cls(pre["mean"], pre["std"], pre["input_size"], pre.get("margin", 1.25), boxes,
-                   pre.get("align") == "roll")
+                   pre.get("align") == "roll", pre.get("pixel_grid") == "index", pre.get("border") == "replicate")
 
     def crop(self, image: np.ndarray, box: np.ndarray, angle: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """-> (crop (H, W, 3) uint8, m (2, 3) image -> crop)."""
         m = crop_affine(box, self.hw, self.margin, angle)
-        return warp(image, m, self.hw), m
+        return warp(image, by_index(m) if self.index_grid else m, self.hw, self.replicate), m
 
     def prepare_boxes(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                       rolls: np.ndarray | None = None) -> tuple[torch.Tensor, dict]:
@@ -126,7 +130,9 @@ class DetectorBoxes:
 
     def __call__(self, image: np.ndarray, source: str = "", frame=None) -> tuple[np.ndarray, ...]:
         """-> boxes (N, 4), scores (N,) and, from a face detector, each face's roll (N,)
-        (radians, the angle of the line from its left to its right eye) and its points (N, K, 2)."""
+        (radians, the angle of the line from its left to its right eye) and its points (N, K, 2);
+        a detector with ``instance_frames(boxes, points) -> (boxes, rolls)`` (the palm
+        detector: MediaPipe's hand crops) gives its own crop boxes and rolls."""
         with self._lock:
             pred = self.det.predict(image, **self.options)[0]
         t = pred.track_boxes()
@@ -135,10 +141,14 @@ class DetectorBoxes:
             keep = t.labels == t.names.index(self.label)
         boxes, scores = np.asarray(t.boxes, np.float64)[keep].reshape(-1, 4), np.asarray(t.scores, np.float64)[keep]
         eyes = getattr(getattr(self.det, "schema", None), "eyes", None)
-        if not getattr(self.det, "finds_instances", False) or not eyes:
+        frames = getattr(self.det, "instance_frames", None)  # a detector that frames its crops itself (palms)
+        if not getattr(self.det, "finds_instances", False) or not (eyes or frames):
             return boxes, scores
         points = np.asarray(pred.points, np.float64)[keep]
-        rolls = eye_roll(points, eyes)
+        if frames is not None:
+            boxes, rolls = frames(boxes, points)
+        else:
+            rolls = eye_roll(points, eyes)
         if self.check is not None and len(boxes):
             ok = self.check(image, boxes, rolls)
             boxes, scores, rolls, points = boxes[ok], scores[ok], rolls[ok], points[ok]

@@ -22,12 +22,12 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import box_convert, nms
 
 from ...backbones.mobilenet_v1 import conv_bn
-from ...data.transforms import Letterbox, meta_scale
 from ...errors import ConfigError
 from ...options import Options, opt
 from ...schema import Schema
 from ..base import TaskModel
 from ..keypoints.postprocess import Keypoints
+from ..keypoints.single_stage import SingleStageKeypoints
 
 
 SMALL_FACE = 64  # extra test-time scales keep faces up to this side (input pixels at scale 1)
@@ -143,17 +143,14 @@ def decode(raw: FaceRaw, coder: BoxCoder) -> tuple[torch.Tensor, torch.Tensor, t
     return boxes.reshape(b, n, 4), raw.logits.float().softmax(-1)[..., 1], points
 
 
-class FaceDetectorModel:
+class FaceDetectorModel(SingleStageKeypoints):
     """Mixed into the landmarks model class by ``mixed_class`` (so it stays the
     landmarks task's model: same spec, predictions, CLI)."""
 
-    whole_image: ClassVar[bool] = True
-    finds_instances: ClassVar[bool] = True  # boxes come from the model, not a box source
-    has_eval_loss: ClassVar[bool] = False
-
-    @classmethod
-    def head_options(cls, kind):
-        return FaceDetectorOptions
+    options: ClassVar[type[Options]] = FaceDetectorOptions
+    finds: ClassVar[str] = "faces"
+    train_hint: ClassVar[str] = ("train a top-down landmark model (cvapps train landmarks): it crops this detector's "
+                                 "faces by default")
 
     @classmethod
     def normalize_config(cls, config: dict) -> dict:
@@ -167,16 +164,9 @@ class FaceDetectorModel:
         return RetinaFaceHead([f.channels for f in backbone.feature_info], FaceDetectorOptions.parse(config["head"]))
 
     def __init__(self, config, backbone, head):
-        TaskModel.__init__(self, config, backbone, head)
-        self.schema = Schema.from_dict(config["schema"])
-        self.perm = self.schema.flip_perm
-        self.refine_index = None
+        super().__init__(config, backbone, head)
         v = config["head"]["variances"]
         self.coder = BoxCoder((1 / v[0], 1 / v[0], 1 / v[1], 1 / v[1]))
-
-    def forward(self, x: torch.Tensor) -> FaceRaw:
-        """x: (B, 3, H, W) normalised whole images -> FaceRaw."""
-        return self.head(self.forward_features(x))
 
     def forward_head(self, feats, input_hw=None) -> FaceRaw:
         return self.head(feats)
@@ -210,52 +200,25 @@ class FaceDetectorModel:
             raise ConfigError("flip test averages a top-down model's crops; the face detector has none")
         return TaskModel.predict(self, inputs, batch_size, precision, conf=conf, iou=iou, scales=scales)
 
-    def loss(self, raw, targets):
-        raise ConfigError("the converted face detector is inference-only",
-                          hint="train a top-down landmark model (cvapps train landmarks): it crops this detector's "
-                               "faces by default")
-
-    def preprocessor(self, boxes=None) -> Letterbox:
-        if boxes is not None:
-            raise ConfigError("the face detector finds the faces itself: --boxes / --detector are for top-down "
-                              "landmark models")
-        return Letterbox.from_config(self.config["preprocessing"])
-
     @torch.no_grad()
     def postprocess(self, raw: FaceRaw | None, metas: list[dict], conf: float | None = None,
                     iou: float | None = None, **_) -> list[Keypoints]:
         h = self.config["head"]
         conf = h["conf"] if conf is None else conf
         iou = h["iou"] if iou is None else iou
-        names, sk = list(self.schema.keypoints), self.schema.skeleton
-        empty = lambda: Keypoints(np.zeros((0, 5, 2)), np.zeros((0, 5)), np.zeros((0, 4)), np.zeros(0),  # noqa: E731
-                                  names, sk, "face")
         if raw is None:
-            return [empty() for _ in metas]
+            return [self.empty() for _ in metas]
         boxes, scores, points = decode(raw, self.coder)
         out = []
         for b, s, p, m in zip(boxes, scores, points, metas):
             keep = torch.nonzero(s > conf).flatten()
             keep = keep[s[keep].argsort(descending=True)[: h["top_k"]]]
             keep = keep[nms(b[keep], s[keep], iou)[: h["max_det"]]]
-            if not len(keep):
-                out.append(empty())
-                continue
-            sx, sy = meta_scale(m)
-            bb = (b[keep].cpu().numpy().astype(np.float64) / [sx, sy, sx, sy])
-            bb = np.clip(bb, 0, [m["width"], m["height"]] * 2)
-            pp = p[keep].cpu().numpy().astype(np.float64) / [sx, sy]
-            sc = s[keep].cpu().numpy().astype(np.float64)
-            out.append(Keypoints(pp, np.repeat(sc[:, None], 5, 1), bb, sc, names, sk, "face"))
+            sc = s[keep].cpu().numpy()
+            out.append(self.found(p[keep].cpu().numpy(), np.repeat(sc[:, None], 5, 1), b[keep].cpu().numpy(), sc, m))
         return out
 
     def uncertainty(self, raw: FaceRaw, metas=None, kind: str = "confidence") -> torch.Tensor:
-        """(B,) mean binary entropy (bits) of the 20 highest face scores: faces the model is
-        unsure of (scores near 0.5) raise it; clear faces and clear background do not."""
-        p = raw.logits.float().softmax(-1)[..., 1].topk(min(20, raw.logits.shape[1]), dim=1).values
-        p = p.clamp(1e-6, 1 - 1e-6)
-        return (-(p * p.log2() + (1 - p) * (1 - p).log2())).mean(1)
-
-    def mc_variance(self, x, passes=None):
-        raise ConfigError("the face detector has no dropout: use the 'entropy' or 'least_confidence' strategy")
+        """(B,) mean binary entropy (bits) of the 20 highest face scores."""
+        return self.score_entropy(raw.logits.float().softmax(-1)[..., 1])
 

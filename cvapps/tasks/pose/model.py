@@ -11,7 +11,10 @@ from ..keypoints.postprocess import instance_scores
 from ..keypoints.workflow import KeypointCollector
 from .metrics import oks_metrics, pck
 from .multipose import MultiPoseModel
+from .palm import PalmDetectorModel
 from .spec import PoseSpec
+
+SINGLE_STAGE = {"movenet_multipose": MultiPoseModel, "blazepalm": PalmDetectorModel}  # head kind -> mixin
 
 
 @register_task("pose", PoseSpec)
@@ -21,9 +24,11 @@ class PoseModel(KeypointModel):
 
     @classmethod
     def from_config(cls, config: dict) -> "PoseModel":
-        """Head kind "movenet_multipose" makes the single-stage MultiPose model (whole images in)."""
-        if (config.get("head") or {}).get("kind") == "movenet_multipose" and not issubclass(cls, MultiPoseModel):
-            return mixed_class(MultiPoseModel, cls).from_config(config)
+        """A single-stage head kind (``SINGLE_STAGE``: MultiPose, the palm detector) makes that
+        model (whole images in, its own instances out)."""
+        mixin = SINGLE_STAGE.get((config.get("head") or {}).get("kind"))
+        if mixin is not None and not issubclass(cls, mixin):
+            return mixed_class(mixin, cls).from_config(config)
         return super().from_config(config)
 
     def primary_metric(self) -> tuple[str, str]:

@@ -9,11 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
-from ...data.transforms import Letterbox, meta_scale
 from ...errors import ConfigError
 from ...options import Options, opt
 from ...ops.keypoints import decode_multipose
@@ -21,6 +19,7 @@ from ...schema import Schema
 from ..base import TaskModel
 from ..keypoints.movenet import MoveNetHead, separable
 from ..keypoints.postprocess import Keypoints
+from ..keypoints.single_stage import SingleStageKeypoints
 
 
 @dataclass
@@ -66,17 +65,13 @@ class MultiPoseHead(MoveNetHead):
             self.heads[name] = nn.Sequential(*separable(24, 96), nn.Conv2d(96, 2, 1))
 
 
-class MultiPoseModel:
+class MultiPoseModel(SingleStageKeypoints):
     """Mixed into the pose model class by ``mixed_class`` (it stays the pose task's model:
     same spec, Keypoints predictions, metrics, tracking)."""
 
-    whole_image: ClassVar[bool] = True
-    finds_instances: ClassVar[bool] = True
-    has_eval_loss: ClassVar[bool] = False
-
-    @classmethod
-    def head_options(cls, kind):
-        return MultiPoseOptions
+    options: ClassVar[type[Options]] = MultiPoseOptions
+    finds: ClassVar[str] = "people"
+    train_hint: ClassVar[str] = "fine-tune a top-down pose model (--weights movenet_lightning.coco17) on your data"
 
     @classmethod
     def normalize_config(cls, config: dict) -> dict:
@@ -92,21 +87,9 @@ class MultiPoseModel:
         # under "main" as the top-down MoveNet's head: the same parameter names (Lightning's, Thunder's)
         return nn.ModuleDict({"main": MultiPoseHead(backbone.feature_info, config["head"]["num_keypoints"])})
 
-    def __init__(self, config, backbone, head):
-        TaskModel.__init__(self, config, backbone, head)
-        self.schema = Schema.from_dict(config["schema"])
-        self.perm = self.schema.flip_perm
-        self.refine_index = None
-
-    def forward(self, x: torch.Tensor) -> MultiPoseRaw:
-        """x: (B, 3, H, W) normalised letterboxed images (sides multiples of 32) -> MultiPoseRaw."""
-        return self.forward_head(self.forward_features(x))
-
     def forward_head(self, feats, input_hw=None) -> MultiPoseRaw:
+        """Letterboxed images' features (sides multiples of 32) -> MultiPoseRaw."""
         return MultiPoseRaw(*self.head["main"](feats))
-
-    def infer(self, x: torch.Tensor, **_):
-        return self(x)
 
     def predict(self, inputs, batch_size: int = 16, precision: str = "fp32", conf: float | None = None,
                 boxes=None, **_) -> list[Keypoints]:
@@ -115,24 +98,12 @@ class MultiPoseModel:
         self.preprocessor(boxes)  # refuses boxes
         return TaskModel.predict(self, inputs, batch_size, precision, conf=conf)
 
-    def loss(self, raw, targets):
-        raise ConfigError("the converted MultiPose model is inference-only",
-                          hint="fine-tune a top-down pose model (--weights movenet_lightning.coco17) on your data")
-
-    def preprocessor(self, boxes=None) -> Letterbox:
-        if boxes is not None:
-            raise ConfigError("MultiPose finds the people itself: --boxes / --detector / --whole-image are for "
-                              "top-down pose models")
-        return Letterbox.from_config(self.config["preprocessing"])
-
     @torch.no_grad()
     def postprocess(self, raw, metas: list[dict], conf: float | None = None, **_) -> list[Keypoints]:
         h = self.config["head"]
         conf = h["conf"] if conf is None else conf
-        names, sk, k = list(self.schema.keypoints), self.schema.skeleton, len(self.schema)
         if raw is None:
-            return [Keypoints(np.zeros((0, k, 2)), np.zeros((0, k)), np.zeros((0, 4)), np.zeros(0), names, sk,
-                              "person") for _ in metas]
+            return [self.empty() for _ in metas]
         points, kscore, boxes, pscore = decode_multipose(*raw.maps, people=h["people"],
                                                          kpt_threshold=h["kpt_threshold"], spread=h["spread"])
         in_h, in_w = self.input_hw
@@ -140,12 +111,8 @@ class MultiPoseModel:
         out = []
         for p, ks, b, ps, m in zip(points.cpu(), kscore.cpu(), boxes.cpu(), pscore.cpu(), metas):
             keep = ps >= conf
-            sx, sy = meta_scale(m)
-            pts = (p[keep] * stride).numpy().astype(np.float64) / [sx, sy]
-            bb = (b[keep] * stride.repeat(2)).numpy().astype(np.float64) / [sx, sy, sx, sy]
-            bb = np.clip(bb, 0, [m["width"], m["height"]] * 2)
-            out.append(Keypoints(pts, ks[keep].numpy().astype(np.float64), bb, ps[keep].numpy().astype(np.float64),
-                                 names, sk, "person"))
+            out.append(self.found((p[keep] * stride).numpy(), ks[keep].numpy(), (b[keep] * stride.repeat(2)).numpy(),
+                                  ps[keep].numpy(), m))
         return out
 
     def uncertainty(self, raw, metas=None, kind: str = "confidence") -> torch.Tensor:
@@ -156,6 +123,4 @@ class MultiPoseModel:
         best = pscore.argmax(1)
         return 1 - kscore[torch.arange(len(best)), best].mean(1)
 
-    def mc_variance(self, x, passes=None):
-        raise ConfigError("MultiPose has no dropout: use the 'least_confidence' strategy")
 
