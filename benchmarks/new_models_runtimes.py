@@ -1,7 +1,7 @@
 """The models converted for issue #33 in the runtime room: each one exported once to ONNX and run
 by ONNX Runtime (fp32) and, where installed, OpenVINO (fp32) — the raw outputs against PyTorch's
 on real inputs (face crops of face-api's demo photos; the COCO keypoint photos; hymenoptera
-photos): max |delta| of every output tensor, and whether the decided top-1 answers agree.
+photos; voc-detection photos with hands): max |delta| of every output tensor, and whether the decided top-1 answers agree.
 
     CVAPPS_HOME=... .venv/bin/python benchmarks/new_models_runtimes.py [NAME ...]
 """
@@ -28,8 +28,9 @@ from cvapps.runtimes import prepare  # noqa: E402
 from cvapps.tasks.batch import predict_inputs  # noqa: E402
 
 FACES = ("landmarks68.faceapi", "expression.faceapi", "age.faceapi", "gender.faceapi", "face_descriptor.faceapi")
-OTHERS = {"movenet_thunder.coco17": "pose", "movenet_multipose.coco17": "pose", "hand21.mediapipe": "pose",
+OTHERS = {"movenet_thunder.coco17": "pose", "movenet_multipose.coco17": "pose",
           "efficientnet_lite2.imagenet1k": "classify", "efficientnet_lite3.imagenet1k": "classify"}
+HANDS = ("palm.mediapipe", "hand21.mediapipe")  # on the voc-detection photos where the palm detector finds palms
 
 
 def face_crops() -> list[np.ndarray]:
@@ -89,6 +90,13 @@ def main() -> None:
         inputs = [read_image(p) for p in (coco if task == "pose" else hym)]
         report[name] = compare(name, task, inputs)
         print(name, report[name], flush=True)
+    if any(not only or n in only for n in HANDS):
+        palm = cvapps.load("palm.mediapipe").eval()
+        voc = [read_image(p) for p in sorted((data_root() / "voc-detection" / "images").glob("*.jpg"))[:400]]
+        hands = [im for im in voc if len(palm.predict(im)[0])]
+        for name in (n for n in HANDS if not only or n in only):
+            report[name] = compare(name, "pose", hands)
+            print(name, report[name], flush=True)
     print(json.dumps(report, indent=1))
 
 

@@ -15,7 +15,7 @@ from ..keypoints.topdown import TopDown, dlib_boxes
 from .head import ClassificationHead, ClassifyHeadOptions
 from .loss import classification_loss, keep_classes_loss
 from .metrics import classification_metrics, primary_metric
-from .postprocess import ClassPrediction, by_instance, postprocess
+from .postprocess import by_instance, postprocess
 from .spec import ClassificationSpec
 
 

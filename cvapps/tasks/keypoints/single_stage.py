@@ -26,10 +26,21 @@ class SingleStageKeypoints:
     options: ClassVar[type[Options]]  # the head's options
     finds: ClassVar[str] = "instances"  # what it finds, for messages ("faces", "people", "palms")
     train_hint: ClassVar[str] = "fine-tune a top-down model of the task on your data"
+    points: ClassVar[int | None] = None  # the points a head predicts when its options do not say
 
     @classmethod
     def head_options(cls, kind):
         return cls.options
+
+    @classmethod
+    def normalize_config(cls, config: dict) -> dict:
+        """The head's options parsed once; its points must be the schema's."""
+        schema = Schema.from_dict(config["schema"])
+        h = cls.options.parse(config["head"])
+        k = getattr(h, "num_keypoints", cls.points)
+        if k != len(schema):
+            raise ConfigError(f"the {h.what} predicts {k} points, the schema {schema.name!r} has {len(schema)}")
+        return {**config, "head": h.to_dict()}
 
     def __init__(self, config, backbone, head):
         TaskModel.__init__(self, config, backbone, head)

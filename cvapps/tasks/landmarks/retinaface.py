@@ -24,7 +24,6 @@ from torchvision.ops import box_convert, nms
 from ...backbones.mobilenet_v1 import conv_bn
 from ...errors import ConfigError
 from ...options import Options, opt
-from ...schema import Schema
 from ..base import TaskModel
 from ..keypoints.postprocess import Keypoints
 from ..keypoints.single_stage import SingleStageKeypoints
@@ -149,15 +148,9 @@ class FaceDetectorModel(SingleStageKeypoints):
 
     options: ClassVar[type[Options]] = FaceDetectorOptions
     finds: ClassVar[str] = "faces"
+    points: ClassVar[int] = 5
     train_hint: ClassVar[str] = ("train a top-down landmark model (cvapps train landmarks): it crops this detector's "
                                  "faces by default")
-
-    @classmethod
-    def normalize_config(cls, config: dict) -> dict:
-        schema = Schema.from_dict(config["schema"])
-        if len(schema) != 5:
-            raise ConfigError(f"a RetinaFace head predicts 5 points, the schema {schema.name!r} has {len(schema)}")
-        return {**config, "head": FaceDetectorOptions.parse(config["head"]).to_dict()}
 
     @classmethod
     def build_head(cls, config: dict, backbone) -> nn.Module:

@@ -12,10 +12,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ...errors import ConfigError
 from ...options import Options, opt
 from ...ops.keypoints import decode_multipose
-from ...schema import Schema
 from ..base import TaskModel
 from ..keypoints.movenet import MoveNetHead, separable
 from ..keypoints.postprocess import Keypoints
@@ -72,15 +70,6 @@ class MultiPoseModel(SingleStageKeypoints):
     options: ClassVar[type[Options]] = MultiPoseOptions
     finds: ClassVar[str] = "people"
     train_hint: ClassVar[str] = "fine-tune a top-down pose model (--weights movenet_lightning.coco17) on your data"
-
-    @classmethod
-    def normalize_config(cls, config: dict) -> dict:
-        schema = Schema.from_dict(config["schema"])
-        h = MultiPoseOptions.parse(config["head"])
-        if h.num_keypoints != len(schema):
-            raise ConfigError(f"the MultiPose head has {h.num_keypoints} keypoints, schema {schema.name!r} "
-                              f"{len(schema)}")
-        return {**config, "head": h.to_dict()}
 
     @classmethod
     def build_head(cls, config: dict, backbone) -> nn.Module:

@@ -24,10 +24,8 @@ from torchvision.ops import box_iou
 
 from ...backbones.blaze import BlazeBlock
 from ...data.transforms import Letterbox
-from ...errors import ConfigError
 from ...options import Options, opt
 from ...ops.keypoints import by_index, crop_affine, invert_affine, warp
-from ...schema import Schema
 from ..base import TaskModel
 from ..keypoints.postprocess import Keypoints
 from ..keypoints.single_stage import SingleStageKeypoints
@@ -180,14 +178,6 @@ class PalmDetectorModel(SingleStageKeypoints):
     finds: ClassVar[str] = "palms"
     train_hint: ClassVar[str] = ("fine-tune the hand landmark model (cvapps train pose --weights hand21.mediapipe); "
                                  "it crops this detector's palms")
-
-    @classmethod
-    def normalize_config(cls, config: dict) -> dict:
-        schema = Schema.from_dict(config["schema"])
-        h = PalmOptions.parse(config["head"])
-        if h.num_keypoints != len(schema):
-            raise ConfigError(f"the palm head has {h.num_keypoints} points, schema {schema.name!r} {len(schema)}")
-        return {**config, "head": h.to_dict()}
 
     @classmethod
     def build_head(cls, config: dict, backbone) -> nn.Module:
