@@ -25,7 +25,7 @@ LAYERS = [
     ["cvapps.active", "cvapps.embedding"],
     ["cvapps.api"],
     ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout", "cvapps.faces"],
-    ["cvapps.selftraining"],  # rounds of training, or of distilling from the previous round's model
+    ["cvapps.selftraining", "cvapps.adapting"],  # rounds of training / distilling from a model; adapting a model
     ["cvapps.integrations"],  # labelling tools and other systems around cvapps
     ["cvapps.cli"],
     ["cvapps.__main__", "cvapps.__init__"],

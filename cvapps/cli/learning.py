@@ -1,6 +1,6 @@
-"""The `cvapps` commands that learn beyond plain training: distill, self-train, al-simulate
+"""The `cvapps` commands that learn beyond plain training: distill, self-train, al-simulate, adapt
 (registered on cvapps.cli's app; thin, like every command: the work is in cvapps.distilling,
-cvapps.selftraining and cvapps.api)."""
+cvapps.selftraining, cvapps.adapting and cvapps.api)."""
 
 from __future__ import annotations
 
@@ -138,3 +138,31 @@ def al_simulate(
                         val_fraction=val_fraction, workers=workers, **opts)
     last = {k: round(v["mean"][-1], 4) for k, v in c["strategies"].items()}
     print(_json({"labels": c["labels"][-1], "metric": c["metric"], "final": last, "out_dir": out_dir}))
+
+
+@app.command()
+def adapt(
+    data: List[str] = typer.Argument(..., help="unlabelled images of the new conditions: folders, globs, .txt "
+                                              "lists"),
+    model: str = typer.Option(..., help="the trained model: a model file or weights name"),
+    method: str = typer.Option("adabn", help="adabn (re-estimate BatchNorm statistics) | self-train (fine-tune "
+                                             "on its own confident labels) | both"),
+    out_dir: str = typer.Option("runs/adapt", "--out"),
+    val_data: Optional[str] = typer.Option(None, "--val-data", "--val", help="a labelled set scored before and "
+                                                                            "after (never used to adapt)"),
+    val_images: Optional[str] = TRAIN["val_images"][1],
+    val_masks: Optional[str] = typer.Option(None, help="segment: masks of --val-images (index PNGs)"),
+    threshold: Optional[float] = typer.Option(None, help="self-train: the confidence a label needs (default the "
+                                                         "task's)"),
+    epochs: Optional[int] = TRAIN["epochs"][1], batch_size: int = typer.Option(16),
+    lr: Optional[float] = TRAIN["lr"][1], freeze: Optional[str] = TRAIN["freeze"][1],
+    workers: Optional[int] = WORKERS["workers"][1], device: str = DEVICE["device"][1],
+) -> None:
+    """Adapt a trained model to new conditions (a camera at dusk, another site) from unlabelled
+    images of them; OUT/best.safetensors is the adapted model, OUT/adapt.json the record."""
+    from ..adapting import adapt as run
+
+    val = {k: v for k, v in dict(images=val_images, masks=val_masks).items() if v}
+    train = {k: v for k, v in dict(epochs=epochs, lr=lr, freeze=freeze, workers=workers).items() if v is not None}
+    print(_json(run(model, list(data), out=out_dir, method=method, val=val_data, val_options=val,
+                    threshold=threshold, batch_size=batch_size, device=device, console=err, **train)))
