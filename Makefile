@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,onnx,openvino,litert,coreml,serve,label-studio,cvat,s3,ray]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,onnx,openvino,litert,coreml,serve,label-studio,cvat,s3,ray,ssl]"
+	$(BIN)/pip install -q -c constraints.txt --no-deps lightly  # cvapps pretrain (see pyproject's ssl extra)
 	touch $(STAMP)
 
 setup: $(STAMP)

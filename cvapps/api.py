@@ -21,6 +21,7 @@ from .active.strategies import STRATEGIES
 from .data.io import load_json, out_dir, out_file
 from .data.remote import staged
 from .data.sources import expand_sources
+from .data.unlabelled import unlabelled_paths
 from .embedding import embed, embed_sources, map_images, save_embeddings  # noqa: F401 - the API's names
 from .errors import ConfigError, DataError
 from .exporting import export as _export
@@ -313,13 +314,16 @@ def _head_group(spec, kind: str | None) -> type[Options]:
 
 def train(task: str = "classify", data: str | None = None, *, backbone: str | None = None,
           weights: str | None = None, kind: str | None = None, img_size=None, head: dict | None = None,
-          out: str = "runs/train", console: Console | None = None, **options) -> dict:
+          out: str = "runs/train", console: Console | None = None, unlabelled=None, **options) -> dict:
     """Fine-tune a model and write out/best.safetensors, out/last.safetensors, out/checkpoint.pt,
     out/metrics.jsonl, out/curves.png. ``options``: data options (cvapps.options.DataOptions:
     images, fmt, val, val_images, val_fraction, masks, classes, ...), training options
     (cvapps.training.trainer.TrainConfig: epochs, lr, freeze, ...) and head options (also
     accepted as ``head={...}``). Returns a summary dict.
 
+    ``unlabelled``: images without labels (folders, globs, lists) trained on with the labelled
+    ones (semi-supervised: classify — FixMatch, see cvapps.training.semi; the labelled images
+    are left out of them).
     classify: ``data`` = a root with train/ and val/ (or train.csv/val.csv), or ``train``/``val``.
     detect: ``data`` = annotations (COCO JSON, VOC XML folder, YOLO txt folder; ``fmt``) with
     ``images``; ``val`` (+ ``val_images``) or ``val_fraction`` for validation."""
@@ -361,7 +365,17 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
                       f"{len(from_teacher)} of {weights}'s classes learn from its predictions",
                       highlight=False, markup=False)
     make_train, val_ds = spec.datasets(model, tr, va, opts.skip_bad)
-    trainer = Trainer(model, cfg, make_train, val_ds, console, evaluate_start=works)  # checks the run folder first
+    semi = None
+    if unlabelled:
+        pool = unlabelled_paths(unlabelled, tr.paths + (va.paths if va else []))
+        if not pool:
+            raise ConfigError("--unlabelled has no images (other than the labelled ones)")
+        semi = spec.semi_supervised(model, pool, cfg, opts.skip_bad)
+        console.print(f"semi-supervised: {len(pool)} unlabelled images, {cfg.unlabelled_ratio} per labelled one in "
+                      f"each step, pseudo-labels at confidence >= {cfg.unlabelled_threshold}", highlight=False,
+                      markup=False)
+    trainer = Trainer(model, cfg, make_train, val_ds, console, evaluate_start=works,  # checks the run folder first
+                      unlabelled=semi)
     console.print(f"data: {len(tr)} train images{f', {len(va)} val images' if va else ''}, "
                   f"{spec.describe(tr)} from {tr.source}", highlight=False, markup=False)
     if not weights and not cfg.resume:

@@ -139,10 +139,37 @@ def list_weights(backbone: str | None = None) -> list[str]:
     return sorted(n for n, s in all_weights().items() if backbone is None or s.backbone == backbone)
 
 
+BACKBONE_FILE_KEY = "cvapps_backbone_weights"  # safetensors metadata of a backbone weights file (cvapps pretrain)
+
+
+def file_spec(path: str | os.PathLike) -> WeightsSpec:
+    """The spec of a backbone weights file on disk (written by cvapps pretrain): its backbone
+    and normalisation from the file's metadata; the file is its own source."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    try:
+        with safe_open(str(p), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get(BACKBONE_FILE_KEY, "null"))
+    except Exception as e:  # noqa: BLE001 - any decode failure is a weights problem
+        raise WeightsError(f"cannot read {p.name} as a safetensors weights file: {str(e).splitlines()[0]}",
+                           path=str(p)) from None
+    if not isinstance(meta, dict) or "backbone" not in meta:
+        raise ConfigError(f"{p.name} is not a backbone weights file (no {BACKBONE_FILE_KEY!r} metadata)", path=str(p),
+                          hint="cvapps pretrain writes them; a trained model file is loaded with cvapps.load or "
+                               "--model")
+    return WeightsSpec(name=str(p), backbone=meta["backbone"], filename=p.name, sources=(), mean=tuple(meta["mean"]),
+                       std=tuple(meta["std"]), labels="", num_classes=0, sha256=sha256_of(p),
+                       licence=meta.get("made_by", "your own"))
+
+
 def get_spec(name: str) -> WeightsSpec:
     specs = all_weights()
     if name not in specs:
-        raise ConfigError(f"unknown weights {name!r}", hint=f"known weights: {', '.join(sorted(specs))}")
+        if str(name).endswith(".safetensors") and Path(name).is_file():
+            return file_spec(name)
+        raise ConfigError(f"unknown weights {name!r}", hint=f"known weights: {', '.join(sorted(specs))} (or a "
+                                                          "backbone weights file from cvapps pretrain)")
     return specs[name]
 
 
@@ -305,6 +332,8 @@ def pull(name: str, local_file: str | os.PathLike | None = None, log=None) -> Pa
     spec = get_spec(name)
     if spec.kind == "model":
         return pull_source(spec, local_file, log)
+    if not spec.sources and Path(spec.name).is_file():  # a backbone weights file on disk is its own source
+        return Path(spec.name)
     return _obtain(name, spec.filename, lambda p: _verify(spec, p), spec.sources,
                    cvapps_home() / "weights" / spec.filename, local_file, log)
 
@@ -334,9 +363,15 @@ def pull_source(spec: "WeightsSpec", local_file=None, log=None) -> Path:
 
 
 def read_state_dict(spec: WeightsSpec, path: Path) -> dict[str, torch.Tensor]:
-    """Load a verified file (restricted unpickler: tensors only) and remap its keys."""
+    """Load a verified file (safetensors, or torch's restricted unpickler: tensors only) and
+    remap its keys."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw = load_file(str(path))
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any decode failure is a weights problem
         raise WeightsError(f"cannot read weights file: {e}", path=str(path)) from None
     if isinstance(raw, dict) and "state_dict" in raw:

@@ -25,7 +25,7 @@ LAYERS = [
     ["cvapps.active", "cvapps.embedding"],
     ["cvapps.api"],
     ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout", "cvapps.faces"],
-    ["cvapps.selftraining", "cvapps.adapting"],  # rounds of training / distilling from a model; adapting a model
+    ["cvapps.selftraining", "cvapps.adapting", "cvapps.pretraining"],  # learning around a model: rounds, adapting, SSL
     ["cvapps.integrations"],  # labelling tools and other systems around cvapps
     ["cvapps.cli"],
     ["cvapps.__main__", "cvapps.__init__"],

@@ -172,6 +172,13 @@ TRAIN = {
     "keep_classes": (bool, Opt(False, help="with --weights of a pretrained detector or classifier: keep all its "
                                            "classes and add the data's; the frozen original supervises its own "
                                            "(classifiers also need --negatives)")),
+    "unlabelled": (Optional[List[str]], Opt(None, help="images without labels trained on with the labelled ones "
+                                                       "(classify: FixMatch); folder, glob, .txt list (repeatable)")),
+    "unlabelled_threshold": (Optional[float], Opt(None, help="with --unlabelled: confidence a pseudo-label needs "
+                                                             "(default 0.95)")),
+    "unlabelled_ratio": (Optional[int], Opt(None, help="with --unlabelled: unlabelled images per labelled one in a "
+                                                       "step (default 7)")),
+    "unlabelled_weight": (Optional[float], Opt(None, help="with --unlabelled: weight of their loss (default 1)")),
     **WORKERS, **DEVICE, **PRECISION,
 }
 EVAL = {

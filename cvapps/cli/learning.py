@@ -1,6 +1,7 @@
-"""The `cvapps` commands that learn beyond plain training: distill, self-train, al-simulate, adapt
+"""The `cvapps` commands that learn beyond plain training: distill, self-train, al-simulate, adapt,
+pretrain
 (registered on cvapps.cli's app; thin, like every command: the work is in cvapps.distilling,
-cvapps.selftraining, cvapps.adapting and cvapps.api)."""
+cvapps.selftraining, cvapps.adapting, cvapps.pretraining and cvapps.api)."""
 
 from __future__ import annotations
 
@@ -166,3 +167,26 @@ def adapt(
     train = {k: v for k, v in dict(epochs=epochs, lr=lr, freeze=freeze, workers=workers).items() if v is not None}
     print(_json(run(model, list(data), out=out_dir, method=method, val=val_data, val_options=val,
                     threshold=threshold, batch_size=batch_size, device=device, console=err, **train)))
+
+
+@app.command()
+def pretrain(
+    data: List[str] = typer.Option(..., help="unlabelled images: folder, glob, .txt list (repeatable)"),
+    backbone: str = typer.Option("mobilenet_v2", help="the backbone to learn (cvapps backbones)"),
+    method: str = typer.Option("simclr", help="simclr | byol | dino"),
+    weights: Optional[str] = typer.Option(None, help="start from these weights (default: random)"),
+    img_size: int = typer.Option(96, help="view size (pixels)"),
+    epochs: int = typer.Option(20), batch_size: int = typer.Option(64),
+    lr: Optional[float] = typer.Option(None, help="default 1e-3 x batch / 256"),
+    out_dir: str = typer.Option("runs/pretrain", "--out"),
+    resume: bool = typer.Option(False, help="continue from OUT/checkpoint.pt"),
+    overwrite: bool = typer.Option(False, help="replace a backbone already in --out"),
+    seed: int = typer.Option(0), workers: Optional[int] = WORKERS["workers"][1], device: str = DEVICE["device"][1],
+) -> None:
+    """Self-supervised pretraining: learn a backbone from unlabelled images; OUT/backbone.safetensors
+    is a backbone weights file for `cvapps train TASK --weights OUT/backbone.safetensors`."""
+    from ..pretraining import pretrain as run
+
+    print(_json(run(list(data), backbone=backbone, method=method, weights=weights, img_size=img_size, epochs=epochs,
+                    batch_size=batch_size, lr=lr, out=out_dir, resume=resume, overwrite=overwrite, seed=seed,
+                    workers=workers, device=device, console=err)))

@@ -7,8 +7,9 @@ Adding a task = a TaskModel subclass + a TaskSpec subclass (+ its CLI commands).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -55,6 +56,17 @@ class PseudoLabelWriter:
         return {"written": self.written, "file": str(self.file), "images": str(self.root or "")}
 
 
+@dataclass
+class SemiSupervised:
+    """What the trainer needs for semi-supervised training: the unlabelled dataset (batches of
+    (B, ...) inputs), images per labelled image in a step (``ratio``) and ``loss(model, u) ->
+    {"loss_u": the weighted loss to add, values to log ...}``."""
+
+    dataset: object
+    ratio: int
+    loss: Callable
+
+
 class TaskSpec:
     """One per task. ``model``: its TaskModel class; ``default_weights``: the model `predict`
     uses without --model (None: the user must train or name one)."""
@@ -98,6 +110,12 @@ class TaskSpec:
         the DataOptions (e.g. classification's ``negatives``)."""
         raise ConfigError(f"--keep-classes is not available for {self.name} models",
                           hint="it is for detection and classification, e.g. cvapps train detect --weights ssd_mobilenet_v2.coco --keep-classes")
+
+    def semi_supervised(self, model, paths: list[Path], cfg, skip_bad: bool = False):
+        """``train(..., unlabelled=...)``: a SemiSupervised for ``paths``
+        (unlabelled images) under the TrainConfig ``cfg`` (its unlabelled_* fields)."""
+        raise ConfigError(f"semi-supervised training (--unlabelled) is built for classify so far, not {self.name}",
+                          hint="cvapps self-train uses unlabelled images with every task")
 
     # distillation (cvapps.distilling) --------------------------------------------------------
     def distill_data(self, teacher, paths: list[Path], run, opts: dict):

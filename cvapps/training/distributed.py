@@ -95,20 +95,25 @@ class StepModule(nn.Module):
     """DDP must see the forward that produces the loss: wraps training_step (or the cached-
     feature head step) as this module's forward."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, unlabelled=None):
         super().__init__()
-        self.model = model
+        self.model, self.unlabelled = model, unlabelled
 
-    def forward(self, x: torch.Tensor, targets, cached: bool = False) -> dict:
+    def forward(self, x: torch.Tensor, targets, cached: bool = False, u: torch.Tensor | None = None) -> dict:
         if cached:
             return self.model.loss(self.model.forward_cached(x), targets)
-        return self.model.training_step(x, targets)
+        out = self.model.training_step(x, targets)
+        if u is None:
+            return out
+        extra = self.unlabelled(self.model, u)  # semi-supervised: in the same forward
+        return {**out, **extra, "loss": out["loss"] + extra.pop("loss_u")}
 
 
-def wrap(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+def wrap(model: nn.Module, info: DistInfo, device: torch.device, unlabelled=None) -> nn.Module:
     """The step module, DDP-wrapped under torchrun. Frozen parameters are left out by DDP
-    (every trainable parameter takes part in every step, so find_unused_parameters is off)."""
-    step = StepModule(model)
+    (every trainable parameter takes part in every step, so find_unused_parameters is off).
+    ``unlabelled``: a semi-supervised loss (cvapps.training.semi) the step adds."""
+    step = StepModule(model, unlabelled)
     if not info.enabled:
         return step
     ids = [device.index] if device.type == "cuda" else None

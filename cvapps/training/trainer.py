@@ -64,6 +64,11 @@ class TrainConfig(Options):
     # parameters included, train — detectors fine-tuned with small batches keep what they learnt
     norm_stats: str = opt("update", choices=("update", "fixed"))
     time_limit_min: float | None = opt(None, low=0.0, low_open=True)  # stop after the epoch crossing it
+    # semi-supervised (train(..., unlabelled=...)): confidence a pseudo-label needs, unlabelled images per
+    # labelled one in a step, weight of their loss (FixMatch's 0.95, 7, 1)
+    unlabelled_threshold: float = opt(0.95, low=0.0, high=1.0)
+    unlabelled_ratio: int = opt(7, low=1)
+    unlabelled_weight: float = opt(1.0, low=0.0)
     device: str = "cpu"
 
     def validate(self) -> None:
@@ -115,10 +120,12 @@ class Trainer:
     (see cvapps.data). ``make_train_ds(augment)`` lets the trainer pick the pipeline."""
 
     def __init__(self, model, cfg: TrainConfig, make_train_ds, val_ds, console: Console | None = None,
-                 evaluate_start: bool = False):
+                 evaluate_start: bool = False, unlabelled=None):
         """``evaluate_start``: the model already works (a pretrained task model being fine-tuned):
-        it is evaluated as epoch 0 and stays best.safetensors unless an epoch beats it."""
+        it is evaluated as epoch 0 and stays best.safetensors unless an epoch beats it.
+        ``unlabelled``: a cvapps.training.semi.SemiSupervised (its images join every step)."""
         self.model, self.cfg, self.val_ds, self.evaluate_start = model, cfg, val_ds, evaluate_start
+        self.unlabelled = unlabelled
         self.dist, device = distributed.setup(cfg.device)
         # only rank 0 talks, logs and writes files
         self.console = (console or Console(stderr=True, markup=False)) if self.dist.main else Console(quiet=True)
@@ -152,7 +159,8 @@ class Trainer:
         # process only: under DDP every rank runs its shard through the frozen backbone)
         self.cache = (cfg.freeze == "backbone" and not self.augment and cfg.unfreeze_at is None
                       and model.supports_feature_cache and not self.dist.enabled
-                      and model.teacher is None)  # --keep-classes: the teacher sees the images
+                      and model.teacher is None  # --keep-classes: the teacher sees the images
+                      and unlabelled is None)
         self.train_ds = make_train_ds(self.augment)
         self.metric, self.mode = model.primary_metric()
         self.records: list[dict] = []
@@ -238,6 +246,10 @@ class Trainer:
                               f"images per process per step" if self.dist.enabled else ""))
         opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.backbone_lr_ratio, cfg.weight_decay), lr=cfg.lr)
         train_loader = self._loader(train_ds, True)
+        semi = self.unlabelled
+        u_loader = make_loader(semi.dataset, max(1, cfg.batch_size * semi.ratio // self.dist.world), True,
+                               cfg.seed * 1000 + 1, self.dist.rank, self.dist.world, cfg.workers,
+                               self.device) if semi is not None else None
         val_loader = self._loader(val_ds, False) if val_ds is not None and self.dist.main else None
         steps_per_epoch = max(1, len(train_loader))  # this rank's batches per epoch
         total, warm = cfg.epochs * steps_per_epoch, int(cfg.warmup_epochs * steps_per_epoch)
@@ -284,21 +296,27 @@ class Trainer:
         self._write_records()
 
         t_start = time.time()
-        step_fn = distributed.wrap(model, self.dist, self.device)
+        step_fn = distributed.wrap(model, self.dist, self.device, semi.loss if semi else None)
         for epoch in range(start, cfg.epochs):
             if unfreeze_schedule(model, epoch, cfg.unfreeze_at):
                 t, f = count_parameters(model)
                 self.console.print(f"epoch {epoch}: unfroze a backbone stage -> {t:,} trainable, {f:,} frozen")
-                step_fn = distributed.wrap(model, self.dist, self.device)  # DDP fixes its parameter set
+                step_fn = distributed.wrap(model, self.dist, self.device, semi.loss if semi else None)  # new set
             seed_everything(cfg.seed * 1000 + epoch)  # each epoch's randomness is fixed: exact resume
             train_loader.sampler.set_epoch(epoch)  # the order and each sample's augmentation seed
             model.train()
             t0, loss_sum, n_seen = time.time(), 0.0, 0
+            u_batches, u_logs = self._unlabelled_batches(u_loader, epoch), {}
             with Phase(self.console, f"epoch {epoch + 1}/{cfg.epochs}", len(train_ds)) as bar:
                 for step, (x, t) in enumerate(train_loader):
                     x, t = x.to(self.device), to_device(t, self.device)
+                    u = next(u_batches).to(self.device) if u_batches is not None else None
                     with autocast(self.device, cfg.precision):
-                        loss = step_fn(x, t, self.cache)["loss"]
+                        out = step_fn(x, t, self.cache, u) if u is not None else step_fn(x, t, self.cache)
+                        loss = out["loss"]
+                    for k in ("unlabelled_loss", "mask_rate"):
+                        if k in out:
+                            u_logs[k] = u_logs.get(k, 0.0) + float(out[k]) * x.shape[0]
                     if not torch.isfinite(loss):
                         raise TrainingError(
                             f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
@@ -319,6 +337,8 @@ class Trainer:
             loss_sum, n_seen = distributed.sum_all(self.dist, loss_sum, n_seen)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": head_lr,
                    "train_time_s": round(elapsed, 2), "images_per_s": round(n_seen / elapsed, 1)}
+            for k, v in u_logs.items():  # semi-supervised: its loss and the share of confident pseudo-labels
+                rec[k] = distributed.sum_all(self.dist, v, 0)[0] / max(1, n_seen)
             if val_ds is not None and self.dist.main:  # rank 0 evaluates the whole set: exact metrics
                 m = self.evaluate(val_ds, val_loader, kept())
                 rec.update({f"val_{k}" if k == "loss" else k: v for k, v in m.items()
@@ -365,6 +385,23 @@ class Trainer:
         return {"best": best, "metric": self.metric, "best_epoch": best_epoch,
                 "epochs_run": sum(r["epoch"] > 0 for r in self.records), "out_dir": str(self.out),
                 "rank": self.dist.rank, "world_size": self.dist.world}
+
+    @staticmethod
+    def _unlabelled_batches(loader, epoch: int):
+        """Unlabelled batches for one epoch, as many as asked: the loader's order is fixed by the
+        epoch (exact resume), started again (next seed) when the labelled steps outlast it."""
+        if loader is None:
+            return None
+
+        def batches():
+            k = 0
+            while True:
+                loader.sampler.set_epoch(epoch * 1000 + k)
+                for u, _ in loader:
+                    yield u
+                k += 1
+
+        return batches()
 
     def _write_records(self) -> None:
         if not self.dist.main:

@@ -11,11 +11,13 @@ from ...data.classification import (ClassificationData, ImageDataset, load_split
                                     write_csv)
 from ...data.sources import image_files
 from ...data.transforms import EvalTransform, train_augment
+from ...data.unlabelled import WeakStrongPairs
+from .fixmatch import FixMatch
 from ...errors import ConfigError, DataError
 from ...ops.uncertainty import bald, entropy, least_confidence, margin, variance
 from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
 from ..base import TASKS
-from ..spec import PseudoLabelWriter, TaskSpec, mc_dropout, split_every_kth
+from ..spec import PseudoLabelWriter, SemiSupervised, TaskSpec, mc_dropout, split_every_kth
 from .gallery import Gallery
 from .metrics import save_confusion_png
 
@@ -157,6 +159,14 @@ class ClassificationSpec(TaskSpec):
                                 cache_side=int(pre["resize_size"] * 1.15) if cache else None, cache_images=CACHE_IMAGES)
 
         return make_train, ImageDataset(val, evalt, None, skip_bad) if val is not None else None
+
+    def semi_supervised(self, model, paths, cfg, skip_bad: bool = False):
+        """FixMatch (cvapps.training.semi): single-label classifiers only."""
+        if model.config["head"]["kind"] != "multiclass":
+            raise ConfigError(f"FixMatch needs a single-label classifier, this one is {model.config['head']['kind']}")
+        pre = model.config["preprocessing"]
+        ds = WeakStrongPairs(paths, EvalTransform.from_config(pre), train_augment(pre), skip_bad)
+        return SemiSupervised(ds, cfg.unlabelled_ratio, FixMatch(cfg.unlabelled_threshold, cfg.unlabelled_weight))
 
     label_writers = ("csv",)
 

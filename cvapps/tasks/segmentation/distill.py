@@ -87,7 +87,7 @@ def distill_data(teacher, paths, run, opts: dict, read):
     outputs, kept = run.outputs(paths, teacher_fn(teacher))
     outputs, paths = outputs.numpy(), [paths[i] for i in kept]
     box = Letterbox.from_config(teacher.config["preprocessing"])
-    ignore = 255
+    ignore = int(teacher.config["head"].get("ignore_index", 255))  # the student keeps the teacher's void label
     sizes = [image_size(p) for p in paths]
     softs = [partial(original_probs, grid, box, *wh) for grid, wh in zip(outputs, sizes)]
     masks = [partial(hard_mask, grid, box, *wh, opts.get("conf") or 0.0, ignore) for grid, wh in zip(outputs, sizes)]

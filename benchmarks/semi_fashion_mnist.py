@@ -1,0 +1,85 @@
+"""Semi-supervised classification on Fashion-MNIST: 10 labels per class (100 images, a seeded
+draw from the training set), the rest of the training set unlabelled. The same model and
+recipe trained on the 100 labels alone vs with FixMatch on the unlabelled images
+(`train --unlabelled`), both for the same labelled epochs; accuracy on the 10,000 test images
+(the last epoch's model: no labelled validation set picks an epoch).
+
+    .venv/bin/python benchmarks/semi_fashion_mnist.py [--epochs 200] [--pool 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.console import Console
+
+import cvapps
+
+from _common import data_root, require
+
+CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def write(folder: Path, images: np.ndarray, labels: np.ndarray | None, names: list[str]) -> None:
+    for i, img in enumerate(images):
+        d = folder / CLASSES[labels[i]] if labels is not None else folder
+        d.mkdir(parents=True, exist_ok=True)
+        if not (d / names[i]).exists():
+            cv2.imwrite(str(d / names[i]), img)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work", default="runs/semi-fmnist")
+    ap.add_argument("--per-class", type=int, default=10)
+    ap.add_argument("--pool", type=int, default=20000, help="unlabelled images (of the other training images)")
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--backbone", default="mobilenet_v2")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    root = require(data_root() / "fashion-mnist", "fashion-mnist")
+    xtr, ytr = read_idx(next(root.glob("train-images*"))), read_idx(next(root.glob("train-labels*")))
+    xte, yte = read_idx(next(root.glob("t10k-images*"))), read_idx(next(root.glob("t10k-labels*")))
+    rng = np.random.default_rng(args.seed)
+    picked = np.concatenate([rng.choice(np.flatnonzero(ytr == c), args.per_class, replace=False) for c in range(10)])
+    rest = np.setdiff1d(np.arange(len(ytr)), picked)
+    pool = rng.choice(rest, min(args.pool, len(rest)), replace=False)
+    work = Path(args.work)
+    write(work / "labelled" / "train", xtr[picked], ytr[picked], [f"tr{i}.png" for i in picked])
+    write(work / "pool", xtr[pool], None, [f"tr{i}.png" for i in pool])
+    write(work / "test", xte, yte, [f"te{i}.png" for i in range(len(yte))])
+    common = dict(backbone=args.backbone, weights=args.weights, img_size=32, epochs=args.epochs, batch_size=32,
+                  lr=3e-3, backbone_lr_ratio=1.0 if not args.weights else 0.1, seed=args.seed, overwrite=True,
+                  console=Console(file=io.StringIO()))
+    report = {"labels": int(len(picked)), "unlabelled": int(len(pool)), "epochs": args.epochs,
+              "backbone": args.backbone, "weights": args.weights}
+    for arm, extra in (("supervised", {}), ("fixmatch", {"unlabelled": [str(work / "pool")]})):
+        t = time.perf_counter()
+        cvapps.train("classify", train=str(work / "labelled" / "train"), out=str(work / arm), **common, **extra)
+        m = cvapps.evaluate(str(work / arm / "last.safetensors"), str(work / "test"), task="classify")
+        report[arm] = {"test_accuracy": round(float(m["accuracy"]), 4), "minutes": round((time.perf_counter() - t) / 60, 1)}
+        last = json.loads((work / arm / "metrics.jsonl").read_text().splitlines()[-1])
+        if "mask_rate" in last:
+            report[arm]["last_epoch_mask_rate"] = round(last["mask_rate"], 3)
+        print(arm, report[arm], flush=True)
+    report["gain_points"] = round(100 * (report["fixmatch"]["test_accuracy"] - report["supervised"]["test_accuracy"]), 1)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
