@@ -56,6 +56,11 @@ def photo_scales(items) -> tuple[float, ...] | None:
     return PHOTO_SCALES if all_still(items) else None
 
 
+# what a pretrained top-down model's config says about its crops and instances, kept when it is fine-tuned
+CROP_KEYS = ("align", "pixel_grid", "border")
+INSTANCE_KEYS = ("instance", "instance_classes", "min_presence", "box_from_points", "default_boxes")
+
+
 def detector_scales(detector, scales, items) -> tuple[float, ...] | None:
     """The face detector's test-time scales: ``scales`` when given, else ``photo_scales``. An
     exported graph (ONNX Runtime) has one input size: one pass, and a clear error if asked
@@ -166,11 +171,16 @@ class KeypointSpec(TaskSpec):
         if any(v % multiple for v in size):
             raise ConfigError(f"keypoint input size {size} must be multiples of {multiple} (the "
                               f"{head_cfg['kind']} head's stride)")
-        return {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": list(schema.keypoints),
-                "schema": schema.to_dict(), "preprocessing": {"mean": pre["mean"], "std": pre["std"],
-                                                              "input_size": size, "margin": float(margin),
-                                                              "resize": "affine"},
-                "weights": weights.name if weights is not None else None}
+        config = {"task": self.name, "backbone": backbone, "head": head_cfg, "labels": list(schema.keypoints),
+                  "schema": schema.to_dict(), "preprocessing": {"mean": pre["mean"], "std": pre["std"],
+                                                                "input_size": size, "margin": float(margin),
+                                                                "resize": "affine"},
+                  "weights": weights.name if weights is not None else None}
+        if base["head"].get("kind") == head_cfg["kind"]:  # fine-tuning it: how it crops and reads its instances
+            config["preprocessing"].update({k: base["preprocessing"][k] for k in CROP_KEYS
+                                            if k in base["preprocessing"]})
+            config.update({k: base[k] for k in INSTANCE_KEYS if k in base})
+        return config
 
     # data -----------------------------------------------------------------------------
     def _read(self, data: str | None, images: str | None, opts: DataOptions, need_images: bool = True):
