@@ -42,6 +42,23 @@ def write(folder: Path, images: np.ndarray, labels: np.ndarray | None, names: li
             cv2.imwrite(str(d / names[i]), img)
 
 
+def prepare(work: Path, per_class: int, pool_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """WORK/labelled/train/<class>/ (``per_class`` seeded training images per class), WORK/pool/
+    (``pool_size`` other training images, no labels), WORK/test/<class>/ (the 10,000 test
+    images) -> (labelled indices, pool indices)."""
+    root = require(data_root() / "fashion-mnist", "fashion-mnist")
+    xtr, ytr = read_idx(next(root.glob("train-images*"))), read_idx(next(root.glob("train-labels*")))
+    xte, yte = read_idx(next(root.glob("t10k-images*"))), read_idx(next(root.glob("t10k-labels*")))
+    rng = np.random.default_rng(seed)
+    picked = np.concatenate([rng.choice(np.flatnonzero(ytr == c), per_class, replace=False) for c in range(10)])
+    rest = np.setdiff1d(np.arange(len(ytr)), picked)
+    pool = rng.choice(rest, min(pool_size, len(rest)), replace=False)
+    write(work / "labelled" / "train", xtr[picked], ytr[picked], [f"tr{i}.png" for i in picked])
+    write(work / "pool", xtr[pool], None, [f"tr{i}.png" for i in pool])
+    write(work / "test", xte, yte, [f"te{i}.png" for i in range(len(yte))])
+    return picked, pool
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", default="runs/semi-fmnist")
@@ -52,17 +69,8 @@ def main() -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    root = require(data_root() / "fashion-mnist", "fashion-mnist")
-    xtr, ytr = read_idx(next(root.glob("train-images*"))), read_idx(next(root.glob("train-labels*")))
-    xte, yte = read_idx(next(root.glob("t10k-images*"))), read_idx(next(root.glob("t10k-labels*")))
-    rng = np.random.default_rng(args.seed)
-    picked = np.concatenate([rng.choice(np.flatnonzero(ytr == c), args.per_class, replace=False) for c in range(10)])
-    rest = np.setdiff1d(np.arange(len(ytr)), picked)
-    pool = rng.choice(rest, min(args.pool, len(rest)), replace=False)
     work = Path(args.work)
-    write(work / "labelled" / "train", xtr[picked], ytr[picked], [f"tr{i}.png" for i in picked])
-    write(work / "pool", xtr[pool], None, [f"tr{i}.png" for i in pool])
-    write(work / "test", xte, yte, [f"te{i}.png" for i in range(len(yte))])
+    picked, pool = prepare(work, args.per_class, args.pool, args.seed)
     common = dict(backbone=args.backbone, weights=args.weights, img_size=32, epochs=args.epochs, batch_size=32,
                   lr=3e-3, backbone_lr_ratio=1.0 if not args.weights else 0.1, seed=args.seed, overwrite=True,
                   console=Console(file=io.StringIO()))
@@ -72,7 +80,7 @@ def main() -> None:
         t = time.perf_counter()
         cvapps.train("classify", train=str(work / "labelled" / "train"), out=str(work / arm), **common, **extra)
         m = cvapps.evaluate(str(work / arm / "last.safetensors"), str(work / "test"), task="classify")
-        report[arm] = {"test_accuracy": round(float(m["accuracy"]), 4), "minutes": round((time.perf_counter() - t) / 60, 1)}
+        report[arm] = {"test_accuracy": round(float(m["top1"]), 4), "minutes": round((time.perf_counter() - t) / 60, 1)}
         last = json.loads((work / arm / "metrics.jsonl").read_text().splitlines()[-1])
         if "mask_rate" in last:
             report[arm]["last_epoch_mask_rate"] = round(last["mask_rate"], 3)

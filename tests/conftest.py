@@ -53,6 +53,26 @@ def write_image(path: Path, rgb: np.ndarray) -> Path:
     return path
 
 
+def write_coco_keypoints(folder: Path, names: list[str], n: int, seed: int = 6) -> Path:
+    """FOLDER/kp.json: ``n`` random 96 x 80 images (FOLDER/p{i}.png), one instance each (box
+    15..65) with every point of ``names`` labelled at random inside it."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    k = len(names)
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "instance", "keypoints": list(names),
+                                                             "skeleton": []}]}
+    for i in range(n):
+        write_image(folder / f"p{i}.png", rng.integers(0, 255, (96, 80, 3), np.uint8))
+        coco["images"].append({"id": i + 1, "file_name": f"p{i}.png", "width": 80, "height": 96})
+        kp = np.concatenate([rng.uniform(20, 60, (k, 2)), np.full((k, 1), 2)], 1)
+        coco["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [15, 15, 50, 50],
+                                    "area": 2500, "iscrowd": 0, "keypoints": kp.reshape(-1).tolist(),
+                                    "num_keypoints": k})
+    (folder / "kp.json").write_text(json.dumps(coco))
+    return folder / "kp.json"
+
+
 def colour_image(colour: tuple[int, int, int], size=(48, 64), seed: int = 0) -> np.ndarray:
     """(H, W, 3) uint8: a flat colour with mild noise (so images are not identical)."""
     rng = np.random.default_rng(seed)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli, train_steps, write_image
+from conftest import run_cli, train_steps, write_coco_keypoints, write_image
 
 import cvapps
 from cvapps.convert import MAPPINGS, READERS
@@ -360,17 +360,7 @@ def test_fine_tuning_from_movenet_keeps_its_head_and_its_norm_statistics(tmp_pat
     assert losses[-1] < losses[0]
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
     # `train` uses the weights' own fine-tuning lr (a converted model without BN statistics)
-    rng = np.random.default_rng(6)
-    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person",
-                                                             "keypoints": list(m.schema.keypoints), "skeleton": []}]}
-    for i in range(2):
-        write_image(tmp_path / f"p{i}.png", rng.integers(0, 255, (96, 80, 3), np.uint8))
-        coco["images"].append({"id": i + 1, "file_name": f"p{i}.png", "width": 80, "height": 96})
-        kp = np.concatenate([rng.uniform(20, 60, (17, 2)), np.full((17, 1), 2)], 1)
-        coco["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [15, 15, 50, 50],
-                                    "area": 2500, "iscrowd": 0, "keypoints": kp.reshape(-1).tolist(),
-                                    "num_keypoints": 17})
-    (tmp_path / "kp.json").write_text(json.dumps(coco))
+    write_coco_keypoints(tmp_path, list(m.schema.keypoints), 2)
     cvapps.train("pose", str(tmp_path / "kp.json"), images=str(tmp_path), weights=NAME, epochs=1,
                  out=str(tmp_path / "run"), batch_size=2)
     first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])

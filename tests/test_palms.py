@@ -224,21 +224,10 @@ def test_the_hand_model_fine_tunes_on_21_point_hand_labels(tmp_path, capsys, han
     """`cvapps train pose --weights hand21.mediapipe` on COCO keypoints whose category names
     the 21 hand points: the hand schema and heads are kept (handedness included), it trains,
     and the fine-tuned file predicts hands with sides."""
-    from conftest import run_cli, write_image
+    from conftest import run_cli, write_coco_keypoints
 
-    rng = np.random.default_rng(6)
-    names = list(hand_model.schema.keypoints)
-    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "hand", "keypoints": names,
-                                                             "skeleton": []}]}
-    for i in range(4):
-        write_image(tmp_path / f"h{i}.png", rng.integers(0, 255, (96, 80, 3), np.uint8))
-        coco["images"].append({"id": i + 1, "file_name": f"h{i}.png", "width": 80, "height": 96})
-        kp = np.concatenate([rng.uniform(20, 60, (21, 2)), np.full((21, 1), 2)], 1)
-        coco["annotations"].append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [15, 15, 50, 50],
-                                    "area": 2500, "iscrowd": 0, "keypoints": kp.reshape(-1).tolist(),
-                                    "num_keypoints": 21})
-    (tmp_path / "hands.json").write_text(json.dumps(coco))
-    code, _, err = run_cli(capsys, "train", "pose", "--data", tmp_path / "hands.json", "--images", tmp_path,
+    data = write_coco_keypoints(tmp_path, list(hand_model.schema.keypoints), 4)
+    code, _, err = run_cli(capsys, "train", "pose", "--data", data, "--images", tmp_path,
                            "--weights", "hand21.mediapipe", "--epochs", "2", "--batch-size", "2", "--out",
                            tmp_path / "run")
     assert code == 0, err
@@ -246,5 +235,5 @@ def test_the_hand_model_fine_tunes_on_21_point_hand_labels(tmp_path, capsys, han
     assert tuned.config["head"]["kind"] == "mediapipe_hand" and tuned.config["instance_classes"] == ["left", "right"]
     recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["train_loss"]) for r in recs if "train_loss" in r)
-    (p,) = tuned.predict(str(tmp_path / "h0.png"), boxes=[np.array([[10.0, 10, 70, 70]])])
+    (p,) = tuned.predict(str(tmp_path / "p0.png"), boxes=[np.array([[10.0, 10, 70, 70]])])
     assert p.points.shape[1:] == (21, 2)
