@@ -91,3 +91,24 @@ def test_pretrain_refusals(tmp_path, pool, capsys):
     code, _, err = run_cli(capsys, "pretrain", "--data", pool, "--out", tmp_path / "y", "--backbone",
                            "mobilenet_v3_small", "--img-size", "32", "--epochs", "1")
     assert code == 2 and "already holds a pretrained backbone" in err
+
+
+@torch.no_grad()
+def test_the_momentum_target_is_the_online_networks_exponential_average():
+    """BYOL's target after one update: m x target + (1 - m) x online, m from the cosine schedule
+    (0.99 at the first step, 1 at the last); SimCLR has no target."""
+    from cvapps.pretraining import SelfSupervised
+
+    torch.manual_seed(0)
+    bb = cvapps.create_model("classify", "mobilenet_v3_small", labels=["_"], img_size=32).backbone
+    m = SelfSupervised(bb, "byol", epochs=2)
+    for p in m.backbone.parameters():
+        p.add_(torch.randn_like(p) * 0.01)  # the online network moved away from the target
+    target = {k: v.clone() for k, v in m.target_backbone.state_dict().items()}
+    online = {k: v.clone() for k, v in m.backbone.state_dict().items()}
+    m.momentum_update(0, 10)
+    k = next(n for n, p in m.target_backbone.named_parameters() if p.dim() == 4)
+    torch.testing.assert_close(m.target_backbone.state_dict()[k], 0.99 * target[k] + 0.01 * online[k])
+    m.momentum_update(10, 10)  # m = 1: the target stays
+    torch.testing.assert_close(m.target_backbone.state_dict()[k], 0.99 * target[k] + 0.01 * online[k])
+    assert not hasattr(SelfSupervised(bb, "simclr", 2), "target_backbone")

@@ -123,7 +123,7 @@ class Trainer:
                  evaluate_start: bool = False, unlabelled=None):
         """``evaluate_start``: the model already works (a pretrained task model being fine-tuned):
         it is evaluated as epoch 0 and stays best.safetensors unless an epoch beats it.
-        ``unlabelled``: a cvapps.training.semi.SemiSupervised (its images join every step)."""
+        ``unlabelled``: a cvapps.tasks.spec.SemiSupervised (its images join every step)."""
         self.model, self.cfg, self.val_ds, self.evaluate_start = model, cfg, val_ds, evaluate_start
         self.unlabelled = unlabelled
         self.dist, device = distributed.setup(cfg.device)
