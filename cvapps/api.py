@@ -322,8 +322,8 @@ def train(task: str = "classify", data: str | None = None, *, backbone: str | No
     accepted as ``head={...}``). Returns a summary dict.
 
     ``unlabelled``: images without labels (folders, globs, lists) trained on with the labelled
-    ones (semi-supervised: classify — FixMatch, see cvapps.training.semi; the labelled images
-    are left out of them).
+    ones (semi-supervised: classify — FixMatch, see cvapps.tasks.classification.fixmatch; the
+    labelled images are left out of them).
     classify: ``data`` = a root with train/ and val/ (or train.csv/val.csv), or ``train``/``val``.
     detect: ``data`` = annotations (COCO JSON, VOC XML folder, YOLO txt folder; ``fmt``) with
     ``images``; ``val`` (+ ``val_images``) or ``val_fraction`` for validation."""

@@ -112,7 +112,7 @@ class StepModule(nn.Module):
 def wrap(model: nn.Module, info: DistInfo, device: torch.device, unlabelled=None) -> nn.Module:
     """The step module, DDP-wrapped under torchrun. Frozen parameters are left out by DDP
     (every trainable parameter takes part in every step, so find_unused_parameters is off).
-    ``unlabelled``: a semi-supervised loss (cvapps.training.semi) the step adds."""
+    ``unlabelled``: a semi-supervised loss (cvapps.tasks.spec.SemiSupervised.loss) the step adds."""
     step = StepModule(model, unlabelled)
     if not info.enabled:
         return step

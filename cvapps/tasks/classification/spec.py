@@ -161,7 +161,7 @@ class ClassificationSpec(TaskSpec):
         return make_train, ImageDataset(val, evalt, None, skip_bad) if val is not None else None
 
     def semi_supervised(self, model, paths, cfg, skip_bad: bool = False):
-        """FixMatch (cvapps.training.semi): single-label classifiers only."""
+        """FixMatch (cvapps.tasks.classification.fixmatch): single-label classifiers only."""
         if model.config["head"]["kind"] != "multiclass":
             raise ConfigError(f"FixMatch needs a single-label classifier, this one is {model.config['head']['kind']}")
         pre = model.config["preprocessing"]
