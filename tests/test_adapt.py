@@ -57,8 +57,8 @@ def test_adabn_changes_only_the_normalisation_statistics(tmp_path):
     changed = {k for k in after if not torch.equal(after[k], before[k])}
     assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed)
     assert not m.training and first.momentum == 0.1  # restored
-    torch.testing.assert_close(first.running_mean, feat.mean((0, 2, 3)), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(first.running_var, feat.var((0, 2, 3), unbiased=True), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(first.running_mean, feat.mean((0, 2, 3)), atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(first.running_var, feat.var((0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-3)
 
 
 def test_adapt_writes_a_model_that_loads_and_scores_before_and_after(tmp_path):
