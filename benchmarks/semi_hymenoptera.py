@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
-import cvapps
-
 from _common import data_root, require
+from semi_fashion_mnist import labels_vs_fixmatch
 
 
 def main() -> None:
@@ -46,16 +44,7 @@ def main() -> None:
                   lr=1e-3, seed=args.seed, overwrite=True, console=Console(file=io.StringIO()))
     report = {"labels": sum(1 for _ in labelled.rglob("*.jpg")), "unlabelled": sum(1 for _ in pool.glob("*.jpg")),
               "epochs": args.epochs, "size": args.size}
-    for arm, extra in (("supervised", {}), ("fixmatch", {"unlabelled": [str(pool)]})):
-        t = time.perf_counter()
-        cvapps.train("classify", train=str(labelled), out=str(work / arm), **common, **extra)
-        m = cvapps.evaluate(str(work / arm / "last.safetensors"), str(root / "val"), task="classify")
-        report[arm] = {"val_accuracy": round(float(m["top1"]), 4), "minutes": round((time.perf_counter() - t) / 60, 1)}
-        last = json.loads((work / arm / "metrics.jsonl").read_text().splitlines()[-1])
-        if "mask_rate" in last:
-            report[arm]["last_epoch_mask_rate"] = round(last["mask_rate"], 3)
-        print(arm, report[arm], flush=True)
-    report["gain_points"] = round(100 * (report["fixmatch"]["val_accuracy"] - report["supervised"]["val_accuracy"]), 1)
+    report.update(labels_vs_fixmatch(work, labelled, pool, root / "val", "val_accuracy", common))
     print(json.dumps(report, indent=1))
 
 

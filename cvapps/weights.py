@@ -159,8 +159,7 @@ def file_spec(path: str | os.PathLike) -> WeightsSpec:
                           hint="cvapps pretrain writes them; a trained model file is loaded with cvapps.load or "
                                "--model")
     return WeightsSpec(name=str(p), backbone=meta["backbone"], filename=p.name, sources=(), mean=tuple(meta["mean"]),
-                       std=tuple(meta["std"]), labels="", num_classes=0, sha256=sha256_of(p),
-                       licence=meta.get("made_by", "your own"))
+                       std=tuple(meta["std"]), labels="", num_classes=0, licence=meta.get("made_by", "your own"))
 
 
 def get_spec(name: str) -> WeightsSpec:

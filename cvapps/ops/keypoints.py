@@ -106,20 +106,16 @@ def box_from_points(points: np.ndarray, visible: np.ndarray | None = None) -> np
     return np.array([p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()], np.float64)
 
 
-def by_index(m: np.ndarray) -> np.ndarray:
-    """The map that makes ``warp`` sample as ``cv2.warpAffine(image, m)`` does — ``m`` taking
-    pixel indices to indices, corner pixel centres to corner pixel centres (MediaPipe's crops)
-    — instead of pixel centres at +0.5: its content lands (I - A) (0.5, 0.5) off ours."""
-    a = m[:, :2]
-    return np.concatenate([a, (m[:, 2] - a @ [0.5, 0.5] + 0.5)[:, None]], 1)
-
-
-def warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int], replicate: bool = False) -> np.ndarray:
+def warp(image: np.ndarray, m: np.ndarray, out_hw: tuple[int, int], replicate: bool = False,
+         by_index: bool = False) -> np.ndarray:
     """Resample ``image`` through m (2, 3). Point coordinates put pixel centres at +0.5
-    (pixel i spans [i, i+1)); OpenCV's matrix works on pixel indices, hence the shift.
-    Outside the image: black, or with ``replicate`` the nearest edge pixel."""
+    (pixel i spans [i, i+1)); OpenCV's matrix works on pixel indices, hence the shift —
+    unless ``by_index``: m taken as OpenCV takes it, pixel indices to indices (corner pixel
+    centres to corner pixel centres, MediaPipe's crops; the content lands (I - A) (0.5, 0.5)
+    off the centre convention). Outside the image: black, or with ``replicate`` the nearest
+    edge pixel."""
     a, t = m[:, :2], m[:, 2]
-    m_idx = np.concatenate([a, (t + a @ [0.5, 0.5] - 0.5)[:, None]], 1)
+    m_idx = m if by_index else np.concatenate([a, (t + a @ [0.5, 0.5] - 0.5)[:, None]], 1)
     return cv2.warpAffine(image, m_idx, (int(out_hw[1]), int(out_hw[0])), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE if replicate else cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 

@@ -12,12 +12,12 @@ from ...data.classification import (ClassificationData, ImageDataset, load_split
 from ...data.sources import image_files
 from ...data.transforms import EvalTransform, train_augment
 from ...data.unlabelled import WeakStrongPairs
-from .fixmatch import FixMatch
 from ...errors import ConfigError, DataError
 from ...ops.uncertainty import bald, entropy, least_confidence, margin, variance
 from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
 from ..base import TASKS
 from ..spec import PseudoLabelWriter, SemiSupervised, TaskSpec, mc_dropout, split_every_kth
+from .fixmatch import FixMatch
 from .gallery import Gallery
 from .metrics import save_confusion_png
 

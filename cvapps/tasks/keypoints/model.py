@@ -101,6 +101,11 @@ class KeypointModel(TaskModel):
         self.perm = self.schema.flip_perm
         self.refine_index = cascade_feature_index(backbone) if "refine" in head else None
 
+    @property
+    def instance(self) -> str:
+        """What one prediction is (its label): the config's ``instance`` (e.g. hand), else the task's."""
+        return self.config.get("instance") or self.spec.instance
+
     # forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> KeypointRaw:
         """x: (B, 3, H, W) normalised crops -> KeypointRaw."""
@@ -188,8 +193,8 @@ class KeypointModel(TaskModel):
         ``box_from_points``: each instance's box is its points' (not its crop's);
         ``min_presence``: instances whose mean point score is lower are dropped (a hand model's
         presence: the crop holds no hand)."""
-        label = self.config.get("instance") or self.spec.instance
-        out = [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema.keypoints), self.schema.skeleton, label)
+        out = [Keypoints(p, s, m["boxes"], m["box_scores"], list(self.schema.keypoints), self.schema.skeleton,
+                         self.instance)
                for (p, s), m in zip(self.to_image(raw, metas), metas)]
         names = self.config.get("instance_classes")
         if names and raw is not None and getattr(raw, "classes", None) is not None:

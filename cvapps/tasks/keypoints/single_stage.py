@@ -48,10 +48,6 @@ class SingleStageKeypoints:
         self.perm = self.schema.flip_perm
         self.refine_index = None
 
-    @property
-    def instance(self) -> str:
-        return self.config.get("instance") or self.spec.instance
-
     def forward(self, x: torch.Tensor):
         """x: (B, 3, H, W) normalised letterboxed images -> the head's raw outputs."""
         return self.forward_head(self.forward_features(x))

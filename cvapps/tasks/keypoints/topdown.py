@@ -15,7 +15,7 @@ import torch
 from ...data.io import load_json
 from ...data.transforms import normalize_u8, size_hw
 from ...errors import ConfigError, DataError
-from ...ops.keypoints import by_index, crop_affine, invert_affine, warp
+from ...ops.keypoints import crop_affine, invert_affine, warp
 
 BoxFn = Callable[[np.ndarray, str, "int | None"], tuple[np.ndarray, ...]]  # boxes, scores[, rolls]
 
@@ -29,7 +29,7 @@ class TopDown:
     each crop is rotated by its instance's roll when the box source knows it (the face
     detector's eyes), else it stays axis-aligned. ``index_grid`` / ``replicate``: sample the
     crop as MediaPipe's hand model saw them (pixel indices corner to corner, see
-    cvapps.ops.keypoints.by_index; the image's edge repeated outside it, not black)."""
+    cvapps.ops.keypoints.warp; the image's edge repeated outside it, not black)."""
 
     def __init__(self, mean, std, input_size, margin: float = 1.25, boxes: BoxFn | None = None, align: bool = False,
                  index_grid: bool = False, replicate: bool = False):
@@ -48,7 +48,7 @@ class TopDown:
     def crop(self, image: np.ndarray, box: np.ndarray, angle: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """-> (crop (H, W, 3) uint8, m (2, 3) image -> crop)."""
         m = crop_affine(box, self.hw, self.margin, angle)
-        return warp(image, by_index(m) if self.index_grid else m, self.hw, self.replicate), m
+        return warp(image, m, self.hw, self.replicate, self.index_grid), m
 
     def prepare_boxes(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
                       rolls: np.ndarray | None = None) -> tuple[torch.Tensor, dict]:

@@ -25,7 +25,7 @@ from torchvision.ops import box_iou
 from ...backbones.blaze import BlazeBlock
 from ...data.transforms import Letterbox
 from ...options import Options, opt
-from ...ops.keypoints import by_index, crop_affine, invert_affine, warp
+from ...ops.keypoints import crop_affine, invert_affine, warp
 from ..base import TaskModel
 from ..keypoints.postprocess import Keypoints
 from ..keypoints.single_stage import SingleStageKeypoints
@@ -167,7 +167,7 @@ class CentredLetterbox(Letterbox):
     def prepare(self, image: np.ndarray, source: str = "", frame: int | None = None) -> tuple[torch.Tensor, dict]:
         h, w = image.shape[:2]
         m = crop_affine(np.array([0, 0, w, h], np.float64), self.hw, 1.0)
-        x = torch.from_numpy(np.ascontiguousarray(warp(image, by_index(m), self.hw).transpose(2, 0, 1)))
+        x = torch.from_numpy(np.ascontiguousarray(warp(image, m, self.hw, by_index=True).transpose(2, 0, 1)))
         return x, {"width": w, "height": h, "scale_xy": (m[0, 0], m[1, 1]), "inv": invert_affine(m)}
 
 
