@@ -72,8 +72,8 @@ def test_unlabelled_refusals(tmp_path, colour_folder):
     classifier: each one clear line."""
     with pytest.raises(ConfigError, match="no images"):
         cvapps.train("classify", str(colour_folder), out=str(tmp_path / "a"), unlabelled=[str(colour_folder)], **FAST)
-    with pytest.raises(ConfigError, match="built for classify so far, not segment"):
-        cvapps.tasks.TASKS.get("segment").semi_supervised(None, [], None)
+    with pytest.raises(ConfigError, match="built for classify, detect and segment, not pose"):
+        cvapps.tasks.TASKS.get("pose").semi_supervised(None, [], None)
     m = cvapps.create_model("classify", "mobilenet_v3_small", kind="multilabel", labels=["a", "b"], img_size=32)
     with pytest.raises(ConfigError, match="single-label"):
         m.spec.semi_supervised(m, [], None)

@@ -175,10 +175,13 @@ TRAIN = {
     "unlabelled": (Optional[List[str]], Opt(None, help="images without labels trained on with the labelled ones "
                                                        "(classify: FixMatch); folder, glob, .txt list (repeatable)")),
     "unlabelled_threshold": (Optional[float], Opt(None, help="with --unlabelled: confidence a pseudo-label needs "
-                                                             "(default 0.95)")),
+                                                             "(default: classify 0.95, detect 0.7, segment 0.9)")),
     "unlabelled_ratio": (Optional[int], Opt(None, help="with --unlabelled: unlabelled images per labelled one in a "
-                                                       "step (default 7)")),
+                                                       "step (default: classify 7, detect / segment 1)")),
     "unlabelled_weight": (Optional[float], Opt(None, help="with --unlabelled: weight of their loss (default 1)")),
+    "unlabelled_warmup": (Optional[float], Opt(None, help="with --unlabelled: share of the epochs on the labels alone "
+                                                          "first (default: classify 0, detect / segment 0.3: the "
+                                                          "mean teacher's burn-in)")),
     **WORKERS, **DEVICE, **PRECISION,
 }
 EVAL = {

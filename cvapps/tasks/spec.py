@@ -59,12 +59,16 @@ class PseudoLabelWriter:
 @dataclass
 class SemiSupervised:
     """What the trainer needs for semi-supervised training: the unlabelled dataset (batches of
-    (B, ...) inputs), images per labelled image in a step (``ratio``) and ``loss(model, u) ->
-    {"loss_u": the weighted loss to add, values to log ...}``."""
+    (B, ...) inputs, per-image info), images per labelled image in a step (``ratio``) and
+    ``loss(model, u, info, teacher) -> {"loss_u": the weighted loss to add, values to log ...}``
+    (``logs``: their names). ``teacher``: the loss needs a mean teacher — the trainer keeps the
+    EMA of the student with this decay per step (--ema wins) and passes it; None: no teacher."""
 
     dataset: object
     ratio: int
     loss: Callable
+    teacher: float | None = None
+    logs: tuple = ("unlabelled_loss", "mask_rate")
 
 
 class TaskSpec:
@@ -114,8 +118,8 @@ class TaskSpec:
     def semi_supervised(self, model, paths: list[Path], cfg, skip_bad: bool = False):
         """``train(..., unlabelled=...)``: a SemiSupervised for ``paths``
         (unlabelled images) under the TrainConfig ``cfg`` (its unlabelled_* fields)."""
-        raise ConfigError(f"semi-supervised training (--unlabelled) is built for classify so far, not {self.name}",
-                          hint="cvapps self-train uses unlabelled images with every task")
+        raise ConfigError(f"semi-supervised training (--unlabelled) is built for classify, detect and segment, "
+                          f"not {self.name}", hint="cvapps self-train uses unlabelled images with every task")
 
     # distillation (cvapps.distilling) --------------------------------------------------------
     def distill_data(self, teacher, paths: list[Path], run, opts: dict):

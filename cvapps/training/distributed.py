@@ -95,25 +95,28 @@ class StepModule(nn.Module):
     """DDP must see the forward that produces the loss: wraps training_step (or the cached-
     feature head step) as this module's forward."""
 
-    def __init__(self, model: nn.Module, unlabelled=None):
+    def __init__(self, model: nn.Module, unlabelled=None, teacher: nn.Module | None = None):
         super().__init__()
         self.model, self.unlabelled = model, unlabelled
+        self.__dict__["teacher"] = teacher  # not a submodule: DDP neither syncs nor expects its gradients
 
-    def forward(self, x: torch.Tensor, targets, cached: bool = False, u: torch.Tensor | None = None) -> dict:
+    def forward(self, x: torch.Tensor, targets, cached: bool = False, u: torch.Tensor | None = None,
+                info=None) -> dict:
         if cached:
             return self.model.loss(self.model.forward_cached(x), targets)
         out = self.model.training_step(x, targets)
         if u is None:
             return out
-        extra = self.unlabelled(self.model, u)  # semi-supervised: in the same forward
+        extra = self.unlabelled(self.model, u, info, self.teacher)  # semi-supervised: in the same forward
         return {**out, **extra, "loss": out["loss"] + extra.pop("loss_u")}
 
 
-def wrap(model: nn.Module, info: DistInfo, device: torch.device, unlabelled=None) -> nn.Module:
+def wrap(model: nn.Module, info: DistInfo, device: torch.device, unlabelled=None, teacher=None) -> nn.Module:
     """The step module, DDP-wrapped under torchrun. Frozen parameters are left out by DDP
     (every trainable parameter takes part in every step, so find_unused_parameters is off).
-    ``unlabelled``: a semi-supervised loss (cvapps.tasks.spec.SemiSupervised.loss) the step adds."""
-    step = StepModule(model, unlabelled)
+    ``unlabelled``: a semi-supervised loss (cvapps.tasks.spec.SemiSupervised.loss) the step adds;
+    ``teacher``: the mean teacher it is given."""
+    step = StepModule(model, unlabelled, teacher)
     if not info.enabled:
         return step
     ids = [device.index] if device.type == "cuda" else None

@@ -65,10 +65,12 @@ class TrainConfig(Options):
     norm_stats: str = opt("update", choices=("update", "fixed"))
     time_limit_min: float | None = opt(None, low=0.0, low_open=True)  # stop after the epoch crossing it
     # semi-supervised (train(..., unlabelled=...)): confidence a pseudo-label needs, unlabelled images per
-    # labelled one in a step, weight of their loss (FixMatch's 0.95, 7, 1)
+    # labelled one in a step, weight of their loss (FixMatch's 0.95, 7, 1; tasks set their own), share of
+    # the epochs trained on the labels alone first (a mean teacher's burn-in)
     unlabelled_threshold: float = opt(0.95, low=0.0, high=1.0)
     unlabelled_ratio: int = opt(7, low=1)
     unlabelled_weight: float = opt(1.0, low=0.0)
+    unlabelled_warmup: float = opt(0.0, low=0.0, high=0.9)
     device: str = "cpu"
 
     def validate(self) -> None:
@@ -260,8 +262,12 @@ class Trainer:
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-        # with --ema the averaged weights are what is evaluated and saved (the raw ones train on)
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+        # with --ema the averaged weights are what is evaluated and saved (the raw ones train on); a mean
+        # teacher is that average
+        decay = cfg.ema or (semi.teacher if semi is not None else None)
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None
+        teacher = ema.module if semi is not None and semi.teacher else None
+        u_start = math.ceil(cfg.unlabelled_warmup * cfg.epochs) if semi is not None else 0
         kept = (lambda: ema.module) if ema is not None else (lambda: model)
         start, best, best_loss, bad_epochs, best_epoch = 0, None, math.inf, 0, None
         ckpt_path = self.out / "checkpoint.pt"
@@ -275,7 +281,8 @@ class Trainer:
             best_loss, best_epoch = state["best_loss"], state.get("best_epoch")
             if ema is not None:
                 if "ema" not in state:
-                    raise ConfigError("the checkpoint was trained without --ema", path=str(ckpt_path),
+                    raise ConfigError("the checkpoint was trained without --ema (or a mean teacher)",
+                                      path=str(ckpt_path),
                                       hint="resume with the same options")
                 ema.load_state_dict(state["ema"])
             self.records = [json.loads(r) for r in state["records"]]
@@ -296,25 +303,29 @@ class Trainer:
         self._write_records()
 
         t_start = time.time()
-        step_fn = distributed.wrap(model, self.dist, self.device, semi.loss if semi else None)
+        step_fn = distributed.wrap(model, self.dist, self.device, semi.loss if semi else None, teacher)
         for epoch in range(start, cfg.epochs):
             if unfreeze_schedule(model, epoch, cfg.unfreeze_at):
                 t, f = count_parameters(model)
                 self.console.print(f"epoch {epoch}: unfroze a backbone stage -> {t:,} trainable, {f:,} frozen")
-                step_fn = distributed.wrap(model, self.dist, self.device, semi.loss if semi else None)  # new set
+                # the new trainable set
+                step_fn = distributed.wrap(model, self.dist, self.device, semi.loss if semi else None, teacher)
             seed_everything(cfg.seed * 1000 + epoch)  # each epoch's randomness is fixed: exact resume
             train_loader.sampler.set_epoch(epoch)  # the order and each sample's augmentation seed
             model.train()
             t0, loss_sum, n_seen = time.time(), 0.0, 0
-            u_batches, u_logs = self._unlabelled_batches(u_loader, epoch), {}
+            u_batches, u_logs = self._unlabelled_batches(u_loader if epoch >= u_start else None, epoch), {}
+            if teacher is not None and epoch == u_start and u_start:  # burn-in over: the teacher is the student
+                teacher.load_state_dict(model.state_dict())
             with Phase(self.console, f"epoch {epoch + 1}/{cfg.epochs}", len(train_ds)) as bar:
                 for step, (x, t) in enumerate(train_loader):
                     x, t = x.to(self.device), to_device(t, self.device)
-                    u = next(u_batches).to(self.device) if u_batches is not None else None
+                    u, info = next(u_batches) if u_batches is not None else (None, None)
                     with autocast(self.device, cfg.precision):
-                        out = step_fn(x, t, self.cache, u) if u is not None else step_fn(x, t, self.cache)
+                        out = step_fn(x, t, self.cache, u.to(self.device), to_device(info, self.device)) \
+                            if u is not None else step_fn(x, t, self.cache)
                         loss = out["loss"]
-                    for k in ("unlabelled_loss", "mask_rate"):
+                    for k in semi.logs if semi is not None else ():
                         if k in out:
                             u_logs[k] = u_logs.get(k, 0.0) + float(out[k]) * x.shape[0]
                     if not torch.isfinite(loss):
@@ -337,7 +348,7 @@ class Trainer:
             loss_sum, n_seen = distributed.sum_all(self.dist, loss_sum, n_seen)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "lr": head_lr,
                    "train_time_s": round(elapsed, 2), "images_per_s": round(n_seen / elapsed, 1)}
-            for k, v in u_logs.items():  # semi-supervised: its loss and the share of confident pseudo-labels
+            for k, v in u_logs.items():  # semi-supervised: its loss, the share of confident pseudo-labels ...
                 rec[k] = distributed.sum_all(self.dist, v, 0)[0] / max(1, n_seen)
             if val_ds is not None and self.dist.main:  # rank 0 evaluates the whole set: exact metrics
                 m = self.evaluate(val_ds, val_loader, kept())
@@ -397,8 +408,8 @@ class Trainer:
             k = 0
             while True:
                 loader.sampler.set_epoch(epoch * 1000 + k)
-                for u, _ in loader:
-                    yield u
+                for u, info in loader:
+                    yield u, info
                 k += 1
 
         return batches()

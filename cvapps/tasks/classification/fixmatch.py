@@ -29,7 +29,7 @@ class FixMatch:
     def __init__(self, threshold: float = 0.95, weight: float = 1.0):
         self.threshold, self.weight = threshold, weight
 
-    def __call__(self, model, u: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, model, u: torch.Tensor, info=None, teacher=None) -> dict[str, torch.Tensor]:
         logits = model(u.flatten(0, 1)).logits.unflatten(0, (u.shape[0], 2))
         lu, rate = fixmatch_loss(logits[:, 0], logits[:, 1], self.threshold)
         return {"loss_u": self.weight * lu, "unlabelled_loss": lu.detach(), "mask_rate": rate.detach()}

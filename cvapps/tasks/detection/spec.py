@@ -15,9 +15,11 @@ from ...data.detection import (DetectionData, DetectionDataset, read_detection, 
 from ...data.coco import check_coco, check_results
 from ...data.io import RecordCheck, atomic_write, load_json
 from ...data.transforms import Letterbox, detection_augment
+from ...data.unlabelled import LetterboxedPairs
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size
-from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
+from ..meanteacher import MIN_VISIBLE, TEACHER_DECAY, MeanTeacher, warp_boxes
+from ..spec import PseudoLabelWriter, SemiSupervised, TaskSpec, split_every_kth
 from . import distill
 from .classes import class_mapping, read_class_map, remap
 from .metrics import coco_metrics, voc_metrics
@@ -33,12 +35,42 @@ def check_boxes(data: DetectionData, what: str) -> None:
                              "beside the names file, or in obj_train_data/ or labels/)")
 
 
+def pseudo_boxes(conf: float):
+    """pseudo(teacher, weak (B, 3, H, W), info) -> (targets in input pixels: the teacher's
+    detections scored >= ``conf``, those from ``conf`` / 2 marked crowd (no loss either way);
+    confident boxes per image)."""
+
+    def pseudo(teacher, weak: torch.Tensor, info) -> tuple[list[dict], float]:
+        h, w = weak.shape[-2:]
+        metas = [{"width": w, "height": h, "scale_xy": (1.0, 1.0)}] * len(weak)
+        dets = teacher.postprocess(teacher(weak), metas, conf=conf / 2)
+        targets = [{"boxes": torch.from_numpy(d.boxes).to(weak.device), "labels": torch.from_numpy(d.labels).to(
+            weak.device), "iscrowd": torch.from_numpy(d.scores < conf).to(weak.device)} for d in dets]
+        return targets, sum(int((d.scores >= conf).sum()) for d in dets) / max(1, len(dets))
+
+    return pseudo
+
+
+def warp_targets(targets: list[dict], aff: torch.Tensor, hw: tuple[int, int]) -> list[dict]:
+    """The boxes on the strong view (cvapps.tasks.meanteacher.warp_boxes); those mostly pushed
+    out of view become crowd."""
+    out = []
+    for t, a in zip(targets, aff):
+        b, kept, visible = warp_boxes(t["boxes"], a, hw)
+        out.append({"boxes": b[kept], "labels": t["labels"][kept],
+                    "iscrowd": (t["iscrowd"].bool() | (visible < MIN_VISIBLE))[kept]})
+    return out
+
+
 class DetectionSpec(TaskSpec):
     default_kind = "ssd"
     default_weights = "ssd_mobilenet_v2.coco"
     distillation = True
     distill_augment = True
     tracks = True
+    # --unlabelled: a mean teacher (Unbiased Teacher's threshold 0.7 and 1:1 batches) after a labelled burn-in
+    train_defaults = {**TaskSpec.train_defaults, "unlabelled_threshold": 0.7, "unlabelled_ratio": 1,
+                      "unlabelled_warmup": 0.3}
     cli_options = {
         "predict": (CliOption("save_coco", str, None, "write one COCO results file for all still images"),
                     CliOption("coco_gt", str, None, "COCO ground truth whose image ids --save-coco uses"),
@@ -147,6 +179,12 @@ class DetectionSpec(TaskSpec):
             return DetectionDataset(train, box, detection_augment() if augment else None, skip_bad)
 
         return make_train, DetectionDataset(val, box, None, skip_bad) if val is not None else None
+
+    def semi_supervised(self, model, paths, cfg, skip_bad: bool = False):
+        """A mean teacher (cvapps.tasks.meanteacher) whose detections are the boxes."""
+        ds = LetterboxedPairs(paths, Letterbox.from_config(model.config["preprocessing"]), skip_bad)
+        loss = MeanTeacher(pseudo_boxes(cfg.unlabelled_threshold), warp_targets, cfg.unlabelled_weight, "pseudo_boxes")
+        return SemiSupervised(ds, cfg.unlabelled_ratio, loss, TEACHER_DECAY, ("unlabelled_loss", "pseudo_boxes"))
 
     label_writers = ("coco", "yolo")
 

@@ -137,6 +137,8 @@ class SegmentationModel(TaskModel):
         h = self.hcfg
         w = torch.tensor(h["class_weights"], dtype=torch.float32, device=gt.device) if h["class_weights"] else None
         ce = F.cross_entropy(raw.logits.float(), gt, weight=w, ignore_index=int(h["ignore_index"]))
+        if not bool((gt != h["ignore_index"]).any()):  # nothing labelled (a teacher sure of no pixel): no loss, not NaN
+            ce = raw.logits.sum() * 0.0
         out = {"loss": ce, "ce": ce.detach()}
         if h["dice"]:
             valid = (gt != h["ignore_index"]).unsqueeze(1)

@@ -16,9 +16,11 @@ from ...data.segmentation import (SegData, SegDataset, default_colors, from_labe
                                   read_camvid, read_coco_semantic, read_mask_folder, to_labelset, write_masks)
 from ...data.io import read_raw
 from ...data.transforms import Letterbox, colour_shift
+from ...data.unlabelled import LetterboxedPairs
 from ...errors import ConfigError, DataError
 from ...options import CliOption, DataOptions, EvalOptions, parse_size, split_list
-from ..spec import PseudoLabelWriter, TaskSpec, split_every_kth
+from ..meanteacher import TEACHER_DECAY, MeanTeacher, warp_labels
+from ..spec import PseudoLabelWriter, SemiSupervised, TaskSpec, split_every_kth
 from . import distill
 from .metrics import confusion, seg_metrics
 
@@ -82,11 +84,29 @@ def evaluate_results_dir(results: str | Path, gt: SegData) -> dict:
     return seg_metrics(cm, gt.labels)
 
 
+def pseudo_masks(conf: float, ignore: int):
+    """pseudo(teacher, weak (B, 3, H, W), extents (B, 2) h, w) -> (label maps (B, H, W): the
+    teacher's class where its probability >= ``conf`` inside the image, else ``ignore``; the
+    share of the images' pixels labelled)."""
+
+    def pseudo(teacher, weak: torch.Tensor, extents: torch.Tensor) -> tuple[torch.Tensor, float]:
+        p, labels = teacher(weak).logits.float().softmax(1).max(1)
+        h, w = weak.shape[-2:]
+        ys, xs = torch.arange(h, device=weak.device), torch.arange(w, device=weak.device)
+        inside = (ys[None, :, None] < extents[:, :1, None]) & (xs[None, None, :] < extents[:, 1:, None])
+        sure = (p >= conf) & inside
+        return torch.where(sure, labels, torch.full_like(labels, ignore)), float(sure.sum() / inside.sum().clamp(min=1))
+
+    return pseudo
+
+
 class SegmentationSpec(TaskSpec):
     default_kind = "fcn8s"
     distillation = True
     distill_augment = True
-    train_defaults = {"epochs": 30, "batch_size": 8, "lr": 2e-3}
+    # --unlabelled: a mean teacher, pixels at >= 0.9, 1:1 batches, after a labelled burn-in
+    train_defaults = {"epochs": 30, "batch_size": 8, "lr": 2e-3, "unlabelled_threshold": 0.9, "unlabelled_ratio": 1,
+                      "unlabelled_warmup": 0.3}
     cli_options = {
         "train": (CliOption("masks", str, None, "mask folder: label PNGs (or colour PNGs with --palette)"),
                   CliOption("val_masks", str, None, "validation mask folder"),
@@ -161,6 +181,14 @@ class SegmentationSpec(TaskSpec):
             return SegDataset(train, box, augment(ignore) if aug else None, skip_bad)
 
         return make_train, SegDataset(val, box, None, skip_bad) if val is not None else None
+
+    def semi_supervised(self, model, paths, cfg, skip_bad: bool = False):
+        """A mean teacher (cvapps.tasks.meanteacher) whose confident pixels are the masks."""
+        ignore = int(model.config["head"]["ignore_index"])
+        ds = LetterboxedPairs(paths, Letterbox.from_config(model.config["preprocessing"]), skip_bad)
+        loss = MeanTeacher(pseudo_masks(cfg.unlabelled_threshold, ignore),
+                           lambda m, aff, hw: [{"mask": x} for x in warp_labels(m, aff, ignore)], cfg.unlabelled_weight)
+        return SemiSupervised(ds, cfg.unlabelled_ratio, loss, TEACHER_DECAY)
 
     def distill_data(self, teacher, paths, run, opts):
         def read(data, images, masks, classes, palette):
