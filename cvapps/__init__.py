@@ -23,7 +23,7 @@ _LAZY = {
                                 "track", "train", "weights_table")},
     **{name: "training.freezing" for name in ("count_parameters", "freeze", "param_groups", "unfreeze")},
     "list_weights": "weights", "pull": "weights", "distill": "distilling", "self_train": "selftraining",
-    "adapt": "adapting", "adabn": "adapting", "pretrain": "pretraining",
+    "adapt": "adapting", "adabn": "adapting", "pretrain": "pretraining", "train_bundle": "multitask",
     "set_max_pixels": "data.io",
 }
 __all__ = ["ConfigError", "CvappsError", "DataError", "ShapeError", "WeightsError", *sorted(_LAZY)]

@@ -24,7 +24,8 @@ LAYERS = [
     ["cvapps.loading"],  # models from names, files and configs
     ["cvapps.active", "cvapps.embedding"],
     ["cvapps.api"],
-    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout", "cvapps.faces"],
+    ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout", "cvapps.faces",
+     "cvapps.multitask"],
     ["cvapps.selftraining", "cvapps.adapting", "cvapps.pretraining"],  # learning around a model: rounds, adapting, SSL
     ["cvapps.integrations"],  # labelling tools and other systems around cvapps
     ["cvapps.cli"],

@@ -1,7 +1,7 @@
 """The `cvapps` commands that learn beyond plain training: distill, self-train, al-simulate, adapt,
-pretrain
+pretrain, train-bundle
 (registered on cvapps.cli's app; thin, like every command: the work is in cvapps.distilling,
-cvapps.selftraining, cvapps.adapting, cvapps.pretraining and cvapps.api)."""
+cvapps.selftraining, cvapps.adapting, cvapps.pretraining, cvapps.multitask and cvapps.api)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from ..errors import ConfigError
 from ..options import split_list
-from . import DATA, DEVICE, TRAIN, WORKERS, _api, _json, _print_train_result, _size, app, err
+from . import DATA, DEVICE, PRECISION, TRAIN, WORKERS, _api, _json, _print_train_result, _size, app, err
 
 # how a landmark / pose teacher (distill) or the previous round's model (self-train) finds its instances
 INSTANCES = {
@@ -190,3 +190,36 @@ def pretrain(
     print(_json(run(list(data), backbone=backbone, method=method, weights=weights, img_size=img_size, epochs=epochs,
                     batch_size=batch_size, lr=lr, out=out_dir, resume=resume, overwrite=overwrite, seed=seed,
                     workers=workers, device=device, console=err)))
+
+
+@app.command("train-bundle")
+def train_bundle(
+    task: List[str] = typer.Option(..., help="TASK:DATA[,key=value,...] — one per task (repeatable), e.g. "
+                                             "detect:voc.json,images=voc/,val_fraction=0.2 or "
+                                             "segment:camvid/,classes=... (the task's data and head options)"),
+    backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
+    img_size: Optional[str] = TRAIN["img_size"][1],
+    weighting: str = typer.Option("uncertainty", help="uncertainty (learnt, Kendall et al.) | equal | one weight "
+                                                      "per task, comma-separated"),
+    out_dir: str = typer.Option("runs/bundle", "--out"),
+    epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = typer.Option(
+        None, help="images per task in each step (default 8)"),
+    lr: Optional[float] = TRAIN["lr"][1], freeze: Optional[str] = TRAIN["freeze"][1],
+    backbone_lr_ratio: float = TRAIN["backbone_lr_ratio"][1], warmup_epochs: float = TRAIN["warmup_epochs"][1],
+    ema: Optional[float] = TRAIN["ema"][1], augment: Optional[bool] = TRAIN["augment"][1],
+    patience: Optional[int] = TRAIN["patience"][1], seed: int = TRAIN["seed"][1],
+    resume: bool = TRAIN["resume"][1], overwrite: bool = TRAIN["overwrite"][1],
+    workers: Optional[int] = WORKERS["workers"][1], device: str = DEVICE["device"][1],
+    precision: str = PRECISION["precision"][1],
+) -> None:
+    """Multi-task training: one backbone, a head per --task, each from its own data; OUT/best/ is a
+    bundle (one model file per task, one backbone pass in `cvapps predict --model F1 --model F2`)."""
+    from ..multitask import train_bundle as run
+
+    opts = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, freeze=freeze, ema=ema,
+                                   augment=augment, patience=patience).items() if v is not None}
+    result = run(list(task), backbone=backbone, weights=weights, img_size=_size(img_size), weighting=weighting,
+                 out=out_dir, console=err, backbone_lr_ratio=backbone_lr_ratio, warmup_epochs=warmup_epochs,
+                 seed=seed, resume=resume, overwrite=overwrite, workers=workers, device=device, precision=precision,
+                 **opts)
+    _print_train_result(result)

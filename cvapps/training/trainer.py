@@ -194,6 +194,10 @@ class Trainer:
                 bar.advance(len(x))
         return TensorDataset(torch.cat(feats), torch.cat(targets))
 
+    def save(self, model, path: Path) -> None:
+        """Write the kept model (best / last); a trainer of something else writes its own files."""
+        save_model(model, path)
+
     def evaluate(self, ds, loader=None, model=None) -> dict:
         """Metrics of ``model`` (default the trained one) on ``ds``."""
         m = model if model is not None else self.model
@@ -292,7 +296,7 @@ class Trainer:
             if self.dist.main:
                 rec.update({f"val_{k}" if k == "loss" else k: v for k, v in self.evaluate(val_ds, val_loader).items()
                             if not isinstance(v, (list, dict))})
-                save_model(model, self.out / "best.safetensors")
+                self.save(model, self.out / "best.safetensors")
             rec = distributed.from_main(self.dist, rec)
             best, best_loss, best_epoch = rec.get(self.metric), rec.get("val_loss", math.inf), 0
             if best is None:  # no metric to compare: training decides
@@ -367,8 +371,8 @@ class Trainer:
             self.records.append(rec)
             if self.dist.main:
                 if improved:
-                    save_model(kept(), self.out / "best.safetensors")
-                save_model(kept(), self.out / "last.safetensors")
+                    self.save(kept(), self.out / "best.safetensors")
+                self.save(kept(), self.out / "last.safetensors")
                 self._write_records()
                 save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
                                 scheduler=sched.state_dict(), epoch=epoch, best=best, best_loss=best_loss,
