@@ -86,6 +86,11 @@ class JointDataset(TaskDataset):
                               hint="give every task the same --img-size")
         return torch.stack(xs), {"tasks": targets, "counts": counts}
 
+    def on_worker(self, workers: int) -> None:  # a loader worker process starts: tell the tasks' datasets
+        for ds in self.parts.values():
+            if hasattr(ds, "on_worker"):
+                ds.on_worker(workers)
+
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         return torch.stack([ds.normalize(batch_u8[:, k]) for k, ds in enumerate(self.parts.values())], 1)
 

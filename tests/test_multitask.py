@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import io
 import json
-
 import math
+import sys
+
 import pytest
 import torch
 from conftest import interrupt_at_epoch, run_cli
@@ -169,3 +170,28 @@ def test_bundle_refusals(two_sets, tmp_path):
         train_bundle([tasks[0], tasks[0]], out=str(tmp_path / "x"), console=QUIET)
     with pytest.raises(ConfigError, match="whole-image tasks"):
         train_bundle([tasks[0], "pose:none.json"], out=str(tmp_path / "y"), console=QUIET)
+
+
+DDP_SCRIPT = """
+import sys, cvapps
+r = cvapps.train_bundle(sys.argv[1:3], backbone="mobilenet_v3_small", img_size=64, epochs=2, batch_size=4,
+                        out=sys.argv[3], workers=0)
+print("RESULT", r["rank"], r["world_size"])
+"""
+
+
+def test_bundle_trains_under_torchrun(two_sets, tmp_path):
+    """Two gloo processes: every parameter (both heads, the backbone, the log variances) takes
+    part in each step, so DDP runs without unused-parameter detection; rank 0 alone writes."""
+    from test_distributed import _run
+
+    _, tasks = two_sets
+    script = tmp_path / "bundle.py"
+    script.write_text(DDP_SCRIPT)
+    out = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+                *tasks, str(tmp_path / "ddp")], tmp_path)
+    assert sorted(out.split("RESULT")[1:]) == [" 0 2\n", " 1 2\n"]
+    recs = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and recs[0]["train_loss"] != recs[1]["train_loss"]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "best").iterdir()) == ["detect.safetensors",
+                                                                            "segment.safetensors"]
