@@ -1,10 +1,11 @@
 """Multi-task training (`cvapps train-bundle`) against single-task models with the same budget.
 
 Mixed sets: voc-detection (every 5th of the 100 images held out: 80 train, 20 scored; COCO AP50)
-and CamVid (80 of the 367 training scenes, every 4th or so, and the 101 val scenes; mIoU), an
-ImageNet MobileNetV2 at one input size. The single-task models train on their data alone with the
-same epochs, batch and learning rate; the bundle takes one batch of each task per step, so each
-head sees exactly the steps and images its single-task model sees, and the backbone all of them.
+and CamVid (every 4th of the 367 training scenes: 92, and the 101 val scenes; mIoU), an ImageNet
+MobileNetV2 at one input size. The single-task models train on their data alone with the same
+epochs, batch and learning rate; the bundle takes one batch of each task per step and its epoch
+is the larger set once, so the segmentation head sees the steps its single-task model sees and
+the detection head 92/80 of them (VOC repeats within the epoch); the backbone sees all.
 One image set with two tasks' labels: the 4 COCO keypoint photos (14 people: boxes and polygons
 -> person detection and person / background segmentation), scored on themselves (a smoke figure).
 Speed: the bundle's predict (one backbone pass) against the two models predicting one after the
@@ -56,7 +57,7 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--camvid-every", type=int, default=4, help="every k-th CamVid training scene")
-    ap.add_argument("--arms", default="detect,segment,bundle_uncertainty,bundle_equal,coco")
+    ap.add_argument("--arms", default="detect,segment,bundle_uncertainty,bundle_magnitude,bundle_equal,coco")
     args = ap.parse_args()
     voc, camvid = require(data_root() / "voc-detection", "voc-detection"), require(data_root() / "camvid", "camvid")
     work = Path(args.work)
@@ -84,7 +85,7 @@ def main() -> None:
             report[task] = {key: round(m[key], 4), "minutes": round(minutes, 1)}
             print(task, report[task], flush=True)
     tasks = [("detect", str(work / "voc_train.json"), det_opts), ("segment", str(cam), seg_opts)]
-    for weighting in ("uncertainty", "equal"):
+    for weighting in ("uncertainty", "magnitude", "equal"):
         arm = f"bundle_{weighting}"
         if arm not in arms:
             continue

@@ -76,7 +76,7 @@ def _grads(model, x, targets) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("weighting", ["equal", "uncertainty"])
+@pytest.mark.parametrize("weighting", ["equal", "uncertainty", "magnitude"])
 def test_each_head_learns_only_from_its_own_task(weighting):
     """Two batches with the same detection images and boxes but other segmentation images and
     masks: the detection head's gradients are identical, the segmentation head's and the
@@ -103,7 +103,8 @@ def test_each_head_learns_only_from_its_own_task(weighting):
 
 
 def test_uncertainty_weighting_equals_the_hand_computed_loss(monkeypatch):
-    """Task losses 2 and 3, log variances 0.5 and -0.2: exp(-0.5) 2 + 0.5 + exp(0.2) 3 - 0.2."""
+    """Task losses 2 and 3, log variances 0.5 and -0.2: exp(-0.5) 2 + 0.5 + exp(0.2) 3 - 0.2;
+    fixed weights; magnitude scaling: each loss over its running mean (decay 0.9)."""
     model = _bundle_model("uncertainty")
     for task, value in (("detect", 2.0), ("segment", 3.0)):
         monkeypatch.setattr(model.parts[task], "training_step",
@@ -118,6 +119,13 @@ def test_uncertainty_weighting_equals_the_hand_computed_loss(monkeypatch):
     fixed = MultiTaskModel({"detect": model.parts["detect"], "segment": model.parts["segment"]}, "0.5,2")
     assert float(fixed.training_step(torch.zeros(1, 2, 3, 8, 8), [{"tasks": {"detect": {}, "segment": {
         "mask": torch.zeros(8, 8)}}}])["loss"].detach()) == pytest.approx(0.5 * 2 + 2 * 3)
+    scaled = MultiTaskModel({"detect": model.parts["detect"], "segment": model.parts["segment"]}, "magnitude")
+    batch = (torch.zeros(1, 2, 3, 8, 8), [{"tasks": {"detect": {}, "segment": {"mask": torch.zeros(8, 8)}}}])
+    assert float(scaled.training_step(*batch)["loss"].detach()) == pytest.approx(2.0)  # 2 / 2 + 3 / 3
+    monkeypatch.setattr(model.parts["detect"], "training_step", lambda x, t: {"loss": torch.tensor(4.0)})
+    # the running mean of the detection loss: 0.9 * 2 + 0.1 * 4 = 2.2
+    assert float(scaled.training_step(*batch)["loss"].detach()) == pytest.approx(4 / 2.2 + 1.0, rel=1e-6)
+    assert scaled.task_weights() == pytest.approx([1 / 2.2, 1 / 3], rel=1e-6)
     with pytest.raises(ConfigError, match="3 weights for 2 tasks"):
         MultiTaskModel({"detect": model.parts["detect"], "segment": model.parts["segment"]}, "1,1,1")
 

@@ -199,8 +199,9 @@ def train_bundle(
                                              "segment:camvid/,classes=... (the task's data and head options)"),
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
     img_size: Optional[str] = TRAIN["img_size"][1],
-    weighting: str = typer.Option("uncertainty", help="uncertainty (learnt, Kendall et al.) | equal | one weight "
-                                                      "per task, comma-separated"),
+    weighting: str = typer.Option("magnitude", help="magnitude (each task's loss over its running mean) | "
+                                                    "uncertainty (learnt, Kendall et al.) | equal | one weight per "
+                                                    "task, comma-separated"),
     out_dir: str = typer.Option("runs/bundle", "--out"),
     epochs: Optional[int] = TRAIN["epochs"][1], batch_size: Optional[int] = typer.Option(
         None, help="images per task in each step (default 8)"),
