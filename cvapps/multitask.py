@@ -10,8 +10,9 @@ Weighting (``--weighting``): ``magnitude`` (default: each task's loss divided by
 mean, so every task contributes ~1 whatever its loss's scale — an SSD loss of ~9 no longer drowns
 a segmentation cross-entropy of ~0.3; best of the three on benchmarks/multitask.py),
 ``uncertainty`` (Kendall et al. 2018: sum over tasks of exp(-s_t) L_t + s_t, with s_t learnt —
-noisier tasks get less weight), ``equal`` (sum), or one fixed weight per task. The checkpoint, ``--resume`` (exact), ``--freeze``, ``--ema``, DDP,
-workers and ``--precision`` are the ordinary trainer's (cvapps.training.trainer)."""
+noisier tasks get less weight), ``equal`` (sum), or one fixed weight per task. The checkpoint,
+``--resume`` (exact), ``--freeze``, ``--ema``, DDP, workers and ``--precision`` are the ordinary
+trainer's (cvapps.training.trainer)."""
 
 from __future__ import annotations
 
