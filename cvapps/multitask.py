@@ -84,11 +84,7 @@ class JointDataset(TaskDataset):
                     counts[name] = counts.get(name, 0) + v
             xs.append(x)
             targets[task] = t
-        shapes = {tuple(x.shape) for x in xs}
-        if len(shapes) > 1:
-            raise ConfigError(f"the tasks' inputs differ in size {sorted(shapes)}: a bundle needs one input size",
-                              hint="give every task the same --img-size")
-        return torch.stack(xs), {"tasks": targets, "counts": counts}
+        return torch.stack(xs), {"tasks": targets, "counts": counts}  # one input size: checked by train_bundle
 
     def on_worker(self, workers: int) -> None:  # a loader worker process starts: tell the tasks' datasets
         for ds in self.parts.values():
@@ -196,14 +192,18 @@ class MultiTaskTrainer(Trainer):
     <task>.safetensors, OUT/last/<task>.safetensors."""
 
     def _loader(self, ds, shuffle: bool):
-        return None if isinstance(ds, dict) else super()._loader(ds, shuffle)
+        """The validation sets: one loader per task, made once (their worker processes persist)."""
+        if isinstance(ds, dict):
+            return {task: super(MultiTaskTrainer, self)._loader(v, False) for task, v in ds.items()}
+        return super()._loader(ds, shuffle)
 
     def evaluate(self, ds, loader=None, model=None) -> dict:
         m = model if model is not None else self.model
         out: dict[str, float] = {}
         for task, vds in ds.items():
             part = m.parts[task]
-            r = evaluate_dataset(part, vds, self.cfg.batch_size, self.cfg.precision, workers=self.cfg.workers)
+            r = evaluate_dataset(part, vds, self.cfg.batch_size, self.cfg.precision,
+                                 loader=loader[task] if loader else None, workers=self.cfg.workers)
             out.update({f"{task}_{k}": v for k, v in r.items() if not isinstance(v, (list, dict))})
         out["score"] = score(out, m.parts)
         losses = [v for k, v in out.items() if k.endswith("_loss")]
@@ -260,6 +260,10 @@ def train_bundle(tasks: list, *, backbone: str | None = None, weights: str | Non
     if len(bb) > 1:  # pragma: no cover - create_model gives every task the same backbone
         raise ConfigError(f"the tasks' models have different backbones {sorted(bb)}")
     model = MultiTaskModel(models, weighting)
+    inputs = {t: m.config["preprocessing"]["input_size"] for t, m in models.items()}
+    if len({json.dumps(v) for v in inputs.values()}) > 1:
+        raise ConfigError(f"the tasks' input sizes differ ({inputs}): a bundle's tasks share one input size",
+                          hint="give --img-size")
     pres = [json.dumps(m.config["preprocessing"], sort_keys=True) for m in models.values()]
     if len(set(pres)) > 1:
         console.print("note: the tasks prepare their inputs differently (e.g. a classifier crops, a detector "
