@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Flower (cvapps federated) in its own venv: flwr's pins cannot join cvapps's (cvapps/federated/engine.py)
+FLOWER_STAMP := .venv-flower/.installed
 
 .PHONY: setup demo test test-isa docs bench clean
 
@@ -12,6 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev,onnx,openvino,litert,coreml,serve,label-studio,cvat,s3,ray,ssl]"
 	$(BIN)/pip install -q -c constraints.txt --no-deps lightly  # cvapps pretrain (see pyproject's ssl extra)
 	touch $(STAMP)
+
+$(FLOWER_STAMP): $(STAMP) cvapps/federated/flower-constraints.txt
+	$(BIN)/cvapps federated setup --venv .venv-flower
+	touch $(FLOWER_STAMP)
 
 setup: $(STAMP)
 
@@ -25,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/cvapps predict pose examples/astronaut.jpg --out runs/demo/pose --save-json runs/demo/pose/predictions.jsonl
 	$(BIN)/cvapps predict landmarks examples/astronaut.jpg --out runs/demo/faces --save-json runs/demo/faces/predictions.jsonl
 
-test: $(STAMP)
+test: $(STAMP) $(FLOWER_STAMP)
 	$(BIN)/python -m pytest --durations=25
 
 # the rounding-sensitive tests (conftest.ROUNDING_SENSITIVE) again under oneDNN's SSE4.1 kernels on one
@@ -44,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/finetune_hymenoptera.py
 
 clean:
-	rm -rf $(VENV) runs build site *.egg-info
+	rm -rf $(VENV) .venv-flower runs build site *.egg-info

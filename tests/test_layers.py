@@ -26,7 +26,8 @@ LAYERS = [
     ["cvapps.api"],
     ["cvapps.serving", "cvapps.benchmarking", "cvapps.distilling", "cvapps.scaleout", "cvapps.faces",
      "cvapps.multitask"],
-    ["cvapps.selftraining", "cvapps.adapting", "cvapps.pretraining"],  # learning around a model: rounds, adapting, SSL
+    # learning around a model: rounds, adapting, SSL, federated sites
+    ["cvapps.selftraining", "cvapps.adapting", "cvapps.pretraining", "cvapps.federated"],
     ["cvapps.integrations"],  # labelling tools and other systems around cvapps
     ["cvapps.cli"],
     ["cvapps.__main__", "cvapps.__init__"],

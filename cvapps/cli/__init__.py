@@ -617,7 +617,7 @@ def _sources_as_arguments(argv: list[str]) -> list[str]:
     return moved_args + moved if "--" in moved_args else moved_args + ["--", *moved]
 
 
-from . import faces, labels, learning, selection  # noqa: E402,F401  (each registers its commands on `app`)
+from . import faces, federated, labels, learning, selection  # noqa: E402,F401  (each registers its commands on `app`)
 
 
 def _notes_as_lines() -> None:

@@ -43,6 +43,9 @@ class TrainConfig(Options):
     lr: float = opt(1e-3, low=0.0, low_open=True)
     weight_decay: float = opt(1e-4, low=0.0)
     warmup_epochs: float = opt(1.0, low=0.0)
+    # after the warm-up: "cosine" decay to 0 over the run, or "constant" (a federated round's local epochs:
+    # the server decays the rate over the rounds)
+    lr_schedule: str = opt("cosine", choices=("cosine", "constant"))
     backbone_lr_ratio: float = opt(0.1, low=0.0)
     freeze: str | None = None  # "backbone" | "stage:N" | a regex over module names | "none"
     unfreeze_at: int | None = opt(None, low=0)
@@ -122,12 +125,13 @@ class Trainer:
     (see cvapps.data). ``make_train_ds(augment)`` lets the trainer pick the pipeline."""
 
     def __init__(self, model, cfg: TrainConfig, make_train_ds, val_ds, console: Console | None = None,
-                 evaluate_start: bool = False, unlabelled=None):
+                 evaluate_start: bool = False, unlabelled=None, penalty=None):
         """``evaluate_start``: the model already works (a pretrained task model being fine-tuned):
         it is evaluated as epoch 0 and stays best.safetensors unless an epoch beats it.
-        ``unlabelled``: a cvapps.tasks.spec.SemiSupervised (its images join every step)."""
+        ``unlabelled``: a cvapps.tasks.spec.SemiSupervised (its images join every step).
+        ``penalty(model)``: a scalar added to every step's loss (FedProx's proximal term)."""
         self.model, self.cfg, self.val_ds, self.evaluate_start = model, cfg, val_ds, evaluate_start
-        self.unlabelled = unlabelled
+        self.unlabelled, self.penalty = unlabelled, penalty
         self.dist, device = distributed.setup(cfg.device)
         # only rank 0 talks, logs and writes files
         self.console = (console or Console(stderr=True, markup=False)) if self.dist.main else Console(quiet=True)
@@ -263,6 +267,8 @@ class Trainer:
         def lr_lambda(step: int) -> float:
             if step < warm:
                 return (step + 1) / warm
+            if cfg.lr_schedule == "constant":
+                return 1.0
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
@@ -328,7 +334,7 @@ class Trainer:
                     with autocast(self.device, cfg.precision):
                         out = step_fn(x, t, self.cache, u.to(self.device), to_device(info, self.device)) \
                             if u is not None else step_fn(x, t, self.cache)
-                        loss = out["loss"]
+                        loss = out["loss"] if self.penalty is None else out["loss"] + self.penalty(model)
                     for k in semi.logs if semi is not None else ():
                         if k in out:
                             u_logs[k] = u_logs.get(k, 0.0) + float(out[k]) * x.shape[0]

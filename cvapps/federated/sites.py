@@ -1,0 +1,203 @@
+"""cvapps's side of a federated run: a Site trains the global model on its own data with the
+Trainer for one round; the Coordinator (the server's) holds the global model, evaluates and
+writes it after every round; partitions split one dataset over simulated clients."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from ..data.classification import ClassificationData
+from ..errors import ConfigError
+from ..modelfile import save_model
+from ..tasks import TASKS
+from ..tasks.base import model_class
+from ..training.plots import plot_curves
+from ..training.trainer import TrainConfig, Trainer, evaluate_dataset
+
+
+def travelling(model: nn.Module) -> list[str]:
+    """The tensors that travel, in state_dict order: every float one (weights, BatchNorm's
+    affine parameters and running statistics); integer counters stay."""
+    return [k for k, v in model.state_dict().items() if v.is_floating_point()]
+
+
+def norm_tensors(model: nn.Module) -> set[str]:
+    """State names of the normalisation layers (FedBN keeps them local)."""
+    return {f"{name}.{k}" if name else k for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) for k in m.state_dict()}
+
+
+def get_arrays(model: nn.Module) -> list[np.ndarray]:
+    state = model.state_dict()
+    return [state[k].detach().float().cpu().numpy() for k in travelling(model)]
+
+
+def set_arrays(model: nn.Module, arrays: list[np.ndarray], keep: set[str] = frozenset()) -> None:
+    """Load travelling ``arrays`` into ``model``, except the names in ``keep``."""
+    names, state = travelling(model), model.state_dict()
+    if len(arrays) != len(names) or any(tuple(a.shape) != tuple(state[k].shape) for k, a in zip(names, arrays)):
+        raise ConfigError(f"the server's weights ({len(arrays)} tensors) do not fit this model ({len(names)})",
+                          hint="server and clients must run the same cvapps version and task")
+    for k, a in zip(names, arrays):
+        if k not in keep:
+            state[k] = torch.from_numpy(np.ascontiguousarray(a)).to(state[k].dtype)
+    model.load_state_dict(state)
+
+
+def partition(data, clients: int, how: str, seed: int = 0, min_size: int = 2) -> list[list[int]]:
+    """Index lists of ``data`` for ``clients`` simulated sites. ``iid``: a shuffled even split;
+    ``dirichlet:A``: each class's images are spread over the sites in proportions drawn from
+    Dir(A) (Hsu et al. 2019; small A: each site sees few classes), drawn again until every site
+    has ``min_size`` images. Dirichlet needs one class per image (single-label classification)."""
+    rng = np.random.default_rng(seed)
+    n = len(data)
+    if clients < 1 or clients > n:
+        raise ConfigError(f"--clients {clients}: must be 1 to the {n} images")
+    if how == "iid":
+        return [sorted(p.tolist()) for p in np.array_split(rng.permutation(n), clients)]
+    kind, _, alpha = how.partition(":")
+    try:
+        alpha = float(alpha)
+    except ValueError:
+        alpha = -1.0
+    if kind != "dirichlet" or not alpha > 0:
+        raise ConfigError(f"--partition {how!r}: expected iid or dirichlet:ALPHA (ALPHA > 0, e.g. dirichlet:0.3)")
+    if not isinstance(data, ClassificationData) or data.kind != "multiclass":
+        raise ConfigError("--partition dirichlet needs single-label classification data (one class per image)",
+                          hint="use --partition iid")
+    targets = np.asarray(data.targets)
+    for _ in range(1000):
+        parts: list[list[int]] = [[] for _ in range(clients)]
+        for c in np.unique(targets):
+            idx = rng.permutation(np.flatnonzero(targets == c))
+            cuts = (np.cumsum(rng.dirichlet([alpha] * clients)) * len(idx)).astype(int)[:-1]
+            for k, chunk in enumerate(np.split(idx, cuts)):
+                parts[k] += chunk.tolist()
+        if min(len(p) for p in parts) >= min_size:
+            return [sorted(p) for p in parts]
+    raise ConfigError(f"--partition {how}: could not give every one of {clients} sites {min_size} images",
+                      hint="fewer --clients or a larger ALPHA")
+
+
+def conform(data, labels: list[str], what: str):
+    """``data`` over the model's ``labels``: a site may lack classes (a classifier's folders are
+    matched by name); other tasks must carry the same class list."""
+    if list(data.labels) == list(labels):
+        return data
+    missing = [c for c in data.labels if c not in labels]
+    if missing:
+        raise ConfigError(f"{what}: classes {missing[:5]} are not the federated model's {labels[:10]}")
+    if isinstance(data, ClassificationData) and data.kind == "multiclass":
+        targets = [labels.index(data.labels[t]) for t in data.targets]
+        return ClassificationData(data.paths, targets, list(labels), data.kind, data.source, data.skipped)
+    raise ConfigError(f"{what}: its classes {list(data.labels)[:10]} differ from the federated model's "
+                      f"{list(labels)[:10]}", hint="give every site the same class list (--classes)")
+
+
+class Site:
+    """One client: ``train`` (a task's data) trained with the Trainer for the server's local
+    epochs each round, from the global weights. ``options``: TrainConfig fields of this site
+    (batch_size, workers, device, precision, freeze, ...); the server sets lr and epochs."""
+
+    def __init__(self, task: str, train, val, out: Path, options: dict, console: Console, seed: int = 0,
+                 skip_bad: bool = False):
+        self.task, self.train, self.val, self.out = task, train, val, Path(out)
+        self.options, self.console, self.seed, self.skip_bad = dict(options), console, seed, skip_bad
+        self.model = None
+        self.rounds = 0
+
+    def _model(self, config: dict):
+        if self.model is None:
+            cfg = json.loads(config["model"])
+            if cfg["task"] != self.task:
+                raise ConfigError(f"the server trains a {cfg['task']} model, this client was started for {self.task}")
+            self.model = model_class(cfg["task"]).from_config(cfg)
+            labels = list(self.model.labels)
+            self.train = conform(self.train, labels, "this site's data")
+            self.val = conform(self.val, labels, "this site's validation data") if self.val is not None else None
+        return self.model
+
+    def fit(self, arrays: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
+        model = self._model(config)
+        local = config.get("norm") == "local" and self.rounds > 0  # FedBN: this site's BatchNorm stays
+        set_arrays(model, arrays, norm_tensors(model) if local else set())
+        penalty = None
+        mu = float(config.get("proximal_mu", 0.0))
+        if mu > 0:  # FedProx: mu/2 ||w - w_global||^2 keeps the local steps near the round's start
+            ref = {k: p.detach().clone() for k, p in model.named_parameters()}
+
+            def penalty(m):
+                return mu / 2 * sum(((p - ref[k].to(p.device)) ** 2).sum()
+                                    for k, p in m.named_parameters() if p.requires_grad)
+        make_train, _ = TASKS.get(self.task).datasets(model, self.train, None, self.skip_bad)
+        cfg = TrainConfig.parse({**self.options, "epochs": int(config["local_epochs"]), "lr": float(config["lr"]),
+                                 "warmup_epochs": 0.0, "lr_schedule": "constant", "overwrite": True,
+                                 "out_dir": str(self.out / "round"), "seed": self.seed * 1000 + int(config["round"])},
+                                skip_bad=self.skip_bad)
+        t = time.perf_counter()
+        result = Trainer(model, cfg, make_train, None, self.console, penalty=penalty).fit()
+        self.rounds += 1
+        model.cpu()
+        save_model(model, self.out / "local.safetensors")  # this site's model (with its own BatchNorm under FedBN)
+        rec = json.loads((self.out / "round" / "metrics.jsonl").read_text().splitlines()[-1])
+        self.console.print(f"round {config['round']}: trained {len(self.train)} images for {cfg.epochs} epoch(s) "
+                           f"in {time.perf_counter() - t:.1f} s, loss {rec['train_loss']:.4f}", highlight=False)
+        del result
+        return get_arrays(model), len(self.train), {"train_loss": rec["train_loss"]}
+
+    def evaluate(self, arrays: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
+        if self.val is None:
+            return 0.0, 0, {}
+        model = self._model(config)
+        set_arrays(model, arrays, norm_tensors(model) if config.get("norm") == "local" and self.rounds else set())
+        spec = TASKS.get(self.task)
+        m = evaluate_dataset(model, spec.eval_dataset(model, self.val, self.skip_bad),
+                             int(self.options.get("batch_size", 32)))
+        return float(m.get("loss", 0.0)), len(self.val), {k: v for k, v in m.items() if isinstance(v, (int, float))}
+
+
+class Coordinator:
+    """The server's global model: its first weights, and after every round the aggregate —
+    written to OUT/model.safetensors (an ordinary cvapps model file), evaluated on ``val`` (if
+    given), recorded in OUT/metrics.jsonl and OUT/curves.png."""
+
+    def __init__(self, model, out: Path, val, console: Console, batch_size: int = 32, skip_bad: bool = False):
+        self.model, self.out, self.val, self.console = model, Path(out), val, console
+        self.batch_size, self.skip_bad = batch_size, skip_bad
+        self.records: list[dict] = []
+        self.pending: dict = {}
+        self.metric = model.primary_metric()[0]
+        self.started = time.perf_counter()
+
+    def aggregated(self, header: dict) -> None:
+        self.pending = {"clients": header["clients"], "failures": header["failures"],
+                        "examples": sum(header["examples"]),
+                        **{k: v for k, v in (header.get("metrics") or {}).items()}}
+
+    def global_round(self, rnd: int, arrays: list[np.ndarray]) -> tuple[float, dict]:
+        set_arrays(self.model, arrays)
+        save_model(self.model, self.out / "model.safetensors")
+        rec = {"epoch": rnd, **self.pending, "time_s": round(time.perf_counter() - self.started, 1)}
+        self.pending = {}
+        loss, metrics = 0.0, {}
+        if self.val is not None:
+            spec = self.model.spec
+            m = evaluate_dataset(self.model, spec.eval_dataset(self.model, self.val, self.skip_bad), self.batch_size)
+            metrics = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            loss = float(metrics.pop("loss", math.nan))
+            rec.update({"val_loss": loss, **metrics})
+        self.records.append(rec)
+        with open(self.out / "metrics.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in self.records)
+        plot_curves(self.records, self.out / "curves.png", self.metric)
+        shown = " ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in rec.items() if k != "epoch")
+        self.console.print(f"round {rnd}: {shown}", highlight=False)
+        return loss if math.isfinite(loss) else 0.0, metrics
