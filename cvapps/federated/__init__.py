@@ -132,7 +132,7 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
                _round_config(model, rounds, local_epochs, lr, norm), secure_aggregation=secure_aggregation,
                secagg_range=8.0)
     Link(_handlers(coord, sites), console).run("simulate", job)
-    return _summary(coord, out_dir)
+    return {**_summary(coord, out_dir), "sites": [len(p) for p in parts]}
 
 
 def server(task: str = "classify", *, listen: str = "0.0.0.0:8080", clients: int = 2, min_clients: int = 1,
