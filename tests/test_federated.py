@@ -148,19 +148,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate it signed for 127.0.0.1 (openssl)."""
+    folder.mkdir()
+
+    def ssl(*args):
+        subprocess.run(["openssl", *map(str, args)], cwd=folder, check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", 2,
+        "-subj", "/CN=cvapps test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.pem", "-days", 2, "-extfile", "san.cnf")
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+
+
 def test_server_and_two_client_processes_one_killed(tmp_path, colour_folder):
-    """A gRPC Flower server and two client processes on 127.0.0.1; a site without one class
-    takes part (its classes matched by name). Round 1 is FedAvg of both; then site B is killed
-    in the middle of round 2: the round goes on with site A (a failure is counted), and so
-    does round 3; the run completes."""
+    """A gRPC Flower server (TLS) and two client processes on 127.0.0.1; a site without one
+    class takes part (its classes matched by name). Round 1 is FedAvg of both; then site B is
+    killed in the middle of round 2: the round goes on with site A (a failure is counted), and
+    so does round 3; the run completes."""
+    ca, cert, key = certificates(tmp_path / "tls")
     a = colour_sites(tmp_path / "site_a", {"red": 4, "green": 4, "blue": 4}, 1)
     b = colour_sites(tmp_path / "site_b", {"red": 40, "green": 40}, 2)  # no blue; slower (80 images)
     port = free_port()
     srv = start(["federated", "server", "classify", "--val", colour_folder / "val", "--rounds", 3, "--clients", 2,
                  "--backbone", "mobilenet_v3_small", "--img-size", 64, "--lr", 0.05, "--out", tmp_path / "srv",
-                 "--listen", f"127.0.0.1:{port}"], tmp_path / "srv.log")
+                 "--listen", f"127.0.0.1:{port}", "--certificates", f"{ca},{cert},{key}"], tmp_path / "srv.log")
     clients = {s: start(["federated", "client", "classify", d, "--server", f"127.0.0.1:{port}", "--out",
-                         tmp_path / s, "--batch-size", 2, "--workers", 0], tmp_path / f"{s}.log")
+                         tmp_path / s, "--batch-size", 2, "--workers", 0, "--root-cert", ca], tmp_path / f"{s}.log")
                for s, d in (("a", a), ("b", b))}
     try:
         deadline = time.time() + 300
@@ -188,6 +204,7 @@ def test_server_and_two_client_processes_one_killed(tmp_path, colour_folder):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
     assert "round 2: trained" not in (tmp_path / "b.log").read_text()  # B was killed during round 2
+    assert "SSL is enabled" in (tmp_path / "srv.log").read_text()
     recs = [json.loads(x) for x in metrics.read_text().splitlines()]
     assert [(r["epoch"], r.get("clients"), r.get("failures")) for r in recs] == [(0, None, None), (1, 2, 0),
                                                                                 (2, 1, 1), (3, 1, 0)]

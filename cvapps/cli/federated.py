@@ -22,6 +22,7 @@ ROUND = dict(
     mu=typer.Option(0.01, help="fedprox: weight of the proximal term mu/2 ||w - w_global||^2"),
     norm=typer.Option("average", help="BatchNorm: average (FedAvg: with every weight) | local (FedBN: each site "
                                       "keeps its own after round 1)"),
+    fraction=typer.Option(1.0, help="the share of the clients trained each round (Flower samples them)"),
     dp_noise=typer.Option(None, help="central differential privacy (Flower's server-side fixed clipping): noise "
                                      "multiplier of the Gaussian noise added to the clipped updates' sum"),
     dp_clip=typer.Option(1.0, help="with --dp-noise: the L2 norm each site's update is clipped to"),
@@ -55,7 +56,8 @@ def simulate(
                                                         "sites' (quantised) updates"),
     rounds: int = ROUND["rounds"], local_epochs: int = ROUND["local_epochs"], lr: float = ROUND["lr"],
     strategy: str = ROUND["strategy"], mu: float = ROUND["mu"], norm: str = ROUND["norm"],
-    dp_noise: Optional[float] = ROUND["dp_noise"], dp_clip: float = ROUND["dp_clip"],
+    fraction: float = ROUND["fraction"], dp_noise: Optional[float] = ROUND["dp_noise"],
+    dp_clip: float = ROUND["dp_clip"],
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
     img_size: Optional[str] = TRAIN["img_size"][1], out_dir: str = typer.Option("runs/federated", "--out"),
     overwrite: bool = typer.Option(False, help="replace a federated model already in --out"),
@@ -71,7 +73,7 @@ def simulate(
     opts = {k: v for k, v in dict(images=images, fmt=fmt, val=val_data, val_fraction=val_fraction or None).items()
             if v is not None}
     print(_json(run(task, data, clients=clients, partition_=partition, rounds=rounds, local_epochs=local_epochs,
-                    lr=lr, strategy=strategy, mu=mu, norm=norm, dp_noise=dp_noise, dp_clip=dp_clip,
+                    lr=lr, strategy=strategy, mu=mu, norm=norm, fraction=fraction, dp_noise=dp_noise, dp_clip=dp_clip,
                     secure_aggregation=secure_aggregation, backbone=backbone, weights=weights,
                     img_size=_size(img_size), out=out_dir, overwrite=overwrite, seed=seed, console=err,
                     **_site(batch_size, workers, device, precision, freeze), **opts)["records"][-1]))
@@ -91,9 +93,12 @@ def server(
     classes: Optional[str] = typer.Option(None, help="without --val: the model's classes, comma-separated"),
     round_timeout: Optional[float] = typer.Option(None, help="seconds a round waits for its clients"),
     wait: float = typer.Option(600.0, help="seconds to wait for --clients before round 1"),
+    certificates: Optional[str] = typer.Option(None, help="CA,CERT,KEY files: gRPC over TLS (without: plain "
+                                                          "gRPC, for a trusted network only)"),
     rounds: int = ROUND["rounds"], local_epochs: int = ROUND["local_epochs"], lr: float = ROUND["lr"],
     strategy: str = ROUND["strategy"], mu: float = ROUND["mu"], norm: str = ROUND["norm"],
-    dp_noise: Optional[float] = ROUND["dp_noise"], dp_clip: float = ROUND["dp_clip"],
+    fraction: float = ROUND["fraction"], dp_noise: Optional[float] = ROUND["dp_noise"],
+    dp_clip: float = ROUND["dp_clip"],
     backbone: Optional[str] = TRAIN["backbone"][1], weights: Optional[str] = TRAIN["weights"][1],
     img_size: Optional[str] = TRAIN["img_size"][1], out_dir: str = typer.Option("runs/federated", "--out"),
     overwrite: bool = typer.Option(False, help="replace a federated model already in --out"),
@@ -105,8 +110,10 @@ def server(
     print(_json(run(task, listen=listen, clients=clients, min_clients=min_clients, val=val_data,
                     classes=split_list(classes) if classes else None, round_timeout=round_timeout, wait_s=wait,
                     rounds=rounds, local_epochs=local_epochs, lr=lr, strategy=strategy, mu=mu, norm=norm,
-                    dp_noise=dp_noise, dp_clip=dp_clip, backbone=backbone, weights=weights, img_size=_size(img_size),
+                    fraction=fraction, dp_noise=dp_noise, dp_clip=dp_clip, backbone=backbone, weights=weights,
+                    img_size=_size(img_size),
                     out=out_dir, overwrite=overwrite, console=err,
+                    certificates=split_list(certificates) if certificates else None,
                     **({"images": images} if images else {}))["records"][-1]))
 
 
@@ -117,6 +124,7 @@ def client(
     server_address: str = typer.Option("127.0.0.1:8080", "--server", help="the Flower server's HOST:PORT"),
     images: Optional[str] = DATA["images"][1], fmt: Optional[str] = DATA["fmt"][1],
     out_dir: str = typer.Option("runs/federated-client", "--out", help="this site's last local model and log"),
+    root_cert: Optional[str] = typer.Option(None, help="the CA file that signed the server's certificate (TLS)"),
     batch_size: Optional[int] = TRAIN["batch_size"][1], freeze: Optional[str] = TRAIN["freeze"][1],
     seed: int = typer.Option(0), workers: Optional[int] = WORKERS["workers"][1], device: str = DEVICE["device"][1],
     precision: str = PRECISION["precision"][1],
@@ -126,5 +134,6 @@ def client(
     from ..federated import client as run
 
     opts = {k: v for k, v in dict(images=images, fmt=fmt).items() if v is not None}
-    print(_json(run(task, data, server_address=server_address, out=out_dir, seed=seed, console=err,
+    print(_json(run(task, data, server_address=server_address, out=out_dir, root_certificate=root_cert, seed=seed,
+                    console=err,
                     **_site(batch_size, workers, device, precision, freeze), **opts)))

@@ -44,15 +44,19 @@ def round_lr(lr: float, rnd: int, rounds: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (rnd - 1) / max(1, rounds)))
 
 
-def _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip, fit_config, **more) -> dict:
+def _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip, fit_config, fraction=1.0, **more) -> dict:
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     if fit_config["norm"] not in NORMS:
         raise ConfigError(f"--norm {fit_config['norm']!r}: expected one of {', '.join(NORMS)}")
     if rounds < 1 or fit_config["local_epochs"] < 1:
         raise ConfigError("--rounds and --local-epochs must be at least 1")
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"--fraction {fraction}: the share of clients trained each round, in (0, 1]")
+    sampled = max(min_clients, int(clients * fraction))
     return {"rounds": rounds, "strategy": strategy, "mu": mu, "min_clients": min_clients, "clients": clients,
-            "dp_noise": dp_noise, "dp_clip": dp_clip, "sampled_clients": clients, "fit_config": fit_config, **more}
+            "dp_noise": dp_noise, "dp_clip": dp_clip, "sampled_clients": sampled, "fraction_fit": fraction,
+            "fit_config": fit_config, **more}
 
 
 def _site_options(options: dict) -> tuple[dict, dict]:
@@ -105,7 +109,8 @@ def _start_model(task, data_opts: DataOptions, ref, classes, backbone, weights, 
 
 def simulate(task: str = "classify", data: str | None = None, *, clients: int = 5, partition_: str = "iid",
              rounds: int = 5, local_epochs: int = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
-             norm: str = "average", min_clients: int | None = None, dp_noise: float | None = None,
+             norm: str = "average", min_clients: int | None = None, fraction: float = 1.0,
+             dp_noise: float | None = None,
              dp_clip: float = 1.0, secure_aggregation: bool = False, backbone: str | None = None,
              weights: str | None = None, kind: str | None = None, img_size=None, head: dict | None = None,
              out: str = "runs/federated", seed: int = 0, overwrite: bool = False, console: Console | None = None,
@@ -113,6 +118,7 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     """Federated training of ``clients`` simulated sites on Flower's simulation engine: ``data``
     (as ``train`` reads it) is split by ``partition_`` (iid | dirichlet:ALPHA, cvapps.federated.
     sites.partition); its validation part stays with the server and scores every round.
+    ``fraction``: the share of sites trained each round (Flower samples them).
     ``options``: data options and the sites' TrainConfig options (SITE_OPTIONS). Writes
     OUT/model.safetensors, OUT/metrics.jsonl, OUT/curves.png, OUT/clients/K/local.safetensors."""
     console = console or Console(stderr=True, markup=False)
@@ -128,33 +134,37 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     console.print(f"{clients} simulated sites ({partition_}): " + ", ".join(str(len(p)) for p in parts)
                   + f" images; {len(va) if va else 0} validation images stay with the server", highlight=False)
     coord = Coordinator(model, out_dir, va, console, int(site_kw.get("batch_size", 32)), opts.skip_bad)
-    job = _job(rounds, strategy, mu, min_clients or clients, clients, dp_noise, dp_clip,
-               _round_config(model, rounds, local_epochs, lr, norm), secure_aggregation=secure_aggregation,
+    job = _job(rounds, strategy, mu, min_clients or max(1, int(clients * fraction)), clients, dp_noise, dp_clip,
+               _round_config(model, rounds, local_epochs, lr, norm), fraction, secure_aggregation=secure_aggregation,
                secagg_range=8.0)
     Link(_handlers(coord, sites), console).run("simulate", job)
     return {**_summary(coord, out_dir), "sites": [len(p) for p in parts]}
 
 
-def server(task: str = "classify", *, listen: str = "0.0.0.0:8080", clients: int = 2, min_clients: int = 1,
+def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: int = 2, min_clients: int = 1,
+           fraction: float = 1.0,
            rounds: int = 5, local_epochs: int = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
            norm: str = "average", val: str | None = None, classes=None, dp_noise: float | None = None,
-           dp_clip: float = 1.0, round_timeout: float | None = None, wait_s: float = 600.0,
+           dp_clip: float = 1.0, round_timeout: float | None = None, wait_s: float = 600.0, certificates=None,
            backbone: str | None = None, weights: str | None = None, kind: str | None = None, img_size=None,
            head: dict | None = None, out: str = "runs/federated", overwrite: bool = False, batch_size: int = 32,
            console: Console | None = None, **options) -> dict:
     """A Flower server on ``listen`` (gRPC): round 1 starts when ``clients`` sites are in (up to
     ``wait_s``); a round goes on with the sites that finish (dropped ones are failures) while
     ``min_clients`` remain. ``val``: labelled data kept by the server, scored after each round
-    (and the classes come from it, else ``classes``). ``options``: data options for ``val``."""
+    (and the classes come from it, else ``classes``). ``certificates``: (CA, certificate, key)
+    files — gRPC over TLS (else plain: for a trusted network only). ``options``: data options
+    for ``val``."""
     console = console or Console(stderr=True, markup=False)
+    tls = _files(certificates, 3, "--certificates CA,CERT,KEY")
     out_dir = _out(out, overwrite)
     opts = staged(DataOptions.parse(split_options(options, DataOptions)[0], data=val, classes=classes))
     va = TASKS.get(task).read_labelled(opts) if val else None
     model = _start_model(task, opts, va, classes, backbone, weights, kind, img_size, head, console)
     coord = Coordinator(model, out_dir, va, console, batch_size, opts.skip_bad)
     job = _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip,
-               _round_config(model, rounds, local_epochs, lr, norm), listen=listen, round_timeout=round_timeout,
-               wait_s=wait_s)
+               _round_config(model, rounds, local_epochs, lr, norm), fraction, listen=listen,
+               round_timeout=round_timeout, wait_s=wait_s, certificates=tls)
     console.print(f"federated server on {listen}: {rounds} rounds of {strategy}, waiting for {clients} clients",
                   highlight=False)
     Link(_handlers(coord, {}), console).run("server", job)
@@ -163,11 +173,12 @@ def server(task: str = "classify", *, listen: str = "0.0.0.0:8080", clients: int
 
 def client(task: str = "classify", data: str | None = None, *, server_address: str = "127.0.0.1:8080",
            out: str = "runs/federated-client", retries: int | None = None, wait_s: float | None = 60.0,
-           seed: int = 0, console: Console | None = None, **options) -> dict:
+           root_certificate: str | None = None, seed: int = 0, console: Console | None = None, **options) -> dict:
     """A Flower client: trains the server's model on ``data`` (read as ``train`` reads labelled
     data; it never leaves this process) each round it is asked. ``options``: data options and
     this site's TrainConfig options (SITE_OPTIONS). Writes OUT/local.safetensors (its last
-    local model) and OUT/round/ (the last round's training log)."""
+    local model) and OUT/round/ (the last round's training log). ``root_certificate``: the CA
+    file that signed the server's certificate (TLS)."""
     console = console or Console(stderr=True, markup=False)
     data_kw, site_kw = _site_options(options)
     opts = staged(DataOptions.parse(data_kw, data=data))
@@ -175,9 +186,22 @@ def client(task: str = "classify", data: str | None = None, *, server_address: s
     check_outputs({"--out": out})
     site = Site(task, tr, None, Path(out), site_kw, console, seed, opts.skip_bad)
     console.print(f"federated client of {server_address}: {len(tr)} local images", highlight=False)
+    ca = _files([root_certificate], 1, "--root-cert")[0] if root_certificate else None
     Link(_handlers(None, {0: site}), console).run("client", {"server": server_address, "retries": retries,
-                                                              "wait_s": wait_s})
+                                                              "wait_s": wait_s, "root_certificate": ca})
     return {"rounds_trained": site.rounds, "out_dir": str(out), "images": len(tr)}
+
+
+def _files(files, n: int, what: str) -> list[str] | None:
+    if not files:
+        return None
+    files = [str(Path(f).resolve()) for f in files]
+    if len(files) != n:
+        raise ConfigError(f"{what}: expected {n} files, got {len(files)}")
+    for f in files:
+        if not Path(f).is_file():
+            raise ConfigError(f"{what}: no such file", path=f)
+    return files
 
 
 def _out(out: str, overwrite: bool) -> Path:

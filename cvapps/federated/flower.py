@@ -98,15 +98,19 @@ def server(job: dict, address: str, key: str) -> None:
     from flwr.compat.server.app import start_server
     from flwr.server import ServerConfig
 
+    tls = job.get("certificates")  # (CA, server certificate, server key) files: gRPC over TLS
     start_server(server_address=job["listen"], strategy=make_strategy(job, address, key),
-                 config=ServerConfig(num_rounds=job["rounds"], round_timeout=job.get("round_timeout")))
+                 config=ServerConfig(num_rounds=job["rounds"], round_timeout=job.get("round_timeout")),
+                 certificates=tuple(Path(f).read_bytes() for f in tls) if tls else None)
 
 
 def client(job: dict, address: str, key: str) -> None:
     from flwr.compat.client.app import start_client
 
-    start_client(server_address=job["server"], client=Site(address, key, 0).to_client(), insecure=True,
-                 max_retries=job.get("retries"), max_wait_time=job.get("wait_s"))
+    ca = job.get("root_certificate")  # the CA that signed the server's certificate: gRPC over TLS
+    start_client(server_address=job["server"], client=Site(address, key, 0).to_client(), insecure=ca is None,
+                 root_certificates=Path(ca).read_bytes() if ca else None, max_retries=job.get("retries"),
+                 max_wait_time=job.get("wait_s"))
 
 
 def simulate(job: dict, address: str, key: str) -> None:
