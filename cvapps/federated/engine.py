@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import traceback
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
@@ -63,8 +64,8 @@ def setup(venv: str | None = None, console: Console | None = None) -> Path:
 class Link:
     """Runs Flower's ``mode`` (flower.py) with ``job`` and answers its requests with
     ``handlers[op](header, arrays) -> (header, arrays)``, one at a time, until it exits. A
-    request that fails is answered with its error (Flower counts a failed client and goes on);
-    ``failure`` keeps the first."""
+    request that fails is answered with its error (Flower counts a failed client and goes on)
+    and the first such failure is raised when Flower's process has ended."""
 
     def __init__(self, handlers: dict, console: Console):
         self.handlers, self.console = handlers, console
@@ -80,8 +81,10 @@ class Link:
         server.start()
         env = {**os.environ, ENV_ADDRESS: self.address, ENV_KEY: self.key.hex(), "RAY_DEDUP_LOGS": "0"}
         proc = subprocess.Popen([str(python), str(HERE / "flower.py"), mode, str(self.dir / "job.json")], env=env)
+        interrupted = True
         try:
             code = proc.wait()
+            interrupted = False
         except BaseException:  # Ctrl-C: Flower's process goes too (what finished is on disk)
             proc.terminate()
             try:
@@ -90,29 +93,39 @@ class Link:
                 proc.kill()
             raise
         finally:
-            with Client(self.address, "AF_UNIX", authkey=self.key) as c:  # ends the serving thread
-                c.send_bytes(pack({"op": "stop"}))
-            server.join(60)
+            if not interrupted:  # a request being answered finishes first
+                with Client(self.address, "AF_UNIX", authkey=self.key) as c:
+                    c.send_bytes(pack({"op": "stop"}))
+                server.join()
             listener.close()
             shutil.rmtree(self.dir, ignore_errors=True)
-        if code != 0 and isinstance(self.failure, CvappsError):
-            raise self.failure
+        if self.failure is not None:  # ours (bad data, a model that does not fit ...): said once more, raised
+            raise self.failure if isinstance(self.failure, CvappsError) else CvappsError(
+                f"{mode}: {type(self.failure).__name__}: {self.failure}")
         if code != 0:
-            raise CvappsError(f"Flower's {mode} process exited with code {code} (its log is above)"
-                              + (f"; cvapps failed first: {self.failure}" if self.failure else ""))
+            raise CvappsError(f"Flower's {mode} process exited with code {code} (its log is above)")
 
     def _serve(self, listener: Listener) -> None:
         while True:
-            with listener.accept() as conn:
-                header, arrays = unpack(conn.recv_bytes())
-                if header["op"] == "stop":
-                    return
-                try:
-                    answer, out = self.handlers[header["op"]](header, arrays)
-                except Exception as e:  # noqa: BLE001 — reported to Flower (a failed fit) and here
-                    self.failure = self.failure or e
-                    if not isinstance(e, CvappsError):
-                        traceback.print_exc()
-                    self.console.print(f"error: {header['op']} failed: {e}", style="red", highlight=False)
-                    answer, out = {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}, None
-                conn.send_bytes(pack(answer, out))
+            try:
+                conn = listener.accept()
+            except (OSError, EOFError, AuthenticationError):  # a stranger or a peer gone while connecting
+                continue
+            try:
+                with conn:
+                    header, arrays = unpack(conn.recv_bytes())
+                    if header["op"] == "stop":
+                        return
+                    conn.send_bytes(pack(*self._answer(header, arrays)))
+            except (OSError, EOFError):  # the asking process died mid-request (a killed client)
+                continue
+
+    def _answer(self, header: dict, arrays: list) -> tuple[dict, list | None]:
+        try:
+            return self.handlers[header["op"]](header, arrays)
+        except Exception as e:  # noqa: BLE001 — reported to Flower (a failed fit) and here
+            self.failure = self.failure or e
+            if not isinstance(e, CvappsError):
+                traceback.print_exc()
+            self.console.print(f"error: {header['op']} failed: {e}", style="red", highlight=False)
+            return {"error": str(e).splitlines()[0] if str(e) else type(e).__name__}, None
