@@ -60,7 +60,7 @@ def main() -> None:
             rec = [json.loads(x) for x in (work / "central" / "metrics.jsonl").read_text().splitlines()][-1]
             top1, parts = rec["top1"], None
         else:
-            r = fed.simulate("classify", str(work), clients=args.clients, partition_=arm, rounds=args.epochs,
+            r = fed.simulate("classify", str(work), clients=args.clients, partition=arm, rounds=args.epochs,
                              local_epochs=1, lr=args.lr, out=str(work / arm.replace(":", "-")), seed=args.seed,
                              overwrite=True, console=quiet, **common)
             top1, parts = r["final"], r["sites"]

@@ -45,12 +45,12 @@ def simulated(data: Path, work: Path, epochs: int, lr: float) -> dict:
     report["central"] = {"top1": round(last["top1"], 4), "minutes": round((time.perf_counter() - t) / 60, 2)}
     print("central", report["central"], flush=True)
     del r
-    arms = {"iid": dict(partition_="iid"),
-            "dirichlet0.5_fedavg": dict(partition_="dirichlet:0.5"),
-            "dirichlet0.5_fedprox": dict(partition_="dirichlet:0.5", strategy="fedprox", mu=0.01),
-            "iid_dp_noise0.01_clip5": dict(partition_="iid", dp_noise=0.01, dp_clip=5.0),
-            "iid_dp_noise0.1_clip5": dict(partition_="iid", dp_noise=0.1, dp_clip=5.0),
-            "iid_secagg+": dict(partition_="iid", secure_aggregation=True)}
+    arms = {"iid": dict(partition="iid"),
+            "dirichlet0.5_fedavg": dict(partition="dirichlet:0.5"),
+            "dirichlet0.5_fedprox": dict(partition="dirichlet:0.5", strategy="fedprox", mu=0.01),
+            "iid_dp_noise0.01_clip5": dict(partition="iid", dp_noise=0.01, dp_clip=5.0),
+            "iid_dp_noise0.1_clip5": dict(partition="iid", dp_noise=0.1, dp_clip=5.0),
+            "iid_secagg+": dict(partition="iid", secure_aggregation=True)}
     for name, kw in arms.items():
         t = time.perf_counter()
         try:

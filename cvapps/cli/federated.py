@@ -72,7 +72,7 @@ def simulate(
 
     opts = {k: v for k, v in dict(images=images, fmt=fmt, val=val_data, val_fraction=val_fraction or None).items()
             if v is not None}
-    print(_json(run(task, data, clients=clients, partition_=partition, rounds=rounds, local_epochs=local_epochs,
+    print(_json(run(task, data, clients=clients, partition=partition, rounds=rounds, local_epochs=local_epochs,
                     lr=lr, strategy=strategy, mu=mu, norm=norm, fraction=fraction, dp_noise=dp_noise, dp_clip=dp_clip,
                     secure_aggregation=secure_aggregation, backbone=backbone, weights=weights,
                     img_size=_size(img_size), out=out_dir, overwrite=overwrite, seed=seed, console=err,

@@ -27,6 +27,7 @@ from ..tasks import TASKS
 from ..training.trainer import TrainConfig
 from .engine import Link, flower_python, setup
 from .sites import Coordinator, Site, get_arrays, partition
+from .sites import partition as split_sites
 
 STRATEGIES = ("fedavg", "fedprox")
 NORMS = ("average", "local")
@@ -107,7 +108,7 @@ def _start_model(task, data_opts: DataOptions, ref, classes, backbone, weights, 
     return create_model(task, backbone, weights, kind=kind, img_size=img_size, **args, **(head or {}))
 
 
-def simulate(task: str = "classify", data: str | None = None, *, clients: int = 5, partition_: str = "iid",
+def simulate(task: str = "classify", data: str | None = None, *, clients: int = 5, partition: str = "iid",
              rounds: int = 5, local_epochs: int = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
              norm: str = "average", min_clients: int | None = None, fraction: float = 1.0,
              dp_noise: float | None = None,
@@ -116,7 +117,7 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
              out: str = "runs/federated", seed: int = 0, overwrite: bool = False, console: Console | None = None,
              **options) -> dict:
     """Federated training of ``clients`` simulated sites on Flower's simulation engine: ``data``
-    (as ``train`` reads it) is split by ``partition_`` (iid | dirichlet:ALPHA, cvapps.federated.
+    (as ``train`` reads it) is split by ``partition`` (iid | dirichlet:ALPHA, cvapps.federated.
     sites.partition); its validation part stays with the server and scores every round.
     ``fraction``: the share of sites trained each round (Flower samples them).
     ``options``: data options and the sites' TrainConfig options (SITE_OPTIONS). Writes
@@ -128,10 +129,10 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     spec = TASKS.get(task)
     tr, va = spec.read_train(opts, kind)
     model = _start_model(task, opts, tr, None, backbone, weights, kind, img_size, head, console)
-    parts = partition(tr, clients, partition_, seed)
-    sites = {k: Site(task, tr.subset(p), None, out_dir / "clients" / str(k), site_kw, console, seed, opts.skip_bad)
-             for k, p in enumerate(parts)}
-    console.print(f"{clients} simulated sites ({partition_}): " + ", ".join(str(len(p)) for p in parts)
+    parts = split_sites(tr, clients, partition, seed)
+    sites = {k: Site(task, tr.subset(p), None, out_dir / "clients" / str(k), site_kw, console, seed * 100 + k,
+                     opts.skip_bad) for k, p in enumerate(parts)}
+    console.print(f"{clients} simulated sites ({partition}): " + ", ".join(str(len(p)) for p in parts)
                   + f" images; {len(va) if va else 0} validation images stay with the server", highlight=False)
     coord = Coordinator(model, out_dir, va, console, int(site_kw.get("batch_size", 32)), opts.skip_bad)
     job = _job(rounds, strategy, mu, min_clients or max(1, int(clients * fraction)), clients, dp_noise, dp_clip,
