@@ -79,7 +79,7 @@ def test_round_lr_is_cosine_over_rounds():
 
 
 def site_round(tmp_path, tiny_model, colour_folder, name: str, **config):
-    site = Site("classify", image_folder(colour_folder / "train"), None, tmp_path / name,
+    site = Site("classify", image_folder(colour_folder / "train"), tmp_path / name,
                 {"batch_size": 6, "workers": 0}, Console(quiet=True))
     start = get_arrays(tiny_model)
     cfg = {"model": json.dumps(tiny_model.config), "round": 1, "rounds": 2, "local_epochs": 1, "lr": 0.05,
@@ -217,10 +217,10 @@ def test_server_and_two_client_processes_one_killed(tmp_path, colour_folder):
 def test_a_site_with_unknown_classes_fails_in_one_line(tmp_path, tiny_model):
     site_dir = colour_sites(tmp_path / "site", {"red": 2}, 3)
     write_image(site_dir / "purple" / "p.png", colour_image((150, 0, 150)))
-    site = Site("classify", image_folder(site_dir), None, tmp_path / "out", {"workers": 0}, Console(quiet=True))
+    site = Site("classify", image_folder(site_dir), tmp_path / "out", {"workers": 0}, Console(quiet=True))
     cfg = {"model": json.dumps(tiny_model.config), "round": 1, "rounds": 1, "local_epochs": 1, "lr": 0.01}
     with pytest.raises(ConfigError, match=r"classes \['purple'\] are not the federated model's"):
         site.fit(get_arrays(tiny_model), cfg)
-    other = Site("detect", image_folder(site_dir), None, tmp_path / "out2", {}, Console(quiet=True))
+    other = Site("detect", image_folder(site_dir), tmp_path / "out2", {}, Console(quiet=True))
     with pytest.raises(ConfigError, match="the server trains a classify model"):
         other.fit(get_arrays(tiny_model), cfg)

@@ -76,11 +76,7 @@ def _handlers(coord: Coordinator | None, sites: dict[int, Site]) -> dict:
         out, n, metrics = sites[h["client"]].fit(arrays, cfg)
         return {"num_examples": n, "metrics": metrics}, out
 
-    def evaluate(h, arrays):
-        loss, n, metrics = sites[h["client"]].evaluate(arrays, h["config"])
-        return {"loss": loss, "num_examples": n, "metrics": metrics}, None
-
-    handlers = {"fit": fit, "evaluate": evaluate}
+    handlers = {"fit": fit}
     if coord is not None:
         def global_round(h, arrays):
             loss, metrics = coord.global_round(h["round"], arrays)
@@ -130,7 +126,7 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     tr, va = spec.read_train(opts, kind)
     model = _start_model(task, opts, tr, None, backbone, weights, kind, img_size, head, console)
     parts = split_sites(tr, clients, partition, seed)
-    sites = {k: Site(task, tr.subset(p), None, out_dir / "clients" / str(k), site_kw, console, seed * 100 + k,
+    sites = {k: Site(task, tr.subset(p), out_dir / "clients" / str(k), site_kw, console, seed * 100 + k,
                      opts.skip_bad) for k, p in enumerate(parts)}
     console.print(f"{clients} simulated sites ({partition}): " + ", ".join(str(len(p)) for p in parts)
                   + f" images; {len(va) if va else 0} validation images stay with the server", highlight=False)
@@ -185,7 +181,7 @@ def client(task: str = "classify", data: str | None = None, *, server_address: s
     opts = staged(DataOptions.parse(data_kw, data=data))
     tr = TASKS.get(task).read_labelled(opts)
     check_outputs({"--out": out})
-    site = Site(task, tr, None, Path(out), site_kw, console, seed, opts.skip_bad)
+    site = Site(task, tr, Path(out), site_kw, console, seed, opts.skip_bad)
     console.print(f"federated client of {server_address}: {len(tr)} local images", highlight=False)
     ca = _files([root_certificate], 1, "--root-cert")[0] if root_certificate else None
     Link(_handlers(None, {0: site}), console).run("client", {"server": server_address, "retries": retries,

@@ -25,8 +25,9 @@ from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, Fed
 
 
 class Site(NumPyClient):
-    """One client: its fits and evaluations are the cvapps process's (``client`` = partition
-    in a simulation, 0 for a real client process)."""
+    """One client: its fits are the cvapps process's (``client`` = partition in a simulation, 0
+    for a real client process). The global model is scored by the server (evaluate_fn), not
+    by the clients (fraction_evaluate 0)."""
 
     def __init__(self, address: str, key: str, client: int):
         self.address, self.key, self.client = address, key, client
@@ -40,10 +41,6 @@ class Site(NumPyClient):
     def fit(self, parameters, config):
         head, arrays = self._ask("fit", parameters, config)
         return arrays, head["num_examples"], head["metrics"]
-
-    def evaluate(self, parameters, config):
-        head, _ = self._ask("evaluate", parameters, config)
-        return head["loss"], head["num_examples"], head["metrics"]
 
 
 def weighted_mean(results) -> dict:

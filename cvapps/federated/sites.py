@@ -107,9 +107,9 @@ class Site:
     epochs each round, from the global weights. ``options``: TrainConfig fields of this site
     (batch_size, workers, device, precision, freeze, ...); the server sets lr and epochs."""
 
-    def __init__(self, task: str, train, val, out: Path, options: dict, console: Console, seed: int = 0,
+    def __init__(self, task: str, train, out: Path, options: dict, console: Console, seed: int = 0,
                  skip_bad: bool = False):
-        self.task, self.train, self.val, self.out = task, train, val, Path(out)
+        self.task, self.train, self.out = task, train, Path(out)
         self.options, self.console, self.seed, self.skip_bad = dict(options), console, seed, skip_bad
         self.model = None
         self.rounds = 0
@@ -122,7 +122,6 @@ class Site:
             self.model = model_class(cfg["task"]).from_config(cfg)
             labels = list(self.model.labels)
             self.train = conform(self.train, labels, "this site's data")
-            self.val = conform(self.val, labels, "this site's validation data") if self.val is not None else None
         return self.model
 
     def fit(self, arrays: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
@@ -143,25 +142,14 @@ class Site:
                                  "out_dir": str(self.out / "round"), "seed": self.seed * 1000 + int(config["round"])},
                                 skip_bad=self.skip_bad)
         t = time.perf_counter()
-        result = Trainer(model, cfg, make_train, None, self.console, penalty=penalty).fit()
+        Trainer(model, cfg, make_train, None, self.console, penalty=penalty).fit()
         self.rounds += 1
         model.cpu()
         save_model(model, self.out / "local.safetensors")  # this site's model (with its own BatchNorm under FedBN)
         rec = json.loads((self.out / "round" / "metrics.jsonl").read_text().splitlines()[-1])
         self.console.print(f"round {config['round']}: trained {len(self.train)} images for {cfg.epochs} epoch(s) "
                            f"in {time.perf_counter() - t:.1f} s, loss {rec['train_loss']:.4f}", highlight=False)
-        del result
         return get_arrays(model), len(self.train), {"train_loss": rec["train_loss"]}
-
-    def evaluate(self, arrays: list[np.ndarray], config: dict) -> tuple[float, int, dict]:
-        if self.val is None:
-            return 0.0, 0, {}
-        model = self._model(config)
-        set_arrays(model, arrays, norm_tensors(model) if config.get("norm") == "local" and self.rounds else set())
-        spec = TASKS.get(self.task)
-        m = evaluate_dataset(model, spec.eval_dataset(model, self.val, self.skip_bad),
-                             int(self.options.get("batch_size", 32)))
-        return float(m.get("loss", 0.0)), len(self.val), {k: v for k, v in m.items() if isinstance(v, (int, float))}
 
 
 class Coordinator:
