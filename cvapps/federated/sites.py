@@ -146,6 +146,8 @@ class Site:
         self.rounds += 1
         model.cpu()
         save_model(model, self.out / "local.safetensors")  # this site's model (with its own BatchNorm under FedBN)
+        for f in ("best.safetensors", "last.safetensors", "checkpoint.pt"):  # a round restarts from the global model
+            (self.out / "round" / f).unlink(missing_ok=True)
         rec = json.loads((self.out / "round" / "metrics.jsonl").read_text().splitlines()[-1])
         self.console.print(f"round {config['round']}: trained {len(self.train)} images for {cfg.epochs} epoch(s) "
                            f"in {time.perf_counter() - t:.1f} s, loss {rec['train_loss']:.4f}", highlight=False)
