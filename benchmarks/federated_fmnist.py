@@ -44,24 +44,28 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=5)
     ap.add_argument("--arms", default="central,iid,dirichlet:0.3")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--weights", default=None, help="e.g. mobilenet_v2.imagenet1k (default: random init)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     work = Path(args.work)
     prepare(work, args.train, args.seed)
-    common = dict(backbone="mobilenet_v2", img_size=32, batch_size=32, backbone_lr_ratio=1.0)
+    common = dict(backbone="mobilenet_v2", weights=args.weights, img_size=32, batch_size=32,
+                  backbone_lr_ratio=0.1 if args.weights else 1.0)
+    tag = "pretrained-" if args.weights else ""
     quiet = Console(file=io.StringIO())
     report = {"train_images": args.train, "test_images": 10000, "epochs": args.epochs, "clients": args.clients,
-              "model": "mobilenet_v2 (random init) at 32 px, batch 32, AdamW lr %g, cosine" % args.lr}
+              "model": f"mobilenet_v2 ({args.weights or 'random init'}) at 32 px, batch 32, AdamW lr {args.lr:g} "
+                       f"(backbone x{common['backbone_lr_ratio']}), cosine"}
     for arm in args.arms.split(","):
         t = time.perf_counter()
         if arm == "central":
-            cvapps.train("classify", str(work), out=str(work / "central"), epochs=args.epochs, lr=args.lr,
+            cvapps.train("classify", str(work), out=str(work / f"{tag}central"), epochs=args.epochs, lr=args.lr,
                          warmup_epochs=0.0, seed=args.seed, overwrite=True, console=quiet, **common)
-            rec = [json.loads(x) for x in (work / "central" / "metrics.jsonl").read_text().splitlines()][-1]
+            rec = [json.loads(x) for x in (work / f"{tag}central" / "metrics.jsonl").read_text().splitlines()][-1]
             top1, parts = rec["top1"], None
         else:
             r = fed.simulate("classify", str(work), clients=args.clients, partition=arm, rounds=args.epochs,
-                             local_epochs=1, lr=args.lr, out=str(work / arm.replace(":", "-")), seed=args.seed,
+                             local_epochs=1, lr=args.lr, out=str(work / (tag + arm.replace(":", "-"))), seed=args.seed,
                              overwrite=True, console=quiet, **common)
             top1, parts = r["final"], r["sites"]
         report[arm] = {"top1": round(float(top1), 4), "minutes": round((time.perf_counter() - t) / 60, 1)}
