@@ -31,6 +31,7 @@ ROUND = {
     "backbone": TRAIN["backbone"], "weights": TRAIN["weights"], "img_size": TRAIN["img_size"],
     "out_dir": (str, typer.Option("runs/federated", "--out")),
     "overwrite": (bool, typer.Option(False, help="replace a federated model already in --out")),
+    "seed": (int, typer.Option(0, help="the new head's initialisation (and simulate's partition and sites)")),
 }
 SITE = {"batch_size": TRAIN["batch_size"], "freeze": TRAIN["freeze"], **WORKERS, **DEVICE, **PRECISION}
 
@@ -63,7 +64,6 @@ def setup(venv: Optional[str] = typer.Option(None, help="where (default: $CVAPPS
                                                 "0.3: most sites see few classes)")),
     "secure_aggregation": (bool, typer.Option(False, help="Flower's SecAgg+: the server sees only the sum of the "
                                                           "sites' (quantised) weights")),
-    "seed": (int, typer.Option(0, help="the partition's and the sites' seed")),
 }, ROUND, SITE, help="Simulate sites on one machine (Flower's simulation engine): DATA split over --clients, "
                      "trained for --rounds; OUT/model.safetensors is the global model.")
 def simulate(task, data, images, fmt, val_data, val_fraction, **kw) -> None:

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..loading import create_model
 from ..options import DataOptions, split_options
 from ..tasks import TASKS
-from ..training.trainer import TrainConfig
+from ..training.trainer import TrainConfig, seed_everything
 from .engine import Link, flower_python, setup
 from .sites import Coordinator, Site, get_arrays, partition
 from .sites import partition as split_sites
@@ -91,8 +91,10 @@ def _handlers(coord: Coordinator | None, sites: dict[int, Site]) -> dict:
     return handlers
 
 
-def _start_model(task, data_opts: DataOptions, ref, classes, backbone, weights, kind, img_size, head, console):
-    """The global model's first weights: the classes of ``ref`` (labelled data) or ``classes``."""
+def _start_model(task, data_opts: DataOptions, ref, classes, backbone, weights, kind, img_size, head, console,
+                 seed: int = 0):
+    """The global model's first weights (seeded: a new head starts the same in every run): the
+    classes of ``ref`` (labelled data) or ``classes``."""
     spec = TASKS.get(task)
     if ref is not None:
         args = spec.model_args(ref, data_opts, console)
@@ -101,6 +103,7 @@ def _start_model(task, data_opts: DataOptions, ref, classes, backbone, weights, 
         args = {"labels": list(classes)}
     else:
         raise ConfigError("the server needs the classes: --val DATA (also scored after every round) or --classes")
+    seed_everything(seed)
     return create_model(task, backbone, weights, kind=kind, img_size=img_size, **args, **(head or {}))
 
 
@@ -124,7 +127,7 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     opts = staged(DataOptions.parse(data_kw, data=data))
     spec = TASKS.get(task)
     tr, va = spec.read_train(opts, kind)
-    model = _start_model(task, opts, tr, None, backbone, weights, kind, img_size, head, console)
+    model = _start_model(task, opts, tr, None, backbone, weights, kind, img_size, head, console, seed)
     parts = split_sites(tr, clients, partition, seed)
     sites = {k: Site(task, tr.subset(p), out_dir / "clients" / str(k), site_kw, console, seed * 100 + k,
                      opts.skip_bad) for k, p in enumerate(parts)}
@@ -145,7 +148,7 @@ def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: i
            dp_clip: float = 1.0, round_timeout: float | None = None, wait_s: float = 600.0, certificates=None,
            backbone: str | None = None, weights: str | None = None, kind: str | None = None, img_size=None,
            head: dict | None = None, out: str = "runs/federated", overwrite: bool = False, batch_size: int = 32,
-           console: Console | None = None, **options) -> dict:
+           seed: int = 0, console: Console | None = None, **options) -> dict:
     """A Flower server on ``listen`` (gRPC): round 1 starts when ``clients`` sites are in (up to
     ``wait_s``); a round goes on with the sites that finish (dropped ones are failures) while
     ``min_clients`` remain. ``val``: labelled data kept by the server, scored after each round
@@ -157,7 +160,7 @@ def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: i
     out_dir = _out(out, overwrite)
     opts = staged(DataOptions.parse(split_options(options, DataOptions)[0], data=val, classes=classes))
     va = TASKS.get(task).read_labelled(opts) if val else None
-    model = _start_model(task, opts, va, classes, backbone, weights, kind, img_size, head, console)
+    model = _start_model(task, opts, va, classes, backbone, weights, kind, img_size, head, console, seed)
     coord = Coordinator(model, out_dir, va, console, batch_size, opts.skip_bad)
     job = _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip,
                _round_config(model, rounds, local_epochs, lr, norm), fraction, listen=listen,
