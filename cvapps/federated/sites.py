@@ -48,6 +48,8 @@ def set_arrays(model: nn.Module, arrays: list[np.ndarray], keep: set[str] = froz
                           hint="server and clients must run the same cvapps version and task")
     for k, a in zip(names, arrays):
         if k not in keep:
+            if k.endswith("running_var"):  # DP noise or SecAgg+ quantisation may push a small variance below 0
+                a = np.maximum(a, 0.0)
             state[k] = torch.from_numpy(np.ascontiguousarray(a)).to(state[k].dtype)
     model.load_state_dict(state)
 
