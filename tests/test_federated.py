@@ -108,6 +108,11 @@ def test_site_round_fedprox_and_fedbn(tmp_path, tiny_model, colour_folder):
         np.testing.assert_array_equal(state[k].numpy(), mine if k in norms else a)
     with pytest.raises(ConfigError, match="do not fit"):
         set_arrays(site.model, incoming[:-1])
+    # a running variance pushed below 0 (DP noise) is clipped: a negative one makes the outputs NaN
+    var = next(i for i, k in enumerate(names) if k.endswith("running_var"))
+    incoming[var][:] = -0.5
+    set_arrays(site.model, incoming)
+    assert float(site.model.state_dict()[names[var]].min()) == 0.0
 
 
 def test_flower_missing_is_one_line(monkeypatch, tmp_path):
