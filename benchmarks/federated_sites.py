@@ -35,23 +35,26 @@ from _common import data_root, require
 COMMON = dict(backbone="mobilenet_v2", weights="mobilenet_v2.imagenet1k", batch_size=16)
 
 
-def simulated(data: Path, work: Path, epochs: int, lr: float) -> dict:
+ARMS = {"iid": dict(partition="iid"),
+        "dirichlet0.5_fedavg": dict(partition="dirichlet:0.5"),
+        "dirichlet0.5_fedprox": dict(partition="dirichlet:0.5", strategy="fedprox", mu=0.01),
+        "iid_dp_noise0.001_clip5": dict(partition="iid", dp_noise=0.001, dp_clip=5.0),
+        "iid_dp_noise0.01_clip5": dict(partition="iid", dp_noise=0.01, dp_clip=5.0),
+        "iid_dp_noise0.1_clip5": dict(partition="iid", dp_noise=0.1, dp_clip=5.0),
+        "iid_secagg+": dict(partition="iid", secure_aggregation=True)}
+
+
+def simulated(data: Path, work: Path, epochs: int, lr: float, arms: list[str]) -> dict:
     quiet = Console(file=io.StringIO())
     report = {}
-    t = time.perf_counter()
-    r = cvapps.train("classify", str(data), out=str(work / "central"), epochs=epochs, lr=lr, warmup_epochs=0.0,
+    if "central" in arms:
+        t = time.perf_counter()
+        cvapps.train("classify", str(data), out=str(work / "central"), epochs=epochs, lr=lr, warmup_epochs=0.0,
                      overwrite=True, console=quiet, **COMMON)
-    last = json.loads((work / "central" / "metrics.jsonl").read_text().splitlines()[-1])
-    report["central"] = {"top1": round(last["top1"], 4), "minutes": round((time.perf_counter() - t) / 60, 2)}
-    print("central", report["central"], flush=True)
-    del r
-    arms = {"iid": dict(partition="iid"),
-            "dirichlet0.5_fedavg": dict(partition="dirichlet:0.5"),
-            "dirichlet0.5_fedprox": dict(partition="dirichlet:0.5", strategy="fedprox", mu=0.01),
-            "iid_dp_noise0.01_clip5": dict(partition="iid", dp_noise=0.01, dp_clip=5.0),
-            "iid_dp_noise0.1_clip5": dict(partition="iid", dp_noise=0.1, dp_clip=5.0),
-            "iid_secagg+": dict(partition="iid", secure_aggregation=True)}
-    for name, kw in arms.items():
+        last = json.loads((work / "central" / "metrics.jsonl").read_text().splitlines()[-1])
+        report["central"] = {"top1": round(last["top1"], 4), "minutes": round((time.perf_counter() - t) / 60, 2)}
+        print("central", report["central"], flush=True)
+    for name, kw in ((n, k) for n, k in ARMS.items() if n in arms):
         t = time.perf_counter()
         try:
             r = fed.simulate("classify", str(data), clients=3, rounds=epochs, local_epochs=1, lr=lr,
@@ -117,6 +120,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--parts", default="sim,kill")
+    ap.add_argument("--arms", default=",".join(["central", *ARMS]), help="which simulated arms")
     args = ap.parse_args()
     data = require(data_root() / "hymenoptera", "hymenoptera")
     work = Path(args.work)
@@ -124,7 +128,7 @@ def main() -> None:
     report = {"data": "hymenoptera: 244 train (split over the sites), 153 val (server)", "epochs": args.epochs,
               "model": "mobilenet_v2.imagenet1k, batch 16, AdamW lr %g" % args.lr}
     if "sim" in args.parts:
-        report["simulated_3_sites"] = simulated(data, work, args.epochs, args.lr)
+        report["simulated_3_sites"] = simulated(data, work, args.epochs, args.lr, args.arms.split(","))
     if "kill" in args.parts:
         report["server_2_clients_one_killed"] = killed(data, work, 3, args.lr)
         print("killed", report["server_2_clients_one_killed"], flush=True)
