@@ -88,7 +88,7 @@ def site_round(tmp_path, tiny_model, colour_folder, name: str, **config):
     return site, start, out, n, metrics, cfg
 
 
-def test_site_round_fedprox_and_fedbn(tmp_path, tiny_model, colour_folder):
+def test_site_round_fedprox_and_fedbn(tmp_path, tiny_model, colour_folder, monkeypatch):
     _, start, plain, n, metrics, _ = site_round(tmp_path, tiny_model, colour_folder, "plain")
     assert n == 18 and metrics["train_loss"] > 0
     _, _, prox, _, _, _ = site_round(tmp_path, tiny_model, colour_folder, "prox", proximal_mu=50.0)
@@ -102,10 +102,12 @@ def test_site_round_fedprox_and_fedbn(tmp_path, tiny_model, colour_folder):
     norms = norm_tensors(site.model)
     assert norms and {k for k in norms if k not in names} == {k for k in norms if k.endswith("num_batches_tracked")}
     incoming = [a + 1.0 for a in start]
-    set_arrays(site.model, incoming, norms)
-    state = site.model.state_dict()
-    for k, a, mine in zip(names, incoming, local_bn):
-        np.testing.assert_array_equal(state[k].numpy(), mine if k in norms else a)
+    # round 2 with training switched off: what the site starts from is what it sends back
+    monkeypatch.setattr(fed.sites.Trainer, "fit", lambda self: {})
+    sent, _, _ = site.fit(incoming, {**cfg, "round": 2})
+    for k, a, mine, got in zip(names, incoming, local_bn, sent):
+        np.testing.assert_array_equal(got, mine if k in norms else a)
+    monkeypatch.undo()
     with pytest.raises(ConfigError, match="do not fit"):
         set_arrays(site.model, incoming[:-1])
     # a running variance pushed below 0 (DP noise) is clipped: a negative one makes the outputs NaN
@@ -119,6 +121,13 @@ def test_flower_missing_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("CVAPPS_FLOWER_PYTHON", str(tmp_path / "nope" / "python"))
     with pytest.raises(ConfigError, match="CVAPPS_FLOWER_PYTHON"):
         fed.flower_python()
+    # both are said before any data is read or folder made
+    with pytest.raises(ConfigError, match="CVAPPS_FLOWER_PYTHON"):
+        fed.simulate("classify", str(tmp_path / "no-data"), out=str(tmp_path / "out"))
+    monkeypatch.delenv("CVAPPS_FLOWER_PYTHON")
+    with pytest.raises(ConfigError, match="--strategy 'fedsgd'"):
+        fed.simulate("classify", str(tmp_path / "no-data"), strategy="fedsgd", out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_simulated_round_is_fedavg_and_the_model_predicts(tmp_path, colour_folder):

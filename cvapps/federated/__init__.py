@@ -27,7 +27,7 @@ from ..tasks import TASKS
 from ..training.trainer import TrainConfig, seed_everything
 from .engine import Link, flower_python, setup
 from .sites import Coordinator, Site, get_arrays, partition
-from .sites import partition as split_sites
+from .sites import partition as split_sites  # inside simulate its `partition` argument hides the function
 
 STRATEGIES = ("fedavg", "fedprox")
 NORMS = ("average", "local")
@@ -45,15 +45,20 @@ def round_lr(lr: float, rnd: int, rounds: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (rnd - 1) / max(1, rounds)))
 
 
-def _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip, fit_config, fraction=1.0, **more) -> dict:
+def _check(rounds: int, local_epochs: int, strategy: str, norm: str, fraction: float) -> None:
+    """The run's options and Flower's environment, before any data is read or folder made."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
-    if fit_config["norm"] not in NORMS:
-        raise ConfigError(f"--norm {fit_config['norm']!r}: expected one of {', '.join(NORMS)}")
-    if rounds < 1 or fit_config["local_epochs"] < 1:
+    if norm not in NORMS:
+        raise ConfigError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
+    if rounds < 1 or local_epochs < 1:
         raise ConfigError("--rounds and --local-epochs must be at least 1")
     if not 0 < fraction <= 1:
         raise ConfigError(f"--fraction {fraction}: the share of clients trained each round, in (0, 1]")
+    flower_python()
+
+
+def _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip, fit_config, fraction=1.0, **more) -> dict:
     sampled = max(min_clients, int(clients * fraction))
     return {"rounds": rounds, "strategy": strategy, "mu": mu, "min_clients": min_clients, "clients": clients,
             "dp_noise": dp_noise, "dp_clip": dp_clip, "sampled_clients": sampled, "fraction_fit": fraction,
@@ -87,7 +92,7 @@ def _handlers(coord: Coordinator | None, sites: dict[int, Site]) -> dict:
             return {}, None
 
         handlers.update(init=lambda h, a: ({}, get_arrays(coord.model)), aggregated=aggregated,
-                        weights=lambda h, a: ({}, get_arrays(coord.model)), **{"global": global_round})
+                        **{"global": global_round})
     return handlers
 
 
@@ -122,6 +127,7 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     ``options``: data options and the sites' TrainConfig options (SITE_OPTIONS). Writes
     OUT/model.safetensors, OUT/metrics.jsonl, OUT/curves.png, OUT/clients/K/local.safetensors."""
     console = console or Console(stderr=True, markup=False)
+    _check(rounds, local_epochs, strategy, norm, fraction)
     out_dir = _out(out, overwrite)
     data_kw, site_kw = _site_options(options)
     opts = staged(DataOptions.parse(data_kw, data=data))
@@ -156,6 +162,7 @@ def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: i
     files — gRPC over TLS (else plain: for a trusted network only). ``options``: data options
     for ``val``."""
     console = console or Console(stderr=True, markup=False)
+    _check(rounds, local_epochs, strategy, norm, fraction)
     tls = _files(certificates, 3, "--certificates CA,CERT,KEY")
     out_dir = _out(out, overwrite)
     opts = staged(DataOptions.parse(split_options(options, DataOptions)[0], data=val, classes=classes))
@@ -180,6 +187,7 @@ def client(task: str = "classify", data: str | None = None, *, server_address: s
     local model) and OUT/round/ (the last round's training log). ``root_certificate``: the CA
     file that signed the server's certificate (TLS)."""
     console = console or Console(stderr=True, markup=False)
+    flower_python()  # Flower missing is said before the data is read
     data_kw, site_kw = _site_options(options)
     opts = staged(DataOptions.parse(data_kw, data=data))
     tr = TASKS.get(task).read_labelled(opts)

@@ -69,12 +69,12 @@ class Link:
 
     def __init__(self, handlers: dict, console: Console):
         self.handlers, self.console = handlers, console
-        self.dir = Path(tempfile.mkdtemp(prefix="cvapps-fed-"))
-        self.address, self.key = str(self.dir / "link"), secrets.token_bytes(32)
         self.failure: BaseException | None = None
 
     def run(self, mode: str, job: dict) -> None:
         python = flower_python()
+        self.dir = Path(tempfile.mkdtemp(prefix="cvapps-fed-"))
+        self.address, self.key = str(self.dir / "link"), secrets.token_bytes(32)
         (self.dir / "job.json").write_text(json.dumps(job))
         listener = Listener(self.address, "AF_UNIX", authkey=self.key)
         server = threading.Thread(target=self._serve, args=(listener,), daemon=True)

@@ -35,9 +35,6 @@ class Site(NumPyClient):
     def _ask(self, op: str, parameters, config) -> tuple[dict, list]:
         return wire.ask(self.address, self.key, {"op": op, "client": self.client, "config": dict(config)}, parameters)
 
-    def get_parameters(self, config):
-        return self._ask("weights", None, config)[1]
-
     def fit(self, parameters, config):
         head, arrays = self._ask("fit", parameters, config)
         return arrays, head["num_examples"], head["metrics"]

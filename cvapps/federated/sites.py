@@ -113,7 +113,7 @@ class Site:
                  skip_bad: bool = False):
         self.task, self.train, self.out = task, train, Path(out)
         self.options, self.console, self.seed, self.skip_bad = dict(options), console, seed, skip_bad
-        self.model = None
+        self.model, self.make_train = None, None
         self.rounds = 0
 
     def _model(self, config: dict):
@@ -124,6 +124,7 @@ class Site:
             self.model = model_class(cfg["task"]).from_config(cfg)
             labels = list(self.model.labels)
             self.train = conform(self.train, labels, "this site's data")
+            self.make_train = TASKS.get(self.task).datasets(self.model, self.train, None, self.skip_bad)[0]
         return self.model
 
     def fit(self, arrays: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
@@ -138,13 +139,12 @@ class Site:
             def penalty(m):
                 return mu / 2 * sum(((p - ref[k].to(p.device)) ** 2).sum()
                                     for k, p in m.named_parameters() if p.requires_grad)
-        make_train, _ = TASKS.get(self.task).datasets(model, self.train, None, self.skip_bad)
         cfg = TrainConfig.parse({**self.options, "epochs": int(config["local_epochs"]), "lr": float(config["lr"]),
                                  "warmup_epochs": 0.0, "lr_schedule": "constant", "overwrite": True,
                                  "out_dir": str(self.out / "round"), "seed": self.seed * 1000 + int(config["round"])},
                                 skip_bad=self.skip_bad)
         t = time.perf_counter()
-        Trainer(model, cfg, make_train, None, self.console, penalty=penalty).fit()
+        Trainer(model, cfg, self.make_train, None, self.console, penalty=penalty).fit()
         self.rounds += 1
         model.cpu()
         save_model(model, self.out / "local.safetensors")  # this site's model (with its own BatchNorm under FedBN)
@@ -162,8 +162,9 @@ class Coordinator:
     given), recorded in OUT/metrics.jsonl and OUT/curves.png."""
 
     def __init__(self, model, out: Path, val, console: Console, batch_size: int = 32, skip_bad: bool = False):
-        self.model, self.out, self.val, self.console = model, Path(out), val, console
-        self.batch_size, self.skip_bad = batch_size, skip_bad
+        """``val``: the task's labelled data (or None); its dataset is made once."""
+        self.model, self.out, self.console, self.batch_size = model, Path(out), console, batch_size
+        self.val_ds = model.spec.eval_dataset(model, val, skip_bad) if val is not None else None
         self.records: list[dict] = []
         self.pending: dict = {}
         self.metric = model.primary_metric()[0]
@@ -171,8 +172,7 @@ class Coordinator:
 
     def aggregated(self, header: dict) -> None:
         self.pending = {"clients": header["clients"], "failures": header["failures"],
-                        "examples": sum(header["examples"]),
-                        **{k: v for k, v in (header.get("metrics") or {}).items()}}
+                        "examples": sum(header["examples"]), **(header.get("metrics") or {})}
 
     def global_round(self, rnd: int, arrays: list[np.ndarray]) -> tuple[float, dict]:
         set_arrays(self.model, arrays)
@@ -180,9 +180,8 @@ class Coordinator:
         rec = {"epoch": rnd, **self.pending, "time_s": round(time.perf_counter() - self.started, 1)}
         self.pending = {}
         loss, metrics = 0.0, {}
-        if self.val is not None:
-            spec = self.model.spec
-            m = evaluate_dataset(self.model, spec.eval_dataset(self.model, self.val, self.skip_bad), self.batch_size)
+        if self.val_ds is not None:
+            m = evaluate_dataset(self.model, self.val_ds, self.batch_size)
             metrics = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             loss = float(metrics.pop("loss", math.nan))
             rec.update({"val_loss": loss, **metrics})
