@@ -40,7 +40,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work", default="runs/fed-fmnist")
     ap.add_argument("--train", type=int, default=20000, help="training images (balanced seeded draw of the 60,000)")
-    ap.add_argument("--epochs", type=int, default=10, help="epochs over the data (= rounds x 1 local epoch)")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs over the data (= rounds x local epochs)")
+    ap.add_argument("--local-epochs", type=float, default=1.0, help="per round: 1, or a share (0.2: 5 rounds an epoch)")
+    ap.add_argument("--local-optimizer", default="reset", help="reset | keep (a site's AdamW moments)")
+    ap.add_argument("--eval-every", type=int, default=1, help="rounds between the server's evaluations")
     ap.add_argument("--clients", type=int, default=5)
     ap.add_argument("--arms", default="central,iid,dirichlet:0.3")
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -55,7 +58,8 @@ def main() -> None:
     quiet = Console(file=io.StringIO())
     report = {"train_images": args.train, "test_images": 10000, "epochs": args.epochs, "clients": args.clients,
               "model": f"mobilenet_v2 ({args.weights or 'random init'}) at 32 px, batch 32, AdamW lr {args.lr:g} "
-                       f"(backbone x{common['backbone_lr_ratio']}), cosine"}
+                       f"(backbone x{common['backbone_lr_ratio']}), cosine",
+              "local_epochs": args.local_epochs, "local_optimizer": args.local_optimizer}
     for arm in args.arms.split(","):
         t = time.perf_counter()
         if arm == "central":
@@ -64,8 +68,11 @@ def main() -> None:
             rec = [json.loads(x) for x in (work / f"{tag}central" / "metrics.jsonl").read_text().splitlines()][-1]
             top1, parts = rec["top1"], None
         else:
-            r = fed.simulate("classify", str(work), clients=args.clients, partition=arm, rounds=args.epochs,
-                             local_epochs=1, lr=args.lr, out=str(work / (tag + arm.replace(":", "-"))), seed=args.seed,
+            rounds = round(args.epochs / args.local_epochs)
+            name = f"{tag}{arm.replace(':', '-')}-local{args.local_epochs:g}-{args.local_optimizer}"
+            r = fed.simulate("classify", str(work), clients=args.clients, partition=arm, rounds=rounds,
+                             local_epochs=args.local_epochs, local_optimizer=args.local_optimizer,
+                             eval_every=args.eval_every, lr=args.lr, out=str(work / name), seed=args.seed,
                              overwrite=True, console=quiet, **common)
             top1, parts = r["final"], r["sites"]
         report[arm] = {"top1": round(float(top1), 4), "minutes": round((time.perf_counter() - t) / 60, 1)}

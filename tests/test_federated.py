@@ -4,6 +4,7 @@ processes — whose global model is checked against FedAvg computed by hand."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -103,7 +104,7 @@ def test_site_round_fedprox_and_fedbn(tmp_path, tiny_model, colour_folder, monke
     assert norms and {k for k in norms if k not in names} == {k for k in norms if k.endswith("num_batches_tracked")}
     incoming = [a + 1.0 for a in start]
     # round 2 with training switched off: what the site starts from is what it sends back
-    monkeypatch.setattr(fed.sites.Trainer, "fit", lambda self: {})
+    monkeypatch.setattr(fed.sites.Trainer, "fit", lambda self: self.records.append({"epoch": 1, "train_loss": 1.0}))
     sent, _, _ = site.fit(incoming, {**cfg, "round": 2})
     for k, a, mine, got in zip(names, incoming, local_bn, sent):
         np.testing.assert_array_equal(got, mine if k in norms else a)
@@ -117,6 +118,41 @@ def test_site_round_fedprox_and_fedbn(tmp_path, tiny_model, colour_folder, monke
     assert float(site.model.state_dict()[names[var]].min()) == 0.0
 
 
+def test_a_round_of_a_share_of_an_epoch_and_kept_optimizer(tmp_path, tiny_model, colour_folder, monkeypatch):
+    """--local-epochs 0.25: each round trains the next quarter of a seeded pass over the site's
+    18 images (no image twice before all were seen); --local-optimizer keep: AdamW's moments
+    carry over (its step count goes on), reset: they start again."""
+    chunks = []
+    monkeypatch.setattr(fed.sites.Trainer, "fit", lambda self: (chunks.append(list(self.train_ds.index)),
+                                                                self.records.append({"train_loss": 1.0})))
+    site, start, _, n, _, cfg = site_round(tmp_path, tiny_model, colour_folder, "share", local_epochs=0.25)
+    for r in range(2, 6):
+        site.fit(start, {**cfg, "round": r})
+    assert n == 18 and [len(c) for c in chunks] == [4] * 5  # round(0.25 x 18)
+    first_pass = sum(chunks[:4], []) + chunks[4][:2]
+    assert sorted(first_pass) == list(range(18)) and first_pass != list(range(18))  # every image once, shuffled
+    monkeypatch.undo()
+    # 9 images, batch 6: 2 steps a round
+    kept, _, _, _, _, cfg = site_round(tmp_path, tiny_model, colour_folder, "keep", local_epochs=0.5,
+                                       local_optimizer="keep")
+    assert int(kept.optimizer_state[0]["step"]) == 2
+    kept.fit(start, {**cfg, "round": 2})
+    assert int(kept.optimizer_state[0]["step"]) == 4
+    reset, _, _, _, _, _ = site_round(tmp_path, tiny_model, colour_folder, "reset", local_epochs=0.5)
+    assert reset.optimizer_state is None
+
+
+def test_the_server_scores_every_n_rounds(tmp_path, tiny_model, colour_folder):
+    model = copy.deepcopy(tiny_model)
+    coord = fed.sites.Coordinator(model, tmp_path / "srv", image_folder(colour_folder / "val"), Console(quiet=True),
+                                  eval_every=2, rounds=3)
+    (tmp_path / "srv").mkdir()
+    for r in range(4):
+        coord.global_round(r, get_arrays(model))
+    assert [r["epoch"] for r in coord.records if "top1" in r] == [0, 2, 3]  # and the last round
+    assert (tmp_path / "srv" / "curves.png").is_file()
+
+
 def test_flower_missing_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("CVAPPS_FLOWER_PYTHON", str(tmp_path / "nope" / "python"))
     with pytest.raises(ConfigError, match="CVAPPS_FLOWER_PYTHON"):
@@ -127,6 +163,9 @@ def test_flower_missing_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("CVAPPS_FLOWER_PYTHON")
     with pytest.raises(ConfigError, match="--strategy 'fedsgd'"):
         fed.simulate("classify", str(tmp_path / "no-data"), strategy="fedsgd", out=str(tmp_path / "out"))
+    for bad in ({"local_epochs": 1.5}, {"local_epochs": 0}, {"local_optimizer": "sgd"}, {"eval_every": 0}):
+        with pytest.raises(ConfigError, match="--local-epochs|--local-optimizer|--eval-every"):
+            fed.simulate("classify", str(tmp_path / "no-data"), out=str(tmp_path / "out"), **bad)
     assert not (tmp_path / "out").exists()
 
 

@@ -17,7 +17,12 @@ TASK = {"task": (str, typer.Argument(..., help="classify | detect | segment | la
 # the round's recipe and the global model: the server's (and simulate's)
 ROUND = {
     "rounds": (int, typer.Option(5, help="federated rounds")),
-    "local_epochs": (int, typer.Option(1, help="epochs each site trains on its own data per round")),
+    "local_epochs": (float, typer.Option(1.0, help="epochs each site trains on its own data per round: whole "
+                                                   "ones, or a share below 1 (0.2: the next fifth of its images)")),
+    "local_optimizer": (str, typer.Option("reset", help="a site's AdamW moments: reset (new each round) | keep "
+                                                        "(carried over from its last round)")),
+    "eval_every": (int, typer.Option(1, help="score the global model on the server's data every N rounds (and "
+                                             "after the last)")),
     "lr": (float, typer.Option(1e-3, help="learning rate of round 1 (cosine over the rounds, constant within one)")),
     "strategy": (str, typer.Option("fedavg", help="fedavg | fedprox (Flower's strategies)")),
     "mu": (float, typer.Option(0.01, help="fedprox: weight of the proximal term mu/2 ||w - w_global||^2")),

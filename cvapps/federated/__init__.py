@@ -31,13 +31,15 @@ from .sites import partition as split_sites  # inside simulate its `partition` a
 
 STRATEGIES = ("fedavg", "fedprox")
 NORMS = ("average", "local")
+LOCAL_OPTIMIZERS = ("keep", "reset")
 SITE_OPTIONS = ("batch_size", "workers", "device", "precision", "freeze", "weight_decay", "backbone_lr_ratio",
                 "clip_grad", "augment", "norm_stats")
 __all__ = ["client", "flower_python", "partition", "server", "setup", "simulate"]
 
 
-def _round_config(model, rounds: int, local_epochs: int, lr: float, norm: str) -> dict:
-    return {"rounds": rounds, "local_epochs": local_epochs, "lr": lr, "norm": norm, "model": json.dumps(model.config)}
+def _round_config(model, rounds: int, local_epochs: float, lr: float, norm: str, local_optimizer: str) -> dict:
+    return {"rounds": rounds, "local_epochs": local_epochs, "lr": lr, "norm": norm, "local_optimizer": local_optimizer,
+            "model": json.dumps(model.config)}
 
 
 def round_lr(lr: float, rnd: int, rounds: int) -> float:
@@ -45,14 +47,20 @@ def round_lr(lr: float, rnd: int, rounds: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (rnd - 1) / max(1, rounds)))
 
 
-def _check(rounds: int, local_epochs: int, strategy: str, norm: str, fraction: float) -> None:
+def _check(rounds: int, local_epochs: float, strategy: str, norm: str, fraction: float, local_optimizer: str,
+           eval_every: int) -> None:
     """The run's options and Flower's environment, before any data is read or folder made."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
     if norm not in NORMS:
         raise ConfigError(f"--norm {norm!r}: expected one of {', '.join(NORMS)}")
-    if rounds < 1 or local_epochs < 1:
-        raise ConfigError("--rounds and --local-epochs must be at least 1")
+    if rounds < 1 or eval_every < 1:
+        raise ConfigError("--rounds and --eval-every must be at least 1")
+    if not (0 < local_epochs < 1 or (local_epochs >= 1 and float(local_epochs).is_integer())):
+        raise ConfigError(f"--local-epochs {local_epochs}: whole epochs (1, 2, ...) or a share of one below 1 "
+                          "(0.2: each round trains on the next fifth of a site's images)")
+    if local_optimizer not in LOCAL_OPTIMIZERS:
+        raise ConfigError(f"--local-optimizer {local_optimizer!r}: expected one of {', '.join(LOCAL_OPTIMIZERS)}")
     if not 0 < fraction <= 1:
         raise ConfigError(f"--fraction {fraction}: the share of clients trained each round, in (0, 1]")
     flower_python()
@@ -113,8 +121,9 @@ def _start_model(task, data_opts: DataOptions, ref, classes, backbone, weights, 
 
 
 def simulate(task: str = "classify", data: str | None = None, *, clients: int = 5, partition: str = "iid",
-             rounds: int = 5, local_epochs: int = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
-             norm: str = "average", min_clients: int | None = None, fraction: float = 1.0,
+             rounds: int = 5, local_epochs: float = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
+             norm: str = "average",
+             local_optimizer: str = "reset", eval_every: int = 1, min_clients: int | None = None, fraction: float = 1.0,
              dp_noise: float | None = None,
              dp_clip: float = 1.0, secure_aggregation: bool = False, backbone: str | None = None,
              weights: str | None = None, kind: str | None = None, img_size=None, head: dict | None = None,
@@ -127,7 +136,7 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     ``options``: data options and the sites' TrainConfig options (SITE_OPTIONS). Writes
     OUT/model.safetensors, OUT/metrics.jsonl, OUT/curves.png, OUT/clients/K/local.safetensors."""
     console = console or Console(stderr=True, markup=False)
-    _check(rounds, local_epochs, strategy, norm, fraction)
+    _check(rounds, local_epochs, strategy, norm, fraction, local_optimizer, eval_every)
     out_dir = _out(out, overwrite)
     data_kw, site_kw = _site_options(options)
     opts = staged(DataOptions.parse(data_kw, data=data))
@@ -139,9 +148,10 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
                      opts.skip_bad) for k, p in enumerate(parts)}
     console.print(f"{clients} simulated sites ({partition}): " + ", ".join(str(len(p)) for p in parts)
                   + f" images; {len(va) if va else 0} validation images stay with the server", highlight=False)
-    coord = Coordinator(model, out_dir, va, console, int(site_kw.get("batch_size", 32)), opts.skip_bad)
+    coord = Coordinator(model, out_dir, va, console, int(site_kw.get("batch_size", 32)), opts.skip_bad,
+                        eval_every, rounds)
     job = _job(rounds, strategy, mu, min_clients or max(1, int(clients * fraction)), clients, dp_noise, dp_clip,
-               _round_config(model, rounds, local_epochs, lr, norm), fraction, secure_aggregation=secure_aggregation,
+               _round_config(model, rounds, local_epochs, lr, norm, local_optimizer), fraction, secure_aggregation=secure_aggregation,
                secagg_range=8.0)
     Link(_handlers(coord, sites), console).run("simulate", job)
     return {**_summary(coord, out_dir), "sites": [len(p) for p in parts]}
@@ -149,8 +159,9 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
 
 def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: int = 2, min_clients: int = 1,
            fraction: float = 1.0,
-           rounds: int = 5, local_epochs: int = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
-           norm: str = "average", val: str | None = None, classes=None, dp_noise: float | None = None,
+           rounds: int = 5, local_epochs: float = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
+           norm: str = "average",
+           local_optimizer: str = "reset", eval_every: int = 1, val: str | None = None, classes=None, dp_noise: float | None = None,
            dp_clip: float = 1.0, round_timeout: float | None = None, wait_s: float = 600.0, certificates=None,
            backbone: str | None = None, weights: str | None = None, kind: str | None = None, img_size=None,
            head: dict | None = None, out: str = "runs/federated", overwrite: bool = False, batch_size: int = 32,
@@ -162,15 +173,15 @@ def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: i
     files — gRPC over TLS (else plain: for a trusted network only). ``options``: data options
     for ``val``."""
     console = console or Console(stderr=True, markup=False)
-    _check(rounds, local_epochs, strategy, norm, fraction)
+    _check(rounds, local_epochs, strategy, norm, fraction, local_optimizer, eval_every)
     tls = _files(certificates, 3, "--certificates CA,CERT,KEY")
     out_dir = _out(out, overwrite)
     opts = staged(DataOptions.parse(split_options(options, DataOptions)[0], data=val, classes=classes))
     va = TASKS.get(task).read_labelled(opts) if val else None
     model = _start_model(task, opts, va, classes, backbone, weights, kind, img_size, head, console, seed)
-    coord = Coordinator(model, out_dir, va, console, batch_size, opts.skip_bad)
+    coord = Coordinator(model, out_dir, va, console, batch_size, opts.skip_bad, eval_every, rounds)
     job = _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip,
-               _round_config(model, rounds, local_epochs, lr, norm), fraction, listen=listen,
+               _round_config(model, rounds, local_epochs, lr, norm, local_optimizer), fraction, listen=listen,
                round_timeout=round_timeout, wait_s=wait_s, certificates=tls)
     console.print(f"federated server on {listen}: {rounds} rounds of {strategy}, waiting for {clients} clients",
                   highlight=False)

@@ -15,6 +15,7 @@ from rich.console import Console
 from torch import nn
 
 from ..data.classification import ClassificationData
+from ..data.dataset import TaskDataset
 from ..errors import ConfigError
 from ..modelfile import save_model
 from ..tasks import TASKS
@@ -104,17 +105,45 @@ def conform(data, labels: list[str], what: str):
                       f"{list(labels)[:10]}", hint="give every site the same class list (--classes)")
 
 
+class Chunk(TaskDataset):
+    """The images ``index`` of a task dataset ``base`` (a round's share of a site's data): seeded
+    augmentation, normalisation and tallies are the base's."""
+
+    def __init__(self, base: TaskDataset, index: list[int]):
+        super().__init__(base.data, base.skip_bad)
+        self.base, self.index, self.counts = base, list(index), base.counts
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        return self.base[(self.index[i], seed)] if seed is not None else self.base[self.index[i]]
+
+    def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
+        return self.base.normalize(batch_u8)
+
+    def __getattr__(self, name: str):  # the rest of the task dataset (on_worker, ...)
+        if name == "base":  # unpickling in a worker, before __dict__ is back
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+
 class Site:
-    """One client: ``train`` (a task's data) trained with the Trainer for the server's local
-    epochs each round, from the global weights. ``options``: TrainConfig fields of this site
-    (batch_size, workers, device, precision, freeze, ...); the server sets lr and epochs."""
+    """One client: ``train`` (a task's data) trained with the Trainer each round, from the
+    global weights, for the server's ``local_epochs``: whole epochs, or a share below 1 — the
+    next part of a seeded pass over the site's images, so that R rounds of 0.2 are R/5 epochs
+    with every image seen once per pass. ``local_optimizer`` "keep": AdamW's moments carry over
+    from the site's last round (else they start again). ``options``: TrainConfig fields of this
+    site (batch_size, workers, device, precision, freeze, ...); the server sets lr and epochs."""
 
     def __init__(self, task: str, train, out: Path, options: dict, console: Console, seed: int = 0,
                  skip_bad: bool = False):
         self.task, self.train, self.out = task, train, Path(out)
         self.options, self.console, self.seed, self.skip_bad = dict(options), console, seed, skip_bad
-        self.model, self.make_train = None, None
-        self.rounds = 0
+        self.model, self.make_train, self.pipelines = None, None, {}
+        self.rounds, self.optimizer_state = 0, None
+        self.order, self.passes = [], 0  # the current pass's images not yet trained on
 
     def _model(self, config: dict):
         if self.model is None:
@@ -126,6 +155,23 @@ class Site:
             self.train = conform(self.train, labels, "this site's data")
             self.make_train = TASKS.get(self.task).datasets(self.model, self.train, None, self.skip_bad)[0]
         return self.model
+
+    def _round_data(self, share: float):
+        """(make_train(augment) for this round, its epochs, its images)."""
+        if share >= 1:
+            return self.make_train, int(share), len(self.train)
+        n = len(self.train)
+        take = max(1, round(share * n))
+        if len(self.order) < take:  # a new pass: the rest of the old one first, then a fresh order
+            self.passes += 1
+            self.order += np.random.default_rng([self.seed, self.passes]).permutation(n).tolist()
+        chunk, self.order = self.order[:take], self.order[take:]
+
+        def make(augment: bool):
+            if augment not in self.pipelines:
+                self.pipelines[augment] = self.make_train(augment)
+            return Chunk(self.pipelines[augment], chunk)
+        return make, 1, take
 
     def fit(self, arrays: list[np.ndarray], config: dict) -> tuple[list[np.ndarray], int, dict]:
         model = self._model(config)
@@ -139,31 +185,37 @@ class Site:
             def penalty(m):
                 return mu / 2 * sum(((p - ref[k].to(p.device)) ** 2).sum()
                                     for k, p in m.named_parameters() if p.requires_grad)
-        cfg = TrainConfig.parse({**self.options, "epochs": int(config["local_epochs"]), "lr": float(config["lr"]),
+        make, epochs, images = self._round_data(float(config["local_epochs"]))
+        cfg = TrainConfig.parse({**self.options, "epochs": epochs, "lr": float(config["lr"]),
                                  "warmup_epochs": 0.0, "lr_schedule": "constant", "overwrite": True,
                                  "out_dir": str(self.out / "round"), "seed": self.seed * 1000 + int(config["round"])},
                                 skip_bad=self.skip_bad)
+        keep = config.get("local_optimizer", "reset") == "keep"
         t = time.perf_counter()
-        Trainer(model, cfg, self.make_train, None, self.console, penalty=penalty).fit()
+        trainer = Trainer(model, cfg, make, None, self.console, penalty=penalty, model_files=False,
+                          optimizer_state=self.optimizer_state if keep else None)
+        trainer.fit()
+        self.optimizer_state = trainer.optimizer_state if keep else None
         self.rounds += 1
         model.cpu()
         save_model(model, self.out / "local.safetensors")  # this site's model (with its own BatchNorm under FedBN)
-        for f in ("best.safetensors", "last.safetensors", "checkpoint.pt"):  # a round restarts from the global model
-            (self.out / "round" / f).unlink(missing_ok=True)
-        rec = json.loads((self.out / "round" / "metrics.jsonl").read_text().splitlines()[-1])
-        self.console.print(f"round {config['round']}: trained {len(self.train)} images for {cfg.epochs} epoch(s) "
-                           f"in {time.perf_counter() - t:.1f} s, loss {rec['train_loss']:.4f}", highlight=False)
-        return get_arrays(model), len(self.train), {"train_loss": rec["train_loss"]}
+        loss = trainer.records[-1]["train_loss"]
+        self.console.print(f"round {config['round']}: trained {images} of {len(self.train)} images for {epochs} "
+                           f"epoch(s) in {time.perf_counter() - t:.1f} s, loss {loss:.4f}", highlight=False)
+        return get_arrays(model), len(self.train), {"train_loss": loss}
 
 
 class Coordinator:
     """The server's global model: its first weights, and after every round the aggregate —
     written to OUT/model.safetensors (an ordinary cvapps model file), evaluated on ``val`` (if
-    given), recorded in OUT/metrics.jsonl and OUT/curves.png."""
+    given; every ``eval_every`` rounds and the last of ``rounds``), recorded in OUT/metrics.jsonl
+    and OUT/curves.png."""
 
-    def __init__(self, model, out: Path, val, console: Console, batch_size: int = 32, skip_bad: bool = False):
+    def __init__(self, model, out: Path, val, console: Console, batch_size: int = 32, skip_bad: bool = False,
+                 eval_every: int = 1, rounds: int = 0):
         """``val``: the task's labelled data (or None); its dataset is made once."""
         self.model, self.out, self.console, self.batch_size = model, Path(out), console, batch_size
+        self.eval_every, self.rounds = eval_every, rounds
         self.val_ds = model.spec.eval_dataset(model, val, skip_bad) if val is not None else None
         self.records: list[dict] = []
         self.pending: dict = {}
@@ -180,7 +232,7 @@ class Coordinator:
         rec = {"epoch": rnd, **self.pending, "time_s": round(time.perf_counter() - self.started, 1)}
         self.pending = {}
         loss, metrics = 0.0, {}
-        if self.val_ds is not None:
+        if self.val_ds is not None and (rnd % self.eval_every == 0 or rnd == self.rounds):
             m = evaluate_dataset(self.model, self.val_ds, self.batch_size)
             metrics = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             loss = float(metrics.pop("loss", math.nan))
@@ -188,7 +240,8 @@ class Coordinator:
         self.records.append(rec)
         with open(self.out / "metrics.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in self.records)
-        plot_curves(self.records, self.out / "curves.png", self.metric)
+        if self.val_ds is None or "val_loss" in rec or rnd == self.rounds:
+            plot_curves(self.records, self.out / "curves.png", self.metric, "round")
         shown = " ".join(f"{k}={round(v, 4) if isinstance(v, float) else v}" for k, v in rec.items() if k != "epoch")
         self.console.print(f"round {rnd}: {shown}", highlight=False)
         return loss if math.isfinite(loss) else 0.0, metrics

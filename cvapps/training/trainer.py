@@ -125,13 +125,19 @@ class Trainer:
     (see cvapps.data). ``make_train_ds(augment)`` lets the trainer pick the pipeline."""
 
     def __init__(self, model, cfg: TrainConfig, make_train_ds, val_ds, console: Console | None = None,
-                 evaluate_start: bool = False, unlabelled=None, penalty=None):
+                 evaluate_start: bool = False, unlabelled=None, penalty=None, optimizer_state: dict | None = None,
+                 model_files: bool = True):
         """``evaluate_start``: the model already works (a pretrained task model being fine-tuned):
         it is evaluated as epoch 0 and stays best.safetensors unless an epoch beats it.
         ``unlabelled``: a cvapps.tasks.spec.SemiSupervised (its images join every step).
-        ``penalty(model)``: a scalar added to every step's loss (FedProx's proximal term)."""
+        ``penalty(model)``: a scalar added to every step's loss (FedProx's proximal term).
+        ``optimizer_state``: AdamW's per-parameter state (moments) of an earlier run of this model
+        to start from (a federated site's next round); the run's end state is left in
+        ``self.optimizer_state``. ``model_files`` False: the caller takes the model from memory
+        — no best / last / checkpoint files or curves are written (metrics.jsonl is)."""
         self.model, self.cfg, self.val_ds, self.evaluate_start = model, cfg, val_ds, evaluate_start
         self.unlabelled, self.penalty = unlabelled, penalty
+        self.optimizer_state, self.model_files = optimizer_state, model_files
         self.dist, device = distributed.setup(cfg.device)
         # only rank 0 talks, logs and writes files
         self.console = (console or Console(stderr=True, markup=False)) if self.dist.main else Console(quiet=True)
@@ -255,6 +261,8 @@ class Trainer:
                            + (f"; DDP over {self.dist.world} processes, {cfg.batch_size // self.dist.world} "
                               f"images per process per step" if self.dist.enabled else ""))
         opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.backbone_lr_ratio, cfg.weight_decay), lr=cfg.lr)
+        if self.optimizer_state is not None:  # the moments only: this run's rates and schedule stand
+            opt.load_state_dict({**opt.state_dict(), "state": self.optimizer_state})
         train_loader = self._loader(train_ds, True)
         semi = self.unlabelled
         u_loader = make_loader(semi.dataset, max(1, cfg.batch_size * semi.ratio // self.dist.world), True,
@@ -375,7 +383,9 @@ class Trainer:
             else:
                 bad_epochs += 1
             self.records.append(rec)
-            if self.dist.main:
+            if self.dist.main and not self.model_files:
+                self._write_records()
+            elif self.dist.main:
                 if improved:
                     self.save(kept(), self.out / "best.safetensors")
                 self.save(kept(), self.out / "last.safetensors")
@@ -398,6 +408,7 @@ class Trainer:
                                      and time.time() - t_start > 60 * cfg.time_limit_min):
                 self.console.print(f"time limit of {cfg.time_limit_min} min reached after epoch {epoch + 1}")
                 break
+        self.optimizer_state = opt.state_dict()["state"]
         if best_epoch == 0:
             note(self.console, "note:", f"no epoch beat the starting model ({self.metric} {round(best, 4)}): "
                                         f"{self.out}/best.safetensors is the starting model, last.safetensors the "
@@ -430,5 +441,5 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "w") as f:
             for r in self.records:
                 f.write(json.dumps(r) + "\n")
-        if self.records:
+        if self.records and self.model_files:
             plot_curves(self.records, self.out / "curves.png", self.metric)
