@@ -151,8 +151,8 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     coord = Coordinator(model, out_dir, va, console, int(site_kw.get("batch_size", 32)), opts.skip_bad,
                         eval_every, rounds)
     job = _job(rounds, strategy, mu, min_clients or max(1, int(clients * fraction)), clients, dp_noise, dp_clip,
-               _round_config(model, rounds, local_epochs, lr, norm, local_optimizer), fraction, secure_aggregation=secure_aggregation,
-               secagg_range=8.0)
+               _round_config(model, rounds, local_epochs, lr, norm, local_optimizer), fraction,
+               secure_aggregation=secure_aggregation, secagg_range=8.0)
     Link(_handlers(coord, sites), console).run("simulate", job)
     return {**_summary(coord, out_dir), "sites": [len(p) for p in parts]}
 
@@ -160,8 +160,8 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
 def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: int = 2, min_clients: int = 1,
            fraction: float = 1.0,
            rounds: int = 5, local_epochs: float = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
-           norm: str = "average",
-           local_optimizer: str = "reset", eval_every: int = 1, val: str | None = None, classes=None, dp_noise: float | None = None,
+           norm: str = "average", local_optimizer: str = "reset", eval_every: int = 1, val: str | None = None,
+           classes=None, dp_noise: float | None = None,
            dp_clip: float = 1.0, round_timeout: float | None = None, wait_s: float = 600.0, certificates=None,
            backbone: str | None = None, weights: str | None = None, kind: str | None = None, img_size=None,
            head: dict | None = None, out: str = "runs/federated", overwrite: bool = False, batch_size: int = 32,
