@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--local-epochs", type=float, default=1.0, help="per round: 1, or a share (0.2: 5 rounds an epoch)")
     ap.add_argument("--local-optimizer", default="reset", help="reset | keep (a site's AdamW moments)")
     ap.add_argument("--eval-every", type=int, default=1, help="rounds between the server's evaluations")
+    ap.add_argument("--strategy", default="fedavg", help="fedavg | fedprox | fedavgm")
+    ap.add_argument("--server-lr", type=float, default=1.0, help="fedavgm's server rate")
+    ap.add_argument("--server-momentum", type=float, default=0.9, help="fedavgm's server momentum")
     ap.add_argument("--clients", type=int, default=5)
     ap.add_argument("--arms", default="central,iid,dirichlet:0.3")
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -59,7 +62,8 @@ def main() -> None:
     report = {"train_images": args.train, "test_images": 10000, "epochs": args.epochs, "clients": args.clients,
               "model": f"mobilenet_v2 ({args.weights or 'random init'}) at 32 px, batch 32, AdamW lr {args.lr:g} "
                        f"(backbone x{common['backbone_lr_ratio']}), cosine",
-              "local_epochs": args.local_epochs, "local_optimizer": args.local_optimizer}
+              "local_epochs": args.local_epochs, "local_optimizer": args.local_optimizer, "strategy": args.strategy,
+              "server_lr": args.server_lr, "server_momentum": args.server_momentum}
     for arm in args.arms.split(","):
         t = time.perf_counter()
         if arm == "central":
@@ -69,10 +73,11 @@ def main() -> None:
             top1, parts = rec["top1"], None
         else:
             rounds = round(args.epochs / args.local_epochs)
-            name = f"{tag}{arm.replace(':', '-')}-local{args.local_epochs:g}-{args.local_optimizer}"
+            name = f"{tag}{arm.replace(':', '-')}-local{args.local_epochs:g}-{args.local_optimizer}-{args.strategy}"
             r = fed.simulate("classify", str(work), clients=args.clients, partition=arm, rounds=rounds,
                              local_epochs=args.local_epochs, local_optimizer=args.local_optimizer,
-                             eval_every=args.eval_every, lr=args.lr, out=str(work / name), seed=args.seed,
+                             eval_every=args.eval_every, strategy=args.strategy, server_lr=args.server_lr,
+                             server_momentum=args.server_momentum, lr=args.lr, out=str(work / name), seed=args.seed,
                              overwrite=True, console=quiet, **common)
             top1, parts = r["final"], r["sites"]
         report[arm] = {"top1": round(float(top1), 4), "minutes": round((time.perf_counter() - t) / 60, 1)}

@@ -163,8 +163,9 @@ def test_flower_missing_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("CVAPPS_FLOWER_PYTHON")
     with pytest.raises(ConfigError, match="--strategy 'fedsgd'"):
         fed.simulate("classify", str(tmp_path / "no-data"), strategy="fedsgd", out=str(tmp_path / "out"))
-    for bad in ({"local_epochs": 1.5}, {"local_epochs": 0}, {"local_optimizer": "sgd"}, {"eval_every": 0}):
-        with pytest.raises(ConfigError, match="--local-epochs|--local-optimizer|--eval-every"):
+    for bad in ({"local_epochs": 1.5}, {"local_epochs": 0}, {"local_optimizer": "sgd"}, {"eval_every": 0},
+                {"server_momentum": 1.0}):
+        with pytest.raises(ConfigError, match="--local-epochs|--local-optimizer|--eval-every|--server-momentum"):
             fed.simulate("classify", str(tmp_path / "no-data"), out=str(tmp_path / "out"), **bad)
     assert not (tmp_path / "out").exists()
 
@@ -186,6 +187,29 @@ def test_simulated_round_is_fedavg_and_the_model_predicts(tmp_path, colour_folde
     assert pred.summaries[0][1].split("\t")[0] in COLOURS
     with pytest.raises(ConfigError, match="already holds"):
         fed.simulate("classify", str(colour_folder), clients=2, rounds=1, out=str(out), console=Console(quiet=True))
+
+
+def test_fedavgm_steps_the_server_rate_towards_the_average(tmp_path, colour_folder, monkeypatch):
+    """Flower's FedAvgM, one round at server rate 0.5: the global model moves half way from the
+    round's start to the sites' average (running variances clipped at 0 as sent to the sites)."""
+    seen = {}
+    real = fed.sites.Coordinator.global_round
+
+    def spy(self, rnd, arrays):
+        seen[rnd] = [a.copy() for a in arrays]
+        return real(self, rnd, arrays)
+    monkeypatch.setattr(fed.sites.Coordinator, "global_round", spy)
+    out = tmp_path / "fedm"
+    fed.simulate("classify", str(colour_folder), clients=2, rounds=1, backbone="mobilenet_v3_small", img_size=64,
+                 lr=0.05, strategy="fedavgm", server_lr=0.5, server_momentum=0.9, out=str(out), batch_size=6,
+                 workers=0, console=Console(quiet=True))
+    model = cvapps.load(str(out / "model.safetensors"), task="classify")
+    names = fed.sites.travelling(model)
+    avg = fedavg_by_hand([(out / "clients" / k / "local.safetensors", 9) for k in ("0", "1")])
+    for k, start, got in zip(names, seen[0], seen[1]):
+        want = 0.5 * start.astype(np.float64) + 0.5 * avg[k].numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=k)
+    assert not np.allclose(seen[1][0], avg[names[0]].numpy(), atol=1e-4)  # not plain FedAvg
 
 
 def start(args: list, log: Path, **kw) -> subprocess.Popen:

@@ -24,7 +24,10 @@ ROUND = {
     "eval_every": (int, typer.Option(1, help="score the global model on the server's data every N rounds (and "
                                              "after the last)")),
     "lr": (float, typer.Option(1e-3, help="learning rate of round 1 (cosine over the rounds, constant within one)")),
-    "strategy": (str, typer.Option("fedavg", help="fedavg | fedprox (Flower's strategies)")),
+    "strategy": (str, typer.Option("fedavg", help="fedavg | fedprox | fedavgm (Flower's strategies)")),
+    "server_lr": (float, typer.Option(1.0, help="fedavgm: the server's rate on the averaged update (the effective "
+                                                "rate is server-lr / (1 - server-momentum))")),
+    "server_momentum": (float, typer.Option(0.9, help="fedavgm: the server's momentum over rounds")),
     "mu": (float, typer.Option(0.01, help="fedprox: weight of the proximal term mu/2 ||w - w_global||^2")),
     "norm": (str, typer.Option("average", help="BatchNorm: average (FedAvg: with every weight) | local (FedBN: "
                                                "each site keeps its own after round 1)")),

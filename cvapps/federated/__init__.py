@@ -1,7 +1,7 @@
 """Federated learning on Flower (``cvapps federated server | client | simulate``): the images
 stay at their sites, each site trains the round's global model with cvapps's Trainer on its
-own data, and only weights travel; Flower (flwr, Apache-2.0) aggregates them (FedAvg or
-FedProx), samples clients, tolerates failures, and simulates many sites on one machine (Ray).
+own data, and only weights travel; Flower (flwr, Apache-2.0) aggregates them (FedAvg,
+FedProx or FedAvgM), samples clients, tolerates failures, and simulates many sites on one machine (Ray).
 
 BatchNorm: ``norm="average"`` (default) averages its parameters and running statistics with
 every other weight (FedAvg as McMahan et al. 2017); ``norm="local"`` is FedBN (Li et al. 2021):
@@ -29,7 +29,7 @@ from .engine import Link, flower_python, setup
 from .sites import Coordinator, Site, get_arrays, partition
 from .sites import partition as split_sites  # inside simulate its `partition` argument hides the function
 
-STRATEGIES = ("fedavg", "fedprox")
+STRATEGIES = ("fedavg", "fedprox", "fedavgm")
 NORMS = ("average", "local")
 LOCAL_OPTIMIZERS = ("keep", "reset")
 SITE_OPTIONS = ("batch_size", "workers", "device", "precision", "freeze", "weight_decay", "backbone_lr_ratio",
@@ -48,7 +48,7 @@ def round_lr(lr: float, rnd: int, rounds: int) -> float:
 
 
 def _check(rounds: int, local_epochs: float, strategy: str, norm: str, fraction: float, local_optimizer: str,
-           eval_every: int) -> None:
+           eval_every: int, server_lr: float = 1.0, server_momentum: float = 0.0) -> None:
     """The run's options and Flower's environment, before any data is read or folder made."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
@@ -61,14 +61,19 @@ def _check(rounds: int, local_epochs: float, strategy: str, norm: str, fraction:
                           "(0.2: each round trains on the next fifth of a site's images)")
     if local_optimizer not in LOCAL_OPTIMIZERS:
         raise ConfigError(f"--local-optimizer {local_optimizer!r}: expected one of {', '.join(LOCAL_OPTIMIZERS)}")
+    if not 0 <= server_momentum < 1 or not server_lr > 0:
+        raise ConfigError(f"--server-lr {server_lr} / --server-momentum {server_momentum}: a rate above 0 and a "
+                          "momentum in [0, 1)")
     if not 0 < fraction <= 1:
         raise ConfigError(f"--fraction {fraction}: the share of clients trained each round, in (0, 1]")
     flower_python()
 
 
-def _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip, fit_config, fraction=1.0, **more) -> dict:
+def _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip, fit_config, fraction=1.0, server_lr=1.0,
+         server_momentum=0.9, **more) -> dict:
     sampled = max(min_clients, int(clients * fraction))
     return {"rounds": rounds, "strategy": strategy, "mu": mu, "min_clients": min_clients, "clients": clients,
+            "server_lr": server_lr, "server_momentum": server_momentum,
             "dp_noise": dp_noise, "dp_clip": dp_clip, "sampled_clients": sampled, "fraction_fit": fraction,
             "fit_config": fit_config, **more}
 
@@ -122,7 +127,7 @@ def _start_model(task, data_opts: DataOptions, ref, classes, backbone, weights, 
 
 def simulate(task: str = "classify", data: str | None = None, *, clients: int = 5, partition: str = "iid",
              rounds: int = 5, local_epochs: float = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
-             norm: str = "average",
+             server_lr: float = 1.0, server_momentum: float = 0.9, norm: str = "average",
              local_optimizer: str = "reset", eval_every: int = 1, min_clients: int | None = None, fraction: float = 1.0,
              dp_noise: float | None = None,
              dp_clip: float = 1.0, secure_aggregation: bool = False, backbone: str | None = None,
@@ -136,7 +141,7 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     ``options``: data options and the sites' TrainConfig options (SITE_OPTIONS). Writes
     OUT/model.safetensors, OUT/metrics.jsonl, OUT/curves.png, OUT/clients/K/local.safetensors."""
     console = console or Console(stderr=True, markup=False)
-    _check(rounds, local_epochs, strategy, norm, fraction, local_optimizer, eval_every)
+    _check(rounds, local_epochs, strategy, norm, fraction, local_optimizer, eval_every, server_lr, server_momentum)
     out_dir = _out(out, overwrite)
     data_kw, site_kw = _site_options(options)
     opts = staged(DataOptions.parse(data_kw, data=data))
@@ -151,17 +156,17 @@ def simulate(task: str = "classify", data: str | None = None, *, clients: int = 
     coord = Coordinator(model, out_dir, va, console, int(site_kw.get("batch_size", 32)), opts.skip_bad,
                         eval_every, rounds)
     job = _job(rounds, strategy, mu, min_clients or max(1, int(clients * fraction)), clients, dp_noise, dp_clip,
-               _round_config(model, rounds, local_epochs, lr, norm, local_optimizer), fraction,
-               secure_aggregation=secure_aggregation, secagg_range=8.0)
+               _round_config(model, rounds, local_epochs, lr, norm, local_optimizer), fraction, server_lr,
+               server_momentum, secure_aggregation=secure_aggregation, secagg_range=8.0)
     Link(_handlers(coord, sites), console).run("simulate", job)
     return {**_summary(coord, out_dir), "sites": [len(p) for p in parts]}
 
 
 def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: int = 2, min_clients: int = 1,
-           fraction: float = 1.0,
-           rounds: int = 5, local_epochs: float = 1, lr: float = 1e-3, strategy: str = "fedavg", mu: float = 0.01,
-           norm: str = "average", local_optimizer: str = "reset", eval_every: int = 1, val: str | None = None,
-           classes=None, dp_noise: float | None = None,
+           fraction: float = 1.0, rounds: int = 5, local_epochs: float = 1, lr: float = 1e-3, strategy: str = "fedavg",
+           mu: float = 0.01, server_lr: float = 1.0, server_momentum: float = 0.9, norm: str = "average",
+           local_optimizer: str = "reset", eval_every: int = 1, val: str | None = None, classes=None,
+           dp_noise: float | None = None,
            dp_clip: float = 1.0, round_timeout: float | None = None, wait_s: float = 600.0, certificates=None,
            backbone: str | None = None, weights: str | None = None, kind: str | None = None, img_size=None,
            head: dict | None = None, out: str = "runs/federated", overwrite: bool = False, batch_size: int = 32,
@@ -173,7 +178,7 @@ def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: i
     files — gRPC over TLS (else plain: for a trusted network only). ``options``: data options
     for ``val``."""
     console = console or Console(stderr=True, markup=False)
-    _check(rounds, local_epochs, strategy, norm, fraction, local_optimizer, eval_every)
+    _check(rounds, local_epochs, strategy, norm, fraction, local_optimizer, eval_every, server_lr, server_momentum)
     tls = _files(certificates, 3, "--certificates CA,CERT,KEY")
     out_dir = _out(out, overwrite)
     opts = staged(DataOptions.parse(split_options(options, DataOptions)[0], data=val, classes=classes))
@@ -181,7 +186,8 @@ def server(task: str = "classify", *, listen: str = "127.0.0.1:8080", clients: i
     model = _start_model(task, opts, va, classes, backbone, weights, kind, img_size, head, console, seed)
     coord = Coordinator(model, out_dir, va, console, batch_size, opts.skip_bad, eval_every, rounds)
     job = _job(rounds, strategy, mu, min_clients, clients, dp_noise, dp_clip,
-               _round_config(model, rounds, local_epochs, lr, norm, local_optimizer), fraction, listen=listen,
+               _round_config(model, rounds, local_epochs, lr, norm, local_optimizer), fraction, server_lr,
+               server_momentum, listen=listen,
                round_timeout=round_timeout, wait_s=wait_s, certificates=tls)
     console.print(f"federated server on {listen}: {rounds} rounds of {strategy}, waiting for {clients} clients",
                   highlight=False)

@@ -4,7 +4,7 @@ federated setup``; flwr cannot join cvapps's pinned set) as
     python flower.py server|client|simulate JOB.json
 
 with the cvapps process that started it listening on CVAPPS_FED_ADDRESS (see wire.py). Flower
-does what it is for — the strategies (FedAvg, FedProx), the rounds, client sampling, failures,
+does what it is for — the strategies (FedAvg, FedProx, FedAvgM), the rounds, client sampling, failures,
 the gRPC transport, the Ray simulation engine, DP clipping and noise, SecAgg+ — and every client
 fit, evaluation and model file is asked of cvapps. Imports flwr, NumPy and the standard library
 only (not the cvapps package)."""
@@ -21,7 +21,7 @@ import wire  # noqa: E402  (beside this file; the cvapps package is not importab
 
 from flwr.client import ClientApp, NumPyClient  # noqa: E402
 from flwr.common import ndarrays_to_parameters  # noqa: E402
-from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx  # noqa: E402
+from flwr.server.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedAvgM, FedProx  # noqa: E402
 
 
 class Site(NumPyClient):
@@ -50,7 +50,7 @@ def weighted_mean(results) -> dict:
 def make_strategy(job: dict, address: str, key: str):
     """The job's Flower strategy; every round's aggregate goes back to cvapps (model file,
     central evaluation, metrics.jsonl)."""
-    base = FedProx if job["strategy"] == "fedprox" else FedAvg
+    base = {"fedavg": FedAvg, "fedprox": FedProx, "fedavgm": FedAvgM}[job["strategy"]]
     expected, wait = job.get("clients", 0), job.get("wait_s", 600.0)
 
     def configure_fit(self, server_round, parameters, client_manager):
@@ -81,6 +81,8 @@ def make_strategy(job: dict, address: str, key: str):
               accept_failures=True, fit_metrics_aggregation_fn=weighted_mean)
     if base is FedProx:
         kw["proximal_mu"] = job["mu"]
+    if base is FedAvgM:  # w += server_lr x v, v = momentum x v + (average - w) (Hsu et al. 2019)
+        kw.update(server_learning_rate=job["server_lr"], server_momentum=job["server_momentum"])
     strategy = cls(**kw)
     if job.get("dp_noise") is not None:  # central DP: the server clips each update and noises the sum
         strategy = DifferentialPrivacyServerSideFixedClipping(strategy, job["dp_noise"], job["dp_clip"],
