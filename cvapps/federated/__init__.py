@@ -1,7 +1,13 @@
 """Federated learning on Flower (``cvapps federated server | client | simulate``): the images
 stay at their sites, each site trains the round's global model with cvapps's Trainer on its
-own data, and only weights travel; Flower (flwr, Apache-2.0) aggregates them (FedAvg,
-FedProx or FedAvgM), samples clients, tolerates failures, and simulates many sites on one machine (Ray).
+own data, and only weights travel; Flower (flwr, Apache-2.0) aggregates them (FedAvg, FedProx
+or FedAvgM), samples clients, tolerates failures, and simulates many sites on one machine (Ray).
+
+A round's recipe is the server's: ``local_epochs`` (whole epochs, or a share below 1 — the next
+part of a seeded pass over a site's images, cvapps.federated.sites.Site), the round's rate
+(``lr``, cosine over the rounds), ``local_optimizer`` (``keep``: a site's AdamW moments carry
+over between its rounds; ``reset``), the strategy (``mu`` for fedprox; ``server_lr`` and
+``server_momentum`` for fedavgm). ``eval_every``: the server scores every N rounds and the last.
 
 BatchNorm: ``norm="average"`` (default) averages its parameters and running statistics with
 every other weight (FedAvg as McMahan et al. 2017); ``norm="local"`` is FedBN (Li et al. 2021):
