@@ -163,9 +163,10 @@ def test_flower_missing_is_one_line(monkeypatch, tmp_path):
     monkeypatch.delenv("CVAPPS_FLOWER_PYTHON")
     with pytest.raises(ConfigError, match="--strategy 'fedsgd'"):
         fed.simulate("classify", str(tmp_path / "no-data"), strategy="fedsgd", out=str(tmp_path / "out"))
-    for bad in ({"local_epochs": 1.5}, {"local_epochs": 0}, {"local_optimizer": "sgd"}, {"eval_every": 0},
-                {"server_momentum": 1.0}):
-        with pytest.raises(ConfigError, match="--local-epochs|--local-optimizer|--eval-every|--server-momentum"):
+    for bad, said in (({"local_epochs": 1.5}, "--local-epochs 1.5"), ({"local_epochs": 0}, "--local-epochs 0"),
+                      ({"local_optimizer": "sgd"}, "--local-optimizer 'sgd'"), ({"eval_every": 0}, "--eval-every"),
+                      ({"server_momentum": 1.0}, "--server-momentum 1.0")):
+        with pytest.raises(ConfigError, match=said):
             fed.simulate("classify", str(tmp_path / "no-data"), out=str(tmp_path / "out"), **bad)
     assert not (tmp_path / "out").exists()
 
@@ -191,7 +192,8 @@ def test_simulated_round_is_fedavg_and_the_model_predicts(tmp_path, colour_folde
 
 def test_fedavgm_steps_the_server_rate_towards_the_average(tmp_path, colour_folder, monkeypatch):
     """Flower's FedAvgM, one round at server rate 0.5: the global model moves half way from the
-    round's start to the sites' average (running variances clipped at 0 as sent to the sites)."""
+    round's start to the sites' average (the arrays as the server sends them, before cvapps
+    loads them)."""
     seen = {}
     real = fed.sites.Coordinator.global_round
 

@@ -54,7 +54,7 @@ def round_lr(lr: float, rnd: int, rounds: int) -> float:
 
 
 def _check(rounds: int, local_epochs: float, strategy: str, norm: str, fraction: float, local_optimizer: str,
-           eval_every: int, server_lr: float = 1.0, server_momentum: float = 0.0) -> None:
+           eval_every: int, server_lr: float, server_momentum: float) -> None:
     """The run's options and Flower's environment, before any data is read or folder made."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")

@@ -116,9 +116,8 @@ class Chunk(TaskDataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, key):
-        i, seed = key if isinstance(key, tuple) else (key, None)
-        return self.base[(self.index[i], seed)] if seed is not None else self.base[self.index[i]]
+    def __getitem__(self, key):  # i or (i, seed), as TaskDataset
+        return self.base[(self.index[key[0]], key[1])] if isinstance(key, tuple) else self.base[self.index[key]]
 
     def normalize(self, batch_u8: torch.Tensor) -> torch.Tensor:
         return self.base.normalize(batch_u8)
